@@ -1,0 +1,49 @@
+# vrft developer entry points. `make run` and `make test` install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= pipeline,lvis,dev
+# A GPU machine keeps pip's CUDA torch; elsewhere the CPU build is installed first so that nothing
+# pulls gigabytes of CUDA packages.
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+CPU_TORCH ?= torch==2.13.0
+CONFIG ?= configs/default.yaml
+
+.PHONY: setup run test lint format deepspeed images clean help
+
+help:
+	@echo "make setup   create $(VENV) and install vrft with its pipeline and test dependencies"
+	@echo "make run     run the whole pipeline on the embedded default ($(CONFIG))"
+	@echo "make test    run the test suite"
+	@echo "make lint    ruff"
+	@echo "make deepspeed  add DeepSpeed (multi-GPU ZeRO-2/3) to $(VENV)"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "vrft needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+ifneq ($(HAS_GPU),yes)
+	$(PY) -m pip install --quiet $(CPU_TORCH)
+endif
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/vrft run $(CONFIG)
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check vrft components pipelines tests bench
+
+format: setup
+	$(VENV)/bin/ruff format vrft components pipelines tests bench
+
+deepspeed: setup
+	DS_BUILD_OPS=0 $(PY) -m pip install --no-build-isolation 'deepspeed==0.19.8'
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

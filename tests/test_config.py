@@ -1,0 +1,83 @@
+"""Typed configs: YAML + overrides, with errors that name the file and key."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from vrft.config import ConfigError, apply_overrides, flatten, from_dict, load_config, to_dict
+
+
+@dataclass
+class Lora:
+    enabled: bool = False
+    r: int = 8
+
+
+@dataclass
+class Train:
+    model: str = "tiny"
+    beta: float = 0.04
+    steps: int = 200
+    mode: Literal["full", "lora"] = "full"
+    shots: list[int] = field(default_factory=lambda: [1, 2])
+    output: Path | None = None
+    lora: Lora = field(default_factory=Lora)
+
+    def validate(self):
+        if self.steps <= 0:
+            raise ConfigError(f"steps: must be positive, got {self.steps}")
+
+
+def test_yaml_section_and_overrides(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  beta: 0.02\n  lora: {enabled: true}\nother: {x: 1}\n")
+    cfg = load_config(Train, path, ["train.steps=25", "lora.r=16", "shots=[4, 8]", "output=/tmp/x"], section="train")
+    assert (cfg.beta, cfg.steps, cfg.lora.enabled, cfg.lora.r, cfg.shots) == (0.02, 25, True, 16, [4, 8])
+    assert cfg.output == Path("/tmp/x")
+
+
+def test_yaml_float_without_dot_is_accepted(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("beta: 1e-6\n")
+    assert load_config(Train, path).beta == 1e-6
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"stpes": 1}, "exp.yaml: stpes: unknown key"),
+        ({"steps": "many"}, "steps: expected an integer"),
+        ({"mode": "half"}, "mode: 'half' is not one of 'full', 'lora'"),
+        ({"lora": {"r": 1.5}}, "lora.r: expected an integer"),
+        ({"shots": [1, "x"]}, r"shots\[1\]: expected an integer"),
+        ({"steps": 0}, "steps: must be positive"),
+        ({"lora": 3}, "lora: expected a mapping"),
+    ],
+)
+def test_errors_name_file_and_key(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Train, data, source="exp.yaml")
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(Train, tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(Train, bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(Train, lst)
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(Train, None, ["steps"])
+
+
+def test_round_trip_and_flatten():
+    cfg = apply_overrides(Train(), ["lora.enabled=true"])
+    assert from_dict(Train, to_dict(cfg)) == cfg
+    flat = flatten(to_dict(cfg))
+    assert flat["lora.enabled"] is True and flat["beta"] == 0.04

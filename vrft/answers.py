@@ -1,0 +1,338 @@
+"""Parsing of model completions: think/answer blocks, detection box lists, single boxes, classes.
+
+Model output is untrusted text. Everything here parses with :mod:`json` or
+:func:`ast.literal_eval` (never ``eval``), bounds the input size, and turns anything malformed
+into a value the rewards can score (an invalid box, ``None``), never an exception.
+
+>>> extract_answer("<think>a dog</think> <answer>[{'Position': [1, 2, 30, 40], 'Confidence': 0.8}]</answer>")
+"[{'Position': [1, 2, 30, 40], 'Confidence': 0.8}]"
+>>> parse_detections("[{'Position': [1, 2, 30, 40], 'Confidence': 0.8}]")
+DetectionAnswer(no_objects=False, boxes=[PredictedBox(box=(1.0, 2.0, 30.0, 40.0), confidence=0.8, valid=True)], parsed=True)
+>>> parse_detections("No Objects").no_objects
+True
+>>> parse_single_box("(10,20),(110,220)")
+(10.0, 20.0, 110.0, 220.0)
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Completions far beyond 256 (train) / 1024 (eval) tokens are garbage; bounding the text keeps the
+# literal parsers fast and memory-safe on adversarial input. 10 000 boxes fit comfortably.
+MAX_ANSWER_CHARS = 1_000_000
+# Keys accepted for a box and its confidence; the paper's prompt asks for Position/Confidence,
+# Qwen2.5-VL's native grounding format is bbox_2d.
+BOX_KEYS = ("position", "bbox_2d", "bbox", "box")
+CONFIDENCE_KEYS = ("confidence", "score", "conf")
+
+_THINK_ANSWER = re.compile(r"\A<think>(.*?)</think>\s*<answer>(.*?)</answer>\Z", re.DOTALL)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_TAG = re.compile(r"</?(?:think|answer)>")
+_FENCE = re.compile(r"\A```[a-zA-Z0-9_-]*\s*(.*?)\s*```\Z", re.DOTALL)
+_NO_OBJECTS = re.compile(r"\A['\"]?\s*no\s+objects?\s*['\"]?\s*[.!]?\Z", re.IGNORECASE)
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_POINT_PAIR = re.compile(
+    rf"\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)\s*,?\s*\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)"
+)
+
+
+def completion_text(completion: Any) -> str:
+    """The assistant text of one completion: a string, or trl's conversational form.
+
+    >>> completion_text([{"role": "assistant", "content": "<answer>cat</answer>"}])
+    '<answer>cat</answer>'
+    >>> completion_text([{"role": "assistant", "content": [{"type": "text", "text": "hi"}]}])
+    'hi'
+    >>> completion_text(None)
+    ''
+    """
+    if completion is None:
+        return ""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return completion_text(completion.get("content", completion.get("text", "")))
+    if isinstance(completion, (list, tuple)):
+        parts = []
+        for message in completion:
+            if isinstance(message, dict):
+                if message.get("role", "assistant") != "assistant" and "text" not in message:
+                    continue
+                if message.get("type") == "text":
+                    parts.append(str(message.get("text", "")))
+                else:
+                    parts.append(completion_text(message.get("content", "")))
+            elif isinstance(message, str):
+                parts.append(message)
+        return "".join(parts)
+    return str(completion)
+
+
+def is_well_formed(text: str) -> bool:
+    """The format contract: exactly one ``<think>`` block, then exactly one ``<answer>`` block.
+
+    Whitespace around and between the blocks is allowed; anything else (text outside, a second
+    block, a tag inside a block, a missing block) is not.
+
+    >>> is_well_formed("<think>round, red</think>\\n<answer>apple</answer>")
+    True
+    >>> is_well_formed("<think>x</think><answer>a</answer><answer>b</answer>")
+    False
+    >>> is_well_formed("<think>x</think><answer>a</answer> trailing")
+    False
+    """
+    match = _THINK_ANSWER.match(text.strip())
+    if match is None:
+        return False
+    return not (_TAG.search(match.group(1)) or _TAG.search(match.group(2)))
+
+
+def extract_answer(text: str) -> str | None:
+    """The content of the last ``<answer>…</answer>`` block, stripped; ``None`` if there is none.
+
+    The last block is taken because models that restate the format before answering put the real
+    answer last; the format reward separately scores 0 for more than one block.
+
+    >>> extract_answer("<answer> 42 </answer>")
+    '42'
+    >>> extract_answer("no tags") is None
+    True
+    """
+    matches = _ANSWER.findall(text)
+    if not matches:
+        return None
+    return matches[-1].strip()
+
+
+def extract_think(text: str) -> str | None:
+    """The content of the first ``<think>…</think>`` block, stripped; ``None`` if there is none."""
+    match = re.search(r"<think>(.*?)</think>", text, re.DOTALL)
+    return match.group(1).strip() if match else None
+
+
+def _strip_fence(text: str) -> str:
+    match = _FENCE.match(text.strip())
+    return match.group(1) if match else text.strip()
+
+
+def parse_literal(text: str) -> Any:
+    """JSON, or failing that a Python literal (single quotes); ``None`` if neither parses.
+
+    >>> parse_literal('[1, 2]'), parse_literal("{'a': 1}"), parse_literal("print(1)")
+    ([1, 2], {'a': 1}, None)
+    """
+    if len(text) > MAX_ANSWER_CHARS:
+        return None
+    text = _strip_fence(text)
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, OverflowError):
+            continue
+    return None
+
+
+def as_float(value: Any) -> float | None:
+    """A finite float from an int/float (not bool, not str); ``None`` otherwise.
+
+    >>> as_float(3), as_float(2.5), as_float("3"), as_float(True), as_float(float("nan"))
+    (3.0, 2.5, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        result = float(value)
+    except OverflowError:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def as_box(value: Any) -> tuple[float, float, float, float] | None:
+    """A valid ``(x1, y1, x2, y2)`` with finite numbers and ``x2 > x1``, ``y2 > y1``; else ``None``.
+
+    >>> as_box([0, 0, 10, 10]), as_box([10, 0, 5, 10]), as_box([0, 0, "10", 10]), as_box([1, 2, 3])
+    ((0.0, 0.0, 10.0, 10.0), None, None, None)
+    """
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return None
+    numbers = [as_float(v) for v in value]
+    if any(n is None for n in numbers):
+        return None
+    x1, y1, x2, y2 = numbers  # type: ignore[misc]
+    if not (x2 > x1 and y2 > y1):
+        return None
+    return (x1, y1, x2, y2)
+
+
+def _lookup(item: dict, keys: Sequence[str]) -> Any:
+    lowered = {str(k).strip().lower(): v for k, v in item.items()}
+    for key in keys:
+        if key in lowered:
+            return lowered[key]
+    return None
+
+
+@dataclass(frozen=True)
+class PredictedBox:
+    """One predicted box. Invalid ones (bad coordinates or confidence) are scored as unmatched
+    predictions with confidence 1, the worst case, so malformed output can never earn reward."""
+
+    box: tuple[float, float, float, float] | None
+    confidence: float
+    valid: bool
+
+
+@dataclass
+class DetectionAnswer:
+    """A parsed detection answer: "No Objects", a list of boxes, or unparsable (``parsed=False``)."""
+
+    no_objects: bool = False
+    boxes: list[PredictedBox] = field(default_factory=list)
+    parsed: bool = True
+
+
+INVALID_BOX = PredictedBox(box=None, confidence=1.0, valid=False)
+
+
+def _predicted_box(item: Any) -> PredictedBox:
+    if not isinstance(item, dict):
+        return INVALID_BOX
+    box = as_box(_lookup(item, BOX_KEYS))
+    confidence = as_float(_lookup(item, CONFIDENCE_KEYS))
+    if box is None or confidence is None:
+        return INVALID_BOX
+    return PredictedBox(box=box, confidence=min(1.0, max(0.0, confidence)), valid=True)
+
+
+def _outer_list(text: str) -> str | None:
+    start, end = text.find("["), text.rfind("]")
+    return text[start : end + 1] if 0 <= start < end else None
+
+
+def parse_detections(answer: str | None) -> DetectionAnswer:
+    """Parse a detection answer into boxes with confidences.
+
+    Accepts JSON or Python-literal quoting, a single dict instead of a list, code fences, and
+    surrounding prose around the list. Exact duplicate boxes are dropped (first kept). An empty
+    list means no objects.
+
+    >>> a = parse_detections('[{"Position": [0, 0, 5, 5], "Confidence": 2}, {"Position": [0, 0, 5, 5], "Confidence": 0.1}]')
+    >>> [(b.box, b.confidence) for b in a.boxes]
+    [((0.0, 0.0, 5.0, 5.0), 1.0)]
+    >>> parse_detections("[{'Position': [5, 0, 1, 5], 'Confidence': 0.5}]").boxes[0].valid
+    False
+    >>> parse_detections("[{'Position': [0, 0, 5").parsed
+    False
+    """
+    if answer is None:
+        return DetectionAnswer(parsed=False)
+    text = answer.strip()
+    if _NO_OBJECTS.match(text):
+        return DetectionAnswer(no_objects=True)
+    if len(text) > MAX_ANSWER_CHARS:
+        return DetectionAnswer(parsed=False)
+    data = parse_literal(text)
+    if data is None:
+        inner = _outer_list(text)
+        data = parse_literal(inner) if inner is not None else None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, (list, tuple)):
+        return DetectionAnswer(parsed=False)
+    if len(data) == 0:
+        return DetectionAnswer(no_objects=True)
+    boxes: list[PredictedBox] = []
+    seen: set[tuple[float, float, float, float]] = set()
+    for item in data:
+        predicted = _predicted_box(item)
+        if predicted.valid:
+            assert predicted.box is not None
+            if predicted.box in seen:
+                continue
+            seen.add(predicted.box)
+        boxes.append(predicted)
+    return DetectionAnswer(boxes=boxes)
+
+
+def parse_single_box(answer: str | None) -> tuple[float, float, float, float] | None:
+    """One box for grounding: ``[x1,y1,x2,y2]``, ``[[...]]``, a dict with a box key, or LISA's
+    ``(x1,y1),(x2,y2)``. ``None`` when no valid box is found.
+
+    >>> parse_single_box("[10, 20, 30, 40]")
+    (10.0, 20.0, 30.0, 40.0)
+    >>> parse_single_box('{"bbox_2d": [1, 2, 3, 4], "label": "cup"}')
+    (1.0, 2.0, 3.0, 4.0)
+    >>> parse_single_box("[[1, 2, 3, 4]]"), parse_single_box("the cup") is None
+    ((1.0, 2.0, 3.0, 4.0), True)
+    """
+    if answer is None or len(answer) > MAX_ANSWER_CHARS:
+        return None
+    text = answer.strip()
+    pair = _POINT_PAIR.search(text)
+    if pair is not None:
+        return as_box([float(v) for v in pair.groups()])
+    data = parse_literal(text)
+    if data is None:
+        inner = _outer_list(text)
+        data = parse_literal(inner) if inner is not None else None
+    for _ in range(2):  # unwrap [[...]] or [{...}] once
+        if isinstance(data, (list, tuple)) and len(data) == 1:
+            data = data[0]
+    if isinstance(data, dict):
+        data = _lookup(data, BOX_KEYS)
+    return as_box(data)
+
+
+_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalize_label(text: str) -> str:
+    """Fold case, underscores, hyphens, punctuation and runs of spaces, for exact class matching.
+
+    >>> normalize_label("  Boeing_737-800. ")
+    'boeing 737 800'
+    >>> normalize_label("Pink Primrose")
+    'pink primrose'
+    """
+    return " ".join(_PUNCT.sub(" ", text.casefold()).split())
+
+
+def labels_match(answer: str | None, class_name: str, aliases: Iterable[str] | None = None) -> bool:
+    """Exact normalised match with the class name or an alias. No substring test: an empty answer
+    or a list of classes is wrong.
+
+    >>> labels_match("boeing_737", "Boeing 737"), labels_match("Boeing 737 or Airbus A320", "Boeing 737")
+    (True, False)
+    >>> labels_match("", "cat"), labels_match("Tom cat", "cat", aliases=["tom cat"])
+    (False, True)
+    """
+    if answer is None:
+        return False
+    normalized = normalize_label(answer)
+    if not normalized:
+        return False
+    candidates = [class_name, *(aliases or [])]
+    return any(normalized == normalize_label(c) for c in candidates if isinstance(c, str) and c.strip())
+
+
+def parse_yes_no(answer: str | None) -> bool | None:
+    """The existence answer: ``True`` for yes, ``False`` for no, ``None`` if neither.
+
+    >>> parse_yes_no(" Yes."), parse_yes_no("no"), parse_yes_no("maybe")
+    (True, False, None)
+    """
+    if answer is None:
+        return None
+    word = answer.strip().strip(".!").strip().lower()
+    if word in ("yes", "true", "present"):
+        return True
+    if word in ("no", "false", "absent", "no objects"):
+        return False
+    return None
