@@ -11,8 +11,8 @@ from vrft.rewards import (
     GroundingReward,
     Reward,
     breakdown_means,
-    reward_functions_for_trainer,
     resolve_reward,
+    reward_functions_for_trainer,
 )
 
 GT = [[100, 100, 200, 200]]
@@ -87,7 +87,7 @@ def test_python_literal_quoting_is_accepted():
         '[{"Position":[200,100,100,200],"Confidence":0.9}]',
         '[{"Position":["100",100,200,200],"Confidence":0.9}]',
         '[{"Position":[100,100,200,1e999],"Confidence":0.9}]',
-        "[" + ",".join('{"Position":[%d,0,%d,10],"Confidence":0.5}' % (i, i + 5) for i in range(10_000)) + "]",
+        "[" + ",".join(f'{{"Position":[{i},0,{i + 5},10],"Confidence":0.5}}' for i in range(10_000)) + "]",
         "[" * 5000 + "]" * 5000,
         '[{"Position":[100,100,200,200],"Confidence":0.9},{"Position":[1,2',
         "9" * 5000,

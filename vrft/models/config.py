@@ -1,0 +1,65 @@
+"""The ``model:`` section shared by the training and evaluation stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from vrft.config import ConfigError
+from vrft.models.coords import FAMILY_CONVENTIONS, BoxConvention, processor_resize_params
+
+# The authors' training resolution (Visual-RFT scripts): 401408 = 512 * 28 * 28 pixels.
+PAPER_MAX_PIXELS = 401408
+
+
+@dataclass
+class ModelConfig:
+    """Which checkpoint, at which resolution and precision.
+
+    ``name_or_path`` is anything ``from_pretrained`` accepts: a hub id (``Qwen/Qwen2-VL-2B-Instruct``)
+    or a local directory (a real checkpoint, or one built by ``vrft tiny-model``).
+    ``family`` is read from the checkpoint's config when left empty; it decides the box convention.
+    """
+
+    name_or_path: str = ""
+    family: str = ""
+    min_pixels: int = 3136
+    max_pixels: int = PAPER_MAX_PIXELS
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    attn_implementation: str = "sdpa"
+    trust_remote_code: bool = False
+
+    def validate(self) -> None:
+        if self.family and self.family not in FAMILY_CONVENTIONS:
+            raise ConfigError(
+                f"model.family: {self.family!r} has no known box convention (known: {', '.join(sorted(FAMILY_CONVENTIONS))})"
+            )
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ConfigError(f"model.min_pixels/max_pixels: need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+
+    def resolved_family(self) -> str:
+        """``family``, or the checkpoint's ``model_type`` when not set."""
+        if self.family:
+            return self.family
+        from vrft.models.loading import model_family
+
+        return model_family(self.name_or_path)
+
+    def convention(self, processor: Any = None) -> BoxConvention:
+        """The box convention of this model, sized like ``processor`` (or this config's pixel bounds)."""
+        params: dict[str, Any] = {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+        if processor is not None:
+            params = processor_resize_params(processor)
+        return BoxConvention.for_family(self.resolved_family(), **params)
+
+    def load_processor(self) -> Any:
+        from vrft.models.loading import load_processor
+
+        return load_processor(self.name_or_path, self.min_pixels, self.max_pixels,
+                              trust_remote_code=self.trust_remote_code)
+
+    def load_model(self, device: Any = None) -> Any:
+        from vrft.models.loading import load_model
+
+        return load_model(self.name_or_path, self.dtype, device, self.attn_implementation,
+                          trust_remote_code=self.trust_remote_code)
