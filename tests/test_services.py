@@ -1,0 +1,220 @@
+"""Local services for real: SeaweedFS S3 on loopback, the MLflow store in it, start/stop/up/down.
+
+One SeaweedFS instance serves the module (started once); the start/stop tests use their own state
+directories with a copy of its already-created MLflow database, so only one start pays for the
+MLflow table creation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from vrft.services import (
+    CREDENTIALS_FILE,
+    STATE_FILE,
+    LocalServices,
+    ServicesError,
+    down,
+    port_is_open,
+    process_alive,
+    up,
+)
+from vrft.storage import STORE_ROOT_ENV, ArtifactIntegrityError, ArtifactStore, MiB, S3ArtifactStore
+from vrft.tracking import PARENT_RUN_ENV, Tracker
+
+REPO = Path(__file__).resolve().parents[1]
+IPV4_LOOPBACK = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
+IPV6_LOOPBACK = "00000000000000000000000001000000"
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
+    with LocalServices(tmp_path_factory.mktemp("svc") / "state") as running:
+        yield running
+
+
+@pytest.fixture
+def service_env(services: LocalServices, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = services.env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
+    return env
+
+
+def state_dir_with_db(services: LocalServices, tmp_path: Path) -> Path:
+    """A fresh state directory whose MLflow tables already exist (copied), so starting is quick."""
+    state = tmp_path / "state"
+    state.mkdir()
+    shutil.copyfile(services.db_path, state / "mlflow.db")
+    return state
+
+
+def listening_sockets(pid: int) -> set[tuple[str, int]]:
+    """(hex address, port) of every TCP socket ``pid`` listens on, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                address, port = fields[1].split(":")
+                found.add((address, int(port, 16)))
+    return found
+
+
+def assert_nothing_left(pid: int, ports: dict[str, int]) -> None:
+    assert not process_alive(pid), f"SeaweedFS pid {pid} still runs"
+    assert [p for p in ports.values() if port_is_open(p)] == []
+    assert [s for p in ports.values() for s in Path("/tmp").glob(f"seaweedfs-*-{p}.sock")] == [], "sockets left"
+
+
+def test_seaweedfs_listens_on_loopback_only_with_private_credentials(services: LocalServices) -> None:
+    ports = services.ports
+    listening = listening_sockets(services.pid)
+    assert listening, "found the server's listening sockets"
+    assert {address for address, _ in listening} <= {IPV4_LOOPBACK, IPV6_LOOPBACK}
+    assert {port for _, port in listening} <= set(ports.values())
+    assert services.s3_endpoint == f"http://127.0.0.1:{ports['s3']}"
+
+    credentials = services.state_dir / CREDENTIALS_FILE
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    access_key, secret_key = services.credentials()
+    for public in (services.state_dir / STATE_FILE, services.log_file):
+        assert secret_key not in public.read_text()
+    wrong = boto3.client("s3", endpoint_url=services.s3_endpoint, region_name="us-east-1",
+                         aws_access_key_id=access_key, aws_secret_access_key=secret_key[::-1])
+    with pytest.raises(ClientError, match="SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId"):
+        wrong.list_objects_v2(Bucket=services.bucket)
+
+
+def test_artifacts_round_trip_through_seaweedfs(service_env: dict[str, str], tmp_path: Path) -> None:
+    src = tmp_path / "ckpt"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    big = os.urandom(11 * MiB)
+    (src / "model.safetensors").write_bytes(big)
+    (src / "sub" / "config.json").write_text('{"hidden": 64}\n')
+    (src / "sub" / "deeper" / "empty").write_bytes(b"")
+    store = ArtifactStore.from_uri(service_env[STORE_ROOT_ENV], multipart_threshold=5 * MiB)
+    assert isinstance(store, S3ArtifactStore) and store.endpoint_url == service_env["AWS_ENDPOINT_URL"]
+    uri = store.upload_dir(src, "runs/r1/grpo/checkpoint")
+    etag = store.client.head_object(Bucket=store.bucket, Key="runs/r1/grpo/checkpoint/model.safetensors")["ETag"]
+    assert etag.strip('"').endswith("-3"), f"expected a 3-part multipart upload, got ETag {etag}"
+    out = store.download_dir(uri, tmp_path / "out")
+    assert (out / "model.safetensors").read_bytes() == big
+    assert (out / "sub" / "config.json").read_text() == '{"hidden": 64}\n'
+    assert (out / "sub" / "deeper" / "empty").read_bytes() == b""
+
+    key = "runs/r1/grpo/checkpoint/sub/config.json"
+    damages = [(b'{"hidden": 65}\n', "SHA-256 differs"), (b'{"hidden"', "truncated"), (None, "missing")]
+    for data, message in damages:
+        if data is None:
+            store.client.delete_object(Bucket=store.bucket, Key=key)
+        else:
+            store.client.put_object(Bucket=store.bucket, Key=key, Body=data)
+        with pytest.raises(ArtifactIntegrityError, match=message) as info:
+            store.download_dir(uri, tmp_path / "again")
+        assert info.value.uri == f"s3://{store.bucket}/{key}"
+        assert not (tmp_path / "again").exists()
+
+
+def test_mlflow_runs_go_to_sqlite_and_artifacts_to_seaweedfs(services: LocalServices,
+                                                             service_env: dict[str, str]) -> None:
+    tracker = Tracker()
+    assert tracker.tracking_uri == services.tracking_uri
+    with tracker.parent_run("services-test", "pipeline") as parent_id:
+        with tracker.stage_run("dataset", params={"shots": 4}) as stage_id:
+            tracker.log_dict("config.json", {"shots": 4})
+    assert parent_id and stage_id
+    s3 = boto3.client("s3")  # configured by service_env alone
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=services.bucket, Prefix="mlflow/")["Contents"]]
+    assert [k for k in keys if k.endswith(f"/{stage_id}/artifacts/config.json")], keys
+
+
+def test_up_reuses_running_services_and_start_refuses_a_second_instance(services: LocalServices) -> None:
+    again = up(services.state_dir)
+    assert again.pid == services.pid
+    with pytest.raises(ServicesError, match="already run"):
+        LocalServices(services.state_dir).start()
+    hint = services.ui_hint()
+    assert f"--backend-store-uri sqlite:///{services.db_path}" in hint and services.s3_endpoint in hint
+    assert "AWS_SHARED_CREDENTIALS_FILE=" in hint and services.credentials()[1] not in hint
+
+
+def test_context_manager_stops_everything_and_prints_no_secret(services: LocalServices, tmp_path: Path,
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
+    state = state_dir_with_db(services, tmp_path)
+    (state / STATE_FILE).write_text(json.dumps({"pid": 2**22 + 12345, "start_time": "1"}))  # stale
+    with LocalServices(state) as local:
+        pid, ports = local.pid, local.ports
+        assert port_is_open(ports["s3"])
+        secret = local.credentials()[1]
+        hint = local.ui_hint()
+    assert_nothing_left(pid, ports)
+    assert not (state / STATE_FILE).exists() and local.status() == "stopped"
+    assert "artifacts need `vrft up` first" in local.ui_hint() and hint != local.ui_hint()
+    out, err = capfd.readouterr()
+    assert secret not in out + err
+
+
+UP_PROCESS = textwrap.dedent("""
+    import sys
+    from vrft.services import up
+    print(up(sys.argv[1]).pid)
+""")
+
+
+def test_down_in_another_process_stops_services_left_up(services: LocalServices, tmp_path: Path) -> None:
+    state = state_dir_with_db(services, tmp_path)
+    result = subprocess.run([sys.executable, "-c", UP_PROCESS, str(state)], capture_output=True, text=True,
+                            cwd=REPO, timeout=120, check=True)
+    pid = int(result.stdout.strip())
+    local = LocalServices(state)
+    assert local.status() == "running" and local.pid == pid, "still running after `up` exited"
+    ports = local.ports
+    assert down(state) is True
+    assert_nothing_left(pid, ports)
+    assert local.status() == "stopped" and not (state / "run").exists()
+    assert down(state) is False
+
+
+def test_stale_state_is_detected_and_never_signalled(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    local = LocalServices(state)
+    assert local.status() == "stopped"
+    with pytest.raises(ServicesError, match="not running"):
+        local.env()
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    (state / STATE_FILE).write_text(json.dumps({"pid": int(finished.stdout), "start_time": None}))
+    assert local.status() == "stale"
+
+    # A live process with the recorded pid but another start time: pid reuse, not our server.
+    (state / STATE_FILE).write_text(json.dumps({"pid": os.getpid(), "start_time": "0"}))
+    assert local.status() == "stale"
+    assert down(state) is False, "a stale state is cleared without signalling its pid"
+    assert not (state / STATE_FILE).exists()
+
+    (state / STATE_FILE).write_text("{not json")
+    assert local.status() == "stale"
+    assert down(state) is False and local.status() == "stopped"

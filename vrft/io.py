@@ -1,0 +1,225 @@
+"""Small, dependable file helpers shared by every stage.
+
+Stages hand their outputs to the next stage (and to S3) as directories, so two properties matter:
+a crash never leaves a half-written file or directory where a finished one is expected
+(:func:`atomic_write_bytes`, :func:`atomic_directory`), and a consumer can check that what it
+reads is exactly what was written (:func:`write_manifest`, :func:`verify_manifest`).
+
+>>> import tempfile
+>>> root = Path(tempfile.mkdtemp())
+>>> with atomic_directory(root / "out") as tmp:
+...     _ = atomic_write_text(tmp / "a.txt", "hello\\n")
+...     manifest = write_manifest(tmp, {"seed": 0})
+>>> sorted(manifest["files"])
+['a.txt']
+>>> verify_manifest(root / "out")["seed"]
+0
+>>> _ = (root / "out" / "a.txt").write_text("hellO\\n")
+>>> verify_manifest(root / "out")
+Traceback (most recent call last):
+...
+vrft.io.ManifestError: .../out/manifest.json: file 'a.txt': SHA-256 differs (recorded 5891b5b5..., found ...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+
+
+class ManifestError(ValueError):
+    """An output directory does not match its manifest (a file changed, is missing or is extra)."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks so large files need no memory.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "x"
+    >>> _ = p.write_bytes(b"abc")
+    >>> sha256_file(p)[:16]
+    'ba7816bf8f01cfea'
+    """
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a rename: on POSIX the directory entry lives in the parent directory."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not supported on this platform / file system
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_sibling(path: Path, kind: str) -> Path:
+    return path.with_name(f".{path.name}.{kind}-{secrets.token_hex(6)}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so readers see either the old file or the complete new one.
+
+    The bytes go to a temporary file in the same directory (same file system, so the final
+    ``os.replace`` is atomic), are fsync'ed, then renamed over ``path``. On any error the
+    temporary file is removed and ``path`` is untouched. Permissions follow the umask.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path, "tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """:func:`atomic_write_bytes` for text."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+@contextlib.contextmanager
+def atomic_directory(final_path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Build a directory in a temporary sibling and move it into place only on success.
+
+    Yields the temporary directory (``.<name>.building-<random>`` next to ``final_path``). If the
+    ``with`` block raises, the temporary directory is deleted and ``final_path`` is untouched, so a
+    failed run leaves nothing behind. On success the files are fsync'ed and the directory is
+    renamed to ``final_path``. An existing ``final_path`` is an error unless ``overwrite=True``,
+    in which case it is replaced only after the new directory is complete.
+    """
+    final = Path(final_path)
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final}: already exists (refusing to overwrite; remove it or pass overwrite)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(final, "building")
+    os.mkdir(tmp, 0o777)  # permissions follow the umask, unlike tempfile.mkdtemp's 0o700
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if final.exists():
+            if not overwrite:
+                raise FileExistsError(f"{final}: appeared while it was being built (refusing to overwrite)")
+            old = _temp_sibling(final, "old")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(final.parent)
+
+
+def _file_entries(root: Path) -> dict[str, dict[str, Any]]:
+    """``{relative posix path: {"sha256", "size"}}`` for every file under ``root`` except the manifest."""
+    entries = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel == MANIFEST_NAME:
+            continue
+        entries[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return dict(sorted(entries.items()))
+
+
+def dumps_deterministic(data: Any) -> str:
+    """JSON text that depends only on ``data``: sorted keys, fixed indentation, trailing newline.
+
+    >>> dumps_deterministic({"b": 1, "a": [2, "é"]})
+    '{\\n  "a": [\\n    2,\\n    "é"\\n  ],\\n  "b": 1\\n}\\n'
+    """
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_manifest(directory: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``directory/manifest.json``: ``extra`` plus the SHA-256 and size of every other file.
+
+    Paths are relative POSIX paths, sorted; the JSON has sorted keys and no timestamps, so the
+    same directory contents always give a byte-identical manifest. Returns the manifest.
+    """
+    directory = Path(directory)
+    extra = dict(extra or {})
+    if "files" in extra:
+        raise ValueError("write_manifest: 'files' is reserved for the file hashes")
+    manifest = {**extra, "files": _file_entries(directory)}
+    atomic_write_text(directory / MANIFEST_NAME, dumps_deterministic(manifest))
+    return manifest
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """Load ``directory/manifest.json``; errors name the file."""
+    path = Path(directory) / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        raise ManifestError(f"{path}: expected an object with a 'files' mapping")
+    return data
+
+
+def verify_manifest(directory: str | Path) -> dict[str, Any]:
+    """Check every file under ``directory`` against its manifest; return the manifest.
+
+    Raises :class:`ManifestError` naming the first file (in sorted order) that is missing, extra,
+    or whose size or SHA-256 differs. Sizes are compared first, so a truncated file is reported
+    as such without hashing it.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    where = directory / MANIFEST_NAME
+    recorded: dict[str, Any] = manifest["files"]
+    present = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+    present = [p for p in present if p != MANIFEST_NAME]
+    for rel in sorted(set(recorded) | set(present)):
+        if rel not in recorded:
+            raise ManifestError(f"{where}: file {rel!r}: not in the manifest (extra file)")
+        path = directory / rel
+        if not path.is_file():
+            raise ManifestError(f"{where}: file {rel!r}: missing")
+        entry = recorded[rel]
+        size = path.stat().st_size
+        if size != entry.get("size"):
+            raise ManifestError(f"{where}: file {rel!r}: size differs (recorded {entry.get('size')}, found {size})")
+        digest = sha256_file(path)
+        if digest != entry.get("sha256"):
+            raise ManifestError(f"{where}: file {rel!r}: SHA-256 differs (recorded {str(entry.get('sha256'))[:8]}..., "
+                                f"found {digest[:8]}...)")
+    return manifest

