@@ -17,6 +17,7 @@ help:
 	@echo "make test    run the test suite"
 	@echo "make lint    ruff"
 	@echo "make deepspeed  add DeepSpeed (multi-GPU ZeRO-2/3) to $(VENV)"
+	@echo "make images  build and push the cluster images (VRFT_REGISTRY, VRFT_TAG)"
 
 setup: $(VENV)/.installed
 
@@ -37,13 +38,19 @@ test: setup
 	$(PY) -m pytest
 
 lint: setup
-	$(VENV)/bin/ruff check vrft components pipelines tests bench
+	$(VENV)/bin/ruff check vrft components pipelines tests bench docker
 
 format: setup
-	$(VENV)/bin/ruff format vrft components pipelines tests bench
+	$(VENV)/bin/ruff format vrft components pipelines tests bench docker
 
 deepspeed: setup
 	DS_BUILD_OPS=0 $(PY) -m pip install --no-build-isolation 'deepspeed==0.19.8'
+
+# Cluster images (docker/build.py): vrft-base -> vrft, vrft-cpu, vrft-mlflow; each pushed after its build.
+#   make images VRFT_REGISTRY=ghcr.io/your-org VRFT_TAG=0.1.0 [IMAGE_ARGS="--no-push" | "--dry-run"]
+export VRFT_REGISTRY VRFT_TAG
+images:
+	$(PYTHON) docker/build.py $(IMAGE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

