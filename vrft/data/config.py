@@ -1,0 +1,147 @@
+"""Configuration of stage 1, the ``dataset:`` section of an experiment YAML.
+
+>>> from vrft.config import from_dict
+>>> cfg = from_dict(DatasetConfig, {"preset": "coco_8", "shots": 8,
+...                                 "train": {"kind": "coco", "annotations": "a.json", "images": "img"}})
+>>> cfg.train.kind, cfg.shots, cfg.eval is None
+('coco', 8, True)
+>>> from_dict(DatasetConfig, {"train": {"kind": "coco"}})
+Traceback (most recent call last):
+...
+vrft.config.ConfigError: train: kind 'coco' needs 'annotations' (the instances JSON)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vrft.config import ConfigError
+from vrft.data.presets import PRESETS
+
+SourceKind = Literal["coco", "lvis", "lisa", "image_folder", "manifest", "hf", "shapes", "shapes_classification"]
+
+# Which fields each source kind needs; the error says what the field is for.
+_REQUIRED: dict[str, dict[str, str]] = {
+    "coco": {"annotations": "the instances JSON", "images": "the image directory"},
+    "lvis": {"annotations": "the LVIS JSON", "images": "the COCO image root holding train2017/ and val2017/"},
+    "lisa": {"path": "the directory of image + JSON pairs"},
+    "image_folder": {"path": "the root holding one sub-directory per class"},
+    "manifest": {"annotations": "the CSV or JSON manifest of (file, label)"},
+    "hf": {"path": "a save_to_disk directory or a hub dataset name"},
+    "shapes": {},
+    "shapes_classification": {},
+}
+
+
+@dataclass
+class SourceConfig:
+    """Where one split's images and labels come from.
+
+    ``kind`` selects the reader: ``coco`` (any COCO-format detection set, e.g. MG), ``lvis``,
+    ``lisa`` (reasoning grounding), ``image_folder`` / ``manifest`` / ``hf`` (classification),
+    and the synthetic ``shapes`` / ``shapes_classification``, which generate their files into
+    ``path`` (or a cache directory) and are then read exactly like ``coco`` / ``image_folder``.
+    """
+
+    kind: SourceKind = "shapes"
+    annotations: str = ""  # coco/lvis instances JSON; manifest CSV (.csv) or JSON (.json)
+    images: str = ""  # image root for coco/lvis/manifest (manifest default: the manifest's directory)
+    path: str = ""  # lisa/image_folder root, hf directory or hub name, shapes output directory
+    split: str = ""  # hf: which split of a DatasetDict
+    file_column: str = "file"  # manifest: column with the image path
+    label_column: str = "label"  # manifest/hf: column with the class (name or integer index)
+    image_column: str = "image"  # hf: column with the image
+    label_base: int = 0  # integer labels: the number that means the first class (1 for Flowers102 .mat labels)
+    name: str = ""  # value of the `source` column; default: the kind
+    # Synthetic sources only: what to generate.
+    n_images: int = 96  # shapes: images; shapes_classification: images per class
+    image_size: list[int] = field(default_factory=lambda: [128, 96])
+    generator_seed: int = 0
+
+    def check(self, where: str) -> None:
+        """Raise ConfigError if a field the kind needs is missing; ``where`` is ``train``/``eval``."""
+        for key, what in _REQUIRED[self.kind].items():
+            if not getattr(self, key):
+                raise ConfigError(f"{where}: kind {self.kind!r} needs {key!r} ({what})")
+        if self.kind in ("shapes", "shapes_classification"):
+            if self.n_images < 1:
+                raise ConfigError(f"{where}.n_images: must be positive, got {self.n_images}")
+            if len(self.image_size) != 2 or min(self.image_size) < 32:
+                raise ConfigError(f"{where}.image_size: expected [width, height], each >= 32, "
+                                  f"got {self.image_size}")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.kind
+
+
+TASK_OF_KIND = {"coco": "detection", "lvis": "detection", "shapes": "detection", "lisa": "grounding",
+                "image_folder": "classification", "manifest": "classification", "hf": "classification",
+                "shapes_classification": "classification"}
+
+
+@dataclass
+class DatasetConfig:
+    """One experiment's train and eval sets. The task follows from the source kind.
+
+    ``shots`` is k: images per category (detection) or per class (classification), or images in
+    total (grounding); ``null`` takes every candidate. ``mode: ovd`` instead samples
+    ``ovd_annotations`` annotations from ``categories``. Empty ``categories`` means the preset's, or
+    every category of the source. ``eval`` empty: eval images come from the train source, never
+    overlapping the train images.
+    """
+
+    train: SourceConfig = field(default_factory=SourceConfig)
+    eval: SourceConfig | None = None
+    preset: str = ""
+    categories: list[str] = field(default_factory=list)
+    eval_categories: list[str] = field(default_factory=list)
+    mode: Literal["k_shot", "ovd"] | None = None  # None: the preset's mode, else k_shot
+    shots: int | None = 4
+    ovd_annotations: int = 6000
+    negative_ratio: float = 0.0  # detection: "No Objects" samples per positive sample, per category
+    on_insufficient: Literal["error", "use_all"] = "error"
+    eval_max_per_category: int | None = None  # cap on eval images per category/class (grounding: in total)
+    lvis_frequencies: list[Literal["r", "c", "f"]] = field(default_factory=list)  # LVIS, no categories: these
+    lvis_exhaustive_only: bool = True  # LVIS: skip positives whose category is not exhaustively annotated
+    box_tolerance: float = 1.0  # pixels a box may stick out of its image (clipped); more is an error
+    noun: str = ""  # classification prompt noun; default: the preset's
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # extra accepted names per category/class
+    seed: int = 0
+    verify_images: bool = True  # open every used image: readable, and the size the annotations say
+    load_images: bool = True  # embed image bytes; false stores paths (benchmarks and dry runs only)
+
+    def validate(self) -> None:
+        self.train.check("train")
+        if self.eval is not None:
+            self.eval.check("eval")
+        if self.preset and self.preset not in PRESETS:
+            raise ConfigError(f"preset: unknown preset {self.preset!r} (known: {', '.join(sorted(PRESETS))})")
+        if self.shots is not None and self.shots < 1:
+            raise ConfigError(f"shots: must be a positive integer or null (all), got {self.shots}")
+        if self.ovd_annotations < 1:
+            raise ConfigError(f"ovd_annotations: must be positive, got {self.ovd_annotations}")
+        if self.negative_ratio < 0:
+            raise ConfigError(f"negative_ratio: must be >= 0, got {self.negative_ratio}")
+        if self.eval_max_per_category is not None and self.eval_max_per_category < 1:
+            raise ConfigError(f"eval_max_per_category: must be positive or null, got {self.eval_max_per_category}")
+        if self.box_tolerance < 0:
+            raise ConfigError(f"box_tolerance: must be >= 0, got {self.box_tolerance}")
+        for key, names in (("categories", self.categories), ("eval_categories", self.eval_categories)):
+            seen = set()
+            for i, name in enumerate(names):
+                if name in seen:
+                    raise ConfigError(f"{key}[{i}]: {name!r} is listed twice")
+                seen.add(name)
+        train_task = TASK_OF_KIND[self.train.kind]
+        if self.eval is not None and TASK_OF_KIND[self.eval.kind] != train_task:
+            raise ConfigError(f"eval.kind: {self.eval.kind!r} is a {TASK_OF_KIND[self.eval.kind]} source but "
+                              f"train.kind {self.train.kind!r} is {train_task}")
+        if self.preset and PRESETS[self.preset].task != train_task:
+            raise ConfigError(f"preset: {self.preset!r} is a {PRESETS[self.preset].task} setting but "
+                              f"train.kind {self.train.kind!r} is a {train_task} source")
+
+    @property
+    def task(self) -> str:
+        return TASK_OF_KIND[self.train.kind]

@@ -1,0 +1,189 @@
+"""A synthetic source: coloured shapes on varied backgrounds, with exact boxes.
+
+It exists so that tests, CI and the default (CPU) run have real data without downloads. It only
+writes files in the formats the real readers take: :func:`generate_shapes_coco` writes a COCO
+instances JSON plus an image directory, :func:`generate_shapes_classification` an image-folder
+tree. The builder reads them through the COCO and image-folder readers like any other source.
+
+Each image gets a random background (flat colour, gradient or noise), then 1 to
+``max_objects`` non-overlapping shapes of random kind, colour, size and rotation; a few images
+get no shape at all. A box is the exact pixel extent of its shape's mask, so ground truth is
+known to the pixel. Everything depends only on the arguments: same seed, same bytes.
+
+>>> import json, tempfile
+>>> out = Path(tempfile.mkdtemp())
+>>> ann = generate_shapes_coco(out / "det", n_images=4, seed=0)
+>>> data = json.loads(ann.read_text())
+>>> len(data["images"]), [c["name"] for c in data["categories"]][:3]
+(4, ['circle', 'square', 'triangle'])
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from vrft.io import atomic_write_text, dumps_deterministic
+
+SHAPES = ("circle", "square", "triangle", "star", "hexagon", "diamond")
+
+# Saturated colours that stand out from the muted backgrounds.
+COLOURS = ((220, 30, 30), (30, 160, 50), (30, 70, 220), (240, 200, 20), (200, 40, 200), (20, 190, 200),
+           (245, 120, 10), (250, 250, 250))
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    base = rng.integers(40, 160, size=3)
+    style = rng.integers(0, 3)
+    if style == 0:  # flat colour with light noise
+        arr = np.broadcast_to(base, (height, width, 3)).astype(np.float64)
+        arr = arr + rng.normal(0, 6, size=arr.shape)
+    elif style == 1:  # linear gradient between two muted colours
+        other = rng.integers(40, 160, size=3)
+        horizontal = bool(rng.integers(0, 2))
+        t = np.linspace(0, 1, width if horizontal else height)[:, None]
+        ramp = base[None, :] * (1 - t) + other[None, :] * t
+        arr = np.broadcast_to(ramp[None, :, :] if horizontal else ramp[:, None, :], (height, width, 3))
+    else:  # coarse noise blocks
+        block = int(rng.integers(4, 12))
+        small = rng.integers(30, 170, size=(height // block + 1, width // block + 1, 3))
+        arr = np.repeat(np.repeat(small, block, axis=0), block, axis=1)[:height, :width]
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    if kind == "star":
+        points = [(r if i % 2 == 0 else r * 0.45, angle + i * math.pi / 5) for i in range(10)]
+    else:
+        sides = {"triangle": 3, "square": 4, "diamond": 4, "hexagon": 6}[kind]
+        offset = math.pi / 4 if kind == "square" else 0.0
+        points = [(r, angle + offset + i * 2 * math.pi / sides) for i in range(sides)]
+    return [(cx + d * math.cos(a), cy + d * math.sin(a)) for d, a in points]
+
+
+def _draw_shape(kind: str, cx: float, cy: float, r: float, angle: float, size: tuple[int, int]) -> Image.Image:
+    """The shape's mask; its ``getbbox()`` is the exact box."""
+    mask = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(mask)
+    if kind == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+    else:
+        draw.polygon(_polygon(kind, cx, cy, r, angle), fill=255)
+    return mask
+
+
+def _place(rng: np.random.Generator, kind: str, size: tuple[int, int], taken: list[tuple[int, int, int, int]],
+           ) -> tuple[Image.Image, tuple[int, int, int, int]] | None:
+    """A mask for a shape that does not touch the already placed boxes, or None after 30 tries."""
+    width, height = size
+    short = min(width, height)
+    for _ in range(30):
+        r = float(rng.uniform(0.08, 0.22)) * short
+        cx = float(rng.uniform(r + 1, width - r - 1))
+        cy = float(rng.uniform(r + 1, height - r - 1))
+        angle = float(rng.uniform(0, 2 * math.pi)) if kind not in ("square", "diamond") else 0.0
+        mask = _draw_shape(kind, cx, cy, r, angle, size)
+        box = mask.getbbox()
+        if box is None or box[2] - box[0] < 4 or box[3] - box[1] < 4:
+            continue
+        if all(box[2] + 2 <= t[0] or t[2] + 2 <= box[0] or box[3] + 2 <= t[1] or t[3] + 2 <= box[1]
+               for t in taken):
+            return mask, box
+    return None
+
+
+def _encode(image: Image.Image, image_format: str) -> bytes:
+    buf = io.BytesIO()
+    if image_format == "png":
+        image.save(buf, format="PNG", optimize=False, compress_level=6)
+    else:
+        image.save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Plain write: the annotation JSON is written atomically last, so its presence means complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _check_args(n: int, seed: int, image_size: Sequence[int], image_format: str) -> tuple[int, int]:
+    if n < 1:
+        raise ValueError(f"need at least one image, got {n}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    width, height = (int(v) for v in image_size)
+    if min(width, height) < 32:
+        raise ValueError(f"image_size {tuple(image_size)} is too small (minimum 32x32)")
+    if image_format not in ("png", "jpg"):
+        raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
+    return width, height
+
+
+def generate_shapes_coco(out_dir: str | Path, n_images: int, seed: int, image_size: Sequence[int] = (128, 96), *,
+                         categories: Sequence[str] = SHAPES, max_objects: int = 4, empty_fraction: float = 0.05,
+                         image_format: str = "png") -> Path:
+    """Write ``out_dir/images/*.png`` and ``out_dir/annotations.json`` (COCO format); return the JSON path.
+
+    Category ids are 1..len(categories) in the given order; image ids 1..n_images. About
+    ``empty_fraction`` of the images have no shape at all.
+    """
+    width, height = _check_args(n_images, seed, image_size, image_format)
+    unknown = sorted(set(categories) - set(SHAPES))
+    if unknown or not categories:
+        raise ValueError(f"categories must be a non-empty subset of {SHAPES}, got {list(categories)}")
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for image_id in range(1, n_images + 1):
+        canvas = _background(rng, width, height)
+        n_objects = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
+        taken: list[tuple[int, int, int, int]] = []
+        for _ in range(n_objects):
+            cat_index = int(rng.integers(0, len(categories)))
+            placed = _place(rng, categories[cat_index], (width, height), taken)
+            if placed is None:
+                continue
+            mask, box = placed
+            colour = COLOURS[int(rng.integers(0, len(COLOURS)))]
+            canvas.paste(colour, (0, 0), mask)
+            taken.append(box)
+            x0, y0, x1, y1 = box
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat_index + 1,
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(np.count_nonzero(mask)),
+                                "iscrowd": 0})
+        file_name = f"{image_id:06d}.{image_format}"
+        _write(out / "images" / file_name, _encode(canvas, image_format))
+        images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+    data = {"info": {"description": "vrft synthetic shapes", "seed": seed},
+            "images": images, "annotations": annotations,
+            "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(categories)]}
+    return atomic_write_text(out / "annotations.json", dumps_deterministic(data))
+
+
+def generate_shapes_classification(out_dir: str | Path, n_per_class: int, seed: int,
+                                   image_size: Sequence[int] = (96, 96), *, classes: Sequence[str] = SHAPES,
+                                   image_format: str = "png") -> Path:
+    """Write ``out_dir/<class>/<class>_0000.png``: one shape per image, class = shape; return ``out_dir``."""
+    width, height = _check_args(n_per_class, seed, image_size, image_format)
+    unknown = sorted(set(classes) - set(SHAPES))
+    if unknown or not classes:
+        raise ValueError(f"classes must be a non-empty subset of {SHAPES}, got {list(classes)}")
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        for i in range(n_per_class):
+            canvas = _background(rng, width, height)
+            placed = _place(rng, name, (width, height), [])
+            if placed is None:  # cannot happen with no other shapes and sizes >= 32 px
+                raise RuntimeError(f"could not place a {name}")
+            canvas.paste(COLOURS[int(rng.integers(0, len(COLOURS)))], (0, 0), placed[0])
+            _write(out / name / f"{name}_{i:04d}.{image_format}", _encode(canvas, image_format))
+    return out
