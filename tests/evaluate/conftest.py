@@ -1,0 +1,70 @@
+"""Shared, session-scoped inputs: tiny checkpoints and tiny built datasets (all offline, < 2 s)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vrft.config import from_dict
+from vrft.data import DatasetConfig, build_dataset
+from vrft.models.config import ModelConfig
+from vrft.models.tiny import build_tiny_model
+
+# Small pixel bounds keep the tiny model at 4-20 vision tokens per image.
+TINY_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
+    path = build_tiny_model(tmp_path_factory.mktemp("models") / "qwen2_vl", family="qwen2_vl")
+    return ModelConfig(name_or_path=str(path), **TINY_PIXELS)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
+    path = build_tiny_model(tmp_path_factory.mktemp("models") / "qwen2_5_vl", family="qwen2_5_vl")
+    return ModelConfig(name_or_path=str(path), **TINY_PIXELS)
+
+
+def _build(tmp: Path, data: dict) -> Path:
+    out = tmp / "dataset"
+    build_dataset(from_dict(DatasetConfig, data), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def detection_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic shapes, two categories; 5 eval images, 8 eval rows."""
+    tmp = tmp_path_factory.mktemp("detection")
+    return _build(tmp, {"train": {"kind": "shapes", "path": str(tmp / "shapes"), "n_images": 24},
+                        "shots": 2, "categories": ["circle", "square"], "eval_max_per_category": 3})
+
+
+@pytest.fixture(scope="session")
+def classification_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("classification")
+    return _build(tmp, {"train": {"kind": "shapes_classification", "path": str(tmp / "shapes"), "n_images": 3},
+                        "shots": 1, "categories": ["circle", "square"], "noun": "shape"})
+
+
+def write_lisa(directory: Path, n: int = 3) -> Path:
+    """A LISA-style directory: image + LabelMe JSON (a square target polygon, an instruction)."""
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(directory / f"img{i}.jpg")
+        x = 10 + 5 * i
+        shapes = [{"label": "target", "points": [[x, 10], [x + 30, 10], [x + 30, 40], [x, 40]]}]
+        (directory / f"img{i}.json").write_text(json.dumps({"text": [f"the thing number {i}"], "shapes": shapes}))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def grounding_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("grounding")
+    lisa = write_lisa(tmp / "lisa")
+    return _build(tmp, {"train": {"kind": "lisa", "path": str(lisa)}, "shots": 1})

@@ -1,0 +1,123 @@
+"""Stage 4 entry point: :func:`evaluate_checkpoint` scores one checkpoint on a dataset's eval split.
+
+Output directory (written atomically: complete or absent):
+
+* ``metrics.json`` — the metrics (fractions in [0, 1]), per-category numbers, the detection mode and
+  metric, model and dataset identity, timing, and the config;
+* ``predictions.jsonl`` — one parsed prediction per evaluated unit (detection: per image and
+  category, boxes in original pixels; classification/grounding: per row);
+* ``completions.jsonl`` — every raw completion with its prompt and step (``existence``, ``boxes``,
+  ``classification``, ``grounding``);
+* detection: ``coco_results.json`` (COCO results format, original pixels, source category ids) and
+  ``coco_gt.json`` / ``lvis_gt.json`` (the ground truth the numbers were computed against);
+* ``manifest.json`` — SHA-256 of every file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vrft.config import to_dict
+from vrft.evaluate.classification import evaluate_classification
+from vrft.evaluate.common import TaskOutput
+from vrft.evaluate.config import EvaluateConfig
+from vrft.evaluate.data import load_eval_split
+from vrft.evaluate.detection import evaluate_detection
+from vrft.evaluate.grounding import MaskPredictor, evaluate_grounding, sam_predictor
+from vrft.evaluate.inference import make_generator
+from vrft.io import atomic_directory, atomic_write_text, dumps_deterministic, write_manifest
+from vrft.models.config import ModelConfig
+
+RESULT_FORMAT = "vrft.evaluation/1"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+COMPLETIONS_FILE = "completions.jsonl"
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_checkpoint` wrote; ``metrics`` is the flat, MLflow-ready dict."""
+
+    output_dir: Path
+    label: str
+    task: str
+    metrics: dict[str, float]
+    summary: dict[str, Any]  # the content of metrics.json
+
+    @property
+    def primary_metric(self) -> str:
+        """The paper's headline number for the task: mAP, accuracy or mIoU."""
+        return {"detection": "mAP", "classification": "accuracy", "grounding": "mIoU"}[self.task]
+
+
+def _jsonl(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
+
+
+def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_dir: str | Path, *,
+                        model: ModelConfig, label: str = "rft", overwrite: bool = False) -> EvalResult:
+    """Evaluate checkpoint ``model`` on the eval split of ``dataset_dir`` into ``output_dir``.
+
+    ``label`` names the checkpoint in the outputs (``base``, ``sft``, ``rft``). An existing
+    ``output_dir`` is an error unless ``overwrite``. The task (detection, classification,
+    grounding) comes from the dataset.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:
+        raise FileExistsError(f"{output_dir}: already exists (remove it, or pass overwrite)")
+    split = load_eval_split(dataset_dir, config.max_eval_images)
+    task = split.task
+    mask_predictor: MaskPredictor | None = None
+    if task == "grounding" and config.sam_checkpoint:  # fail before the long part, not after
+        mask_predictor = sam_predictor(config.sam_checkpoint, config.sam_model_type, config.device)
+    processor = model.load_processor()
+    convention = model.convention(processor)
+    generator, backend = make_generator(config, model, processor)
+
+    with atomic_directory(output_dir, overwrite=overwrite) as tmp:
+        start = time.perf_counter()
+        output: TaskOutput
+        if task == "detection":
+            output = evaluate_detection(split, generator, convention, config, tmp)
+        elif task == "classification":
+            output = evaluate_classification(split, generator, convention, config)
+        else:
+            output = evaluate_grounding(split, generator, convention, config, mask_predictor)
+        seconds = time.perf_counter() - start
+        num_images = len({row["image_id"] for row in split.rows})
+        summary: dict[str, Any] = {
+            "format": RESULT_FORMAT,
+            "label": label,
+            "task": task,
+            "backend": backend,
+            "model": {"name_or_path": model.name_or_path, "family": model.resolved_family(),
+                      "convention": convention.kind, "min_pixels": model.min_pixels,
+                      "max_pixels": model.max_pixels},
+            "dataset": {"dir": str(Path(dataset_dir)), "manifest_sha256": split.manifest_sha256,
+                        "eval_rows": len(split.rows), "eval_rows_total": split.total_rows, "images": num_images},
+            "metrics": output.metrics,
+            "per_category": output.per_category,
+            "details": output.details,
+            "timing": {"seconds": seconds, "requests": output.num_requests,
+                       "images_per_second": num_images / seconds if seconds > 0 else 0.0},
+            "config": to_dict(config),
+        }
+        for name, data in output.files.items():
+            atomic_write_text(tmp / name, json.dumps(data, allow_nan=False))
+        atomic_write_text(tmp / PREDICTIONS_FILE, _jsonl(output.predictions))
+        atomic_write_text(tmp / COMPLETIONS_FILE, _jsonl(output.completions))
+        atomic_write_text(tmp / METRICS_FILE, dumps_deterministic(summary))
+        write_manifest(tmp, {"format": RESULT_FORMAT, "label": label, "task": task})
+    return EvalResult(output_dir=output_dir, label=label, task=task, metrics=output.metrics, summary=summary)
+
+
+def load_result(output_dir: str | Path) -> EvalResult:
+    """An :class:`EvalResult` back from a finished output directory (e.g. to log it to MLflow later)."""
+    output_dir = Path(output_dir)
+    summary = json.loads((output_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    return EvalResult(output_dir=output_dir, label=summary["label"], task=summary["task"],
+                      metrics=summary["metrics"], summary=summary)

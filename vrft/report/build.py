@@ -1,0 +1,133 @@
+"""Stage 5 entry point: :func:`build_report` turns an MLflow experiment's runs into the RFT-vs-SFT report.
+
+Output directory (written atomically):
+
+* ``report.md`` — tables (Markdown) and links to ``plots/*.png``;
+* ``report.html`` — the same, self-contained (PNGs inlined as base64);
+* ``plots/<config>-<model>-shots.png`` and ``…-rewards.png``;
+* ``tables.json`` — every table's numbers and source run ids;
+* ``regression.json`` — the regression check of the newest run of every series (nightly reruns read
+  its ``status``);
+* ``manifest.json``.
+
+With ``log_to_mlflow`` the directory is also logged as the artifacts of a ``stage=report`` run in
+the same experiment (this sets MLflow's process-wide tracking URI to ``tracking_uri``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vrft.io import atomic_directory, atomic_write_text, write_manifest
+from vrft.report.config import ReportConfig
+from vrft.report.html import Section, render_html, render_markdown
+from vrft.report.plots import History, is_reward_metric, plot_metric_vs_shots, plot_reward_curves, slug
+from vrft.report.regression import RegressionResult, compare_runs, previous_run, write_summary
+from vrft.report.tables import ReportTable, build_tables
+from vrft.report.tracking import STAGE, STAGE_EVALUATE, STAGE_REPORT, STAGE_TRAIN, RunRecord, search_runs
+
+REPORT_MD, REPORT_HTML, TABLES_JSON, REGRESSION_JSON = "report.md", "report.html", "tables.json", "regression.json"
+
+
+@dataclass
+class ReportResult:
+    output_dir: Path
+    markdown: Path
+    html: Path
+    plots: list[Path]
+    tables: list[ReportTable]
+    regressions: list[RegressionResult]
+    regression_summary: dict[str, Any]
+    mlflow_run_id: str | None
+
+
+def _latest_per_series(runs: list[RunRecord]) -> list[RunRecord]:
+    latest: dict[tuple, RunRecord] = {}
+    for run in sorted(runs, key=lambda r: r.start_time, reverse=True):
+        if run.status == "FINISHED":
+            latest.setdefault(run.series, run)
+    return sorted(latest.values(), key=lambda r: (r.series[:3], r.shots or 0))
+
+
+def _reward_histories(client: Any, runs: list[RunRecord]) -> dict[str, dict[str, History]]:
+    """run label -> reward key -> [(step, value)], for the newest training run of each series."""
+    histories: dict[str, dict[str, History]] = {}
+    for run in _latest_per_series(runs):
+        label = run.method.upper() + (f" {run.shots}-shot" if run.shots else "")
+        series = {key: [(m.step, m.value) for m in client.get_metric_history(run.run_id, key)]
+                  for key in run.metrics if is_reward_metric(key)}
+        if series:
+            histories[label] = series
+    return histories
+
+
+def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: str, experiment: str,
+                 overwrite: bool = False) -> ReportResult:
+    """Read the evaluation (``stage=evaluate``) and training (``stage=train``) runs of MLflow
+    experiment ``experiment`` at ``tracking_uri`` and write the report into ``output_dir``."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ValueError(f"no MLflow experiment named {experiment!r} at {tracking_uri}")
+    eval_runs = list(search_runs(client, [found.experiment_id], STAGE_EVALUATE))
+    train_runs = list(search_runs(client, [found.experiment_id], STAGE_TRAIN))
+    tables = build_tables(eval_runs, config)
+    if not tables:
+        raise ValueError(f"experiment {experiment!r} has no finished evaluation runs (tag {STAGE}={STAGE_EVALUATE})"
+                         + (f" for configs {config.configs}" if config.configs else ""))
+    shown = {(t.config, t.model) for t in tables}
+    regressions = [compare_runs(run, previous_run(run, eval_runs), config.regression_threshold,
+                                config.regression_metrics)
+                   for run in _latest_per_series([r for r in eval_runs if r.group in shown])]
+    train_by_group: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for run in train_runs:
+        train_by_group[run.group].append(run)
+
+    output_dir = Path(output_dir)
+    with atomic_directory(output_dir, overwrite=overwrite) as tmp:
+        sections = []
+        for table in tables:
+            name = slug([table.config, table.model])
+            section = Section(table)
+            shots_plot = plot_metric_vs_shots(table, tmp / "plots" / f"{name}-shots.png")
+            if shots_plot is not None:
+                section.figures.append((f"{table.title}: {table.columns[0].label} vs shots", shots_plot))
+            histories = _reward_histories(client, train_by_group.get((table.config, table.model), []))
+            rewards_plot = plot_reward_curves(histories, tmp / "plots" / f"{name}-rewards.png",
+                                              f"{table.title}: reward parts over training steps")
+            if rewards_plot is not None:
+                section.figures.append((f"{table.title}: reward parts over training steps", rewards_plot))
+            sections.append(section)
+        atomic_write_text(tmp / REPORT_MD, render_markdown(config.title, sections, regressions,
+                                                           config.regression_threshold, tmp))
+        atomic_write_text(tmp / REPORT_HTML, render_html(config.title, sections, regressions,
+                                                         config.regression_threshold))
+        atomic_write_text(tmp / TABLES_JSON, json.dumps([t.to_dict() for t in tables], indent=2, allow_nan=False))
+        summary = write_summary(regressions, config.regression_threshold, tmp / REGRESSION_JSON)
+        write_manifest(tmp, {"format": "vrft.report/1", "experiment": experiment})
+        plot_names = [path.relative_to(tmp) for s in sections for _, path in s.figures]
+
+    run_id = None
+    if config.log_to_mlflow:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name="report") as run:
+            mlflow.set_tags({STAGE: STAGE_REPORT, "regression_status": summary["status"]})
+            mlflow.log_metrics({"regressions": float(len(summary["regressions"])), "tables": float(len(tables))})
+            mlflow.log_artifacts(str(output_dir), artifact_path="report")
+            run_id = run.info.run_id
+    return ReportResult(output_dir, output_dir / REPORT_MD, output_dir / REPORT_HTML,
+                        [output_dir / p for p in plot_names], tables, regressions, summary, run_id)
+
+
+def read_regression_summary(report_dir: str | Path) -> dict[str, Any]:
+    """The ``regression.json`` of a finished report (what a nightly job checks)."""
+    return json.loads((Path(report_dir) / REGRESSION_JSON).read_text(encoding="utf-8"))
+

@@ -1,0 +1,158 @@
+"""The MLflow contract between the stages and the report: which tags a run carries, how it is read.
+
+Every evaluation run carries the tags below (:class:`RunTags`); the report groups runs by
+``config`` and ``model`` into one table each, and places a run by ``method`` (``base``, ``sft``,
+``rft``) and ``shots``. Training runs carry the same tags with ``stage=train``; the report plots
+their reward metrics (``rewards/<part>/mean``, ``reward``) over steps. Metric values are fractions
+in [0, 1], as :func:`vrft.evaluate.evaluate_checkpoint` computes them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vrft.config import flatten
+
+STAGE, METHOD, SHOTS, DATASET, MODEL, CONFIG = "stage", "method", "shots", "dataset", "model", "config"
+TASK, EVAL_MODE, LABEL = "task", "eval_mode", "label"
+PAPER_TABLE, PAPER_MODEL, PAPER_COLUMN = "paper_table", "paper_model", "paper_column"
+METHODS = ("base", "sft", "rft")
+STAGE_EVALUATE, STAGE_TRAIN, STAGE_REPORT = "evaluate", "train", "report"
+TIMING_PREFIX = "timing/"  # logged for information; never a regression
+
+_METRIC_NAME = re.compile(r"[^\w.\- /:]")
+
+
+def metric_key(name: str) -> str:
+    """A name MLflow accepts as a metric key (class names may hold apostrophes, parentheses, ...).
+
+    >>> metric_key("accuracy/colt's foot"), metric_key("AP/fire hydrant")
+    ('accuracy/colt_s foot', 'AP/fire hydrant')
+    """
+    return _METRIC_NAME.sub("_", name)
+
+
+@dataclass(frozen=True)
+class RunTags:
+    """What a run is: which experiment config, model and data, trained how, with how many shots."""
+
+    method: str  # base | sft | rft
+    config: str  # the experiment config's name, e.g. coco_8cat
+    model: str  # the base model, e.g. Qwen/Qwen2-VL-2B-Instruct
+    dataset: str = ""
+    shots: int | None = None  # None: not a k-shot setting (base, OVD, LISA)
+    paper_table: str = ""  # e.g. table3, when the config reproduces a paper table
+    paper_model: str = ""  # the paper's row group, e.g. Qwen2-VL-2B
+    paper_column: str = ""  # Table 2 dataset / Table 6 split of the primary metric
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method: {self.method!r} is not one of {', '.join(METHODS)}")
+        if not self.config or not self.model:
+            raise ValueError("config and model tags are required: the report groups runs by them")
+
+    def as_tags(self, stage: str) -> dict[str, str]:
+        tags = {STAGE: stage, METHOD: self.method, CONFIG: self.config, MODEL: self.model, DATASET: self.dataset,
+                SHOTS: "" if self.shots is None else str(self.shots), PAPER_TABLE: self.paper_table,
+                PAPER_MODEL: self.paper_model, PAPER_COLUMN: self.paper_column}
+        return {k: v for k, v in tags.items() if v != ""}
+
+
+def evaluation_tags(result: Any) -> dict[str, str]:
+    """The tags an evaluation adds to its run's :class:`RunTags`: ``task``, ``label`` and, for detection,
+    ``eval_mode`` (the mode changes the numbers, so the report and readers must see it)."""
+    tags = {TASK: result.task, LABEL: result.label}
+    mode = (result.summary.get("details") or {}).get("mode")
+    if mode:
+        tags[EVAL_MODE] = mode
+    return tags
+
+
+def evaluation_metrics(result: Any) -> dict[str, float]:
+    """An :class:`~vrft.evaluate.EvalResult`'s metrics under MLflow-safe keys, plus
+    ``timing/images_per_second`` and ``timing/seconds`` (never compared by the regression check)."""
+    metrics = {metric_key(k): float(v) for k, v in result.metrics.items()}
+    timing = result.summary.get("timing") or {}
+    for name in ("images_per_second", "seconds"):
+        if name in timing:
+            metrics[TIMING_PREFIX + name] = float(timing[name])
+    return metrics
+
+
+def log_evaluation(result: Any, tags: RunTags, *, experiment: str, tracking_uri: str | None = None,
+                   artifacts: bool = True) -> str:
+    """Log an :class:`~vrft.evaluate.EvalResult` as one finished MLflow run; return its run id.
+
+    Tags: ``tags`` plus :func:`evaluation_tags`; metrics: :func:`evaluation_metrics`; params: the
+    evaluate config; artifacts (``evaluation/``): the whole output directory when ``artifacts``
+    (predictions, completions, COCO files, metrics.json). The pipeline's stages log the same tags and
+    metrics through their own tracker.
+    """
+    import mlflow
+
+    tags.validate()
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    summary = result.summary
+    shots = "" if tags.shots is None else f"-{tags.shots}shot"
+    with mlflow.start_run(run_name=f"eval-{tags.config}-{tags.method}{shots}") as run:
+        mlflow.set_tags({**tags.as_tags(STAGE_EVALUATE), **evaluation_tags(result)})
+        mlflow.log_params({k: str(v)[:500] for k, v in flatten({"evaluate": summary.get("config", {})}).items()})
+        mlflow.log_metrics(evaluation_metrics(result))
+        if artifacts:
+            mlflow.log_artifacts(str(Path(result.output_dir)), artifact_path="evaluation")
+        return run.info.run_id
+
+
+@dataclass
+class RunRecord:
+    """One MLflow run as the report reads it (latest value of each metric)."""
+
+    run_id: str
+    experiment_id: str
+    start_time: int  # ms since the epoch
+    status: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+    @property
+    def method(self) -> str:
+        return self.tags.get(METHOD, "")
+
+    @property
+    def shots(self) -> int | None:
+        value = self.tags.get(SHOTS, "").strip()
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+    @property
+    def group(self) -> tuple[str, str]:
+        """The table a run belongs to: (config, model)."""
+        return self.tags.get(CONFIG, ""), self.tags.get(MODEL, "")
+
+    @property
+    def series(self) -> tuple[str, str, str, int | None]:
+        """Reruns of the same thing share this key: (config, model, method, shots)."""
+        return (*self.group, self.method, self.shots)
+
+
+def run_record(run: Any) -> RunRecord:
+    return RunRecord(run_id=run.info.run_id, experiment_id=run.info.experiment_id,
+                     start_time=int(run.info.start_time or 0), status=run.info.status,
+                     tags=dict(run.data.tags), metrics=dict(run.data.metrics))
+
+
+def search_runs(client: Any, experiment_ids: list[str], stage: str) -> Iterator[RunRecord]:
+    """Every active run of ``stage`` in the experiments, newest first (all result pages)."""
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=f"tags.{STAGE} = '{stage}'",
+                                  max_results=1000, order_by=["attributes.start_time DESC"], page_token=token)
+        yield from (run_record(run) for run in page)
+        token = page.token
+        if not token:
+            return
