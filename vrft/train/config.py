@@ -1,0 +1,334 @@
+"""The ``grpo:`` and ``sft:`` sections of an experiment YAML, and the checks run before any model loads.
+
+Defaults are the authors' settings (``../shared/notes/method.md``); every field can be overridden
+from YAML or the command line (``grpo.beta=0.02``). :meth:`GRPOStageConfig.validate` catches what
+is wrong in the values alone; :func:`check_batch_divisibility` and the stage functions' preflight
+catch what depends on the launch (number of processes, dataset, DeepSpeed), still before a model
+is loaded, and each error is one line saying what to change.
+
+>>> cfg = GRPOStageConfig()
+>>> cfg.num_generations, cfg.beta, cfg.learning_rate, cfg.max_completion_length, cfg.max_steps
+(8, 0.04, 1e-06, 256, 200)
+>>> from vrft.config import from_dict
+>>> from_dict(GRPOStageConfig, {"learning_rate": 0})
+Traceback (most recent call last):
+...
+vrft.config.ConfigError: grpo.learning_rate: must be > 0, got 0.0
+>>> check_batch_divisibility(GRPOStageConfig(per_device_train_batch_size=1, gradient_accumulation_steps=3), 1)
+Traceback (most recent call last):
+...
+vrft.config.ConfigError: grpo: the generation batch (per_device_train_batch_size 1 × gradient_accumulation_steps 3 × 1 process = 3 completions) must be divisible by num_generations 8, so that each prompt's 8 completions are scored together: set per_device_train_batch_size to 8, or gradient_accumulation_steps to 8, or num_generations to 3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from vrft.config import ConfigError
+
+#: The language-model projections of Qwen2-VL / Qwen2.5-VL: LoRA's usual targets for these models.
+QWEN_VL_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+#: Shipped DeepSpeed configs, by the short name the ``deepspeed`` field accepts.
+DEEPSPEED_PRESETS = ("zero2", "zero3")
+#: The task each built-in reward scores (``format`` scores any task); plugins are not checked.
+REWARD_TASKS: dict[str, tuple[str, ...]] = {
+    "detection": ("detection",),
+    "classification": ("classification",),
+    "grounding_iou": ("grounding",),
+    "grounding_giou": ("grounding",),
+    "format": ("detection", "classification", "grounding"),
+}
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters (peft). Off by default in GRPO (the authors trained all weights).
+
+    ``target_modules`` are module-name suffixes inside the language model; the vision tower gets
+    adapters too only when the stage's ``freeze_vision_tower`` is explicitly ``false``.
+    """
+
+    enabled: bool = False
+    r: int = 64
+    alpha: int = 128
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(QWEN_VL_LORA_TARGETS))
+
+
+@dataclass
+class StageConfig:
+    """Settings shared by GRPO and the SFT baseline; the subclasses set the authors' defaults."""
+
+    section: ClassVar[str] = "train"
+
+    max_steps: int = 200
+    learning_rate: float = 1e-6
+    lr_scheduler_type: str = "linear"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    per_device_train_batch_size: int = 1
+    gradient_accumulation_steps: int = 2
+    seed: int = 0
+    #: ``null``: train the vision tower under full fine-tuning (the authors), keep it frozen under LoRA.
+    freeze_vision_tower: bool | None = None
+    gradient_checkpointing: bool = True
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    #: ``""`` (none), ``zero2``, ``zero3`` (the shipped configs/deepspeed/*.json) or a JSON path.
+    deepspeed: str = ""
+    logging_steps: int = 1
+    save_steps: int = 50
+    #: Checkpoints kept (each holds optimizer state: about 8 bytes per trained parameter); null keeps all.
+    save_total_limit: int | None = 2
+    #: ``auto``: continue from the newest complete ``checkpoint-N`` in the output directory, if any;
+    #: ``never``: start fresh (refused when checkpoints exist); otherwise a checkpoint directory.
+    resume: str = "auto"
+
+    def validate(self) -> None:
+        s = self.section
+        positive_ints = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                         "logging_steps", "save_steps")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"{s}.{name}: must be a positive integer, got {value}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"{s}.learning_rate: must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"{s}.warmup_steps: must be >= 0, got {self.warmup_steps}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{s}.weight_decay: must be >= 0, got {self.weight_decay}")
+        if not self.max_grad_norm > 0:
+            raise ConfigError(f"{s}.max_grad_norm: must be > 0 (1.0 is the authors'), got {self.max_grad_norm}")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError(f"{s}.save_total_limit: must be >= 1 or null (keep all), got {self.save_total_limit}")
+        if not self.resume:
+            raise ConfigError(f"{s}.resume: use 'auto', 'never' or a checkpoint directory")
+        from transformers.trainer_utils import SchedulerType
+
+        schedulers = [t.value for t in SchedulerType]
+        if self.lr_scheduler_type not in schedulers:
+            raise ConfigError(f"{s}.lr_scheduler_type: {self.lr_scheduler_type!r} is not one of "
+                              f"{', '.join(schedulers)}")
+        self._validate_lora()
+        if self.deepspeed and Path(self.deepspeed).suffix != ".json" and self.deepspeed not in DEEPSPEED_PRESETS:
+            raise ConfigError(f"{s}.deepspeed: {self.deepspeed!r} is neither {' nor '.join(DEEPSPEED_PRESETS)} "
+                              "nor a .json file")
+
+    def _validate_lora(self) -> None:
+        s = self.section
+        lora = self.lora
+        if not lora.enabled:
+            defaults = LoraSettings()
+            changed = [f.name for f in dataclasses.fields(lora)
+                       if f.name != "enabled" and getattr(lora, f.name) != getattr(defaults, f.name)]
+            if changed:
+                raise ConfigError(f"{s}.lora.{changed[0]} is set but {s}.lora.enabled is false: set "
+                                  f"{s}.lora.enabled=true to train LoRA adapters, or remove {s}.lora.{changed[0]}")
+            return
+        if lora.r < 1 or lora.alpha < 1:
+            raise ConfigError(f"{s}.lora.r and {s}.lora.alpha: must be positive, got {lora.r} and {lora.alpha}")
+        if not 0 <= lora.dropout < 1:
+            raise ConfigError(f"{s}.lora.dropout: must be in [0, 1), got {lora.dropout}")
+        if not lora.target_modules:
+            raise ConfigError(f"{s}.lora.target_modules: empty; the default is {QWEN_VL_LORA_TARGETS}")
+        if "lm_head" in lora.target_modules:
+            raise ConfigError(f"{s}.lora.target_modules: remove 'lm_head': adapters go into the language model's "
+                              "layers (and trl's GRPO reads lm_head's weight directly, so an adapter would never train)")
+
+    @property
+    def vision_tower_frozen(self) -> bool:
+        """Whether the vision tower (patch embedding, blocks and merger) gets no updates."""
+        return self.lora.enabled if self.freeze_vision_tower is None else self.freeze_vision_tower
+
+
+@dataclass
+class GRPOStageConfig(StageConfig):
+    """Stage 2: GRPO with verifiable visual rewards (Visual-RFT §3).
+
+    trl counts ``per_device_train_batch_size`` in *completions*, not prompts: the default 8 is one
+    prompt's group of ``num_generations`` 8 per device per micro-step, so with gradient accumulation
+    2 a step trains on 2 prompts per process (16 on 8 GPUs, as the authors).
+    """
+
+    section: ClassVar[str] = "grpo"
+
+    per_device_train_batch_size: int = 8
+    num_generations: int = 8
+    beta: float = 0.04
+    temperature: float = 1.0
+    max_completion_length: int = 256
+    #: trl's token aggregation; ``grpo`` (mean per sequence, then over sequences) is the authors'.
+    loss_type: str = "grpo"
+    #: ``""``: the task's reward (detection, classification, grounding_iou); a registered name such as
+    #: ``grounding_giou``; or a plugin ``package.module:function``.
+    reward: str = ""
+    #: Keyword options for the reward's constructor, e.g. ``{tau: 0.5, iou_normalization: predictions}``.
+    reward_options: dict[str, Any] = field(default_factory=dict)
+    #: The chat template already ends the prompt with ``<think>``: the format check adds it back.
+    think_prefilled: bool = False
+    #: Completions written to ``completions.jsonl`` per step (the first prompt's group); 0: none.
+    completions_per_step: int = 8
+
+    def validate(self) -> None:
+        super().validate()
+        s = self.section
+        if self.num_generations < 2:
+            raise ConfigError(f"{s}.num_generations: GRPO compares completions within a group, so it needs at "
+                              f"least 2, got {self.num_generations}")
+        if self.beta < 0:
+            raise ConfigError(f"{s}.beta: must be >= 0 (0 disables the KL term), got {self.beta}")
+        if not self.temperature > 0:
+            raise ConfigError(f"{s}.temperature: must be > 0, got {self.temperature}")
+        if self.max_completion_length < 1:
+            raise ConfigError(f"{s}.max_completion_length: must be positive, got {self.max_completion_length}")
+        if self.completions_per_step < 0:
+            raise ConfigError(f"{s}.completions_per_step: must be >= 0, got {self.completions_per_step}")
+        known_losses = ("grpo", "dr_grpo", "dapo", "bnpo")
+        if self.loss_type not in known_losses:
+            raise ConfigError(f"{s}.loss_type: {self.loss_type!r} is not one of {', '.join(known_losses)}")
+        if self.reward:
+            self.reward_functions("")  # resolves the name now: an unknown reward fails here, not at step 1
+
+    def reward_name(self, task: str) -> str:
+        """The configured reward, or the task's default one."""
+        from vrft.tasks import reward_name
+
+        return self.reward or reward_name(task)
+
+    def reward_functions(self, task: str) -> list[Any]:
+        """trl's ``reward_funcs``: one function per part of the reward (their sum is the reward)."""
+        from vrft.rewards import reward_functions_for_trainer
+
+        options = dict(self.reward_options)
+        if self.think_prefilled:
+            options["think_prefilled"] = True
+        name = self.reward_name(task) if task else self.reward
+        try:
+            return reward_functions_for_trainer(name, **options)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{self.section}.reward: {exc}") from None
+
+
+@dataclass
+class SFTStageConfig(StageConfig):
+    """Stage 3: the SFT baseline on the same rows, the answer as the target (loss on the answer only).
+
+    Defaults are the paper's SFT baseline: LoRA, warmup 100, weight decay 0.1, batch 1 × accumulation
+    8, and the same 200 steps as GRPO (a matched budget in optimizer steps).
+    """
+
+    section: ClassVar[str] = "sft"
+
+    learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    gradient_accumulation_steps: int = 8
+    lora: LoraSettings = field(default_factory=lambda: LoraSettings(enabled=True))
+    #: Token budget per sequence; null never truncates (truncation would cut image tokens).
+    max_length: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_length is not None and self.max_length < 1:
+            raise ConfigError(f"{self.section}.max_length: must be positive or null, got {self.max_length}")
+
+
+def world_size() -> int:
+    """Processes of this launch: torchrun / accelerate set ``WORLD_SIZE``; a plain run is one."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _smallest_multiple(start: int, unit: int, divisor: int) -> int:
+    """The smallest ``n >= start`` with ``n * unit`` divisible by ``divisor``."""
+    step = divisor // math.gcd(unit, divisor)
+    return -(-start // step) * step
+
+
+def check_batch_divisibility(config: GRPOStageConfig, processes: int) -> None:
+    """trl 1.16 rule: per-device batch × accumulation steps × processes, counted in completions, must be
+    a multiple of ``num_generations`` (each generation batch holds whole prompt groups)."""
+    per_device, accumulation, generations = (config.per_device_train_batch_size,
+                                             config.gradient_accumulation_steps, config.num_generations)
+    total = per_device * accumulation * processes
+    if total % generations == 0:
+        return
+    fixes = [
+        f"per_device_train_batch_size to {_smallest_multiple(per_device, accumulation * processes, generations)}",
+        f"gradient_accumulation_steps to {_smallest_multiple(accumulation, per_device * processes, generations)}",
+    ]
+    divisors = [d for d in range(2, total + 1) if total % d == 0]
+    if divisors:
+        fixes.append(f"num_generations to {min(divisors, key=lambda d: (abs(d - generations), d))}")
+    s = config.section
+    plural = "process" if processes == 1 else "processes"
+    raise ConfigError(
+        f"{s}: the generation batch (per_device_train_batch_size {per_device} × gradient_accumulation_steps "
+        f"{accumulation} × {processes} {plural} = {total} completions) must be divisible by num_generations "
+        f"{generations}, so that each prompt's {generations} completions are scored together: set "
+        + ", or ".join(fixes)
+    )
+
+
+def check_prompts_per_step(config: GRPOStageConfig, processes: int, rows: int) -> None:
+    """A step's generation batch must fit in the train split: trl's sampler only yields full batches,
+    so with fewer rows than prompts per step an epoch is empty and training silently stops at step 0."""
+    prompts = (config.per_device_train_batch_size * config.gradient_accumulation_steps * processes
+               // config.num_generations)
+    if prompts > rows:
+        plural = "process" if processes == 1 else "processes"
+        raise ConfigError(
+            f"{config.section}: a step trains on {prompts} prompts (per_device_train_batch_size "
+            f"{config.per_device_train_batch_size} × gradient_accumulation_steps {config.gradient_accumulation_steps} "
+            f"× {processes} {plural} / num_generations {config.num_generations}) but the train split has {rows} rows: "
+            "lower gradient_accumulation_steps or use fewer processes, or build the dataset with more shots")
+
+
+def deepspeed_installed() -> bool:
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+def deepspeed_config_path(config: StageConfig) -> Path | None:
+    """The DeepSpeed JSON named by ``config.deepspeed`` (a preset or a path), checked; None without one.
+
+    Presets live in ``configs/deepspeed/`` of the source tree (or of the working directory).
+    A ZeRO-3 config must gather the 16-bit weights on save, or the final model would be shards.
+    """
+    name = config.deepspeed
+    s = config.section
+    if not name:
+        return None
+    if name in DEEPSPEED_PRESETS:
+        roots = [Path(__file__).resolve().parents[2], Path.cwd()]
+        candidates = [root / "configs" / "deepspeed" / f"{name}.json" for root in roots]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise ConfigError(f"{s}.deepspeed: preset {name!r} not found at {candidates[0]}; run from the vrft "
+                              "source tree or give the JSON file's path")
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"{s}.deepspeed: {path} does not exist")
+    try:
+        ds = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{s}.deepspeed: {path} is not readable JSON ({exc})") from None
+    zero = ds.get("zero_optimization", {})
+    if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save", False):
+        raise ConfigError(f"{s}.deepspeed: {path} is ZeRO-3 without stage3_gather_16bit_weights_on_model_save: "
+                          "set it to true so the final model is saved whole (loadable with from_pretrained)")
+    if not deepspeed_installed():
+        raise ConfigError(f"{s}.deepspeed: the deepspeed package is not installed: "
+                          "DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed==0.19.8")
+    if "WORLD_SIZE" not in os.environ:
+        raise ConfigError(f"{s}.deepspeed: DeepSpeed needs a distributed launch: run through `accelerate launch "
+                          "--num_processes N -m vrft.cli train ...` or `torchrun --nproc_per_node N -m vrft.cli "
+                          "train ...`")
+    return path
