@@ -1,54 +1,179 @@
 """The ``vrft`` command line: one sub-command per stage, plus the pipeline commands.
 
-Stage commands take an experiment YAML and ``section.key=value`` overrides, torchtune-style:
-``vrft train grpo configs/coco_8cat.yaml grpo.max_steps=25 model.name_or_path=/models/qwen2-vl-2b``.
-Commands whose stage has not landed yet say so and exit with status 2; none pretends to work.
+Commands take an experiment YAML and ``section.key=value`` overrides, torchtune-style:
+``vrft train grpo configs/coco_8cat.yaml -d data/ -o out/ grpo.max_steps=25 model.name_or_path=/models/q2vl``.
+Every stage command calls the same library function as the Kubeflow component of that stage.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from vrft import __version__
 from vrft.config import ConfigError
 
-# Sub-commands planned but not built yet -> the issue that tracks each.
-PENDING: dict[str, str] = {
-    "train grpo": "issue 4 (GRPO training)",
-    "train sft": "issue 4 (SFT baseline)",
-    "evaluate": "issue 5 (checkpoint evaluation)",
-    "report": "issue 5 (RFT-vs-SFT report)",
-    "run": "issue 6 (the pipeline on the embedded default)",
-    "up": "issue 6 (local S3 + MLflow services)",
-    "down": "issue 6 (local S3 + MLflow services)",
-    "compile": "issue 6 (Kubeflow compile)",
-    "submit": "issue 7 (Kubeflow submission)",
-    "schedule": "issue 7 (nightly recurring runs)",
-    "runs": "issue 7 (run listing)",
-}
+DEFAULT_CONFIG = "configs/default.yaml"
 
 
 class CommandError(Exception):
     """An error to print as one line, without a traceback."""
 
 
-def _pending(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(_: argparse.Namespace) -> int:
-        print(f"vrft {name}: not implemented yet; tracked in {PENDING[name]}.", file=sys.stderr)
-        return 2
+def _experiment(args: argparse.Namespace):
+    from vrft.experiment import load_experiment
 
-    return run
+    return load_experiment(args.config, args.overrides)
 
 
 def _cmd_tiny_model(args: argparse.Namespace) -> int:
     from vrft.models.tiny import build_tiny_model
 
-    path = build_tiny_model(args.output_dir, family=args.family, seed=args.seed)
-    print(path)
+    print(build_tiny_model(args.output_dir, family=args.family, seed=args.seed))
+    return 0
+
+
+def _cmd_dataset_build(args: argparse.Namespace) -> int:
+    from vrft.data.build import build_dataset
+
+    config = _experiment(args)
+    result = build_dataset(config.dataset, args.output_dir, overwrite=args.overwrite)
+    counts = ", ".join(f"{split}: {n}" for split, n in result.num_rows.items())
+    print(f"{result.output_dir} ({counts})")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from vrft.train import Tracking, train_grpo, train_sft
+
+    config = _experiment(args)
+    method = args.train_command
+    train = {"grpo": train_grpo, "sft": train_sft}[method]
+    tracking = Tracking(experiment=config.experiment.name) if os.environ.get("MLFLOW_TRACKING_URI") else None
+    result = train(getattr(config, method), args.dataset, args.output_dir, model=config.model.materialized(),
+                   tracking=tracking)
+    print(f"{method}: {result.global_step} steps; model: {result.final_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from vrft.evaluate import evaluate_checkpoint
+
+    config = _experiment(args)
+    model = config.model.materialized()
+    if args.checkpoint:
+        model = replace(model, name_or_path=str(args.checkpoint), family=model.family or model.resolved_family())
+    result = evaluate_checkpoint(config.evaluate, args.dataset, args.output_dir, model=model, label=args.label,
+                                 overwrite=args.overwrite)
+    print(json.dumps({"label": result.label, "task": result.task, result.primary_metric:
+                      result.metrics.get(result.primary_metric), "output_dir": str(result.output_dir)}))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from vrft.report import build_report
+
+    config = _experiment(args)
+    tracking_uri = args.tracking_uri or config.pipeline.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not tracking_uri:
+        raise CommandError("the report reads MLflow runs: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    result = build_report(config.report, args.output_dir, tracking_uri=tracking_uri,
+                          experiment=args.experiment or config.experiment.name, overwrite=args.overwrite)
+    print(result.html)
+    print(result.markdown)
+    flagged = len(result.regression_summary.get("regressions", []))
+    if flagged:
+        print(f"{flagged} metric(s) regressed against the previous run; see {result.output_dir}", file=sys.stderr)
+    return 3 if flagged and args.fail_on_regression else 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from vrft.pipelines.local import run_local, summary
+
+    result = run_local(args.config, args.overrides, state_dir=args.state_dir, output_dir=args.output_dir)
+    print(summary(result))
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from vrft.services import up
+
+    services = up(Path(args.state_dir) / "services")
+    print(f"S3: {services.s3_endpoint}  MLflow: {services.tracking_uri}")
+    print(services.ui_hint())
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from vrft.services import down
+
+    print("stopped" if down(Path(args.state_dir) / "services") else "nothing was running")
+    return 0
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from vrft.pipelines.dag import compile_pipeline
+
+    print(compile_pipeline(args.config, args.output, args.overrides, target=args.target))
+    return 0
+
+
+def _compiled(args: argparse.Namespace, directory: str) -> Path:
+    from vrft.pipelines.dag import compile_pipeline
+
+    return compile_pipeline(args.config, Path(directory) / "pipeline.yaml", args.overrides, target="cluster")
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from vrft.pipelines.kfp_client import run_url, submit
+
+    config = _experiment(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_id = submit(_compiled(args, tmp), args.host, args.experiment or config.experiment.name,
+                        args.run_name or f"vrft-{config.experiment.name}", {}, args.namespace,
+                        existing_token=args.token)
+    print(run_id)
+    print(run_url(args.host, run_id))
+    return 0
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from vrft.pipelines import kfp_client
+
+    if args.list:
+        for item in kfp_client.list_schedules(args.host, args.experiment or None, args.namespace,
+                                              existing_token=args.token):
+            print(f"{item.id}  {item.name}  {item.cron}  {item.status}")
+        return 0
+    if args.delete:
+        kfp_client.delete_schedule(args.host, args.delete, args.namespace, existing_token=args.token)
+        print(f"deleted {args.delete}")
+        return 0
+    if not args.config or not args.cron:
+        raise CommandError("schedule needs CONFIG and --cron (or --list / --delete ID)")
+    config = _experiment(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        schedule_id = kfp_client.schedule(_compiled(args, tmp), args.host, args.experiment or config.experiment.name,
+                                          args.name or f"vrft-{config.experiment.name}-nightly", args.cron, {},
+                                          namespace=args.namespace, replace=args.replace,
+                                          existing_token=args.token)
+    print(schedule_id)
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from vrft.pipelines.kfp_client import list_runs
+
+    for run in list_runs(args.host, args.experiment or None, args.limit, args.namespace,
+                             existing_token=args.token):
+        print("  ".join(str(field) for field in run))
     return 0
 
 
@@ -84,11 +209,19 @@ def _cmd_prompt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_pending(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(name.split()[-1], help=f"{help_text} [not implemented yet]")
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    parser.set_defaults(func=_pending(name))
-    return parser
+def _config_args(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    if optional:
+        parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})")
+    else:
+        parser.add_argument("config", type=Path, help="experiment YAML (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. grpo.max_steps=25")
+
+
+def _kfp_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", required=True, help="Kubeflow Pipelines API URL, e.g. http://localhost:8080")
+    parser.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+    parser.add_argument("--experiment", default="", help="KFP experiment (default: the config's experiment.name)")
+    parser.add_argument("--token", default=os.environ.get("KFP_TOKEN"), help="bearer token for the KFP API (default $KFP_TOKEN)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,34 +233,89 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vrft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    run = sub.add_parser("run", help="run the whole pipeline locally (kfp local runner, local S3 + MLflow)")
+    _config_args(run, optional=True)
+    run.add_argument("--state-dir", default=".vrft", help="services, caches and the KFP local root (default .vrft)")
+    run.add_argument("--output-dir", default=None, help="where to put the report (default outputs/RUN_ID/report)")
+    run.set_defaults(func=_cmd_run)
+
+    dataset = sub.add_parser("dataset", help="stage 1: few-shot dataset construction")
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    build = dataset_sub.add_parser("build", help="build the train/eval sets of one experiment")
+    _config_args(build)
+    build.add_argument("-o", "--output-dir", type=Path, required=True)
+    build.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    build.set_defaults(func=_cmd_dataset_build)
+
+    train = sub.add_parser("train", help="stages 2 and 3: GRPO training and the SFT baseline")
+    train_sub = train.add_subparsers(dest="train_command", metavar="METHOD", required=True)
+    for method, text in (("grpo", "GRPO with verifiable visual rewards (Visual-RFT)"),
+                         ("sft", "the SFT baseline on the same data and step budget")):
+        p = train_sub.add_parser(method, help=text)
+        _config_args(p)
+        p.add_argument("-d", "--dataset", type=Path, required=True, help="a directory built by `vrft dataset build`")
+        p.add_argument("-o", "--output-dir", type=Path, required=True, help="checkpoints, final model, logs (resumes here)")
+        p.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="stage 4: evaluate a base/SFT/RFT checkpoint (mAP, accuracy, mIoU)")
+    _config_args(evaluate)
+    evaluate.add_argument("-d", "--dataset", type=Path, required=True, help="a directory built by `vrft dataset build`")
+    evaluate.add_argument("-o", "--output-dir", type=Path, required=True)
+    evaluate.add_argument("-m", "--checkpoint", type=Path, help="a trained model directory (default: the config's base model)")
+    evaluate.add_argument("--label", default="base", choices=["base", "sft", "rft"], help="what the checkpoint is")
+    evaluate.add_argument("--overwrite", action="store_true")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    report = sub.add_parser("report", help="stage 5: paper-style RFT-vs-SFT tables, plots and the regression check")
+    _config_args(report)
+    report.add_argument("-o", "--output-dir", type=Path, required=True)
+    report.add_argument("--tracking-uri", default="", help="MLflow store (default: pipeline.tracking_uri or $MLFLOW_TRACKING_URI)")
+    report.add_argument("--experiment", default="", help="MLflow experiment (default: the config's experiment.name)")
+    report.add_argument("--fail-on-regression", action="store_true", help="exit 3 when a metric regressed")
+    report.add_argument("--overwrite", action="store_true")
+    report.set_defaults(func=_cmd_report)
+
+    up = sub.add_parser("up", help="start the local S3 and MLflow services and keep them running")
+    up.add_argument("--state-dir", default=".vrft")
+    up.set_defaults(func=_cmd_up)
+    down = sub.add_parser("down", help="stop the local services started by `vrft up`")
+    down.add_argument("--state-dir", default=".vrft")
+    down.set_defaults(func=_cmd_down)
+
+    comp = sub.add_parser("compile", help="compile the Kubeflow pipeline to IR YAML")
+    _config_args(comp)
+    comp.add_argument("-o", "--output", type=Path, default=Path("pipeline.yaml"))
+    comp.add_argument("--target", choices=["cluster", "local"], default="cluster",
+                      help="cluster: secrets, endpoints and the KFP run id wired in (default)")
+    comp.set_defaults(func=_cmd_compile)
+
+    submit = sub.add_parser("submit", help="compile and submit a run to Kubeflow Pipelines")
+    _config_args(submit)
+    _kfp_args(submit)
+    submit.add_argument("--run-name", default="")
+    submit.set_defaults(func=_cmd_submit)
+
+    schedule = sub.add_parser("schedule", help="create, list or delete nightly recurring runs")
+    schedule.add_argument("config", nargs="?", type=Path)
+    schedule.add_argument("overrides", nargs="*")
+    _kfp_args(schedule)
+    schedule.add_argument("--cron", help='five-field cron, e.g. "0 2 * * *" (nightly at 02:00)')
+    schedule.add_argument("--name", default="", help="recurring run name (default vrft-<experiment>-nightly)")
+    schedule.add_argument("--replace", action="store_true", help="replace a recurring run of the same name")
+    schedule.add_argument("--list", action="store_true", help="list recurring runs")
+    schedule.add_argument("--delete", metavar="ID_OR_NAME", help="delete a recurring run")
+    schedule.set_defaults(func=_cmd_schedule)
+
+    runs = sub.add_parser("runs", help="list recent Kubeflow runs with their status")
+    _kfp_args(runs)
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(func=_cmd_runs)
+
     tiny = sub.add_parser("tiny-model", help="build a tiny random Qwen2-VL / Qwen2.5-VL offline (tests, default run)")
     tiny.add_argument("output_dir", type=Path)
     tiny.add_argument("--family", choices=["qwen2_vl", "qwen2_5_vl"], default="qwen2_vl")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_cmd_tiny_model)
-
-    dataset = sub.add_parser("dataset", help="stage 1: few-shot dataset construction")
-    dataset_sub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
-    build = dataset_sub.add_parser("build", help="build the train/eval sets of one experiment")
-    build.add_argument("config", type=Path)
-    build.add_argument("-o", "--output-dir", type=Path, required=True)
-    build.add_argument("overrides", nargs="*", help="section.key=value")
-    build.set_defaults(func=_cmd_dataset_build)
-
-    train = sub.add_parser("train", help="stages 2 and 3: GRPO training and the SFT baseline")
-    train_sub = train.add_subparsers(dest="train_command", metavar="METHOD", required=True)
-    _add_pending(train_sub, "train grpo", "GRPO with verifiable visual rewards")
-    _add_pending(train_sub, "train sft", "the SFT baseline on the same data and budget")
-
-    _add_pending(sub, "evaluate", "stage 4: evaluate base/SFT/RFT checkpoints (mAP, accuracy, mIoU)")
-    _add_pending(sub, "report", "stage 5: paper-style RFT-vs-SFT tables and plots from MLflow")
-    _add_pending(sub, "run", "run the whole pipeline locally (local S3 + MLflow)")
-    _add_pending(sub, "up", "start the local S3 and MLflow services and keep them")
-    _add_pending(sub, "down", "stop the local services")
-    _add_pending(sub, "compile", "compile the Kubeflow pipeline to IR YAML")
-    _add_pending(sub, "submit", "submit a run to Kubeflow Pipelines")
-    _add_pending(sub, "schedule", "create/list/delete nightly recurring runs")
-    _add_pending(sub, "runs", "list recent Kubeflow runs")
 
     reward = sub.add_parser("reward", help="score one completion with a reward and print its breakdown")
     reward.add_argument("name", help="a registered name (detection, classification, ...) or package.module:function")
@@ -145,23 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_dataset_build(args: argparse.Namespace) -> int:
+def _known_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [ConfigError, CommandError, ValueError, KeyError, OSError]
     try:
-        from vrft.data.build import DatasetConfig, build_dataset
-    except ImportError:
-        return _pending_dataset()
-    from vrft.config import load_config
+        from vrft.pipelines.kfp_client import KfpError
+        from vrft.pipelines.local import PipelineFailed
 
-    config = load_config(DatasetConfig, args.config, args.overrides, section="dataset")
-    result = build_dataset(config, args.output_dir)
-    print(result.output_dir if hasattr(result, "output_dir") else args.output_dir)
-    return 0
-
-
-def _pending_dataset() -> int:
-    print("vrft dataset build: not implemented yet; tracked in issue 3 (few-shot dataset construction).",
-          file=sys.stderr)
-    return 2
+        errors += [KfpError, PipelineFailed]
+    except ImportError:  # the pipeline extra is not installed
+        pass
+    return tuple(errors)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CommandError, ValueError, KeyError, FileNotFoundError) as exc:
+    except _known_errors() as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"vrft {args.command}: error: {message}", file=sys.stderr)
         return 1

@@ -305,6 +305,20 @@ class Tracker:
         self._active_mlflow("log_metrics").log_metrics(
             {_scrub(str(key), secrets): float(value) for key, value in metrics.items()}, step=step)
 
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set redacted tags on the active run (e.g. what an evaluation turned out to be)."""
+        if not self.enabled:
+            return
+        clean = self._redact({k: str(v) for k, v in tags.items()})
+        self._active_mlflow("set_tags").set_tags(
+            {key: _truncate(str(value), MAX_TAG_VALUE_LENGTH) for key, value in clean.items()})
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a directory's files into the active run's artifacts (the MLflow UI shows them)."""
+        if not self.enabled:
+            return
+        self._active_mlflow("log_artifacts").log_artifacts(str(local_dir), artifact_path=artifact_path)
+
     def log_artifact_uri(self, name: str, uri: str) -> None:
         """Record where a stage put an output, as tag ``artifact.<name>`` = URI."""
         if not self.enabled:

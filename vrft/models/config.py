@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from vrft.config import ConfigError
 from vrft.models.coords import FAMILY_CONVENTIONS, BoxConvention, processor_resize_params
 
+TINY_SCHEME = "tiny://"
 # The authors' training resolution (Visual-RFT scripts): 401408 = 512 * 28 * 28 pixels.
 PAPER_MAX_PIXELS = 401408
 
@@ -18,6 +21,8 @@ class ModelConfig:
 
     ``name_or_path`` is anything ``from_pretrained`` accepts: a hub id (``Qwen/Qwen2-VL-2B-Instruct``)
     or a local directory (a real checkpoint, or one built by ``vrft tiny-model``).
+    ``tiny://qwen2_vl`` or ``tiny://qwen2_5_vl`` names the tiny random model that vrft builds offline
+    (tests and the default run); :meth:`materialized` builds it into a cache directory.
     ``family`` is read from the checkpoint's config when left empty; it decides the box convention.
     """
 
@@ -36,6 +41,24 @@ class ModelConfig:
             )
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ConfigError(f"model.min_pixels/max_pixels: need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+
+    def materialized(self, cache_dir: str | Path | None = None) -> ModelConfig:
+        """This config with a ``tiny://`` model built (deterministically, < 1 s) and its path filled in.
+
+        The cache directory defaults to ``$VRFT_CACHE_DIR`` or ``~/.cache/vrft``.
+        """
+        if not self.name_or_path.startswith(TINY_SCHEME):
+            return self
+        from vrft.models.tiny import build_tiny_model
+
+        family = self.name_or_path[len(TINY_SCHEME):] or "qwen2_vl"
+        if family not in ("qwen2_vl", "qwen2_5_vl"):
+            raise ConfigError(f"model.name_or_path: tiny models exist for qwen2_vl and qwen2_5_vl, not {family!r}")
+        root = Path(cache_dir or os.environ.get("VRFT_CACHE_DIR") or Path.home() / ".cache" / "vrft")
+        path = root / "models" / f"tiny-{family}"
+        if not (path / "config.json").exists():
+            build_tiny_model(path, family=family)
+        return replace(self, name_or_path=str(path))
 
     def resolved_family(self) -> str:
         """``family``, or the checkpoint's ``model_type`` when not set."""

@@ -1,0 +1,131 @@
+"""The Visual-RFT pipeline as a Kubeflow DAG, top to bottom like the paper's Figure 3.
+
+    few-shot dataset ──► GRPO with verifiable rewards (RFT) ──► evaluate RFT ─┐
+                     ├─► SFT baseline (same data, same steps) ─► evaluate SFT ├─► report (Δ = RFT − SFT)
+                     └────────────────────────────────────────► evaluate base ┘
+
+One experiment config may sweep ``experiment.shots``: the per-shot sub-pipeline runs in a
+ParallelFor and every evaluation feeds one report, so a whole paper table is one pipeline run.
+The same DAG compiles to Kubeflow IR YAML for a cluster and runs locally with kfp's local runner.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from kfp import compiler, dsl
+from kfp.dsl import HTML, Metrics
+
+from vrft.components import dataset as dataset_component
+from vrft.components import evaluate as evaluate_component
+from vrft.components import report as report_component
+from vrft.components import train as train_components
+from vrft.experiment import ExperimentConfig, Resources, load_experiment
+from vrft.pipelines.kfp_client import (
+    GPU_NODE_SELECTOR,
+    GPU_TOLERATIONS,
+    config_map_env_spec,
+    image_refs,
+    secret_env_spec,
+)
+
+Target = Literal["local", "cluster"]
+
+
+def sweep_configs(config: ExperimentConfig) -> list[ExperimentConfig]:
+    """One config per shot count of ``experiment.shots``, or the config itself."""
+    if not config.experiment.shots:
+        return [config]
+    return [config.with_shots(k) for k in config.experiment.shots]
+
+
+def _place(task: dsl.PipelineTask, resources: Resources, *, target: Target, stage: str, caching: bool,
+           retries: int = 0) -> dsl.PipelineTask:
+    """Resources, retries, caching and (on a cluster) secrets and GPU scheduling for one task."""
+    task.set_cpu_limit(resources.cpu).set_memory_limit(resources.memory)
+    if resources.gpus:
+        task.set_accelerator_type(resources.accelerator).set_accelerator_limit(resources.gpus)
+    if retries:
+        task.set_retry(num_retries=retries, backoff_duration="60s", backoff_factor=2.0)
+    task.set_caching_options(caching)
+    if target == "cluster":
+        from kfp import kubernetes
+
+        for secret, keys in secret_env_spec(stage).items():
+            kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
+        for config_map, keys in config_map_env_spec().items():
+            kubernetes.use_config_map_as_env(task, config_map_name=config_map, config_map_key_to_env=keys)
+        if resources.gpus:  # the same selector and toleration as k8s/components/gpu
+            for label, value in GPU_NODE_SELECTOR.items():
+                kubernetes.add_node_selector(task, label_key=label, label_value=value)
+            for toleration in GPU_TOLERATIONS:
+                kubernetes.add_toleration(task, **toleration)
+    return task
+
+
+def build_pipeline(config: ExperimentConfig, *, target: Target = "local"):
+    """The pipeline function for ``config``; call it under ``kfp.local.init`` or compile it."""
+    images = image_refs(config.pipeline.image_registry, config.pipeline.image_tag)
+    make_dataset = dataset_component.component(images["dataset"])
+    train_rft = train_components.grpo_component(images["grpo"])
+    train_sft = train_components.sft_component(images["sft"])
+    evaluate = evaluate_component.component(images["evaluate"])
+    report = report_component.component(images["report"])
+
+    p = config.pipeline
+    # On a cluster the run id is KFP's; locally it comes from $VRFT_RUN_ID so that the local
+    # runner's cache (keyed on parameters) can reuse unchanged stages across runs.
+    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER if target == "cluster" else ""
+
+    def place(task, resources, stage, retries=0):
+        return _place(task, resources, target=target, stage=stage, caching=p.caching, retries=retries)
+
+    @dsl.pipeline(name=f"vrft-{config.experiment.name}-shots", description="One shot count: data, RFT and SFT, evaluations.")
+    def experiment(config_json: str) -> Metrics:
+        data = place(make_dataset(config_json=config_json, run_id=run_id), p.dataset_resources, "dataset", p.retries)
+        data.set_display_name("Few-shot dataset")
+
+        rft = place(train_rft(config_json=config_json, run_id=run_id, dataset=data.outputs["dataset"]),
+                    p.train_resources, "grpo")
+        rft.set_display_name("GRPO with verifiable rewards (RFT)")
+        sft = place(train_sft(config_json=config_json, run_id=run_id, dataset=data.outputs["dataset"]),
+                    p.train_resources, "sft")
+        sft.set_display_name("SFT baseline (same data and steps)")
+
+        if p.evaluate_base:
+            base_eval = evaluate(config_json=config_json, run_id=run_id, label="base", dataset=data.outputs["dataset"])
+            place(base_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate base model")
+        sft_eval = evaluate(config_json=config_json, run_id=run_id, label="sft", dataset=data.outputs["dataset"],
+                            checkpoint=sft.outputs["checkpoint"])
+        place(sft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate SFT")
+        rft_eval = evaluate(config_json=config_json, run_id=run_id, label="rft", dataset=data.outputs["dataset"],
+                            checkpoint=rft.outputs["checkpoint"])
+        place(rft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate RFT")
+        return rft_eval.outputs["evaluation"]
+
+    config_jsons = [c.to_json() for c in sweep_configs(config)]
+
+    @dsl.pipeline(name=f"vrft-{config.experiment.name}", description=config.experiment.description or "Visual-RFT vs SFT")
+    def visual_rft(report_config_json: str = config.to_json()) -> HTML:
+        with dsl.ParallelFor(items=config_jsons, parallelism=1 if target == "local" else 0) as config_json:
+            per_shots = experiment(config_json=config_json).set_display_name("Data, RFT, SFT and evaluations")
+        final = report(config_json=report_config_json, run_id=run_id, evaluations=dsl.Collected(per_shots.output))
+        place(final, p.report_resources, "report", p.retries).set_display_name("Report: RFT vs SFT")
+        return final.outputs["report"]
+
+    return visual_rft
+
+
+def compile_pipeline(config_path: str | Path, output_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                     *, target: Target = "cluster") -> Path:
+    """Write the Kubeflow IR YAML of ``config_path``'s pipeline to ``output_path`` (atomically)."""
+    from vrft.io import atomic_write_text
+
+    config = load_experiment(config_path, overrides)
+    output_path = Path(output_path)
+    tmp = output_path.with_name(f".{output_path.name}.compiling.yaml")
+    try:
+        compiler.Compiler().compile(build_pipeline(config, target=target), str(tmp))
+        atomic_write_text(output_path, tmp.read_text())
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output_path

@@ -1,0 +1,167 @@
+"""``vrft run``: the whole DAG on this machine with kfp's local runner, real S3 and MLflow.
+
+The embedded default starts a loopback-only SeaweedFS S3 server and an MLflow store (sqlite, with
+artifacts in that S3) under ``.vrft/`` (:mod:`vrft.services`), runs the pipeline with
+``kfp.local.SubprocessRunner`` (each component in a subprocess of this environment), downloads the
+report and stops the services again, unless they were already up (``vrft up``), in which case
+they are left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from vrft.experiment import ExperimentConfig, load_experiment
+from vrft.services import LocalServices
+from vrft.storage import ArtifactStore
+from vrft.tracking import Tracker
+
+DEFAULT_STATE_DIR = Path(".vrft")
+
+
+class PipelineFailed(RuntimeError):
+    """A stage failed; the message names it and the log file."""
+
+
+@dataclass
+class LocalRunResult:
+    run_id: str
+    report_dir: Path
+    report_uri: str
+    mlflow_parent_run_id: str | None
+    seconds: float
+    ui_hint: str
+    log_file: Path
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The local runner's own task lines; everything else (executor inputs, stage logs) goes to the log file.
+_PROGRESS = re.compile(r"(Executing task|Task .* finished with status|Pipeline .* finished with status)")
+
+
+class _ProgressLog(io.TextIOBase):
+    """A stdout that writes everything to the run's log file and echoes only task progress lines."""
+
+    def __init__(self, log: io.TextIOBase, echo: io.TextIOBase) -> None:
+        self._log, self._echo, self._pending = log, echo, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            clean = _ANSI.sub("", line)
+            if _PROGRESS.search(clean):
+                self._echo.write(clean.strip() + "\n")
+                self._echo.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+
+@contextlib.contextmanager
+def _progress_to(log_file: Path) -> Iterator[None]:
+    """Send this process's stdout (the local runner prints each component's output there) to
+    ``log_file``, keeping one line per task on the console."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a", encoding="utf-8") as log:
+        stream = _ProgressLog(log, sys.__stdout__ or sys.stdout)
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            yield
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the runner's subprocesses, restoring them afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def run_pipeline(config: ExperimentConfig, *, state_dir: Path, run_id: str) -> tuple[str, str | None]:
+    """Run the DAG under kfp's local runner in the current environment; return (report URI, parent run)."""
+    from kfp import local
+
+    from vrft.components.runtime import RUN_ID_ENV
+    from vrft.pipelines.dag import build_pipeline
+
+    import logging
+
+    tracker = Tracker(config.pipeline.tracking_uri or None)
+    logging.getLogger().handlers.clear()  # kfp adds its own handler, bound to the redirected stdout
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(state_dir / "kfp" / "runs"),
+               enable_caching=config.pipeline.caching, cache_root=str(state_dir / "kfp" / "cache"))
+    tags = {"run_id": run_id, "config": config.experiment.name, "config_sha256": config.digest()}
+    with _environment({RUN_ID_ENV: run_id, "VRFT_CACHE_DIR": str((state_dir / "cache").resolve())}):
+        with tracker.parent_run(config.experiment.name, f"pipeline-{run_id}", tags) as parent_id:
+            pipeline = build_pipeline(config, target="local")
+            task = pipeline()
+            report_uri = task.output.metadata["uri"]
+    return report_uri, parent_id
+
+
+def run_local(config_path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+              state_dir: str | Path = DEFAULT_STATE_DIR, output_dir: str | Path | None = None) -> LocalRunResult:
+    """Run ``config_path``'s pipeline end to end on this machine; return where the report is."""
+    started = time.monotonic()
+    config = load_experiment(config_path, overrides)  # validated before any service starts
+    state_dir = Path(state_dir).resolve()
+    services = LocalServices(state_dir / "services")
+    already_up = services.status() == "running"
+    if not already_up:
+        services.start()
+    run_id = new_run_id()
+    log_file = state_dir / "logs" / f"{run_id}.log"
+    print(f"run {run_id}: services up; full log in {log_file}", flush=True)
+    try:
+        with _environment(services.env()):
+            try:
+                with _progress_to(log_file):
+                    report_uri, parent_id = run_pipeline(config, state_dir=state_dir, run_id=run_id)
+            except RuntimeError as exc:  # kfp: "Pipeline ... finished with status FAILURE"
+                raise PipelineFailed(f"{_ANSI.sub('', str(exc))} See {log_file}") from None
+            target = Path(output_dir or Path("outputs") / run_id / "report").resolve()
+            report_dir = ArtifactStore.from_uri(report_uri).download_dir("", target)
+    finally:
+        if not already_up:
+            services.stop()
+    return LocalRunResult(run_id=run_id, report_dir=report_dir, report_uri=report_uri,
+                          mlflow_parent_run_id=parent_id, seconds=time.monotonic() - started,
+                          ui_hint=services.ui_hint(), log_file=log_file)
+
+
+def summary(result: LocalRunResult) -> str:
+    """What `vrft run` prints at the end."""
+    return "\n".join([
+        f"run {result.run_id} finished in {result.seconds:.0f} s",
+        f"report: {result.report_dir / 'report.html'}",
+        f"        {result.report_dir / 'report.md'}",
+        f"artifacts: {result.report_uri.rsplit('/report/', 1)[0]}/ (with a SHA-256 manifest per stage)",
+        f"log: {result.log_file}",
+        result.ui_hint,
+    ])
+

@@ -1,0 +1,123 @@
+"""One experiment = one YAML file with a section per stage (torchtune-style recipe config).
+
+>>> cfg = load_experiment("configs/default.yaml", ["grpo.max_steps=3"])
+>>> cfg.experiment.name, cfg.grpo.max_steps, cfg.dataset.train.kind
+('default', 3, 'shapes')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vrft.config import ConfigError, from_dict, parse_override, read_yaml, to_dict
+from vrft.data.config import DatasetConfig
+from vrft.evaluate.config import EvaluateConfig
+from vrft.models.config import ModelConfig
+from vrft.report.config import ReportConfig
+from vrft.train.config import GRPOStageConfig, SFTStageConfig
+
+
+@dataclass
+class ExperimentInfo:
+    """What the experiment is called (the MLflow experiment and the report's ``config`` tag)."""
+
+    name: str = "default"
+    description: str = ""
+    shots: list[int] = field(default_factory=list)  # a sweep over dataset.shots (one pipeline run, one report)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Resources:
+    """Kubernetes resources of one stage (ignored by the local runner)."""
+
+    cpu: str = "4"
+    memory: str = "16Gi"
+    gpus: int = 0
+    accelerator: str = "nvidia.com/gpu"  # the resource name; node selection is in k8s/
+
+    def validate(self) -> None:
+        if self.gpus < 0:
+            raise ConfigError(f"gpus: must be >= 0, got {self.gpus}")
+
+
+@dataclass
+class PipelineConfig:
+    """Where artifacts and runs go, which images run the stages, and with what resources."""
+
+    artifact_root: str = ""  # s3://bucket/prefix or file:///abs/path; `vrft run` uses its local S3 when empty
+    tracking_uri: str = ""  # MLflow; `vrft run` uses its local store when empty
+    image_registry: str = "ghcr.io/vrft"
+    image_tag: str = "0.1.0"
+    retries: int = 1  # retries of the stages that can be retried (all but training on spot nodes: still safe, resume)
+    caching: bool = True
+    evaluate_base: bool = True
+    dataset_resources: Resources = field(default_factory=lambda: Resources(cpu="2", memory="8Gi"))
+    train_resources: Resources = field(default_factory=lambda: Resources(cpu="16", memory="128Gi", gpus=8))
+    evaluate_resources: Resources = field(default_factory=lambda: Resources(cpu="8", memory="64Gi", gpus=1))
+    report_resources: Resources = field(default_factory=lambda: Resources(cpu="1", memory="4Gi"))
+
+    def validate(self) -> None:
+        for name, value in (("artifact_root", self.artifact_root),):
+            if value and not value.startswith(("s3://", "file://")):
+                raise ConfigError(f"pipeline.{name}: expected s3://bucket/prefix or file:///path, got {value!r}")
+        if self.retries < 0:
+            raise ConfigError(f"pipeline.retries: must be >= 0, got {self.retries}")
+
+
+@dataclass
+class ExperimentConfig:
+    """Every stage's configuration; each stage function takes its own section."""
+
+    experiment: ExperimentInfo = field(default_factory=ExperimentInfo)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    def to_json(self) -> str:
+        """The whole config as canonical one-line JSON: what components receive (a multi-line
+        string would break the comment header of kfp's compiled YAML), stable for caching."""
+        return json.dumps(to_dict(self), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON: identifies the config in MLflow tags and regressions."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    def with_shots(self, shots: int) -> ExperimentConfig:
+        data = to_dict(self)
+        data["dataset"]["shots"] = shots
+        data["experiment"]["shots"] = []
+        return from_dict(ExperimentConfig, data)
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """An experiment YAML plus ``section.key=value`` overrides, validated before anything runs."""
+    data: dict[str, Any] = read_yaml(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {key} is not a section")
+        node[keys[-1]] = value
+    return from_dict(ExperimentConfig, data, source=str(path))
+
+
+def experiment_from_json(text: str, source: str = "config") -> ExperimentConfig:
+    """The inverse of :meth:`ExperimentConfig.to_json` (components receive the config as text)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections")
+    return from_dict(ExperimentConfig, data, source=source)
