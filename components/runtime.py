@@ -134,6 +134,7 @@ def open_stage(name: str, config_json: str, run_id: str, *, stage: str = "", par
         context = StageContext(stage=name, config=config, run_id=resolve_run_id(run_id),
                                artifact_root=artifact_root, tracker=tracker, work_dir=Path(work))
         with tracker.stage_run(stage or name, params=params(config) if callable(params) else params,
-                               tags=context.tags(method), run_name=name) as mlflow_run_id:
+                               tags=context.tags(method), run_name=name,
+                               experiment=config.experiment.name) as mlflow_run_id:
             context.mlflow_run_id = mlflow_run_id
             yield context

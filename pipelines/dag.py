@@ -44,7 +44,7 @@ def _place(task: dsl.PipelineTask, resources: Resources, *, target: Target, stag
     task.set_cpu_limit(resources.cpu).set_memory_limit(resources.memory)
     if resources.gpus:
         task.set_accelerator_type(resources.accelerator).set_accelerator_limit(resources.gpus)
-    if retries:
+    if retries and target == "cluster":  # locally a deterministic failure would only wait and fail again
         task.set_retry(num_retries=retries, backoff_duration="60s", backoff_factor=2.0)
     task.set_caching_options(caching)
     if target == "cluster":

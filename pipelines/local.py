@@ -110,7 +110,10 @@ def run_pipeline(config: ExperimentConfig, *, state_dir: Path, run_id: str) -> t
     from vrft.pipelines.dag import build_pipeline
 
     import logging
+    import warnings
 
+    # Resources, GPUs and display names are for the cluster; the local runner says so per task.
+    warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current local runner")
     tracker = Tracker(config.pipeline.tracking_uri or None)
     logging.getLogger().handlers.clear()  # kfp adds its own handler, bound to the redirected stdout
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(state_dir / "kfp" / "runs"),

@@ -265,12 +265,14 @@ class Tracker:
 
     @contextlib.contextmanager
     def stage_run(self, stage: str, params: Any = None, tags: Mapping[str, Any] | None = None, *,
-                  parent_run_id: str | None = None, run_name: str | None = None) -> Iterator[str | None]:
+                  parent_run_id: str | None = None, run_name: str | None = None,
+                  experiment: str | None = None) -> Iterator[str | None]:
         """A stage's run, nested under ``parent_run_id`` or ``$VRFT_MLFLOW_PARENT_RUN_ID`` (or the
         active run); logs ``params`` (see :meth:`log_params`) and yields the run id.
 
         An exception inside marks the run FAILED with tag ``error`` = the (redacted) message, then
         propagates. ``run_name`` defaults to ``stage`` (e.g. ``evaluate-sft`` for stage ``evaluate``).
+        Without a parent (a stage run on its own) the run goes to ``experiment`` when given.
         """
         if not self.enabled:
             yield None
@@ -281,6 +283,8 @@ class Tracker:
         if parent is not None:
             start["parent_run_id"] = parent
             start["experiment_id"] = mlflow.MlflowClient().get_run(parent).info.experiment_id
+        elif experiment is not None and mlflow.active_run() is None:
+            start["experiment_id"] = self._experiment_id(experiment)
         with self._run({**(tags or {}), TAG_STAGE: stage}, **start) as run_id:
             if params is not None:
                 self.log_params(params)

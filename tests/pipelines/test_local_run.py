@@ -1,0 +1,138 @@
+"""End to end: the whole DAG on the tiny model with kfp's local runner, real S3 (SeaweedFS) and MLflow.
+
+One pipeline run (module fixture) is inspected from several sides: the report, the MLflow runs,
+the S3 objects and their manifests, secret hygiene, the cache on a second run, and what happens
+when an artifact is corrupted or a stage fails.
+"""
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import boto3
+import pytest
+from mlflow.tracking import MlflowClient
+
+from vrft.experiment import load_experiment
+from vrft.pipelines.local import run_local
+from vrft.services import LocalServices, port_is_open
+from vrft.storage import ArtifactIntegrityError
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["grpo.max_steps=2", "sft.max_steps=2", "grpo.save_steps=1", "sft.save_steps=1",
+        "evaluate.max_eval_images=3", "dataset.train.n_images=32"]
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("vrft-state")
+    services = LocalServices(state_dir / "services").start()
+    env_before = dict(os.environ)
+    os.environ.update(services.env())
+    try:
+        result = run_local(ROOT / "configs" / "default.yaml", FAST, state_dir=state_dir,
+                           output_dir=state_dir / "report")
+        yield SimpleNamespace(dir=state_dir, services=services, result=result, env=services.env())
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+        ports = list(services.ports.values())
+        services.stop()
+        assert not any(port_is_open(p) for p in ports), "a service port is still open after stop()"
+
+
+def mlflow_runs(state):
+    client = MlflowClient(tracking_uri=state.env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("default")
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def test_report_has_base_sft_rft_rows(state):
+    report = (state.result.report_dir / "report.md").read_text()
+    for row in ("| Base |", "| SFT |", "| RFT |", "| Δ (RFT − SFT) |"):
+        assert row in report
+    assert (state.result.report_dir / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert list((state.result.report_dir / "plots").glob("*.png"))
+
+
+def test_mlflow_holds_the_parent_and_every_stage_run(state):
+    _, runs = mlflow_runs(state)
+    parent = [r for r in runs if r.info.run_id == state.result.mlflow_parent_run_id]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == state.result.mlflow_parent_run_id]
+    names = sorted(r.info.run_name for r in children)
+    assert names == ["dataset", "evaluate-base", "evaluate-rft", "evaluate-sft", "grpo", "report", "sft"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    by_name = {r.info.run_name: r for r in children}
+    assert {by_name["grpo"].data.tags["method"], by_name["sft"].data.tags["method"]} == {"rft", "sft"}
+    assert "rewards/detection_iou/mean" in by_name["grpo"].data.metrics
+    assert "mAP" in by_name["evaluate-rft"].data.metrics
+    assert by_name["grpo"].data.params["grpo.max_steps"] == "2"
+
+
+def test_every_stage_put_its_artifacts_with_a_manifest_in_s3(state):
+    s3 = boto3.client("s3", endpoint_url=state.env["AWS_ENDPOINT_URL"])
+    prefix = f"runs/{state.result.run_id}/"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="vrft", Prefix=prefix)["Contents"]]
+    for stage in ("dataset/dataset", "grpo/grpo", "sft/sft", "evaluate-base/evaluation-base",
+                  "evaluate-sft/evaluation-sft", "evaluate-rft/evaluation-rft", "report/report"):
+        assert f"{prefix}{stage}/manifest.json" in keys, stage
+    assert f"{prefix}grpo/grpo/final/model.safetensors" in keys
+    assert not any("/checkpoint-" in k for k in keys)  # resumable states stay on the stage's disk
+
+
+def test_no_secret_in_mlflow_store_or_logs(state):
+    secret = state.env["AWS_SECRET_ACCESS_KEY"]
+    assert len(secret) >= 16
+    for path in [state.dir / "services" / "mlflow.db", state.result.log_file]:
+        assert secret.encode() not in path.read_bytes(), path
+    _, runs = mlflow_runs(state)
+    for run in runs:
+        assert secret not in json.dumps([run.data.params, run.data.tags, list(run.data.metrics)])
+
+
+def test_second_run_reuses_cached_stages(state):
+    again = run_local(ROOT / "configs" / "default.yaml", FAST, state_dir=state.dir, output_dir=state.dir / "again")
+    log = again.log_file.read_text()
+    assert "finished with status" in log and "Executing task" not in log, log[-2000:]  # nothing re-ran
+    assert again.report_uri == state.result.report_uri  # the cached report, not a new one
+    _, runs = mlflow_runs(state)
+    assert not [r for r in runs if r.data.tags.get("mlflow.parentRunId") == again.mlflow_parent_run_id]
+
+
+def test_corrupted_artifact_fails_the_next_stage_and_marks_its_run_failed(state):
+    from vrft.components import evaluate as evaluate_component
+
+    s3 = boto3.client("s3", endpoint_url=state.env["AWS_ENDPOINT_URL"])
+    dataset_uri = f"s3://vrft/runs/{state.result.run_id}/dataset/dataset/"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="vrft", Prefix=dataset_uri[len("s3://vrft/"):])["Contents"]]
+    victim = next(k for k in keys if k.endswith(".arrow"))
+    original = s3.get_object(Bucket="vrft", Key=victim)["Body"].read()
+    corrupted = bytearray(original)
+    corrupted[len(corrupted) // 2] ^= 0xFF
+    s3.put_object(Bucket="vrft", Key=victim, Body=bytes(corrupted))
+    try:
+        config = load_experiment(ROOT / "configs" / "default.yaml", FAST)
+        dataset = SimpleNamespace(metadata={"uri": dataset_uri})
+        evaluation = SimpleNamespace(metadata={}, path=str(state.dir / "unused"), log_metric=lambda *a: None)
+        with pytest.raises(ArtifactIntegrityError, match=victim.rsplit("/", 1)[1]):
+            evaluate_component.run(config.to_json(), "corrupt-check", "base", dataset, evaluation)
+    finally:
+        s3.put_object(Bucket="vrft", Key=victim, Body=original)
+    _, runs = mlflow_runs(state)
+    failed = [r for r in runs if r.data.tags.get("run_id") == "corrupt-check"]
+    assert [r.info.status for r in failed] == ["FAILED"]
+    assert "ArtifactIntegrityError" in failed[0].data.tags["error"]
+
+
+def test_a_failing_stage_stops_the_pipeline_with_a_clear_error(state, capsys):
+    from vrft.pipelines.local import PipelineFailed
+
+    with pytest.raises(PipelineFailed, match=r"dataset-stage.*See .*\.log"):
+        run_local(ROOT / "configs" / "default.yaml", [*FAST, "dataset.shots=1000", "pipeline.retries=0"], state_dir=state.dir,
+                  output_dir=state.dir / "never")
+    assert not (state.dir / "never").exists()
+    _, runs = mlflow_runs(state)
+    failed = [r for r in runs if r.info.run_name == "dataset" and r.info.status == "FAILED"]
+    assert failed and "shots" in failed[0].data.tags["error"]
