@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= pipeline,lvis,dev
+RUN_EXTRAS ?= pipeline,lvis
+EXTRAS ?= $(RUN_EXTRAS),dev
 # A GPU machine keeps pip's CUDA torch; elsewhere the CPU build is installed first so that nothing
 # pulls gigabytes of CUDA packages.
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
@@ -19,19 +20,23 @@ help:
 	@echo "make deepspeed  add DeepSpeed (multi-GPU ZeRO-2/3) to $(VENV)"
 	@echo "make images  build and push the cluster images (VRFT_REGISTRY, VRFT_TAG)"
 
-setup: $(VENV)/.installed
+# Two install stamps: `make run` needs the pipeline extras only; `make test` adds the test tools.
+setup: $(VENV)/.installed-test
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-run: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "vrft needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 ifneq ($(HAS_GPU),yes)
 	$(PY) -m pip install --quiet $(CPU_TORCH)
 endif
+	$(PY) -m pip install --quiet -e '.[$(RUN_EXTRAS)]'
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
-run: setup
+run: $(VENV)/.installed-run
 	$(VENV)/bin/vrft run $(CONFIG)
 
 test: setup
@@ -43,7 +48,7 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format vrft components pipelines tests bench docker
 
-deepspeed: setup
+deepspeed: $(VENV)/.installed-run
 	DS_BUILD_OPS=0 $(PY) -m pip install --no-build-isolation 'deepspeed==0.19.8'
 
 # Cluster images (docker/build.py): vrft-base -> vrft, vrft-cpu, vrft-mlflow; each pushed after its build.

@@ -104,13 +104,13 @@ def new_run_id() -> str:
 
 def run_pipeline(config: ExperimentConfig, *, state_dir: Path, run_id: str) -> tuple[str, str | None]:
     """Run the DAG under kfp's local runner in the current environment; return (report URI, parent run)."""
+    import logging
+    import warnings
+
     from kfp import local
 
     from vrft.components.runtime import RUN_ID_ENV
     from vrft.pipelines.dag import build_pipeline
-
-    import logging
-    import warnings
 
     # Resources, GPUs and display names are for the cluster; the local runner says so per task.
     warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current local runner")

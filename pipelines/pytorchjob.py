@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
 from vrft.pipelines.kfp_client import (
     ENDPOINTS_CONFIG_MAP,
     GPU_NODE_SELECTOR,

@@ -54,7 +54,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = _experiment(args)
     method = args.train_command
     train = {"grpo": train_grpo, "sft": train_sft}[method]
-    tracking = Tracking(experiment=config.experiment.name) if os.environ.get("MLFLOW_TRACKING_URI") else None
+    tracking = None
+    if os.environ.get("MLFLOW_TRACKING_URI"):  # tagged like the pipeline's training runs, for `vrft report`
+        tags = {"stage": "train", "method": {"grpo": "rft", "sft": "sft"}[method], "config": config.experiment.name,
+                "model": config.model.name_or_path, "shots": str(config.dataset.shots or "")}
+        tracking = Tracking(experiment=config.experiment.name, run_name=method,
+                            tags={k: v for k, v in tags.items() if v})
     result = train(getattr(config, method), args.dataset, args.output_dir, model=config.model.materialized(),
                    tracking=tracking)
     print(f"{method}: {result.global_step} steps; model: {result.final_dir}")
@@ -72,6 +77,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         model = replace(model, name_or_path=str(args.checkpoint), family=model.family or model.resolved_family())
     result = evaluate_checkpoint(config.evaluate, args.dataset, args.output_dir, model=model, label=args.label,
                                  overwrite=args.overwrite)
+    if os.environ.get("MLFLOW_TRACKING_URI"):  # what `vrft report` reads
+        from vrft.report.tracking import RunTags, log_evaluation
+
+        tags = RunTags(method=args.label, config=config.experiment.name, model=config.model.name_or_path,
+                       dataset=config.dataset.preset or config.dataset.train.display_name, shots=config.dataset.shots,
+                       paper_table=config.report.paper_table, paper_model=config.report.paper_model,
+                       paper_column=config.report.paper_column)
+        log_evaluation(result, tags, experiment=config.experiment.name)
     print(json.dumps({"label": result.label, "task": result.task, result.primary_metric:
                       result.metrics.get(result.primary_metric), "output_dir": str(result.output_dir)}))
     return 0
@@ -347,7 +360,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come after options (`-o out grpo.max_steps=5`), which argparse alone rejects.
+    args, extra = parser.parse_known_args(argv)
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    if overrides and hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *overrides]
+        extra = [item for item in extra if item not in overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

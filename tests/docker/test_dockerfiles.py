@@ -25,6 +25,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+
 from vrft.pipelines.kfp_client import image_refs
 
 REPO = Path(__file__).resolve().parents[2]

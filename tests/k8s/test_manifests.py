@@ -22,6 +22,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
 from vrft.pipelines import kfp_client
 
 REPO = Path(__file__).resolve().parents[2]

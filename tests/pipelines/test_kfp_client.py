@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kfp import compiler, dsl, kubernetes
+
 from vrft.pipelines import kfp_client
 from vrft.pipelines.kfp_client import (
     KfpError,

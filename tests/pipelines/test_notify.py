@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from vrft.pipelines import notify
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY"

@@ -12,6 +12,10 @@ import kubernetes_validate
 import pytest
 import yaml
 from accelerate.commands.launch import launch_command_parser
+
+from vrft import storage
+from vrft.cli import build_parser
+from vrft.io import write_manifest
 from vrft.pipelines import kfp_client
 from vrft.pipelines.pytorchjob import (
     CONTAINER_NAME,
@@ -24,10 +28,6 @@ from vrft.pipelines.pytorchjob import (
     run_pytorchjob,
     to_yaml,
 )
-
-from vrft import storage
-from vrft.cli import build_parser
-from vrft.io import write_manifest
 
 IMAGE = kfp_client.image_refs("registry.example.com/ml", "0.1.0")["grpo"]
 

@@ -1,0 +1,41 @@
+"""The stage commands one after another, as a user runs them by hand, tracked in a local MLflow store."""
+
+from pathlib import Path
+
+from vrft.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["grpo.max_steps=2", "sft.max_steps=2", "grpo.save_steps=2", "sft.save_steps=2",
+        "evaluate.max_eval_images=2", "dataset.train.n_images=24"]
+
+
+def test_dataset_train_evaluate_report_by_hand(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    monkeypatch.setenv("VRFT_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    monkeypatch.setenv("VRFT_CACHE_DIR", str(tmp_path / "cache"))
+    config = str(ROOT / "configs" / "default.yaml")
+    data, rft, sft = tmp_path / "data", tmp_path / "rft", tmp_path / "sft"
+
+    assert main(["dataset", "build", config, "-o", str(data), *FAST]) == 0
+    assert main(["train", "grpo", config, "-d", str(data), "-o", str(rft), *FAST]) == 0
+    assert main(["train", "sft", config, "-d", str(data), "-o", str(sft), *FAST]) == 0
+    assert (rft / "final" / "model.safetensors").exists() and (sft / "final" / "model.safetensors").exists()
+    assert main(["evaluate", config, "-d", str(data), "-o", str(tmp_path / "eval-base"), "--label", "base", *FAST]) == 0
+    for label, checkpoint in (("sft", sft), ("rft", rft)):
+        assert main(["evaluate", config, "-d", str(data), "-m", str(checkpoint / "final"),
+                     "-o", str(tmp_path / f"eval-{label}"), "--label", label, *FAST]) == 0
+    capsys.readouterr()
+    assert main(["report", config, "-o", str(tmp_path / "report")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("report.html")
+    report = (tmp_path / "report" / "report.md").read_text()
+    for row in ("| Base |", "| SFT |", "| RFT |", "| Δ (RFT − SFT) |"):
+        assert row in report
+    assert list((tmp_path / "report" / "plots").glob("*rewards.png")), "training runs were not found by the report"
+
+
+def test_evaluate_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "eval"
+    out.mkdir()
+    config = str(ROOT / "configs" / "default.yaml")
+    assert main(["evaluate", config, "-d", str(tmp_path / "missing"), "-o", str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err
