@@ -10,6 +10,7 @@ FAST = ["grpo.max_steps=2", "sft.max_steps=2", "grpo.save_steps=2", "sft.save_st
 
 
 def test_dataset_train_evaluate_report_by_hand(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact location is ./mlruns
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     monkeypatch.setenv("VRFT_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
     monkeypatch.setenv("VRFT_CACHE_DIR", str(tmp_path / "cache"))
