@@ -76,7 +76,18 @@ def build_pipeline(config: ExperimentConfig, *, target: Target = "local"):
     # runner's cache (keyed on parameters) can reuse unchanged stages across runs.
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER if target == "cluster" else ""
 
+    # Multi-node: the training task only launches and waits for a PyTorchJob, so it needs no GPU
+    # itself, but it mounts the shared volume the job writes to.
+    multi_node = p.train_nodes > 1
+    launcher = Resources(cpu="1", memory="4Gi")
+
     def place(task, resources, stage, retries=0):
+        if multi_node and stage in ("grpo", "sft"):
+            resources = launcher
+            if target == "cluster":
+                from kfp import kubernetes
+
+                kubernetes.mount_pvc(task, pvc_name=p.shared_pvc, mount_path=p.shared_mount)
         return _place(task, resources, target=target, stage=stage, caching=p.caching, retries=retries)
 
     @dsl.pipeline(name=f"vrft-{config.experiment.name}-shots", description="One shot count: data, RFT and SFT, evaluations.")

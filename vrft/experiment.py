@@ -56,6 +56,11 @@ class PipelineConfig:
     retries: int = 1  # retries of the stages that can be retried (all but training on spot nodes: still safe, resume)
     caching: bool = True
     evaluate_base: bool = True
+    # Training on more than one node runs as a Kubeflow PyTorchJob (DeepSpeed ZeRO-3 across nodes);
+    # train_resources.gpus is then per node and every pod mounts the ReadWriteMany `shared_pvc`.
+    train_nodes: int = 1
+    shared_pvc: str = ""
+    shared_mount: str = "/shared"
     dataset_resources: Resources = field(default_factory=lambda: Resources(cpu="2", memory="8Gi"))
     train_resources: Resources = field(default_factory=lambda: Resources(cpu="16", memory="128Gi", gpus=8))
     evaluate_resources: Resources = field(default_factory=lambda: Resources(cpu="8", memory="64Gi", gpus=1))
@@ -67,6 +72,13 @@ class PipelineConfig:
                 raise ConfigError(f"pipeline.{name}: expected s3://bucket/prefix or file:///path, got {value!r}")
         if self.retries < 0:
             raise ConfigError(f"pipeline.retries: must be >= 0, got {self.retries}")
+        if self.train_nodes < 1:
+            raise ConfigError(f"pipeline.train_nodes: must be >= 1, got {self.train_nodes}")
+        if self.train_nodes > 1 and not self.shared_pvc:
+            raise ConfigError("pipeline.shared_pvc: multi-node training (train_nodes > 1) needs a ReadWriteMany "
+                              "PersistentVolumeClaim that every training pod mounts (ZeRO-3 shards are written there)")
+        if self.train_nodes > 1 and self.train_resources.gpus < 1:
+            raise ConfigError("pipeline.train_resources.gpus: multi-node training needs at least one GPU per node")
 
 
 @dataclass

@@ -1,0 +1,88 @@
+"""Multi-node training: the training component launches a PyTorchJob and publishes what it wrote."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from vrft.config import ConfigError
+from vrft.experiment import load_experiment
+from vrft.io import write_manifest
+from vrft.pipelines import pytorchjob
+
+ROOT = Path(__file__).resolve().parents[2]
+MULTI = ["pipeline.train_nodes=2", "pipeline.shared_pvc=vrft-shared", "pipeline.train_resources.gpus=8"]
+
+
+class FakeCustomObjects:
+    """The two calls run_pytorchjob makes; the job 'runs' by writing a final model into the shared dir."""
+
+    def __init__(self):
+        self.created = []
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        self.created.append(body)
+        command = body["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+        output = Path(command[command.index("--output-dir") + 1])
+        (output / "final").mkdir(parents=True)
+        (output / "final" / "model.safetensors").write_bytes(b"weights")
+        (output / "checkpoint-2").mkdir()
+        (output / "checkpoint-2" / "optimizer.pt").write_bytes(b"optimizer state")
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        return {"status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}
+
+
+def test_train_component_runs_a_pytorchjob_and_publishes_the_final_model(tmp_path, monkeypatch):
+    from vrft.components import train as train_component
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    fake = FakeCustomObjects()
+    monkeypatch.setattr(pytorchjob, "_custom_objects_api", lambda: fake)
+    monkeypatch.setattr(pytorchjob, "_current_namespace", lambda: "kubeflow")
+    config = load_experiment(ROOT / "configs" / "default.yaml",
+                             [*MULTI, f"pipeline.shared_mount={tmp_path / 'shared'}",
+                              f"pipeline.artifact_root=file://{tmp_path / 'store'}"])
+    dataset_dir = tmp_path / "dataset"
+    dataset_dir.mkdir()
+    (dataset_dir / "rows.txt").write_text("x")
+    write_manifest(dataset_dir, {})
+    dataset = SimpleNamespace(metadata={"uri": f"file://{dataset_dir}/"})
+    checkpoint = SimpleNamespace(metadata={}, path=str(tmp_path / "kfp" / "checkpoint"))
+
+    uri = train_component.run("grpo", config.to_json(), "r1", dataset, checkpoint)
+
+    (manifest,) = fake.created
+    replicas = manifest["spec"]["pytorchReplicaSpecs"]
+    assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 1
+    container = replicas["Worker"]["template"]["spec"]["containers"][0]
+    assert str(container["resources"]["limits"]["nvidia.com/gpu"]) == "8"
+    assert container["command"][container["command"].index("--num_processes") + 1] == "16"
+    assert container["command"][container["command"].index("-m") + 3] == "grpo"
+    config_path = Path(container["command"][container["command"].index("grpo") + 1])
+    assert json.loads(config_path.read_text())["pipeline"]["train_nodes"] == 2
+    published = Path(uri.removeprefix("file://"))
+    assert (published / "final" / "model.safetensors").read_bytes() == b"weights"
+    assert not (published / "checkpoint-2").exists()
+    assert json.loads(Path(checkpoint.path).read_text())["uri"] == uri
+
+
+def test_multi_node_needs_a_shared_volume_and_gpus():
+    with pytest.raises(ConfigError, match="shared_pvc"):
+        load_experiment(ROOT / "configs" / "default.yaml", ["pipeline.train_nodes=2"])
+    with pytest.raises(ConfigError, match="GPU per node"):
+        load_experiment(ROOT / "configs" / "default.yaml", [*MULTI[:2], "pipeline.train_resources.gpus=0"])
+
+
+def test_compiled_multi_node_dag_mounts_the_volume_on_the_launchers(tmp_path):
+    from vrft.pipelines.dag import compile_pipeline
+
+    path = compile_pipeline(ROOT / "configs" / "default.yaml", tmp_path / "p.yaml", MULTI)
+    spec, platform = list(yaml.safe_load_all(path.read_text()))
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("exec-grpo-stage", "exec-sft-stage"):
+        assert executors[name]["pvcMount"][0]["mountPath"] == "/shared"
+        container = spec["deploymentSpec"]["executors"][name]["container"]
+        assert "accelerator" not in container.get("resources", {})  # the launcher needs no GPU
