@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-RUN_EXTRAS ?= pipeline,lvis
-EXTRAS ?= $(RUN_EXTRAS),dev
+RUN_EXTRAS ?= pipeline
+EXTRAS ?= $(RUN_EXTRAS),lvis,dev
 # A GPU machine keeps pip's CUDA torch; elsewhere the CPU build is installed first so that nothing
 # pulls gigabytes of CUDA packages.
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
@@ -20,7 +20,7 @@ help:
 	@echo "make deepspeed  add DeepSpeed (multi-GPU ZeRO-2/3) to $(VENV)"
 	@echo "make images  build and push the cluster images (VRFT_REGISTRY, VRFT_TAG)"
 
-# Two install stamps: `make run` needs the pipeline extras only; `make test` adds the test tools.
+# Two install stamps: `make run` needs the pipeline extra only; `make test` adds LVIS and the test tools.
 setup: $(VENV)/.installed-test
 
 $(VENV)/.installed-run: pyproject.toml

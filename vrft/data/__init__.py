@@ -5,30 +5,33 @@ manifest, ``datasets`` dataset, or the synthetic shapes), chooses the experiment
 samples from a seed, and writes a ``DatasetDict`` plus ``manifest.json``.
 """
 
-from vrft.data.build import DatasetBuildResult, build_dataset, resolve_plan
-from vrft.data.config import DatasetConfig, SourceConfig
-from vrft.data.errors import (
-    DanglingReferenceError,
-    DatasetError,
-    DuplicateIdError,
-    EmptySourceError,
-    ImageFileError,
-    InsufficientSamplesError,
-    InvalidBoxError,
-    InvalidFileError,
-    InvalidValueError,
-    MissingFieldError,
-    UnknownCategoryError,
-    UnsafePathError,
-)
-from vrft.data.presets import PRESETS
-from vrft.data.schema import COLUMNS, TASKS, check_example, features
-from vrft.data.shapes import generate_shapes_classification, generate_shapes_coco
+from vrft._lazy import lazy_exports
 
-__all__ = [
-    "COLUMNS", "PRESETS", "TASKS", "DanglingReferenceError", "DatasetBuildResult", "DatasetConfig", "DatasetError",
-    "DuplicateIdError", "EmptySourceError", "ImageFileError", "InsufficientSamplesError", "InvalidBoxError",
-    "InvalidFileError", "InvalidValueError", "MissingFieldError", "SourceConfig", "UnknownCategoryError",
-    "UnsafePathError", "build_dataset", "check_example", "features", "generate_shapes_classification",
-    "generate_shapes_coco", "resolve_plan",
-]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "COLUMNS": "vrft.data.schema",
+    "DanglingReferenceError": "vrft.data.errors",
+    "DatasetBuildResult": "vrft.data.build",
+    "DatasetConfig": "vrft.data.config",
+    "DatasetError": "vrft.data.errors",
+    "DuplicateIdError": "vrft.data.errors",
+    "EmptySourceError": "vrft.data.errors",
+    "ImageFileError": "vrft.data.errors",
+    "InsufficientSamplesError": "vrft.data.errors",
+    "InvalidBoxError": "vrft.data.errors",
+    "InvalidFileError": "vrft.data.errors",
+    "InvalidValueError": "vrft.data.errors",
+    "MissingFieldError": "vrft.data.errors",
+    "PRESETS": "vrft.data.presets",
+    "SourceConfig": "vrft.data.config",
+    "TASKS": "vrft.data.schema",
+    "UnknownCategoryError": "vrft.data.errors",
+    "UnsafePathError": "vrft.data.errors",
+    "build_dataset": "vrft.data.build",
+    "check_example": "vrft.data.schema",
+    "features": "vrft.data.schema",
+    "generate_shapes_classification": "vrft.data.shapes",
+    "generate_shapes_coco": "vrft.data.shapes",
+    "resolve_plan": "vrft.data.build",
+})
+
+__all__ = __dir__()

@@ -6,12 +6,21 @@ detection (the paper's two-step protocol, three named modes), accuracy for class
 (and SAM mask gIoU) for reasoning grounding.
 """
 
-from vrft.evaluate.config import DETECTION_MODES, EvaluateConfig
-from vrft.evaluate.detection import DetectionMetrics, answer_boxes, coco_metrics, lvis_metrics
-from vrft.evaluate.inference import HFGenerator, Request, make_generator
-from vrft.evaluate.run import EvalResult, evaluate_checkpoint, load_result
+from vrft._lazy import lazy_exports
 
-__all__ = [
-    "DETECTION_MODES", "DetectionMetrics", "EvalResult", "EvaluateConfig", "HFGenerator", "Request", "answer_boxes",
-    "coco_metrics", "evaluate_checkpoint", "load_result", "lvis_metrics", "make_generator",
-]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "DETECTION_MODES": "vrft.evaluate.config",
+    "DetectionMetrics": "vrft.evaluate.detection",
+    "EvalResult": "vrft.evaluate.run",
+    "EvaluateConfig": "vrft.evaluate.config",
+    "HFGenerator": "vrft.evaluate.inference",
+    "Request": "vrft.evaluate.inference",
+    "answer_boxes": "vrft.evaluate.detection",
+    "coco_metrics": "vrft.evaluate.detection",
+    "evaluate_checkpoint": "vrft.evaluate.run",
+    "load_result": "vrft.evaluate.run",
+    "lvis_metrics": "vrft.evaluate.detection",
+    "make_generator": "vrft.evaluate.inference",
+})
+
+__all__ = __dir__()

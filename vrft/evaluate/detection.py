@@ -230,7 +230,10 @@ def lvis_metrics(gt_path: str | Path, results: list[dict[str, Any]] | str | Path
     nor lists as verified absent are ignored, as in the official evaluation. With no detections at
     all (``LVISResults`` cannot take an empty list) every category with ground truth scores 0.
     """
-    from lvis import LVIS, LVISEval, LVISResults
+    try:
+        from lvis import LVIS, LVISEval, LVISResults
+    except ImportError:
+        raise ImportError("LVIS evaluation needs the lvis package: pip install 'vrft[lvis]'") from None
 
     results_data = _load_json(results)
     gt_api = LVIS(str(gt_path))

@@ -6,22 +6,27 @@ self-contained HTML page. ``log_evaluation`` is how an evaluation becomes a run 
 ``check_regression`` compares a run with the previous run of the same series.
 """
 
-from vrft.report.build import ReportResult, build_report, read_regression_summary
-from vrft.report.config import ReportConfig
-from vrft.report.paper import TABLES, PaperTable, paper_table
-from vrft.report.regression import RegressionResult, check_regression, compare_runs
-from vrft.report.tables import ReportTable, build_tables
-from vrft.report.tracking import (
-    METHODS,
-    RunRecord,
-    RunTags,
-    evaluation_metrics,
-    evaluation_tags,
-    log_evaluation,
-)
+from vrft._lazy import lazy_exports
 
-__all__ = [
-    "METHODS", "TABLES", "PaperTable", "RegressionResult", "ReportConfig", "ReportResult", "ReportTable", "RunRecord",
-    "RunTags", "build_report", "build_tables", "check_regression", "compare_runs", "evaluation_metrics",
-    "evaluation_tags", "log_evaluation", "paper_table", "read_regression_summary",
-]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "METHODS": "vrft.report.tracking",
+    "PaperTable": "vrft.report.paper",
+    "RegressionResult": "vrft.report.regression",
+    "ReportConfig": "vrft.report.config",
+    "ReportResult": "vrft.report.build",
+    "ReportTable": "vrft.report.tables",
+    "RunRecord": "vrft.report.tracking",
+    "RunTags": "vrft.report.tracking",
+    "TABLES": "vrft.report.paper",
+    "build_report": "vrft.report.build",
+    "build_tables": "vrft.report.tables",
+    "check_regression": "vrft.report.regression",
+    "compare_runs": "vrft.report.regression",
+    "evaluation_metrics": "vrft.report.tracking",
+    "evaluation_tags": "vrft.report.tracking",
+    "log_evaluation": "vrft.report.tracking",
+    "paper_table": "vrft.report.paper",
+    "read_regression_summary": "vrft.report.build",
+})
+
+__all__ = __dir__()

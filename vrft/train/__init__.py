@@ -14,20 +14,17 @@ Each stage is one plain function, called alike by the CLI, tests and the Kubeflo
 See docs/training.md for defaults, memory advice, multi-GPU launches and resume semantics.
 """
 
-from vrft.train.callbacks import Tracking
-from vrft.train.checkpoints import latest_checkpoint
-from vrft.train.config import GRPOStageConfig, LoraSettings, SFTStageConfig
-from vrft.train.grpo import train_grpo
-from vrft.train.runtime import TrainResult
-from vrft.train.sft import train_sft
+from vrft._lazy import lazy_exports
 
-__all__ = [
-    "GRPOStageConfig",
-    "LoraSettings",
-    "SFTStageConfig",
-    "TrainResult",
-    "Tracking",
-    "latest_checkpoint",
-    "train_grpo",
-    "train_sft",
-]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "GRPOStageConfig": "vrft.train.config",
+    "LoraSettings": "vrft.train.config",
+    "SFTStageConfig": "vrft.train.config",
+    "Tracking": "vrft.train.callbacks",
+    "TrainResult": "vrft.train.runtime",
+    "latest_checkpoint": "vrft.train.checkpoints",
+    "train_grpo": "vrft.train.grpo",
+    "train_sft": "vrft.train.sft",
+})
+
+__all__ = __dir__()
