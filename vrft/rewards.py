@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -82,7 +83,7 @@ def _column(columns: dict[str, Any], name: str, n: int, reward: str, default: An
     return list(values)
 
 
-class Reward:
+class Reward(ABC):
     """Base class: subclasses implement :meth:`breakdown`; calling returns the overall rewards."""
 
     name: str = "reward"
@@ -94,8 +95,9 @@ class Reward:
         # trl names logged series after ``reward_func.__name__``.
         self.__name__ = self.name
 
+    @abstractmethod
     def breakdown(self, completions: Sequence[Any], **columns: Any) -> list[RewardBreakdown]:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """One :class:`RewardBreakdown` per completion."""
 
     def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float]:
         return [b.overall for b in self.breakdown(completions, **columns)]

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,7 @@ class LoadedImage:
     height: int
 
 
-class Source:
+class Source(ABC):
     """Base of every reader: image location, hashing and reading; subclasses add the labels."""
 
     task = ""
@@ -158,9 +159,9 @@ class Source:
         self.root = root  # image root; None when the images live inside the source (hf)
         self.hashed_files = hashed_files
 
+    @abstractmethod
     def refs(self) -> Iterable[ImageRef]:
         """Every image of the source (to find the ones a train split already uses)."""
-        raise NotImplementedError
 
     def image_path(self, ref: ImageRef) -> str:
         assert self.root is not None
