@@ -84,7 +84,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                        dataset=config.dataset.preset or config.dataset.train.display_name, shots=config.dataset.shots,
                        paper_table=config.report.paper_table, paper_model=config.report.paper_model,
                        paper_column=config.report.paper_column)
-        log_evaluation(result, tags, experiment=config.experiment.name)
+        log_evaluation(result, tags, experiment=config.experiment.name, tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     print(json.dumps({"label": result.label, "task": result.task, result.primary_metric:
                       result.metrics.get(result.primary_metric), "output_dir": str(result.output_dir)}))
     return 0

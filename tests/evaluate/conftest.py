@@ -11,23 +11,6 @@ from PIL import Image
 
 from vrft.config import from_dict
 from vrft.data import DatasetConfig, build_dataset
-from vrft.models.config import ModelConfig
-from vrft.models.tiny import build_tiny_model
-
-# Small pixel bounds keep the tiny model at 4-20 vision tokens per image.
-TINY_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
-
-
-@pytest.fixture(scope="session")
-def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
-    path = build_tiny_model(tmp_path_factory.mktemp("models") / "qwen2_vl", family="qwen2_vl")
-    return ModelConfig(name_or_path=str(path), **TINY_PIXELS)
-
-
-@pytest.fixture(scope="session")
-def tiny_qwen25(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
-    path = build_tiny_model(tmp_path_factory.mktemp("models") / "qwen2_5_vl", family="qwen2_5_vl")
-    return ModelConfig(name_or_path=str(path), **TINY_PIXELS)
 
 
 def _build(tmp: Path, data: dict) -> Path:

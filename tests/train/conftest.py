@@ -14,10 +14,8 @@ import torch
 from vrft.config import from_dict
 from vrft.data import DatasetConfig, build_dataset
 from vrft.models.config import ModelConfig
-from vrft.models.tiny import build_tiny_model
 
 # Small pixel bounds keep the tiny model at 4-16 vision tokens per image.
-TINY_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
 
 
 @pytest.fixture(autouse=True)
@@ -31,15 +29,9 @@ def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
-    path = build_tiny_model(tmp_path_factory.mktemp("models") / "qwen2_vl", family="qwen2_vl")
-    return ModelConfig(name_or_path=str(path), **TINY_PIXELS)
+def tiny_model(tiny_qwen2: ModelConfig) -> ModelConfig:
+    return tiny_qwen2
 
-
-@pytest.fixture(scope="session")
-def tiny_qwen25(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
-    path = build_tiny_model(tmp_path_factory.mktemp("models") / "qwen2_5_vl", family="qwen2_5_vl")
-    return ModelConfig(name_or_path=str(path), **TINY_PIXELS)
 
 
 @pytest.fixture(scope="session")
