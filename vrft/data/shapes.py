@@ -126,6 +126,11 @@ def _check_args(n: int, seed: int, image_size: Sequence[int], image_format: str)
     return width, height
 
 
+def _check_shapes(what: str, names: Sequence[str]) -> None:
+    if not names or set(names) - set(SHAPES):
+        raise ValueError(f"{what} must be a non-empty subset of {SHAPES}, got {list(names)}")
+
+
 def generate_shapes_coco(out_dir: str | Path, n_images: int, seed: int, image_size: Sequence[int] = (128, 96), *,
                          categories: Sequence[str] = SHAPES, max_objects: int = 4, empty_fraction: float = 0.05,
                          image_format: str = "png") -> Path:
@@ -135,9 +140,7 @@ def generate_shapes_coco(out_dir: str | Path, n_images: int, seed: int, image_si
     ``empty_fraction`` of the images have no shape at all.
     """
     width, height = _check_args(n_images, seed, image_size, image_format)
-    unknown = sorted(set(categories) - set(SHAPES))
-    if unknown or not categories:
-        raise ValueError(f"categories must be a non-empty subset of {SHAPES}, got {list(categories)}")
+    _check_shapes("categories", categories)
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     images: list[dict[str, Any]] = []
@@ -173,9 +176,7 @@ def generate_shapes_classification(out_dir: str | Path, n_per_class: int, seed: 
                                    image_format: str = "png") -> Path:
     """Write ``out_dir/<class>/<class>_0000.png``: one shape per image, class = shape; return ``out_dir``."""
     width, height = _check_args(n_per_class, seed, image_size, image_format)
-    unknown = sorted(set(classes) - set(SHAPES))
-    if unknown or not classes:
-        raise ValueError(f"classes must be a non-empty subset of {SHAPES}, got {list(classes)}")
+    _check_shapes("classes", classes)
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     for name in classes:
