@@ -1,40 +1,84 @@
-"""Prompt templates carry the target model's coordinate convention."""
+"""Prompts equal the authors' strings character for character (their code produced the paper's
+numbers); where vrft deviates (existence prompt, Qwen2.5-VL coordinates) the test names it."""
 
 import pytest
 
 from vrft.models.coords import BoxConvention
-from vrft.prompts import TEMPLATES, render_prompt
+from vrft.prompts import R1_SYSTEM_PROMPT, TEMPLATES, render_prompt
+
+pytestmark = pytest.mark.timeout(30)
+
+# Written out here as the authors' evaluation and training scripts hold them (\n line breaks, and
+# no space in "tags.The").
+AUTHORS_DETECTION_FIRE_HYDRANT = (
+    "Detect all objects belonging to the category 'fire hydrant' in the image, and provide the bounding boxes "
+    "(between 0 and 1000, integer) and confidence (between 0 and 1, with two decimal places).\n"
+    "If no object belonging to the category 'fire hydrant' in the image, return 'No Objects'.\n"
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+    "The output answer format should be as follows:\n"
+    "<think> ... </think> <answer>[{'Position': [x1, y1, x2, y2], 'Confidence': number}, ...]</answer>\n"
+    "Please strictly follow the format."
+)
+AUTHORS_CLASSIFICATION = {
+    "plant": "This is an image containing a plant. Please identify the species of the plant based on the image.\n",
+    "pet": "This is an image containing a pet. Please identify the species of the pet based on the image.\n",
+    "aircraft": "This is an image containing an aircraft. Please identify the model of the aircraft based on the image.\n",
+    "car": "This is an image containing a car. Please identify the model of the car based on the image.\n",
+}
+AUTHORS_CLASSIFICATION_TAIL = (
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+    "The output answer format should be as follows:\n"
+    "<think> ... </think> <answer>species name</answer>\n"
+    "Please strictly follow the format."
+)
+AUTHORS_LISA = (
+    "Output the bounding box in the image corresponding to the instruction: the pokeymon that can perform "
+    "Thunderbolt. Output the thinking process in <think> </think> and your grouding box. Following "
+    "\"<think> thinking process </think>\n<answer>(x1,y1),(x2,y2)</answer>)\" format."
+)
+AUTHORS_R1_SYSTEM = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The assistant "
+    "first thinks about the reasoning process in the mind and then provides the user with the answer. The reasoning "
+    "process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., "
+    "<think> reasoning process here </think><answer> answer here </answer>"
+)
 
 
-def test_paper_detection_prompt_for_qwen2_vl():
+def test_detection_prompt_is_the_authors_character_for_character():
     text = render_prompt("detection", category="fire hydrant", convention=BoxConvention.for_family("qwen2_vl"))
-    assert "category 'fire hydrant'" in text
-    assert "(between 0 and 1000, integer)" in text
-    assert "return 'No Objects'" in text
-    assert "<answer>[{'Position': [x1, y1, x2, y2], 'Confidence': number}" in text
-    assert text.endswith("Please strictly follow the format.")
+    assert text == AUTHORS_DETECTION_FIRE_HYDRANT
 
 
-def test_qwen25_prompt_names_the_resized_image_size():
+@pytest.mark.parametrize("noun", sorted(AUTHORS_CLASSIFICATION))
+def test_classification_prompts_are_the_authors_character_for_character(noun):
+    # Aircraft and cars ask for the "model" but the answer placeholder is "species name" for all four.
+    assert render_prompt("classification", noun=noun) == AUTHORS_CLASSIFICATION[noun] + AUTHORS_CLASSIFICATION_TAIL
+
+
+def test_lisa_prompt_and_system_prompt_are_the_authors():
+    text = render_prompt("grounding", instruction="the pokeymon that can perform Thunderbolt",
+                         convention=BoxConvention())
+    assert text == AUTHORS_LISA
+    assert R1_SYSTEM_PROMPT == AUTHORS_R1_SYSTEM
+
+
+def test_documented_deviation_qwen25_prompts_name_the_resized_image_size():
     convention = BoxConvention.for_family("qwen2_5_vl", max_pixels=401408)
     text = render_prompt("detection", category="cat", convention=convention, width=1280, height=960)
-    assert "0 and 1000" not in text
-    assert "728x532" in text
+    assert "0 and 1000" not in text and "(absolute pixel coordinates in the 728x532 image, integer)" in text
+    grounding = render_prompt("grounding", instruction="the cat", convention=convention, width=1280, height=960)
+    assert grounding.startswith("Output the bounding box in the image corresponding to the instruction: the cat. "
+                                "Give the box in absolute pixel coordinates in the 728x532 image, integer. Output")
 
 
-def test_classification_nouns_and_fields():
-    assert render_prompt("classification", noun="plant").startswith(
-        "This is an image containing a plant. Please identify the species of the plant based on the image."
-    )
-    assert "identify the model of the car" in render_prompt("classification", noun="car")
-    assert "<answer>species name</answer>" in render_prompt("classification", noun="pet")
+def test_other_nouns_and_the_existence_prompt():
     assert "identify the category of the bird" in render_prompt("classification", noun="bird")
-
-
-def test_grounding_and_existence():
-    text = render_prompt("grounding", instruction="What can hold water?", convention=BoxConvention())
-    assert text.startswith("What can hold water?") and "[x1, y1, x2, y2]" in text
-    assert "<answer>yes</answer>" in render_prompt("existence", category="dog")
+    assert render_prompt("existence", category="dog") == (
+        "Is there any object belonging to the category 'dog' in the image?\n"
+        "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+        "The output answer format should be as follows:\n"
+        "<think> ... </think> <answer>yes</answer> or <think> ... </think> <answer>no</answer>\n"
+        "Please strictly follow the format.")
 
 
 def test_errors():

@@ -35,7 +35,8 @@ def test_prompt_uses_the_model_convention():
     assert "absolute pixel coordinates in the 644x476 image" in prompt_text(row, CONVENTIONS[1])
     assert "existence" not in prompt_text(row, CONVENTIONS[0], prompt="existence")
     assert "Is there any object belonging to the category 'cat'" in prompt_text(row, CONVENTIONS[0], prompt="existence")
-    assert prompt_text(ROWS["grounding"], CONVENTIONS[0]).startswith("What holds the soup?")
+    assert prompt_text(ROWS["grounding"], CONVENTIONS[0]).startswith(
+        "Output the bounding box in the image corresponding to the instruction: What holds the soup?.")
     assert "identify the model of the aircraft" in prompt_text(ROWS["classification"], CONVENTIONS[0])
 
 

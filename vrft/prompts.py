@@ -22,6 +22,38 @@ from vrft.models.coords import BoxConvention
 FORMAT_SUFFIX = "Please strictly follow the format."
 THINK_ANSWER = "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
 
+# The authors' prompts, character for character (line breaks included; "tags.The" has no space in
+# their code). The paper's Table 1 prints them on one line and shortens the example list; the code
+# is what produced the published numbers, so vrft follows the code. docs/evaluation.md lists where
+# vrft deviates (the existence prompt is vrft's own; Qwen2.5-VL prompts name its pixel convention).
+AUTHORS_DETECTION = (
+    "Detect all objects belonging to the category '{category}' in the image, and provide the bounding boxes "
+    "({coordinates}) and confidence (between 0 and 1, with two decimal places).\n"
+    "If no object belonging to the category '{category}' in the image, return 'No Objects'.\n"
+    f"{THINK_ANSWER}The output answer format should be as follows:\n"
+    "<think> ... </think> <answer>[{{'Position': [x1, y1, x2, y2], 'Confidence': number}}, ...]</answer>\n"
+    f"{FORMAT_SUFFIX}"
+)
+AUTHORS_CLASSIFICATION = (
+    "This is an image containing {article} {noun}. Please identify the {field} of the {noun} based on the image.\n"
+    f"{THINK_ANSWER}The output answer format should be as follows:\n"
+    "<think> ... </think> <answer>species name</answer>\n"
+    f"{FORMAT_SUFFIX}"
+)
+# LISA: the authors' grounding prompt ("grouding" is their spelling) with the R1 system prompt below.
+AUTHORS_LISA = (
+    "Output the bounding box in the image corresponding to the instruction: {instruction}.{coordinates_note} "
+    "Output the thinking process in <think> </think> and your grouding box. "
+    "Following \"<think> thinking process </think>\n<answer>(x1,y1),(x2,y2)</answer>)\" format."
+)
+R1_SYSTEM_PROMPT = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The assistant "
+    "first thinks about the reasoning process in the mind and then provides the user with the answer. The reasoning "
+    "process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., "
+    "<think> reasoning process here </think><answer> answer here </answer>"
+)
+SYSTEM_PROMPTS = {"": "", "r1": R1_SYSTEM_PROMPT}
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -43,54 +75,37 @@ TEMPLATES: dict[str, PromptTemplate] = {
         PromptTemplate(
             name="detection",
             task="detection",
-            description="Visual-RFT Table 1 detection prompt: boxes with confidences, or 'No Objects'.",
-            text=(
-                "Detect all objects belonging to the category '{category}' in the image, and provide the "
-                "bounding boxes ({coordinates}) and confidence (between 0 and 1, with two decimal places). "
-                "If no object belonging to the category '{category}' in the image, return 'No Objects'. "
-                f"{THINK_ANSWER} The output answer format should be as follows: <think> ... </think> "
-                "<answer>[{{'Position': [x1, y1, x2, y2], 'Confidence': number}}, "
-                "{{'Position': [x1, y1, x2, y2], 'Confidence': number}}]</answer> "
-                f"{FORMAT_SUFFIX}"
-            ),
+            description="The authors' detection prompt (paper Table 1): boxes with confidences, or 'No Objects'.",
+            text=AUTHORS_DETECTION,
         ),
         PromptTemplate(
             name="classification",
             task="classification",
-            description="Visual-RFT Table 1 classification prompt (noun: plant, pet, aircraft, car, ...).",
-            text=(
-                "This is an image containing {article} {noun}. Please identify the {field} of the {noun} "
-                f"based on the image. {THINK_ANSWER} The output answer format should be as follows: "
-                "<think> ... </think> <answer>{field} name</answer> "
-                f"{FORMAT_SUFFIX}"
-            ),
+            description="The authors' classification prompt (noun: plant, pet, aircraft, car, ...).",
+            text=AUTHORS_CLASSIFICATION,
         ),
         PromptTemplate(
             name="existence",
             task="detection",
-            description="Step one of the evaluation protocol: is the category present at all?",
+            description="vrft's own step-one prompt (the authors used a precomputed category list instead).",
             text=(
-                "Is there any object belonging to the category '{category}' in the image? "
-                f"{THINK_ANSWER} The output answer format should be as follows: <think> ... </think> "
-                f"<answer>yes</answer> or <think> ... </think> <answer>no</answer> {FORMAT_SUFFIX}"
+                "Is there any object belonging to the category '{category}' in the image?\n"
+                f"{THINK_ANSWER}The output answer format should be as follows:\n"
+                "<think> ... </think> <answer>yes</answer> or <think> ... </think> <answer>no</answer>\n"
+                f"{FORMAT_SUFFIX}"
             ),
         ),
         PromptTemplate(
             name="grounding",
             task="grounding",
-            description="LISA reasoning grounding: one box for the region the instruction refers to.",
-            text=(
-                "{instruction} Find the single region of the image that this refers to and give its "
-                "bounding box ({coordinates}). "
-                f"{THINK_ANSWER} The output answer format should be as follows: <think> ... </think> "
-                f"<answer>[x1, y1, x2, y2]</answer> {FORMAT_SUFFIX}"
-            ),
+            description="The authors' LISA reasoning-grounding prompt: one box as (x1,y1),(x2,y2).",
+            text=AUTHORS_LISA,
         ),
     )
 }
 
-# The field asked for per classification noun (the paper: species for flowers/pets, model for
-# aircraft/cars); any other noun asks for its "category".
+# The field asked for per classification noun (the authors: species for flowers/pets, model for
+# aircraft/cars; the answer placeholder is "species name" for all four); any other noun asks for its "category".
 CLASSIFICATION_FIELDS = {"plant": "species", "flower": "species", "pet": "species", "aircraft": "model", "car": "model"}
 
 
@@ -113,6 +128,11 @@ def render_prompt(name: str, *, convention: BoxConvention | None = None, width: 
         raise ValueError(f"unknown prompt template {name!r} (known: {', '.join(sorted(TEMPLATES))})")
     template = TEMPLATES[name]
     fields = dict(values)
+    if "coordinates_note" in template.fields:
+        # Qwen2-VL grounds natively in 0-1000 and the authors' LISA prompt names no coordinates;
+        # any other convention must be named, or the model answers in the wrong one.
+        fields["coordinates_note"] = ("" if convention is None or convention.kind == "relative_1000"
+                                      else f" Give the box in {convention.describe(width, height)}.")
     if "coordinates" in template.fields:
         if convention is None:
             raise ValueError(f"prompt {name!r} needs a box convention (the model's coordinate system)")

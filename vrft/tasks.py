@@ -98,7 +98,8 @@ def answer_text(row: Mapping[str, Any], convention: BoxConvention) -> str:
             return "No Objects"
         return repr([{"Position": box, "Confidence": 1.0} for box in boxes])
     if task == "grounding":
-        return repr(columns["solution_box"])
+        x1, y1, x2, y2 = columns["solution_box"]
+        return f"({x1},{y1}),({x2},{y2})"  # the authors' LISA answer format, as the prompt asks
     return str(row["category"])
 
 

@@ -43,15 +43,27 @@ def test_lisa_train_and_eval(fx):
     ds = datasets.load_from_disk(str(fx.root / "out"))
     rows = list(ds["train"])
     cup = [r for r in rows if r["image_id"] == "cup"]
-    # duplicate instruction dropped; the box encloses both target polygons and ignores the "ignore" one
+    # duplicate instruction dropped; the box is the first target polygon's (the authors' conversion)
     assert [r["instruction"] for r in cup] == ["What could hold the tea?", "the cup"]
-    assert all(r["gt_boxes"] == [[10.0, 5.0, 50.0, 40.0]] for r in cup)
+    assert all(r["gt_boxes"] == [[10.0, 5.0, 30.0, 25.0]] for r in cup)
     assert len(rows) == 4 and len(ds["eval"]) == 2
     for r in rows + list(ds["eval"]):
         check_example(r)
         assert (r["task"], r["category"], r["category_id"], r["file_name"][-4:]) == ("grounding", "", -1, ".jpg")
     assert result.manifest["sources"]["train"]["files"]["cup.json"]["size"] > 0
     assert result.manifest["splits"]["train"]["positives"] == {"instructions": 4}
+
+
+def test_lisa_box_from_all_polygons_encloses_every_target_polygon(tmp_path):
+    from vrft.data.lisa import load_lisa
+
+    (tmp_path / "cup.json").write_text(json.dumps(CUP))
+    from PIL import Image
+
+    Image.new("RGB", (64, 48)).save(tmp_path / "cup.jpg")
+    first = load_lisa(tmp_path, name="x", tolerance=1.0, show_progress=False)
+    union = load_lisa(tmp_path, name="x", tolerance=1.0, show_progress=False, box_from="all_polygons")
+    assert first.items[0].box == [10.0, 5.0, 30.0, 25.0] and union.items[0].box == [10.0, 5.0, 50.0, 40.0]
 
 
 def test_lisa_k_images_and_eval_from_the_rest(fx):

@@ -2,8 +2,9 @@
 
 Each JSON (LabelMe style, as in the LISA release) has ``text`` (a list of instructions, or one
 string) and ``shapes``: polygons with ``label`` and ``points``. Shapes labelled ``ignore`` are
-dropped; the remaining polygons together give ONE enclosing box, and every instruction becomes
-one sample with that box (the paper trains on boxes from LISA's polygons). JSON files without an
+dropped; the box is that of the FIRST remaining polygon (the authors' conversion, which produced
+the paper's Table 6; ``box_from="all_polygons"`` encloses every remaining polygon instead), and
+every instruction becomes one sample with that box. JSON files without an
 image next to them are an error; images without a JSON are not samples and are ignored.
 """
 
@@ -45,7 +46,8 @@ class GroundingSource(Source):
         return (item.image for item in self.items)
 
 
-def _polygon_box(data: dict[str, Any], file: Path, width: int, height: int, tol: float) -> list[float]:
+def _polygon_box(data: dict[str, Any], file: Path, width: int, height: int, tol: float,
+                 box_from: str = "first_polygon") -> list[float]:
     if "shapes" not in data:
         raise MissingFieldError(file, "top level", "shapes", "missing")
     shapes = data["shapes"]
@@ -70,6 +72,8 @@ def _polygon_box(data: dict[str, Any], file: Path, width: int, height: int, tol:
                 raise InvalidValueError(file, rec, f"points[{j}]", f"expected [x, y], got {point!r}")
             xs.append(point[0])
             ys.append(point[1])
+        if box_from == "first_polygon":
+            break
     if not xs:
         raise InvalidValueError(file, "top level", "shapes", "no polygon other than 'ignore' ones: nothing to ground")
     x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
@@ -92,7 +96,8 @@ def _instructions(data: dict[str, Any], file: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(texts))  # the same sentence twice would be the same sample twice
 
 
-def load_lisa(directory: Path, *, name: str, tolerance: float, show_progress: bool) -> GroundingSource:
+def load_lisa(directory: Path, *, name: str, tolerance: float, show_progress: bool,
+              box_from: str = "first_polygon") -> GroundingSource:
     if not directory.is_dir():
         raise InvalidFileError(directory, "", "", "not a directory (expected LISA image + JSON pairs)")
     entries = sorted(p.name for p in directory.iterdir() if p.is_file())
@@ -122,6 +127,6 @@ def load_lisa(directory: Path, *, name: str, tolerance: float, show_progress: bo
         if not isinstance(data, dict):
             raise InvalidFileError(file, "top level", "", f"expected a JSON object, got {type(data).__name__}")
         texts = _instructions(data, file)
-        box = _polygon_box(data, file, width, height, tolerance)
+        box = _polygon_box(data, file, width, height, tolerance, box_from)
         items.append(GroundingItem(ImageRef(stem, image_name, width, height, ref_record), texts, box))
     return GroundingSource(name, directory, items, [directory / n for n in json_names])

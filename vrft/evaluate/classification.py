@@ -1,12 +1,17 @@
-"""Classification evaluation: accuracy overall and per class.
+"""Classification evaluation: accuracy overall and per class, under two named protocols.
 
-An answer is correct under exactly the rule the classification reward uses
-(:func:`vrft.answers.labels_match`: normalised equality with the class name or an alias, no
-substring test), so an empty answer or a list of classes is wrong here too.
+* ``accuracy`` — the authors' protocol, the one behind the paper's Table 2 (so the comparable
+  number): the answer is the first ``<answer>…</answer>`` on one line (none: wrong); answer and
+  class name lose spaces and underscores and are lower-cased; the answer is right when either
+  string contains the other. "Boeing 737-800" is right for "737-800" — and so is an empty answer
+  or a list of every class, which is why the reward does not use this rule.
+* ``accuracy_strict`` — the classification reward's rule (:func:`vrft.answers.labels_match`:
+  normalised equality with the class name or an alias, no substring test).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from vrft.answers import labels_match
@@ -17,6 +22,39 @@ from vrft.evaluate.inference import Generator, Request
 from vrft.models.coords import BoxConvention
 from vrft.tasks import prompt_text
 
+PAPER_PROTOCOL = "authors: first <answer> on one line, spaces/underscores removed, two-way containment"
+STRICT_PROTOCOL = "reward: normalised exact match with the class name or an alias"
+
+_AUTHORS_ANSWER = re.compile(r"<answer>(.*?)</answer>")  # no DOTALL, first match: as the authors parse
+
+
+def authors_answer(completion: str) -> str | None:
+    """The answer as the authors' evaluation reads it: the first one-line ``<answer>`` block.
+
+    >>> authors_answer("<think>a</think><answer>Boeing 737</answer>"), authors_answer("737-800")
+    ('Boeing 737', None)
+    """
+    match = _AUTHORS_ANSWER.search(completion)
+    return match.group(1) if match else None
+
+
+def _squash(text: str) -> str:
+    return text.replace(" ", "").replace("_", "").lower()
+
+
+def authors_correct(answer: str | None, class_name: str) -> bool:
+    """The authors' two-way containment after removing spaces and underscores, case folded.
+
+    >>> authors_correct("Boeing 737-800", "737-800"), authors_correct("737", "Boeing_737")
+    (True, True)
+    >>> authors_correct("", "cat"), authors_correct("Airbus A320", "737-800"), authors_correct(None, "cat")
+    (True, False, False)
+    """
+    if answer is None:
+        return False
+    truth, said = _squash(class_name), _squash(answer)
+    return truth in said or said in truth
+
 
 def evaluate_classification(split: EvalSplit, generator: Generator, convention: BoxConvention,
                             config: EvaluateConfig) -> TaskOutput:
@@ -24,21 +62,29 @@ def evaluate_classification(split: EvalSplit, generator: Generator, convention: 
                 for i, row in enumerate(split.rows)]
     texts = generator.generate(requests, split.load_image, desc="classification")
     predictions, completions = [], []
-    per_class: dict[str, list[bool]] = defaultdict(list)
+    per_class: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
     for row, req, text in zip(split.rows, requests, texts, strict=True):
         answer = answer_of(text, config.require_answer_tags)
-        correct = labels_match(answer, row["category"], row.get("aliases") or [])
-        per_class[row["category"]].append(correct)
+        strict = labels_match(answer, row["category"], row.get("aliases") or [])
+        paper = authors_correct(authors_answer(text), row["category"])
+        per_class[row["category"]].append((paper, strict))
         predictions.append({"image_id": row["image_id"], "category": row["category"], "answer": answer,
-                            "correct": correct})
+                            "correct": paper, "correct_strict": strict})
         completions.append({"key": req.key, "step": "classification", "image_id": row["image_id"],
                             "category": row["category"], "prompt": req.prompt, "completion": text})
-    outcomes = [c for values in per_class.values() for c in values]
-    metrics = {"accuracy": sum(outcomes) / len(outcomes), "format_rate": format_rate(texts)}
+    outcomes = [o for values in per_class.values() for o in values]
+    metrics = {"accuracy": sum(p for p, _ in outcomes) / len(outcomes),
+               "accuracy_strict": sum(s for _, s in outcomes) / len(outcomes),
+               "format_rate": format_rate(texts)}
     per_category: dict[str, dict[str, float | None]] = {}
     for name in sorted(per_class):
-        accuracy = sum(per_class[name]) / len(per_class[name])
-        per_category[name] = {"accuracy": accuracy, "count": float(len(per_class[name]))}
+        values = per_class[name]
+        accuracy = sum(p for p, _ in values) / len(values)
+        strict = sum(s for _, s in values) / len(values)
+        per_category[name] = {"accuracy": accuracy, "accuracy_strict": strict, "count": float(len(values))}
         metrics[f"accuracy/{name}"] = accuracy
+        metrics[f"accuracy_strict/{name}"] = strict
     return TaskOutput(metrics=metrics, per_category=per_category, predictions=predictions, completions=completions,
-                      details={"num_classes": len(per_class)}, num_requests=len(requests))
+                      details={"num_classes": len(per_class),
+                               "protocols": {"accuracy": PAPER_PROTOCOL, "accuracy_strict": STRICT_PROTOCOL}},
+                      num_requests=len(requests))

@@ -27,8 +27,11 @@ class EvaluateConfig:
 
     Detection modes (named in every output, because they change the numbers):
 
-    * ``existence_gated`` — the paper's protocol: ask "is there a {category}?" for every
-      (image, category) pair, then ask for boxes only where the model said yes;
+    * ``existence_gated`` — the paper's protocol: one fixed gate per evaluation set decides which
+      (image, category) pairs are asked for boxes, the same list for base, SFT and RFT. The gate
+      comes from ``gate_source``: ``base_model`` (the base model's answer to "is there a
+      {category}?", computed by the base evaluation and handed to the others as ``gate.json``) or
+      ``ground_truth`` (open exactly where the category is annotated);
     * ``all_categories`` — ask for boxes for every (image, category) pair (no gate, so recall is not
       capped by the existence answer);
     * ``gt_present`` — ask for boxes only for the categories present in the ground truth (an upper
@@ -48,7 +51,14 @@ class EvaluateConfig:
     metric: Literal["auto", "coco", "lvis"] = "auto"  # auto: lvis when the dataset's eval source is LVIS
     lvis_max_detections: int = 300  # per image, the LVIS API's official limit
     category_groups: dict[str, list[str]] = field(default_factory=dict)  # extra mAP/<group>, e.g. OVD novel/base
+    # detection: "official" scores against the dataset's eval_ground_truth.json (the source file cut to the
+    # eval images and categories: crowd regions, LVIS not-exhaustive lists kept) where the build wrote one;
+    # "rebuilt" against a ground truth rebuilt from the rows (no crowd regions; a documented deviation).
+    ground_truth: Literal["official", "rebuilt"] = "official"
+    gate_source: Literal["base_model", "ground_truth"] = "base_model"  # existence_gated: who fills the gate
+    system_prompt: Literal["", "r1"] = ""  # "r1": the R1 system turn the authors' LISA evaluation uses
     require_answer_tags: bool = False  # True: a completion without <answer>…</answer> counts as no answer
+    grounding_instructions: Literal["first", "all"] = "first"  # LISA: the authors score the first instruction per image
     iou_threshold: float = 0.5  # grounding: a box with IoU >= this counts as correct (Acc@IoU)
     sam_checkpoint: str = ""  # grounding: SAM weights; when set, masks from the predicted box give gIoU
     sam_model_type: str = "vit_h"

@@ -22,6 +22,7 @@ from vrft.io import MANIFEST_NAME, sha256_file
 logger = logging.getLogger(__name__)
 
 EVAL_SPLIT = "eval"
+GROUND_TRUTH_FILE = "eval_ground_truth.json"  # detection: the source's official-format ground truth (dataset build)
 
 
 @dataclass
@@ -53,6 +54,12 @@ class EvalSplit:
     def manifest_sha256(self) -> str:
         path = self.dataset_dir / MANIFEST_NAME
         return sha256_file(path) if path.is_file() else ""
+
+    @property
+    def ground_truth_path(self) -> Path | None:
+        """The official-format ground truth the dataset build wrote for a detection eval split, if any."""
+        path = self.dataset_dir / GROUND_TRUTH_FILE
+        return path if path.is_file() else None
 
     def load_image(self, i: int) -> Image.Image:
         """The image of ``rows[i]`` (decoded now)."""

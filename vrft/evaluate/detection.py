@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +26,12 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from vrft.answers import parse_detections, parse_yes_no
+from vrft.answers import parse_detections
 from vrft.config import ConfigError
 from vrft.evaluate.common import TaskOutput, answer_of, format_rate, quiet
 from vrft.evaluate.config import EvaluateConfig
 from vrft.evaluate.data import EvalSplit
+from vrft.evaluate.gate import GATE_FILE, Gate, answered_gate, ground_truth_gate
 from vrft.evaluate.inference import Generator, Request
 from vrft.models.coords import BoxConvention
 from vrft.tasks import prompt_text
@@ -287,16 +287,52 @@ def _group_means(per_name: dict[str, dict[str, float | None]], groups: dict[str,
     return out
 
 
+def restrict_ground_truth(official: dict[str, Any], images: Sequence[EvalImage], categories: Sequence[Category],
+                          source: str) -> dict[str, Any]:
+    """The dataset's official-format ground truth (``eval_ground_truth.json``) cut to the evaluated
+    images and categories, unchanged otherwise: crowd regions stay (COCOeval ignores detections on
+    them), and so do LVIS's ``neg_category_ids`` / ``not_exhaustive_category_ids`` (the lvis API
+    ignores unmatched detections where a category is not exhaustively annotated). Sets each
+    image's ``coco_id`` to the file's id, so results score against the official file too."""
+    by_id = {str(entry["id"]): entry for entry in official.get("images", [])}
+    cat_ids = {c.id for c in categories}
+    kept = []
+    for image in images:
+        entry = by_id.get(image.image_id)
+        if entry is None:
+            raise ValueError(f"{source}: image {image.image_id!r} of the eval split is not in the ground truth file")
+        image.coco_id = entry["id"]
+        entry = dict(entry)
+        for key in ("neg_category_ids", "not_exhaustive_category_ids"):
+            if key in entry:
+                entry[key] = [c for c in entry[key] if c in cat_ids]
+        kept.append(entry)
+    kept_ids = {entry["id"] for entry in kept}
+    annotations = [a for a in official.get("annotations", []) if a["image_id"] in kept_ids and a["category_id"] in cat_ids]
+    cats = [c for c in official.get("categories", []) if c["id"] in cat_ids]
+    return {"images": kept, "annotations": annotations, "categories": cats}
+
+
 def evaluate_detection(split: EvalSplit, generator: Generator, convention: BoxConvention,
-                       config: EvaluateConfig, out_dir: Path) -> TaskOutput:
-    """Run the protocol over the split, write the GT and results JSONs into ``out_dir``, score them."""
+                       config: EvaluateConfig, out_dir: Path, *, gate: Gate | None = None,
+                       gate_label: str = "") -> TaskOutput:
+    """Run the protocol over the split, write the GT and results JSONs into ``out_dir``, score them.
+
+    ``existence_gated`` uses ``gate`` (shared by every checkpoint on this split); without one it is
+    computed here — from the ground truth, or with ``generator`` (which must then be the base
+    model, named by ``gate_label``) — and written to ``out_dir/gate.json`` for the others.
+    """
     images = group_images(split.rows)
     categories = experiment_categories(split.rows, split.manifest)
     metric = _metric_kind(config, split)
+    federated = metric == "lvis"
     listed = set((split.manifest.get("categories") or {}).get("eval") or [])
     known = {c.name for c in categories} | listed
     mode = config.detection_mode
     pairs = _pairs(images, categories, mode)
+    keys = [(images[i].image_id, categories[c].name) for i, c in pairs]
+    present = {(image.image_id, name) for image in images for name in image.gt}
+    absent = {(image.image_id, name) for image in images for name in image.negatives} if federated else None
 
     def request(i: int, c: int, step: str) -> Request:
         image, cat = images[i], categories[c]
@@ -305,17 +341,21 @@ def evaluate_detection(split: EvalSplit, generator: Generator, convention: BoxCo
 
     completions: list[dict[str, Any]] = []
     texts: list[str] = []
-    existence: dict[tuple[int, int], bool | None] = {}
     if mode == "existence_gated":
-        asked = [request(i, c, "existence") for i, c in pairs]
-        answers = generator.generate(asked, split.load_image, desc="existence")
-        for (i, c), req, text in zip(pairs, asked, answers, strict=True):
-            # An unreadable answer is not a "yes": the gate only opens on an explicit yes.
-            existence[(i, c)] = parse_yes_no(answer_of(text, config.require_answer_tags))
-            completions.append({"key": req.key, "step": "existence", "image_id": images[i].image_id,
-                                "category": categories[c].name, "prompt": req.prompt, "completion": text})
-            texts.append(text)
-        box_pairs = [p for p in pairs if existence[p] is True]
+        if gate is None and config.gate_source == "ground_truth":
+            gate = ground_truth_gate(keys, present, split.manifest_sha256, absent)
+        elif gate is None:
+            asked = [request(i, c, "existence") for i, c in pairs]
+            answers = generator.generate(asked, split.load_image, desc="existence")
+            for (i, c), req, text in zip(pairs, asked, answers, strict=True):
+                completions.append({"key": req.key, "step": "existence", "image_id": images[i].image_id,
+                                    "category": categories[c].name, "prompt": req.prompt, "completion": text})
+                texts.append(text)
+            parsed = [answer_of(t, config.require_answer_tags) for t in answers]
+            gate = answered_gate(keys, parsed, f"base_model:{gate_label}", present, split.manifest_sha256, absent)
+        gate.check(keys, split.manifest_sha256, "evaluate.gate")
+        gate.write(out_dir / GATE_FILE)
+        box_pairs = [p for p, key in zip(pairs, keys, strict=True) if gate.open[key]]
     else:
         box_pairs = pairs
     box_requests = [request(i, c, "boxes") for i, c in box_pairs]
@@ -331,9 +371,18 @@ def evaluate_detection(split: EvalSplit, generator: Generator, convention: BoxCo
                             "category": categories[c].name, "prompt": req.prompt, "completion": text})
         texts.append(text)
 
+    official_path = split.ground_truth_path
+    if official_path is not None and config.ground_truth == "official":
+        gt = restrict_ground_truth(json.loads(official_path.read_text(encoding="utf-8")), images, categories,
+                                   str(official_path))
+        gt_origin = "official"
+    else:
+        gt = ground_truth_json(images, categories, federated=federated)
+        gt_origin = "rebuilt"
+
     results: list[dict[str, Any]] = []
     predictions: list[dict[str, Any]] = []
-    for i, c in pairs:
+    for (i, c), key in zip(pairs, keys, strict=True):
         image, cat = images[i], categories[c]
         boxes, invalid = answered.get((i, c), ([], 0))
         for (x1, y1, x2, y2), score in boxes:
@@ -343,11 +392,10 @@ def evaluate_detection(split: EvalSplit, generator: Generator, convention: BoxCo
                                 "category_id": cat.id, "asked_boxes": (i, c) in answered,
                                 "boxes": [b for b, _ in boxes], "scores": [s for _, s in boxes],
                                 "invalid_boxes": invalid, "gt_boxes": image.gt.get(cat.name, [])}
-        if mode == "existence_gated":
-            line["existence"] = existence[(i, c)]
+        if gate is not None:
+            line["gate_open"] = gate.open[key]
         predictions.append(line)
 
-    gt = ground_truth_json(images, categories, federated=metric == "lvis")
     gt_name = f"{metric}_gt.json"
     (out_dir / gt_name).write_text(json.dumps(gt), encoding="utf-8")
     category_ids = [c.id for c in categories]
@@ -363,37 +411,20 @@ def evaluate_detection(split: EvalSplit, generator: Generator, convention: BoxCo
     if scores.AP50 is not None:
         metrics["AP50"] = scores.AP50
     for name, values in per_name.items():
-        for key in ("AP", "AP50"):
-            if values[key] is not None:
-                metrics[f"{key}/{name}"] = float(values[key])  # type: ignore[arg-type]
+        for k in ("AP", "AP50"):
+            if values[k] is not None:
+                metrics[f"{k}/{name}"] = float(values[k])  # type: ignore[arg-type]
     metrics.update(_group_means(per_name, config.category_groups, known))
     metrics["format_rate"] = format_rate(texts)
-    metrics.update(_existence_metrics(images, categories, existence, federated=metric == "lvis"))
+    if gate is not None:
+        metrics.update({f"existence/{k}": v for k, v in gate.metrics.items() if k in ("recall", "accuracy")})
     details = {"mode": mode, "metric": metric, "categories": [c.name for c in categories],
                "category_ids": {c.name: c.id for c in categories}, "num_pairs": len(pairs),
                "num_box_requests": len(box_requests), "num_detections": len(results),
-               "gt_file": gt_name, "results_file": "coco_results.json"}
+               "gt_file": gt_name, "ground_truth": gt_origin, "results_file": "coco_results.json",
+               "images": len(images)}
+    if gate is not None:
+        details["gate"] = {"source": gate.source, "file": GATE_FILE, **gate.metrics}
     return TaskOutput(metrics=metrics, per_category=per_name, predictions=predictions, completions=completions,
                       details=details, files={"coco_results.json": results},
                       num_requests=len(texts))
-
-
-def _existence_metrics(images: Sequence[EvalImage], categories: Sequence[Category],
-                       existence: dict[tuple[int, int], bool | None], *, federated: bool) -> dict[str, float]:
-    """How good the gate is, over pairs whose presence is known (LVIS: positives and verified negatives).
-
-    ``existence/recall`` bounds the gated mode's recall: a present category the model says "no" to
-    can never be detected.
-    """
-    if not existence:
-        return {}
-    outcomes: dict[str, list[bool]] = defaultdict(list)
-    for (i, c), said in existence.items():
-        image, name = images[i], categories[c].name
-        present = name in image.gt
-        if not present and federated and name not in image.negatives:
-            continue  # unknown in a federated dataset
-        outcomes["accuracy"].append((said is True) == present)
-        if present:
-            outcomes["recall"].append(said is True)
-    return {f"existence/{k}": float(np.mean(v)) for k, v in outcomes.items() if v}

@@ -106,12 +106,23 @@ def _lisa_annotation(masks_dir: Path, file_name: str) -> dict[str, Any]:
 
 def evaluate_grounding(split: EvalSplit, generator: Generator, convention: BoxConvention,
                        config: EvaluateConfig, mask_predictor: MaskPredictor | None = None) -> TaskOutput:
-    """Box mIoU over the split; mask gIoU as well when ``mask_predictor`` is given."""
+    """Box mIoU over the split; mask gIoU as well when ``mask_predictor`` is given.
+
+    ``grounding_instructions: first`` (the authors' protocol) scores one row per image: the first
+    instruction; ``all`` scores every instruction of every image.
+    """
+    indices = list(range(len(split.rows)))
+    if config.grounding_instructions == "first":
+        first: dict[str, int] = {}
+        for i, row in enumerate(split.rows):
+            first.setdefault(row["image_id"], i)
+        indices = sorted(first.values())
+    rows = [split.rows[i] for i in indices]
     requests = [Request(f"{row['image_id']}|{i}", i, prompt_text(row, convention), row["width"] * row["height"])
-                for i, row in enumerate(split.rows)]
+                for i, row in zip(indices, rows, strict=True)]
     texts = generator.generate(requests, split.load_image, desc="grounding")
     predictions, completions, ious, mask_ious = [], [], [], []
-    for i, (row, req, text) in enumerate(zip(split.rows, requests, texts, strict=True)):
+    for i, row, req, text in zip(indices, rows, requests, texts, strict=True):
         width, height = int(row["width"]), int(row["height"])
         model_box = parse_single_box(answer_of(text, config.require_answer_tags))
         box = convention.to_original(model_box, width, height) if model_box is not None else None
@@ -135,5 +146,6 @@ def evaluate_grounding(split: EvalSplit, generator: Generator, convention: BoxCo
     if mask_predictor is not None:
         metrics["gIoU"] = float(np.mean(mask_ious))
     return TaskOutput(metrics=metrics, per_category={}, predictions=predictions, completions=completions,
-                      details={"iou_threshold": config.iou_threshold, "masks": mask_predictor is not None},
+                      details={"iou_threshold": config.iou_threshold, "masks": mask_predictor is not None,
+                               "instructions": config.grounding_instructions, "rows_scored": len(rows)},
                       num_requests=len(requests))

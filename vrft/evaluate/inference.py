@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from vrft.config import ConfigError
 from vrft.evaluate.config import EvaluateConfig
 from vrft.models.config import ModelConfig
+from vrft.prompts import SYSTEM_PROMPTS
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,12 @@ class Generator(Protocol):
         ...
 
 
-def chat_prompt(processor: Any, text: str) -> str:
-    """The chat-templated prompt for one image followed by ``text`` (the layout trl trains with)."""
+def chat_prompt(processor: Any, text: str, system: str = "") -> str:
+    """The chat-templated prompt for one image followed by ``text`` (the layout trl trains with),
+    after a system turn when ``system`` is given (the authors' LISA evaluation uses the R1 one)."""
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    if system:
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
@@ -97,7 +101,8 @@ class HFGenerator:
 
     @torch.inference_mode()
     def _generate_batch(self, images: list[Image.Image], prompts: list[str]) -> list[str]:
-        inputs = self.processor(text=[chat_prompt(self.processor, p) for p in prompts], images=images,
+        system = SYSTEM_PROMPTS[self.config.system_prompt]
+        inputs = self.processor(text=[chat_prompt(self.processor, p, system) for p in prompts], images=images,
                                 padding=True, return_tensors="pt").to(self.model.device)
         output = self.model.generate(**inputs, **self.generation_kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
@@ -149,7 +154,8 @@ class VLLMGenerator:
         results: list[str] = []
         chunks = [requests[i:i + self.CHUNK] for i in range(0, len(requests), self.CHUNK)]
         for chunk in tqdm(chunks, desc=desc or "generating (vLLM)", unit="chunk", disable=not self.config.progress):
-            inputs = [{"prompt": chat_prompt(self.processor, r.prompt),
+            system = SYSTEM_PROMPTS[self.config.system_prompt]
+            inputs = [{"prompt": chat_prompt(self.processor, r.prompt, system),
                        "multi_modal_data": {"image": load_image(r.row).convert("RGB")}} for r in chunk]
             outputs = self.llm.generate(inputs, self.params, use_tqdm=False)
             results.extend(o.outputs[0].text for o in outputs)

@@ -8,8 +8,10 @@ Output directory (written atomically: complete or absent):
   category, boxes in original pixels; classification/grounding: per row);
 * ``completions.jsonl`` — every raw completion with its prompt and step (``existence``, ``boxes``,
   ``classification``, ``grounding``);
-* detection: ``coco_results.json`` (COCO results format, original pixels, source category ids) and
-  ``coco_gt.json`` / ``lvis_gt.json`` (the ground truth the numbers were computed against);
+* detection: ``coco_results.json`` (COCO results format, original pixels, source category ids),
+  ``coco_gt.json`` / ``lvis_gt.json`` (the ground truth the numbers were computed against) and, in
+  ``existence_gated`` mode, ``gate.json`` (the shared gate this evaluation used, see
+  :mod:`vrft.evaluate.gate`);
 * ``manifest.json`` — SHA-256 of every file.
 """
 
@@ -21,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vrft.config import to_dict
+from vrft.config import ConfigError, to_dict
 from vrft.evaluate.classification import evaluate_classification
 from vrft.evaluate.common import TaskOutput
 from vrft.evaluate.config import EvaluateConfig
 from vrft.evaluate.data import load_eval_split
 from vrft.evaluate.detection import evaluate_detection
+from vrft.evaluate.gate import Gate, load_gate
 from vrft.evaluate.grounding import MaskPredictor, evaluate_grounding, sam_predictor
 from vrft.evaluate.inference import make_generator
 from vrft.io import atomic_directory, atomic_write_text, dumps_deterministic, write_manifest
@@ -59,18 +62,34 @@ def _jsonl(records: list[dict[str, Any]]) -> str:
 
 
 def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_dir: str | Path, *,
-                        model: ModelConfig, label: str = "rft", overwrite: bool = False) -> EvalResult:
+                        model: ModelConfig, label: str = "rft", overwrite: bool = False,
+                        gate: str | Path | Gate | None = None) -> EvalResult:
     """Evaluate checkpoint ``model`` on the eval split of ``dataset_dir`` into ``output_dir``.
 
     ``label`` names the checkpoint in the outputs (``base``, ``sft``, ``rft``). An existing
     ``output_dir`` is an error unless ``overwrite``. The task (detection, classification,
     grounding) comes from the dataset.
+
+    ``existence_gated`` detection needs one gate shared by every checkpoint on the split: ``gate``
+    is a ``gate.json`` (or the base evaluation's output directory). Without it, the gate is taken
+    from the ground truth (``gate_source: ground_truth``) or computed by this checkpoint — allowed
+    only for ``label="base"``, since a trained checkpoint gating itself is the bias the gate removes.
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir}: already exists (remove it, or pass overwrite)")
     split = load_eval_split(dataset_dir, config.max_eval_images)
     task = split.task
+    shared_gate: Gate | None = None
+    if task == "detection" and config.detection_mode == "existence_gated":
+        if isinstance(gate, Gate):
+            shared_gate = gate
+        elif gate is not None:
+            shared_gate = load_gate(gate)
+        elif config.gate_source == "base_model" and label != "base":
+            raise ConfigError(f"evaluate: existence_gated detection of the {label!r} checkpoint needs the base "
+                              "model's gate (gate.json of the base evaluation; `vrft evaluate --gate DIR`): "
+                              "a checkpoint must not gate itself")
     mask_predictor: MaskPredictor | None = None
     if task == "grounding" and config.sam_checkpoint:  # fail before the long part, not after
         mask_predictor = sam_predictor(config.sam_checkpoint, config.sam_model_type, config.device)
@@ -82,7 +101,8 @@ def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_
         start = time.perf_counter()
         output: TaskOutput
         if task == "detection":
-            output = evaluate_detection(split, generator, convention, config, tmp)
+            output = evaluate_detection(split, generator, convention, config, tmp, gate=shared_gate,
+                                        gate_label=model.name_or_path)
         elif task == "classification":
             output = evaluate_classification(split, generator, convention, config)
         else:
