@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from vrft.data.sampling import (
     detection_train,
     grounding_split,
 )
-from vrft.data.schema import COLUMNS, features
+from vrft.data.schema import COLUMNS, EVAL_GROUND_TRUTH, features
 from vrft.data.sources import open_source
 from vrft.io import atomic_directory, dumps_deterministic, write_manifest
 
@@ -296,6 +297,12 @@ def build_dataset(config: DatasetConfig, output_dir: str | Path, *, progress: bo
             for split, sel in (("train", train), ("eval", evaluation))})
         with _datasets_progress(progress):
             dataset.save_to_disk(str(tmp))
+        if plan.task == "detection":  # evaluation scores against the source's own ground truth (crowd, LVIS lists)
+            assert isinstance(eval_src, DetectionSource)
+            eval_ids = {s.image.id for s in evaluation.samples}
+            eval_cat_ids = {s.category_id for s in evaluation.samples}
+            (tmp / EVAL_GROUND_TRUTH).write_text(json.dumps(eval_src.official_ground_truth(eval_ids, eval_cat_ids)),
+                                                 encoding="utf-8")
         manifest = write_manifest(tmp, {
             "format": MANIFEST_FORMAT,
             "task": plan.task,

@@ -280,6 +280,16 @@ class DetectionSource(Source):
         containing = self._containing(cat_id)
         return [i for i in self.order if i not in containing]
 
+    def official_ground_truth(self, image_ids: Iterable[Any], cat_ids: Iterable[Any]) -> dict[str, Any]:
+        """The source file cut to ``image_ids`` and ``cat_ids``, entries unchanged (crowd regions, and
+        LVIS's ``neg_category_ids`` / ``not_exhaustive_category_ids``, kept): what evaluation scores against."""
+        keep_images, keep_cats = set(image_ids), set(cat_ids)
+        data = self.coco.dataset
+        return {"images": [im for im in data["images"] if im["id"] in keep_images],
+                "annotations": [a for a in data["annotations"]
+                                if a["image_id"] in keep_images and a["category_id"] in keep_cats],
+                "categories": [c for c in data["categories"] if c["id"] in keep_cats]}
+
     def annotation_pairs(self, cat_ids: set[Any]) -> list[tuple[Any, Any, Any]]:
         """``(annotation id, image id, category id)`` of every usable instance of ``cat_ids``, sorted."""
         pairs = []

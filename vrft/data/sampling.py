@@ -127,7 +127,8 @@ def detection_eval(src: DetectionSource, cats: list[Category], *, cap: int | Non
     """Eval rows: every chosen image gets one row per eval category present in it.
 
     Keeping all present categories of a chosen image keeps each image's ground truth complete for
-    COCO-style evaluation. LVIS also gets rows for capped samples of verified-absent pairs
+    COCO-style evaluation. Uncapped COCO also keeps every other image (one negative row each), as
+    the authors' evaluation runs on all val images. LVIS also gets rows for capped samples of verified-absent pairs
     (``neg_category_ids``): federated evaluation only scores a category where presence is known.
     """
     sel = Selection(positives={c.name: 0 for c in cats})
@@ -144,6 +145,15 @@ def detection_eval(src: DetectionSource, cats: list[Category], *, cap: int | Non
             sel.samples.append(Sample(src, src.images[image_id], cat.name, cat.id, instances[cat_id],
                                       aliases[cat.name]))
             sel.positives[cat.name] += 1
+    if not src.federated and cap is None and cats:
+        # The authors score COCO on every val image: false positives on images without any
+        # evaluated category must count. Such images get one "No Objects" row (the evaluation asks
+        # every category of every image; the official ground truth file carries crowd regions).
+        covered = chosen
+        for image_id in src.sort_ids(i for i in src.images if i not in covered and i not in excluded):
+            cat = cats[0]
+            sel.samples.append(Sample(src, src.images[image_id], cat.name, cat.id, [], aliases[cat.name]))
+            sel.negatives[cat.name] = sel.negatives.get(cat.name, 0) + 1
     if src.federated:
         for cat in cats:
             candidates = [i for i in src.negatives(cat.id) if i not in excluded]

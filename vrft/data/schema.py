@@ -30,6 +30,9 @@ from typing import Any
 import datasets
 
 TASKS = ("detection", "classification", "grounding")
+# Written next to a detection dataset: the eval source's own ground truth, cut to the eval images and
+# categories (crowd regions and LVIS's federated lists kept), which evaluation scores against.
+EVAL_GROUND_TRUTH = "eval_ground_truth.json"
 
 COLUMNS = ("image", "image_id", "file_name", "width", "height", "task", "category", "category_id",
            "gt_boxes", "aliases", "noun", "instruction", "source")

@@ -17,12 +17,12 @@ from typing import Any
 import datasets
 from PIL import Image
 
+from vrft.data.schema import EVAL_GROUND_TRUTH
 from vrft.io import MANIFEST_NAME, sha256_file
 
 logger = logging.getLogger(__name__)
 
 EVAL_SPLIT = "eval"
-GROUND_TRUTH_FILE = "eval_ground_truth.json"  # detection: the source's official-format ground truth (dataset build)
 
 
 @dataclass
@@ -58,7 +58,7 @@ class EvalSplit:
     @property
     def ground_truth_path(self) -> Path | None:
         """The official-format ground truth the dataset build wrote for a detection eval split, if any."""
-        path = self.dataset_dir / GROUND_TRUTH_FILE
+        path = self.dataset_dir / EVAL_GROUND_TRUTH
         return path if path.is_file() else None
 
     def load_image(self, i: int) -> Image.Image:
