@@ -1,23 +1,35 @@
-"""Stage 4 component: evaluate the base model, or a trained checkpoint, on the eval split."""
+"""Stage 4 components: evaluate the base model, or a trained checkpoint, on the eval split; and
+collect one shot count's evaluations for the report."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 
 def evaluate_stage(config_json: str, run_id: str, label: str, dataset: Input[Dataset],
-                   evaluation: Output[Metrics], checkpoint: Input[Model] = None):
-    """Evaluate ``checkpoint`` (the base model when absent) and publish predictions and metrics."""
+                   evaluation: Output[Metrics], checkpoint: Input[Model] = None, gate: Input[Metrics] = None):
+    """Evaluate ``checkpoint`` (the base model when absent) and publish predictions and metrics.
+
+    ``gate``: the base evaluation, whose ``gate.json`` every trained checkpoint shares.
+    """
     from vrft.components.evaluate import run
 
-    run(config_json, run_id, label, dataset, evaluation, checkpoint)
+    run(config_json, run_id, label, dataset, evaluation, checkpoint, gate)
 
 
-def run(config_json: str, run_id: str, label: str, dataset, evaluation, checkpoint=None) -> str:
+def collect_stage(sft: Input[Metrics], rft: Input[Metrics], evaluations: Output[Metrics],
+                  base: Input[Metrics] = None):
+    """The URIs of one shot count's evaluations, in the order the report reads them."""
+    from vrft.components.evaluate import collect
+
+    collect([("base", base), ("sft", sft), ("rft", rft)], evaluations)
+
+
+def run(config_json: str, run_id: str, label: str, dataset, evaluation, checkpoint=None, gate=None) -> str:
     from dataclasses import replace
 
     from vrft.components.runtime import open_stage
     from vrft.evaluate import evaluate_checkpoint
-    from vrft.report.tracking import evaluation_metrics, evaluation_tags
+    from vrft.report.tracking import SEED, evaluation_metrics, evaluation_tags
 
     params = lambda c: {"model": c.model, "evaluate": c.evaluate}  # noqa: E731
     with open_stage(f"evaluate-{label}", config_json, run_id, stage="evaluate", params=params,
@@ -28,13 +40,39 @@ def run(config_json: str, run_id: str, label: str, dataset, evaluation, checkpoi
             # A trained checkpoint keeps the base model's family and resolution settings.
             trained = stage.fetch(checkpoint, "checkpoint") / "final"
             model = replace(model, name_or_path=str(trained), family=model.resolved_family())
+        gate_dir = stage.fetch(gate, "gate") if gate is not None else None
+        context = {**stage.tags(method=label), "run_id": stage.run_id}
+        if label != "base":  # the training seed: repeats over experiment.seeds differ only here
+            context[SEED] = str(stage.config.grpo.seed if label == "rft" else stage.config.sft.seed)
         result = evaluate_checkpoint(stage.config.evaluate, data_dir, stage.local_dir(f"evaluation-{label}"),
-                                     model=model, label=label)
+                                     model=model, label=label, gate=gate_dir, context=context)
         stage.tracker.set_tags(evaluation_tags(result))
+        if SEED in context:
+            stage.tracker.set_tags({SEED: context[SEED]})
         stage.tracker.log_metrics(evaluation_metrics(result))
         evaluation.log_metric(result.primary_metric, float(result.metrics.get(result.primary_metric, 0.0)))
         return stage.publish(result.output_dir, evaluation, f"evaluation-{label}")
 
 
+def collect(labelled, evaluations) -> list[dict]:
+    """Record each evaluation's URI in ``evaluations``' metadata (and its file): the report reads
+    exactly these, never "the newest runs" of the MLflow experiment."""
+    import json
+
+    refs = [{"label": label, "uri": artifact.metadata.get("uri", "")} for label, artifact in labelled
+            if artifact is not None]
+    missing = [r["label"] for r in refs if not r["uri"]]
+    if missing:
+        raise ValueError(f"collect: evaluation(s) {', '.join(missing)} carry no artifact URI")
+    evaluations.metadata["evaluations"] = refs
+    with open(evaluations.path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(refs) + "\n")
+    return refs
+
+
 def component(image: str):
     return dsl.component(evaluate_stage, base_image=image, install_kfp_package=False)
+
+
+def collect_component(image: str):
+    return dsl.component(collect_stage, base_image=image, install_kfp_package=False)

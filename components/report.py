@@ -5,10 +5,18 @@ from kfp.dsl import HTML, Input, Metrics, Output
 
 
 def report_stage(config_json: str, run_id: str, evaluations: Input[list[Metrics]], report: Output[HTML]):
-    """Tables with Δ rows, plots and the regression summary, from the MLflow runs of the experiment."""
+    """Tables with Δ rows, plots and the regression summary, from this run's evaluations
+    (``evaluations``: one collected list per shot count and seed); the KFP UI shows the HTML."""
     from vrft.components.report import run
 
     run(config_json, run_id, evaluations, report)
+
+
+class _Ref:
+    """An evaluation known by URI only, shaped like the artifacts ``Stage.fetch`` reads."""
+
+    def __init__(self, uri: str) -> None:
+        self.metadata = {"uri": uri}
 
 
 def run(config_json: str, run_id: str, evaluations, report) -> str:
@@ -20,19 +28,25 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
     from vrft.report import build_report
 
     with open_stage("report", config_json, run_id, params=lambda c: {"report": c.report}) as stage:
-        if not stage.tracker.enabled:
-            raise ValueError("report: the report reads MLflow runs; set pipeline.tracking_uri or $MLFLOW_TRACKING_URI")
-        upstream = [e.metadata.get("uri", "") for e in evaluations]
+        refs = [ref for e in evaluations for ref in (e.metadata.get("evaluations") or [])]
+        if not refs:
+            raise ValueError("report: no evaluation reached the report (each collected input lists none)")
+        dirs = [stage.fetch(_Ref(ref["uri"]), f"evaluation-{n}-{ref['label']}") for n, ref in enumerate(refs)]
         # This stage's MLflow run is the report's run: build_report must not start another one.
         config = replace(stage.config.report, log_to_mlflow=False)
-        result = build_report(config, stage.local_dir("report"), tracking_uri=stage.tracker.tracking_uri,
-                              experiment=stage.config.experiment.name)
+        tracking_uri = stage.tracker.tracking_uri if stage.tracker.enabled else ""
+        result = build_report(config, stage.local_dir("report"), tracking_uri=tracking_uri,
+                              experiment=stage.config.experiment.name, evaluations=dirs, run_id=stage.run_id)
         uri = stage.publish(result.output_dir, report, "report")
+        # The KFP UI renders an HTML artifact's file: the self-contained page itself; the pointer to
+        # the full report directory stays in the metadata.
+        with open(report.path, "w", encoding="utf-8") as f:
+            f.write(result.html.read_text(encoding="utf-8"))
         stage.tracker.set_tags({"regression_status": result.regression_summary.get("status", "")})
         stage.tracker.log_metrics({"regressions": float(len(result.regression_summary.get("regressions", []))),
                                    "tables": float(len(result.tables))})
         stage.tracker.log_artifacts(result.output_dir, "report")
-        report.metadata["evaluations"] = upstream
+        report.metadata["evaluations"] = [ref["uri"] for ref in refs]
         report.metadata["markdown"] = uri + result.markdown.name
         report.metadata["regressions"] = len(result.regression_summary.get("regressions", []))
         if os.environ.get("VRFT_WEBHOOK_URL") and report.metadata["regressions"]:

@@ -32,10 +32,17 @@ Target = Literal["local", "cluster"]
 
 
 def sweep_configs(config: ExperimentConfig) -> list[ExperimentConfig]:
-    """One config per shot count of ``experiment.shots``, or the config itself."""
-    if not config.experiment.shots:
-        return [config]
-    return [config.with_shots(k) for k in config.experiment.shots]
+    """One config per shot count of ``experiment.shots`` and training seed of ``experiment.seeds``
+    (each alone when empty), or the config itself."""
+    by_shots = [config.with_shots(k) for k in config.experiment.shots] if config.experiment.shots else [config]
+    if not config.experiment.seeds:
+        return by_shots
+    return [c.with_seed(seed) for c in by_shots for seed in config.experiment.seeds]
+
+
+def needs_base_gate(config: ExperimentConfig) -> bool:
+    """Whether SFT and RFT are evaluated through the base model's existence gate (so base must run)."""
+    return config.evaluate.detection_mode == "existence_gated" and config.evaluate.gate_source == "base_model"
 
 
 def _place(task: dsl.PipelineTask, resources: Resources, *, target: Target, stage: str, caching: bool,
@@ -69,6 +76,7 @@ def build_pipeline(config: ExperimentConfig, *, target: Target = "local"):
     train_rft = train_components.grpo_component(images["grpo"])
     train_sft = train_components.sft_component(images["sft"])
     evaluate = evaluate_component.component(images["evaluate"])
+    collect = evaluate_component.collect_component(images["report"])
     report = report_component.component(images["report"])
 
     p = config.pipeline
@@ -90,6 +98,8 @@ def build_pipeline(config: ExperimentConfig, *, target: Target = "local"):
                 kubernetes.mount_pvc(task, pvc_name=p.shared_pvc, mount_path=p.shared_mount)
         return _place(task, resources, target=target, stage=stage, caching=p.caching, retries=retries)
 
+    gated = needs_base_gate(config)
+
     @dsl.pipeline(name=f"vrft-{config.experiment.name}-shots", description="One shot count: data, RFT and SFT, evaluations.")
     def experiment(config_json: str) -> Metrics:
         data = place(make_dataset(config_json=config_json, run_id=run_id), p.dataset_resources, "dataset", p.retries)
@@ -102,16 +112,24 @@ def build_pipeline(config: ExperimentConfig, *, target: Target = "local"):
                     p.train_resources, "sft")
         sft.set_display_name("SFT baseline (same data and steps)")
 
-        if p.evaluate_base:
+        # In existence_gated mode the base evaluation's gate.json is the one gate every checkpoint
+        # shares, so the base model is evaluated then whatever pipeline.evaluate_base says.
+        base = {}
+        if p.evaluate_base or gated:
             base_eval = evaluate(config_json=config_json, run_id=run_id, label="base", dataset=data.outputs["dataset"])
             place(base_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate base model")
+            base = {"base": base_eval.outputs["evaluation"]}
+        gate = {"gate": base_eval.outputs["evaluation"]} if gated else {}
         sft_eval = evaluate(config_json=config_json, run_id=run_id, label="sft", dataset=data.outputs["dataset"],
-                            checkpoint=sft.outputs["checkpoint"])
+                            checkpoint=sft.outputs["checkpoint"], **gate)
         place(sft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate SFT")
         rft_eval = evaluate(config_json=config_json, run_id=run_id, label="rft", dataset=data.outputs["dataset"],
-                            checkpoint=rft.outputs["checkpoint"])
+                            checkpoint=rft.outputs["checkpoint"], **gate)
         place(rft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate RFT")
-        return rft_eval.outputs["evaluation"]
+        collected = collect(sft=sft_eval.outputs["evaluation"], rft=rft_eval.outputs["evaluation"], **base)
+        _place(collected, p.report_resources, target=target, stage="report", caching=False)
+        collected.set_display_name("This run's evaluations")
+        return collected.outputs["evaluations"]
 
     config_jsons = [c.to_json() for c in sweep_configs(config)]
 

@@ -28,7 +28,15 @@ class ExperimentInfo:
     name: str = "default"
     description: str = ""
     shots: list[int] = field(default_factory=list)  # a sweep over dataset.shots (one pipeline run, one report)
+    # Repeat RFT and SFT with these training seeds (grpo.seed = sft.seed = each): the report shows the
+    # mean ± standard deviation over seeds and says when RFT − SFT is inside that spread. [] = once,
+    # with grpo.seed / sft.seed as configured. The few-shot sample (dataset.seed) stays the same.
+    seeds: list[int] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"experiment.seeds: repeated seed in {self.seeds}")
 
 
 @dataclass
@@ -107,6 +115,13 @@ class ExperimentConfig:
         data = to_dict(self)
         data["dataset"]["shots"] = shots
         data["experiment"]["shots"] = []
+        return from_dict(ExperimentConfig, data)
+
+    def with_seed(self, seed: int) -> ExperimentConfig:
+        """This config trained with ``seed`` (RFT and SFT), as one repeat of ``experiment.seeds``."""
+        data = to_dict(self)
+        data["grpo"]["seed"] = data["sft"]["seed"] = seed
+        data["experiment"]["seeds"] = []
         return from_dict(ExperimentConfig, data)
 
 

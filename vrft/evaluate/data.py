@@ -8,6 +8,7 @@ complete ground truth.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -54,6 +55,14 @@ class EvalSplit:
     def manifest_sha256(self) -> str:
         path = self.dataset_dir / MANIFEST_NAME
         return sha256_file(path) if path.is_file() else ""
+
+    @property
+    def content_sha256(self) -> str:
+        """What was evaluated — every kept row's image, category and boxes — as one hash: equal for two
+        evaluations exactly when they scored the same questions (whatever the train split was)."""
+        keys = sorted(json.dumps([str(r["image_id"]), r["category"], r["gt_boxes"], r.get("instruction", "")])
+                      for r in self.rows)
+        return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
     @property
     def ground_truth_path(self) -> Path | None:

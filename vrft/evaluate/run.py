@@ -63,7 +63,7 @@ def _jsonl(records: list[dict[str, Any]]) -> str:
 
 def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_dir: str | Path, *,
                         model: ModelConfig, label: str = "rft", overwrite: bool = False,
-                        gate: str | Path | Gate | None = None) -> EvalResult:
+                        gate: str | Path | Gate | None = None, context: dict[str, str] | None = None) -> EvalResult:
     """Evaluate checkpoint ``model`` on the eval split of ``dataset_dir`` into ``output_dir``.
 
     ``label`` names the checkpoint in the outputs (``base``, ``sft``, ``rft``). An existing
@@ -74,6 +74,9 @@ def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_
     is a ``gate.json`` (or the base evaluation's output directory). Without it, the gate is taken
     from the ground truth (``gate_source: ground_truth``) or computed by this checkpoint — allowed
     only for ``label="base"``, since a trained checkpoint gating itself is the bias the gate removes.
+
+    ``context`` (the pipeline's run tags: config name, shots, seed, ...) is stored in
+    ``metrics.json`` so the report can place the result without asking MLflow.
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
@@ -117,7 +120,9 @@ def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_
             "model": {"name_or_path": model.name_or_path, "family": model.resolved_family(),
                       "convention": convention.kind, "min_pixels": model.min_pixels,
                       "max_pixels": model.max_pixels},
+            "context": {k: str(v) for k, v in (context or {}).items()},
             "dataset": {"dir": str(Path(dataset_dir)), "manifest_sha256": split.manifest_sha256,
+                        "eval_split_sha256": split.content_sha256,
                         "eval_rows": len(split.rows), "eval_rows_total": split.total_rows, "images": num_images},
             "metrics": output.metrics,
             "per_category": output.per_category,

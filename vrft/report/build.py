@@ -1,4 +1,4 @@
-"""Stage 5 entry point: :func:`build_report` turns an MLflow experiment's runs into the RFT-vs-SFT report.
+"""Stage 5 entry point: :func:`build_report` turns a pipeline run's evaluations into the RFT-vs-SFT report.
 
 Output directory (written atomically):
 
@@ -18,17 +18,27 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vrft.io import atomic_directory, atomic_write_text, write_manifest
+from vrft.report.artifacts import evaluation_records
 from vrft.report.config import ReportConfig
 from vrft.report.html import Section, render_html, render_markdown
 from vrft.report.plots import History, is_reward_metric, plot_metric_vs_shots, plot_reward_curves, slug
 from vrft.report.regression import RegressionResult, compare_runs, previous_run, write_summary
 from vrft.report.tables import ReportTable, build_tables
-from vrft.report.tracking import STAGE, STAGE_EVALUATE, STAGE_REPORT, STAGE_TRAIN, RunRecord, search_runs
+from vrft.report.tracking import (
+    RUN_ID,
+    STAGE,
+    STAGE_EVALUATE,
+    STAGE_REPORT,
+    STAGE_TRAIN,
+    RunRecord,
+    search_runs,
+)
 
 REPORT_MD, REPORT_HTML, TABLES_JSON, REGRESSION_JSON = "report.md", "report.html", "tables.json", "regression.json"
 
@@ -65,27 +75,60 @@ def _reward_histories(client: Any, runs: list[RunRecord]) -> dict[str, dict[str,
     return histories
 
 
-def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: str, experiment: str,
+def _history_previous(run: RunRecord, history: list[RunRecord], this_run: str) -> RunRecord | None:
+    """The newest finished MLflow run of ``run``'s series, evaluated the same way, from another pipeline run."""
+    same = [h for h in history if h.series == run.series and h.status == "FINISHED"
+            and h.comparability == run.comparability and (not this_run or h.tags.get(RUN_ID) != this_run)
+            and (not run.seed or h.seed in ("", run.seed))]
+    return max(same, key=lambda h: h.start_time, default=None)
+
+
+def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: str = "", experiment: str = "",
+                 evaluations: Sequence[str | Path] | None = None, run_id: str = "",
                  overwrite: bool = False) -> ReportResult:
-    """Read the evaluation (``stage=evaluate``) and training (``stage=train``) runs of MLflow
-    experiment ``experiment`` at ``tracking_uri`` and write the report into ``output_dir``."""
+    """Write the report into ``output_dir``.
+
+    With ``evaluations`` (evaluation output directories: what a pipeline run hands its report) the
+    tables hold exactly those; MLflow (``tracking_uri`` / ``experiment``, optional) then only gives
+    the regression check its previous runs (other pipeline runs than ``run_id``) and the reward
+    curves (training runs tagged ``run_id``). Without ``evaluations`` the tables come from the
+    experiment's MLflow evaluation runs, newest per (method, shots, seed) — for reports across runs.
+    """
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise ValueError(f"no MLflow experiment named {experiment!r} at {tracking_uri}")
-    eval_runs = list(search_runs(client, [found.experiment_id], STAGE_EVALUATE))
-    train_runs = list(search_runs(client, [found.experiment_id], STAGE_TRAIN))
+    client = None
+    history: list[RunRecord] = []
+    train_runs: list[RunRecord] = []
+    if tracking_uri and experiment:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None and evaluations is None:
+            raise ValueError(f"no MLflow experiment named {experiment!r} at {tracking_uri}")
+        if found is not None:
+            history = list(search_runs(client, [found.experiment_id], STAGE_EVALUATE))
+            train_runs = list(search_runs(client, [found.experiment_id], STAGE_TRAIN))
+    elif evaluations is None:
+        raise ValueError("build_report: pass the evaluations, or an MLflow tracking_uri and experiment to read")
+    if evaluations is not None:
+        eval_runs = evaluation_records(evaluations)
+        if run_id:
+            train_runs = [r for r in train_runs if r.tags.get(RUN_ID) == run_id]
+    else:
+        eval_runs = history
     tables = build_tables(eval_runs, config)
     if not tables:
         raise ValueError(f"experiment {experiment!r} has no finished evaluation runs (tag {STAGE}={STAGE_EVALUATE})"
                          + (f" for configs {config.configs}" if config.configs else ""))
     shown = {(t.config, t.model) for t in tables}
-    regressions = [compare_runs(run, previous_run(run, eval_runs), config.regression_threshold,
-                                config.regression_metrics)
-                   for run in _latest_per_series([r for r in eval_runs if r.group in shown])]
+    if evaluations is not None:
+        regressions = [compare_runs(run, _history_previous(run, history, run_id), config.regression_threshold,
+                                    config.regression_metrics)
+                       for run in eval_runs if run.group in shown]
+    else:
+        regressions = [compare_runs(run, previous_run(run, eval_runs), config.regression_threshold,
+                                    config.regression_metrics)
+                       for run in _latest_per_series([r for r in eval_runs if r.group in shown])]
     train_by_group: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for run in train_runs:
         train_by_group[run.group].append(run)
@@ -99,7 +142,8 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
             shots_plot = plot_metric_vs_shots(table, tmp / "plots" / f"{name}-shots.png")
             if shots_plot is not None:
                 section.figures.append((f"{table.title}: {table.columns[0].label} vs shots", shots_plot))
-            histories = _reward_histories(client, train_by_group.get((table.config, table.model), []))
+            histories = (_reward_histories(client, train_by_group.get((table.config, table.model), []))
+                         if client is not None else {})
             rewards_plot = plot_reward_curves(histories, tmp / "plots" / f"{name}-rewards.png",
                                               f"{table.title}: reward parts over training steps")
             if rewards_plot is not None:
@@ -114,17 +158,17 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
         write_manifest(tmp, {"format": "vrft.report/1", "experiment": experiment})
         plot_names = [path.relative_to(tmp) for s in sections for _, path in s.figures]
 
-    run_id = None
-    if config.log_to_mlflow:
+    mlflow_run_id = None
+    if config.log_to_mlflow and tracking_uri and experiment:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_experiment(experiment)
         with mlflow.start_run(run_name="report") as run:
-            mlflow.set_tags({STAGE: STAGE_REPORT, "regression_status": summary["status"]})
+            mlflow.set_tags({STAGE: STAGE_REPORT, "regression_status": summary["status"], **({RUN_ID: run_id} if run_id else {})})
             mlflow.log_metrics({"regressions": float(len(summary["regressions"])), "tables": float(len(tables))})
             mlflow.log_artifacts(str(output_dir), artifact_path="report")
-            run_id = run.info.run_id
+            mlflow_run_id = run.info.run_id
     return ReportResult(output_dir, output_dir / REPORT_MD, output_dir / REPORT_HTML,
-                        [output_dir / p for p in plot_names], tables, regressions, summary, run_id)
+                        [output_dir / p for p in plot_names], tables, regressions, summary, mlflow_run_id)
 
 
 def read_regression_summary(report_dir: str | Path) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 One table per (config, model) group. Values are percentages with one decimal, as in the paper. Where
 the group reproduces a paper table, every column with a published counterpart gets a ``(paper)``
 column beside it; the paper's Δ is computed like ours (RFT − SFT; the paper prints RFT − base).
-For each (method, shots) the newest finished run is shown.
+Rows come from this run's evaluation artifacts (or, from the CLI, the newest MLflow run per
+(method, shots, seed)); rows evaluated differently from the rest of their table are refused with
+a reason; repeats over training seeds show mean ± standard deviation.
 """
 
 from __future__ import annotations
@@ -14,7 +16,18 @@ from dataclasses import dataclass, field
 
 from vrft.report.config import ReportConfig
 from vrft.report.paper import PaperTable, paper_table
-from vrft.report.tracking import PAPER_COLUMN, PAPER_MODEL, PAPER_TABLE, TASK, RunRecord
+from vrft.report.tracking import (
+    EVAL_MODE,
+    EVAL_SPLIT,
+    GATE_SOURCE,
+    GROUND_TRUTH,
+    IMAGE_CAP,
+    PAPER_COLUMN,
+    PAPER_MODEL,
+    PAPER_TABLE,
+    TASK,
+    RunRecord,
+)
 
 PRIMARY = {"detection": "mAP", "classification": "accuracy", "grounding": "mIoU"}
 PER_CATEGORY_PREFIX = {"detection": "AP/", "classification": "accuracy/"}
@@ -35,6 +48,11 @@ class TableRow:
     values: dict[str, float | None]  # column key -> percent
     paper: dict[str, float | None] = field(default_factory=dict)
     run_id: str = ""
+    spread: dict[str, float | None] = field(default_factory=dict)  # standard deviation over seeds
+    n: int = 1  # seeds averaged
+    seeds: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # the evaluation artifacts read
+    within_spread: dict[str, bool] = field(default_factory=dict)  # Δ rows: |Δ| inside the seeds' spread
 
     @property
     def label(self) -> str:
@@ -68,7 +86,8 @@ class ReportTable:
                 "paper_table": self.paper.key if self.paper else None, "paper_model": self.paper_model,
                 "columns": [vars(c) for c in self.columns],
                 "rows": [{"method": r.method, "shots": r.shots, "values": r.values, "paper": r.paper,
-                          "run_id": r.run_id} for r in self.rows],
+                          "run_id": r.run_id, "spread": r.spread, "n": r.n, "seeds": r.seeds, "sources": r.sources,
+                          "within_spread": r.within_spread} for r in self.rows],
                 "notes": self.notes}
 
 
@@ -84,6 +103,7 @@ def _columns(runs: Sequence[RunRecord], task: str, config: ReportConfig, paper: 
         keys = [k for k in config.metrics if k in present]
     else:
         keys = [primary] if primary in present else []
+        keys += [k for k in ("accuracy_strict", "existence/recall") if k in present]
         keys += sorted(k for k in present if k.startswith("mAP/"))
         if task == "grounding":
             keys += [k for k in ("gIoU",) if k in present]
@@ -117,15 +137,73 @@ def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def _mean_spread(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (``None`` with fewer than two values)."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def _differences(run: RunRecord, reference: dict[str, str]) -> list[str]:
+    names = {EVAL_MODE: "eval mode", EVAL_SPLIT: "evaluated split", IMAGE_CAP: "image cap"}
+    mine = run.comparability
+    return [f"{names[k]} {mine[k][:12] or '?'} ≠ {reference[k][:12] or '?'}" for k in names
+            if mine[k] != reference[k]]
+
+
+def _protocol_notes(task: str, runs: Sequence[RunRecord], paper: PaperTable | None) -> list[str]:
+    """How the numbers were computed, and where that differs from the paper's protocol."""
+    tags = runs[0].tags if runs else {}
+    notes, deviations = [], []
+    cap = tags.get(IMAGE_CAP, "")
+    if cap and cap != "all":
+        deviations.append(f"only the first {cap} eval images (the paper: the full set)")
+    if task == "classification":
+        notes.append("Protocol: accuracy = the authors' rule (first <answer>, spaces and _ removed, two-way "
+                     "containment; paper-comparable); accuracy_strict = the reward's exact match.")
+    elif task == "detection":
+        mode = tags.get(EVAL_MODE, "")
+        gate = tags.get(GATE_SOURCE, "")
+        recalls = sorted({round(r.metrics["existence/recall"] * 100, 1) for r in runs if "existence/recall" in r.metrics})
+        text = f"Protocol: detection mode {mode or '?'}"
+        if gate:
+            text += (f"; one existence gate for every row, from {gate}"
+                     + (f" (recall {', '.join(f'{v:.1f}%' for v in recalls)})" if recalls else ""))
+        text += f"; ground truth {tags.get(GROUND_TRUTH, '?')}."
+        notes.append(text)
+        if mode != "existence_gated":
+            deviations.append(f"mode {mode} (the paper gates with the base model's category list)")
+        elif gate == "ground_truth":
+            deviations.append("gate from the ground truth (the paper: from the base model)")
+        if tags.get(GROUND_TRUTH) == "rebuilt":
+            deviations.append("ground truth rebuilt from rows (crowd regions dropped)")
+    elif task == "grounding":
+        notes.append("Protocol: box IoU of the first instruction per image (the authors' LISA evaluation).")
+    if paper is not None:
+        notes.append("Paper columns: " + ("same protocol as ours." if not deviations else
+                                          "NOT the same protocol — ours differs: " + "; ".join(deviations) + "."))
+    return notes
+
+
 def build_table(runs: Sequence[RunRecord], config: ReportConfig) -> ReportTable:
-    """One table from the evaluation runs of one (config, model) group."""
+    """One table from the evaluation runs of one (config, model) group.
+
+    Rows whose eval mode, evaluated split or image cap differ from the table's reference (the base
+    row, else the most common setting) are refused, each with a one-line reason in the notes. Runs
+    of the same (method, shots) with different ``seed`` tags are repeats: the row shows their mean
+    and standard deviation; MLflow reruns of the same seed keep only the newest.
+    """
     finished = sorted((r for r in runs if r.status == "FINISHED"), key=lambda r: r.start_time, reverse=True)
     if not finished:
         raise ValueError("no finished evaluation runs")
-    latest: dict[tuple[str, int | None], RunRecord] = {}
+    latest: dict[tuple[str, int | None, str], RunRecord] = {}
     for run in finished:
         shots = None if run.method == "base" else run.shots
-        latest.setdefault((run.method, shots), run)
+        seed = "" if run.method == "base" else run.seed
+        latest.setdefault((run.method, shots, seed), run)
     newest = finished[0]
     config_name, model = newest.group
     task = newest.tags.get(TASK, "detection")
@@ -134,27 +212,61 @@ def build_table(runs: Sequence[RunRecord], config: ReportConfig) -> ReportTable:
     paper_model = newest.tags.get(PAPER_MODEL) or config.paper_model
     paper_column = newest.tags.get(PAPER_COLUMN) or config.paper_column
     notes: list[str] = []
-    columns = _columns(list(latest.values()), task, config, paper, paper_column, notes)
 
-    def row(method: str, shots: int | None, run: RunRecord) -> TableRow:
-        values = {c.key: _percent(run.metrics.get(c.key)) for c in columns}
+    base = [r for (m, _, _), r in latest.items() if m == "base"]
+    settings = [tuple(sorted(r.comparability.items())) for r in latest.values()]
+    reference = dict(base[0].comparability if base else max(settings, key=settings.count))
+    kept: dict[tuple[str, int | None], list[RunRecord]] = defaultdict(list)
+    for (method, shots, _), run in sorted(latest.items(), key=lambda kv: (kv[0][0], _shots_key(kv[0][1]), kv[0][2])):
+        differences = _differences(run, reference)
+        if differences:
+            label = METHOD_LABELS.get(method, method) + (f" {shots}-shot" if shots else "") + (
+                f" seed {run.seed}" if run.seed else "")
+            notes.append(f"Refused {label} ({run.source or run.run_id}): {'; '.join(differences)}.")
+        else:
+            kept[(method, shots)].append(run)
+    if not kept:
+        raise ValueError(f"{config_name}: every evaluation was refused as not comparable")
+    columns = _columns([r for rs in kept.values() for r in rs], task, config, paper, paper_column, notes)
+
+    def row(method: str, shots: int | None, group: list[RunRecord]) -> TableRow:
+        values, spread = {}, {}
+        for c in columns:
+            present = [100.0 * r.metrics[c.key] for r in group if c.key in r.metrics]
+            values[c.key], spread[c.key] = _mean_spread(present)
         published = {c.key: paper.value(paper_model, method, shots, c.paper) if paper and c.paper else None
                      for c in columns}
-        return TableRow(method, shots, values, published, run.run_id)
+        seeds = sorted(r.seed for r in group if r.seed)
+        return TableRow(method, shots, values, published, ",".join(r.run_id for r in group), spread=spread,
+                        n=len(group), seeds=seeds, sources=[r.source for r in group if r.source])
 
     rows: list[TableRow] = []
-    if ("base", None) in latest:
-        rows.append(row("base", None, latest[("base", None)]))
-    shot_counts = sorted({s for m, s in latest if m != "base"}, key=_shots_key)
+    if ("base", None) in kept:
+        rows.append(row("base", None, kept[("base", None)]))
+    shot_counts = sorted({s for m, s in kept if m != "base"}, key=_shots_key)
     for shots in shot_counts:
-        trained = {m: row(m, shots, latest[(m, shots)]) for m in ("sft", "rft") if (m, shots) in latest}
+        trained = {m: row(m, shots, kept[(m, shots)]) for m in ("sft", "rft") if (m, shots) in kept}
         rows.extend(trained.values())
         if len(trained) == 2:
             sft, rft = trained["sft"], trained["rft"]
-            rows.append(TableRow("delta", shots, {k: _delta(rft.values[k], sft.values[k]) for k in rft.values},
-                                 {k: _delta(rft.paper.get(k), sft.paper.get(k)) for k in rft.values}))
+            delta = TableRow("delta", shots, {k: _delta(rft.values[k], sft.values[k]) for k in rft.values},
+                             {k: _delta(rft.paper.get(k), sft.paper.get(k)) for k in rft.values},
+                             n=min(rft.n, sft.n))
+            for k, value in delta.values.items():
+                a, b = rft.spread.get(k), sft.spread.get(k)
+                if value is not None and a is not None and b is not None:
+                    delta.spread[k] = (a * a + b * b) ** 0.5
+                    delta.within_spread[k] = abs(value) <= a + b
+            rows.append(delta)
+    if any(r.n > 1 for r in rows if r.method != "delta"):
+        notes.append("± is the standard deviation over training seeds; a Δ marked ~ is inside the seeds' "
+                     "spread (|Δ| ≤ sd(RFT) + sd(SFT)): not an effect.")
+    elif shot_counts:
+        notes.append("One training seed per row: the seed-to-seed spread is unknown, so small Δ may be noise "
+                     "(set experiment.seeds to repeat).")
     if paper is not None and not any(v is not None for r in rows for v in r.paper.values()):
         notes.append(f"{paper.key} has no row for model {paper_model!r} at these settings.")
+    notes = _protocol_notes(task, [r for rs in kept.values() for r in rs], paper) + notes
     return ReportTable(config_name, model, task, columns, rows, paper, paper_model, notes)
 
 
@@ -198,7 +310,13 @@ def table_cells(table: ReportTable) -> list[list[str]]:
         signed = row.method == "delta"
         cells = [row.label, "–" if row.shots is None else str(row.shots)]
         for column in table.columns:
-            cells.append(format_value(row.values.get(column.key), signed))
+            text = format_value(row.values.get(column.key), signed)
+            spread = row.spread.get(column.key)
+            if spread is not None and row.values.get(column.key) is not None:
+                text += f" ± {spread:.1f}"
+            if row.within_spread.get(column.key):
+                text += " ~"
+            cells.append(text)
             if column.paper:
                 cells.append(format_value(row.paper.get(column.key), signed))
         body.append(cells)

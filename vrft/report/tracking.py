@@ -19,6 +19,9 @@ from vrft.config import flatten
 
 STAGE, METHOD, SHOTS, DATASET, MODEL, CONFIG = "stage", "method", "shots", "dataset", "model", "config"
 TASK, EVAL_MODE, LABEL = "task", "eval_mode", "label"
+# What makes two evaluations comparable (the report refuses a row whose values differ from its table's):
+EVAL_SPLIT, IMAGE_CAP, SEED, RUN_ID = "eval_split_sha256", "max_eval_images", "seed", "run_id"
+GATE_SOURCE, GROUND_TRUTH = "gate_source", "ground_truth"
 PAPER_TABLE, PAPER_MODEL, PAPER_COLUMN = "paper_table", "paper_model", "paper_column"
 METHODS = ("base", "sft", "rft")
 STAGE_EVALUATE, STAGE_TRAIN, STAGE_REPORT = "evaluate", "train", "report"
@@ -65,10 +68,20 @@ class RunTags:
 def evaluation_tags(result: Any) -> dict[str, str]:
     """The tags an evaluation adds to its run's :class:`RunTags`: ``task``, ``label`` and, for detection,
     ``eval_mode`` (the mode changes the numbers, so the report and readers must see it)."""
+    summary = result.summary
+    details = summary.get("details") or {}
     tags = {TASK: result.task, LABEL: result.label}
-    mode = (result.summary.get("details") or {}).get("mode")
-    if mode:
-        tags[EVAL_MODE] = mode
+    if details.get("mode"):
+        tags[EVAL_MODE] = details["mode"]
+    split = (summary.get("dataset") or {}).get("eval_split_sha256")
+    if split:
+        tags[EVAL_SPLIT] = split
+    cap = (summary.get("config") or {}).get("max_eval_images")
+    tags[IMAGE_CAP] = "all" if cap is None else str(cap)
+    if details.get("gate"):
+        tags[GATE_SOURCE] = str(details["gate"].get("source", ""))
+    if details.get("ground_truth"):
+        tags[GROUND_TRUTH] = details["ground_truth"]
     return tags
 
 
@@ -119,6 +132,7 @@ class RunRecord:
     status: str
     tags: dict[str, str]
     metrics: dict[str, float]
+    source: str = ""  # where the numbers were read: an evaluation artifact, or "" for an MLflow run
 
     @property
     def method(self) -> str:
@@ -128,6 +142,15 @@ class RunRecord:
     def shots(self) -> int | None:
         value = self.tags.get(SHOTS, "").strip()
         return int(value) if value.isdigit() and int(value) > 0 else None
+
+    @property
+    def seed(self) -> str:
+        return self.tags.get(SEED, "")
+
+    @property
+    def comparability(self) -> dict[str, str]:
+        """What must agree between rows of one table (eval mode, evaluated split, image cap)."""
+        return {k: self.tags.get(k, "") for k in (EVAL_MODE, EVAL_SPLIT, IMAGE_CAP)}
 
     @property
     def group(self) -> tuple[str, str]:

@@ -1,0 +1,45 @@
+"""The report's rows from evaluation artifacts: the ``metrics.json`` of each evaluation directory
+its own pipeline run handed it (:func:`vrft.evaluate.evaluate_checkpoint` output), not from MLflow.
+
+MLflow holds every run of an experiment, so reading this run's rows from it lets two overlapping
+runs mix numbers and fills a missing evaluation from an older run; the artifacts cannot.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from vrft.report.tracking import CONFIG, METHOD, MODEL, RunRecord, evaluation_metrics, evaluation_tags
+
+
+class _Summary:
+    """The two attributes :func:`evaluation_tags` / :func:`evaluation_metrics` read, from metrics.json."""
+
+    def __init__(self, summary: dict) -> None:
+        self.summary = summary
+        self.task = summary["task"]
+        self.label = summary["label"]
+        self.metrics = summary["metrics"]
+
+
+def evaluation_record(directory: str | Path) -> RunRecord:
+    """One evaluation directory as a report row source (tags from its stored run context)."""
+    directory = Path(directory)
+    path = directory / "metrics.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        result = _Summary(summary)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not an evaluation result ({exc})") from None
+    context = dict(summary.get("context") or {})
+    tags = {**context, **evaluation_tags(result), METHOD: result.label}
+    tags.setdefault(CONFIG, "evaluation")
+    tags.setdefault(MODEL, str((summary.get("model") or {}).get("name_or_path", "")))
+    return RunRecord(run_id=context.get("run_id", "") + f"/{directory.name}", experiment_id="", start_time=0,
+                     status="FINISHED", tags=tags, metrics=evaluation_metrics(result), source=str(directory))
+
+
+def evaluation_records(directories: Iterable[str | Path]) -> list[RunRecord]:
+    return [evaluation_record(d) for d in directories]
