@@ -206,8 +206,8 @@ def test_output_dir_that_exists_is_never_touched(fx):
     assert [p.name for p in (fx.root / "out").iterdir()] == ["keep.txt"]
     build_dataset(fx.config(train=fx.coco(), categories=["cat"], shots=1), fx.root / "out", progress=False,
                   overwrite=True)
-    assert sorted(p.name for p in (fx.root / "out").iterdir()) == ["dataset_dict.json", "eval", "manifest.json",
-                                                                   "train"]
+    assert sorted(p.name for p in (fx.root / "out").iterdir()) == ["dataset_dict.json", "eval",
+                                                                   "eval_ground_truth.json", "manifest.json", "train"]
 
 
 def test_eval_empty_after_removing_train_images(fx):

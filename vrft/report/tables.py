@@ -150,8 +150,10 @@ def _mean_spread(values: list[float]) -> tuple[float | None, float | None]:
 def _differences(run: RunRecord, reference: dict[str, str]) -> list[str]:
     names = {EVAL_MODE: "eval mode", EVAL_SPLIT: "evaluated split", IMAGE_CAP: "image cap"}
     mine = run.comparability
-    return [f"{names[k]} {mine[k][:12] or '?'} ≠ {reference[k][:12] or '?'}" for k in names
-            if mine[k] != reference[k]]
+    def short(key: str, value: str) -> str:
+        return (value[:12] if key == EVAL_SPLIT else value) or "?"  # a split hash: its first 12 digits
+
+    return [f"{names[k]} {short(k, mine[k])} ≠ {short(k, reference[k])}" for k in names if mine[k] != reference[k]]
 
 
 def _protocol_notes(task: str, runs: Sequence[RunRecord], paper: PaperTable | None) -> list[str]:
