@@ -81,7 +81,10 @@ def test_eval_from_a_separate_source_drops_images_used_for_training(fx):
     fx.build(train=src, eval={**src, "annotations": str(other)}, categories=["dog"], shots=2, seed=0)
     train_ids = {r["image_id"] for r in _rows(fx.root / "out", "train")}
     eval_ids = {r["image_id"] for r in _rows(fx.root / "out", "eval")}
-    assert len(train_ids) == 2 and not train_ids & eval_ids and len(eval_ids) == 4
+    # A separate eval source is a val set: every image but the train ones is scored (4 hold a dog).
+    assert len(train_ids) == 2 and not train_ids & eval_ids and len(eval_ids) == 8
+    dog_rows = [r for r in _rows(fx.root / "out", "eval") if r["gt_boxes"]]
+    assert len(dog_rows) == 4
     manifest = json.loads((fx.root / "out/manifest.json").read_text())
     assert manifest["splits"]["eval"]["excluded_train_images"] == 2
     assert manifest["sources"]["eval"]["files"]["val.json"]["sha256"]
@@ -210,4 +213,5 @@ def test_build_api_matches_the_brief(fx):
     cfg = fx.config(train=fx.coco(), categories=["cat"], shots=1)
     result = build_dataset(cfg, fx.root / "built", progress=False)
     assert result.output_dir == fx.root / "built"
-    assert sorted(p.name for p in result.output_dir.iterdir()) == ["dataset_dict.json", "eval", "manifest.json", "train"]
+    assert sorted(p.name for p in result.output_dir.iterdir()) == ["dataset_dict.json", "eval",
+                                                                   "eval_ground_truth.json", "manifest.json", "train"]

@@ -147,7 +147,7 @@ def _detection(config: DatasetConfig, plan: Plan, train_src: Source, eval_src: S
                             seed=config.seed, on_insufficient=config.on_insufficient, aliases=aliases)
     excluded = _excluded(eval_src, train_src, train)
     evaluation = detection_eval(eval_src, eval_cats, cap=config.eval_max_per_category, seed=config.seed,
-                                excluded=excluded, aliases=aliases)
+                                excluded=excluded, aliases=aliases, all_images=eval_src is not train_src)
     evaluation.notes["excluded_train_images"] = len(excluded)
     return train, evaluation
 

@@ -123,12 +123,13 @@ def detection_train(src: DetectionSource, cats: list[Category], *, mode: str, sh
 
 
 def detection_eval(src: DetectionSource, cats: list[Category], *, cap: int | None, seed: int,
-                   excluded: set[Any], aliases: dict[str, tuple[str, ...]]) -> Selection:
+                   excluded: set[Any], aliases: dict[str, tuple[str, ...]], all_images: bool = False) -> Selection:
     """Eval rows: every chosen image gets one row per eval category present in it.
 
     Keeping all present categories of a chosen image keeps each image's ground truth complete for
-    COCO-style evaluation. Uncapped COCO also keeps every other image (one negative row each), as
-    the authors' evaluation runs on all val images. LVIS also gets rows for capped samples of verified-absent pairs
+    COCO-style evaluation. With ``all_images`` (a separate, uncapped COCO eval source: a val set)
+    every other image is kept too (one negative row each), as the authors' evaluation runs on all
+    val images. LVIS also gets rows for capped samples of verified-absent pairs
     (``neg_category_ids``): federated evaluation only scores a category where presence is known.
     """
     sel = Selection(positives={c.name: 0 for c in cats})
@@ -145,7 +146,7 @@ def detection_eval(src: DetectionSource, cats: list[Category], *, cap: int | Non
             sel.samples.append(Sample(src, src.images[image_id], cat.name, cat.id, instances[cat_id],
                                       aliases[cat.name]))
             sel.positives[cat.name] += 1
-    if not src.federated and cap is None and cats:
+    if all_images and not src.federated and cap is None and cats:
         # The authors score COCO on every val image: false positives on images without any
         # evaluated category must count. Such images get one "No Objects" row (the evaluation asks
         # every category of every image; the official ground truth file carries crowd regions).
