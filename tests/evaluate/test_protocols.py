@@ -289,3 +289,35 @@ def test_lvis_with_not_exhaustive_categories_kept_equals_the_lvis_api_on_the_off
     strict = evaluate_detection(split, Scripted(_official_detector(official, extra)), QWEN2,
                                 _config(detection_mode="all_categories", ground_truth="rebuilt"), rebuilt)
     assert strict.metrics["AP/die"] < result.metrics["AP/die"]
+
+
+# -- the shipped configs --------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_configs_follow_the_authors_protocols() -> None:
+    from vrft.experiment import load_experiment
+
+    lisa = load_experiment(ROOT / "configs" / "lisa.yaml")
+    assert (lisa.grpo.reward, lisa.evaluate.max_new_tokens, lisa.evaluate.system_prompt,
+            lisa.evaluate.grounding_instructions) == ("grounding_giou", 128, "r1", "first")
+    for name in ("ovd_coco", "ovd_lvis"):  # 2 epochs of 6k rows at 16 prompts per step
+        config = load_experiment(ROOT / "configs" / f"{name}.yaml")
+        assert config.grpo.max_steps == config.sft.max_steps == 2 * 6000 // 16
+    for name in ("coco_8cat", "lvis_6rare", "ovd_coco", "ovd_lvis", "mg"):
+        evaluate = load_experiment(ROOT / "configs" / f"{name}.yaml").evaluate
+        assert (evaluate.detection_mode, evaluate.gate_source, evaluate.ground_truth) == (
+            "existence_gated", "base_model", "official"), name
+
+
+def test_seeds_repeat_rft_and_sft_for_every_shot_count() -> None:
+    from vrft.experiment import load_experiment
+    from vrft.pipelines.dag import sweep_configs
+
+    config = load_experiment(ROOT / "configs" / "default.yaml", ["experiment.shots=[1,2]", "experiment.seeds=[3,4]"])
+    swept = sweep_configs(config)
+    assert [(c.dataset.shots, c.grpo.seed, c.sft.seed) for c in swept] == [(1, 3, 3), (1, 4, 4), (2, 3, 3), (2, 4, 4)]
+    assert {c.dataset.seed for c in swept} == {config.dataset.seed}  # the same few-shot sample
+    with pytest.raises(ConfigError, match="repeated seed"):
+        load_experiment(ROOT / "configs" / "default.yaml", ["experiment.seeds=[1,1]"])

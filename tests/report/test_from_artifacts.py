@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 

@@ -27,6 +27,8 @@ def test_defaults_are_the_authors_settings() -> None:
     # trl counts the per-device batch in completions: 8 = one prompt's group, x 2 accumulation steps.
     assert (grpo.per_device_train_batch_size, grpo.gradient_accumulation_steps) == (8, 2)
     assert not grpo.lora.enabled and not grpo.vision_tower_frozen and grpo.resume == "auto"
+    # The authors' gradient β∇k3 (trl's default adds a bias-correction term) and rollouts with top_k 50.
+    assert (grpo.use_bias_correction_kl, grpo.top_k) == (False, 50)
     sft = SFTStageConfig()
     assert (sft.lora.enabled, sft.warmup_steps, sft.weight_decay, sft.per_device_train_batch_size,
             sft.gradient_accumulation_steps, sft.max_steps) == (True, 100, 0.1, 1, 8, grpo.max_steps)

@@ -167,6 +167,10 @@ class GRPOStageConfig(StageConfig):
     max_completion_length: int = 256
     #: trl's token aggregation; ``grpo`` (mean per sequence, then over sequences) is the authors'.
     loss_type: str = "grpo"
+    #: Rollout sampling: the authors' rollouts had transformers' old default top_k 50 (trl's is 0 = off).
+    top_k: int = 50
+    #: trl >= 1.x adds beta·k3·∇logπ to the authors' beta·∇k3 unless this is False (the authors' gradient).
+    use_bias_correction_kl: bool = False
     #: ``""``: the task's reward (detection, classification, grounding_iou); a registered name such as
     #: ``grounding_giou``; or a plugin ``package.module:function``.
     reward: str = ""

@@ -102,6 +102,8 @@ def train_grpo(config: GRPOStageConfig, dataset_dir: str | Path, output_dir: str
         temperature=config.temperature,
         max_completion_length=config.max_completion_length,
         loss_type=config.loss_type,
+        top_k=config.top_k,
+        use_bias_correction_kl=config.use_bias_correction_kl,
         log_completions=False,  # completions.jsonl instead (trl's needs rich/pandas/wandb)
     )
     policy, peft_config = load_policy(config, model, plan.deepspeed)
