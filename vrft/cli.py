@@ -75,8 +75,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model = config.model.materialized()
     if args.checkpoint:
         model = replace(model, name_or_path=str(args.checkpoint), family=model.family or model.resolved_family())
+    context = {"config": config.experiment.name, "model": config.model.name_or_path,
+               "shots": "" if config.dataset.shots is None or args.label == "base" else str(config.dataset.shots),
+               "paper_table": config.report.paper_table}
+    if args.label != "base":
+        context["seed"] = str(config.grpo.seed if args.label == "rft" else config.sft.seed)
     result = evaluate_checkpoint(config.evaluate, args.dataset, args.output_dir, model=model, label=args.label,
-                                 overwrite=args.overwrite)
+                                 overwrite=args.overwrite, gate=args.gate,
+                                 context={k: v for k, v in context.items() if v})
     if os.environ.get("MLFLOW_TRACKING_URI"):  # what `vrft report` reads
         from vrft.report.tracking import RunTags, log_evaluation
 
@@ -95,10 +101,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     config = _experiment(args)
     tracking_uri = args.tracking_uri or config.pipeline.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not tracking_uri:
-        raise CommandError("the report reads MLflow runs: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    if not tracking_uri and not args.evaluations:
+        raise CommandError("the report reads MLflow runs: pass --tracking-uri or set MLFLOW_TRACKING_URI "
+                           "(or name the evaluation directories with --evaluations)")
     result = build_report(config.report, args.output_dir, tracking_uri=tracking_uri,
-                          experiment=args.experiment or config.experiment.name, overwrite=args.overwrite)
+                          experiment=args.experiment or config.experiment.name, overwrite=args.overwrite,
+                          evaluations=args.evaluations or None)
     print(result.html)
     print(result.markdown)
     flagged = len(result.regression_summary.get("regressions", []))
@@ -276,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-o", "--output-dir", type=Path, required=True)
     evaluate.add_argument("-m", "--checkpoint", type=Path, help="a trained model directory (default: the config's base model)")
     evaluate.add_argument("--label", default="base", choices=["base", "sft", "rft"], help="what the checkpoint is")
+    evaluate.add_argument("--gate", type=Path, help="existence_gated: the base evaluation's directory (its gate.json), "
+                          "shared by every checkpoint")
     evaluate.add_argument("--overwrite", action="store_true")
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -284,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output-dir", type=Path, required=True)
     report.add_argument("--tracking-uri", default="", help="MLflow store (default: pipeline.tracking_uri or $MLFLOW_TRACKING_URI)")
     report.add_argument("--experiment", default="", help="MLflow experiment (default: the config's experiment.name)")
+    report.add_argument("--evaluations", type=Path, nargs="+", help="tables from exactly these evaluation directories "
+                        "(MLflow then only for the regression history); default: the experiment's MLflow runs")
     report.add_argument("--fail-on-regression", action="store_true", help="exit 3 when a metric regressed")
     report.add_argument("--overwrite", action="store_true")
     report.set_defaults(func=_cmd_report)
