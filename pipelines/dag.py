@@ -127,7 +127,7 @@ def build_pipeline(config: ExperimentConfig, *, target: Target = "local"):
                             checkpoint=rft.outputs["checkpoint"], **gate)
         place(rft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate RFT")
         collected = collect(sft=sft_eval.outputs["evaluation"], rft=rft_eval.outputs["evaluation"], **base)
-        _place(collected, p.report_resources, target=target, stage="report", caching=False)
+        _place(collected, p.report_resources, target=target, stage="report", caching=p.caching)
         collected.set_display_name("This run's evaluations")
         return collected.outputs["evaluations"]
 
