@@ -1,6 +1,6 @@
-"""Stage 5: the RFT-vs-SFT report from MLflow runs, and the regression check (see docs/evaluation.md).
+"""Stage 5: the RFT-vs-SFT report from a run's evaluations, and the regression check (see docs/evaluation.md).
 
-``build_report(ReportConfig, output_dir, tracking_uri=..., experiment=...)`` writes paper-style tables
+``build_report(ReportConfig, output_dir, evaluations=[...], tracking_uri=..., experiment=...)`` writes paper-style tables
 (base / SFT / RFT / Δ per shot count, the paper's numbers beside ours), plots, Markdown and a
 self-contained HTML page. ``log_evaluation`` is how an evaluation becomes a run the report can read;
 ``check_regression`` compares a run with the previous run of the same series.
@@ -23,6 +23,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "check_regression": "vrft.report.regression",
     "compare_runs": "vrft.report.regression",
     "evaluation_metrics": "vrft.report.tracking",
+    "evaluation_records": "vrft.report.artifacts",
     "evaluation_tags": "vrft.report.tracking",
     "log_evaluation": "vrft.report.tracking",
     "paper_table": "vrft.report.paper",
