@@ -39,7 +39,8 @@ def test_classification_table2_uses_the_dataset_column_and_drops_too_many_classe
     config = from_dict(ReportConfig, {"paper_table": "table2", "paper_column": "Flower102", "max_category_columns": 8})
     table = build_table(runs, config)
     assert [(c.key, c.paper) for c in table.columns] == [("accuracy", "Flower102")]
-    assert "20 per-category columns left out" in table.notes[0]
+    assert any("20 per-category columns left out" in note for note in table.notes)
+    assert table.notes[0].startswith("Protocol: accuracy = the authors' rule")
     assert table.row("rft", 4).paper["accuracy"] == 71.4 and table.row("base", None).paper["accuracy"] == 54.8
     assert table.row("delta", 4) is None  # no SFT run at 4 shots: no Δ row
     assert "| RFT | 4 | 70.0 | 71.4 |" in markdown_table(table)
