@@ -8,7 +8,8 @@
 #                                  of the same architecture) into .gpu-out/dry-run/
 #   bench/gpu/check.sh             on the GPU machine (a device call carrying .gpu-wheels)
 #
-# Stage sizes fit one 10-minute call; override with GRPO_STEPS, EVAL_REQUESTS, EVAL_BATCH, EVAL_TOKENS.
+# Stage sizes and limits fit one 10-minute call (timeout_s 600): about 20 s to install, then at most
+# 30 + 240 + 160 + 120 s; override the sizes with GRPO_STEPS, EVAL_REQUESTS, EVAL_BATCH, EVAL_TOKENS.
 # Each stage has its own time limit, and a failing stage does not stop the others.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
@@ -46,12 +47,12 @@ if [[ $MODE == device ]]; then
   [[ ${PIPESTATUS[0]} == 0 ]] || { echo "installing the carried wheels failed" >&2; exit 1; }
   export PYTHONPATH=$ROOT:$SITE
   { nvidia-smi; $PY -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'; } >"$OUT/env.txt" 2>&1
-  stage requirements 60 $PY bench/gpu/wheels.py check
+  stage requirements 30 $PY bench/gpu/wheels.py check
   cat "$OUT/env.txt" >>"$LOG"
-  stage grpo-2b 270 $PY bench/bench_grpo.py --case qwen2-vl-2b --steps "${GRPO_STEPS:-3}" --json "$OUT/grpo.json"
-  stage eval-2b 190 $PY bench/bench_eval.py --shaped-only --gpu-requests "${EVAL_REQUESTS:-32}" \
-    --gpu-batch-size "${EVAL_BATCH:-16}" --gpu-max-new-tokens "${EVAL_TOKENS:-128}" --json "$OUT/eval.json"
-  stage gpu-tests 150 $PY -m pytest -m gpu "${GPU_TESTS[@]}" -q -p no:cacheprovider --junitxml "$OUT/gpu-tests.xml"
+  stage grpo-2b 240 $PY bench/bench_grpo.py --case qwen2-vl-2b --steps "${GRPO_STEPS:-3}" --json "$OUT/grpo.json"
+  stage eval-2b 160 $PY bench/bench_eval.py --shaped-only --gpu-requests "${EVAL_REQUESTS:-32}" \
+    --gpu-batch-size "${EVAL_BATCH:-16}" --gpu-max-new-tokens "${EVAL_TOKENS:-64}" --json "$OUT/eval.json"
+  stage gpu-tests 120 $PY -m pytest -m gpu "${GPU_TESTS[@]}" -q -p no:cacheprovider --junitxml "$OUT/gpu-tests.xml"
 else
   PY=$ROOT/.venv/bin/python
   [[ -x $PY ]] || PY=python3
@@ -69,7 +70,7 @@ else
     VENV=$ROOT/.gpu-out/py312-venv SITE=$ROOT/.gpu-out/py312-site
     base=()
     for name in numpy huggingface-hub tokenizers safetensors pyyaml pillow pandas pyarrow xxhash tqdm filelock \
-                packaging typer psutil jinja2 requests httpx; do
+                packaging typer psutil jinja2 requests httpx matplotlib pytest pytest-timeout; do
       base+=("$(grep -E "^$name(==|$)" bench/gpu/device-packages.txt || echo "$name")")
     done
     [[ -x $VENV/bin/python ]] || "$PY312" -m venv "$VENV"
@@ -93,7 +94,7 @@ print(sys.version.split()[0], "transformers", transformers.__version__, "dataset
     >"$OUT/env.txt" 2>&1
   # The same stages as on the machine, CPU-sized: the 2B path with a narrow two-layer model.
   stage grpo-2b 900 "$PY" bench/bench_grpo.py --case qwen2-vl-2b --shape mini --steps 1 --completion-tokens 8 \
-    --image-size 64 48 --max-pixels 12544 --json "$OUT/grpo.json"
+    --num-generations 4 --per-device-batch 4 --image-size 64 48 --max-pixels 12544 --json "$OUT/grpo.json"
   stage eval-2b 600 "$PY" bench/bench_eval.py --shaped-only --shape mini --gpu-requests 4 --gpu-batch-size 2 \
     --gpu-max-new-tokens 4 --max-pixels 12544 --json "$OUT/eval.json"
   stage gpu-tests 900 env VRFT_GPU_TESTS_ON_CPU=1 "$PY" -m pytest -m gpu "${GPU_TESTS[@]}" -q -p no:cacheprovider \

@@ -201,7 +201,8 @@ def check(ignore: list[str]) -> int:
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     print(f"{sys.executable} {sys.version.split()[0]}: {len(wanted)} carried wheels, "
-          f"{sum(len(r) for r in sources.values())} requirements checked, {len(errors)} unmet")
+          f"{sum(len(list(filter(applies, r))) for r in sources.values())} requirements checked, "
+          f"{len(errors)} unmet")
     return 1 if errors else 0
 
 
