@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -68,7 +69,84 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _temp_sibling(path: Path, kind: str) -> Path:
-    return path.with_name(f".{path.name}.{kind}-{secrets.token_hex(6)}")
+    # The owner's pid is part of the name so that a later run can tell a leftover of a killed
+    # process (SIGKILL, power loss: no cleanup code runs) from one that is still being built.
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{secrets.token_hex(6)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a symlink (not its target) or a directory tree; what is already gone is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def remove_stale_siblings(path: str | Path) -> list[Path]:
+    """Delete the temporary siblings of ``path`` left by processes that no longer exist.
+
+    :func:`atomic_directory` and :func:`atomic_write_bytes` clean up after any Python exception,
+    but a killed process runs no cleanup: its ``.<name>.building-<pid>-<random>`` (or ``tmp``/
+    ``old``) sibling stays. The next writer of the same path removes those whose pid is gone.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\A\.{re.escape(path.name)}\.(?:building|tmp|old)-(\d+)-[0-9a-f]+\Z")
+    removed = []
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for sibling in siblings:
+        match = pattern.match(sibling.name)
+        if match and not _pid_alive(int(match.group(1))):
+            _remove(sibling)
+            removed.append(sibling)
+    return removed
+
+
+class OutputOverlapError(ValueError):
+    """An output location is, contains, or lies inside one of the command's inputs."""
+
+
+def check_output_apart(output: str | Path, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an ``output`` that is, contains or sits inside an input, before anything is written.
+
+    Writing (with overwrite) to such an output would delete the input, or hide the output in it.
+    ``inputs`` maps what each input is (``"dataset.train.images"``) to its path; empty ones are
+    skipped. Paths are compared resolved, so symlinks and ``..`` cannot hide an overlap.
+
+    >>> check_output_apart("data/out", {"images": "data/images"})
+    >>> check_output_apart("data", {"images": "data/images"})
+    Traceback (most recent call last):
+    ...
+    vrft.io.OutputOverlapError: data: output contains the images (data/images); choose an output outside every input
+    """
+    out = Path(output).resolve()
+    for what, value in inputs.items():
+        if value is None or str(value) == "":
+            continue
+        src = Path(value).resolve()
+        if out == src:
+            relation = "is"
+        elif out in src.parents:
+            relation = "contains"
+        elif src in out.parents:
+            relation = "is inside"
+        else:
+            continue
+        raise OutputOverlapError(f"{output}: output {relation} the {what} ({value}); choose an output outside "
+                                 "every input")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -80,6 +158,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(path)
     tmp = _temp_sibling(path, "tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -116,28 +195,32 @@ def _fsync_tree(root: Path) -> None:
 def atomic_directory(final_path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a directory in a temporary sibling and move it into place only on success.
 
-    Yields the temporary directory (``.<name>.building-<random>`` next to ``final_path``). If the
-    ``with`` block raises, the temporary directory is deleted and ``final_path`` is untouched, so a
-    failed run leaves nothing behind. On success the files are fsync'ed and the directory is
-    renamed to ``final_path``. An existing ``final_path`` is an error unless ``overwrite=True``,
-    in which case it is replaced only after the new directory is complete.
+    Yields the temporary directory (``.<name>.building-<pid>-<random>`` next to ``final_path``).
+    If the ``with`` block raises (KeyboardInterrupt included), the temporary directory is deleted
+    and ``final_path`` is untouched, so a failed run leaves nothing behind; what a killed process
+    left is removed by the next build of the same path (:func:`remove_stale_siblings`). On
+    success the files are fsync'ed and the directory is renamed to ``final_path``. An existing
+    ``final_path`` (a directory, a file or a symlink) is an error unless ``overwrite=True``, in
+    which case it is replaced only after the new directory is complete.
     """
     final = Path(final_path)
-    if final.exists() and not overwrite:
+    if (final.exists() or final.is_symlink()) and not overwrite:
         raise FileExistsError(f"{final}: already exists (refusing to overwrite; remove it or pass overwrite)")
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(final)
     tmp = _temp_sibling(final, "building")
     os.mkdir(tmp, 0o777)  # permissions follow the umask, unlike tempfile.mkdtemp's 0o700
     try:
         yield tmp
         _fsync_tree(tmp)
-        if final.exists():
+        if final.exists() or final.is_symlink():
             if not overwrite:
                 raise FileExistsError(f"{final}: appeared while it was being built (refusing to overwrite)")
             old = _temp_sibling(final, "old")
             os.replace(final, old)
             os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(OSError):  # else removed as stale by the next build of this path
+                _remove(old)  # a file or symlink too, not only a directory (rmtree would leave those behind)
         else:
             os.replace(tmp, final)
     except BaseException:
@@ -190,6 +273,8 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ManifestError(f"{path}: missing") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: not a manifest (JSON nested too deeply to read)") from None
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         raise ManifestError(f"{path}: expected an object with a 'files' mapping")
     return data
