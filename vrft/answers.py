@@ -20,6 +20,7 @@ import ast
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -293,15 +294,30 @@ def parse_single_box(answer: str | None) -> tuple[float, float, float, float] | 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
 
 
+def fold_unicode(text: str) -> str:
+    """NFKC (full-width ``ｃａｔ`` -> ``cat``, ligatures, compatibility forms) without the invisible
+    format characters (zero-width space and joiners, soft hyphen, BOM, bidi marks: category Cf),
+    so that text which looks the same compares the same.
+
+    >>> fold_unicode("ｃａｔ"), fold_unicode("ca\u200bt"), fold_unicode("\ufeffdog\u00ad")
+    ('cat', 'cat', 'dog')
+    """
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
 def normalize_label(text: str) -> str:
-    """Fold case, underscores, hyphens, punctuation and runs of spaces, for exact class matching.
+    """Fold Unicode forms (:func:`fold_unicode`), case, underscores, hyphens, punctuation and runs
+    of spaces, for exact class matching.
 
     >>> normalize_label("  Boeing_737-800. ")
     'boeing 737 800'
-    >>> normalize_label("Pink Primrose")
-    'pink primrose'
+    >>> normalize_label("Pink Primrose"), normalize_label("Ｐｉｎｋ\u200b Primrose")
+    ('pink primrose', 'pink primrose')
     """
-    return " ".join(_PUNCT.sub(" ", text.casefold()).split())
+    return " ".join(_PUNCT.sub(" ", fold_unicode(text).casefold()).split())
 
 
 def labels_match(answer: str | None, class_name: str, aliases: Iterable[str] | None = None) -> bool:

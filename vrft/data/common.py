@@ -23,6 +23,9 @@ from vrft.io import sha256_file
 
 T = TypeVar("T")
 
+#: Largest image side (pixels) an annotation may claim: far beyond any real photo, small enough for floats.
+MAX_IMAGE_SIDE = 100_000
+MAX_INT64 = 2**63 - 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -80,6 +83,10 @@ def read_json(path: Path, show_progress: bool = False) -> Any:
                                f"not valid JSON ({exc.msg})") from None
     except UnicodeDecodeError:
         raise InvalidFileError(path, "", "", "not valid JSON (not UTF-8 text)") from None
+    except RecursionError:
+        raise InvalidFileError(path, "", "", "not usable JSON (nested deeper than the parser's limit)") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int conversion limit)
+        raise InvalidFileError(path, "", "", f"not usable JSON ({exc})") from None
 
 
 def id_sort_key(value: Any) -> tuple[int, Any]:
@@ -211,13 +218,28 @@ def _decode_size(data: bytes, *, full: bool, file: Path, ref: ImageRef, path: st
             if full:
                 im.load()
             return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageFileError(file, ref.record, "file_name", f"{path} is not a readable image ({exc})") from None
 
 
 def clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> list[float]:
     """Clip a validated box to the image (it may stick out by at most the tolerance)."""
     return [max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)]
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float (not bool) that is finite as a float: NaN, infinities and integers too
+    large for a float (JSON allows all three) are not.
+
+    >>> is_finite_number(3), is_finite_number(float("nan")), is_finite_number(10**400), is_finite_number(True)
+    (True, False, False, False)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def box_problem(x1: float, y1: float, x2: float, y2: float, width: int, height: int, tol: float) -> str:
@@ -229,7 +251,7 @@ def box_problem(x1: float, y1: float, x2: float, y2: float, width: int, height: 
     'box [0, 0, 12, 10] extends past the right edge of the 10x10 image by 2 px (tolerance 1.0 px)'
     """
     coords = [x1, y1, x2, y2]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in coords):
+    if not all(is_finite_number(v) for v in coords):
         return f"box {coords} is not 4 finite numbers"
     if not (x2 > x1 and y2 > y1):
         return f"box {coords} has non-positive width or height"
