@@ -229,6 +229,24 @@ def atomic_directory(final_path: str | Path, *, overwrite: bool = False) -> Iter
     _fsync_dir(final.parent)
 
 
+def local_store_path(uri: str) -> Path | None:
+    """The local file or directory behind a tracking/artifact URI (``sqlite:///x.db``,
+    ``file:///dir``, a plain path), or ``None`` for a remote one (``http://``, ``s3://``).
+
+    >>> local_store_path("sqlite:///runs/mlflow.db"), local_store_path("file:///tmp/mlruns")
+    (PosixPath('runs/mlflow.db'), PosixPath('/tmp/mlruns'))
+    >>> local_store_path("http://mlflow:5000") is None
+    True
+    """
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    if uri.startswith("file://"):
+        return Path(uri[len("file://"):])
+    if "://" in uri or not uri:
+        return None
+    return Path(uri)
+
+
 def _file_entries(root: Path) -> dict[str, dict[str, Any]]:
     """``{relative posix path: {"sha256", "size"}}`` for every file under ``root`` except the manifest."""
     entries = {}
