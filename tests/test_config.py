@@ -135,3 +135,31 @@ def test_non_finite_float_in_an_experiment_file(tmp_path):
     path.write_text("dataset:\n  shots: 4\n")
     with pytest.raises(ConfigError, match="dataset.negative_ratio: expected a finite number"):
         load_experiment(path, ["dataset.negative_ratio=.inf"])
+
+
+def _float_fields(cls, prefix=""):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if tp is float or (args and all(a is float for a in args)):
+            yield f"{prefix}{f.name}"
+        elif dataclasses.is_dataclass(tp):
+            yield from _float_fields(tp, f"{prefix}{f.name}.")
+
+
+@pytest.mark.timeout(120)
+def test_every_float_setting_of_an_experiment_refuses_nan_and_inf(tmp_path):
+    from vrft.experiment import ExperimentConfig, load_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("experiment:\n  name: hostile\n")
+    keys = list(_float_fields(ExperimentConfig))
+    assert {"dataset.box_tolerance", "dataset.negative_ratio", "grpo.beta", "grpo.learning_rate"} <= set(keys)
+    for i, key in enumerate(keys):
+        value = (".nan", ".inf", "-.inf")[i % 3]
+        with pytest.raises(ConfigError, match=f"{key}: expected a finite number"):
+            load_experiment(path, [f"{key}={value}"])
