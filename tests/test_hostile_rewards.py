@@ -133,3 +133,10 @@ def test_degenerate_share_is_a_zero_weight_monitor():
         "detection_hardened_degenerate"]
     assert monitor_functions_for_trainer("classification") == []
     assert monitor_functions_for_trainer("vrft.rewards:format_reward") == []
+
+
+def test_the_report_plots_the_degenerate_share():
+    from vrft.report.plots import _short, is_reward_metric
+
+    assert is_reward_metric("rewards/detection_degenerate/mean")
+    assert _short("rewards/detection_degenerate/mean") == "detection_degenerate"

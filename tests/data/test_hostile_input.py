@@ -298,3 +298,18 @@ def test_overwrite_replaces_a_regular_file_without_leaving_it_behind(fx):
     build_dataset(fx_config, fx.root / "out", progress=False, overwrite=True)
     assert (fx.root / "out" / "manifest.json").is_file()
     assert sorted(p.name for p in fx.root.iterdir() if p.name.startswith(".out")) == []
+
+
+def test_interrupted_shapes_generation_and_build_leave_nothing(fx, monkeypatch):
+    import vrft.data.sources as sources
+
+    def interrupted(out_dir, *args, **kwargs):
+        (Path(out_dir) / "images").mkdir()
+        (Path(out_dir) / "images" / "000001.png").write_bytes(b"half")
+        raise KeyboardInterrupt  # Ctrl-C in the middle of writing PNGs
+
+    monkeypatch.setattr(sources, "generate_shapes_coco", interrupted)
+    shapes = fx.root / "gen"
+    with pytest.raises(KeyboardInterrupt):
+        fx.build(train={"kind": "shapes", "path": str(shapes), "n_images": 8}, shots=1)
+    assert sorted(p.name for p in fx.root.iterdir()) == []
