@@ -313,3 +313,12 @@ def test_interrupted_shapes_generation_and_build_leave_nothing(fx, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fx.build(train={"kind": "shapes", "path": str(shapes), "n_images": 8}, shots=1)
     assert sorted(p.name for p in fx.root.iterdir()) == []
+
+
+def test_a_json_key_given_twice_is_refused(fx):
+    src = fx.coco(write_images=False)
+    text = Path(src["annotations"]).read_text().replace('{"id": 2, "file_name"', '{"id": 2, "id": 3, "file_name"', 1)
+    Path(src["annotations"]).write_text(text)
+    with pytest.raises(InvalidFileError) as info:
+        fx.build(train=src, shots=1)
+    _check(info.value, src["annotations"], "an object with keys id, id, file_name", "id", "appears twice")

@@ -54,8 +54,28 @@ def check_relative(name: Any, *, file: str | Path, record: str, field: str) -> s
     return name
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, keys: list[str]) -> None:
+        super().__init__(key)
+        self.key = key
+        self.keys = keys
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json`` keeps the last of two equal keys silently (``{"id": 1, "id": 2}`` is image 2)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key, [k for k, _ in pairs])
+            seen.add(key)
+    return obj
+
+
 def read_json(path: Path, show_progress: bool = False) -> Any:
-    """Parse a JSON file; anything that is not JSON becomes an :class:`InvalidFileError`.
+    """Parse a JSON file; anything that is not JSON becomes an :class:`InvalidFileError`, and so
+    does an object with the same key twice (JSON parsers silently keep the last one).
 
     Large files (COCO train is ~450 MB) are read with a progress bar before parsing.
     """
@@ -63,7 +83,7 @@ def read_json(path: Path, show_progress: bool = False) -> Any:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if not show_progress or size < 32 * 2**20:
-                return json.load(f)
+                return json.load(f, object_pairs_hook=_refuse_duplicate_keys)
             data = bytearray(size)
             view = memoryview(data)
             with tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", leave=False) as bar:
@@ -73,7 +93,11 @@ def read_json(path: Path, show_progress: bool = False) -> Any:
                     bar.update(n)
             view.release()
             del data[done:]  # only if the file shrank while being read
-            return json.loads(data)
+            return json.loads(data, object_pairs_hook=_refuse_duplicate_keys)
+    except _DuplicateKey as exc:
+        shown = ", ".join(exc.keys[:6]) + (", ..." if len(exc.keys) > 6 else "")
+        raise InvalidFileError(path, f"an object with keys {shown}", exc.key, "appears twice in the same object "
+                               "(JSON would silently keep the last value)") from None
     except FileNotFoundError:
         raise InvalidFileError(path, "", "", "file not found") from None
     except IsADirectoryError:
