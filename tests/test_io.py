@@ -188,8 +188,11 @@ def test_leftovers_of_a_killed_build_are_removed_by_the_next_one(tmp_path):
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], timeout=120)
     stale = [p.name for p in tmp_path.iterdir()]
     assert len(stale) == 1 and stale[0].startswith(".out.building-")
-    live = tmp_path / f".out.building-{os.getpid()}-abc123"  # this process is alive: not touched
+    host = stale[0][len(".out.building-"):].rsplit("-", 2)[0]
+    live = tmp_path / f".out.building-{host}-{os.getpid()}-abc123"  # this process is alive: not touched
+    other_host = tmp_path / ".out.building-another-node-999999999-abc123"  # its pids mean nothing here
     live.mkdir()
+    other_host.mkdir()
     with atomic_directory(tmp_path / "out") as tmp:
         (tmp / "a").write_text("done")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "out"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other_host.name, "out"])

@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_TEMP_KINDS = ("building", "tmp", "old")
+
+
+def _host() -> str:
+    """This machine's name as it may appear in a file name (pods on a shared volume differ by it)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
 def _temp_sibling(path: Path, kind: str) -> Path:
-    # The owner's pid is part of the name so that a later run can tell a leftover of a killed
-    # process (SIGKILL, power loss: no cleanup code runs) from one that is still being built.
-    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{secrets.token_hex(6)}")
+    # The owner's host and pid are part of the name so that a later run on the same host can tell
+    # a leftover of a killed process (SIGKILL, OOM: no cleanup code runs) from one still being built.
+    return path.with_name(f".{path.name}.{kind}-{_host()}-{os.getpid()}-{secrets.token_hex(6)}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -94,22 +103,26 @@ def _remove(path: Path) -> None:
 
 
 def remove_stale_siblings(path: str | Path) -> list[Path]:
-    """Delete the temporary siblings of ``path`` left by processes that no longer exist.
+    """Delete the temporary siblings of ``path`` left by processes of this host that no longer exist.
 
     :func:`atomic_directory` and :func:`atomic_write_bytes` clean up after any Python exception,
-    but a killed process runs no cleanup: its ``.<name>.building-<pid>-<random>`` (or ``tmp``/
-    ``old``) sibling stays. The next writer of the same path removes those whose pid is gone.
+    but a killed process runs no cleanup: its ``.<name>.building-<host>-<pid>-<random>`` (or
+    ``tmp``/``old``) sibling stays. The next writer of the same path removes those of its own host
+    whose pid is gone; another host's are left alone (its pids mean nothing here).
     """
     path = Path(path)
-    pattern = re.compile(rf"\A\.{re.escape(path.name)}\.(?:building|tmp|old)-(\d+)-[0-9a-f]+\Z")
-    removed = []
+    prefixes = [f".{path.name}.{kind}-{_host()}-" for kind in _TEMP_KINDS]
+    removed: list[Path] = []
     try:
         siblings = list(path.parent.iterdir())
     except OSError:
         return removed
     for sibling in siblings:
-        match = pattern.match(sibling.name)
-        if match and not _pid_alive(int(match.group(1))):
+        prefix = next((p for p in prefixes if sibling.name.startswith(p)), None)
+        if prefix is None:
+            continue
+        pid, _, token = sibling.name[len(prefix):].partition("-")
+        if pid.isdigit() and re.fullmatch(r"[0-9a-f]+", token) and not _pid_alive(int(pid)):
             _remove(sibling)
             removed.append(sibling)
     return removed
