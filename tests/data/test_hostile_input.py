@@ -322,3 +322,30 @@ def test_a_json_key_given_twice_is_refused(fx):
     with pytest.raises(InvalidFileError) as info:
         fx.build(train=src, shots=1)
     _check(info.value, src["annotations"], "an object with keys id, id, file_name", "id", "appears twice")
+
+
+@pytest.mark.parametrize("case", ["empty file", "duplicate key", "nan override", "deep json", "iscrowd string"])
+def test_cli_bad_input_is_one_line_exit_1_and_nothing_written(fx, capsys, case):
+    src = fx.coco(write_images=False)
+    config = fx.root / "exp.yaml"
+    body = f"dataset:\n  train: {json.dumps(src)}\n  categories: [cat]\n  shots: 1\n  load_images: false\n"
+    overrides: list[str] = []
+    if case == "empty file":
+        config.write_text("")
+    elif case == "duplicate key":
+        config.write_text(body + "  shots: 2\n")
+    else:
+        config.write_text(body)
+    if case == "nan override":
+        overrides = ["dataset.box_tolerance=.nan"]
+    elif case == "deep json":
+        Path(src["annotations"]).write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "iscrowd string":
+        data = fx.tiny()
+        data["annotations"][0]["iscrowd"] = "0"
+        Path(src["annotations"]).write_text(json.dumps(data))
+    assert main(["dataset", "build", str(config), "-o", str(fx.root / "out"), *overrides]) == 1
+    err = capsys.readouterr().err
+    line = err.split("\r")[-1]  # after any progress bar (tqdm redraws with carriage returns)
+    assert line.startswith("vrft dataset: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert fx.leftovers() == []
