@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vrft.io import atomic_directory, atomic_write_text, write_manifest
+from vrft.io import atomic_directory, atomic_write_text, check_output_apart, local_store_path, write_manifest
 from vrft.report.config import ReportConfig
 from vrft.report.html import Section, render_html, render_markdown
 from vrft.report.plots import History, is_reward_metric, plot_metric_vs_shots, plot_reward_curves, slug
@@ -72,6 +72,7 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    check_output_apart(output_dir, {"MLflow store": local_store_path(tracking_uri)})  # overwrite would delete it
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
