@@ -4,14 +4,18 @@ Both run in the same process, on the same model object, device, images, prompts 
 detection prompt) and greedy decoding with the same ``max_new_tokens``; the script prints images
 per second for each and the ratio, and checks that the two produce the same completions.
 
-* CPU: the tiny random Qwen2-VL (``vrft.models.tiny``), always.
+* CPU: the tiny random Qwen2-VL (``vrft.models.tiny``), always (unless ``--shaped-only``).
 * GPU (when CUDA is available): a random model with Qwen2-VL-2B's real sizes (28 text layers, hidden
-  1536, vocab 151936; 32-layer 1280-wide vision tower), built offline in bf16 from a config, with the
-  tiny checkpoint's processor; images at the paper's 401408 max pixels. A random model almost never
-  emits EOS, so every completion runs to ``max_new_tokens`` in both loops (same work per image).
+  1536, vocab 151936; 32-layer 1280-wide vision tower), built offline in bf16 from a config
+  (``qwen2_vl_shapes.py``), with the tiny checkpoint's processor; images at the paper's 401408 max
+  pixels. A random model almost never emits EOS, so every completion runs to ``max_new_tokens`` in
+  both loops (same work per image). ``--shape mini`` runs the same case with a two-layer, narrow model
+  of that architecture on any device (fp32 on a CPU): the dry run of bench/gpu/check.sh.
 
     python bench/bench_eval.py                 # CPU case, plus the GPU case if CUDA is available
-    python bench/bench_eval.py --gpu-only --gpu-requests 256 --gpu-batch-size 64
+    python bench/bench_eval.py --shaped-only --gpu-requests 64 --gpu-batch-size 32 --json eval.json
+    python bench/bench_eval.py --shaped-only --shape mini --gpu-requests 4 --gpu-batch-size 2 \\
+        --gpu-max-new-tokens 4 --max-pixels 12544          # the GPU case's path on a CPU
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import qwen2_vl_shapes  # beside this script (its directory is sys.path[0])
 import torch
 from PIL import Image
 
 from vrft.evaluate import EvaluateConfig, HFGenerator, Request
 from vrft.evaluate.inference import chat_prompt
+from vrft.models.config import PAPER_MAX_PIXELS
 from vrft.models.coords import BoxConvention
 from vrft.models.loading import load_model, load_processor
 from vrft.models.tiny import build_tiny_model
@@ -91,33 +97,21 @@ def run_case(name: str, model: Any, processor: Any, *, n: int, batch_size: int, 
               "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1), "images": n,
               "batch_size": batch_size, "max_new_tokens": max_new_tokens, "image_sizes": sizes,
               "batch1_loop_images_per_s": n / loop_s, "vrft_batched_images_per_s": n / batch_s,
-              "speedup": loop_s / batch_s, "identical_completions": f"{same}/{n}"}
+              "speedup": loop_s / batch_s, "identical_completions": f"{same}/{n}",
+              "all_identical": same == n,
+              "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
     print(f"{name}: batch-1 loop {n / loop_s:.2f} img/s, vrft batched (bs={batch_size}) {n / batch_s:.2f} img/s "
           f"-> {loop_s / batch_s:.1f}x; identical completions {same}/{n}")
     return result
 
 
-def qwen2_vl_2b_shaped(tokenizer: Any, device: torch.device) -> Any:
-    """A random Qwen2-VL model with Qwen2-VL-2B-Instruct's sizes, token ids from ``tokenizer``."""
-    from transformers import GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+def versions() -> dict[str, str]:
+    import sys
 
-    ids = tokenizer.convert_tokens_to_ids
-    text = {"vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
-            "num_attention_heads": 12, "num_key_value_heads": 2, "max_position_embeddings": 32768,
-            "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
-            "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"), "pad_token_id": ids("<|endoftext|>")}
-    vision = {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16, "mlp_ratio": 4,
-              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3}
-    config = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids("<|image_pad|>"),
-                           video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
-                           vision_end_token_id=ids("<|vision_end|>"), tie_word_embeddings=True)
-    config._attn_implementation = "sdpa"
-    with torch.device(device):
-        model = Qwen2VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
-    model.generation_config = GenerationConfig(eos_token_id=[text["eos_token_id"], text["pad_token_id"]],
-                                               pad_token_id=text["pad_token_id"], bos_token_id=text["bos_token_id"])
-    return model.eval()
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda or "",
+            "python": sys.version.split()[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,33 +119,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-requests", type=int, default=32)
     parser.add_argument("--cpu-batch-size", type=int, default=16)
     parser.add_argument("--cpu-max-new-tokens", type=int, default=64)
-    parser.add_argument("--gpu-requests", type=int, default=128)
-    parser.add_argument("--gpu-batch-size", type=int, default=64)
-    parser.add_argument("--gpu-max-new-tokens", type=int, default=128)
-    parser.add_argument("--gpu-only", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--gpu-requests", type=int, default=128, help="the shaped case's images")
+    parser.add_argument("--gpu-batch-size", type=int, default=64, help="the shaped case's vrft batch size")
+    parser.add_argument("--gpu-max-new-tokens", type=int, default=128, help="the shaped case's max_new_tokens")
+    parser.add_argument("--shape", choices=sorted(qwen2_vl_shapes.SHAPES), default="2b",
+                        help="the shaped case's model: 2b (runs with CUDA only) or mini (on any device)")
+    parser.add_argument("--max-pixels", type=int, default=PAPER_MAX_PIXELS, help="the shaped case's processor")
+    parser.add_argument("--shaped-only", action="store_true", help="skip the tiny CPU case")
+    parser.add_argument("--json", type=Path, help="also write the results (and versions) here")
     args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    if args.shaped_only and args.shape == "2b" and not cuda:
+        parser.error("the 2B-shaped case needs a CUDA device (use --shape mini to run its path on a CPU)")
 
     torch.manual_seed(0)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tiny = build_tiny_model(Path(tmp) / "tiny")
-        if not args.gpu_only:
+        if not args.shaped_only:
             processor = load_processor(tiny, 56 * 56, 112 * 112)
             model = load_model(tiny, "float32", "cpu")
             results.append(run_case("cpu-tiny", model, processor, n=args.cpu_requests, batch_size=args.cpu_batch_size,
                                     max_new_tokens=args.cpu_max_new_tokens, sizes=[(128, 96), (96, 128), (112, 112)]))
             del model
-        if torch.cuda.is_available():
-            processor = load_processor(tiny, 3136, 401408)  # the paper's resolution
-            model = qwen2_vl_2b_shaped(processor.tokenizer, torch.device("cuda"))
-            results.append(run_case("gpu-qwen2-vl-2b-shaped", model, processor, n=args.gpu_requests,
+        if cuda or args.shape == "mini":
+            device = "cuda" if cuda else "cpu"
+            processor = load_processor(tiny, 3136, args.max_pixels)
+            model = qwen2_vl_shapes.build_model(args.shape, processor.tokenizer, device,
+                                                torch.bfloat16 if cuda else torch.float32)
+            results.append(run_case(f"{device}-qwen2-vl-{args.shape}-shaped", model, processor, n=args.gpu_requests,
                                     batch_size=args.gpu_batch_size, max_new_tokens=args.gpu_max_new_tokens,
                                     sizes=[(640, 480), (480, 640), (640, 427), (500, 375)]))
         else:
             print("gpu-qwen2-vl-2b-shaped: skipped (no CUDA device)")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"benchmark": "eval", "versions": versions(), "results": results}, indent=2)
+                             + "\n")
     print(json.dumps(results))
     return 0
 

@@ -1,15 +1,19 @@
-"""Benchmark GRPO as vrft runs it: optimizer-step time, rollout tokens/s, peak memory and MFU.
+"""Benchmark GRPO as vrft runs it: optimizer-step time, rollout and train tokens/s, MFU and peak memory.
 
 Two cases, both through the real ``train_grpo`` on a synthetic shapes detection set built by the
-dataset stage, G 8 completions of exactly up to 256 new tokens, per-device batch 8 (one prompt's
-group) × gradient accumulation 2, β 0.04 (so the reference model forward is included):
+dataset stage, with the paper's settings by default: G 8 completions of up to 256 new tokens,
+per-device batch 8 (one prompt's group) × gradient accumulation 2 = 16 completions per step on one
+device, β 0.04 (so the reference model forward is included):
 
 * ``tiny``: the tiny offline Qwen2-VL (:mod:`vrft.models.tiny`), fp32, on whatever device there is.
 * ``qwen2-vl-2b``: a model with Qwen2-VL-2B-Instruct's exact architecture and sizes (2.2 B
-  parameters, vocabulary 151,936) and random weights, built offline, on a GPU with bf16 (needs
-  CUDA; on a CPU only its parameter count is checked and the case is skipped). Images are
-  640×480 at the authors' max_pixels 401408 (391 image tokens each). The tokenizer is the tiny
-  one: ids it lacks decode to nothing, which changes no timing (rewards are zero either way).
+  parameters, vocabulary 151,936) and random weights, built offline (``qwen2_vl_shapes.py``), on a
+  GPU: ``model.dtype auto`` keeps fp32 weights and computes in bf16 (autocast), as vrft trains a
+  full fine-tune without DeepSpeed; ``--model-dtype bfloat16`` trains pure bf16. Images are
+  640×480 at the authors' max_pixels 401408 (391 image tokens each). It needs CUDA; ``--shape mini``
+  runs the same path with a two-layer, narrow model of the same architecture on a CPU (the dry run of
+  bench/gpu/check.sh). The tokenizer is the tiny one: ids it lacks decode to nothing, which changes no
+  timing (rewards are zero either way).
 
 Per optimizer step (averaged over ``--steps`` steps, after one warm-up step):
 
@@ -18,14 +22,18 @@ Per optimizer step (averaged over ``--steps`` steps, after one warm-up step):
 * rollout: time in trl's ``_generate`` (``model.generate`` + decoding); rollout tokens/s = the
   step's completion tokens / rollout time;
 * score: the rest of trl's ``_generate_and_score_completions`` (rewards, reference log-probs);
-* train: step − rollout − score (policy forward + backward + optimizer);
+* train: step − rollout − score (policy forward + backward + optimizer); train tokens/s = the
+  step's trained tokens / train time;
 * MFU of the training part = 6 × parameters × trained tokens / train time / peak FLOP/s, where the
   trained tokens are every sequence's prompt (image tokens included) + completion tokens. It
   counts the vision tower's parameters against language tokens, so it is an approximation; peak
-  FLOP/s are the dense bf16 numbers (H100/H200 989 T, A100 312 T) or ``--peak-tflops``.
+  FLOP/s are the dense bf16 numbers (H100/H200 989 T, A100 312 T) or ``--peak-tflops``;
+* peak memory: ``torch.cuda.max_memory_allocated`` (and reserved) over the run; on a CPU, peak RSS.
 
     python bench/bench_grpo.py                 # both cases (the 2B one only with CUDA)
-    python bench/bench_grpo.py --case tiny --steps 2
+    python bench/bench_grpo.py --case qwen2-vl-2b --steps 3 --json grpo.json
+    python bench/bench_grpo.py --case qwen2-vl-2b --shape mini --image-size 64 48 --max-pixels 12544 \
+        --completion-tokens 8 --steps 1          # the 2B path on a CPU, in seconds
 """
 
 from __future__ import annotations
@@ -42,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import qwen2_vl_shapes  # beside this script (its directory is sys.path[0])
 import torch
-from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from vrft.config import from_dict
 from vrft.data import DatasetConfig, build_dataset
@@ -107,49 +115,6 @@ def instrument(probe: Probe) -> None:
     VrftGRPOTrainer._generate = timed_generate
 
 
-def qwen2_vl_2b_config(token_ids: dict[str, int]) -> Qwen2VLConfig:
-    """Qwen2-VL-2B-Instruct's architecture (its published config.json), with the tokenizer's special ids."""
-    text = {"vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
-            "num_attention_heads": 12, "num_key_value_heads": 2, "max_position_embeddings": 32768,
-            "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
-            "bos_token_id": token_ids["bos_token_id"], "eos_token_id": token_ids["eos_token_id"],
-            "pad_token_id": token_ids["pad_token_id"]}
-    vision = {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "mlp_ratio": 4, "num_heads": 16,
-              "in_channels": 3, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}
-    ids = {k: token_ids[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id",
-                                     "vision_end_token_id")}
-    return Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
-
-
-def parameter_count(config: Qwen2VLConfig) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in Qwen2VLForConditionalGeneration(config).parameters())
-
-
-def build_2b_checkpoint(tiny_dir: Path, output: Path) -> Path:
-    """The tiny checkpoint's tokenizer and processor with a 2B-shaped random bf16 model (on the GPU)."""
-    tiny = Qwen2VLConfig.from_pretrained(tiny_dir)
-    text = tiny.text_config
-    config = qwen2_vl_2b_config({"bos_token_id": text.bos_token_id, "eos_token_id": text.eos_token_id,
-                                 "pad_token_id": text.pad_token_id, "image_token_id": tiny.image_token_id,
-                                 "video_token_id": tiny.video_token_id,
-                                 "vision_start_token_id": tiny.vision_start_token_id,
-                                 "vision_end_token_id": tiny.vision_end_token_id})
-    output.mkdir(parents=True)
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = Qwen2VLForConditionalGeneration(config).to(torch.bfloat16)
-    model.generation_config = Qwen2VLForConditionalGeneration.from_pretrained(tiny_dir).generation_config
-    for path in tiny_dir.iterdir():
-        if path.is_file() and path.name not in ("model.safetensors", "config.json"):
-            (output / path.name).write_bytes(path.read_bytes())
-    model.save_pretrained(output)
-    del model
-    torch.cuda.empty_cache()
-    return output
-
-
 def build_shapes(root: Path, image_size: list[int]) -> Path:
     config = from_dict(DatasetConfig, {"train": {"kind": "shapes", "path": str(root / "source"), "n_images": 48,
                                                  "image_size": image_size},
@@ -179,9 +144,9 @@ def run_case(name: str, model: ModelConfig, dataset: Path, output: Path, args: a
         torch.cuda.reset_peak_memory_stats()
     config = from_dict(GRPOStageConfig, {
         # One warm-up step first; the last step only marks where the one before it ended.
-        "max_steps": args.steps + 2, "num_generations": 8, "per_device_train_batch_size": 8,
-        "gradient_accumulation_steps": 2, "max_completion_length": args.completion_tokens,
-        "save_steps": 10_000, "completions_per_step": 0})
+        "max_steps": args.steps + 2, "num_generations": args.num_generations,
+        "per_device_train_batch_size": args.per_device_batch, "gradient_accumulation_steps": args.accumulation,
+        "max_completion_length": args.completion_tokens, "save_steps": 10_000, "completions_per_step": 0})
     start = time.perf_counter()
     train_grpo(config, dataset, output, model=model)
     total = time.perf_counter() - start
@@ -192,12 +157,16 @@ def run_case(name: str, model: ModelConfig, dataset: Path, output: Path, args: a
     mean = statistics.fmean
     trained_tokens = mean(s.trained_tokens for s in measured)
     flops = peak_flops(args.peak_tflops)
+    cuda = torch.cuda.is_available()
     return {
         "case": name,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} "
-                                                                                   "threads)",
-        "dtype": "bf16" if torch.cuda.is_available() else "fp32",
+        "device": torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)",
+        "dtype": ("bf16 autocast, fp32 weights" if model.dtype == "auto" else "bf16") if cuda else "fp32",
         "parameters": parameters,
+        "completions_per_step": args.per_device_batch * args.accumulation,
+        "num_generations": args.num_generations,
+        "max_completion_length": args.completion_tokens,
+        "max_pixels": model.max_pixels,
         "steps_measured": len(walls),
         "step_s": mean(walls),
         "rollout_s": mean(s.rollout_s for s in measured),
@@ -206,8 +175,10 @@ def run_case(name: str, model: ModelConfig, dataset: Path, output: Path, args: a
         "completion_tokens_per_step": mean(s.completion_tokens for s in measured),
         "rollout_tokens_per_s": sum(s.completion_tokens for s in measured) / sum(s.rollout_s for s in measured),
         "trained_tokens_per_step": trained_tokens,
+        "train_tokens_per_s": trained_tokens / mean(train),
         "mfu_train": 6 * parameters * trained_tokens / mean(train) / flops if flops else None,
         "peak_memory_gib": peak_memory_gib(),
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
         "total_s": total,
     }
 
@@ -216,7 +187,7 @@ def table(results: list[dict[str, Any]]) -> str:
     columns = [("case", "{}"), ("device", "{}"), ("dtype", "{}"), ("parameters", "{:,}"), ("step_s", "{:.2f}"),
                ("rollout_s", "{:.2f}"), ("score_s", "{:.2f}"), ("train_s", "{:.2f}"),
                ("rollout_tokens_per_s", "{:,.0f}"), ("trained_tokens_per_step", "{:,.0f}"),
-               ("mfu_train", "{:.1%}"), ("peak_memory_gib", "{:.2f}")]
+               ("train_tokens_per_s", "{:,.0f}"), ("mfu_train", "{:.1%}"), ("peak_memory_gib", "{:.2f}")]
     lines = ["| " + " | ".join(c for c, _ in columns) + " |", "|" + "---|" * len(columns)]
     for result in results:
         cells = ["n/a" if result[c] is None else f.format(result[c]) for c, f in columns]
@@ -224,16 +195,37 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def versions() -> dict[str, str]:
+    import transformers
+    import trl
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+            "cuda": torch.version.cuda or "", "python": sys.version.split()[0]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", choices=["tiny", "qwen2-vl-2b", "all"], default="all")
+    parser.add_argument("--shape", choices=sorted(qwen2_vl_shapes.SHAPES), default="2b",
+                        help="the qwen2-vl-2b case's model: 2b (needs CUDA) or mini (its path on any device)")
+    parser.add_argument("--model-dtype", choices=["auto", "bfloat16"], default="auto",
+                        help="model.dtype of the qwen2-vl-2b case (auto: fp32 weights, bf16 compute on CUDA)")
     parser.add_argument("--steps", type=int, default=3, help="measured optimizer steps (plus two, see run_case)")
-    parser.add_argument("--completion-tokens", type=int, default=256)
+    parser.add_argument("--num-generations", type=int, default=8, help="G, completions per prompt")
+    parser.add_argument("--per-device-batch", type=int, default=8, help="completions per micro-step")
+    parser.add_argument("--accumulation", type=int, default=2, help="micro-steps per optimizer step")
+    parser.add_argument("--completion-tokens", type=int, default=256, help="max_completion_length")
+    parser.add_argument("--max-pixels", type=int, default=PAPER_MAX_PIXELS, help="the qwen2-vl-2b case's")
+    parser.add_argument("--image-size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"),
+                        help="the qwen2-vl-2b case's synthetic images")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--json", type=Path, help="also write the results (and versions, settings) here")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    shaped = f"qwen2-vl-{args.shape}"
+    if args.case == "qwen2-vl-2b" and args.shape == "2b" and not torch.cuda.is_available():
+        parser.error("--case qwen2-vl-2b needs a CUDA device (use --shape mini to run its path on a CPU)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     probe = Probe()
     instrument(probe)
@@ -247,21 +239,23 @@ def main(argv: list[str] | None = None) -> int:
             parameters = sum(p.numel() for p in model.load_model().parameters())
             results.append(run_case("tiny", model, dataset, root / "run-tiny", args, parameters, probe))
         if args.case in ("qwen2-vl-2b", "all"):
-            parameters = parameter_count(qwen2_vl_2b_config({k: i for i, k in enumerate(
-                ("bos_token_id", "eos_token_id", "pad_token_id", "image_token_id", "video_token_id",
-                 "vision_start_token_id", "vision_end_token_id"))}))
-            if not torch.cuda.is_available():
-                print(f"qwen2-vl-2b: skipped, no CUDA device (the 2B-shaped model has {parameters:,} parameters; "
+            tokenizer = ModelConfig(name_or_path=str(tiny_dir)).load_processor().tokenizer
+            parameters = qwen2_vl_shapes.parameter_count(args.shape, tokenizer)
+            if args.shape == "2b" and not torch.cuda.is_available():
+                print(f"{shaped}: skipped, no CUDA device (the 2B-shaped model has {parameters:,} parameters; "
                       "its benchmark needs a GPU)", file=sys.stderr)
             else:
-                checkpoint = build_2b_checkpoint(tiny_dir, root / "qwen2-vl-2b")
-                dataset = build_shapes(root / "shapes-coco-sized", [640, 480])
-                model = ModelConfig(name_or_path=str(checkpoint), max_pixels=PAPER_MAX_PIXELS)
-                results.append(run_case("qwen2-vl-2b", model, dataset, root / "run-2b", args, parameters, probe))
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+                dtype = torch.bfloat16 if device == "cuda" else torch.float32
+                checkpoint = qwen2_vl_shapes.build_checkpoint(args.shape, tiny_dir, root / shaped, device, dtype)
+                dataset = build_shapes(root / "shapes-shaped", args.image_size)
+                model = ModelConfig(name_or_path=str(checkpoint), max_pixels=args.max_pixels, dtype=args.model_dtype)
+                results.append(run_case(shaped, model, dataset, root / f"run-{args.shape}", args, parameters, probe))
     if results:
         print(table(results))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        payload = {"benchmark": "grpo", "versions": versions(), "results": results}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
 

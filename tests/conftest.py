@@ -35,13 +35,15 @@ def _no_client_state_between_tests():
     process. boto3's default session caches the first credentials it resolves and MLflow caches its
     S3 clients and the tracking URI it was last given; a real run has one of each, so reset them."""
     yield
-    import boto3
-    from mlflow.store.artifact import s3_artifact_repo
-    from mlflow.tracking._tracking_service import utils as tracking_utils
+    # Only what a test imported has state to reset (the GPU machine runs the `gpu` tests without either).
+    if "boto3" in sys.modules:
+        sys.modules["boto3"].DEFAULT_SESSION = None
+    if "mlflow" in sys.modules:
+        from mlflow.store.artifact import s3_artifact_repo
+        from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    boto3.DEFAULT_SESSION = None
-    s3_artifact_repo._cached_get_s3_client.cache_clear()
-    tracking_utils._tracking_uri = None
+        s3_artifact_repo._cached_get_s3_client.cache_clear()
+        tracking_utils._tracking_uri = None
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +59,16 @@ def find_tool() -> Callable[[str, str], str]:
         return tool
 
     return find
+
+
+@pytest.fixture(scope="session")
+def gpu() -> str:
+    """The device of the `gpu`-marked tests: CUDA, which they fail without (never skip). The CPU dry
+    run of bench/gpu/check.sh sets VRFT_GPU_TESTS_ON_CPU=1 to exercise the same code on the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if os.environ.get("VRFT_GPU_TESTS_ON_CPU") == "1":
+        return "cpu"
+    pytest.fail("this test is marked gpu and needs a CUDA device (run it with bench/gpu/check.sh on a GPU machine)")

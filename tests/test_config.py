@@ -81,3 +81,85 @@ def test_round_trip_and_flatten():
     assert from_dict(Train, to_dict(cfg)) == cfg
     flat = flatten(to_dict(cfg))
     assert flat["lora.enabled"] is True and flat["beta"] == 0.04
+
+
+# -- hostile files and values (issue 14): one line naming file and key, nothing run -------------
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("text", "message"), [
+    ("train:\n  steps: 5\n  beta: 0.1\n  steps: 500\n", r"line 4 column 3: key 'steps' appears twice \(first on line 2\)"),
+    ("train: {}\nother: 1\ntrain: {steps: 5}\n", r"line 3 column 1: key 'train' appears twice"),
+    ("", "the file is empty"),
+    ("# only a comment\n", "the file is empty"),
+    ("train: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML"),
+])
+def test_duplicate_keys_empty_and_deep_files(tmp_path, text, message):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(Train, path, section="train")
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+@pytest.mark.timeout(120)
+def test_merge_keys_are_not_duplicates(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("base: &b {steps: 5}\ntrain:\n  <<: *b\n  beta: 0.5\n")
+    assert (load_config(Train, path, section="train").steps, load_config(Train, path, section="train").beta) == (5, 0.5)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("override", "message"), [
+    ("beta=.nan", "beta: expected a finite number, got nan"),
+    ("beta=.inf", "beta: expected a finite number, got inf"),
+    ("beta=-.inf", "beta: expected a finite number"),
+    ("beta=nan", "beta: expected a finite number"),
+    ("beta=1e999", "beta: expected a finite number"),
+    ("beta=" + "9" * 400, "beta: .* too large for a number"),
+    ("steps=" + "9" * 30, "steps: .* too large"),
+    ("shots={a: 1, a: 2}", "key 'a' appears twice"),
+])
+def test_non_finite_and_huge_numbers(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(Train, None, [override])
+
+
+@pytest.mark.timeout(120)
+def test_non_finite_float_in_an_experiment_file(tmp_path):
+    from vrft.experiment import load_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("dataset:\n  box_tolerance: .nan\n")
+    with pytest.raises(ConfigError, match=f"{path}: dataset.box_tolerance: expected a finite number"):
+        load_experiment(path)
+    path.write_text("dataset:\n  shots: 4\n")
+    with pytest.raises(ConfigError, match="dataset.negative_ratio: expected a finite number"):
+        load_experiment(path, ["dataset.negative_ratio=.inf"])
+
+
+def _float_fields(cls, prefix=""):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if tp is float or (args and all(a is float for a in args)):
+            yield f"{prefix}{f.name}"
+        elif dataclasses.is_dataclass(tp):
+            yield from _float_fields(tp, f"{prefix}{f.name}.")
+
+
+@pytest.mark.timeout(120)
+def test_every_float_setting_of_an_experiment_refuses_nan_and_inf(tmp_path):
+    from vrft.experiment import ExperimentConfig, load_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("experiment:\n  name: hostile\n")
+    keys = list(_float_fields(ExperimentConfig))
+    assert {"dataset.box_tolerance", "dataset.negative_ratio", "grpo.beta", "grpo.learning_rate"} <= set(keys)
+    for i, key in enumerate(keys):
+        value = (".nan", ".inf", "-.inf")[i % 3]
+        with pytest.raises(ConfigError, match=f"{key}: expected a finite number"):
+            load_experiment(path, [f"{key}={value}"])

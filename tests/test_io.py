@@ -138,3 +138,61 @@ def test_verify_manifest_rejects_a_missing_or_broken_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ManifestError, match="not valid JSON"):
         verify_manifest(tmp_path)
+
+
+# -- issue 14: outputs overlapping inputs, files replaced, leftovers of killed builds ------------
+
+@pytest.mark.timeout(30)
+def test_check_output_apart(tmp_path):
+    from vrft.io import OutputOverlapError, check_output_apart
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "ann.json").write_text("{}")
+    inputs = {"images": data / "images", "annotations": data / "ann.json", "unused": ""}
+    check_output_apart(tmp_path / "out", inputs)
+    check_output_apart(data / "out", inputs)  # next to the inputs is fine
+    for output, relation in ((data / "images", "is"), (data / "ann.json", "is"), (data, "contains"),
+                             (tmp_path, "contains"), (data / "images" / "x", "is inside"),
+                             (data / "images" / ".." / "images", "is")):
+        with pytest.raises(OutputOverlapError, match=f"output {relation} the "):
+            check_output_apart(output, inputs)
+    (tmp_path / "link").symlink_to(data / "images")
+    with pytest.raises(OutputOverlapError, match="output is the images"):
+        check_output_apart(tmp_path / "link", inputs)
+
+
+@pytest.mark.timeout(120)
+def test_atomic_directory_overwrites_a_file_or_symlink_without_leaving_it(tmp_path):
+    (tmp_path / "out").write_text("old")
+    with atomic_directory(tmp_path / "out", overwrite=True) as tmp:
+        (tmp / "a").write_text("new")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with atomic_directory(tmp_path / "link", overwrite=True) as tmp:
+        (tmp / "a").write_text("new")
+    assert (tmp_path / "out" / "a").read_text() == "new" and (tmp_path / "link" / "a").read_text() == "new"
+    assert not (tmp_path / "link").is_symlink() and (tmp_path / "elsewhere").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "link", "out"]
+
+
+@pytest.mark.timeout(120)
+def test_leftovers_of_a_killed_build_are_removed_by_the_next_one(tmp_path):
+    import subprocess
+    import sys
+
+    # A process that dies (SIGKILL: no cleanup runs) in the middle of building tmp_path/"out".
+    script = ("import os, signal, sys\nfrom vrft.io import atomic_directory\n"
+              "with atomic_directory(sys.argv[1]) as tmp:\n"
+              "    (tmp / 'half').write_text('x')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], timeout=120)
+    stale = [p.name for p in tmp_path.iterdir()]
+    assert len(stale) == 1 and stale[0].startswith(".out.building-")
+    host = stale[0][len(".out.building-"):].rsplit("-", 2)[0]
+    live = tmp_path / f".out.building-{host}-{os.getpid()}-abc123"  # this process is alive: not touched
+    other_host = tmp_path / ".out.building-another-node-999999999-abc123"  # its pids mean nothing here
+    live.mkdir()
+    other_host.mkdir()
+    with atomic_directory(tmp_path / "out") as tmp:
+        (tmp / "a").write_text("done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other_host.name, "out"])

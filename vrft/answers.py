@@ -20,23 +20,24 @@ import ast
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 # Completions far beyond 256 (train) / 1024 (eval) tokens are garbage; bounding the text keeps the
-# literal parsers fast and memory-safe on adversarial input. 10 000 boxes fit comfortably.
+# parsers fast and memory-safe on adversarial input: every function here looks at no more than
+# this many characters, and every scan is linear in them (no regex that can backtrack
+# quadratically: tags are found with str.find). 10 000 boxes fit comfortably.
 MAX_ANSWER_CHARS = 1_000_000
 # Keys accepted for a box and its confidence; the paper's prompt asks for Position/Confidence,
 # Qwen2.5-VL's native grounding format is bbox_2d.
 BOX_KEYS = ("position", "bbox_2d", "bbox", "box")
 CONFIDENCE_KEYS = ("confidence", "score", "conf")
 
-_THINK_ANSWER = re.compile(r"\A<think>(.*?)</think>\s*<answer>(.*?)</answer>\Z", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _TAG = re.compile(r"</?(?:think|answer)>")
-_FENCE = re.compile(r"\A```[a-zA-Z0-9_-]*\s*(.*?)\s*```\Z", re.DOTALL)
-_NO_OBJECTS = re.compile(r"\A['\"]?\s*no\s+objects?\s*['\"]?\s*[.!]?\Z", re.IGNORECASE)
+_FENCE_LANGUAGE = re.compile(r"[a-zA-Z0-9_-]*")
+_NO_OBJECTS = re.compile(r"\A['\"]? ?no objects? ?['\"]? ?[.!]?\Z", re.IGNORECASE)  # on whitespace-collapsed text
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _POINT_PAIR = re.compile(
     rf"\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)\s*,?\s*\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)"
@@ -75,11 +76,27 @@ def completion_text(completion: Any) -> str:
     return str(completion)
 
 
+def _blocks(text: str, open_tag: str, close_tag: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of the content of each ``open_tag ... close_tag`` block, left to right, as
+    a non-greedy regex would find them, in one linear pass (a regex rescans to the end of the text
+    from every unclosed opening tag: quadratic)."""
+    blocks = []
+    pos = 0
+    while (start := text.find(open_tag, pos)) >= 0:
+        end = text.find(close_tag, start + len(open_tag))
+        if end < 0:  # no closing tag after this one, so none after any later opening tag either
+            break
+        blocks.append((start + len(open_tag), end))
+        pos = end + len(close_tag)
+    return blocks
+
+
 def is_well_formed(text: str) -> bool:
     """The format contract: exactly one ``<think>`` block, then exactly one ``<answer>`` block.
 
     Whitespace around and between the blocks is allowed; anything else (text outside, a second
-    block, a tag inside a block, a missing block) is not.
+    block, a tag inside a block, a missing block) is not. Texts longer than
+    :data:`MAX_ANSWER_CHARS` are not well formed.
 
     >>> is_well_formed("<think>round, red</think>\\n<answer>apple</answer>")
     True
@@ -88,14 +105,25 @@ def is_well_formed(text: str) -> bool:
     >>> is_well_formed("<think>x</think><answer>a</answer> trailing")
     False
     """
-    match = _THINK_ANSWER.match(text.strip())
-    if match is None:
+    if len(text) > MAX_ANSWER_CHARS:
         return False
-    return not (_TAG.search(match.group(1)) or _TAG.search(match.group(2)))
+    text = text.strip()
+    if not (text.startswith("<think>") and text.endswith("</answer>")):
+        return False
+    think_end = text.find("</think>", len("<think>"))
+    if think_end < 0:
+        return False
+    rest = text[think_end + len("</think>"):].lstrip()
+    if not rest.startswith("<answer>") or len(rest) < len("<answer></answer>"):
+        return False
+    think = text[len("<think>"):think_end]
+    answer = rest[len("<answer>"):-len("</answer>")]
+    return not (_TAG.search(think) or _TAG.search(answer))
 
 
 def extract_answer(text: str) -> str | None:
-    """The content of the last ``<answer>…</answer>`` block, stripped; ``None`` if there is none.
+    """The content of the last ``<answer>…</answer>`` block, stripped; ``None`` if there is none
+    (or the text is longer than :data:`MAX_ANSWER_CHARS`).
 
     The last block is taken because models that restate the format before answering put the real
     answer last; the format reward separately scores 0 for more than one block.
@@ -105,21 +133,32 @@ def extract_answer(text: str) -> str | None:
     >>> extract_answer("no tags") is None
     True
     """
-    matches = _ANSWER.findall(text)
-    if not matches:
+    if len(text) > MAX_ANSWER_CHARS:
         return None
-    return matches[-1].strip()
+    blocks = _blocks(text, "<answer>", "</answer>")
+    if not blocks:
+        return None
+    start, end = blocks[-1]
+    return text[start:end].strip()
 
 
 def extract_think(text: str) -> str | None:
     """The content of the first ``<think>…</think>`` block, stripped; ``None`` if there is none."""
-    match = re.search(r"<think>(.*?)</think>", text, re.DOTALL)
-    return match.group(1).strip() if match else None
+    if len(text) > MAX_ANSWER_CHARS:
+        return None
+    start = text.find("<think>")
+    end = text.find("</think>", start + len("<think>")) if start >= 0 else -1
+    return text[start + len("<think>"):end].strip() if end >= 0 else None
 
 
 def _strip_fence(text: str) -> str:
-    match = _FENCE.match(text.strip())
-    return match.group(1) if match else text.strip()
+    """The inside of a Markdown code fence (```json ... ```), or the stripped text."""
+    text = text.strip()
+    if len(text) < 6 or not (text.startswith("```") and text.endswith("```")):
+        return text
+    inner = text[3:-3]
+    language = _FENCE_LANGUAGE.match(inner)
+    return inner[language.end() if language else 0:].strip()
 
 
 def parse_literal(text: str) -> Any:
@@ -233,11 +272,11 @@ def parse_detections(answer: str | None) -> DetectionAnswer:
     """
     if answer is None:
         return DetectionAnswer(parsed=False)
-    text = answer.strip()
-    if _NO_OBJECTS.match(text):
-        return DetectionAnswer(no_objects=True)
-    if len(text) > MAX_ANSWER_CHARS:
+    if len(answer) > MAX_ANSWER_CHARS:
         return DetectionAnswer(parsed=False)
+    text = answer.strip()
+    if len(text) <= 64 and _NO_OBJECTS.match(" ".join(text.split())):
+        return DetectionAnswer(no_objects=True)
     data = parse_literal(text)
     if data is None:
         inner = _outer_list(text)
@@ -293,15 +332,30 @@ def parse_single_box(answer: str | None) -> tuple[float, float, float, float] | 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
 
 
+def fold_unicode(text: str) -> str:
+    """NFKC (full-width ``ｃａｔ`` -> ``cat``, ligatures, compatibility forms) without the invisible
+    format characters (zero-width space and joiners, soft hyphen, BOM, bidi marks: category Cf),
+    so that text which looks the same compares the same.
+
+    >>> fold_unicode("ｃａｔ"), fold_unicode("ca\u200bt"), fold_unicode("\ufeffdog\u00ad")
+    ('cat', 'cat', 'dog')
+    """
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
 def normalize_label(text: str) -> str:
-    """Fold case, underscores, hyphens, punctuation and runs of spaces, for exact class matching.
+    """Fold Unicode forms (:func:`fold_unicode`), case, underscores, hyphens, punctuation and runs
+    of spaces, for exact class matching.
 
     >>> normalize_label("  Boeing_737-800. ")
     'boeing 737 800'
-    >>> normalize_label("Pink Primrose")
-    'pink primrose'
+    >>> normalize_label("Pink Primrose"), normalize_label("Ｐｉｎｋ\u200b Primrose")
+    ('pink primrose', 'pink primrose')
     """
-    return " ".join(_PUNCT.sub(" ", text.casefold()).split())
+    return " ".join(_PUNCT.sub(" ", fold_unicode(text).casefold()).split())
 
 
 def labels_match(answer: str | None, class_name: str, aliases: Iterable[str] | None = None) -> bool:

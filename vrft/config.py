@@ -23,6 +23,7 @@ vrft.config.ConfigError: exp.yaml: stpes: unknown key (known: lr, steps)
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -35,6 +36,56 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
+
+
+#: Integers beyond this are refused: no setting means anything there, and they overflow C types and floats.
+MAX_CONFIG_INT = 2**63 - 1
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    Plain YAML keeps the last value silently, so a forgotten earlier ``max_steps:`` would win or
+    lose without a word. Merge keys (``<<:``) keep their usual meaning.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {first + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def safe_load_strict(text: str) -> Any:
+    """``yaml.safe_load`` that also refuses duplicate keys (see :class:`_StrictLoader`).
+
+    >>> safe_load_strict("{a: 1, b: 2}")
+    {'a': 1, 'b': 2}
+    >>> safe_load_strict("{a: 1, a: 2}")
+    Traceback (most recent call last):
+    ...
+    yaml.constructor.ConstructorError: key 'a' appears twice (first on line 1)
+    ...
+    """
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line from a YAML error: the problem and where (PyYAML's own message spans lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
 
 
 def _type_name(tp: Any) -> str:
@@ -81,18 +132,29 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         val_tp = args[1] if len(args) == 2 else Any
         return {k: _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        number: float | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:
+                raise ConfigError(f"{where}: {value!r} is too large for a number") from None
+        elif isinstance(value, str):
             # YAML 1.1 reads "1e-6" (no dot) as a string; accept numeric strings for floats.
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if number is None:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        if not math.isfinite(number):
+            # .nan passes every `< 0` check and .inf overflows int(); no setting means either.
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if abs(value) > MAX_CONFIG_INT:
+            raise ConfigError(f"{where}: {value} is too large (at most {MAX_CONFIG_INT})")
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -181,9 +243,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load_strict(raw) if raw.strip() else ""
+    except yaml.constructor.ConstructorError as exc:  # e.g. a key twice in {a: 1, a: 2}
+        raise ConfigError(f"override {text!r}: {exc.problem}") from None
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"override {text!r}: value nested too deeply") from None
     return key.split("."), value
 
 
@@ -208,18 +274,26 @@ def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...]) -> T:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
+    """Read a YAML mapping with ``yaml.safe_load`` (duplicate keys refused); errors name the file.
+
+    An empty file (or one with only comments) is an error, not "all defaults": it is far more
+    often a wrong or truncated file than a wish for the built-in experiment.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid YAML: not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_strict(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: the file is empty (expected a mapping of sections, e.g. dataset:, grpo:)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     return data

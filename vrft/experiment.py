@@ -145,6 +145,8 @@ def experiment_from_json(text: str, source: str = "config") -> ExperimentConfig:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections")
     return from_dict(ExperimentConfig, data, source=source)

@@ -27,8 +27,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,8 +69,97 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_TEMP_KINDS = ("building", "tmp", "old")
+
+
+def _host() -> str:
+    """This machine's name as it may appear in a file name (pods on a shared volume differ by it)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
 def _temp_sibling(path: Path, kind: str) -> Path:
-    return path.with_name(f".{path.name}.{kind}-{secrets.token_hex(6)}")
+    # The owner's host and pid are part of the name so that a later run on the same host can tell
+    # a leftover of a killed process (SIGKILL, OOM: no cleanup code runs) from one still being built.
+    return path.with_name(f".{path.name}.{kind}-{_host()}-{os.getpid()}-{secrets.token_hex(6)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a symlink (not its target) or a directory tree; what is already gone is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def remove_stale_siblings(path: str | Path) -> list[Path]:
+    """Delete the temporary siblings of ``path`` left by processes of this host that no longer exist.
+
+    :func:`atomic_directory` and :func:`atomic_write_bytes` clean up after any Python exception,
+    but a killed process runs no cleanup: its ``.<name>.building-<host>-<pid>-<random>`` (or
+    ``tmp``/``old``) sibling stays. The next writer of the same path removes those of its own host
+    whose pid is gone; another host's are left alone (its pids mean nothing here).
+    """
+    path = Path(path)
+    prefixes = [f".{path.name}.{kind}-{_host()}-" for kind in _TEMP_KINDS]
+    removed: list[Path] = []
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for sibling in siblings:
+        prefix = next((p for p in prefixes if sibling.name.startswith(p)), None)
+        if prefix is None:
+            continue
+        pid, _, token = sibling.name[len(prefix):].partition("-")
+        if pid.isdigit() and re.fullmatch(r"[0-9a-f]+", token) and not _pid_alive(int(pid)):
+            _remove(sibling)
+            removed.append(sibling)
+    return removed
+
+
+class OutputOverlapError(ValueError):
+    """An output location is, contains, or lies inside one of the command's inputs."""
+
+
+def check_output_apart(output: str | Path, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an ``output`` that is, contains or sits inside an input, before anything is written.
+
+    Writing (with overwrite) to such an output would delete the input, or hide the output in it.
+    ``inputs`` maps what each input is (``"dataset.train.images"``) to its path; empty ones are
+    skipped. Paths are compared resolved, so symlinks and ``..`` cannot hide an overlap.
+
+    >>> check_output_apart("data/out", {"images": "data/images"})
+    >>> check_output_apart("data", {"images": "data/images"})
+    Traceback (most recent call last):
+    ...
+    vrft.io.OutputOverlapError: data: output contains the images (data/images); choose an output outside every input
+    """
+    out = Path(output).resolve()
+    for what, value in inputs.items():
+        if value is None or str(value) == "":
+            continue
+        src = Path(value).resolve()
+        if out == src:
+            relation = "is"
+        elif out in src.parents:
+            relation = "contains"
+        elif src in out.parents:
+            relation = "is inside"
+        else:
+            continue
+        raise OutputOverlapError(f"{output}: output {relation} the {what} ({value}); choose an output outside "
+                                 "every input")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -80,6 +171,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(path)
     tmp = _temp_sibling(path, "tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -116,34 +208,56 @@ def _fsync_tree(root: Path) -> None:
 def atomic_directory(final_path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a directory in a temporary sibling and move it into place only on success.
 
-    Yields the temporary directory (``.<name>.building-<random>`` next to ``final_path``). If the
-    ``with`` block raises, the temporary directory is deleted and ``final_path`` is untouched, so a
-    failed run leaves nothing behind. On success the files are fsync'ed and the directory is
-    renamed to ``final_path``. An existing ``final_path`` is an error unless ``overwrite=True``,
-    in which case it is replaced only after the new directory is complete.
+    Yields the temporary directory (``.<name>.building-<pid>-<random>`` next to ``final_path``).
+    If the ``with`` block raises (KeyboardInterrupt included), the temporary directory is deleted
+    and ``final_path`` is untouched, so a failed run leaves nothing behind; what a killed process
+    left is removed by the next build of the same path (:func:`remove_stale_siblings`). On
+    success the files are fsync'ed and the directory is renamed to ``final_path``. An existing
+    ``final_path`` (a directory, a file or a symlink) is an error unless ``overwrite=True``, in
+    which case it is replaced only after the new directory is complete.
     """
     final = Path(final_path)
-    if final.exists() and not overwrite:
+    if (final.exists() or final.is_symlink()) and not overwrite:
         raise FileExistsError(f"{final}: already exists (refusing to overwrite; remove it or pass overwrite)")
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(final)
     tmp = _temp_sibling(final, "building")
     os.mkdir(tmp, 0o777)  # permissions follow the umask, unlike tempfile.mkdtemp's 0o700
     try:
         yield tmp
         _fsync_tree(tmp)
-        if final.exists():
+        if final.exists() or final.is_symlink():
             if not overwrite:
                 raise FileExistsError(f"{final}: appeared while it was being built (refusing to overwrite)")
             old = _temp_sibling(final, "old")
             os.replace(final, old)
             os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(OSError):  # else removed as stale by the next build of this path
+                _remove(old)  # a file or symlink too, not only a directory (rmtree would leave those behind)
         else:
             os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(final.parent)
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The local file or directory behind a tracking/artifact URI (``sqlite:///x.db``,
+    ``file:///dir``, a plain path), or ``None`` for a remote one (``http://``, ``s3://``).
+
+    >>> local_store_path("sqlite:///runs/mlflow.db"), local_store_path("file:///tmp/mlruns")
+    (PosixPath('runs/mlflow.db'), PosixPath('/tmp/mlruns'))
+    >>> local_store_path("http://mlflow:5000") is None
+    True
+    """
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    if uri.startswith("file://"):
+        return Path(uri[len("file://"):])
+    if "://" in uri or not uri:
+        return None
+    return Path(uri)
 
 
 def _file_entries(root: Path) -> dict[str, dict[str, Any]]:
@@ -190,6 +304,8 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ManifestError(f"{path}: missing") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: not a manifest (JSON nested too deeply to read)") from None
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         raise ManifestError(f"{path}: expected an object with a 'files' mapping")
     return data

@@ -118,6 +118,10 @@ class Reward(ABC):
         """One trl reward function per part; their sum equals this reward."""
         return [self.part(p) for p in self.parts]
 
+    def monitors(self) -> list[RewardFunc]:
+        """Per-completion signals to log next to the reward but never train on (trl weight 0)."""
+        return []
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -209,6 +213,65 @@ def score_detection(answer: DetectionAnswer, solution_boxes: Sequence[Sequence[f
     return DetectionScore(_finite(iou_reward), _finite(conf_reward))
 
 
+def is_degenerate_detection(answer: DetectionAnswer, solution_boxes: Sequence[Sequence[float]], *,
+                            tau: float = 0.5) -> bool:
+    """An answer that lists boxes, finds none of the objects, yet earns more than half of the paper's
+    R_conf by disowning its boxes (mean confidence below 0.5): the shape of the constant answer
+    ``[{'Position': [0, 0, 1, 1], 'Confidence': 0}]``, which earns 2.0 of 3.0 on every image.
+
+    >>> gt = [[100, 100, 200, 200]]
+    >>> is_degenerate_detection(parse_detections("[{'Position': [0, 0, 1, 1], 'Confidence': 0}]"), gt)
+    True
+    >>> is_degenerate_detection(parse_detections("[{'Position': [0, 0, 1, 1], 'Confidence': 0.9}]"), gt)
+    False
+    """
+    if not answer.parsed or answer.no_objects or not answer.boxes:
+        return False
+    score = score_detection(answer, solution_boxes, tau=tau)
+    return score.iou == 0.0 and score.conf > 0.5
+
+
+def score_detection_hardened(answer: DetectionAnswer, solution_boxes: Sequence[Sequence[float]], *,
+                             tau: float = 0.5) -> DetectionScore:
+    """R_IoU and R_conf of the hardened detection reward (see :class:`HardenedDetectionReward`).
+
+    Same greedy matching as :func:`score_detection` (descending confidence, best remaining
+    ground-truth box), with two changes: (1) every assigned pair adds its IoU to R_IoU, without
+    the τ threshold (still divided by max(#predictions, #ground truth)); (2) R_conf — per
+    prediction ``c`` if its IoU > τ else ``1 - c``, averaged — is multiplied by R_IoU.
+
+    >>> gt = [[100, 100, 200, 200]]
+    >>> score_detection_hardened(parse_detections("[{'Position': [0, 0, 1, 1], 'Confidence': 0}]"), gt)
+    DetectionScore(iou=0.0, conf=0.0)
+    >>> score_detection_hardened(parse_detections("[{'Position': [100, 100, 200, 200], 'Confidence': 0.9}]"), gt)
+    DetectionScore(iou=1.0, conf=0.9)
+    """
+    if not answer.parsed:
+        return DetectionScore(0.0, 0.0)
+    gt = [list(map(float, b)) for b in solution_boxes]
+    if answer.no_objects:
+        return DetectionScore(1.0, 1.0) if not gt else DetectionScore(0.0, 0.0)
+    predictions = sorted(answer.boxes, key=lambda b: -b.confidence)
+    assigned: set[int] = set()
+    iou_sum = 0.0
+    conf_sum = 0.0
+    for pred in predictions:
+        best_iou, best_index = 0.0, -1
+        if pred.valid and pred.box is not None:
+            for index, gt_box in enumerate(gt):
+                if index not in assigned and (iou := box_iou(pred.box, gt_box)) > best_iou:
+                    best_iou, best_index = iou, index
+        if best_index >= 0:
+            assigned.add(best_index)
+            iou_sum += best_iou
+        conf_sum += pred.confidence if best_iou > tau else 1.0 - pred.confidence
+    n_pred = len(predictions)
+    denominator = max(n_pred, len(gt))
+    iou_reward = min(1.0, iou_sum / denominator) if denominator else 0.0
+    conf_reward = (conf_sum / n_pred) * iou_reward if n_pred else 0.0
+    return DetectionScore(_finite(iou_reward), _finite(conf_reward))
+
+
 class DetectionReward(Reward):
     """R_d = R_IoU + R_conf + R_format (Visual-RFT eq. 5–8), in [0, 3].
 
@@ -235,17 +298,65 @@ class DetectionReward(Reward):
         self.iou_normalization = iou_normalization
         self.format = FormatReward(think_prefilled=think_prefilled)
 
+    def score(self, answer: DetectionAnswer, solution_boxes: Sequence[Sequence[float]]) -> DetectionScore:
+        """R_IoU and R_conf of one parsed answer."""
+        return score_detection(answer, solution_boxes, tau=self.tau, iou_normalization=self.iou_normalization)
+
+    def degenerate(self, completions: Sequence[Any], **columns: Any) -> list[float]:
+        """1.0 per completion that is a degenerate answer (:func:`is_degenerate_detection`), else 0.0."""
+        solutions = _column(columns, "solution_boxes", len(completions), self.name)
+        return [1.0 if is_degenerate_detection(parse_detections(extract_answer(completion_text(c))), gt or [],
+                                               tau=self.tau) else 0.0
+                for c, gt in zip(completions, solutions)]
+
+    def monitors(self) -> list[RewardFunc]:
+        """``<name>_degenerate``: its batch mean, logged by trl as ``rewards/<name>_degenerate/mean``,
+        is the share of completions that are degenerate answers, so a collapse onto the constant
+        answer shows in MLflow and in the report's reward plot."""
+        def degenerate(completions: Sequence[Any], **columns: Any) -> list[float]:
+            return self.degenerate(completions, **columns)
+
+        degenerate.__name__ = f"{self.name}_degenerate"
+        degenerate.__doc__ = self.degenerate.__doc__
+        return [degenerate]
+
     def breakdown(self, completions: Sequence[Any], **columns: Any) -> list[RewardBreakdown]:
         solutions = _column(columns, "solution_boxes", len(completions), self.name)
         results = []
         for completion, gt in zip(completions, solutions):
             text = self.format.text(completion)
             fmt = 1.0 if is_well_formed(text) else 0.0
-            score = score_detection(parse_detections(extract_answer(text)), gt or [], tau=self.tau,
-                                    iou_normalization=self.iou_normalization)
+            score = self.score(parse_detections(extract_answer(text)), gt or [])
             results.append(RewardBreakdown(overall=score.iou + score.conf + fmt, format=fmt,
                                            iou=score.iou, conf=score.conf))
         return results
+
+
+class HardenedDetectionReward(DetectionReward):
+    """``detection_hardened``: the detection reward without the constant-answer exploit, in [0, 3].
+
+    The paper's R_conf pays ``1 - c`` for a prediction that matches nothing, so the constant
+    answer ``[{'Position': [0, 0, 1, 1], 'Confidence': 0}]`` earns R_conf = 1 and 2.0 of 3.0 on
+    every image — more than honest boxes that miss τ at confidence 0.9 (1.1). A policy can
+    collapse onto it. Here (see :func:`score_detection_hardened`) R_conf is scaled by R_IoU, so
+    calibration only pays as much as localisation does and an answer that finds nothing earns
+    the format reward alone; and R_IoU credits every assigned box its IoU, not only those above
+    τ, so an imprecise but honest box earns something to improve on. A correct answer still
+    earns 3.0 and "No Objects" on an image without the category still earns 3.0.
+
+    >>> gt = [[[100, 100, 200, 200]]]
+    >>> const = "<think>.</think><answer>[{'Position': [0, 0, 1, 1], 'Confidence': 0}]</answer>"
+    >>> detection([const], solution_boxes=gt), detection_hardened([const], solution_boxes=gt)
+    ([2.0], [1.0])
+    """
+
+    name = "detection_hardened"
+
+    def __init__(self, tau: float = 0.5, think_prefilled: bool = False) -> None:
+        super().__init__(tau=tau, think_prefilled=think_prefilled)
+
+    def score(self, answer: DetectionAnswer, solution_boxes: Sequence[Sequence[float]]) -> DetectionScore:
+        return score_detection_hardened(answer, solution_boxes, tau=self.tau)
 
 
 class ClassificationReward(Reward):
@@ -321,6 +432,7 @@ class GroundingReward(Reward):
 
 format_reward = FormatReward()
 detection = DetectionReward()
+detection_hardened = HardenedDetectionReward()
 classification = ClassificationReward()
 grounding_iou = GroundingReward("iou")
 grounding_giou = GroundingReward("giou")
@@ -328,6 +440,7 @@ grounding_giou = GroundingReward("giou")
 _REGISTRY: dict[str, Callable[..., Reward]] = {
     "format": FormatReward,
     "detection": DetectionReward,
+    "detection_hardened": HardenedDetectionReward,
     "classification": ClassificationReward,
     "grounding_iou": lambda **kw: GroundingReward("iou", **kw),
     "grounding_giou": lambda **kw: GroundingReward("giou", **kw),
@@ -358,7 +471,7 @@ def resolve_reward(spec: str | Callable[..., Any], **options: Any) -> Callable[.
     >>> resolve_reward("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown reward 'nope': use one of classification, detection, format, grounding_giou, grounding_iou, or 'package.module:function'
+    ValueError: unknown reward 'nope': use one of classification, detection, detection_hardened, format, grounding_giou, grounding_iou, or 'package.module:function'
     """
     if callable(spec):
         return spec
@@ -394,6 +507,13 @@ def reward_functions_for_trainer(spec: str | Callable[..., Any], **options: Any)
     if isinstance(reward, Reward):
         return reward.part_functions()
     return [reward]
+
+
+def monitor_functions_for_trainer(spec: str | Callable[..., Any], **options: Any) -> list[Callable[..., Any]]:
+    """Functions to pass to trl after :func:`reward_functions_for_trainer`, with reward weight 0:
+    logged every step (``rewards/<name>/mean``), never part of the reward. Empty for plugins."""
+    reward = resolve_reward(spec, **options)
+    return reward.monitors() if isinstance(reward, Reward) else []
 
 
 def breakdown_means(breakdowns: Iterable[RewardBreakdown]) -> dict[str, float]:

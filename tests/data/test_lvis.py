@@ -121,6 +121,6 @@ def test_malformed_lvis(fx, mutate, error, where):
     path = fx.root / "bad.json"
     path.write_text(json.dumps(data))
     with pytest.raises(error) as info:
-        fx.build(train={"kind": "lvis", "annotations": str(path), "images": str(fx.root)}, shots=1)
+        fx.build(train={"kind": "lvis", "annotations": str(path), "images": str(fx.root / "coco")}, shots=1)
     assert str(info.value).startswith(f"{path}: {where}")
     assert fx.leftovers() == []

@@ -53,7 +53,7 @@ def test_classification_generator_writes_an_image_folder(tmp_path):
 
 
 def test_generator_rejects_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(ValueError, match="between 32 and 4096"):
         generate_shapes_coco(tmp_path, 2, 0, image_size=(16, 16))
     with pytest.raises(ValueError, match="subset"):
         generate_shapes_coco(tmp_path, 2, 0, categories=["blob"])

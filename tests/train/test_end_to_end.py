@@ -59,6 +59,9 @@ def test_grpo_end_to_end(tiny_model: ModelConfig, shapes_dataset: Path, tmp_path
     for record in log:
         assert {*REWARD_PARTS, "reward", "kl", "loss", "learning_rate", "completions/mean_length"} <= set(record)
     assert log[0]["learning_rate"] == 1e-3 and log[-1]["learning_rate"] < log[0]["learning_rate"]  # linear, no warmup
+    for record in log:  # the degenerate-answer share is logged every step at weight 0: not part of the reward
+        assert 0.0 <= record["rewards/detection_degenerate/mean"] <= 1.0
+        assert abs(record["reward"] - sum(record[key] for key in REWARD_PARTS)) < 1e-5
     samples = list(read_jsonl(out / "samples.jsonl"))
     assert [s["step"] for s in samples] == [1, 2, 3, 4] and all(len(s["rows"]) == 1 for s in samples)
     completions = list(read_jsonl(out / "completions.jsonl"))
@@ -73,6 +76,8 @@ def test_grpo_end_to_end(tiny_model: ModelConfig, shapes_dataset: Path, tmp_path
     assert run.data.params["grpo.beta"] == "0.04" and run.data.params["method"] == "grpo"
     assert not any("sqlite" in value for value in run.data.params.values()), "the tracking URI was logged"
     history = client.get_metric_history(run.info.run_id, "rewards/detection_iou/mean")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    history = client.get_metric_history(run.info.run_id, "rewards/detection_degenerate/mean")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
     assert run.info.status == "FINISHED"
 

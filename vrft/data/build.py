@@ -38,8 +38,8 @@ from vrft.data.sampling import (
     grounding_split,
 )
 from vrft.data.schema import COLUMNS, EVAL_GROUND_TRUTH, features
-from vrft.data.sources import open_source
-from vrft.io import atomic_directory, dumps_deterministic, write_manifest
+from vrft.data.sources import input_paths, open_source
+from vrft.io import atomic_directory, check_output_apart, dumps_deterministic, write_manifest
 
 MANIFEST_FORMAT = "vrft.dataset/1"
 
@@ -273,9 +273,15 @@ def build_dataset(config: DatasetConfig, output_dir: str | Path, *, progress: bo
     Deterministic: the same config (including ``seed``) and source files give byte-identical
     output. Raises :class:`~vrft.data.errors.DatasetError` subclasses for bad source data,
     :class:`~vrft.config.ConfigError` for inconsistent settings, ``FileExistsError`` if
-    ``output_dir`` exists and ``overwrite`` is false; in every case nothing is written.
+    ``output_dir`` exists and ``overwrite`` is false, :class:`~vrft.io.OutputOverlapError` if
+    ``output_dir`` is, contains or lies inside a source file or directory (``overwrite`` would
+    delete the source); in every case nothing is written.
     """
     output_dir = Path(output_dir)
+    inputs = input_paths(config.train, "train")
+    if config.eval is not None:
+        inputs.update(input_paths(config.eval, "eval"))
+    check_output_apart(output_dir, inputs)
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir}: already exists (remove it, or pass overwrite)")
     plan = resolve_plan(config)

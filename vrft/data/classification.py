@@ -91,10 +91,12 @@ class LabelMap:
             found = self._lookup.get(normalize_label(raw))
             if found is not None:
                 return found
-            if not raw.strip().isdigit():
+            digits = raw.strip()
+            # ASCII digits only ("²".isdigit() is true but int() refuses it), and no 4300-digit numbers.
+            if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
                 raise UnknownCategoryError(file, record, field, f"label {raw!r} is not one of the "
                                            f"{len(self.classes)} classes")
-            raw = int(raw)
+            raw = int(digits)
         if isinstance(raw, int) and not isinstance(raw, bool):
             i = raw - self.base
             if 0 <= i < len(self.classes):
@@ -102,6 +104,28 @@ class LabelMap:
             raise UnknownCategoryError(file, record, field, f"label {raw} is outside {self.base}.."
                                        f"{len(self.classes) - 1 + self.base} (label_base {self.base})")
         raise InvalidValueError(file, record, field, f"expected a class name or an integer, got {raw!r}")
+
+
+def check_label(label: Any, file: str | Path, record: str, field: str) -> str | int:
+    """A raw label as read: a non-empty class name or an integer index; anything else is an error.
+
+    >>> check_label(" cat ", "f.json", "[0]", "label"), check_label(3, "f.json", "[1]", "label")
+    ('cat', 3)
+    >>> check_label(True, "f.json", "[2]", "label")
+    Traceback (most recent call last):
+    ...
+    vrft.data.errors.InvalidValueError: f.json: [2]: field 'label': expected a class name or an integer index, got True
+    """
+    if isinstance(label, str):
+        label = label.strip()
+        if not label:
+            raise InvalidValueError(file, record, field, "empty label")
+        return label
+    if label is None:
+        raise InvalidValueError(file, record, field, "empty label")
+    if type(label) is not int or abs(label) > 2**63 - 1:
+        raise InvalidValueError(file, record, field, f"expected a class name or an integer index, got {label!r}")
+    return label
 
 
 def load_image_folder(root: Path, *, name: str, kind: str = "image_folder") -> ClassificationSource:
@@ -162,11 +186,7 @@ def load_manifest(file: Path, images: Path | None, *, name: str, file_column: st
         if norm in seen:
             raise DuplicateIdError(file, record, file_column, f"{rel!r} is also {seen[norm]}")
         seen[norm] = record
-        if isinstance(label, str):
-            label = label.strip()
-        if label == "" or label is None:
-            raise InvalidValueError(file, record, label_column, "empty label")
-        entries.append(ClassEntry(ImageRef(rel, rel, 0, 0, record), label))
+        entries.append(ClassEntry(ImageRef(rel, rel, 0, 0, record), check_label(label, file, record, label_column)))
     if not entries:
         raise EmptySourceError(file, "", "", "no rows")
     return ClassificationSource("manifest", name, file, root, [file], entries, label_column)
@@ -193,7 +213,8 @@ class HFSource(ClassificationSource):
         self.image_column = image_column
         self.split = split
         self.path = path
-        entries = [ClassEntry(ImageRef(i, f"{split}/{i}", 0, 0, f"split {split!r} row {i}"), label)
+        entries = [ClassEntry(ImageRef(i, f"{split}/{i}", 0, 0, f"split {split!r} row {i}"),
+                              check_label(label, path, f"split {split!r} row {i}", label_column))
                    for i, label in enumerate(labels)]
         cache_files = [Path(c["filename"]) for c in dataset.cache_files]
         super().__init__("hf", name, Path(path), None, cache_files, entries, label_column)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from vrft.answers import fold_unicode
+
 FLOWERS102 = (
     "pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea", "english marigold",
     "tiger lily", "moon orchid", "bird of paradise", "monkshood", "globe thistle", "snapdragon",
@@ -164,9 +166,10 @@ NOUN_FIELDS = {c.noun: c.field for c in CLASS_LISTS.values()}
 
 
 def normalize_label(text: str) -> str:
-    """Fold case and runs of spaces/underscores, so file-name labels match display names.
+    """Fold Unicode forms (NFKC, invisible format characters dropped), case and runs of
+    spaces/underscores, so file-name labels match display names.
 
     >>> normalize_label("american_pit_bull_terrier") == normalize_label("American Pit Bull Terrier")
     True
     """
-    return re.sub(r"[\s_]+", " ", text).strip().casefold()
+    return re.sub(r"[\s_]+", " ", fold_unicode(text)).strip().casefold()

@@ -20,6 +20,8 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from vrft.data.common import (
+    MAX_IMAGE_SIDE,
+    MAX_INT64,
     ImageRef,
     Source,
     box_problem,
@@ -48,12 +50,41 @@ class Category:
     frequency: str = ""  # LVIS: r(are) / c(ommon) / f(requent)
 
 
+def _is_int(value: Any) -> bool:
+    """A JSON integer that fits int64 (the dataset's columns); ``true``/``false`` are not integers."""
+    return type(value) is int and -MAX_INT64 - 1 <= value <= MAX_INT64
+
+
 def _is_id(value: Any) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value != "")
+    return _is_int(value) or (isinstance(value, str) and value != "")
 
 
 def _is_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return type(value) is int and 0 < value <= MAX_IMAGE_SIDE
+
+
+def _id_problem(value: Any, *, integer_only: bool = False) -> str:
+    """Why ``value`` cannot be an id, or ``""``."""
+    if integer_only:
+        return "" if _is_int(value) else f"expected an integer id, got {value!r}"
+    return "" if _is_id(value) else f"expected an integer or string id, got {value!r}"
+
+
+class _Ids:
+    """Ids of one collection: duplicates, including ``1`` and ``"1"`` (the same id once written as text)."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self._index: dict[str, int] = {}
+
+    def duplicate(self, value: Any, index: int) -> str:
+        """``""``, or why ``value`` repeats an earlier id; records it otherwise."""
+        key = str(value)
+        first = self._index.get(key)
+        if first is None:
+            self._index[key] = index
+            return ""
+        return f"same id as {self.collection}[{first}]"
 
 
 class DetectionSource(Source):
@@ -94,7 +125,7 @@ class DetectionSource(Source):
 
     def _read_categories(self, data: dict[str, Any]) -> dict[Any, Category]:
         cats: dict[Any, Category] = {}
-        index_of: dict[Any, int] = {}
+        ids = _Ids("categories")
         names: dict[str, int] = {}
         for i, c in enumerate(self._list(data, "categories")):
             rec = record_name("categories", i, c.get("id") if isinstance(c, dict) else None)
@@ -103,15 +134,15 @@ class DetectionSource(Source):
             for key in ("id", "name"):
                 if key not in c:
                     raise MissingFieldError(self.file, rec, key, "missing")
-            if not _is_id(c["id"]):
-                raise InvalidValueError(self.file, rec, "id", f"expected an integer or string id, got {c['id']!r}")
+            # Integers only: the rows store the category id in an int64 column (COCO ids are integers).
+            if problem := _id_problem(c["id"], integer_only=True):
+                raise InvalidValueError(self.file, rec, "id", problem)
             if not isinstance(c["name"], str) or not c["name"].strip():
                 raise InvalidValueError(self.file, rec, "name", f"expected a non-empty string, got {c['name']!r}")
-            if c["id"] in index_of:
-                raise DuplicateIdError(self.file, rec, "id", f"same id as categories[{index_of[c['id']]}]")
+            if problem := ids.duplicate(c["id"], i):
+                raise DuplicateIdError(self.file, rec, "id", problem)
             if c["name"] in names:
                 raise DuplicateIdError(self.file, rec, "name", f"{c['name']!r} is also categories[{names[c['name']]}]")
-            index_of[c["id"]] = i
             names[c["name"]] = i
             cats[c["id"]] = self._category(c, rec)
         return cats
@@ -126,7 +157,7 @@ class DetectionSource(Source):
 
     def _read_images(self, data: dict[str, Any], show_progress: bool) -> dict[Any, ImageRef]:
         images: dict[Any, ImageRef] = {}
-        index_of: dict[Any, int] = {}
+        ids = _Ids("images")
         raw = self._list(data, "images")
         for i, im in enumerate(progress(raw, show_progress, f"checking images of {self.file.name}")):
             if not isinstance(im, dict):
@@ -136,15 +167,16 @@ class DetectionSource(Source):
                 if key not in im:
                     raise MissingFieldError(self.file, rec, key, "missing")
             image_id = im["id"]
-            if not _is_id(image_id):
-                raise InvalidValueError(self.file, rec, "id", f"expected an integer or string id, got {image_id!r}")
-            if image_id in index_of:
-                raise DuplicateIdError(self.file, rec, "id", f"same id as images[{index_of[image_id]}]")
+            if problem := _id_problem(image_id):
+                raise InvalidValueError(self.file, rec, "id", problem)
+            # 1 and "1" are both written as "1" in the rows' image_id: one image, not two.
+            if problem := ids.duplicate(image_id, i):
+                raise DuplicateIdError(self.file, rec, "id", problem)
             for key in ("width", "height"):
                 if not _is_size(im[key]):
-                    raise InvalidValueError(self.file, rec, key, f"expected a positive integer, got {im[key]!r}")
+                    raise InvalidValueError(self.file, rec, key, f"expected a positive integer of at most "
+                                            f"{MAX_IMAGE_SIDE} (pixels), got {im[key]!r}")
             name = check_relative(self._image_file_name(im, rec), file=self.file, record=rec, field="file_name")
-            index_of[image_id] = i
             images[image_id] = ImageRef(image_id, name, im["width"], im["height"], rec)
             self._read_image_extra(im, rec)
         return images
@@ -158,7 +190,7 @@ class DetectionSource(Source):
         n = len(anns)
         boxes: list[Any] = [None] * n
         sizes = np.empty((n, 2), dtype=np.float64)
-        seen_ids: dict[Any, int] = {}
+        ids = _Ids("annotations")
         crowd: dict[Any, set[Any]] = {}
         images, cats = self.images, self.categories
         for i, a in enumerate(progress(anns, show_progress, f"checking annotations of {self.file.name}")):
@@ -169,24 +201,30 @@ class DetectionSource(Source):
             except KeyError as exc:
                 raise MissingFieldError(self.file, record_name("annotations", i, a.get("id")), exc.args[0],
                                         "missing") from None
-            if ann_id in seen_ids:
-                raise DuplicateIdError(self.file, record_name("annotations", i, ann_id), "id",
-                                       f"same id as annotations[{seen_ids[ann_id]}]")
-            seen_ids[ann_id] = i
+            rec = record_name("annotations", i, ann_id if _is_id(ann_id) else None)
+            for key, value, integer_only in (("id", ann_id, False), ("image_id", image_id, False),
+                                             ("category_id", cat_id, True)):
+                if problem := _id_problem(value, integer_only=integer_only):
+                    raise InvalidValueError(self.file, rec, key, problem)
+            if problem := ids.duplicate(ann_id, i):
+                raise DuplicateIdError(self.file, rec, "id", problem)
             ref = images.get(image_id)
             if ref is None:
-                raise DanglingReferenceError(self.file, record_name("annotations", i, ann_id), "image_id",
-                                             f"no image with id {image_id!r} in 'images'")
+                raise DanglingReferenceError(self.file, rec, "image_id", f"no image with id {image_id!r} in 'images'"
+                                             + _type_hint(image_id, images))
             if cat_id not in cats:
-                raise DanglingReferenceError(self.file, record_name("annotations", i, ann_id), "category_id",
+                raise DanglingReferenceError(self.file, rec, "category_id",
                                              f"no category with id {cat_id!r} in 'categories'")
+            crowd_flag = a.get("iscrowd", 0)
+            if crowd_flag not in (0, 1) or type(crowd_flag) is not int:
+                # "0" is truthy: a string here would silently make every such box a crowd region.
+                raise InvalidValueError(self.file, rec, "iscrowd", f"expected 0 or 1, got {crowd_flag!r}")
             if type(bbox) is not list or len(bbox) != 4:
-                raise InvalidBoxError(self.file, record_name("annotations", i, ann_id), "bbox",
-                                      f"expected [x, y, width, height], got {bbox!r}")
+                raise InvalidBoxError(self.file, rec, "bbox", f"expected [x, y, width, height], got {bbox!r}")
             boxes[i] = bbox
             sizes[i, 0] = ref.width
             sizes[i, 1] = ref.height
-            if a.get("iscrowd", 0):
+            if crowd_flag:
                 crowd.setdefault(cat_id, set()).add(image_id)
         self._check_boxes(anns, boxes, sizes)
         return crowd
@@ -300,6 +338,15 @@ class DetectionSource(Source):
                     if a["category_id"] == cat_id:
                         pairs.append((a["id"], image_id, cat_id))
         return sorted(pairs, key=lambda p: id_sort_key(p[0]))
+
+
+def _type_hint(value: Any, known: dict[Any, Any]) -> str:
+    """``" (an image has id 1: ...)"`` when ``value`` only differs from an id by its type."""
+    for other in (str(value), int(value) if isinstance(value, str) and value.isascii() and value.isdigit()
+                  and len(value) < 19 else None):
+        if other is not None and other != value and other in known and type(other) is not type(value):
+            return f" (there is an image with id {other!r}: ids must match in type too)"
+    return ""
 
 
 def load_coco(annotations: Path, images: Path, *, name: str, tolerance: float, show_progress: bool,

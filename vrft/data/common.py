@@ -23,6 +23,9 @@ from vrft.io import sha256_file
 
 T = TypeVar("T")
 
+#: Largest image side (pixels) an annotation may claim: far beyond any real photo, small enough for floats.
+MAX_IMAGE_SIDE = 100_000
+MAX_INT64 = 2**63 - 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -51,8 +54,28 @@ def check_relative(name: Any, *, file: str | Path, record: str, field: str) -> s
     return name
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, keys: list[str]) -> None:
+        super().__init__(key)
+        self.key = key
+        self.keys = keys
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json`` keeps the last of two equal keys silently (``{"id": 1, "id": 2}`` is image 2)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key, [k for k, _ in pairs])
+            seen.add(key)
+    return obj
+
+
 def read_json(path: Path, show_progress: bool = False) -> Any:
-    """Parse a JSON file; anything that is not JSON becomes an :class:`InvalidFileError`.
+    """Parse a JSON file; anything that is not JSON becomes an :class:`InvalidFileError`, and so
+    does an object with the same key twice (JSON parsers silently keep the last one).
 
     Large files (COCO train is ~450 MB) are read with a progress bar before parsing.
     """
@@ -60,7 +83,7 @@ def read_json(path: Path, show_progress: bool = False) -> Any:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if not show_progress or size < 32 * 2**20:
-                return json.load(f)
+                return json.load(f, object_pairs_hook=_refuse_duplicate_keys)
             data = bytearray(size)
             view = memoryview(data)
             with tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", leave=False) as bar:
@@ -70,7 +93,11 @@ def read_json(path: Path, show_progress: bool = False) -> Any:
                     bar.update(n)
             view.release()
             del data[done:]  # only if the file shrank while being read
-            return json.loads(data)
+            return json.loads(data, object_pairs_hook=_refuse_duplicate_keys)
+    except _DuplicateKey as exc:
+        shown = ", ".join(exc.keys[:6]) + (", ..." if len(exc.keys) > 6 else "")
+        raise InvalidFileError(path, f"an object with keys {shown}", exc.key, "appears twice in the same object "
+                               "(JSON would silently keep the last value)") from None
     except FileNotFoundError:
         raise InvalidFileError(path, "", "", "file not found") from None
     except IsADirectoryError:
@@ -80,6 +107,10 @@ def read_json(path: Path, show_progress: bool = False) -> Any:
                                f"not valid JSON ({exc.msg})") from None
     except UnicodeDecodeError:
         raise InvalidFileError(path, "", "", "not valid JSON (not UTF-8 text)") from None
+    except RecursionError:
+        raise InvalidFileError(path, "", "", "not usable JSON (nested deeper than the parser's limit)") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int conversion limit)
+        raise InvalidFileError(path, "", "", f"not usable JSON ({exc})") from None
 
 
 def id_sort_key(value: Any) -> tuple[int, Any]:
@@ -211,13 +242,28 @@ def _decode_size(data: bytes, *, full: bool, file: Path, ref: ImageRef, path: st
             if full:
                 im.load()
             return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageFileError(file, ref.record, "file_name", f"{path} is not a readable image ({exc})") from None
 
 
 def clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> list[float]:
     """Clip a validated box to the image (it may stick out by at most the tolerance)."""
     return [max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)]
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float (not bool) that is finite as a float: NaN, infinities and integers too
+    large for a float (JSON allows all three) are not.
+
+    >>> is_finite_number(3), is_finite_number(float("nan")), is_finite_number(10**400), is_finite_number(True)
+    (True, False, False, False)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def box_problem(x1: float, y1: float, x2: float, y2: float, width: int, height: int, tol: float) -> str:
@@ -229,7 +275,7 @@ def box_problem(x1: float, y1: float, x2: float, y2: float, width: int, height: 
     'box [0, 0, 12, 10] extends past the right edge of the 10x10 image by 2 px (tolerance 1.0 px)'
     """
     coords = [x1, y1, x2, y2]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in coords):
+    if not all(is_finite_number(v) for v in coords):
         return f"box {coords} is not 4 finite numbers"
     if not (x2 > x1 and y2 > y1):
         return f"box {coords} has non-positive width or height"

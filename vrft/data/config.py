@@ -65,11 +65,15 @@ class SourceConfig:
             if not getattr(self, key):
                 raise ConfigError(f"{where}: kind {self.kind!r} needs {key!r} ({what})")
         if self.kind in ("shapes", "shapes_classification"):
-            if self.n_images < 1:
-                raise ConfigError(f"{where}.n_images: must be positive, got {self.n_images}")
-            if len(self.image_size) != 2 or min(self.image_size) < 32:
-                raise ConfigError(f"{where}.image_size: expected [width, height], each >= 32, "
-                                  f"got {self.image_size}")
+            from vrft.data.shapes import MAX_IMAGES, MAX_SIDE, MIN_SIDE
+
+            if not 1 <= self.n_images <= MAX_IMAGES:
+                raise ConfigError(f"{where}.n_images: must be between 1 and {MAX_IMAGES}, got {self.n_images}")
+            if len(self.image_size) != 2 or not all(MIN_SIDE <= v <= MAX_SIDE for v in self.image_size):
+                raise ConfigError(f"{where}.image_size: expected [width, height], each between {MIN_SIDE} and "
+                                  f"{MAX_SIDE}, got {self.image_size}")
+            if self.generator_seed < 0:
+                raise ConfigError(f"{where}.generator_seed: must be >= 0, got {self.generator_seed}")
 
     @property
     def display_name(self) -> str:
@@ -128,6 +132,8 @@ class DatasetConfig:
             raise ConfigError(f"eval_max_per_category: must be positive or null, got {self.eval_max_per_category}")
         if self.box_tolerance < 0:
             raise ConfigError(f"box_tolerance: must be >= 0, got {self.box_tolerance}")
+        if self.seed < 0:
+            raise ConfigError(f"seed: must be >= 0, got {self.seed}")
         for key, names in (("categories", self.categories), ("eval_categories", self.eval_categories)):
             seen = set()
             for i, name in enumerate(names):

@@ -17,7 +17,16 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from vrft.data.common import IMAGE_EXTENSIONS, ImageRef, Source, box_problem, clip_box, progress, read_json
+from vrft.data.common import (
+    IMAGE_EXTENSIONS,
+    ImageRef,
+    Source,
+    box_problem,
+    clip_box,
+    is_finite_number,
+    progress,
+    read_json,
+)
 from vrft.data.errors import (
     EmptySourceError,
     ImageFileError,
@@ -67,9 +76,9 @@ def _polygon_box(data: dict[str, Any], file: Path, width: int, height: int, tol:
         if not isinstance(points, list) or not points:
             raise InvalidValueError(file, rec, "points", f"expected a list of [x, y], got {points!r}")
         for j, point in enumerate(points):
-            if (not isinstance(point, list) or len(point) != 2
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)):
-                raise InvalidValueError(file, rec, f"points[{j}]", f"expected [x, y], got {point!r}")
+            # NaN would silently drop out of min()/max(): every coordinate must be a finite number.
+            if not isinstance(point, list) or len(point) != 2 or not all(map(is_finite_number, point)):
+                raise InvalidValueError(file, rec, f"points[{j}]", f"expected [x, y] of finite numbers, got {point!r}")
             xs.append(point[0])
             ys.append(point[1])
         if box_from == "first_polygon":
@@ -120,7 +129,7 @@ def load_lisa(directory: Path, *, name: str, tolerance: float, show_progress: bo
         try:
             with Image.open(directory / image_name) as im:
                 width, height = im.size
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             raise ImageFileError(file, ref_record, "image", f"{directory / image_name} is not a readable image "
                                  f"({exc})") from None
         data = read_json(file)

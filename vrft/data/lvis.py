@@ -69,6 +69,8 @@ class LvisSource(DetectionSource):
             if not isinstance(values, list):
                 raise InvalidValueError(self.file, rec, key, f"expected a list of category ids, got {values!r}")
             for cat_id in values:
+                if type(cat_id) is not int:  # also keeps true (== 1) and [1] (unhashable) out of the lookup
+                    raise InvalidValueError(self.file, rec, key, f"expected integer category ids, got {cat_id!r}")
                 if cat_id not in self.categories:
                     raise DanglingReferenceError(self.file, rec, key, f"no category with id {cat_id!r}")
         for cat_id in im["neg_category_ids"]:

@@ -113,14 +113,20 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+#: Bounds of the generator: a typo (an extra three zeros) must be an error, not hours of PNG writing
+#: or an allocation of hundreds of GiB. Far above what tests and the default run use (96 images, 128x96).
+MAX_IMAGES = 20_000
+MIN_SIDE, MAX_SIDE = 32, 4096
+
+
 def _check_args(n: int, seed: int, image_size: Sequence[int], image_format: str) -> tuple[int, int]:
-    if n < 1:
-        raise ValueError(f"need at least one image, got {n}")
+    if not 1 <= n <= MAX_IMAGES:
+        raise ValueError(f"number of images must be between 1 and {MAX_IMAGES}, got {n}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     width, height = (int(v) for v in image_size)
-    if min(width, height) < 32:
-        raise ValueError(f"image_size {tuple(image_size)} is too small (minimum 32x32)")
+    if min(width, height) < MIN_SIDE or max(width, height) > MAX_SIDE:
+        raise ValueError(f"image_size {tuple(image_size)}: each side must be between {MIN_SIDE} and {MAX_SIDE}")
     if image_format not in ("png", "jpg"):
         raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
     return width, height

@@ -39,14 +39,33 @@ def _shapes_params(cfg: SourceConfig) -> dict[str, Any]:
             "seed": cfg.generator_seed, "version": GENERATOR_VERSION}
 
 
+def _shapes_directory(cfg: SourceConfig) -> Path:
+    if cfg.path:
+        return Path(cfg.path)
+    digest = hashlib.sha256(dumps_deterministic(_shapes_params(cfg)).encode()).hexdigest()[:12]
+    return cache_root() / f"{cfg.kind}-{digest}"
+
+
+def input_paths(cfg: SourceConfig, where: str) -> dict[str, Path]:
+    """The files and directories a source reads, named by their config key (``train.images``).
+
+    An output must lie apart from all of them: see :func:`vrft.io.check_output_apart`.
+    """
+    if cfg.kind in ("shapes", "shapes_classification"):
+        return {f"{where}.path (generated {cfg.kind} files)": _shapes_directory(cfg)}
+    paths = {f"{where}.{key}": Path(getattr(cfg, key)) for key in ("annotations", "images", "path")
+             if getattr(cfg, key)}
+    if cfg.kind == "manifest" and not cfg.images:
+        paths[f"{where}.images (default: the manifest's directory)"] = Path(cfg.annotations).parent
+    if cfg.kind == "hf" and not Path(cfg.path).exists():
+        paths.pop(f"{where}.path", None)  # a hub name, not a local path
+    return paths
+
+
 def materialize_shapes(cfg: SourceConfig) -> Path:
     """Generate (or reuse) the synthetic files for ``cfg``; return their directory."""
     params = _shapes_params(cfg)
-    if cfg.path:
-        directory = Path(cfg.path)
-    else:
-        digest = hashlib.sha256(dumps_deterministic(params).encode()).hexdigest()[:12]
-        directory = cache_root() / f"{cfg.kind}-{digest}"
+    directory = _shapes_directory(cfg)
     stamp = directory / STAMP
     if stamp.is_file():
         try:

@@ -32,7 +32,13 @@ from vrft.evaluate.detection import evaluate_detection
 from vrft.evaluate.gate import Gate, load_gate
 from vrft.evaluate.grounding import MaskPredictor, evaluate_grounding, sam_predictor
 from vrft.evaluate.inference import make_generator
-from vrft.io import atomic_directory, atomic_write_text, dumps_deterministic, write_manifest
+from vrft.io import (
+    atomic_directory,
+    atomic_write_text,
+    check_output_apart,
+    dumps_deterministic,
+    write_manifest,
+)
 from vrft.models.config import ModelConfig
 
 RESULT_FORMAT = "vrft.evaluation/1"
@@ -79,6 +85,8 @@ def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_
     ``metrics.json`` so the report can place the result without asking MLflow.
     """
     output_dir = Path(output_dir)
+    checkpoint = Path(model.name_or_path) if model.name_or_path and Path(model.name_or_path).exists() else None
+    check_output_apart(output_dir, {"dataset": dataset_dir, "checkpoint": checkpoint})  # overwrite would delete it
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir}: already exists (remove it, or pass overwrite)")
     split = load_eval_split(dataset_dir, config.max_eval_images)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vrft.io import atomic_directory, atomic_write_text, write_manifest
+from vrft.io import atomic_directory, atomic_write_text, check_output_apart, local_store_path, write_manifest
 from vrft.report.artifacts import evaluation_records
 from vrft.report.config import ReportConfig
 from vrft.report.html import Section, render_html, render_markdown
@@ -97,6 +97,8 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    if tracking_uri:  # overwrite would delete a local MLflow store inside the output directory
+        check_output_apart(output_dir, {"MLflow store": local_store_path(tracking_uri)})
     client = None
     history: list[RunRecord] = []
     train_runs: list[RunRecord] = []

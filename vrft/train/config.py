@@ -40,6 +40,7 @@ DEEPSPEED_PRESETS = ("zero2", "zero3")
 #: The task each built-in reward scores (``format`` scores any task); plugins are not checked.
 REWARD_TASKS: dict[str, tuple[str, ...]] = {
     "detection": ("detection",),
+    "detection_hardened": ("detection",),
     "classification": ("classification",),
     "grounding_iou": ("grounding",),
     "grounding_giou": ("grounding",),

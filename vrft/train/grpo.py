@@ -17,6 +17,7 @@ from trl.trainer.utils import RepeatSampler
 
 from vrft.config import ConfigError
 from vrft.models.config import ModelConfig
+from vrft.rewards import monitor_functions_for_trainer
 from vrft.train.callbacks import RolloutRecorder, Tracking
 from vrft.train.checkpoints import CheckpointWeightsMixin
 from vrft.train.config import (
@@ -89,6 +90,8 @@ def train_grpo(config: GRPOStageConfig, dataset_dir: str | Path, output_dir: str
         raise ConfigError(f"grpo.reward: {reward!r} scores {'/'.join(REWARD_TASKS[reward])} answers but "
                           f"{dataset_dir} is a {plan.task} dataset; leave grpo.reward empty for the task's reward")
     reward_functions = config.reward_functions(plan.task)
+    # Logged every step at reward weight 0 (e.g. the share of degenerate detection answers), never trained on.
+    monitors = monitor_functions_for_trainer(reward, **config.reward_options)
     processor = model.load_processor()
     dataset = grpo_dataset(plan.train, model.convention(processor))
     record = run_record("grpo", config, model, dataset_dir, plan)
@@ -102,6 +105,7 @@ def train_grpo(config: GRPOStageConfig, dataset_dir: str | Path, output_dir: str
         temperature=config.temperature,
         max_completion_length=config.max_completion_length,
         loss_type=config.loss_type,
+        reward_weights=[1.0] * len(reward_functions) + [0.0] * len(monitors),
         top_k=config.top_k,
         use_bias_correction_kl=config.use_bias_correction_kl,
         log_completions=False,  # completions.jsonl instead (trl's needs rich/pandas/wandb)
@@ -110,7 +114,7 @@ def train_grpo(config: GRPOStageConfig, dataset_dir: str | Path, output_dir: str
     recorder = RolloutRecorder(plan.output_dir, config.completions_per_step, plan.is_main_process)
     trainer = VrftGRPOTrainer(
         model=policy,
-        reward_funcs=recorder.wrap(reward_functions),
+        reward_funcs=recorder.wrap(reward_functions) + monitors,
         args=args,
         train_dataset=dataset,
         processing_class=processor,

@@ -19,7 +19,7 @@ import datasets
 import torch
 
 from vrft.config import ConfigError, flatten, to_dict
-from vrft.io import atomic_write_text, dumps_deterministic, sha256_file
+from vrft.io import atomic_write_text, check_output_apart, dumps_deterministic, sha256_file
 from vrft.models.config import ModelConfig
 from vrft.models.loading import load_model, resolve_dtype
 from vrft.train.callbacks import (
@@ -71,6 +71,7 @@ def preflight(config: StageConfig, dataset_dir: str | Path, output_dir: str | Pa
     if not model.name_or_path:
         raise ConfigError("model.name_or_path: empty: give a hub id (Qwen/Qwen2-VL-2B-Instruct) or a local "
                           "checkpoint directory (e.g. one built by `vrft tiny-model DIR`)")
+    check_output_apart(output_dir, {"dataset": dataset_dir})
     deepspeed = deepspeed_config_path(config)
     train, task = load_train_split(dataset_dir)
     output = Path(output_dir).absolute()

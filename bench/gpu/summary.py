@@ -1,0 +1,69 @@
+"""Summarise a bench/gpu/check.sh run from its output folder: each stage's exit status, the gpu tests'
+outcome, and the benchmark numbers as the rows of docs/training.md's and docs/evaluation.md's tables.
+
+    python bench/gpu/summary.py OUT
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Any
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["results"] if path.is_file() else []
+
+
+def fmt(value: Any, pattern: str) -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+def grpo_row(r: dict[str, Any]) -> str:
+    cells = [r["case"], r["device"], r["dtype"], fmt(r["parameters"], "{:,}"), fmt(r["step_s"], "{:.2f}"),
+             fmt(r["rollout_s"], "{:.2f}"), fmt(r["score_s"], "{:.2f}"), fmt(r["train_s"], "{:.2f}"),
+             fmt(r["rollout_tokens_per_s"], "{:,.0f}"), fmt(r["trained_tokens_per_step"], "{:,.0f}"),
+             fmt(r["train_tokens_per_s"], "{:,.0f}"), fmt(r["mfu_train"], "{:.1%}"),
+             fmt(r["peak_memory_gib"], "{:.1f} GiB")]
+    return "| " + " | ".join(cells) + " |"
+
+
+def eval_row(r: dict[str, Any]) -> str:
+    case = (f"{r['case']} on {r['device']} ({r['dtype']}, {r['params_M']:,} M params), {r['images']} images, "
+            f"bs {r['batch_size']}, {r['max_new_tokens']} new tokens")
+    cells = [case, f"{r['batch1_loop_images_per_s']:.2f} img/s", f"{r['vrft_batched_images_per_s']:.2f} img/s",
+             f"{r['speedup']:.1f}×", r["identical_completions"]]
+    return "| " + " | ".join(cells) + " |"
+
+
+def tests_line(path: Path) -> str:
+    if not path.is_file():
+        return "gpu tests: no report"
+    suite = ElementTree.parse(path).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    failed = [f"{c.get('name')}" for c in suite.iter("testcase") if c.find("failure") is not None
+              or c.find("error") is not None]
+    line = (f"gpu tests: {counts['tests'] - counts['failures'] - counts['errors'] - counts['skipped']} passed, "
+            f"{counts['failures']} failed, {counts['errors']} errors, {counts['skipped']} skipped")
+    return line + (f" ({', '.join(failed)})" if failed else "")
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0])
+    lines = ["## bench/gpu/check.sh", "", "| stage | exit | seconds |", "| --- | --- | --- |"]
+    stages = out / "stages.tsv"
+    for row in stages.read_text().splitlines() if stages.is_file() else []:
+        lines.append("| " + " | ".join(row.split("\t")) + " |")
+    lines += ["", tests_line(out / "gpu-tests.xml"), "", "GRPO (docs/training.md):", ""]
+    lines += [grpo_row(r) for r in _load(out / "grpo.json")] or ["no GRPO result"]
+    lines += ["", "Evaluation (docs/evaluation.md):", ""]
+    lines += [eval_row(r) for r in _load(out / "eval.json")] or ["no evaluation result"]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
