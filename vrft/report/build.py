@@ -11,7 +11,8 @@ Output directory (written atomically):
 * ``manifest.json``.
 
 With ``log_to_mlflow`` the directory is also logged as the artifacts of a ``stage=report`` run in
-the same experiment (this sets MLflow's process-wide tracking URI to ``tracking_uri``).
+the same experiment, through :class:`vrft.tracking.Tracker` (this sets MLflow's process-wide
+tracking URI to ``tracking_uri``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from vrft.report.plots import History, is_reward_metric, plot_metric_vs_shots, p
 from vrft.report.regression import RegressionResult, compare_runs, previous_run, write_summary
 from vrft.report.tables import ReportTable, build_tables
 from vrft.report.tracking import STAGE, STAGE_EVALUATE, STAGE_REPORT, STAGE_TRAIN, RunRecord, search_runs
+from vrft.tracking import TAG_REGRESSION_STATUS, Tracker
 
 REPORT_MD, REPORT_HTML, TABLES_JSON, REGRESSION_JSON = "report.md", "report.html", "tables.json", "regression.json"
 
@@ -69,7 +71,6 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
                  overwrite: bool = False) -> ReportResult:
     """Read the evaluation (``stage=evaluate``) and training (``stage=train``) runs of MLflow
     experiment ``experiment`` at ``tracking_uri`` and write the report into ``output_dir``."""
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -116,13 +117,11 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
 
     run_id = None
     if config.log_to_mlflow:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_experiment(experiment)
-        with mlflow.start_run(run_name="report") as run:
-            mlflow.set_tags({STAGE: STAGE_REPORT, "regression_status": summary["status"]})
-            mlflow.log_metrics({"regressions": float(len(summary["regressions"])), "tables": float(len(tables))})
-            mlflow.log_artifacts(str(output_dir), artifact_path="report")
-            run_id = run.info.run_id
+        tracker = Tracker(tracking_uri)
+        with tracker.stage_run(STAGE_REPORT, tags={TAG_REGRESSION_STATUS: summary["status"]}, run_name="report",
+                               experiment=experiment) as run_id:
+            tracker.log_metrics({"regressions": float(len(summary["regressions"])), "tables": float(len(tables))})
+            tracker.log_artifacts(output_dir, "report")
     return ReportResult(output_dir, output_dir / REPORT_MD, output_dir / REPORT_HTML,
                         [output_dir / p for p in plot_names], tables, regressions, summary, run_id)
 
