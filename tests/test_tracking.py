@@ -244,6 +244,6 @@ def test_git_commit_and_standard_tags(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.delenv("VRFT_GIT_COMMIT")
     assert current_git_commit(tmp_path) == "unknown"
     tags = standard_tags("exp", "lvis", 4, "sft", "Qwen2-VL-2B", git_commit="c0ffee")
-    assert tags == {"experiment": "exp", "dataset": "lvis", "shots": "4", "method": "sft",
+    assert tags == {"config": "exp", "dataset": "lvis", "shots": "4", "method": "sft",
                     "model": "Qwen2-VL-2B", "git_commit": "c0ffee"}
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", standard_tags("e", "d", 1, "m", "x")["git_commit"])

@@ -225,11 +225,12 @@ def current_git_commit(cwd: str | Path | None = None) -> str:
     return os.environ.get(GIT_COMMIT_ENV) or "unknown"
 
 
-def standard_tags(experiment: str, dataset: str, shots: int | str, method: str, model: str,
+def standard_tags(config: str, dataset: str, shots: int | str, method: str, model: str,
                   git_commit: str | None = None) -> dict[str, str]:
-    """The tags the report filters runs by; ``git_commit`` defaults to :func:`current_git_commit`."""
+    """The tags the report groups runs by (:data:`STANDARD_TAG_KEYS`), for runs logged by hand;
+    ``git_commit`` defaults to :func:`current_git_commit`. Stages use :func:`experiment_tags`."""
     commit = git_commit if git_commit is not None else current_git_commit()
-    values = (experiment, dataset, shots, method, model, commit)
+    values = (config, dataset, shots, method, model, commit)
     return {key: str(value) for key, value in zip(STANDARD_TAG_KEYS, values, strict=True)}
 
 
