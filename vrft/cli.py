@@ -411,8 +411,13 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere on the line (`vrft run --debug`), not only before the command.
+    debug_flag = "--debug" in argv[1:]
+    argv = [argv[0], *(item for item in argv[1:] if item != "--debug")] if argv else argv
     # Overrides may come after options (`-o out grpo.max_steps=5`), which argparse alone rejects.
     args, extra = parser.parse_known_args(argv)
+    args.debug = getattr(args, "debug", False) or debug_flag
     overrides = [item for item in extra if "=" in item and not item.startswith("-")]
     if overrides and hasattr(args, "overrides"):
         args.overrides = [*args.overrides, *overrides]
@@ -443,13 +448,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
-        print(f"vrft {args.command}: interrupted (Ctrl-C); everything it started was stopped", file=sys.stderr)
+        print(f"vrft {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     except Terminated as exc:
         if debug:
             traceback.print_exc()
-        print(f"vrft {args.command}: terminated by signal {exc.signum}; everything it started was stopped",
-              file=sys.stderr)
+        print(f"vrft {args.command}: terminated by signal {exc.signum}", file=sys.stderr)
         return 128 + exc.signum
     finally:
         if previous_sigterm is not None:
