@@ -111,10 +111,15 @@ def _stages_in_own_groups(supervisor: Supervisor) -> Iterator[None]:
     from kfp.local import subprocess_task_handler
 
     def run_local_subprocess(full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
+        if supervisor.stopping.is_set():  # the run is being stopped: start nothing more
+            return 1
         env = {**os.environ, **env_vars} if env_vars else None
         process = subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    bufsize=1, env=env, start_new_session=True)
         supervisor.watch_group(process.pid)
+        if supervisor.stopping.is_set():  # the signal came while it was starting
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         try:
             assert process.stdout is not None
             for line in iter(process.stdout.readline, ""):
@@ -153,7 +158,7 @@ def _stop_stages_on_signals(supervisor: Supervisor) -> Iterator[None]:
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum: int, frame: object) -> None:
-        supervisor.signal_groups(signal.SIGTERM)
+        supervisor.stop_soon()
         chained = previous.get(signum)
         if callable(chained):
             chained(signum, frame)

@@ -82,6 +82,9 @@ class Supervisor:
         self._groups: set[int] = set()
         self._lock = threading.Lock()
         self._watchdog: subprocess.Popen[bytes] | None = None
+        #: Set once the run is being stopped: no stage may start any more, and one that was
+        #: starting when the signal came is stopped as soon as it is registered.
+        self.stopping = threading.Event()
 
     def __enter__(self) -> Supervisor:
         self._watchdog = subprocess.Popen([sys.executable, "-m", "vrft.supervisor"], stdin=subprocess.PIPE,
@@ -133,6 +136,15 @@ class Supervisor:
         for pgid in self.groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, sig)
+
+    def stop_soon(self, grace: float = GRACE_SECONDS) -> None:
+        """From a signal handler: refuse new stages, SIGTERM the running ones now and SIGKILL
+        whatever is left after ``grace`` seconds (a timer thread: the handler must not block)."""
+        self.stopping.set()
+        self.signal_groups(signal.SIGTERM)
+        timer = threading.Timer(grace, self.signal_groups, args=(signal.SIGKILL,))
+        timer.daemon = True
+        timer.start()
 
     def terminate_groups(self, grace: float = GRACE_SECONDS) -> None:
         groups = self.groups

@@ -58,23 +58,39 @@ def start_run(state_dir: Path, mark: str, out: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=state_dir)
 
 
-def kill_mid_stage(state_dir: Path, sig: int, stage: str) -> tuple[str, str]:
-    """Start a run, wait until ``stage`` runs, send ``sig`` to the `vrft run` process; return its output."""
+def stage_running(mark: str) -> bool:
+    """Whether a stage process (kfp's executor) of the marked run is running."""
+    for pid in marked_processes(mark):
+        try:
+            if b"kfp.dsl.executor_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def kill_mid_stage(state_dir: Path, sig: int, stage: str) -> str:
+    """Start a run, wait until ``stage`` runs, send ``sig`` to the `vrft run` process; check that
+    nothing of the run survives; return its output."""
     mark = uuid.uuid4().hex
     run = start_run(state_dir, mark, state_dir / f"report-{sig}")
-    assert run.stdout is not None
-    lines = []
-    for line in run.stdout:  # progress lines: "Executing task 'grpo-stage'"
-        lines.append(line)
-        if f"Executing task '{stage}" in line:
-            break
-    else:
-        pytest.fail(f"the run ended before {stage} started:\n{''.join(lines)}")
-    state = json.loads((state_dir / "services" / "services.json").read_text())
-    # The stage process exists (its group registered) before we kill the run.
-    assert wait_until(lambda: len(marked_processes(mark)) >= 3, 60), marked_processes(mark)
-    run.send_signal(sig)
-    rest, _ = run.communicate(timeout=120)
+    try:
+        assert run.stdout is not None
+        lines = []
+        for line in run.stdout:  # progress lines: "Executing task 'dataset-stage'"
+            lines.append(line)
+            if f"Executing task '{stage}'" in line:
+                break
+        else:
+            pytest.fail(f"the run ended before {stage} started:\n{''.join(lines)}")
+        state = json.loads((state_dir / "services" / "services.json").read_text())
+        assert wait_until(lambda: stage_running(mark), 120), "the stage process did not start"
+        run.send_signal(sig)
+        rest, _ = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
     output = "".join(lines) + rest
     assert run.returncode != 0
     assert wait_until(lambda: not marked_processes(mark), 60), \
@@ -82,16 +98,17 @@ def kill_mid_stage(state_dir: Path, sig: int, stage: str) -> tuple[str, str]:
     assert wait_until(lambda: not [p for p in state["ports"].values() if port_is_open(p)], 30), \
         f"ports still open: {state['ports']}"
     assert not process_alive(state["pid"], state["start_time"])
-    return output, mark
+    return output
 
 
 def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(tmp_path: Path) -> None:
     state_dir = tmp_path / "vrft"
     state_dir.mkdir()
-    output, _ = kill_mid_stage(state_dir, signal.SIGTERM, "grpo-stage")
-    assert "Traceback" not in output and "terminated by signal 15" in output, output[-3000:]
+    output = kill_mid_stage(state_dir, signal.SIGTERM, "dataset-stage")
+    assert "Traceback" not in output and "vrft run: terminated by signal 15" in output, output[-3000:]
 
-    output, _ = kill_mid_stage(state_dir, signal.SIGKILL, "sft-stage")
+    # The dataset stage completes this time; the run is killed during the next stage.
+    kill_mid_stage(state_dir, signal.SIGKILL, "evaluate-stage")
 
     mark = uuid.uuid4().hex
     final = start_run(state_dir, mark, state_dir / "report")
@@ -99,7 +116,7 @@ def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(
     assert final.returncode == 0, output[-4000:]
     assert (state_dir / "report" / "report.md").exists()
     log = Path(next(line.split("log: ", 1)[1] for line in output.splitlines() if line.startswith("log: "))).read_text()
-    # The dataset finished in the first run: it comes from the cache; the killed stages ran again.
-    assert "Executing task 'dataset-stage'" not in log and "Executing task 'sft-stage'" in log
+    # The dataset finished in the second run: it comes from the cache; the killed stage runs again.
+    assert "Executing task 'dataset-stage'" not in log and "Executing task 'evaluate-stage'" in log
     assert wait_until(lambda: not marked_processes(mark), 60)
     assert not (state_dir / "services" / "services.json").exists()
