@@ -94,6 +94,20 @@ def _link_or_copy(source: str, target: str) -> None:
         shutil.copy2(source, target)
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def _unwind_on_sigterm() -> None:
+    """A stopped run (or a deleted pod) sends SIGTERM: unwind like Ctrl-C, so that the stage's
+    MLflow run ends KILLED and its scratch directory is removed, instead of dying mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
 def resolve_run_id(run_id: str) -> str:
     """The pipeline run's id: the parameter on a cluster, ``$VRFT_RUN_ID`` locally (kept out of
     the parameters so that the local runner's cache can reuse stages across runs)."""
@@ -108,6 +122,7 @@ def open_stage(name: str, config_json: str, run_id: str, *, stage: str = "", par
     ``name`` names the artifact prefix and the MLflow run (``grpo``, ``evaluate-sft``); ``stage``
     is the MLflow ``stage`` tag the report filters on (``train``, ``evaluate``), default ``name``.
     """
+    _unwind_on_sigterm()
     config = experiment_from_json(config_json, source=f"{name} config")
     artifact_root = config.pipeline.artifact_root or os.environ.get(STORE_ROOT_ENV, "")
     if not artifact_root:
