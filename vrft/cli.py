@@ -428,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = debug_requested(args)
+    previous_debug_env = os.environ.get(DEBUG_ENV)
     if debug:
         os.environ[DEBUG_ENV] = "1"  # stage processes of `vrft run` print their tracebacks too
     import signal
@@ -458,6 +459,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
+        if previous_debug_env is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = previous_debug_env
 
 
 if __name__ == "__main__":  # pragma: no cover
