@@ -29,7 +29,7 @@ from vrft.experiment import ExperimentConfig, load_experiment
 from vrft.services import LocalServices, ServicesError
 from vrft.storage import ArtifactStore
 from vrft.supervisor import GRACE_SECONDS, Supervisor
-from vrft.tracking import Tracker
+from vrft.tracking import Tracker, TrackingStoreError
 
 DEFAULT_STATE_DIR = Path(".vrft")
 
@@ -273,6 +273,8 @@ def run_local(config_path: str | Path, overrides: list[str] | tuple[str, ...] = 
                     with _progress_to(log_file), _stop_stages_on_signals(supervisor), \
                             _stages_in_own_groups(supervisor):
                         report_uri, parent_id = run_pipeline(config, state_dir=state_dir, run_id=run_id)
+                except (ServicesError, TrackingStoreError):
+                    raise
                 except RuntimeError as exc:  # kfp: "Pipeline ... finished with status FAILURE"
                     _log_traceback(log_file)
                     hint = _failure_hint(log_file, state_dir / "kfp" / "cache")
