@@ -97,3 +97,15 @@ def _reading_stdin(pid):
     except OSError:
         return False
     return len(fields) > 1 and fields[0] in ("0", "63") and fields[1] == "0x0"
+
+
+def test_run_on_a_corrupted_mlflow_db_is_one_line_naming_the_file(tmp_path, capsys):
+    database = tmp_path / "services" / "mlflow.db"
+    database.parent.mkdir()
+    database.write_bytes(b"not a database " * 300)
+    config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    assert main(["run", str(config), "--state-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"vrft run: error: {database}: not a usable MLflow store (sqlite: file is not a database)")
+    assert not (tmp_path / "services" / "services.json").exists(), "nothing was started"
