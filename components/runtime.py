@@ -22,7 +22,7 @@ from typing import Any
 from vrft.experiment import ExperimentConfig, experiment_from_json
 from vrft.io import MANIFEST_NAME, atomic_write_text, sha256_file, write_manifest
 from vrft.storage import STORE_ROOT_ENV, ArtifactStore, run_prefix
-from vrft.tracking import Tracker, current_git_commit
+from vrft.tracking import Tracker, experiment_tags
 
 RUN_ID_ENV = "VRFT_RUN_ID"
 WORK_DIR_ENV = "VRFT_WORK_DIR"
@@ -83,22 +83,8 @@ class StageContext:
         return uri
 
     def tags(self, method: str = "") -> dict[str, str]:
-        """The MLflow tags the report queries by (see vrft.report.tracking)."""
-        cfg = self.config
-        tags = {
-            "config": cfg.experiment.name,
-            "model": cfg.model.name_or_path,
-            "dataset": cfg.dataset.preset or cfg.dataset.train.display_name,
-            "shots": "" if cfg.dataset.shots is None else str(cfg.dataset.shots),
-            "git_commit": current_git_commit(),
-            "config_sha256": cfg.digest(),
-            "run_id": self.run_id,
-            "paper_table": cfg.report.paper_table,
-            **cfg.experiment.tags,
-        }
-        if method:
-            tags["method"] = method
-        return {k: v for k, v in tags.items() if v != ""}
+        """The MLflow tags the report queries by (names and values: vrft.tracking.experiment_tags)."""
+        return experiment_tags(self.config, method=method, run_id=self.run_id)
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -106,6 +92,20 @@ def _link_or_copy(source: str, target: str) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def _unwind_on_sigterm() -> None:
+    """A stopped run (or a deleted pod) sends SIGTERM: unwind like Ctrl-C, so that the stage's
+    MLflow run ends KILLED and its scratch directory is removed, instead of dying mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def resolve_run_id(run_id: str) -> str:
@@ -122,6 +122,7 @@ def open_stage(name: str, config_json: str, run_id: str, *, stage: str = "", par
     ``name`` names the artifact prefix and the MLflow run (``grpo``, ``evaluate-sft``); ``stage``
     is the MLflow ``stage`` tag the report filters on (``train``, ``evaluate``), default ``name``.
     """
+    _unwind_on_sigterm()
     config = experiment_from_json(config_json, source=f"{name} config")
     artifact_root = config.pipeline.artifact_root or os.environ.get(STORE_ROOT_ENV, "")
     if not artifact_root:

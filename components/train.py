@@ -20,13 +20,14 @@ def sft_stage(config_json: str, run_id: str, dataset: Input[Dataset], checkpoint
 
 def run(method: str, config_json: str, run_id: str, dataset, checkpoint) -> str:
     from vrft.components.runtime import open_stage
+    from vrft.tracking import STAGE_TRAIN, report_method
     from vrft.train import train_grpo, train_sft
     from vrft.train.callbacks import Tracking
 
     train = {"grpo": train_grpo, "sft": train_sft}[method]
-    report_method = {"grpo": "rft", "sft": "sft"}[method]
     params = lambda c: {"model": c.model, method: getattr(c, method)}  # noqa: E731
-    with open_stage(method, config_json, run_id, stage="train", params=params, method=report_method) as stage:
+    with open_stage(method, config_json, run_id, stage=STAGE_TRAIN, params=params,
+                    method=report_method(method)) as stage:
         if stage.config.pipeline.train_nodes > 1:
             return _train_multi_node(stage, method, dataset, checkpoint)
         data_dir = stage.fetch(dataset, "dataset")

@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from vrft.experiment import ExperimentConfig, load_experiment
-from vrft.services import LocalServices
+from vrft.services import LocalServices, ServicesError
 from vrft.storage import ArtifactStore
-from vrft.tracking import Tracker
+from vrft.supervisor import GRACE_SECONDS, Supervisor
+from vrft.tracking import Tracker, TrackingStoreError
 
 DEFAULT_STATE_DIR = Path(".vrft")
 
@@ -98,6 +104,120 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def _stages_in_own_groups(supervisor: Supervisor) -> Iterator[None]:
+    """Run each stage of kfp's SubprocessRunner in its own process group, registered with the
+    supervisor, and stop the group if the run unwinds (error, Ctrl-C, SIGTERM) while it runs."""
+    from kfp.local import subprocess_task_handler
+
+    def run_local_subprocess(full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
+        if supervisor.stopping.is_set():  # the run is being stopped: start nothing more
+            return 1
+        env = {**os.environ, **env_vars} if env_vars else None
+        process = subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   bufsize=1, env=env, start_new_session=True)
+        supervisor.watch_group(process.pid)
+        if supervisor.stopping.is_set():  # the signal came while it was starting
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        try:
+            assert process.stdout is not None
+            for line in iter(process.stdout.readline, ""):
+                print(line, end="")
+            print("\n")
+            return process.wait()
+        finally:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(GRACE_SECONDS)
+            from vrft.supervisor import terminate_groups
+
+            terminate_groups([process.pid], grace=0)  # whatever the stage left in its group
+            if process.stdout is not None:
+                process.stdout.close()
+            process.wait()
+            supervisor.forget_group(process.pid)
+
+    original = subprocess_task_handler.run_local_subprocess
+    subprocess_task_handler.run_local_subprocess = run_local_subprocess
+    try:
+        yield
+    finally:
+        subprocess_task_handler.run_local_subprocess = original
+
+
+@contextlib.contextmanager
+def _stop_stages_on_signals(supervisor: Supervisor) -> Iterator[None]:
+    """Ctrl-C and SIGTERM first signal the running stages' groups, then unwind as usual (a stage
+    run by kfp in a worker thread would otherwise keep the run waiting for it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: object) -> None:
+        supervisor.stop_soon()
+        chained = previous.get(signum)
+        if callable(chained):
+            chained(signum, frame)
+        elif signum == signal.SIGINT or chained == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, value in previous.items():
+            signal.signal(sig, value)
+
+
+def stage_cache_root(state_dir: Path, tracker: Tracker) -> Path:
+    """kfp's cache of stage results for this MLflow store: a cached stage's MLflow run lives in the
+    store it ran against, so another store (e.g. a deleted and recreated ``mlflow.db``) starts cold
+    and every stage runs, and logs, again."""
+    return state_dir / "kfp" / "cache" / tracker.store_identity()
+
+
+_INTEGRITY_ERROR = re.compile(r"ArtifactIntegrityError: ((?:s3|file)://\S+?): ")
+
+
+def invalidate_cached_outputs(cache_dir: Path, object_uri: str) -> list[Path]:
+    """Delete kfp cache entries (any store's) whose output artifact holds ``object_uri``, so the
+    next run rebuilds the damaged artifact instead of failing on it again; return them."""
+    removed = []
+    for entry in sorted(cache_dir.rglob("*.json")):
+        try:
+            text = entry.read_text(encoding="utf-8")
+            outputs = json.loads(text)
+        except (OSError, ValueError):
+            continue
+        uris = re.findall(r'"uri": "([^"]+)"', json.dumps(outputs))
+        if any(object_uri.startswith(uri.rstrip("/") + "/") or object_uri == uri for uri in uris):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _failure_hint(log_file: Path, cache_dir: Path) -> str:
+    """For a run that failed on a damaged artifact: drop the cached stage results that point at it."""
+    try:
+        text = _ANSI.sub("", log_file.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return ""
+    damaged = _INTEGRITY_ERROR.findall(text)
+    if not damaged:
+        return ""
+    uri = damaged[-1]
+    removed = invalidate_cached_outputs(cache_dir, uri)
+    if removed:
+        return (f" {uri} is damaged; the cached result of the stage that wrote it was removed, so the next "
+                "run rebuilds it.")
+    return f" {uri} is damaged; delete {cache_dir} to rebuild every stage on the next run."
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -116,8 +236,9 @@ def run_pipeline(config: ExperimentConfig, *, state_dir: Path, run_id: str) -> t
     warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current local runner")
     tracker = Tracker(config.pipeline.tracking_uri or None)
     logging.getLogger().handlers.clear()  # kfp adds its own handler, bound to the redirected stdout
+    cache_root = stage_cache_root(state_dir, tracker)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(state_dir / "kfp" / "runs"),
-               enable_caching=config.pipeline.caching, cache_root=str(state_dir / "kfp" / "cache"))
+               enable_caching=config.pipeline.caching, cache_root=str(cache_root))
     tags = {"run_id": run_id, "config": config.experiment.name, "config_sha256": config.digest()}
     with _environment({RUN_ID_ENV: run_id, "VRFT_CACHE_DIR": str((state_dir / "cache").resolve())}):
         with tracker.parent_run(config.experiment.name, f"pipeline-{run_id}", tags) as parent_id:
@@ -134,27 +255,54 @@ def run_local(config_path: str | Path, overrides: list[str] | tuple[str, ...] = 
     config = load_experiment(config_path, overrides)  # validated before any service starts
     state_dir = Path(state_dir).resolve()
     services = LocalServices(state_dir / "services")
-    already_up = services.status() == "running"
-    if not already_up:
-        services.start()
+    status = services.status()
+    owner = services.owner_pid() if status == "running" else None
+    if owner is not None and owner != os.getpid():
+        raise ServicesError(f"{services.state_dir}: another `vrft run` (pid {owner}) is using these services; "
+                            "wait for it or pass another --state-dir")
     run_id = new_run_id()
     log_file = state_dir / "logs" / f"{run_id}.log"
-    print(f"run {run_id}: services up; full log in {log_file}", flush=True)
-    try:
-        with _environment(services.env()):
-            try:
-                with _progress_to(log_file):
-                    report_uri, parent_id = run_pipeline(config, state_dir=state_dir, run_id=run_id)
-            except RuntimeError as exc:  # kfp: "Pipeline ... finished with status FAILURE"
-                raise PipelineFailed(f"{_ANSI.sub('', str(exc))} See {log_file}") from None
-            target = Path(output_dir or Path("outputs") / run_id / "report").resolve()
-            report_dir = ArtifactStore.from_uri(report_uri).download_dir("", target)
-    finally:
-        if not already_up:
-            services.stop()
+    with Supervisor() as supervisor:
+        if status != "running":  # stopped, stale, or orphaned by a killed run (stopped first)
+            services.start(tied=True)
+            supervisor.watch_services(services.state_dir)
+        print(f"run {run_id}: services up; full log in {log_file}", flush=True)
+        try:
+            with _environment(services.env()):
+                try:
+                    with _progress_to(log_file), _stop_stages_on_signals(supervisor), \
+                            _stages_in_own_groups(supervisor):
+                        report_uri, parent_id = run_pipeline(config, state_dir=state_dir, run_id=run_id)
+                except (ServicesError, TrackingStoreError):
+                    raise
+                except RuntimeError as exc:  # kfp: "Pipeline ... finished with status FAILURE"
+                    _log_traceback(log_file)
+                    hint = _failure_hint(log_file, state_dir / "kfp" / "cache")
+                    raise PipelineFailed(f"{_ANSI.sub('', str(exc))}{hint} See {log_file}") from None
+                target = Path(output_dir or Path("outputs") / run_id / "report").resolve()
+                report_dir = ArtifactStore.from_uri(report_uri).download_dir("", target)
+        except PipelineFailed:
+            raise
+        except BaseException:
+            _log_traceback(log_file)
+            raise
+        finally:
+            supervisor.terminate_groups()
+            if services.owned_by_this_process():
+                services.stop()
+                supervisor.forget_services(services.state_dir)
     return LocalRunResult(run_id=run_id, report_dir=report_dir, report_uri=report_uri,
                           mlflow_parent_run_id=parent_id, seconds=time.monotonic() - started,
                           ui_hint=services.ui_hint(), log_file=log_file)
+
+
+def _log_traceback(log_file: Path) -> None:
+    """Append the exception being handled, with its traceback, to the run's log file."""
+    with contextlib.suppress(OSError):
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a", encoding="utf-8") as log:
+            log.write(f"\n--- vrft run failed ({time.strftime('%Y-%m-%d %H:%M:%S')}) ---\n")
+            log.write(traceback.format_exc())
 
 
 def summary(result: LocalRunResult) -> str:

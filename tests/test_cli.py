@@ -1,8 +1,11 @@
 """The command line: help lists every command; errors are one line; small commands work."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from vrft.cli import main
 
@@ -52,3 +55,57 @@ def test_tiny_model_command(tmp_path, capsys):
     assert main(["tiny-model", str(tmp_path / "tiny"), "--family", "qwen2_5_vl"]) == 0
     assert (tmp_path / "tiny" / "model.safetensors").exists()
     assert json.loads((tmp_path / "tiny" / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+
+
+def test_debug_flag_and_environment_variable_show_the_traceback(capsys, monkeypatch):
+    for argv in (["--debug", "reward", "detection", "x"], ["reward", "detection", "x", "--debug"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and "needs the dataset column 'solution_boxes'" in err
+        assert err.strip().splitlines()[-1].startswith("vrft reward: error:")
+    monkeypatch.setenv("VRFT_DEBUG", "1")
+    assert main(["reward", "detection", "x"]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+    monkeypatch.setenv("VRFT_DEBUG", "0")
+    assert main(["reward", "detection", "x"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+READY_THEN_MAIN = ("import sys, vrft.cli, vrft.rewards; print('ready', flush=True); "
+                   "sys.exit(vrft.cli.main(sys.argv[1:]))")
+
+
+def test_ctrl_c_and_sigterm_are_one_line_without_traceback():
+    # `vrft reward NAME -` blocks reading standard input: a command busy when the signal arrives.
+    for sig, code, words in ((signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated by signal 15")):
+        process = subprocess.Popen([sys.executable, "-c", READY_THEN_MAIN, "reward", "detection", "-"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert process.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 60
+        while not _reading_stdin(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until main() is past its set-up and waits on standard input
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == code, err
+        assert err.strip() == f"vrft reward: {words}", err
+
+
+def _reading_stdin(pid):
+    """Whether ``pid`` is blocked in read(0, ...) (x86-64 and arm64 syscall numbers)."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return len(fields) > 1 and fields[0] in ("0", "63") and fields[1] == "0x0"
+
+
+def test_run_on_a_corrupted_mlflow_db_is_one_line_naming_the_file(tmp_path, capsys):
+    database = tmp_path / "services" / "mlflow.db"
+    database.parent.mkdir()
+    database.write_bytes(b"not a database " * 300)
+    config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    assert main(["run", str(config), "--state-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"vrft run: error: {database}: not a usable MLflow store (sqlite: file is not a database)")
+    assert not (tmp_path / "services" / "services.json").exists(), "nothing was started"

@@ -2,8 +2,11 @@
 
 from pathlib import Path
 
+import pytest
+
 from vrft.cli import main
 
+pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["grpo.max_steps=2", "sft.max_steps=2", "grpo.save_steps=2", "sft.save_steps=2",
         "evaluate.max_eval_images=2", "dataset.train.n_images=24"]
@@ -40,3 +43,23 @@ def test_evaluate_refuses_to_overwrite(tmp_path, capsys):
     config = str(ROOT / "configs" / "default.yaml")
     assert main(["evaluate", config, "-d", str(tmp_path / "missing"), "-o", str(out)]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_failing_train_command_ends_its_mlflow_run_failed(tmp_path, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("VRFT_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    monkeypatch.setenv("VRFT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
+    config = str(ROOT / "configs" / "default.yaml")
+    assert main(["train", "grpo", config, "-d", str(tmp_path / "missing"), "-o", str(tmp_path / "rft"), *FAST]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    assert [(r.info.run_name, r.info.status, r.data.tags["stage"], r.data.tags["method"]) for r in runs] == [
+        ("grpo", "FAILED", "train", "rft")]
+    assert "missing" in runs[0].data.tags["error"]
+    assert runs[0].data.params["grpo.max_steps"] == "2"

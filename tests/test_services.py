@@ -1,4 +1,5 @@
-"""Local services for real: SeaweedFS S3 on loopback, the MLflow store in it, start/stop/up/down.
+"""Local services for real: SeaweedFS S3 on loopback, the MLflow store in it, start/stop/up/down,
+and their lifetime: tied to the process that started them, or left up until `down`.
 
 One SeaweedFS instance serves the module (started once); the start/stop tests use their own state
 directories with a copy of its already-created MLflow database, so only one start pays for the
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +35,9 @@ from vrft.services import (
     up,
 )
 from vrft.storage import STORE_ROOT_ENV, ArtifactIntegrityError, ArtifactStore, MiB, S3ArtifactStore
-from vrft.tracking import PARENT_RUN_ENV, Tracker
+from vrft.tracking import PARENT_RUN_ENV, Tracker, TrackingStoreError
+
+pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parents[1]
 IPV4_LOOPBACK = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
@@ -218,3 +224,114 @@ def test_stale_state_is_detected_and_never_signalled(tmp_path: Path) -> None:
     (state / STATE_FILE).write_text("{not json")
     assert local.status() == "stale"
     assert down(state) is False and local.status() == "stopped"
+
+
+THREADS_OUTLIVE_MAIN = textwrap.dedent("""
+    import ctypes, socket, sys, threading, time
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    print(server.getsockname()[1], flush=True)
+    threading.Thread(target=time.sleep, args=(float(sys.argv[1]),)).start()
+    ctypes.CDLL(None).pthread_exit(None)  # the main thread ends; the process and its socket live on
+""")
+
+
+def test_a_process_whose_main_thread_exited_is_alive_while_other_threads_run() -> None:
+    # A Go server (SeaweedFS) stopping looks like this: /proc/PID/stat says zombie, the port is still open.
+    child = subprocess.Popen([sys.executable, "-c", THREADS_OUTLIVE_MAIN, "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(child.stdout.readline())
+        leader_state = lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(") ", 1)[1][0]  # noqa: E731
+        assert wait_for(lambda: leader_state() == "Z", 10), "the main thread did not exit"
+        assert port_is_open(port)
+        assert process_alive(child.pid), "counted as exited while a thread still holds its port"
+    finally:
+        child.wait(30)
+    assert not process_alive(child.pid) and not port_is_open(port)
+
+
+TIED_PROCESS = textwrap.dedent("""
+    import json, sys, time
+    from vrft.services import LocalServices
+    services = LocalServices(sys.argv[1]).start(tied=True)
+    print(json.dumps({"pid": services.pid, "ports": services.ports}), flush=True)
+    time.sleep(600)
+""")
+
+
+def wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.1)
+    return condition()
+
+
+def test_services_tied_to_a_process_die_when_it_is_killed(services: LocalServices, tmp_path: Path) -> None:
+    state = state_dir_with_db(services, tmp_path)
+    owner = subprocess.Popen([sys.executable, "-c", TIED_PROCESS, str(state)], stdout=subprocess.PIPE, text=True,
+                             cwd=REPO)
+    try:
+        started = json.loads(owner.stdout.readline())
+        assert LocalServices(state).owner_pid() == owner.pid and LocalServices(state).status() == "running"
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(30)
+        assert wait_for(lambda: not process_alive(started["pid"]), 30), "SeaweedFS outlived the process it belonged to"
+        assert wait_for(lambda: not [p for p in started["ports"].values() if port_is_open(p)], 10)
+        local = LocalServices(state)
+        assert local.status() == "stale"
+        assert down(state) is False and local.status() == "stopped"
+        assert [s for p in started["ports"].values() for s in Path("/tmp").glob(f"seaweedfs-*-{p}.sock")] == []
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        down(state)
+
+
+def test_orphaned_services_are_adopted_by_up_and_replaced_by_a_run(services: LocalServices, tmp_path: Path) -> None:
+    state = state_dir_with_db(services, tmp_path)
+    local = up(state)
+    try:
+        pid = local.pid
+        finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                  text=True, check=True)
+        record = json.loads((state / STATE_FILE).read_text())
+        record["owner"] = {"pid": int(finished.stdout), "start_time": "1"}  # a `vrft run` that was killed
+        (state / STATE_FILE).write_text(json.dumps(record))
+        assert local.status() == "orphaned"
+        assert up(state).pid == pid and local.status() == "running" and local.owner_pid() is None  # adopted
+
+        (state / STATE_FILE).write_text(json.dumps(record))
+        ports = local.ports
+        replaced = LocalServices(state).start(tied=True)  # what `vrft run` does with an orphan
+        assert replaced.pid != pid and not process_alive(pid)
+        assert replaced.owned_by_this_process()
+        assert not [p for p in ports.values() if port_is_open(p) and p not in replaced.ports.values()]
+    finally:
+        down(state)
+
+
+def test_up_refuses_services_that_belong_to_a_live_run(services: LocalServices, tmp_path: Path) -> None:
+    state = state_dir_with_db(services, tmp_path)
+    with LocalServices(state) as local:  # tied to this process, like a run's
+        assert local.owned_by_this_process()
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            record = json.loads((state / STATE_FILE).read_text())
+            record["owner"] = {"pid": sleeper.pid, "start_time": None}
+            (state / STATE_FILE).write_text(json.dumps(record))
+            with pytest.raises(ServicesError, match=f"belong to a `vrft run` in progress \\(pid {sleeper.pid}\\)"):
+                up(state)
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+
+
+def test_a_corrupted_mlflow_db_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "mlflow.db").write_bytes(b"this is not a sqlite database" * 100)
+    with pytest.raises(TrackingStoreError, match=f"^{re.escape(str(state / 'mlflow.db'))}: not a usable MLflow store"):
+        LocalServices(state).start()
+    assert LocalServices(state).status() == "stopped", "nothing was started"

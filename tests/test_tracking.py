@@ -1,4 +1,5 @@
-"""MLflow tracking: parent and stage runs (also across processes), FAILED marking, secret hygiene."""
+"""MLflow tracking: parent and stage runs (also across processes), FAILED marking, secret hygiene,
+and the other writers (training callback, evaluation and report runs) going through the same Tracker."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from vrft.tracking import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(300)
 
 
 @dataclass
@@ -244,6 +246,99 @@ def test_git_commit_and_standard_tags(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.delenv("VRFT_GIT_COMMIT")
     assert current_git_commit(tmp_path) == "unknown"
     tags = standard_tags("exp", "lvis", 4, "sft", "Qwen2-VL-2B", git_commit="c0ffee")
-    assert tags == {"experiment": "exp", "dataset": "lvis", "shots": "4", "method": "sft",
+    assert tags == {"config": "exp", "dataset": "lvis", "shots": "4", "method": "sft",
                     "model": "Qwen2-VL-2B", "git_commit": "c0ffee"}
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", standard_tags("e", "d", 1, "m", "x")["git_commit"])
+
+
+SECRET = "s3cr3t-value-that-must-not-leak"
+
+
+def test_runs_outside_the_active_one_are_redacted_and_end_failed_with_the_error(
+        tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The training callback's path: explicit run ids, no fluent state.
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    run_id = tracker.create_run("vrft-test", f"train-{SECRET}", {"stage": "train", "note": f"uses {SECRET}"})
+    tracker.log_params({"grpo": {"beta": 0.04}, "storage": {"api_token": "another-secret-1"}}, run_id=run_id)
+    tracker.log_params({"grpo": {"beta": 0.5}, "extra": 1}, run_id=run_id, skip_logged=True)  # a resumed training
+    tracker.log_metrics({"loss": 0.5, f"reward/{SECRET}": 1.0, "nan": float("nan")}, step=3, run_id=run_id)
+    tracker.end_run(run_id, RuntimeError(f"reward crashed near {SECRET}"))
+    run = client(tracker).get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: reward crashed near REDACTED"
+    assert run.data.params == {"grpo.beta": "0.04", "storage.api_token": REDACTED, "extra": "1"}
+    assert set(run.data.metrics) == {"loss", f"reward/{REDACTED}"}
+    assert client(tracker).get_metric_history(run_id, "loss")[0].step == 3
+    assert SECRET not in json_dump(run) and run.info.run_name == f"train-{REDACTED}"
+
+
+def json_dump(run) -> str:  # noqa: ANN001
+    import json
+
+    return json.dumps([run.info.run_name, run.data.params, run.data.tags, list(run.data.metrics)])
+
+
+def test_evaluation_and_report_runs_go_through_the_redacting_tracker(tracker: Tracker, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from vrft.report.tracking import RunTags, log_evaluation
+
+    monkeypatch.setenv("MLFLOW_S3_SECRET_KEY", SECRET)
+    output = tmp_path / "eval"
+    output.mkdir()
+    (output / "metrics.json").write_text("{}")
+    result = SimpleNamespace(task="detection", label="rft", output_dir=output, metrics={"mAP": 0.5},
+                             summary={"config": {"endpoint": f"https://user:{SECRET}@host/x", "batch_size": 8}})
+    tags = RunTags(method="rft", config="c", model="m", dataset=f"data-{SECRET}")
+    run_id = log_evaluation(result, tags, experiment="vrft-test", tracking_uri=tracker.tracking_uri)
+    run = client(tracker).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["stage"] == "evaluate"
+    assert run.data.params["evaluate.endpoint"] == "https://REDACTED@host/x"
+    assert run.data.tags["dataset"] == f"data-{REDACTED}" and run.data.metrics["mAP"] == 0.5
+    assert SECRET not in json_dump(run)
+
+
+def test_a_crashing_training_callback_run_ends_failed(tracker: Tracker, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from vrft.train.callbacks import MlflowCallback, Tracking
+
+    callback = MlflowCallback(Tracking(uri=tracker.tracking_uri, experiment="vrft-test", run_name="grpo"),
+                              {"grpo.max_steps": 2}, tmp_path)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=1)
+    callback.on_train_begin(None, state, None)
+    callback.on_log(None, state, None, logs={"loss": 1.0})
+    callback.on_exception(KeyboardInterrupt())
+    run = client(tracker).get_run(callback.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("KeyboardInterrupt")
+    # A run handed in by its owner (the pipeline's stage run) is left to that owner.
+    owned = tracker.create_run("vrft-test", "stage")
+    given = MlflowCallback(Tracking(uri=tracker.tracking_uri, run_id=owned), {}, tmp_path / "other")
+    given.on_train_begin(None, state, None)
+    given.on_exception(RuntimeError("x"))
+    assert client(tracker).get_run(owned).info.status == "RUNNING"
+
+
+def test_a_corrupted_sqlite_store_is_one_error_naming_the_file(store_dir: Path) -> None:
+    from vrft.tracking import TrackingStoreError
+
+    database = store_dir / "mlflow.db"
+    data = bytearray(database.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # the header's tail and the schema page
+    database.write_bytes(bytes(data))
+    with pytest.raises(TrackingStoreError, match=f"^{re.escape(str(database))}: not a usable MLflow store"):
+        with Tracker(f"sqlite:///{database}").parent_run("vrft-test", "pipeline"):
+            pass
+
+
+def test_a_recreated_store_has_another_identity(tracker: Tracker, store_dir: Path) -> None:
+    # Each `vrft run` is a new process: MLflow caches its store (and open file) within one.
+    def identity_in_a_new_process() -> str:
+        code = "import sys; from vrft.tracking import Tracker; print(Tracker(sys.argv[1]).store_identity())"
+        return subprocess.run([sys.executable, "-c", code, tracker.tracking_uri], capture_output=True, text=True,
+                              check=True, timeout=240).stdout.strip()
+
+    first = tracker.store_identity()
+    assert identity_in_a_new_process() == first
+    (store_dir / "mlflow.db").unlink()
+    assert identity_in_a_new_process() != first  # MLflow created the tables again: another store

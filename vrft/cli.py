@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,21 +50,42 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from vrft.io import atomic_write_text
+    from vrft.tracking import STAGE_TRAIN, Tracker, experiment_tags, report_method
     from vrft.train import Tracking, train_grpo, train_sft
+    from vrft.train.callbacks import MLFLOW_RUN_FILE
 
     config = _experiment(args)
     method = args.train_command
     train = {"grpo": train_grpo, "sft": train_sft}[method]
-    tracking = None
-    if os.environ.get("MLFLOW_TRACKING_URI"):  # tagged like the pipeline's training runs, for `vrft report`
-        tags = {"stage": "train", "method": {"grpo": "rft", "sft": "sft"}[method], "config": config.experiment.name,
-                "model": config.model.name_or_path, "shots": str(config.dataset.shots or "")}
-        tracking = Tracking(experiment=config.experiment.name, run_name=method,
-                            tags={k: v for k, v in tags.items() if v})
-    result = train(getattr(config, method), args.dataset, args.output_dir, model=config.model.materialized(),
-                   tracking=tracking)
+    # Tracked (when MLFLOW_TRACKING_URI is set) like the pipeline's training stage: the same tags
+    # for `vrft report`, FAILED with the error if training raises; a resumed training continues its run.
+    tracker = Tracker()
+    run_file = Path(args.output_dir) / MLFLOW_RUN_FILE
+    params = {"model": config.model, method: getattr(config, method)}
+    with tracker.stage_run(STAGE_TRAIN, params=params, tags=experiment_tags(config, method=report_method(method)),
+                           run_name=method, experiment=config.experiment.name,
+                           resume_run_id=_previous_run(tracker, run_file)) as run_id:
+        try:
+            tracking = Tracking(uri=tracker.tracking_uri or "", run_id=run_id) if run_id else None
+            result = train(getattr(config, method), args.dataset, args.output_dir, model=config.model.materialized(),
+                           tracking=tracking)
+        finally:
+            if run_id and run_file.parent.is_dir():
+                atomic_write_text(run_file, json.dumps({"run_id": run_id}) + "\n")
     print(f"{method}: {result.global_step} steps; model: {result.final_dir}")
     return 0
+
+
+def _previous_run(tracker, run_file: Path) -> str | None:
+    """The MLflow run of an earlier `vrft train` into the same output directory, if it is in this store."""
+    if not tracker.enabled or not run_file.is_file():
+        return None
+    try:
+        run_id = json.loads(run_file.read_text(encoding="utf-8"))["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return run_id if isinstance(run_id, str) and tracker.run_exists(run_id) else None
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -252,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         "verifiable visual rewards, an SFT baseline, evaluation and RFT-vs-SFT reports.",
     )
     parser.add_argument("--version", action="version", version=f"vrft {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of an error (also: {DEBUG_ENV}=1); `vrft run` always "
+                        "writes it to the run's log file")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the whole pipeline locally (kfp local runner, local S3 + MLflow)")
@@ -359,21 +384,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ConfigError, CommandError, ValueError, KeyError, OSError]
+    from vrft.tracking import TrackingStoreError
+
+    errors: list[type[BaseException]] = [ConfigError, CommandError, ValueError, KeyError, OSError,
+                                         TrackingStoreError]
     try:
         from vrft.pipelines.kfp_client import KfpError
         from vrft.pipelines.local import PipelineFailed
+        from vrft.services import ServicesError
 
-        errors += [KfpError, PipelineFailed]
+        errors += [KfpError, PipelineFailed, ServicesError]
     except ImportError:  # the pipeline extra is not installed
         pass
     return tuple(errors)
 
 
+DEBUG_ENV = "VRFT_DEBUG"
+
+
+def debug_requested(args: argparse.Namespace | None = None) -> bool:
+    """``--debug`` or ``VRFT_DEBUG`` set to anything but empty/0/false/no: show tracebacks."""
+    if args is not None and getattr(args, "debug", False):
+        return True
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+class Terminated(BaseException):
+    """SIGTERM (e.g. from `timeout` or `kill`) arrived: unwinds like Ctrl-C, so every cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere on the line (`vrft run --debug`), not only before the command.
+    debug_flag = "--debug" in argv[1:]
+    argv = [argv[0], *(item for item in argv[1:] if item != "--debug")] if argv else argv
     # Overrides may come after options (`-o out grpo.max_steps=5`), which argparse alone rejects.
     args, extra = parser.parse_known_args(argv)
+    args.debug = getattr(args, "debug", False) or debug_flag
     overrides = [item for item in extra if "=" in item and not item.startswith("-")]
     if overrides and hasattr(args, "overrides"):
         args.overrides = [*args.overrides, *overrides]
@@ -383,12 +439,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = debug_requested(args)
+    previous_debug_env = os.environ.get(DEBUG_ENV)
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # stage processes of `vrft run` print their tracebacks too
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+    else:  # pragma: no cover - main() called from a worker thread (embedding): no signal handling
+        previous_sigterm = None
     try:
         return int(args.func(args) or 0)
     except _known_errors() as exc:
+        if debug:
+            traceback.print_exc()
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"vrft {args.command}: error: {message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"vrft {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    except Terminated as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"vrft {args.command}: terminated by signal {exc.signum}", file=sys.stderr)
+        return 128 + exc.signum
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        if previous_debug_env is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = previous_debug_env
 
 
 if __name__ == "__main__":  # pragma: no cover

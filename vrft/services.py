@@ -41,7 +41,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -62,7 +62,7 @@ _START_ATTEMPTS = 3
 _MAX_SOCKET_PATH = 100
 _WEED_SOCKET_DIR = "/tmp"  # where weed puts its local gRPC sockets, whatever TMPDIR says  # AF_UNIX paths are limited to 107 bytes on Linux
 
-Status = Literal["running", "stale", "stopped"]
+Status = Literal["running", "orphaned", "stale", "stopped"]
 
 
 class ServicesError(RuntimeError):
@@ -132,8 +132,30 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
     return fields[0], fields[19]
 
 
+def _threads_running(pid: int) -> bool:
+    """Whether any thread of ``pid`` has not exited yet.
+
+    A multi-threaded process (SeaweedFS is a Go program) whose main thread exited shows as a
+    zombie in /proc/PID/stat while its other threads still run and hold its sockets: the process
+    is gone only when every thread is (a zombie or absent).
+    """
+    try:
+        tids = [entry.name for entry in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return False
+    for tid in tids:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        if text[text.rindex(")") + 2:].split()[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def process_alive(pid: int, start_time: str | None = None) -> bool:
-    """Whether ``pid`` runs (not a zombie) and, if given, is the process that started at ``start_time``.
+    """Whether ``pid`` runs (some thread is not a zombie) and, if given, is the process that
+    started at ``start_time``.
 
     The start time guards against pid reuse: a stale state file must never make us signal a
     stranger that happens to have the old pid.
@@ -141,8 +163,40 @@ def process_alive(pid: int, start_time: str | None = None) -> bool:
     proc = _proc_stat(pid)
     if proc is None:
         return False
-    state, started = proc
-    return state != "Z" and (start_time is None or started == start_time)
+    _, started = proc
+    return (start_time is None or started == start_time) and _threads_running(pid)
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time of a live process (clock ticks since boot, from /proc), ``None`` if gone."""
+    proc = _proc_stat(pid)
+    return proc[1] if proc else None
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent_preexec(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when this process dies, even by
+    SIGKILL (Linux's ``prctl(PR_SET_PDEATHSIG)``); ``None`` where prctl is unavailable.
+
+    libc is resolved here, before the fork (loading a library in the child of a threaded process
+    can deadlock). A parent that died before the child's prctl is caught by comparing ``getppid()``.
+    """
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 class LocalServices:
@@ -199,13 +253,35 @@ class LocalServices:
         return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else {}
 
     def status(self) -> Status:
-        """``running``; ``stale`` (a state file whose process is gone or is another process); ``stopped``."""
+        """``running``; ``orphaned`` (running, but started for a process that is gone: a killed
+        ``vrft run``); ``stale`` (a state file whose process is gone or is another process);
+        ``stopped``."""
         state = self.read_state()
         if state is None:
             return "stopped"
-        if state and process_alive(state["pid"], state.get("start_time")):
-            return "running"
-        return "stale"
+        if not state or not process_alive(state["pid"], state.get("start_time")):
+            return "stale"
+        owner = state.get("owner")
+        if isinstance(owner, dict) and not process_alive(int(owner.get("pid", 0)), owner.get("start_time")):
+            return "orphaned"
+        return "running"
+
+    def owner_pid(self) -> int | None:
+        """The process the running services belong to (they stop with it); ``None``: nobody's
+        (started by ``vrft up``, left running until ``vrft down``)."""
+        state = self.read_state() or {}
+        owner = state.get("owner")
+        return int(owner["pid"]) if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+
+    def owned_by_this_process(self) -> bool:
+        return self.owner_pid() == os.getpid()
+
+    def disown(self) -> None:
+        """Keep orphaned services running for good (``vrft up`` adopting them): clear the owner."""
+        state = self.read_state()
+        if state:
+            state.pop("owner", None)
+            atomic_write_text(self.state_file, dumps_deterministic(state))
 
     def _running_state(self) -> dict[str, Any]:
         state = self.read_state()
@@ -256,25 +332,31 @@ class LocalServices:
                                 "aws_secret_access_key") from None
 
     # Start / stop ------------------------------------------------------------------------------
-    def start(self) -> LocalServices:
+    def start(self, *, tied: bool = False) -> LocalServices:
         """Start SeaweedFS, create the bucket and the MLflow tables; return self when ready.
 
-        A running instance for this state directory is an error (use :func:`up` to reuse it); a
-        stale state file is replaced. On any failure everything started here is stopped again.
+        ``tied``: the services belong to this process and die with it, even if it is killed
+        (Linux's parent-death signal); the state file names it as their owner. Otherwise they
+        run until :func:`down`.
+
+        A running instance for this state directory is an error (use :func:`up` to reuse it); an
+        orphaned one (its owner died) is stopped and a stale state file removed first. On any
+        failure everything started here is stopped again.
         """
         status = self.status()
         if status == "running":
             raise ServicesError(f"{self.state_dir}: local services already run (pid {self.read_state()['pid']}); "
                                 "use vrft.services.up() to reuse them or down() to stop them")
-        if status == "stale":
-            self.state_file.unlink()
+        if status in ("orphaned", "stale"):
+            self.stop()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._check_mlflow_store()
         access_key, secret_key = self.credentials()
         attempt = 0
         try:
             while True:  # a port taken between choosing and binding makes weed exit: choose again
                 attempt += 1
-                endpoint = self._spawn_weed(access_key, secret_key)
+                endpoint = self._spawn_weed(access_key, secret_key, tied=tied)
                 self._init_mlflow_store()  # while weed boots
                 if self._wait_until_ready(endpoint, access_key, secret_key, final=attempt == _START_ATTEMPTS):
                     return self
@@ -283,7 +365,7 @@ class LocalServices:
             self.stop()
             raise
 
-    def _spawn_weed(self, access_key: str, secret_key: str) -> str:
+    def _spawn_weed(self, access_key: str, secret_key: str, *, tied: bool) -> str:
         """Start ``weed mini`` on fresh loopback ports, record it in the state file; return the S3 endpoint."""
         run_dir = self.state_dir / "run"
         run_dir.mkdir(exist_ok=True)
@@ -300,18 +382,28 @@ class LocalServices:
         (self.state_dir / "s3").mkdir(exist_ok=True)
         # The credentials reach weed through its environment only: never on a command line (ps).
         env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+        parent = os.getpid()
         with open(self.log_file, "wb") as log:
             self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                             env=env, cwd=self.state_dir, start_new_session=True)
+                                             env=env, cwd=self.state_dir, start_new_session=True,
+                                             preexec_fn=die_with_parent_preexec() if tied else None)
         proc = _proc_stat(self._process.pid)
+        owner = {"pid": parent, "start_time": process_start_time(parent)} if tied else None
         all_ports = {**ports, **{f"{name}.grpc": port + _GRPC_OFFSET for name, port in ports.items()}}
         endpoint = f"http://{LOOPBACK}:{ports['s3']}"
         # Written before waiting, so that `vrft down` can stop a server whose start was interrupted.
         atomic_write_text(self.state_file, dumps_deterministic({
             "pid": self._process.pid, "start_time": proc[1] if proc else None, "ports": all_ports,
             "s3_endpoint": endpoint, "bucket": self.bucket, "tracking_uri": self.tracking_uri,
-            "weed": args[0], "started_at": time.time()}))
+            "weed": args[0], "started_at": time.time(), **({"owner": owner} if owner else {})}))
         return endpoint
+
+    def _check_mlflow_store(self) -> None:
+        """Refuse a damaged ``mlflow.db`` in one line naming it (MLflow itself answers with pages
+        of sqlalchemy tracebacks that never say which file)."""
+        from vrft.tracking import check_sqlite_store
+
+        check_sqlite_store(self.db_path)
 
     def _init_mlflow_store(self) -> None:
         """Create the MLflow tables once (seconds of migrations), with the Default experiment in S3."""
@@ -319,7 +411,14 @@ class LocalServices:
         os.environ.setdefault("DO_NOT_TRACK", "true")
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        SqlAlchemyStore(self.tracking_uri, self.mlflow_artifact_root).engine.dispose()
+        from vrft.tracking import TrackingStoreError
+
+        try:
+            SqlAlchemyStore(self.tracking_uri, self.mlflow_artifact_root).engine.dispose()
+        except Exception as exc:  # sqlalchemy/alembic errors: one line naming the file instead
+            raise TrackingStoreError(f"{self.db_path}: not a usable MLflow store ({type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0] if str(exc) else ''}); move it away to start "
+                                     "a fresh store") from exc
 
     def _wait_until_ready(self, endpoint: str, access_key: str, secret_key: str, *, final: bool) -> bool:
         """Poll until the bucket answers (creating it if missing). ``False``: weed exited early and
@@ -365,11 +464,15 @@ class LocalServices:
 
         SIGTERM to SeaweedFS's process group, SIGKILL after ``timeout`` seconds; then the state
         file and sockets are removed. Returns whether a running process was stopped; a stale state
-        file is only removed (its pid is never signalled).
+        file is only removed with the sockets its server left (its pid is never signalled).
         """
         state = self.read_state()
         stopped = False
-        if state and process_alive(state["pid"], state.get("start_time")):
+        alive = bool(state) and process_alive(state["pid"], state.get("start_time"))
+        if state and not alive:  # a server that died (or was killed) without cleaning up
+            ports = state.get("ports", {})
+            _remove_weed_sockets(p for p in ports.values() if isinstance(p, int) and not port_is_open(p))
+        if alive:
             pid = state["pid"]
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
@@ -400,7 +503,7 @@ class LocalServices:
         return not process_alive(pid)
 
     def __enter__(self) -> LocalServices:
-        return self.start()
+        return self.start(tied=True)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -453,9 +556,23 @@ class LocalServices:
 
 
 def up(state_dir: str | Path, **kwargs: Any) -> LocalServices:
-    """The services of ``state_dir``: the running ones if any, else freshly started ones (left running)."""
+    """The services of ``state_dir``: the running ones if any, else freshly started ones (left running).
+
+    Services orphaned by a killed ``vrft run`` are adopted (kept running until :func:`down`);
+    services that belong to a run still in progress are refused: they stop when it ends.
+    """
     services = LocalServices(state_dir, **kwargs)
-    return services if services.status() == "running" else services.start()
+    status = services.status()
+    if status == "orphaned":
+        services.disown()
+        return services
+    if status == "running":
+        owner = services.owner_pid()
+        if owner is not None and owner != os.getpid():
+            raise ServicesError(f"{services.state_dir}: the local services belong to a `vrft run` in progress "
+                                f"(pid {owner}) and stop when it ends; run `vrft up` after it")
+        return services
+    return services.start()
 
 
 def down(state_dir: str | Path) -> bool:

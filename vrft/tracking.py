@@ -23,7 +23,9 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import subprocess
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,10 +37,92 @@ PARENT_RUN_ENV = "VRFT_MLFLOW_PARENT_RUN_ID"
 MLFLOW_ARTIFACT_ROOT_ENV = "VRFT_MLFLOW_ARTIFACT_ROOT"
 GIT_COMMIT_ENV = "VRFT_GIT_COMMIT"
 
-TAG_STAGE = "stage"
-TAG_ERROR = "error"
+# Run tags: the one list of names the stages write and the report (vrft.report) reads.
+TAG_STAGE = "stage"  # dataset | train | evaluate | report
+TAG_METHOD = "method"  # base | sft | rft (see report_method)
+TAG_CONFIG = "config"  # the experiment config's name
+TAG_MODEL = "model"  # the base model
+TAG_DATASET = "dataset"
+TAG_SHOTS = "shots"  # "" / absent: not a k-shot setting
+TAG_GIT_COMMIT = "git_commit"
+TAG_CONFIG_SHA256 = "config_sha256"
+TAG_RUN_ID = "run_id"  # the pipeline run id (the artifact prefix runs/<run_id>/)
+TAG_PAPER_TABLE, TAG_PAPER_MODEL, TAG_PAPER_COLUMN = "paper_table", "paper_model", "paper_column"
+TAG_TASK, TAG_EVAL_MODE, TAG_LABEL = "task", "eval_mode", "label"
+TAG_REGRESSION_STATUS = "regression_status"
+# What makes two evaluations comparable (the report refuses a row whose values differ from its table's):
+TAG_EVAL_SPLIT, TAG_IMAGE_CAP, TAG_SEED = "eval_split_sha256", "max_eval_images", "seed"
+TAG_GATE_SOURCE, TAG_GROUND_TRUTH = "gate_source", "ground_truth"
+TAG_ERROR = "error"  # on a FAILED / KILLED run: the (redacted) exception
 ARTIFACT_TAG_PREFIX = "artifact."
-STANDARD_TAG_KEYS = ("experiment", "dataset", "shots", "method", "model", "git_commit")
+STANDARD_TAG_KEYS = (TAG_CONFIG, TAG_DATASET, TAG_SHOTS, TAG_METHOD, TAG_MODEL, TAG_GIT_COMMIT)
+
+STAGE_DATASET, STAGE_TRAIN, STAGE_EVALUATE, STAGE_REPORT = "dataset", "train", "evaluate", "report"
+METHODS = ("base", "sft", "rft")
+# Training method (the `vrft train` sub-command, the config section) -> the report's method tag.
+_REPORT_METHOD = {"grpo": "rft", "sft": "sft"}
+
+
+def report_method(training_method: str) -> str:
+    """The ``method`` tag of a training method's runs: GRPO is the paper's RFT.
+
+    >>> report_method("grpo"), report_method("sft")
+    ('rft', 'sft')
+    """
+    try:
+        return _REPORT_METHOD[training_method]
+    except KeyError:
+        raise ValueError(f"unknown training method {training_method!r}; expected one of "
+                         f"{', '.join(_REPORT_METHOD)}") from None
+
+
+def experiment_tags(config: Any, *, method: str = "", run_id: str = "") -> dict[str, str]:
+    """The tags of every run of an :class:`~vrft.experiment.ExperimentConfig` (the report groups
+    runs by them), empty values left out; ``method`` is a report method (base, sft, rft)."""
+    tags = {
+        TAG_CONFIG: config.experiment.name,
+        TAG_MODEL: config.model.name_or_path,
+        TAG_DATASET: config.dataset.preset or config.dataset.train.display_name,
+        TAG_SHOTS: "" if config.dataset.shots is None else str(config.dataset.shots),
+        TAG_GIT_COMMIT: current_git_commit(),
+        TAG_CONFIG_SHA256: config.digest(),
+        TAG_RUN_ID: run_id,
+        TAG_PAPER_TABLE: config.report.paper_table,
+        TAG_PAPER_MODEL: config.report.paper_model,
+        TAG_PAPER_COLUMN: config.report.paper_column,
+        TAG_METHOD: method,
+        **config.experiment.tags,
+    }
+    return {k: str(v) for k, v in tags.items() if v not in ("", None)}
+
+
+class TrackingStoreError(RuntimeError):
+    """The MLflow store cannot be used; the message names it (and says what to do)."""
+
+
+def check_sqlite_store(path: str | Path) -> None:
+    """Raise :class:`TrackingStoreError` naming ``path`` if it exists and is not a sound sqlite
+    database (MLflow itself reports that as pages of sqlalchemy tracebacks)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    problem = ""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            row = db.execute("PRAGMA quick_check").fetchone()
+            if not row or row[0] != "ok":
+                problem = f"integrity check: {row[0] if row else 'no answer'}"
+    except sqlite3.Error as exc:
+        problem = f"sqlite: {exc}"
+    if problem:
+        raise TrackingStoreError(f"{path}: not a usable MLflow store ({problem}); move it away (a fresh "
+                                 "store is created in its place) or restore it from a backup")
+
+
+def sqlite_store_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI, else ``None``."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
 
 # MLflow's limits (mlflow.utils.validation): longer values are rejected, so they are cut here.
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -144,11 +228,12 @@ def current_git_commit(cwd: str | Path | None = None) -> str:
     return os.environ.get(GIT_COMMIT_ENV) or "unknown"
 
 
-def standard_tags(experiment: str, dataset: str, shots: int | str, method: str, model: str,
+def standard_tags(config: str, dataset: str, shots: int | str, method: str, model: str,
                   git_commit: str | None = None) -> dict[str, str]:
-    """The tags the report filters runs by; ``git_commit`` defaults to :func:`current_git_commit`."""
+    """The tags the report groups runs by (:data:`STANDARD_TAG_KEYS`), for runs logged by hand;
+    ``git_commit`` defaults to :func:`current_git_commit`. Stages use :func:`experiment_tags`."""
     commit = git_commit if git_commit is not None else current_git_commit()
-    values = (experiment, dataset, shots, method, model, commit)
+    values = (config, dataset, shots, method, model, commit)
     return {key: str(value) for key, value in zip(STANDARD_TAG_KEYS, values, strict=True)}
 
 
@@ -173,6 +258,7 @@ class Tracker:
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
         self.artifact_root = artifact_root or os.environ.get(MLFLOW_ARTIFACT_ROOT_ENV) or None
         self._seen_secrets: set[str] = set()
+        self._store_checked = False
 
     @property
     def enabled(self) -> bool:
@@ -190,10 +276,44 @@ class Tracker:
         # Loopback only: MLflow's usage telemetry stays off unless a user turned it on explicitly.
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("DO_NOT_TRACK", "true")
+        if not self._store_checked:
+            database = sqlite_store_path(self.tracking_uri or "")
+            if database is not None:
+                check_sqlite_store(database)
+            self._store_checked = True
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
         return mlflow
+
+    def _client(self) -> Any:
+        """An explicit client on this tracker's store, for runs that are not the active one."""
+        return self._mlflow().MlflowClient(tracking_uri=self.tracking_uri)
+
+    def run_exists(self, run_id: str) -> bool:
+        """Whether this store holds run ``run_id``."""
+        if not self.enabled:
+            return False
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client().get_run(run_id)
+        except MlflowException:
+            return False
+        return True
+
+    def store_identity(self) -> str:
+        """Which MLflow store this is: its URI and the creation time of its Default experiment
+        (a deleted and recreated sqlite file is another store). ``"untracked"`` when disabled."""
+        if not self.enabled:
+            return "untracked"
+        from mlflow.exceptions import MlflowException
+
+        try:
+            created = self._client().get_experiment("0").creation_time
+        except MlflowException:
+            created = None
+        return hashlib.sha256(f"{self.tracking_uri}\0{created}".encode()).hexdigest()[:16]
 
     def _experiment_id(self, name: str) -> str:
         mlflow = self._mlflow()
@@ -266,18 +386,26 @@ class Tracker:
     @contextlib.contextmanager
     def stage_run(self, stage: str, params: Any = None, tags: Mapping[str, Any] | None = None, *,
                   parent_run_id: str | None = None, run_name: str | None = None,
-                  experiment: str | None = None) -> Iterator[str | None]:
+                  experiment: str | None = None, resume_run_id: str | None = None) -> Iterator[str | None]:
         """A stage's run, nested under ``parent_run_id`` or ``$VRFT_MLFLOW_PARENT_RUN_ID`` (or the
         active run); logs ``params`` (see :meth:`log_params`) and yields the run id.
 
         An exception inside marks the run FAILED with tag ``error`` = the (redacted) message, then
         propagates. ``run_name`` defaults to ``stage`` (e.g. ``evaluate-sft`` for stage ``evaluate``).
         Without a parent (a stage run on its own) the run goes to ``experiment`` when given.
+        ``resume_run_id`` continues that run instead (a resumed training); params already logged
+        are not logged again.
         """
         if not self.enabled:
             yield None
             return
         mlflow = self._mlflow()
+        if resume_run_id:
+            with self._run({**(tags or {}), TAG_STAGE: stage}, run_id=resume_run_id) as run_id:
+                if params is not None:
+                    self.log_params(params, skip_logged=True)
+                yield run_id
+            return
         parent = parent_run_id or os.environ.get(PARENT_RUN_ENV) or None
         start: dict[str, Any] = {"run_name": self._redact_text(run_name or stage), "nested": True}
         if parent is not None:
@@ -290,24 +418,75 @@ class Tracker:
                 self.log_params(params)
             yield run_id
 
-    def log_params(self, params: Any) -> None:
-        """Log a (nested) dataclass config or mapping as flat, redacted params (``grpo.beta``)."""
+    def log_params(self, params: Any, *, run_id: str | None = None, skip_logged: bool = False) -> None:
+        """Log a (nested) dataclass config or mapping as flat, redacted params (``grpo.beta``), to
+        the active run or ``run_id``. ``skip_logged``: leave out params the run already has (MLflow
+        refuses to change a param, e.g. when a training resumes)."""
         if not self.enabled:
             return
         data = to_dict(params)
         if not isinstance(data, dict):
             raise TypeError(f"log_params: expected a dataclass or a mapping, got {type(params).__name__}")
-        clean = self._redact(flatten(data))
-        self._active_mlflow("log_params").log_params(
-            {key: _truncate(_param_text(value), MAX_PARAM_VALUE_LENGTH) for key, value in clean.items()})
+        clean = {key: _truncate(_param_text(value), MAX_PARAM_VALUE_LENGTH)
+                 for key, value in self._redact(flatten(data)).items()}
+        client = self._client()
+        if run_id is None:
+            run_id = self._active_mlflow("log_params").active_run().info.run_id
+        if skip_logged:
+            logged = client.get_run(run_id).data.params
+            clean = {k: v for k, v in clean.items() if k not in logged}
+        from mlflow.entities import Param
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log numeric metrics (e.g. training loss at ``step``) to the active run."""
+        items = [Param(k, v) for k, v in clean.items()]
+        for start in range(0, len(items), 100):  # MLflow's batch limit
+            client.log_batch(run_id, params=items[start:start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, *, run_id: str | None = None) -> None:
+        """Log numeric metrics (e.g. training loss at ``step``) to the active run or ``run_id``;
+        non-finite values are left out (MLflow's stores disagree on them)."""
         if not self.enabled:
             return
+        import math
+
         secrets = env_secrets() | self._seen_secrets
-        self._active_mlflow("log_metrics").log_metrics(
-            {_scrub(str(key), secrets): float(value) for key, value in metrics.items()}, step=step)
+        clean = {_scrub(str(key), secrets): float(value) for key, value in metrics.items()
+                 if math.isfinite(float(value))}
+        if run_id is None:
+            self._active_mlflow("log_metrics").log_metrics(clean, step=step)
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, value, now, step or 0) for key, value in clean.items()]
+        client = self._client()
+        for start in range(0, len(items), 1000):  # MLflow's batch limit
+            client.log_batch(run_id, metrics=items[start:start + 1000])
+
+    def create_run(self, experiment: str, run_name: str, tags: Mapping[str, Any] | None = None, *,
+                   parent_run_id: str | None = None) -> str | None:
+        """Create a run without making it the active one (a training's own run); return its id.
+        End it with :meth:`end_run`."""
+        if not self.enabled:
+            return None
+        clean = {k: _truncate(str(v), MAX_TAG_VALUE_LENGTH) for k, v in self._redact(dict(tags or {})).items()}
+        if parent_run_id:
+            clean["mlflow.parentRunId"] = parent_run_id
+        run = self._client().create_run(self._experiment_id(experiment), run_name=self._redact_text(run_name) or None,
+                                        tags=clean)
+        return run.info.run_id
+
+    def end_run(self, run_id: str, error: BaseException | None = None) -> None:
+        """End a run made by :meth:`create_run`: FINISHED, or FAILED (KILLED on interrupts) with the
+        redacted error as tag ``error``."""
+        if not self.enabled:
+            return
+        client = self._client()
+        if error is None:
+            client.set_terminated(run_id, "FINISHED")
+            return
+        client.set_tag(run_id, TAG_ERROR, _truncate(self._redact_text(f"{type(error).__name__}: {error}"),
+                                                    MAX_TAG_VALUE_LENGTH))
+        client.set_terminated(run_id, "FAILED" if isinstance(error, Exception) else "KILLED")
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set redacted tags on the active run (e.g. what an evaluation turned out to be)."""

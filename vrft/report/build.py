@@ -11,7 +11,8 @@ Output directory (written atomically):
 * ``manifest.json``.
 
 With ``log_to_mlflow`` the directory is also logged as the artifacts of a ``stage=report`` run in
-the same experiment (this sets MLflow's process-wide tracking URI to ``tracking_uri``).
+the same experiment, through :class:`vrft.tracking.Tracker` (this sets MLflow's process-wide
+tracking URI to ``tracking_uri``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from vrft.report.tracking import (
     RunRecord,
     search_runs,
 )
+from vrft.tracking import TAG_REGRESSION_STATUS, Tracker
 
 REPORT_MD, REPORT_HTML, TABLES_JSON, REGRESSION_JSON = "report.md", "report.html", "tables.json", "regression.json"
 
@@ -94,7 +96,6 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
     curves (training runs tagged ``run_id``). Without ``evaluations`` the tables come from the
     experiment's MLflow evaluation runs, newest per (method, shots, seed) — for reports across runs.
     """
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     if tracking_uri:  # overwrite would delete a local MLflow store inside the output directory
@@ -162,13 +163,11 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
 
     mlflow_run_id = None
     if config.log_to_mlflow and tracking_uri and experiment:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_experiment(experiment)
-        with mlflow.start_run(run_name="report") as run:
-            mlflow.set_tags({STAGE: STAGE_REPORT, "regression_status": summary["status"], **({RUN_ID: run_id} if run_id else {})})
-            mlflow.log_metrics({"regressions": float(len(summary["regressions"])), "tables": float(len(tables))})
-            mlflow.log_artifacts(str(output_dir), artifact_path="report")
-            mlflow_run_id = run.info.run_id
+        tracker = Tracker(tracking_uri)
+        tags = {TAG_REGRESSION_STATUS: summary["status"], **({RUN_ID: run_id} if run_id else {})}
+        with tracker.stage_run(STAGE_REPORT, tags=tags, run_name="report", experiment=experiment) as mlflow_run_id:
+            tracker.log_metrics({"regressions": float(len(summary["regressions"])), "tables": float(len(tables))})
+            tracker.log_artifacts(output_dir, "report")
     return ReportResult(output_dir, output_dir / REPORT_MD, output_dir / REPORT_HTML,
                         [output_dir / p for p in plot_names], tables, regressions, summary, mlflow_run_id)
 

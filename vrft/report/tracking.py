@@ -15,16 +15,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vrft.config import flatten
+from vrft.tracking import METHODS, STAGE_EVALUATE, STAGE_REPORT, STAGE_TRAIN, Tracker
+from vrft.tracking import TAG_CONFIG as CONFIG
+from vrft.tracking import TAG_DATASET as DATASET
+from vrft.tracking import TAG_EVAL_MODE as EVAL_MODE
+from vrft.tracking import TAG_EVAL_SPLIT as EVAL_SPLIT
+from vrft.tracking import TAG_GATE_SOURCE as GATE_SOURCE
+from vrft.tracking import TAG_GROUND_TRUTH as GROUND_TRUTH
+from vrft.tracking import TAG_IMAGE_CAP as IMAGE_CAP
+from vrft.tracking import TAG_LABEL as LABEL
+from vrft.tracking import TAG_METHOD as METHOD
+from vrft.tracking import TAG_MODEL as MODEL
+from vrft.tracking import TAG_PAPER_COLUMN as PAPER_COLUMN
+from vrft.tracking import TAG_PAPER_MODEL as PAPER_MODEL
+from vrft.tracking import TAG_PAPER_TABLE as PAPER_TABLE
+from vrft.tracking import TAG_RUN_ID as RUN_ID
+from vrft.tracking import TAG_SEED as SEED
+from vrft.tracking import TAG_SHOTS as SHOTS
+from vrft.tracking import TAG_STAGE as STAGE
+from vrft.tracking import TAG_TASK as TASK
 
-STAGE, METHOD, SHOTS, DATASET, MODEL, CONFIG = "stage", "method", "shots", "dataset", "model", "config"
-TASK, EVAL_MODE, LABEL = "task", "eval_mode", "label"
-# What makes two evaluations comparable (the report refuses a row whose values differ from its table's):
-EVAL_SPLIT, IMAGE_CAP, SEED, RUN_ID = "eval_split_sha256", "max_eval_images", "seed", "run_id"
-GATE_SOURCE, GROUND_TRUTH = "gate_source", "ground_truth"
-PAPER_TABLE, PAPER_MODEL, PAPER_COLUMN = "paper_table", "paper_model", "paper_column"
-METHODS = ("base", "sft", "rft")
-STAGE_EVALUATE, STAGE_TRAIN, STAGE_REPORT = "evaluate", "train", "report"
+__all__ = [
+    "CONFIG",
+    "DATASET",
+    "EVAL_MODE",
+    "EVAL_SPLIT",
+    "GATE_SOURCE",
+    "GROUND_TRUTH",
+    "IMAGE_CAP",
+    "LABEL",
+    "METHOD",
+    "METHODS",
+    "MODEL",
+    "PAPER_COLUMN",
+    "PAPER_MODEL",
+    "PAPER_TABLE",
+    "RUN_ID",
+    "SEED",
+    "SHOTS",
+    "STAGE",
+    "STAGE_EVALUATE",
+    "STAGE_REPORT",
+    "STAGE_TRAIN",
+    "TASK",
+]
 TIMING_PREFIX = "timing/"  # logged for information; never a regression
 
 _METRIC_NAME = re.compile(r"[^\w.\- /:]")
@@ -102,24 +136,22 @@ def log_evaluation(result: Any, tags: RunTags, *, experiment: str, tracking_uri:
 
     Tags: ``tags`` plus :func:`evaluation_tags`; metrics: :func:`evaluation_metrics`; params: the
     evaluate config; artifacts (``evaluation/``): the whole output directory when ``artifacts``
-    (predictions, completions, COCO files, metrics.json). The pipeline's stages log the same tags and
-    metrics through their own tracker.
+    (predictions, completions, COCO files, metrics.json). Written through :class:`vrft.tracking.Tracker`
+    (redacted; FAILED if logging fails), as the pipeline's evaluate stage does.
     """
-    import mlflow
-
     tags.validate()
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
-    summary = result.summary
+    tracker = Tracker(tracking_uri or None)
+    if not tracker.enabled:
+        raise ValueError("log_evaluation: no MLflow store: pass tracking_uri or set MLFLOW_TRACKING_URI")
     shots = "" if tags.shots is None else f"-{tags.shots}shot"
-    with mlflow.start_run(run_name=f"eval-{tags.config}-{tags.method}{shots}") as run:
-        mlflow.set_tags({**tags.as_tags(STAGE_EVALUATE), **evaluation_tags(result)})
-        mlflow.log_params({k: str(v)[:500] for k, v in flatten({"evaluate": summary.get("config", {})}).items()})
-        mlflow.log_metrics(evaluation_metrics(result))
+    params = {"evaluate": result.summary.get("config", {})}
+    with tracker.stage_run(STAGE_EVALUATE, params=params, tags={**tags.as_tags(STAGE_EVALUATE), **evaluation_tags(result)},
+                           run_name=f"eval-{tags.config}-{tags.method}{shots}", experiment=experiment) as run_id:
+        tracker.log_metrics(evaluation_metrics(result))
         if artifacts:
-            mlflow.log_artifacts(str(Path(result.output_dir)), artifact_path="evaluation")
-        return run.info.run_id
+            tracker.log_artifacts(Path(result.output_dir), "evaluation")
+    assert run_id is not None
+    return run_id
 
 
 @dataclass

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,13 +175,17 @@ class Tracking:
 
 
 class MlflowCallback(TrainerCallback):
-    """Logs params once and every log event's numeric values as metrics, through an explicit client
-    (no process-global MLflow state is changed)."""
+    """Logs params once and every log event's numeric values as metrics, through
+    :class:`vrft.tracking.Tracker` (redacted, explicit run ids: no process-global MLflow state changes).
+
+    A run it created itself is ended FINISHED by ``on_train_end``, or FAILED by :meth:`on_exception`
+    (called by the training loop when training raises); a given ``run_id`` is left to its owner.
+    """
 
     def __init__(self, tracking: Tracking, params: Mapping[str, Any], output_dir: Path) -> None:
-        from mlflow.tracking import MlflowClient
+        from vrft.tracking import Tracker
 
-        self.client = MlflowClient(tracking_uri=tracking.resolved_uri())
+        self.tracker = Tracker(tracking.resolved_uri())
         self.tracking = tracking
         self.params = params
         self.run_file = Path(output_dir) / MLFLOW_RUN_FILE
@@ -195,43 +198,40 @@ class MlflowCallback(TrainerCallback):
             return self.tracking.run_id
         if self.run_file.is_file():  # a resumed training continues its run
             return json.loads(self.run_file.read_text(encoding="utf-8"))["run_id"]
-        experiment = self.client.get_experiment_by_name(self.tracking.experiment)
-        experiment_id = (experiment.experiment_id if experiment is not None
-                         else self.client.create_experiment(self.tracking.experiment))
-        tags = dict(self.tracking.tags)
         active = mlflow.active_run()
         parent = self.tracking.parent_run_id or (active.info.run_id if active is not None else "")
-        if parent:
-            tags["mlflow.parentRunId"] = parent
-        run = self.client.create_run(experiment_id, run_name=self.tracking.run_name or None, tags=tags)
-        atomic_write_text(self.run_file, json.dumps({"run_id": run.info.run_id}) + "\n")
-        return run.info.run_id
+        run_id = self.tracker.create_run(self.tracking.experiment, self.tracking.run_name, self.tracking.tags,
+                                         parent_run_id=parent or None)
+        assert run_id is not None  # the callback exists only when a tracking URI is known
+        atomic_write_text(self.run_file, json.dumps({"run_id": run_id}) + "\n")
+        return run_id
+
+    @property
+    def _owns_run(self) -> bool:
+        return bool(self.run_id) and not self.tracking.run_id
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
-        from mlflow.entities import Param
-
         self.run_id = self._open_run()
-        logged = self.client.get_run(self.run_id).data.params
-        params = [Param(k, str(v)[:6000]) for k, v in self.params.items() if k not in logged]
-        for start in range(0, len(params), 100):  # MLflow's batch limit
-            self.client.log_batch(self.run_id, params=params[start:start + 100])
+        self.tracker.log_params(dict(self.params), run_id=self.run_id, skip_logged=True)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not (state.is_world_process_zero and self.run_id and logs):
             return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), now, state.global_step) for key, value in logs.items()
-                   if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]
+        metrics = {key: value for key, value in logs.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
         if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics)
+            self.tracker.log_metrics(metrics, step=state.global_step, run_id=self.run_id)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:
-        if state.is_world_process_zero and self.run_id and not self.tracking.run_id:
-            self.client.set_terminated(self.run_id)
+        if state.is_world_process_zero and self._owns_run:
+            self.tracker.end_run(self.run_id)
+
+    def on_exception(self, error: BaseException) -> None:
+        """Training raised: a run this callback created ends FAILED (KILLED on an interrupt)."""
+        if self._owns_run:
+            self.tracker.end_run(self.run_id, error)

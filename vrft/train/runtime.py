@@ -231,7 +231,13 @@ def callbacks(plan: RunPlan, tracking: Tracking | None, record: dict[str, Any]) 
 def train_and_save(trainer: Any, method: str, config: StageConfig, model: ModelConfig, plan: RunPlan
                    ) -> TrainResult:
     """Train (resuming if planned), then write the final model directory."""
-    output = trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
+    try:
+        output = trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
+    except BaseException as exc:  # transformers' callbacks have no exception event: end tracked runs FAILED
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, MlflowCallback):
+                callback.on_exception(exc)
+        raise
     step = trainer.state.global_step
     info = {"method": method, "base_model": model.name_or_path, "family": model.resolved_family(),
             "global_step": step, "min_pixels": model.min_pixels, "max_pixels": model.max_pixels}

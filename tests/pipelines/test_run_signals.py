@@ -1,0 +1,123 @@
+"""`vrft run` killed mid-stage (SIGTERM, then SIGKILL): nothing of the run survives, no port stays
+open, and the next run completes, reusing the stages that had finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from vrft.services import port_is_open, process_alive
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["grpo.max_steps=2", "sft.max_steps=2", "grpo.save_steps=1", "sft.save_steps=1",
+        "evaluate.max_eval_images=3", "dataset.train.n_images=32"]
+MARK = "VRFT_TEST_RUN_MARK"
+
+# Three runs of the pipeline (two cut short): minutes on an idle machine, over 30 min on a loaded one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Live processes whose environment carries ``MARK=mark``: everything the run started."""
+    found = []
+    needle = f"{MARK}={mark}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and process_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(condition, timeout: float, poll: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll)
+    return condition()
+
+
+def start_run(state_dir: Path, mark: str, out: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, MARK: mark}
+    for key in ("MLFLOW_TRACKING_URI", "VRFT_ARTIFACT_ROOT", "AWS_ENDPOINT_URL", "VRFT_MLFLOW_PARENT_RUN_ID"):
+        env.pop(key, None)
+    return subprocess.Popen([sys.executable, "-m", "vrft.cli", "run", str(ROOT / "configs" / "default.yaml"),
+                             *FAST, "--state-dir", str(state_dir), "--output-dir", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=state_dir)
+
+
+def stage_running(mark: str) -> bool:
+    """Whether a stage process (kfp's executor) of the marked run is running."""
+    for pid in marked_processes(mark):
+        try:
+            if b"kfp.dsl.executor_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def kill_mid_stage(state_dir: Path, sig: int, stage: str) -> str:
+    """Start a run, wait until ``stage`` runs, send ``sig`` to the `vrft run` process; check that
+    nothing of the run survives; return its output."""
+    mark = uuid.uuid4().hex
+    run = start_run(state_dir, mark, state_dir / f"report-{sig}")
+    try:
+        assert run.stdout is not None
+        lines = []
+        for line in run.stdout:  # progress lines: "Executing task 'dataset-stage'"
+            lines.append(line)
+            if f"Executing task '{stage}'" in line:
+                break
+        else:
+            pytest.fail(f"the run ended before {stage} started:\n{''.join(lines)}")
+        state = json.loads((state_dir / "services" / "services.json").read_text())
+        assert wait_until(lambda: stage_running(mark), 120), "the stage process did not start"
+        run.send_signal(sig)
+        rest, _ = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    output = "".join(lines) + rest
+    assert run.returncode != 0
+    assert wait_until(lambda: not marked_processes(mark), 60), \
+        f"processes of the run survived {signal.Signals(sig).name}: {marked_processes(mark)}\n{output}"
+    assert wait_until(lambda: not [p for p in state["ports"].values() if port_is_open(p)], 30), \
+        f"ports still open: {state['ports']}"
+    assert not process_alive(state["pid"], state["start_time"])
+    return output
+
+
+def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(tmp_path: Path) -> None:
+    state_dir = tmp_path / "vrft"
+    state_dir.mkdir()
+    output = kill_mid_stage(state_dir, signal.SIGTERM, "dataset-stage")
+    assert "Traceback" not in output and "vrft run: terminated by signal 15" in output, output[-3000:]
+
+    # The dataset stage completes this time; the run is killed during the next stage.
+    kill_mid_stage(state_dir, signal.SIGKILL, "evaluate-stage")
+
+    mark = uuid.uuid4().hex
+    final = start_run(state_dir, mark, state_dir / "report")
+    output, _ = final.communicate(timeout=3000)
+    assert final.returncode == 0, output[-4000:]
+    assert (state_dir / "report" / "report.md").exists()
+    log = Path(next(line.split("log: ", 1)[1] for line in output.splitlines() if line.startswith("log: "))).read_text()
+    # The dataset finished in the second run: it comes from the cache; the killed stage runs again.
+    assert "Executing task 'dataset-stage'" not in log and "Executing task 'evaluate-stage'" in log
+    assert wait_until(lambda: not marked_processes(mark), 60)
+    assert not (state_dir / "services" / "services.json").exists()

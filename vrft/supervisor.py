@@ -1,0 +1,184 @@
+"""Nothing a run starts outlives it: stage process groups and local services die with the run.
+
+``vrft run`` starts stages (each in its own process group, so a group signal reaches every process
+a stage started) and the local services. Three layers make sure none survives the run:
+
+* normal ends, errors, Ctrl-C and SIGTERM unwind through ``finally`` blocks that stop them
+  (:meth:`Supervisor.terminate_groups`: SIGTERM to each group, SIGKILL after a grace period);
+* SIGKILL of the run runs no code at all, so a small **watchdog** process (``python -m
+  vrft.supervisor``, in its own session so that terminal and ``timeout`` signals do not reach it)
+  holds the read end of a pipe from the run. When the run dies, however it dies, the kernel closes
+  the pipe; the watchdog reads end-of-file and stops every group and services directory still
+  registered, then exits;
+* the services started by a run also get Linux's parent-death signal (:func:`vrft.services.die_with_parent_preexec`).
+
+The protocol on the pipe is one line per change: ``+group PGID``, ``-group PGID``,
+``+services STATE_DIR``, ``-services STATE_DIR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+GRACE_SECONDS = 10.0
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _group_has_live_members(pgid)
+
+
+def _group_has_live_members(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is still running (zombies waiting to be reaped do not count)."""
+    from vrft.services import process_alive
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and process_alive(int(entry.name)):
+            return True
+    return False
+
+
+def terminate_groups(pgids: Iterable[int], grace: float = GRACE_SECONDS) -> None:
+    """SIGTERM every process group, wait up to ``grace`` seconds, SIGKILL what is left, wait for it."""
+    pgids = list(pgids)
+    for pgid in pgids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_group_alive(p) for p in pgids):
+        time.sleep(0.1)
+    for pgid in pgids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_group_alive(p) for p in pgids):
+        time.sleep(0.05)
+
+
+class Supervisor:
+    """The process groups and services of one run, and the watchdog that stops them if the run is killed."""
+
+    def __init__(self) -> None:
+        self._groups: set[int] = set()
+        self._lock = threading.Lock()
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        #: Set once the run is being stopped: no stage may start any more, and one that was
+        #: starting when the signal came is stopped as soon as it is registered.
+        self.stopping = threading.Event()
+
+    def __enter__(self) -> Supervisor:
+        self._watchdog = subprocess.Popen([sys.executable, "-m", "vrft.supervisor"], stdin=subprocess.PIPE,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True, close_fds=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.terminate_groups()
+        finally:
+            if self._watchdog is not None:
+                with contextlib.suppress(OSError):
+                    self._watchdog.stdin.close()  # type: ignore[union-attr]
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._watchdog.wait(30)
+                self._watchdog = None
+
+    def _send(self, line: str) -> None:
+        if self._watchdog is None or self._watchdog.stdin is None:
+            return
+        with self._lock, contextlib.suppress(OSError):
+            self._watchdog.stdin.write(line.encode() + b"\n")
+            self._watchdog.stdin.flush()
+
+    @property
+    def groups(self) -> set[int]:
+        with self._lock:
+            return set(self._groups)
+
+    def watch_group(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+        self._send(f"+group {pgid}")
+
+    def forget_group(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.discard(pgid)
+        self._send(f"-group {pgid}")
+
+    def watch_services(self, state_dir: str | Path) -> None:
+        self._send(f"+services {Path(state_dir).resolve()}")
+
+    def forget_services(self, state_dir: str | Path) -> None:
+        self._send(f"-services {Path(state_dir).resolve()}")
+
+    def signal_groups(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` to every live group now, without waiting (safe inside a signal handler)."""
+        for pgid in self.groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+
+    def stop_soon(self, grace: float = GRACE_SECONDS) -> None:
+        """From a signal handler: refuse new stages, SIGTERM the running ones now and SIGKILL
+        whatever is left after ``grace`` seconds (a timer thread: the handler must not block)."""
+        self.stopping.set()
+        self.signal_groups(signal.SIGTERM)
+        timer = threading.Timer(grace, self.signal_groups, args=(signal.SIGKILL,))
+        timer.daemon = True
+        timer.start()
+
+    def terminate_groups(self, grace: float = GRACE_SECONDS) -> None:
+        groups = self.groups
+        if groups:
+            terminate_groups(groups, grace)
+        for pgid in groups:
+            self.forget_group(pgid)
+
+
+def _watchdog(stream: Iterable[bytes]) -> None:
+    """Track the run's registrations until its end of the pipe closes, then stop what is left."""
+    groups: set[int] = set()
+    services: set[str] = set()
+    for raw in stream:
+        sign, _, rest = raw.decode(errors="replace").strip().partition(" ")
+        if sign == "+group":
+            groups.add(int(rest))
+        elif sign == "-group":
+            groups.discard(int(rest))
+        elif sign == "+services":
+            services.add(rest)
+        elif sign == "-services":
+            services.discard(rest)
+    if groups:
+        terminate_groups(groups)
+    if services:
+        from vrft.services import LocalServices
+
+        for state_dir in services:
+            with contextlib.suppress(Exception):  # nobody is left to report to
+                LocalServices(state_dir).stop()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the pipe's end stops the watchdog
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _watchdog(sys.stdin.buffer)
