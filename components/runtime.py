@@ -26,6 +26,8 @@ from vrft.tracking import Tracker, current_git_commit
 
 RUN_ID_ENV = "VRFT_RUN_ID"
 WORK_DIR_ENV = "VRFT_WORK_DIR"
+IMAGE_ENV = "VRFT_IMAGE"
+"""The container image a stage runs in (set by `vrft run --runner docker` and on a cluster), tagged ``image``."""
 
 
 @dataclass
@@ -93,6 +95,7 @@ class StageContext:
             "git_commit": current_git_commit(),
             "config_sha256": cfg.digest(),
             "run_id": self.run_id,
+            "image": os.environ.get(IMAGE_ENV, ""),
             "paper_table": cfg.report.paper_table,
             **cfg.experiment.tags,
         }

@@ -62,9 +62,13 @@ def _place(task: dsl.PipelineTask, resources: Resources, *, target: Target, stag
     return task
 
 
-def build_pipeline(config: ExperimentConfig, *, target: Target = "local"):
-    """The pipeline function for ``config``; call it under ``kfp.local.init`` or compile it."""
-    images = image_refs(config.pipeline.image_registry, config.pipeline.image_tag)
+def build_pipeline(config: ExperimentConfig, *, target: Target = "local", images: dict[str, str] | None = None):
+    """The pipeline function for ``config``; call it under ``kfp.local.init`` or compile it.
+
+    ``images``: stage -> image, instead of the config's (``vrft run --runner docker`` runs every stage
+    in the CPU image).
+    """
+    images = images or image_refs(config.pipeline.image_registry, config.pipeline.image_tag)
     make_dataset = dataset_component.component(images["dataset"])
     train_rft = train_components.grpo_component(images["grpo"])
     train_sft = train_components.sft_component(images["sft"])
