@@ -19,8 +19,10 @@ from vrft.components import dataset as dataset_component
 from vrft.components import evaluate as evaluate_component
 from vrft.components import report as report_component
 from vrft.components import train as train_components
+from vrft.components.runtime import IMAGE_ENV
 from vrft.experiment import ExperimentConfig, Resources, load_experiment
 from vrft.pipelines.kfp_client import (
+    CLIENT_POD_LABEL,
     GPU_NODE_SELECTOR,
     GPU_TOLERATIONS,
     config_map_env_spec,
@@ -50,6 +52,8 @@ def _place(task: dsl.PipelineTask, resources: Resources, *, target: Target, stag
     if target == "cluster":
         from kfp import kubernetes
 
+        kubernetes.add_pod_label(task, *CLIENT_POD_LABEL)  # admitted to S3 and MLflow (k8s NetworkPolicies)
+        task.set_env_variable(IMAGE_ENV, task.component_spec.implementation.container.image)
         for secret, keys in secret_env_spec(stage).items():
             kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
         for config_map, keys in config_map_env_spec().items():
