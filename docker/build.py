@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -82,12 +83,27 @@ def image_ref(registry: str, name: str, tag: str) -> str:
     return f"{registry.rstrip('/')}/{name}:{tag}"
 
 
+def git_commit() -> str:
+    """The repository's HEAD commit, which the stage images record (VRFT_GIT_COMMIT); "unknown" outside git."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
+    except OSError:
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+# Images whose Dockerfile takes VRFT_GIT_COMMIT (the package's own images).
+STAGE_IMAGES = frozenset({"vrft", "vrft-cpu"})
+
+
 def plan(registry: str, tag: str, *, push: bool = True, only: Sequence[str] = (),
-         base_image: str | None = None, build_args: Mapping[str, str] | None = None) -> list[Step]:
+         base_image: str | None = None, build_args: Mapping[str, str] | None = None,
+         commit: str | None = None) -> list[Step]:
     """The builds (and pushes) in build order.
 
     ``base_image``: the BASE_IMAGE of every image that is not built FROM one of ours (an air-gapped
-    base); ``build_args``: passed to every build (index mirrors).
+    base); ``build_args``: passed to every build (index mirrors); ``commit``: VRFT_GIT_COMMIT of the
+    stage images.
     """
     unknown = sorted(set(only) - {image.name for image in IMAGES})
     if unknown:
@@ -104,6 +120,8 @@ def plan(registry: str, tag: str, *, push: bool = True, only: Sequence[str] = ()
             args["BASE_IMAGE"] = image_ref(registry, image.base, tag)
         elif base_image:
             args["BASE_IMAGE"] = base_image
+        if commit and image.name in STAGE_IMAGES:
+            args["VRFT_GIT_COMMIT"] = commit
         steps.append(Step("build", ref, image, args))
         if push:
             steps.append(Step("push", ref, image))
@@ -203,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         steps = plan(registry, tag, push=args.push, only=args.only, base_image=args.base_image,
-                     build_args=parse_build_args(args.build_arg))
+                     build_args=parse_build_args(args.build_arg), commit=None if args.dry_run else git_commit())
     except ValueError as exc:
         print(f"build.py: {exc}", file=sys.stderr)
         return 2

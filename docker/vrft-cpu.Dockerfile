@@ -61,6 +61,12 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation --no-index /opt/vr
 WORKDIR /workspace
 COPY configs ./configs
 
+# The commit the image was built from (docker/build.py passes it): the stages' MLflow runs record it,
+# as there is no git checkout in the image. Last, so that a new commit rebuilds only this layer.
+ARG VRFT_GIT_COMMIT=unknown
+ENV VRFT_GIT_COMMIT=${VRFT_GIT_COMMIT} \
+    GIT_PYTHON_REFRESH=quiet
+
 USER 1000:1000
 # No ENTRYPOINT: Kubeflow (and kfp's local DockerRunner) pass the whole command, which an ENTRYPOINT
 # would swallow as arguments. `docker run IMAGE vrft ...` for the CLI.
