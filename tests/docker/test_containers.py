@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "default.yaml"
 AIRGAP_BASE = "vrft-airgap-base:bookworm"
 VRFT = Path(sys.executable).with_name("vrft")
+TORCH_WHEELS_PORT = 18765
 
 
 def _engine_answers(env: dict[str, str]) -> bool:
@@ -75,7 +76,8 @@ def torch_wheels() -> Iterator[list[str]]:
         yield []
         return
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    # A fixed port: the URL is a build argument, and a new value would invalidate the cached layers.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", TORCH_WHEELS_PORT), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple")
