@@ -340,6 +340,10 @@ def test_from_chains_follow_the_build_order(build: ModuleType) -> None:
             assert image.base in built, f"{image.name} is built before its base {image.base}"
             assert step.buildargs["BASE_IMAGE"] == built[image.base]
         built[image.name] = step.ref
+    for step in build.plan("r", "t", push=False, commit="abc123"):  # the stage images record their commit
+        recorded = step.buildargs.get("VRFT_GIT_COMMIT")
+        assert recorded == ("abc123" if "VRFT_GIT_COMMIT" in args_of(REPO / step.image.dockerfile) else None)
+    assert {i.name for i in build.IMAGES if "VRFT_GIT_COMMIT" in args_of(REPO / i.dockerfile)} == {"vrft", "vrft-cpu"}
     airgapped = build.plan("r", "t", push=False, base_image="local-base:1", build_args={"PIP_INDEX_URL": "http://m/simple"})
     for step in airgapped:
         assert step.buildargs["PIP_INDEX_URL"] == "http://m/simple"
