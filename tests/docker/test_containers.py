@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,13 +135,21 @@ def _run(env: dict[str, str], state: Path, runner: str) -> dict:
             "tracking_uri": LocalServices(state / "state" / "services").tracking_uri}
 
 
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short directory: SeaweedFS's unix sockets live under the state dir, and pytest's tmp paths are too long."""
+    directory = Path(tempfile.mkdtemp(prefix="vrft-ct-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def test_every_stage_runs_in_its_own_container_to_the_subprocess_runners_report(
-    engine_env: dict[str, str], image: str, tmp_path: Path
+    engine_env: dict[str, str], image: str, short_dir: Path
 ) -> None:
-    (tmp_path / "docker").mkdir()
-    (tmp_path / "subprocess").mkdir()
-    in_containers = _run(engine_env, tmp_path / "docker", "docker")
-    in_process = _run(engine_env, tmp_path / "subprocess", "subprocess")
+    (short_dir / "d").mkdir()
+    (short_dir / "s").mkdir()
+    in_containers = _run(engine_env, short_dir / "d", "docker")
+    in_process = _run(engine_env, short_dir / "s", "subprocess")
 
     assert in_containers["tables"] == in_process["tables"]
     assert in_containers["tables"][0]["rows"]  # a report with results, not two empty ones
