@@ -6,23 +6,26 @@ RUN_EXTRAS ?= pipeline
 EXTRAS ?= $(RUN_EXTRAS),lvis,dev
 # A GPU machine keeps pip's CUDA torch; elsewhere the CPU build is installed first so that nothing
 # pulls gigabytes of CUDA packages.
+# One torch version everywhere: here, in the CPU image and in the GPU image (docker/*.Dockerfile
+# TORCH_VERSION; tests/docker checks that they agree).
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
-CPU_TORCH ?= torch==2.13.0
-comma := ,
-TORCH := $(if $(HAS_GPU),torch>=2.6$(comma)<2.14,$(CPU_TORCH))
+TORCH_VERSION := 2.13.0
+CPU_TORCH ?= torch==$(TORCH_VERSION)
+TORCH := $(if $(HAS_GPU),torch==$(TORCH_VERSION),$(CPU_TORCH))
 UV ?= uv==0.13.8
 UV_INSTALL = $(VENV)/bin/uv pip install --quiet --python $(PY)
 CONFIG ?= configs/default.yaml
 
-.PHONY: setup run test lint format deepspeed images clean help
+.PHONY: setup run test test-containers lint format deepspeed images clean help
 
 help:
 	@echo "make setup   create $(VENV) and install vrft with its pipeline and test dependencies"
 	@echo "make run     run the whole pipeline on the embedded default ($(CONFIG))"
 	@echo "make test    run the test suite"
+	@echo "make test-containers  build the CPU image on an air-gapped base and run the pipeline in containers"
 	@echo "make lint    ruff"
 	@echo "make deepspeed  add DeepSpeed (multi-GPU ZeRO-2/3) to $(VENV)"
-	@echo "make images  build and push the cluster images (VRFT_REGISTRY, VRFT_TAG)"
+	@echo "make images  build and push the cluster images (VRFT_REGISTRY, VRFT_TAG; DOCKER_HOST)"
 
 # Two install stamps: `make run` needs the pipeline extra only; `make test` adds LVIS and the test tools.
 setup: $(VENV)/.installed-test
@@ -47,6 +50,11 @@ run: $(VENV)/.installed-run
 test: setup
 	$(PY) -m pytest
 
+# Tests marked `containers` (deselected from `make test`): start a private Docker engine when none is
+# given (DOCKER_HOST), build the air-gapped base and the CPU image, run `vrft run --runner docker`.
+test-containers: setup
+	$(PY) -m pytest -m containers tests/docker/test_containers.py -p no:cacheprovider
+
 lint: setup
 	$(VENV)/bin/ruff check vrft components pipelines tests bench docker
 
@@ -56,11 +64,12 @@ format: setup
 deepspeed: $(VENV)/.installed-run
 	DS_BUILD_OPS=0 $(PY) -m pip install --no-build-isolation 'deepspeed==0.19.8'
 
-# Cluster images (docker/build.py): vrft-base -> vrft, vrft-cpu, vrft-mlflow; each pushed after its build.
+# Cluster images (docker/build.py, through the docker Python SDK): vrft-base -> vrft, vrft-cpu,
+# vrft-mlflow; each pushed after its build. Air-gapped: see docs/images.md.
 #   make images VRFT_REGISTRY=ghcr.io/your-org VRFT_TAG=0.1.0 [IMAGE_ARGS="--no-push" | "--dry-run"]
 export VRFT_REGISTRY VRFT_TAG
-images:
-	$(PYTHON) docker/build.py $(IMAGE_ARGS)
+images: $(VENV)/.installed-run
+	$(PY) docker/build.py $(IMAGE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

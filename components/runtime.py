@@ -22,10 +22,12 @@ from typing import Any
 from vrft.experiment import ExperimentConfig, experiment_from_json
 from vrft.io import MANIFEST_NAME, atomic_write_text, sha256_file, write_manifest
 from vrft.storage import STORE_ROOT_ENV, ArtifactStore, run_prefix
-from vrft.tracking import Tracker, experiment_tags
+from vrft.tracking import TAG_IMAGE, Tracker, experiment_tags
 
 RUN_ID_ENV = "VRFT_RUN_ID"
 WORK_DIR_ENV = "VRFT_WORK_DIR"
+IMAGE_ENV = "VRFT_IMAGE"
+"""The container image a stage runs in (set by `vrft run --runner docker` and on a cluster), tagged ``image``."""
 
 
 @dataclass
@@ -83,8 +85,12 @@ class StageContext:
         return uri
 
     def tags(self, method: str = "") -> dict[str, str]:
-        """The MLflow tags the report queries by (names and values: vrft.tracking.experiment_tags)."""
-        return experiment_tags(self.config, method=method, run_id=self.run_id)
+        """The MLflow tags the report queries by (names and values: vrft.tracking.experiment_tags),
+        plus the image the stage ran in."""
+        tags = experiment_tags(self.config, method=method, run_id=self.run_id)
+        if os.environ.get(IMAGE_ENV):
+            tags[TAG_IMAGE] = os.environ[IMAGE_ENV]
+        return tags
 
 
 def _link_or_copy(source: str, target: str) -> None:

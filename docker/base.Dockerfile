@@ -1,22 +1,25 @@
-# syntax=docker/dockerfile:1
 # vrft-base: the CUDA layer under the GPU stages (GRPO, SFT, evaluation). Built rarely, by
 # docker/build.py before the vrft image.
 #
 # - Python 3.11 (deadsnakes) in a virtual environment at /opt/venv, first on PATH.
-# - PyTorch 2.8 built for CUDA 12.8 from the PyTorch index, torchvision to match (Qwen2-VL's video
-#   processor needs it). The driver on the nodes must support CUDA 12.8 (>= 570).
-# - flash-attention from its prebuilt release wheel for exactly this torch / CUDA 12 / CPython /
-#   C++11-ABI combination: nothing is compiled at build time. Changing TORCH_VERSION means picking a
-#   torch minor for which that release publishes a wheel (flash-attention 2.8.3: torch 2.4 - 2.8).
+# - PyTorch for CUDA 12.8 from the PyTorch index at the same version as the CPU image and `make setup`
+#   (tests/docker checks that), torchvision to match (Qwen2-VL's video processor needs it). The driver
+#   on the nodes must support CUDA 12.8 (>= 570). Attention is PyTorch's SDPA: no flash-attention wheel
+#   (its prebuilt wheels stop at torch 2.8).
 # - DeepSpeed installed with DS_BUILD_OPS=0: its CUDA ops (fused Adam, ...) are JIT-compiled on first
 #   use, which is why this is the CUDA *devel* image (nvcc, headers) with g++, ninja and Python headers.
-FROM nvidia/cuda:12.8.1-devel-ubuntu22.04
+#
+# Build arguments: BASE_IMAGE (a CUDA devel image, e.g. from a site mirror), PIP_INDEX_URL (the package
+# index or its mirror), TORCH_INDEX_URL (the PyTorch CUDA wheels or their mirror).
+ARG BASE_IMAGE=nvidia/cuda:12.8.1-devel-ubuntu22.04
+FROM ${BASE_IMAGE}
 
 ARG PYTHON_VERSION=3.11
-ARG TORCH_VERSION=2.8.0
-ARG TORCHVISION_VERSION=0.23.0
+ARG TORCH_VERSION=2.13.0
+ARG TORCHVISION_VERSION=0.28.0
 ARG TORCH_CUDA=cu128
-ARG FLASH_ATTN_VERSION=2.8.3
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_CUDA}
 ARG DEEPSPEED_VERSION=0.19.8
 ARG NINJA_VERSION=1.13.0
 ARG SETUPTOOLS_VERSION=80.9.0
@@ -53,15 +56,12 @@ RUN apt-get update \
     && chown 1000:1000 /gcs /minio /s3 /oci
 
 # setuptools/wheel/ninja: DeepSpeed builds without isolation, and JIT-compiles its ops with ninja.
-# flash_attn is not imported here: it loads the driver's libcuda, which a build has no access to.
-RUN pip install --no-cache-dir "setuptools==${SETUPTOOLS_VERSION}" "wheel==${WHEEL_VERSION}" "ninja==${NINJA_VERSION}" \
-    && pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}" \
+RUN pip install --no-cache-dir --index-url "${PIP_INDEX_URL}" \
+        "setuptools==${SETUPTOOLS_VERSION}" "wheel==${WHEEL_VERSION}" "ninja==${NINJA_VERSION}" \
+    && pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" --extra-index-url "${PIP_INDEX_URL}" \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-    && py_tag="cp${PYTHON_VERSION//./}" \
-    && pip install --no-cache-dir \
-        "https://github.com/Dao-AILab/flash-attention/releases/download/v${FLASH_ATTN_VERSION}/flash_attn-${FLASH_ATTN_VERSION}+cu12torch${TORCH_VERSION%.*}cxx11abiTRUE-${py_tag}-${py_tag}-linux_x86_64.whl" \
-    && DS_BUILD_OPS=0 pip install --no-cache-dir --no-build-isolation "deepspeed==${DEEPSPEED_VERSION}" \
-    && pip show flash-attn > /dev/null \
+    && DS_BUILD_OPS=0 pip install --no-cache-dir --no-build-isolation --index-url "${PIP_INDEX_URL}" \
+        "deepspeed==${DEEPSPEED_VERSION}" \
     && python -c "import torch, deepspeed; print(torch.__version__, torch.version.cuda, deepspeed.__version__)"
 
 WORKDIR /home/vrft

@@ -19,8 +19,10 @@ from vrft.components import dataset as dataset_component
 from vrft.components import evaluate as evaluate_component
 from vrft.components import report as report_component
 from vrft.components import train as train_components
+from vrft.components.runtime import IMAGE_ENV
 from vrft.experiment import ExperimentConfig, Resources, load_experiment
 from vrft.pipelines.kfp_client import (
+    CLIENT_POD_LABEL,
     GPU_NODE_SELECTOR,
     GPU_TOLERATIONS,
     config_map_env_spec,
@@ -57,6 +59,8 @@ def _place(task: dsl.PipelineTask, resources: Resources, *, target: Target, stag
     if target == "cluster":
         from kfp import kubernetes
 
+        kubernetes.add_pod_label(task, *CLIENT_POD_LABEL)  # admitted to S3 and MLflow (k8s NetworkPolicies)
+        task.set_env_variable(IMAGE_ENV, task.component_spec.implementation.container.image)
         for secret, keys in secret_env_spec(stage).items():
             kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
         for config_map, keys in config_map_env_spec().items():
@@ -69,9 +73,13 @@ def _place(task: dsl.PipelineTask, resources: Resources, *, target: Target, stag
     return task
 
 
-def build_pipeline(config: ExperimentConfig, *, target: Target = "local"):
-    """The pipeline function for ``config``; call it under ``kfp.local.init`` or compile it."""
-    images = image_refs(config.pipeline.image_registry, config.pipeline.image_tag)
+def build_pipeline(config: ExperimentConfig, *, target: Target = "local", images: dict[str, str] | None = None):
+    """The pipeline function for ``config``; call it under ``kfp.local.init`` or compile it.
+
+    ``images``: stage -> image, instead of the config's (``vrft run --runner docker`` runs every stage
+    in the CPU image).
+    """
+    images = images or image_refs(config.pipeline.image_registry, config.pipeline.image_tag)
     make_dataset = dataset_component.component(images["dataset"])
     train_rft = train_components.grpo_component(images["grpo"])
     train_sft = train_components.sft_component(images["sft"])

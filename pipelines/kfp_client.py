@@ -45,6 +45,10 @@ GPU_STAGES: frozenset[str] = frozenset({"grpo", "sft", "evaluate"})
 GPU_IMAGE = "vrft"
 CPU_IMAGE = "vrft-cpu"
 
+CLIENT_POD_LABEL: tuple[str, str] = ("vrft.dev/client", "true")
+"""The pod label the NetworkPolicies of ``k8s/base/network-policies`` admit to S3 and MLflow: on every
+stage pod of the compiled pipeline and every PyTorchJob pod."""
+
 PIPELINE_SERVICE_ACCOUNT = "vrft-pipeline"
 """The Kubernetes service account of the pipeline's pods (``k8s/base/rbac``)."""
 S3_SECRET = "vrft-s3-credentials"

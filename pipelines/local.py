@@ -5,6 +5,10 @@ artifacts in that S3) under ``.vrft/`` (:mod:`vrft.services`), runs the pipeline
 ``kfp.local.SubprocessRunner`` (each component in a subprocess of this environment), downloads the
 report and stops the services again, unless they were already up (``vrft up``), in which case
 they are left running.
+
+``runner="docker"`` runs every stage in its own container of the project's CPU image instead
+(``kfp.local.DockerRunner``; the image named by ``pipeline.image_registry``/``image_tag``, built by
+``docker/build.py``), on the host network so that it reaches the same local S3 and MLflow services.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vrft.experiment import ExperimentConfig, load_experiment
+from vrft.pipelines.kfp_client import STAGES
 from vrft.services import LocalServices, ServicesError
 from vrft.storage import ArtifactStore
 from vrft.supervisor import GRACE_SECONDS, Supervisor
 from vrft.tracking import Tracker, TrackingStoreError
 
 DEFAULT_STATE_DIR = Path(".vrft")
+RUNNERS = ("subprocess", "docker")
 
 
 class PipelineFailed(RuntimeError):
@@ -222,8 +228,13 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def run_pipeline(config: ExperimentConfig, *, state_dir: Path, run_id: str) -> tuple[str, str | None]:
-    """Run the DAG under kfp's local runner in the current environment; return (report URI, parent run)."""
+def run_pipeline(config: ExperimentConfig, *, state_dir: Path, run_id: str,
+                 runner: str = "subprocess") -> tuple[str, str | None]:
+    """Run the DAG under kfp's local runner; return (report URI, parent run).
+
+    ``runner``: ``subprocess`` (stages in the current environment) or ``docker`` (each stage in a
+    container of the CPU image, see :func:`docker_runner`).
+    """
     import logging
     import warnings
 
@@ -237,21 +248,99 @@ def run_pipeline(config: ExperimentConfig, *, state_dir: Path, run_id: str) -> t
     tracker = Tracker(config.pipeline.tracking_uri or None)
     logging.getLogger().handlers.clear()  # kfp adds its own handler, bound to the redirected stdout
     cache_root = stage_cache_root(state_dir, tracker)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(state_dir / "kfp" / "runs"),
-               enable_caching=config.pipeline.caching, cache_root=str(cache_root))
     tags = {"run_id": run_id, "config": config.experiment.name, "config_sha256": config.digest()}
-    with _environment({RUN_ID_ENV: run_id, "VRFT_CACHE_DIR": str((state_dir / "cache").resolve())}):
+    stage_env = {RUN_ID_ENV: run_id, "VRFT_CACHE_DIR": str((state_dir / "cache").resolve())}
+    with _environment(stage_env):
         with tracker.parent_run(config.experiment.name, f"pipeline-{run_id}", tags) as parent_id:
-            pipeline = build_pipeline(config, target="local")
+            images = None
+            if runner == "docker":  # built here: the containers get the parent run's id explicitly
+                image = cpu_image(config)
+                images = dict.fromkeys(STAGES, image)
+                kfp_runner = docker_runner(image, state_dir)
+            else:
+                kfp_runner = local.SubprocessRunner(use_venv=False)
+            local.init(runner=kfp_runner, pipeline_root=str(state_dir / "kfp" / "runs"),
+                       enable_caching=config.pipeline.caching, cache_root=str(cache_root))
+            pipeline = build_pipeline(config, target="local", images=images)
             task = pipeline()
             report_uri = task.output.metadata["uri"]
     return report_uri, parent_id
 
 
+def cpu_image(config: ExperimentConfig) -> str:
+    """The CPU image the config names (``REGISTRY/vrft-cpu:TAG``), which runs every stage locally."""
+    from vrft.pipelines.kfp_client import CPU_IMAGE, image_refs
+
+    return next(ref for ref in image_refs(config.pipeline.image_registry, config.pipeline.image_tag).values()
+                if ref.rsplit("/", 1)[-1].startswith(f"{CPU_IMAGE}:"))
+
+
+def docker_runner(image: str, state_dir: Path, environ: dict[str, str] | None = None):
+    """kfp's DockerRunner for the stages: ``image`` must be in the engine (no registry is contacted).
+
+    Containers use the host network (the services listen on loopback) and run as the calling user,
+    so that what they write in the pipeline root, the cache and the sqlite MLflow store (bind-mounted
+    at the same paths) is the caller's, as with the subprocess runner. They get the stage
+    environment (services, run id, MLflow parent run) and ``VRFT_IMAGE``; nothing else of this
+    process's environment.
+    """
+    import docker
+    from docker.types import Mount
+    from kfp import local
+
+    from vrft.components.runtime import IMAGE_ENV
+
+    client = _docker_client()
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise PipelineFailed(
+            f"image {image} is not in the Docker engine: build it (docker/build.py --no-push --only vrft-cpu, "
+            "see docs/images.md) or set pipeline.image_registry/image_tag") from None
+    finally:
+        client.close()
+    source = os.environ if environ is None else environ
+    environment = {key: value for key, value in source.items()
+                   if key.startswith(_STAGE_ENV_PREFIXES) or key in _STAGE_ENV_NAMES}
+    environment |= {IMAGE_ENV: image, "HOME": "/tmp", "PYTHONUNBUFFERED": "1"}
+    shared = {Path(state_dir / "services").resolve(), Path(environment.get("VRFT_CACHE_DIR") or state_dir / "cache")}
+    for path in shared:
+        path.mkdir(parents=True, exist_ok=True)
+    return local.DockerRunner(
+        network_mode="host", environment=environment, user=f"{os.getuid()}:{os.getgid()}",
+        mounts=[Mount(target=str(p), source=str(p), type="bind") for p in sorted(shared)],
+    )
+
+
+# The stage environment a container gets: what vrft.services.LocalServices.env() sets (S3, MLflow), the
+# run's ids and vrft's own settings.
+_STAGE_ENV_PREFIXES = ("AWS_", "MLFLOW_", "VRFT_")
+_STAGE_ENV_NAMES = ("DO_NOT_TRACK",)
+
+
+def _docker_client():
+    """A docker SDK client (DOCKER_HOST honoured); PipelineFailed in one line when no engine answers."""
+    try:
+        import docker
+    except ImportError:
+        raise PipelineFailed("--runner docker needs the docker Python SDK (pip install 'vrft[pipeline]')") from None
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except Exception as exc:  # DockerException, requests' ConnectionError, FileNotFoundError, ...
+        where = os.environ.get("DOCKER_HOST") or "the default socket"
+        raise PipelineFailed(f"--runner docker: no Docker engine answers at {where} ({type(exc).__name__}); "
+                             "start one (docker/engine.sh start) and set DOCKER_HOST") from None
+    return client
+
+
 def run_local(config_path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
-              state_dir: str | Path = DEFAULT_STATE_DIR, output_dir: str | Path | None = None) -> LocalRunResult:
+              state_dir: str | Path = DEFAULT_STATE_DIR, output_dir: str | Path | None = None,
+              runner: str = "subprocess") -> LocalRunResult:
     """Run ``config_path``'s pipeline end to end on this machine; return where the report is."""
     started = time.monotonic()
+    if runner not in RUNNERS:
+        raise ValueError(f"unknown runner {runner!r} (known: {', '.join(RUNNERS)})")
     config = load_experiment(config_path, overrides)  # validated before any service starts
     state_dir = Path(state_dir).resolve()
     services = LocalServices(state_dir / "services")
@@ -272,7 +361,8 @@ def run_local(config_path: str | Path, overrides: list[str] | tuple[str, ...] = 
                 try:
                     with _progress_to(log_file), _stop_stages_on_signals(supervisor), \
                             _stages_in_own_groups(supervisor):
-                        report_uri, parent_id = run_pipeline(config, state_dir=state_dir, run_id=run_id)
+                        report_uri, parent_id = run_pipeline(config, state_dir=state_dir, run_id=run_id,
+                                                             runner=runner)
                 except (ServicesError, TrackingStoreError):
                     raise
                 except RuntimeError as exc:  # kfp: "Pipeline ... finished with status FAILURE"

@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from vrft.pipelines.kfp_client import (
+    CLIENT_POD_LABEL,
     ENDPOINTS_CONFIG_MAP,
     GPU_NODE_SELECTOR,
     GPU_RESOURCE,
@@ -223,7 +224,8 @@ def run_pytorchjob(
 
 
 def _labels(job: MultiNodeTraining) -> dict[str, str]:
-    return {"app.kubernetes.io/part-of": "vrft", "vrft.dev/stage": job.method, "vrft.dev/job": job.name}
+    return {"app.kubernetes.io/part-of": "vrft", "vrft.dev/stage": job.method, "vrft.dev/job": job.name,
+            CLIENT_POD_LABEL[0]: CLIENT_POD_LABEL[1]}  # admitted to S3 and MLflow (k8s NetworkPolicies)
 
 
 def _pod_template(job: MultiNodeTraining) -> dict[str, Any]:

@@ -140,7 +140,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from vrft.pipelines.local import run_local, summary
 
-    result = run_local(args.config, args.overrides, state_dir=args.state_dir, output_dir=args.output_dir)
+    result = run_local(args.config, args.overrides, state_dir=args.state_dir, output_dir=args.output_dir,
+                       runner=args.runner)
     print(summary(result))
     return 0
 
@@ -283,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(run, optional=True)
     run.add_argument("--state-dir", default=".vrft", help="services, caches and the KFP local root (default .vrft)")
     run.add_argument("--output-dir", default=None, help="where to put the report (default outputs/RUN_ID/report)")
+    run.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                     help="subprocess: stages in this environment (default); docker: each stage in its own "
+                     "container of the CPU image named by pipeline.image_registry/image_tag (DOCKER_HOST)")
     run.set_defaults(func=_cmd_run)
 
     dataset = sub.add_parser("dataset", help="stage 1: few-shot dataset construction")

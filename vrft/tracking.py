@@ -45,6 +45,7 @@ TAG_MODEL = "model"  # the base model
 TAG_DATASET = "dataset"
 TAG_SHOTS = "shots"  # "" / absent: not a k-shot setting
 TAG_GIT_COMMIT = "git_commit"
+TAG_IMAGE = "image"  # the container image a stage ran in (absent: not in a container)
 TAG_CONFIG_SHA256 = "config_sha256"
 TAG_RUN_ID = "run_id"  # the pipeline run id (the artifact prefix runs/<run_id>/)
 TAG_PAPER_TABLE, TAG_PAPER_MODEL, TAG_PAPER_COLUMN = "paper_table", "paper_model", "paper_column"

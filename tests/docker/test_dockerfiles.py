@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
+import json
 import os
 import re
 import subprocess
@@ -23,6 +25,7 @@ from types import ModuleType
 import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from vrft.pipelines.kfp_client import image_refs
@@ -190,68 +193,200 @@ def test_copy_sources_exist_in_the_repository_and_reach_the_build_context(build:
     patterns = _dockerignore_patterns()
     for image in build.IMAGES:
         copies = only(REPO / image.dockerfile, "COPY") + only(REPO / image.dockerfile, "ADD")
-        if image.context != ".":
-            assert not copies, f"{image.dockerfile}: context {image.context!r} is not meant for COPY"
-            continue
-        assert copies, image.dockerfile
+        if image.base is None and image.context != ".":  # vrft-base installs from indexes only
+            assert image.name == "vrft-mlflow" or not copies, image.dockerfile
+        assert copies or image.name == "vrft-base", image.dockerfile
         for ins in copies:
             assert ins.keyword == "COPY", f"{image.dockerfile}:{ins.line}: use COPY, not ADD"
             *sources, _ = [a for a in ins.args.split() if not a.startswith("--")]
             for source in sources:
+                source = os.path.normpath(os.path.join(image.context, source))
                 files = _repo_files(source)
                 assert files, (
                     f"{image.dockerfile}:{ins.line}: COPY source {source} has no file in the repository"
                 )
-                ignored = [f for f in files if dockerignored(f, patterns)]
+                ignored = [f for f in files if image.context == "." and dockerignored(f, patterns)]
                 assert not ignored, f"{image.dockerfile}:{ins.line}: docker/dockerignore drops {ignored[:3]}"
 
 
-def test_the_entry_point_is_the_package_console_script() -> None:
+def test_stage_images_have_no_entrypoint_and_default_to_the_console_script() -> None:
+    """Kubeflow and kfp's DockerRunner pass the whole command (``sh -c ...``): an ENTRYPOINT would take
+    it as arguments (``vrft: invalid choice: 'sh'``)."""
     scripts = PYPROJECT["project"]["scripts"]
     for name in ("vrft.Dockerfile", "vrft-cpu.Dockerfile"):
-        [entrypoint] = only(DOCKER / name, "ENTRYPOINT")
-        assert entrypoint.args == '["vrft"]', name
+        assert only(DOCKER / name, "ENTRYPOINT") == [], name
+        [cmd] = only(DOCKER / name, "CMD")
+        assert json.loads(cmd.args)[0] == "vrft", name
     module_name, _, function = scripts["vrft"].partition(":")
     assert callable(getattr(importlib.import_module(module_name), function))
 
 
-def test_images_install_extras_that_pyproject_defines() -> None:
-    extras = set(PYPROJECT["project"]["optional-dependencies"])
+def test_images_install_the_package_without_resolving_dependencies() -> None:
+    """The dependencies come from the locks; the package itself is installed with --no-deps."""
+    for name in ("vrft.Dockerfile", "vrft-cpu.Dockerfile"):
+        installs = [ins for ins in only(DOCKER / name, "RUN") if "/opt/vrft-src" in ins.args and "pip install" in ins.args]
+        assert len(installs) == 1 and "--no-deps" in installs[0].args and "--no-index" in installs[0].args, name
+        assert "pip check" in installs[0].args, name
+
+
+def test_no_syntax_directive() -> None:
+    """BuildKit fetches a ``# syntax=`` frontend from Docker Hub: that fails air-gapped."""
     for dockerfile in DOCKERFILES:
-        for requested in re.findall(r"/opt/vrft-src\[([\w,]+)\]", dockerfile.read_text()):
-            assert set(requested.split(",")) <= extras, dockerfile.name
+        first = [line for line in dockerfile.read_text().splitlines() if line.strip()][:5]
+        assert not any(re.match(r"#\s*syntax\s*=", line, re.I) for line in first), dockerfile.name
+    assert re.match(r"#\s*syntax\s*=", "# syntax=docker/dockerfile:1")
+
+
+def _default_base(dockerfile: Path) -> str:
+    """The BASE_IMAGE default, declared before FROM."""
+    instructions = parse(dockerfile.read_text())
+    [from_index] = [i for i, ins in enumerate(instructions) if ins.keyword == "FROM"]
+    before = [ins for ins in instructions[:from_index] if ins.keyword == "ARG" and ins.args.startswith("BASE_IMAGE")]
+    assert len(before) == 1, f"{dockerfile.name}: ARG BASE_IMAGE must come before FROM"
+    return before[0].args.partition("=")[2]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_base_image_and_package_index_are_build_arguments(dockerfile: Path) -> None:
+    [from_] = only(dockerfile, "FROM")
+    assert from_.args == "${BASE_IMAGE}", dockerfile.name
+    _default_base(dockerfile)
+    assert "PIP_INDEX_URL" in args_of(dockerfile), dockerfile.name
+    # Every pip install takes its packages from that index (or from the local source, --no-index).
+    for ins in only(dockerfile, "RUN"):
+        for command in re.split(r"&&", ins.args):
+            if "pip install" in command:
+                assert '--index-url "${PIP_INDEX_URL}"' in command or "--index-url \"${TORCH_INDEX_URL}\"" in command \
+                    or "--no-index" in command, f"{dockerfile.name}:{ins.line}: {command.strip()}"
+    torch_installs = [c for ins in only(dockerfile, "RUN") for c in ins.args.split("&&") if "torch" in c and "pip install" in c]
+    for command in torch_installs:
+        assert "${TORCH_INDEX_URL}" in command, f"{dockerfile.name}: torch not from TORCH_INDEX_URL: {command}"
+
+
+def test_dependency_layers_come_from_hash_checked_locks_before_the_source() -> None:
+    for name, locks in (("vrft-cpu.Dockerfile", ["torch-cpu.lock", "requirements.lock"]),
+                        ("vrft.Dockerfile", ["requirements.lock"]), ("mlflow.Dockerfile", ["mlflow.lock"])):
+        instructions = parse((DOCKER / name).read_text())
+        source_copy = [i for i, ins in enumerate(instructions) if ins.keyword == "COPY" and "/opt/vrft-src" in ins.args]
+        for lock in locks:
+            [install] = [i for i, ins in enumerate(instructions)
+                         if ins.keyword == "RUN" and re.search(rf"--require-hashes[^&]*-r \S*/{re.escape(lock)}", ins.args)]
+            assert "--no-deps" in instructions[install].args, f"{name}: {lock} installed with its own resolution"
+            assert not source_copy or install < source_copy[0], f"{name}: {lock} installed after the source copy"
+
+
+def test_the_lock_is_consistent_with_pyproject() -> None:
+    locked = _lock(DOCKER / "requirements.lock")
+    project = PYPROJECT["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["pipeline"],
+              *project["optional-dependencies"]["lvis"]]
+    for raw in wanted:
+        requirement = Requirement(raw)
+        if requirement.name == "torch":  # the CPU image's torch-cpu.lock, the GPU image's base
+            assert "torch" not in locked
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"docker/requirements.lock lacks {raw}: run docker/lock.sh"
+        assert requirement.specifier.contains(locked[name], prereleases=True), (
+            f"docker/requirements.lock has {name}=={locked[name]}, pyproject wants {raw}: run docker/lock.sh")
+    build_backend = [Requirement(r) for r in PYPROJECT["build-system"]["requires"]]
+    for requirement in build_backend:  # the images build vrft with --no-build-isolation
+        assert requirement.specifier.contains(locked[canonicalize_name(requirement.name)])
+    [torch] = _lock(DOCKER / "torch-cpu.lock").items()
+    assert torch == ("torch", f"{args_of(DOCKER / 'vrft-cpu.Dockerfile')['TORCH_VERSION']}+cpu")
+    mlflow = _lock(DOCKER / "mlflow.lock")
+    for raw in (DOCKER / "mlflow.in").read_text().splitlines():
+        if raw.strip() and not raw.startswith("#"):
+            requirement = Requirement(raw)
+            assert requirement.specifier.contains(mlflow[canonicalize_name(requirement.name)]), raw
+
+
+def test_the_lock_reader_sees_versions_and_demands_hashes(tmp_path: Path) -> None:
+    good = tmp_path / "good.lock"
+    good.write_text("# header\nfoo-bar==1.2.3 \\\n    --hash=sha256:" + "a" * 64 + "\n")
+    assert _lock(good) == {"foo-bar": "1.2.3"}
+    bad = tmp_path / "bad.lock"
+    bad.write_text("foo==1.0\n")
+    with pytest.raises(AssertionError, match="without a hash"):
+        _lock(bad)
+
+
+def _lock(path: Path) -> dict[str, str]:
+    """name -> version of a pip lock file; every entry must carry a sha256 hash."""
+    entries = {}
+    text = path.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        spec, *options = line.split()
+        requirement = Requirement(spec)
+        assert any(o.startswith("--hash=sha256:") for o in options), f"{path.name}: {spec} without a hash"
+        [pinned] = requirement.specifier
+        entries[canonicalize_name(requirement.name)] = pinned.version
+    return entries
 
 
 def test_from_chains_follow_the_build_order(build: ModuleType) -> None:
     built: dict[str, str] = {}
-    commands = build.plan("registry.example.com/ml", "0.1.0", push=False)
-    for image, command in zip(build.IMAGES, commands, strict=True):
-        [from_] = only(REPO / image.dockerfile, "FROM")
+    steps = [s for s in build.plan("registry.example.com/ml", "0.1.0", push=False)]
+    for image, step in zip(build.IMAGES, steps, strict=True):
+        default = _default_base(REPO / image.dockerfile)
         if image.base is None:
-            name, _, tag = from_.args.partition(":")
-            assert "$" not in from_.args and tag and tag != "latest", f"{image.dockerfile}: pin {from_.args}"
+            name, _, tag = default.partition(":")
+            assert "$" not in default and tag and tag != "latest", f"{image.dockerfile}: pin {default}"
+            assert "BASE_IMAGE" not in step.buildargs
         else:
-            assert from_.args == "${BASE_IMAGE}", image.dockerfile
             assert image.base in built, f"{image.name} is built before its base {image.base}"
-            assert f"BASE_IMAGE={built[image.base]}" in command
-        built[image.name] = command[command.index("-t") + 1]
+            assert step.buildargs["BASE_IMAGE"] == built[image.base]
+        built[image.name] = step.ref
+    for step in build.plan("r", "t", push=False, commit="abc123"):  # the stage images record their commit
+        recorded = step.buildargs.get("VRFT_GIT_COMMIT")
+        assert recorded == ("abc123" if "VRFT_GIT_COMMIT" in args_of(REPO / step.image.dockerfile) else None)
+    assert {i.name for i in build.IMAGES if "VRFT_GIT_COMMIT" in args_of(REPO / i.dockerfile)} == {"vrft", "vrft-cpu"}
+    airgapped = build.plan("r", "t", push=False, base_image="local-base:1", build_args={"PIP_INDEX_URL": "http://m/simple"})
+    for step in airgapped:
+        assert step.buildargs["PIP_INDEX_URL"] == "http://m/simple"
+        assert step.buildargs["BASE_IMAGE"] == ("r/vrft-base:t" if step.image.base else "local-base:1")
 
 
 def test_build_plan_pushes_what_the_pipeline_names(build: ModuleType) -> None:
-    commands = build.plan("registry.example.com/ml", "0.1.0")
-    pushed = [c[2] for c in commands if c[:2] == ["docker", "push"]]
+    steps = build.plan("registry.example.com/ml", "0.1.0")
+    pushed = [s.ref for s in steps if s.action == "push"]
     assert pushed == [
         f"registry.example.com/ml/{name}:0.1.0" for name in ("vrft-base", "vrft", "vrft-cpu", "vrft-mlflow")
     ]
     assert set(image_refs("registry.example.com/ml", "0.1.0").values()) <= set(pushed)
-    for built in (
-        c for c in commands if c[:2] == ["docker", "build"]
-    ):  # each image pushed right after its build
-        assert commands[commands.index(built) + 1] == ["docker", "push", built[built.index("-t") + 1]]
+    for index, step in enumerate(steps):  # each image pushed right after its build
+        if step.action == "build":
+            assert (steps[index + 1].action, steps[index + 1].ref) == ("push", step.ref)
     only_two = build.plan("r", "t", push=False, only=["vrft-cpu", "vrft"])
-    assert [c[c.index("-t") + 1] for c in only_two] == ["r/vrft:t", "r/vrft-cpu:t"]
+    assert [s.ref for s in only_two] == ["r/vrft:t", "r/vrft-cpu:t"]
     with pytest.raises(ValueError, match="unknown image"):
         build.plan("r", "t", only=["vrft-gpu"])
+
+
+def test_build_progress_is_streamed_and_an_engine_error_is_one_line(build: ModuleType) -> None:
+    out = io.StringIO()
+    build.stream([{"stream": "Step 1/9 : FROM x\n"}, {"status": "Pushing", "id": "abc", "progress": "[=> ]"}],
+                 "docker build x", out)
+    assert out.getvalue() == "Step 1/9 : FROM x\nabc Pushing [=> ]\n"
+    failing = [{"stream": "Step 2/9 : RUN false\n"},
+               {"errorDetail": {"message": "The command '/bin/sh -c false'\nreturned a non-zero code: 1"},
+                "error": "The command '/bin/sh -c false'\nreturned a non-zero code: 1"}]
+    with pytest.raises(build.BuildError, match=r"^docker build x failed: The command '/bin/sh -c false' returned"):
+        build.stream(failing, "docker build x", io.StringIO())
+
+
+def test_a_missing_engine_is_one_clear_line(
+    build: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    monkeypatch.setenv("VRFT_REGISTRY", "localhost:5000")
+    monkeypatch.setenv("VRFT_TAG", "0.1.0")
+    assert build.main(["--no-push", "--only", "vrft-cpu"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"build.py: no Docker engine answers at unix://{tmp_path}/nothing.sock")
 
 
 def test_build_script_takes_registry_and_tag_from_the_environment(
@@ -276,52 +411,60 @@ def test_build_script_takes_registry_and_tag_from_the_environment(
 def _python_versions() -> dict[str, str]:
     versions = {"base.Dockerfile": args_of(DOCKER / "base.Dockerfile")["PYTHON_VERSION"]}
     for dockerfile in DOCKERFILES:
-        [from_] = only(dockerfile, "FROM")
-        if from_.args.startswith("python:"):
-            versions[dockerfile.name] = re.match(r"python:(\d+\.\d+)", from_.args).group(1)
+        default = _default_base(dockerfile)
+        if default.startswith("python:"):
+            versions[dockerfile.name] = re.match(r"python:(\d+\.\d+)", default).group(1)
+    # docker/airgap-base.sh: Debian bookworm's python3
+    versions["airgap-base.sh"] = {"bookworm": "3.11"}[re.search(r"^suite=(\w+)", (DOCKER / "airgap-base.sh").read_text(), re.M).group(1)]
     return versions
 
 
 def test_python_version_agrees_with_pyproject_and_across_images() -> None:
     versions = _python_versions()
-    assert set(versions) == {"base.Dockerfile", "vrft-cpu.Dockerfile", "mlflow.Dockerfile"}
+    assert set(versions) == {"base.Dockerfile", "vrft-cpu.Dockerfile", "mlflow.Dockerfile", "airgap-base.sh"}
     assert len(set(versions.values())) == 1, versions
     assert Version(versions["base.Dockerfile"]) in SpecifierSet(PYPROJECT["project"]["requires-python"])
 
 
+def _make_torch_version() -> str:
+    makefile = (REPO / "Makefile").read_text()
+    version = re.search(r"^TORCH_VERSION := (\S+)$", makefile, re.M).group(1)
+    assert re.search(r"^CPU_TORCH \?= torch==\$\(TORCH_VERSION\)$", makefile, re.M)
+    assert re.search(r"^TORCH := \$\(if \$\(HAS_GPU\),torch==\$\(TORCH_VERSION\),\$\(CPU_TORCH\)\)$", makefile, re.M)
+    return version
+
+
+def test_one_torch_version_across_images_and_make_setup() -> None:
+    base, cpu = args_of(DOCKER / "base.Dockerfile"), args_of(DOCKER / "vrft-cpu.Dockerfile")
+    versions = {"base.Dockerfile": base["TORCH_VERSION"], "vrft-cpu.Dockerfile": cpu["TORCH_VERSION"],
+                "Makefile": _make_torch_version(),
+                "torch-cpu.lock": _lock(DOCKER / "torch-cpu.lock")["torch"].removesuffix("+cpu")}
+    assert len(set(versions.values())) == 1, versions
+    torch = pin(PYPROJECT["project"]["dependencies"], "torch").specifier
+    assert Version(cpu["TORCH_VERSION"]) in torch, f"torch {cpu['TORCH_VERSION']} is outside pyproject's {torch}"
+
+
 def test_pinned_versions_agree_with_pyproject() -> None:
-    project = PYPROJECT["project"]
-    extras = project["optional-dependencies"]
-    base, cpu, mlflow = (
-        args_of(DOCKER / n) for n in ("base.Dockerfile", "vrft-cpu.Dockerfile", "mlflow.Dockerfile")
-    )
-    torch = pin(project["dependencies"], "torch").specifier
-    for version in (base["TORCH_VERSION"], cpu["TORCH_VERSION"]):
-        assert Version(version) in torch, f"torch {version} is outside pyproject's {torch}"
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    base, mlflow = (args_of(DOCKER / n) for n in ("base.Dockerfile", "mlflow.Dockerfile"))
     assert base["DEEPSPEED_VERSION"] == exact(pin(extras["deepspeed"], "deepspeed"))
     assert mlflow["MLFLOW_VERSION"] == exact(pin(extras["pipeline"], "mlflow"))
     assert mlflow["BOTO3_VERSION"] == exact(pin(extras["pipeline"], "boto3"))
+    mlflow_in = [Requirement(r) for r in (DOCKER / "mlflow.in").read_text().splitlines() if r and r[0] != "#"]
+    assert {r.name: exact(r) for r in mlflow_in} == {
+        "mlflow": mlflow["MLFLOW_VERSION"], "boto3": mlflow["BOTO3_VERSION"], "psycopg2-binary": mlflow["PSYCOPG2_VERSION"]}
 
 
 def test_the_cuda_stack_is_one_consistent_combination() -> None:
     base = args_of(DOCKER / "base.Dockerfile")
-    [from_] = only(DOCKER / "base.Dockerfile", "FROM")
-    cuda = re.match(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-devel-", from_.args)
-    assert cuda, f"the base must be a CUDA devel image (DeepSpeed JIT needs nvcc): {from_.args}"
+    cuda = re.match(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-devel-", _default_base(DOCKER / "base.Dockerfile"))
+    assert cuda, "the base must be a CUDA devel image (DeepSpeed JIT needs nvcc)"
     assert base["TORCH_CUDA"] == f"cu{cuda.group(1)}{cuda.group(2)}"  # torch built for the image's CUDA
+    assert base["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/${TORCH_CUDA}"
     torch = Version(base["TORCH_VERSION"])
-    assert Version(base["TORCHVISION_VERSION"]).release[:2] == (
-        0,
-        torch.minor + 15,
-    )  # the matching torchvision
-    text = (DOCKER / "base.Dockerfile").read_text()
-    # flash-attention's release wheel: CUDA major, torch major.minor, C++11 ABI (torch >= 2.7 wheels), CPython tag
-    assert (
-        f"+cu{cuda.group(1)}torch${{TORCH_VERSION%.*}}cxx11abiTRUE-${{py_tag}}-${{py_tag}}-linux_x86_64.whl"
-        in text
-    )
-    assert 'py_tag="cp${PYTHON_VERSION//./}"' in text
-    assert (2, 7) <= torch.release[:2] <= (2, 8)  # the torch minors flash-attention 2.8.3 ships wheels for
+    # the torchvision of that torch (the processor's video part imports it)
+    assert Version(base["TORCHVISION_VERSION"]).release[:2] == (0, torch.minor + 15)
+    assert '"torchvision==${TORCHVISION_VERSION}"' in (DOCKER / "base.Dockerfile").read_text()
 
 
 def _secret_like(dockerfile_text: str) -> list[str]:

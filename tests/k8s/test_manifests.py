@@ -13,6 +13,7 @@ import base64
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,11 @@ def render(filled_tree: Path, find_tool) -> Iterator[Any]:
         return cache[kustomization]
 
     yield _render
+
+
+def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """A pod's init containers and containers."""
+    return [*spec.get("initContainers", []), *spec["containers"]]
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -121,7 +127,7 @@ def test_every_reference_between_objects_resolves(render: Any) -> None:
         for volume in spec.get("volumes", []):
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims, workload
-        for container in spec["containers"]:
+        for container in containers(spec):
             defined: set[str] = set()
             for source in container.get("envFrom", []):
                 if "secretRef" in source:
@@ -209,11 +215,11 @@ def test_secrets_and_endpoints_carry_exactly_what_the_pipeline_reads(render: Any
 
 def test_mlflow_uses_postgres_and_the_object_store_bucket(render: Any) -> None:
     docs = render("overlays/lab")
-    [s3] = by_kind(docs, "Deployment")["vrft-s3"]["spec"]["template"]["spec"]["containers"]
+    s3 = {c["name"]: c for c in by_kind(docs, "Deployment")["vrft-s3"]["spec"]["template"]["spec"]["containers"]}["s3"]
     [mlflow] = by_kind(docs, "Deployment")["vrft-mlflow"]["spec"]["template"]["spec"]["containers"]
-    bucket = next(a.split("=", 1)[1] for a in s3["args"] if a.startswith("-bucket="))
     destination = next(a.split("=", 1)[1] for a in mlflow["args"] if a.startswith("--artifacts-destination="))
-    assert destination.startswith(f"s3://{bucket}/")
+    assert destination.startswith("s3://vrft/")
+    assert "-autoCreateBucket=false" not in s3["args"]  # the gateway creates the bucket on first upload
     env = {e["name"]: e for e in mlflow["env"]}
     host_port = re.search(r"@([\w-]+):(\d+)/", env["MLFLOW_BACKEND_STORE_URI"]["value"]).groups()
     postgres = by_kind(docs, "Service")["vrft-postgres"]["spec"]["ports"][0]["port"]
@@ -221,6 +227,152 @@ def test_mlflow_uses_postgres_and_the_object_store_bucket(render: Any) -> None:
     assert not any(
         "POSTGRES_PASSWORD" in a or "postgresql://" in a for a in mlflow["args"]
     )  # not on a command line
+
+
+def _policy_admits(policy: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]], list[tuple[str, int]]]:
+    """(selected pods' labels, admitted pods' label selectors, admitted (protocol, port)s) of an ingress policy."""
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    [rule] = spec["ingress"]
+    sources = []
+    for peer in rule["from"]:
+        assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: only pods of this namespace"
+        assert set(peer["podSelector"]) == {"matchLabels"}
+        sources.append(peer["podSelector"]["matchLabels"])
+    ports = [(p["protocol"], p["port"]) for p in rule["ports"]]
+    return spec["podSelector"]["matchLabels"], sources, ports
+
+
+def test_network_policies_admit_exactly_the_intended_pods_and_ports(render: Any) -> None:
+    docs = render("overlays/lab")
+    policies = {name: _policy_admits(p) for name, p in by_kind(docs, "NetworkPolicy").items()}
+    client = dict([kfp_client.CLIENT_POD_LABEL])
+    name = "app.kubernetes.io/name"
+    assert policies == {
+        "vrft-s3": ({name: "vrft-s3"}, [client, {name: "vrft-mlflow"}], [("TCP", 8333)]),
+        "vrft-mlflow": ({name: "vrft-mlflow"}, [client], [("TCP", 5000)]),
+        "vrft-postgres": ({name: "vrft-postgres"}, [{name: "vrft-mlflow"}, {name: "vrft-mlflow-migrate"}],
+                          [("TCP", 5432)]),
+    }
+    # Each policy selects a workload, its port is that workload's only exposed container port, and the
+    # admitted pods exist.
+    templates = {d["metadata"]["name"]: d["spec"]["template"] for d in docs if d["kind"] in WORKLOADS}
+    for policy, (selected, sources, [(_, port)]) in policies.items():
+        [template] = [t for t in templates.values() if selected.items() <= t["metadata"]["labels"].items()]
+        exposed = [p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])]
+        assert exposed == [port], policy
+        for source in sources:
+            if source != client:
+                assert any(source.items() <= t["metadata"]["labels"].items() for t in templates.values()), source
+    # The service pods themselves are not clients: only pipeline pods carry the label.
+    assert not any(client.items() <= t["metadata"]["labels"].items() for t in templates.values())
+
+
+def test_pipeline_and_pytorchjob_pods_carry_the_client_label() -> None:
+    from kfp import compiler
+
+    from vrft.experiment import load_experiment
+    from vrft.pipelines.dag import build_pipeline
+    from vrft.pipelines.pytorchjob import _labels
+
+    config = load_experiment(REPO / "configs" / "default.yaml", [])
+    compiled = Path(tempfile.mkdtemp()) / "pipeline.yaml"
+    compiler.Compiler().compile(build_pipeline(config, target="cluster"), str(compiled))
+    pipeline_spec, platform = list(yaml.safe_load_all(compiled.read_text()))
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(pipeline_spec["deploymentSpec"]["executors"])
+    key, value = kfp_client.CLIENT_POD_LABEL
+    for name, executor in executors.items():
+        assert executor["podMetadata"]["labels"][key] == value, name
+    job = type("Job", (), {"method": "grpo", "name": "vrft-grpo-x"})()
+    assert _labels(job)[key] == value
+
+
+def test_the_role_reads_only_named_secrets_and_grants_no_wildcards(render: Any) -> None:
+    docs = render("overlays/lab")
+    [role] = by_kind(docs, "Role").values()
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], rule
+        if "secrets" in rule["resources"]:
+            assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], rule
+            assert rule.get("resourceNames"), "the Role may read every Secret of the namespace"
+            assert not set(rule["resourceNames"]) & set(by_kind(docs, "Secret")), (
+                "pipeline pods get the vrft-* secrets from the kubelet, not from the API")
+        assert not {"list", "watch"} & set(rule["verbs"]) or "secrets" not in rule["resources"]
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    assert ("", "persistentvolumeclaims", "create") not in granted  # the pipeline creates no volumes
+    assert {v for g, r, v in granted if r == "pytorchjobs"} == {"create", "get"}  # what pytorchjob.py calls
+
+
+def _all_pod_specs(render: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    for kustomization in ("overlays/lab", "overlays/lab/gpu-check"):
+        yield from pod_specs(render(kustomization))
+
+
+def test_every_container_has_a_read_only_root_filesystem_and_requests(render: Any) -> None:
+    for workload, spec in _all_pod_specs(render):
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for container in containers(spec):
+            where = f"{workload}/{container['name']}"
+            assert container["securityContext"].get("readOnlyRootFilesystem") is True, where
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes, where
+            assert {"cpu", "memory"} <= set(container["resources"].get("requests", {})), where
+
+
+def test_service_pods_mount_no_service_account_token(render: Any) -> None:
+    for workload, spec in _all_pod_specs(render):
+        assert spec.get("automountServiceAccountToken") is False, workload
+
+
+def test_seaweedfs_serves_only_s3_beyond_its_pod(render: Any) -> None:
+    spec = by_kind(render("overlays/lab"), "Deployment")["vrft-s3"]["spec"]["template"]["spec"]
+    by_name = {c["name"]: c for c in spec["containers"]}
+    assert set(by_name) == {"seaweedfs", "s3"}
+    mini = by_name["seaweedfs"]["args"]
+    assert mini[0] == "mini"
+    # master, volume server, filer (unauthenticated uploads on :8888), admin: loopback only; no S3 here
+    assert {"-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3=false", "-webdav=false", "-admin.ui=false"} <= set(mini)
+    assert not any(a.startswith(("-ip.bind=0", "-filer.port.public", "-volume.port.public")) for a in mini)
+    assert "ports" not in by_name["seaweedfs"]
+    gateway = by_name["s3"]["args"]
+    assert gateway[0] == "s3" and "-filer=127.0.0.1:8888" in gateway and "-ip.bind=0.0.0.0" in gateway
+    assert "-port.iceberg=0" in gateway and "-port.lance=0" in gateway  # no extra catalog listeners
+    [port] = by_name["s3"]["ports"]
+    assert f"-port={port['containerPort']}" in gateway
+    service = by_kind(render("overlays/lab"), "Service")["vrft-s3"]["spec"]["ports"]
+    assert [p["targetPort"] for p in service] == [port["name"]]
+
+
+def test_the_statefulset_has_a_headless_governing_service(render: Any) -> None:
+    docs = render("overlays/lab")
+    services = by_kind(docs, "Service")
+    for name, statefulset in by_kind(docs, "StatefulSet").items():
+        governing = services[statefulset["spec"]["serviceName"]]
+        assert governing["spec"]["clusterIP"] == "None", name
+        assert governing["spec"]["selector"].items() <= statefulset["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_mlflow_schema_is_migrated_in_one_place(render: Any) -> None:
+    docs = render("overlays/lab")
+    migrating = []
+    for workload, spec in pod_specs(docs):
+        for container in containers(spec):
+            command = " ".join(container.get("command", []) + container.get("args", []))
+            if "upgrade" in command and "mlflow" in command:
+                migrating.append((workload, container["name"]))
+    assert migrating == [("vrft-mlflow-migrate", "migrate")]
+    job = by_kind(docs, "Job")["vrft-mlflow-migrate"]
+    assert "mlflow.db import upgrade" in job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    # The servers start only once the schema is current, and never migrate it themselves.
+    deployment = by_kind(docs, "Deployment")["vrft-mlflow"]["spec"]["template"]["spec"]
+    [wait] = deployment["initContainers"]
+    assert "_verify_schema" in wait["command"][-1] and "upgrade" not in wait["command"][-1]
+    wait_env = {e["name"]: e.get("value") for e in wait["env"]}
+    server_env = {e["name"]: e.get("value") for e in deployment["containers"][0]["env"]}
+    assert wait_env["MLFLOW_BACKEND_STORE_URI"] == server_env["MLFLOW_BACKEND_STORE_URI"]
 
 
 def test_the_pipeline_service_account_may_run_kfp_pods_and_pytorchjobs(render: Any) -> None:
@@ -238,9 +390,7 @@ def test_the_pipeline_service_account_may_run_kfp_pods_and_pytorchjobs(render: A
 
     assert allowed("", "secrets", "get")
     assert allowed("argoproj.io", "workflowtaskresults", "create")
-    assert allowed("kubeflow.org", "pytorchjobs", "create") and allowed(
-        "kubeflow.org", "pytorchjobs", "watch"
-    )
+    assert allowed("kubeflow.org", "pytorchjobs", "create") and allowed("kubeflow.org", "pytorchjobs", "get")
     assert not allowed("", "secrets", "list")
 
 

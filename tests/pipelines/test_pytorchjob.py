@@ -60,6 +60,7 @@ def test_one_master_and_nodes_minus_one_workers_with_a_gpu_each_process() -> Non
             "app.kubernetes.io/part-of": "vrft",
             "vrft.dev/stage": "grpo",
             "vrft.dev/job": "coco-grpo-3n",
+            "vrft.dev/client": "true",  # admitted to S3 and MLflow by k8s/base/network-policies
         },
     }
     spec = manifest["spec"]
