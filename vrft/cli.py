@@ -55,14 +55,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     method = args.train_command
     train = {"grpo": train_grpo, "sft": train_sft}[method]
     tracking = None
-    if os.environ.get("MLFLOW_TRACKING_URI"):  # tagged like the pipeline's training runs, for `vrft report`
+    if args.tracking_run_id:  # launched by a pipeline stage: its processes log into the stage's MLflow run
+        tracking = Tracking(run_id=args.tracking_run_id)
+    elif os.environ.get("MLFLOW_TRACKING_URI"):  # tagged like the pipeline's training runs, for `vrft report`
         tags = {"stage": "train", "method": {"grpo": "rft", "sft": "sft"}[method], "config": config.experiment.name,
                 "model": config.model.name_or_path, "shots": str(config.dataset.shots or "")}
         tracking = Tracking(experiment=config.experiment.name, run_name=method,
                             tags={k: v for k, v in tags.items() if v})
     result = train(getattr(config, method), args.dataset, args.output_dir, model=config.model.materialized(),
                    tracking=tracking)
-    print(f"{method}: {result.global_step} steps; model: {result.final_dir}")
+    rank = f" (rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']})" if "RANK" in os.environ else ""
+    print(f"{method}{rank}: {result.global_step} steps; model: {result.final_dir}")
     return 0
 
 
@@ -268,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         _config_args(p)
         p.add_argument("-d", "--dataset", type=Path, required=True, help="a directory built by `vrft dataset build`")
         p.add_argument("-o", "--output-dir", type=Path, required=True, help="checkpoints, final model, logs (resumes here)")
+        p.add_argument("--tracking-run-id", default="", help=argparse.SUPPRESS)  # the pipeline stage's MLflow run
         p.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="stage 4: evaluate a base/SFT/RFT checkpoint (mAP, accuracy, mIoU)")
