@@ -57,8 +57,12 @@ def _train_on_all_gpus(stage, method: str, data_dir, processes: int):
     from vrft.io import atomic_write_text
     from vrft.train.launch import run_distributed
 
+    from dataclasses import replace
+
+    # The model is materialized once here, not by every rank at once into one cache directory.
+    config = replace(stage.config, model=stage.config.model.materialized())
     config_path = stage.work_dir / "experiment.json"  # JSON is YAML: `vrft train` reads it as the experiment
-    atomic_write_text(config_path, stage.config.to_json())
+    atomic_write_text(config_path, config.to_json())
     env = {"MLFLOW_TRACKING_URI": stage.tracker.tracking_uri} if stage.mlflow_run_id else {}
     return run_distributed(method, config_path, data_dir, stage.local_dir(method), processes,
                            tracking_run_id=stage.mlflow_run_id or "", env=env)
