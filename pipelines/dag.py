@@ -6,7 +6,11 @@
 
 One experiment config may sweep ``experiment.shots``: the per-shot sub-pipeline runs in a
 ParallelFor and every evaluation feeds one report, so a whole paper table is one pipeline run.
-The same DAG compiles to Kubeflow IR YAML for a cluster and runs locally with kfp's local runner.
+Each iteration item carries its key (``shots-K``, the artifact prefix segment) and each stage's
+own view of the config (:func:`vrft.components.runtime.stage_config_json`), so a task's inputs,
+and so its cache key, change only with what that stage reads. The same DAG compiles to Kubeflow
+IR YAML for a cluster (checked first by :mod:`vrft.pipelines.validate`) and runs locally with
+kfp's local runner.
 """
 
 from pathlib import Path
