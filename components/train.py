@@ -54,10 +54,10 @@ def run(method: str, config_json: str, run_id: str, dataset, checkpoint, *, iter
 
 def _train_on_all_gpus(stage, method: str, data_dir, processes: int):
     """One process per GPU of this node (torchrun), logging into this stage's MLflow run."""
+    from dataclasses import replace
+
     from vrft.io import atomic_write_text
     from vrft.train.launch import run_distributed
-
-    from dataclasses import replace
 
     # The model is materialized once here, not by every rank at once into one cache directory.
     config = replace(stage.config, model=stage.config.model.materialized())
