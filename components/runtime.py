@@ -74,12 +74,17 @@ def stage_config_json(config: ExperimentConfig, stage: str) -> str:
 
 
 def iteration_key(config: ExperimentConfig) -> str:
-    """The sweep iteration a per-shot config belongs to: one path segment of its artifact prefixes.
+    """The sweep iteration a per-shot config belongs to: one path segment of its artifact prefixes
+    (``sweep`` for a whole sweep's config, which only the report stage gets).
 
     >>> from vrft.experiment import load_experiment
     >>> iteration_key(load_experiment("configs/default.yaml", ["dataset.shots=4"]))
     'shots-4'
+    >>> iteration_key(load_experiment("configs/default.yaml", ["experiment.shots=[1,2]"]))
+    'sweep'
     """
+    if config.experiment.shots:
+        return "sweep"
     shots = config.dataset.shots
     return "all-shots" if shots is None else f"shots-{shots}"
 

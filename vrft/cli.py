@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(comp)
     comp.add_argument("-o", "--output", type=Path, default=Path("pipeline.yaml"))
     comp.add_argument("--target", choices=["cluster", "local"], default="cluster",
-                      help="cluster: secrets, endpoints and the KFP run id wired in (default)")
+                      help="cluster (default): checked for the cluster first (artifact root, registry, each "
+                           "training stage's preflight), secrets, endpoints, timeouts and GPU volumes wired in")
     comp.set_defaults(func=_cmd_compile)
 
     submit = sub.add_parser("submit", help="compile and submit a run to Kubeflow Pipelines")
