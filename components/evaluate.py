@@ -5,7 +5,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 
-def evaluate_stage(config_json: str, run_id: str, label: str, dataset: Input[Dataset],
+def evaluate_stage(config_json: str, iteration: str, label: str, dataset: Input[Dataset],
                    evaluation: Output[Metrics], checkpoint: Input[Model] = None, gate: Input[Metrics] = None):
     """Evaluate ``checkpoint`` (the base model when absent) and publish predictions and metrics.
 
@@ -13,7 +13,7 @@ def evaluate_stage(config_json: str, run_id: str, label: str, dataset: Input[Dat
     """
     from vrft.components.evaluate import run
 
-    run(config_json, run_id, label, dataset, evaluation, checkpoint, gate)
+    run(config_json, "", label, dataset, evaluation, checkpoint, gate, iteration=iteration)
 
 
 def collect_stage(sft: Input[Metrics], rft: Input[Metrics], evaluations: Output[Metrics],
@@ -24,7 +24,8 @@ def collect_stage(sft: Input[Metrics], rft: Input[Metrics], evaluations: Output[
     collect([("base", base), ("sft", sft), ("rft", rft)], evaluations)
 
 
-def run(config_json: str, run_id: str, label: str, dataset, evaluation, checkpoint=None, gate=None) -> str:
+def run(config_json: str, run_id: str, label: str, dataset, evaluation, checkpoint=None, gate=None, *,
+        iteration: str = "") -> str:
     from dataclasses import replace
 
     from vrft.components.runtime import open_stage
@@ -32,8 +33,8 @@ def run(config_json: str, run_id: str, label: str, dataset, evaluation, checkpoi
     from vrft.report.tracking import SEED, evaluation_metrics, evaluation_tags
 
     params = lambda c: {"model": c.model, "evaluate": c.evaluate}  # noqa: E731
-    with open_stage(f"evaluate-{label}", config_json, run_id, stage="evaluate", params=params,
-                    method=label) as stage:
+    with open_stage(f"evaluate-{label}", config_json, run_id, iteration=iteration, stage="evaluate",
+                    params=params, method=label) as stage:
         data_dir = stage.fetch(dataset, "dataset")
         model = stage.config.model.materialized()
         if checkpoint is not None:

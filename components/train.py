@@ -1,67 +1,106 @@
-"""Stages 2 and 3 components: GRPO (Visual-RFT) and the SFT baseline on the same dataset."""
+"""Stages 2 and 3 components: GRPO (Visual-RFT) and the SFT baseline on the same dataset.
+
+Where the training runs follows ``pipeline.train_resources.gpus`` and ``pipeline.train_nodes``:
+one GPU trains in the component's own process; ``gpus > 1`` on one node launches one process per
+GPU with ``torchrun`` (:mod:`vrft.train.launch`); more than one node runs a PyTorchJob
+(:mod:`vrft.pipelines.pytorchjob`). Each publishes the final model and the logs the same way.
+"""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
 
-def grpo_stage(config_json: str, run_id: str, dataset: Input[Dataset], checkpoint: Output[Model]):
+def grpo_stage(config_json: str, iteration: str, dataset: Input[Dataset], checkpoint: Output[Model]):
     """GRPO with verifiable visual rewards; publishes the final checkpoint and the training logs."""
     from vrft.components.train import run
 
-    run("grpo", config_json, run_id, dataset, checkpoint)
+    run("grpo", config_json, "", dataset, checkpoint, iteration=iteration)
 
 
-def sft_stage(config_json: str, run_id: str, dataset: Input[Dataset], checkpoint: Output[Model]):
+def sft_stage(config_json: str, iteration: str, dataset: Input[Dataset], checkpoint: Output[Model]):
     """The SFT baseline on the identical data and step budget."""
     from vrft.components.train import run
 
-    run("sft", config_json, run_id, dataset, checkpoint)
+    run("sft", config_json, "", dataset, checkpoint, iteration=iteration)
 
 
-def run(method: str, config_json: str, run_id: str, dataset, checkpoint) -> str:
+def run(method: str, config_json: str, run_id: str, dataset, checkpoint, *, iteration: str = "") -> str:
     from vrft.components.runtime import open_stage
     from vrft.tracking import STAGE_TRAIN, report_method
     from vrft.train import train_grpo, train_sft
     from vrft.train.callbacks import Tracking
+    from vrft.train.launch import needs_launcher
 
     train = {"grpo": train_grpo, "sft": train_sft}[method]
     params = lambda c: {"model": c.model, method: getattr(c, method)}  # noqa: E731
-    with open_stage(method, config_json, run_id, stage=STAGE_TRAIN, params=params,
+    with open_stage(method, config_json, run_id, iteration=iteration, stage=STAGE_TRAIN, params=params,
                     method=report_method(method)) as stage:
         if stage.config.pipeline.train_nodes > 1:
             return _train_multi_node(stage, method, dataset, checkpoint)
         data_dir = stage.fetch(dataset, "dataset")
-        tracking = None
-        if stage.mlflow_run_id:
-            tracking = Tracking(uri=stage.tracker.tracking_uri, run_id=stage.mlflow_run_id)
-        result = train(getattr(stage.config, method), data_dir, stage.local_dir(method),
-                       model=stage.config.model.materialized(), tracking=tracking)
+        processes = stage.config.pipeline.training_processes()
+        if needs_launcher(getattr(stage.config, method), processes):
+            output_dir = _train_on_all_gpus(stage, method, data_dir, processes)
+        else:
+            tracking = None
+            if stage.mlflow_run_id:
+                tracking = Tracking(uri=stage.tracker.tracking_uri, run_id=stage.mlflow_run_id)
+            output_dir = train(getattr(stage.config, method), data_dir, stage.local_dir(method),
+                               model=stage.config.model.materialized(), tracking=tracking).output_dir
         # The resumable checkpoint-N states (optimizer included) stay on the stage's disk; the
         # published artifact is the final Hugging Face model plus the run's logs.
-        return stage.publish(result.output_dir, checkpoint, method, exclude=("checkpoint-*",))
+        return stage.publish(output_dir, checkpoint, method, exclude=("checkpoint-*",))
+
+
+def _train_on_all_gpus(stage, method: str, data_dir, processes: int):
+    """One process per GPU of this node (torchrun), logging into this stage's MLflow run."""
+    from dataclasses import replace
+
+    from vrft.io import atomic_write_text
+    from vrft.train.launch import run_distributed
+
+    # The model is materialized once here, not by every rank at once into one cache directory.
+    config = replace(stage.config, model=stage.config.model.materialized())
+    config_path = stage.work_dir / "experiment.json"  # JSON is YAML: `vrft train` reads it as the experiment
+    atomic_write_text(config_path, config.to_json())
+    env = {"MLFLOW_TRACKING_URI": stage.tracker.tracking_uri} if stage.mlflow_run_id else {}
+    return run_distributed(method, config_path, data_dir, stage.local_dir(method), processes,
+                           tracking_run_id=stage.mlflow_run_id or "", env=env)
 
 
 def _train_multi_node(stage, method: str, dataset, checkpoint) -> str:
     """Launch the training as a PyTorchJob across ``pipeline.train_nodes`` nodes, wait for it, and
-    publish what it wrote to the shared volume (this pod only orchestrates; it needs no GPU)."""
+    publish what it wrote to the shared volume (this pod only orchestrates; it needs no GPU).
+
+    The job's name and shared directory are unique per run, sweep iteration and method, so the
+    iterations of a shot sweep never collide; the job is owned by this pod (deleted with it) and
+    waited for at most ``pipeline.train_timeout_s``.
+    """
     from pathlib import Path
 
     from vrft.io import atomic_write_text
     from vrft.pipelines.kfp_client import image_refs
-    from vrft.pipelines.pytorchjob import MultiNodeTraining, pytorchjob_manifest, run_pytorchjob
+    from vrft.pipelines.pytorchjob import (
+        MultiNodeTraining,
+        job_name,
+        owner_from_env,
+        pytorchjob_manifest,
+        run_pytorchjob,
+    )
 
     p = stage.config.pipeline
-    shared = Path(p.shared_mount) / "runs" / stage.run_id / method
+    shared = Path(p.shared_mount) / "runs" / stage.run_id / stage.iteration / method
     shared.mkdir(parents=True, exist_ok=True)
     config_path = shared / "experiment.json"  # JSON is YAML: `vrft train` reads it as the experiment
     atomic_write_text(config_path, stage.config.to_json())
     job = MultiNodeTraining(
-        name=f"vrft-{method}-{stage.run_id}"[:40].rstrip("-").lower(), method=method, config=str(config_path),
+        name=job_name(method, stage.run_id, stage.iteration), method=method, config=str(config_path),
         image=image_refs(p.image_registry, p.image_tag)[method], nodes=p.train_nodes,
         gpus_per_node=p.train_resources.gpus, dataset=dataset.metadata["uri"], shared_pvc=p.shared_pvc,
         output_dir=str(shared / "output"), shared_mount=p.shared_mount, cpu=p.train_resources.cpu,
-        memory=p.train_resources.memory)
-    run_pytorchjob(pytorchjob_manifest(job))
+        memory=p.train_resources.memory, dataset_manifest_sha256=dataset.metadata.get("manifest_sha256", ""),
+        active_deadline_s=p.timeout_s("train"), owner_pod=owner_from_env())
+    run_pytorchjob(pytorchjob_manifest(job), timeout_s=p.timeout_s("train"))
     return stage.publish(shared / "output", checkpoint, method, exclude=("checkpoint-*",))
 
 

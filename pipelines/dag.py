@@ -6,7 +6,11 @@
 
 One experiment config may sweep ``experiment.shots``: the per-shot sub-pipeline runs in a
 ParallelFor and every evaluation feeds one report, so a whole paper table is one pipeline run.
-The same DAG compiles to Kubeflow IR YAML for a cluster and runs locally with kfp's local runner.
+Each iteration item carries its key (``shots-K``, the artifact prefix segment) and each stage's
+own view of the config (:func:`vrft.components.runtime.stage_config_json`), so a task's inputs,
+and so its cache key, change only with what that stage reads. The same DAG compiles to Kubeflow
+IR YAML for a cluster (checked first by :mod:`vrft.pipelines.validate`) and runs locally with
+kfp's local runner.
 """
 
 from pathlib import Path
@@ -19,8 +23,15 @@ from vrft.components import dataset as dataset_component
 from vrft.components import evaluate as evaluate_component
 from vrft.components import report as report_component
 from vrft.components import train as train_components
-from vrft.components.runtime import IMAGE_ENV
-from vrft.experiment import ExperimentConfig, Resources, load_experiment
+from vrft.components.runtime import (
+    IMAGE_ENV,
+    RUN_ID_ENV,
+    STAGE_SECTIONS,
+    WORK_DIR_ENV,
+    iteration_key,
+    stage_config_json,
+)
+from vrft.experiment import ExperimentConfig, PipelineConfig, Resources, load_experiment
 from vrft.pipelines.kfp_client import (
     CLIENT_POD_LABEL,
     GPU_NODE_SELECTOR,
@@ -29,8 +40,16 @@ from vrft.pipelines.kfp_client import (
     image_refs,
     secret_env_spec,
 )
+from vrft.pipelines.pytorchjob import POD_NAME_ENV, POD_UID_ENV
 
 Target = Literal["local", "cluster"]
+
+#: Where a cluster pod finds its pipeline run's id: KFP labels every pod of a run with it. Read
+#: through the downward API it stays out of the task inputs, and so out of KFP's cache key.
+RUN_ID_FIELD_PATH = "metadata.labels['pipeline/runid']"
+SHM_MOUNT = "/dev/shm"
+SCRATCH_MOUNT = "/scratch"
+SCRATCH_VOLUME = "scratch"
 
 
 def sweep_configs(config: ExperimentConfig) -> list[ExperimentConfig]:
@@ -47,29 +66,47 @@ def needs_base_gate(config: ExperimentConfig) -> bool:
     return config.evaluate.detection_mode == "existence_gated" and config.evaluate.gate_source == "base_model"
 
 
-def _place(task: dsl.PipelineTask, resources: Resources, *, target: Target, stage: str, caching: bool,
+def sweep_items(config: ExperimentConfig) -> list[dict[str, str]]:
+    """The ParallelFor items: per iteration its key (artifact prefix segment) and each stage's config view."""
+    return [{"iteration": iteration_key(c), **{stage: stage_config_json(c, stage) for stage in STAGE_SECTIONS}}
+            for c in sweep_configs(config)]
+
+
+def _place(task: dsl.PipelineTask, resources: Resources, *, target: Target, stage: str, pipeline: PipelineConfig,
            retries: int = 0) -> dsl.PipelineTask:
-    """Resources, retries, caching and (on a cluster) secrets and GPU scheduling for one task."""
+    """Resources, retries, caching and (on a cluster) run id, secrets, timeout, GPU scheduling and
+    the volumes PyTorch needs on GPU nodes, for one task."""
     task.set_cpu_limit(resources.cpu).set_memory_limit(resources.memory)
     if resources.gpus:
         task.set_accelerator_type(resources.accelerator).set_accelerator_limit(resources.gpus)
     if retries and target == "cluster":  # locally a deterministic failure would only wait and fail again
         task.set_retry(num_retries=retries, backoff_duration="60s", backoff_factor=2.0)
-    task.set_caching_options(caching)
+    task.set_caching_options(pipeline.caching)
     if target == "cluster":
         from kfp import kubernetes
 
         kubernetes.add_pod_label(task, *CLIENT_POD_LABEL)  # admitted to S3 and MLflow (k8s NetworkPolicies)
         task.set_env_variable(IMAGE_ENV, task.component_spec.implementation.container.image)
+        kubernetes.use_field_path_as_env(task, env_name=RUN_ID_ENV, field_path=RUN_ID_FIELD_PATH)
         for secret, keys in secret_env_spec(stage).items():
             kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
         for config_map, keys in config_map_env_spec().items():
             kubernetes.use_config_map_as_env(task, config_map_name=config_map, config_map_key_to_env=keys)
+        if pipeline.timeout_s(stage):
+            kubernetes.set_timeout(task, pipeline.timeout_s(stage))
         if resources.gpus:  # the same selector and toleration as k8s/components/gpu
             for label, value in GPU_NODE_SELECTOR.items():
                 kubernetes.add_node_selector(task, label_key=label, label_value=value)
             for toleration in GPU_TOLERATIONS:
                 kubernetes.add_toleration(task, **toleration)
+            # The container default /dev/shm is 64 MiB: DataLoader workers and NCCL need more.
+            kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path=SHM_MOUNT, medium="Memory",
+                                       size_limit=pipeline.shm_size)
+            # Checkpoints and downloads go to a sized scratch volume, not the container's root fs.
+            kubernetes.add_ephemeral_volume(task, volume_name=SCRATCH_VOLUME, mount_path=SCRATCH_MOUNT,
+                                            access_modes=["ReadWriteOnce"], size=pipeline.scratch_size,
+                                            storage_class_name=pipeline.scratch_storage_class or None)
+            task.set_env_variable(WORK_DIR_ENV, SCRATCH_MOUNT)
     return task
 
 
@@ -88,12 +125,8 @@ def build_pipeline(config: ExperimentConfig, *, target: Target = "local", images
     report = report_component.component(images["report"])
 
     p = config.pipeline
-    # On a cluster the run id is KFP's; locally it comes from $VRFT_RUN_ID so that the local
-    # runner's cache (keyed on parameters) can reuse unchanged stages across runs.
-    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER if target == "cluster" else ""
-
     # Multi-node: the training task only launches and waits for a PyTorchJob, so it needs no GPU
-    # itself, but it mounts the shared volume the job writes to.
+    # itself, but it mounts the shared volume the job writes to and names itself the job's owner.
     multi_node = p.train_nodes > 1
     launcher = Resources(cpu="1", memory="4Gi")
 
@@ -104,48 +137,54 @@ def build_pipeline(config: ExperimentConfig, *, target: Target = "local", images
                 from kfp import kubernetes
 
                 kubernetes.mount_pvc(task, pvc_name=p.shared_pvc, mount_path=p.shared_mount)
-        return _place(task, resources, target=target, stage=stage, caching=p.caching, retries=retries)
+                kubernetes.use_field_path_as_env(task, env_name=POD_NAME_ENV, field_path="metadata.name")
+                kubernetes.use_field_path_as_env(task, env_name=POD_UID_ENV, field_path="metadata.uid")
+        return _place(task, resources, target=target, stage=stage, pipeline=p, retries=retries)
 
     gated = needs_base_gate(config)
 
     @dsl.pipeline(name=f"vrft-{config.experiment.name}-shots", description="One shot count: data, RFT and SFT, evaluations.")
-    def experiment(config_json: str) -> Metrics:
-        data = place(make_dataset(config_json=config_json, run_id=run_id), p.dataset_resources, "dataset", p.retries)
+    def experiment(iteration: str, dataset_config: str, grpo_config: str, sft_config: str,
+                   evaluate_config: str) -> Metrics:
+        data = place(make_dataset(config_json=dataset_config, iteration=iteration), p.dataset_resources, "dataset",
+                     p.retries)
         data.set_display_name("Few-shot dataset")
+        dataset = data.outputs["dataset"]
 
-        rft = place(train_rft(config_json=config_json, run_id=run_id, dataset=data.outputs["dataset"]),
-                    p.train_resources, "grpo")
+        rft = place(train_rft(config_json=grpo_config, iteration=iteration, dataset=dataset), p.train_resources, "grpo")
         rft.set_display_name("GRPO with verifiable rewards (RFT)")
-        sft = place(train_sft(config_json=config_json, run_id=run_id, dataset=data.outputs["dataset"]),
-                    p.train_resources, "sft")
+        sft = place(train_sft(config_json=sft_config, iteration=iteration, dataset=dataset), p.train_resources, "sft")
         sft.set_display_name("SFT baseline (same data and steps)")
 
         # In existence_gated mode the base evaluation's gate.json is the one gate every checkpoint
         # shares, so the base model is evaluated then whatever pipeline.evaluate_base says.
         base = {}
         if p.evaluate_base or gated:
-            base_eval = evaluate(config_json=config_json, run_id=run_id, label="base", dataset=data.outputs["dataset"])
+            base_eval = evaluate(config_json=evaluate_config, iteration=iteration, label="base", dataset=dataset)
             place(base_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate base model")
             base = {"base": base_eval.outputs["evaluation"]}
         gate = {"gate": base_eval.outputs["evaluation"]} if gated else {}
-        sft_eval = evaluate(config_json=config_json, run_id=run_id, label="sft", dataset=data.outputs["dataset"],
+        sft_eval = evaluate(config_json=evaluate_config, iteration=iteration, label="sft", dataset=dataset,
                             checkpoint=sft.outputs["checkpoint"], **gate)
         place(sft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate SFT")
-        rft_eval = evaluate(config_json=config_json, run_id=run_id, label="rft", dataset=data.outputs["dataset"],
+        rft_eval = evaluate(config_json=evaluate_config, iteration=iteration, label="rft", dataset=dataset,
                             checkpoint=rft.outputs["checkpoint"], **gate)
         place(rft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate RFT")
         collected = collect(sft=sft_eval.outputs["evaluation"], rft=rft_eval.outputs["evaluation"], **base)
-        _place(collected, p.report_resources, target=target, stage="report", caching=p.caching)
+        _place(collected, p.report_resources, target=target, stage="report", pipeline=p)
         collected.set_display_name("This run's evaluations")
         return collected.outputs["evaluations"]
 
-    config_jsons = [c.to_json() for c in sweep_configs(config)]
+    items = sweep_items(config)
 
     @dsl.pipeline(name=f"vrft-{config.experiment.name}", description=config.experiment.description or "Visual-RFT vs SFT")
     def visual_rft(report_config_json: str = config.to_json()) -> HTML:
-        with dsl.ParallelFor(items=config_jsons, parallelism=1 if target == "local" else 0) as config_json:
-            per_shots = experiment(config_json=config_json).set_display_name("Data, RFT, SFT and evaluations")
-        final = report(config_json=report_config_json, run_id=run_id, evaluations=dsl.Collected(per_shots.output))
+        with dsl.ParallelFor(items=items, parallelism=1 if target == "local" else 0) as item:
+            per_shots = experiment(iteration=item.iteration, dataset_config=item.dataset, grpo_config=item.grpo,
+                                   sft_config=item.sft, evaluate_config=item.evaluate)
+            per_shots.set_display_name("Data, RFT, SFT and evaluations")
+        # The run id reaches the report as $VRFT_RUN_ID too (see vrft.components.runtime).
+        final = report(config_json=report_config_json, run_id="", evaluations=dsl.Collected(per_shots.output))
         place(final, p.report_resources, "report", p.retries).set_display_name("Report: RFT vs SFT")
         return final.outputs["report"]
 
@@ -154,10 +193,18 @@ def build_pipeline(config: ExperimentConfig, *, target: Target = "local", images
 
 def compile_pipeline(config_path: str | Path, output_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
                      *, target: Target = "cluster") -> Path:
-    """Write the Kubeflow IR YAML of ``config_path``'s pipeline to ``output_path`` (atomically)."""
+    """Write the Kubeflow IR YAML of ``config_path``'s pipeline to ``output_path`` (atomically).
+
+    For the cluster target the config is checked first (:func:`vrft.pipelines.validate.check_for_cluster`):
+    a config that cannot run there raises a one-line ConfigError and nothing is written.
+    """
     from vrft.io import atomic_write_text
 
     config = load_experiment(config_path, overrides)
+    if target == "cluster":
+        from vrft.pipelines.validate import check_for_cluster
+
+        check_for_cluster(config)
     output_path = Path(output_path)
     tmp = output_path.with_name(f".{output_path.name}.compiling.yaml")
     try:

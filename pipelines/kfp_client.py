@@ -440,12 +440,20 @@ def _experiment_id(client: kfp.Client, name: str, namespace: str | None, *, crea
             raise KfpError(
                 f"experiment {name!r} does not exist on {host}; create it or submit with creation on"
             ) from None
+        if str(exc).startswith("Multiple experiments"):
+            raise KfpError(
+                f"several experiments are named {name!r} on {host}"
+                + ("" if namespace else "; pass --namespace to pick your profile's")
+            ) from None
         raise
 
 
 def _recurring_runs(
     client: kfp.Client, *, experiment_id: str | None = None, namespace: str | None = None
 ) -> Iterator[Any]:
+    # kfp's list_runs falls back to the client's user namespace, list_recurring_runs does not: without
+    # it a multi-user Kubeflow receives an unscoped request (and refuses it), so fall back here too.
+    namespace = namespace or client.get_user_namespace() or None
     token = ""
     while True:
         page = client.list_recurring_runs(

@@ -57,8 +57,11 @@ DATA_MOUNT = "/data"
 DATASET_DIR = f"{DATA_MOUNT}/dataset"
 """The download lands in a new directory beside its temporary sibling, both on the scratch volume."""
 FETCH_SCRIPT = (
-    "import sys; from vrft.storage import download_dir; print(download_dir(sys.argv[1], sys.argv[2]))"
+    "import sys; from vrft.storage import download_dir; "
+    "print(download_dir(sys.argv[1], sys.argv[2], manifest_sha256=sys.argv[3] if len(sys.argv) > 3 else None))"
 )
+POD_NAME_ENV, POD_UID_ENV = "VRFT_POD_NAME", "VRFT_POD_UID"
+"""The launching pod's name and UID (downward API, set by the DAG): the job's owner."""
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _MAX_NAME = 40  # pod names add "-worker-NN" and must stay valid DNS labels
 
@@ -94,6 +97,12 @@ class MultiNodeTraining:
     shm_size: str = "16Gi"
     service_account: str | None = PIPELINE_SERVICE_ACCOUNT
     port: int = DEFAULT_PORT
+    #: The SHA-256 the dataset stage recorded for its manifest; the init container checks it.
+    dataset_manifest_sha256: str = ""
+    #: The job's ``runPolicy.activeDeadlineSeconds`` (0: none): the operator stops it after that.
+    active_deadline_s: int = 0
+    #: The pod that launched the job (name, UID): Kubernetes deletes the job when that pod goes.
+    owner_pod: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or len(self.name) > _MAX_NAME:
@@ -127,6 +136,29 @@ class MultiNodeTraining:
         return DATASET_DIR if "://" in self.dataset else self.dataset
 
 
+def job_name(method: str, run_id: str, iteration: str) -> str:
+    """A PyTorchJob name unique per pipeline run, sweep iteration and method (a valid DNS label).
+
+    >>> job_name("grpo", "3f1c2a9e-7b8d-4e5f-9a0b-1c2d3e4f5a6b", "shots-4")
+    'vrft-grpo-shots-4-...'
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"{run_id}/{iteration}".encode()).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9-]+", "-", iteration.lower()).strip("-")
+    head = f"vrft-{method}-{slug}"[: _MAX_NAME - len(digest) - 1].rstrip("-")
+    return f"{head}-{digest}"
+
+
+def owner_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """The launching pod's (name, UID) from the downward-API variables, or None outside a pod."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    name, uid = environ.get(POD_NAME_ENV, ""), environ.get(POD_UID_ENV, "")
+    return (name, uid) if name and uid else None
+
+
 def launch_command(job: MultiNodeTraining) -> list[str]:
     """The container command: ``accelerate launch`` with DeepSpeed across ``job.nodes`` nodes."""
     return [
@@ -150,9 +182,10 @@ def launch_command(job: MultiNodeTraining) -> list[str]:
     ]  # fmt: skip
 
 
-def fetch_dataset_command(uri: str, target: str = DATASET_DIR) -> list[str]:
-    """The init container command: download and verify the dataset artifact into ``target``."""
-    return ["python", "-c", FETCH_SCRIPT, uri, target]
+def fetch_dataset_command(uri: str, target: str = DATASET_DIR, manifest_sha256: str = "") -> list[str]:
+    """The init container command: download and verify the dataset artifact into ``target``
+    (and its manifest against ``manifest_sha256`` when given)."""
+    return ["python", "-c", FETCH_SCRIPT, uri, target, *([manifest_sha256] if manifest_sha256 else [])]
 
 
 def pytorchjob_manifest(job: MultiNodeTraining) -> dict[str, Any]:
@@ -160,13 +193,20 @@ def pytorchjob_manifest(job: MultiNodeTraining) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": job.name, "labels": _labels(job)}
     if job.namespace:
         metadata["namespace"] = job.namespace
+    if job.owner_pod:
+        name, uid = job.owner_pod
+        metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid,
+                                        "blockOwnerDeletion": False}]
+    run_policy: dict[str, Any] = {"backoffLimit": 0, "cleanPodPolicy": "Running", "ttlSecondsAfterFinished": 86400}
+    if job.active_deadline_s:
+        run_policy["activeDeadlineSeconds"] = job.active_deadline_s
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": "PyTorchJob",
         "metadata": metadata,
         "spec": {
             "nprocPerNode": str(job.gpus_per_node),
-            "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "Running", "ttlSecondsAfterFinished": 86400},
+            "runPolicy": run_policy,
             "pytorchReplicaSpecs": {
                 "Master": {"replicas": 1, "restartPolicy": "Never", "template": _pod_template(job)},
                 "Worker": {
@@ -196,7 +236,8 @@ def run_pytorchjob(
 
     ``api`` is a ``kubernetes.client.CustomObjectsApi`` (by default one from the in-cluster service
     account, else the local kubeconfig). A ``Failed`` condition or the timeout raises
-    :class:`PyTorchJobError` with the operator's message.
+    :class:`PyTorchJobError` with the operator's message; on a timeout the job is deleted first,
+    so that its pods free their GPUs.
     """
     if api is None:
         api = _custom_objects_api()
@@ -217,8 +258,9 @@ def run_pytorchjob(
                 conditions["Failed"].get("message") or conditions["Failed"].get("reason") or "no reason given"
             )
             raise PyTorchJobError(f"PyTorchJob {namespace}/{name} failed: {message}")
-        if timeout_s is not None and waited >= timeout_s:
-            raise PyTorchJobError(f"PyTorchJob {namespace}/{name} did not finish within {timeout_s:g} s")
+        if timeout_s and waited >= timeout_s:
+            api.delete_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+            raise PyTorchJobError(f"PyTorchJob {namespace}/{name} did not finish within {timeout_s:g} s; deleted it")
         sleep(poll_s)
         waited += poll_s
 
@@ -272,7 +314,7 @@ def _pod_template(job: MultiNodeTraining) -> dict[str, Any]:
                 "name": "fetch-dataset",
                 "image": job.image,
                 "imagePullPolicy": "IfNotPresent",
-                "command": fetch_dataset_command(job.dataset),
+                "command": fetch_dataset_command(job.dataset, manifest_sha256=job.dataset_manifest_sha256),
                 "env": env,
                 "envFrom": env_from,
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},

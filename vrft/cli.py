@@ -58,22 +58,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = _experiment(args)
     method = args.train_command
     train = {"grpo": train_grpo, "sft": train_sft}[method]
-    # Tracked (when MLFLOW_TRACKING_URI is set) like the pipeline's training stage: the same tags
-    # for `vrft report`, FAILED with the error if training raises; a resumed training continues its run.
-    tracker = Tracker()
-    run_file = Path(args.output_dir) / MLFLOW_RUN_FILE
-    params = {"model": config.model, method: getattr(config, method)}
-    with tracker.stage_run(STAGE_TRAIN, params=params, tags=experiment_tags(config, method=report_method(method)),
-                           run_name=method, experiment=config.experiment.name,
-                           resume_run_id=_previous_run(tracker, run_file)) as run_id:
-        try:
-            tracking = Tracking(uri=tracker.tracking_uri or "", run_id=run_id) if run_id else None
-            result = train(getattr(config, method), args.dataset, args.output_dir, model=config.model.materialized(),
-                           tracking=tracking)
-        finally:
-            if run_id and run_file.parent.is_dir():
-                atomic_write_text(run_file, json.dumps({"run_id": run_id}) + "\n")
-    print(f"{method}: {result.global_step} steps; model: {result.final_dir}")
+    if args.tracking_run_id:  # launched by a pipeline stage: its processes log into the stage's MLflow run
+        result = train(getattr(config, method), args.dataset, args.output_dir, model=config.model.materialized(),
+                       tracking=Tracking(run_id=args.tracking_run_id))
+    else:
+        # Tracked (when MLFLOW_TRACKING_URI is set) like the pipeline's training stage: the same tags
+        # for `vrft report`, FAILED with the error if training raises; a resumed training continues its run.
+        tracker = Tracker()
+        run_file = Path(args.output_dir) / MLFLOW_RUN_FILE
+        params = {"model": config.model, method: getattr(config, method)}
+        with tracker.stage_run(STAGE_TRAIN, params=params, tags=experiment_tags(config, method=report_method(method)),
+                               run_name=method, experiment=config.experiment.name,
+                               resume_run_id=_previous_run(tracker, run_file)) as run_id:
+            try:
+                tracking = Tracking(uri=tracker.tracking_uri or "", run_id=run_id) if run_id else None
+                result = train(getattr(config, method), args.dataset, args.output_dir,
+                               model=config.model.materialized(), tracking=tracking)
+            finally:
+                if run_id and run_file.parent.is_dir():
+                    atomic_write_text(run_file, json.dumps({"run_id": run_id}) + "\n")
+    rank = f" (rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']})" if "RANK" in os.environ else ""
+    print(f"{method}{rank}: {result.global_step} steps; model: {result.final_dir}")
     return 0
 
 
@@ -305,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         _config_args(p)
         p.add_argument("-d", "--dataset", type=Path, required=True, help="a directory built by `vrft dataset build`")
         p.add_argument("-o", "--output-dir", type=Path, required=True, help="checkpoints, final model, logs (resumes here)")
+        p.add_argument("--tracking-run-id", default="", help=argparse.SUPPRESS)  # the pipeline stage's MLflow run
         p.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="stage 4: evaluate a base/SFT/RFT checkpoint (mAP, accuracy, mIoU)")
@@ -340,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(comp)
     comp.add_argument("-o", "--output", type=Path, default=Path("pipeline.yaml"))
     comp.add_argument("--target", choices=["cluster", "local"], default="cluster",
-                      help="cluster: secrets, endpoints and the KFP run id wired in (default)")
+                      help="cluster (default): checked for the cluster first (artifact root, registry, each "
+                           "training stage's preflight), secrets, endpoints, timeouts and GPU volumes wired in")
     comp.set_defaults(func=_cmd_compile)
 
     submit = sub.add_parser("submit", help="compile and submit a run to Kubeflow Pipelines")

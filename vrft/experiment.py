@@ -32,11 +32,22 @@ class ExperimentInfo:
     # mean ± standard deviation over seeds and says when RFT − SFT is inside that spread. [] = once,
     # with grpo.seed / sft.seed as configured. The few-shot sample (dataset.seed) stays the same.
     seeds: list[int] = field(default_factory=list)
+    # Overrides for one shot count of the sweep, e.g. {1: ["grpo.gradient_accumulation_steps=1"]} where
+    # 1 shot x 8 categories cannot fill the 16 prompts of a step on 8 GPUs.
+    shot_overrides: dict[str, list[str]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"experiment.seeds: repeated seed in {self.seeds}")
+        normalized = {}
+        for key, overrides in self.shot_overrides.items():
+            if isinstance(key, bool) or not str(key).isdigit():
+                raise ConfigError(f"experiment.shot_overrides: keys are shot counts, got {key!r}")
+            for text in overrides:
+                parse_override(text)
+            normalized[str(int(key))] = list(overrides)
+        self.shot_overrides = normalized  # YAML gives int keys, JSON string ones
 
 
 @dataclass
@@ -51,6 +62,26 @@ class Resources:
     def validate(self) -> None:
         if self.gpus < 0:
             raise ConfigError(f"gpus: must be >= 0, got {self.gpus}")
+
+
+@dataclass
+class StageTimeouts:
+    """Seconds each stage's pod may run on a cluster before Kubernetes stops it (0: no limit).
+
+    A hung stage would otherwise hold its GPUs and, with a nightly schedule's ``max_concurrency``
+    of 1, block every later run.
+    """
+
+    dataset: int = 2 * 3600
+    train: int = 24 * 3600
+    evaluate: int = 8 * 3600
+    report: int = 3600
+
+    def validate(self) -> None:
+        for name in ("dataset", "train", "evaluate", "report"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"pipeline.timeouts.{name}: must be >= 0 seconds (0: no limit), "
+                                  f"got {getattr(self, name)}")
 
 
 @dataclass
@@ -73,6 +104,13 @@ class PipelineConfig:
     train_resources: Resources = field(default_factory=lambda: Resources(cpu="16", memory="128Gi", gpus=8))
     evaluate_resources: Resources = field(default_factory=lambda: Resources(cpu="8", memory="64Gi", gpus=1))
     report_resources: Resources = field(default_factory=lambda: Resources(cpu="1", memory="4Gi"))
+    timeouts: StageTimeouts = field(default_factory=StageTimeouts)
+    # GPU tasks on a cluster: a memory-backed /dev/shm (the 64 MiB default kills DataLoader workers
+    # and NCCL) and a scratch volume for checkpoints and downloads (a generic ephemeral volume:
+    # its storage request is scheduled like any PVC; "" uses the cluster's default StorageClass).
+    shm_size: str = "16Gi"
+    scratch_size: str = "200Gi"
+    scratch_storage_class: str = ""
 
     def validate(self) -> None:
         for name, value in (("artifact_root", self.artifact_root),):
@@ -85,8 +123,18 @@ class PipelineConfig:
         if self.train_nodes > 1 and not self.shared_pvc:
             raise ConfigError("pipeline.shared_pvc: multi-node training (train_nodes > 1) needs a ReadWriteMany "
                               "PersistentVolumeClaim that every training pod mounts (ZeRO-3 shards are written there)")
+        if not self.shm_size or not self.scratch_size:
+            raise ConfigError("pipeline.shm_size and pipeline.scratch_size: give Kubernetes quantities such as 16Gi")
         if self.train_nodes > 1 and self.train_resources.gpus < 1:
             raise ConfigError("pipeline.train_resources.gpus: multi-node training needs at least one GPU per node")
+
+    def training_processes(self) -> int:
+        """Training processes of one GRPO/SFT run: one per GPU on every node (one without GPUs)."""
+        return max(1, self.train_resources.gpus) * self.train_nodes
+
+    def timeout_s(self, stage: str) -> int:
+        """The timeout of a stage (``grpo`` and ``sft`` are ``train``), in seconds; 0: none."""
+        return getattr(self.timeouts, "train" if stage in ("grpo", "sft") else stage)
 
 
 @dataclass
@@ -112,22 +160,27 @@ class ExperimentConfig:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def with_shots(self, shots: int) -> ExperimentConfig:
+        """The config of one iteration of the shot sweep (its ``shot_overrides`` applied)."""
         data = to_dict(self)
         data["dataset"]["shots"] = shots
         data["experiment"]["shots"] = []
-        return from_dict(ExperimentConfig, data)
+        overrides = data["experiment"].pop("shot_overrides").get(str(shots), [])
+        return from_dict(ExperimentConfig, _apply_overrides(data, overrides), source=f"shots {shots}")
 
     def with_seed(self, seed: int) -> ExperimentConfig:
         """This config trained with ``seed`` (RFT and SFT), as one repeat of ``experiment.seeds``."""
         data = to_dict(self)
         data["grpo"]["seed"] = data["sft"]["seed"] = seed
-        data["experiment"]["seeds"] = []
+        data["experiment"]["seeds"] = [seed]  # one repeat: its artifacts go under a seed-specific prefix
         return from_dict(ExperimentConfig, data)
 
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """An experiment YAML plus ``section.key=value`` overrides, validated before anything runs."""
-    data: dict[str, Any] = read_yaml(path)
+    return from_dict(ExperimentConfig, _apply_overrides(read_yaml(path), overrides), source=str(path))
+
+
+def _apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     for text in overrides:
         keys, value = parse_override(text)
         node = data
@@ -136,7 +189,7 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: {key} is not a section")
         node[keys[-1]] = value
-    return from_dict(ExperimentConfig, data, source=str(path))
+    return data
 
 
 def experiment_from_json(text: str, source: str = "config") -> ExperimentConfig:

@@ -23,6 +23,7 @@ optional ``AWS_SESSION_TOKEN``), never from arguments that could end up in logs 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -224,8 +225,14 @@ class ArtifactStore(ABC):
         self._put(src / MANIFEST_NAME, manifest_key)
         return dest.uri
 
-    def download_dir(self, target: str, local_dir: str | Path, *, overwrite: bool = False) -> Path:
+    def download_dir(self, target: str, local_dir: str | Path, *, overwrite: bool = False,
+                     manifest_sha256: str | None = None) -> Path:
         """Download the artifact at ``target`` into ``local_dir``, verified against its manifest.
+
+        ``manifest_sha256``: the SHA-256 the writer recorded for its manifest (KFP carries it in
+        the artifact's metadata). A prefix whose manifest differs, e.g. one replaced by another
+        run or sweep iteration, is an :class:`ArtifactIntegrityError` even if it is complete and
+        self-consistent.
 
         The listing is compared with the manifest first (missing, extra and wrong-size objects
         fail before anything is downloaded), then every downloaded file's size and SHA-256. Files
@@ -240,6 +247,13 @@ class ArtifactStore(ABC):
         if raw is None:
             raise ArtifactNotFoundError(f"{loc.uri}: no {MANIFEST_NAME} (nothing uploaded here, "
                                         "or the upload did not finish)")
+        if manifest_sha256 is not None:
+            found = hashlib.sha256(raw).hexdigest()
+            if found != manifest_sha256:
+                raise ArtifactIntegrityError(
+                    self._object_uri(manifest_key),
+                    f"manifest is not the one its writer published (recorded SHA-256 {manifest_sha256[:12]}..., "
+                    f"found {found[:12]}...): the prefix was replaced after the upload")
         files: dict[str, dict[str, Any]] = _parse_manifest(raw, self._object_uri(manifest_key))["files"]
         listing = self._list(prefix)
         listing.pop(manifest_key, None)
@@ -443,6 +457,8 @@ def upload_dir(local_dir: str | Path, uri: str, *, overwrite: bool = False) -> s
     return ArtifactStore.from_uri(uri).upload_dir(local_dir, overwrite=overwrite)
 
 
-def download_dir(uri: str, local_dir: str | Path, *, overwrite: bool = False) -> Path:
+def download_dir(uri: str, local_dir: str | Path, *, overwrite: bool = False,
+                 manifest_sha256: str | None = None) -> Path:
     """Download and verify the artifact at ``uri`` (see :meth:`ArtifactStore.download_dir`)."""
-    return ArtifactStore.from_uri(uri).download_dir(uri, local_dir, overwrite=overwrite)
+    return ArtifactStore.from_uri(uri).download_dir(uri, local_dir, overwrite=overwrite,
+                                                    manifest_sha256=manifest_sha256)

@@ -11,11 +11,12 @@ from vrft.pipelines.kfp_client import image_refs, secret_env_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "configs" / "default.yaml"
+CLUSTER = ["pipeline.artifact_root=s3://lab/vrft", "pipeline.image_registry=registry.lab.internal/ml"]
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    path = compile_pipeline(DEFAULT, tmp_path_factory.mktemp("c") / "pipeline.yaml", ["experiment.shots=[1,2]"])
+    path = compile_pipeline(DEFAULT, tmp_path_factory.mktemp("c") / "pipeline.yaml", ["experiment.shots=[1,2]", *CLUSTER])
     documents = list(yaml.safe_load_all(path.read_text()))
     return path, documents[0], documents[1] if len(documents) > 1 else {}
 
@@ -48,7 +49,7 @@ def test_gpus_on_training_and_evaluation_only(compiled):
 
 def test_images_match_the_dockerfiles(compiled):
     _, spec, _ = compiled
-    config = load_experiment(DEFAULT)
+    config = load_experiment(DEFAULT, CLUSTER)
     refs = image_refs(config.pipeline.image_registry, config.pipeline.image_tag)
     images = {executor["container"]["image"] for executor in executors(spec).values()}
     assert images == set(refs.values())

@@ -365,6 +365,27 @@ def test_list_and_delete_schedules(server: FakeKfpServer, state: FakeState, pack
         kfp_client.delete_schedule(server.url, "coco")
 
 
+def test_schedules_are_listed_in_the_context_namespace_without_namespace(
+    server: FakeKfpServer, state: FakeState, tmp_path: Path
+) -> None:
+    """kfp's list_recurring_runs sends no namespace unless given one: a multi-user Kubeflow would get
+    an unscoped request. The client's user namespace (kfp's context file) fills in, as kfp's list_runs does."""
+    (tmp_path / "kfp-context.json").write_text(json.dumps({"namespace": "team-vision"}))
+    kfp_client.list_schedules(server.url)
+    with pytest.raises(KfpError, match="no schedule"):
+        kfp_client.delete_schedule(server.url, "nightly")
+    listed = state.calls("GET", f"{API}/recurringruns")
+    assert len(listed) == 2
+    assert all(call.query.get("namespace") == ["team-vision"] for call in listed)
+
+
+def test_several_experiments_of_one_name_are_a_clear_error(server: FakeKfpServer, state: FakeState) -> None:
+    state.experiments += [{"experiment_id": str(uuid.uuid4()), "display_name": "vrft", "created_at": state.stamp(),
+                           "storage_state": "AVAILABLE"} for _ in range(2)]
+    with pytest.raises(KfpError, match="several experiments are named 'vrft'.*pass --namespace"):
+        kfp_client.list_schedules(server.url, "vrft")
+
+
 def test_list_runs_newest_first_limited_to_an_experiment(
     server: FakeKfpServer, state: FakeState, package: Path
 ) -> None:

@@ -5,6 +5,7 @@ the S3 objects and their manifests, secret hygiene, the cache on a second run, a
 when an artifact is corrupted or a stage fails.
 """
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_mlflow_holds_the_parent_and_every_stage_run(state):
 
 def test_every_stage_put_its_artifacts_with_a_manifest_in_s3(state):
     s3 = boto3.client("s3", endpoint_url=state.env["AWS_ENDPOINT_URL"])
-    prefix = f"runs/{state.result.run_id}/"
+    prefix = f"runs/{state.result.run_id}/shots-2/"  # the config's one iteration: 2 shots
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="vrft", Prefix=prefix)["Contents"]]
     for stage in ("dataset/dataset", "grpo/grpo", "sft/sft", "evaluate-base/evaluation-base",
                   "evaluate-sft/evaluation-sft", "evaluate-rft/evaluation-rft", "report/report"):
@@ -105,8 +106,9 @@ def test_corrupted_artifact_fails_the_next_stage_and_marks_its_run_failed(state)
     from vrft.components import evaluate as evaluate_component
 
     s3 = boto3.client("s3", endpoint_url=state.env["AWS_ENDPOINT_URL"])
-    dataset_uri = f"s3://vrft/runs/{state.result.run_id}/dataset/dataset/"
+    dataset_uri = f"s3://vrft/runs/{state.result.run_id}/shots-2/dataset/dataset/"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="vrft", Prefix=dataset_uri[len("s3://vrft/"):])["Contents"]]
+    manifest = s3.get_object(Bucket="vrft", Key=dataset_uri[len("s3://vrft/"):] + "manifest.json")["Body"].read()
     victim = next(k for k in keys if k.endswith(".arrow"))
     original = s3.get_object(Bucket="vrft", Key=victim)["Body"].read()
     corrupted = bytearray(original)
@@ -114,7 +116,7 @@ def test_corrupted_artifact_fails_the_next_stage_and_marks_its_run_failed(state)
     s3.put_object(Bucket="vrft", Key=victim, Body=bytes(corrupted))
     try:
         config = load_experiment(ROOT / "configs" / "default.yaml", FAST)
-        dataset = SimpleNamespace(metadata={"uri": dataset_uri})
+        dataset = SimpleNamespace(metadata={"uri": dataset_uri, "manifest_sha256": hashlib.sha256(manifest).hexdigest()})
         evaluation = SimpleNamespace(metadata={}, path=str(state.dir / "unused"), log_metric=lambda *a: None)
         with pytest.raises(ArtifactIntegrityError, match=victim.rsplit("/", 1)[1]):
             evaluate_component.run(config.to_json(), "corrupt-check", "base", dataset, evaluation)

@@ -42,6 +42,8 @@ def test_train_component_runs_a_pytorchjob_and_publishes_the_final_model(tmp_pat
     fake = FakeCustomObjects()
     monkeypatch.setattr(pytorchjob, "_custom_objects_api", lambda: fake)
     monkeypatch.setattr(pytorchjob, "_current_namespace", lambda: "kubeflow")
+    monkeypatch.setenv("VRFT_POD_NAME", "vrft-coco-launcher-7")
+    monkeypatch.setenv("VRFT_POD_UID", "5a1d-uid")
     config = load_experiment(ROOT / "configs" / "default.yaml",
                              [*MULTI, f"pipeline.shared_mount={tmp_path / 'shared'}",
                               f"pipeline.artifact_root=file://{tmp_path / 'store'}"])
@@ -49,7 +51,7 @@ def test_train_component_runs_a_pytorchjob_and_publishes_the_final_model(tmp_pat
     dataset_dir.mkdir()
     (dataset_dir / "rows.txt").write_text("x")
     write_manifest(dataset_dir, {})
-    dataset = SimpleNamespace(metadata={"uri": f"file://{dataset_dir}/"})
+    dataset = SimpleNamespace(metadata={"uri": f"file://{dataset_dir}/", "manifest_sha256": "cd" * 32})
     checkpoint = SimpleNamespace(metadata={}, path=str(tmp_path / "kfp" / "checkpoint"))
 
     uri = train_component.run("grpo", config.to_json(), "r1", dataset, checkpoint)
@@ -67,6 +69,13 @@ def test_train_component_runs_a_pytorchjob_and_publishes_the_final_model(tmp_pat
     assert (published / "final" / "model.safetensors").read_bytes() == b"weights"
     assert not (published / "checkpoint-2").exists()
     assert json.loads(Path(checkpoint.path).read_text())["uri"] == uri
+    # Unique per run and shot iteration, owned by the launcher pod, bounded in time.
+    assert manifest["metadata"]["name"] == pytorchjob.job_name("grpo", "r1", "shots-2")
+    assert str(config_path.parent) == str(tmp_path / "shared" / "runs" / "r1" / "shots-2" / "grpo")
+    assert manifest["metadata"]["ownerReferences"][0]["uid"] == "5a1d-uid"
+    assert manifest["spec"]["runPolicy"]["activeDeadlineSeconds"] == config.pipeline.timeouts.train
+    init = replicas["Master"]["template"]["spec"]["initContainers"][0]
+    assert init["command"][-1] == "cd" * 32
 
 
 def test_multi_node_needs_a_shared_volume_and_gpus():
@@ -79,10 +88,14 @@ def test_multi_node_needs_a_shared_volume_and_gpus():
 def test_compiled_multi_node_dag_mounts_the_volume_on_the_launchers(tmp_path):
     from vrft.pipelines.dag import compile_pipeline
 
-    path = compile_pipeline(ROOT / "configs" / "default.yaml", tmp_path / "p.yaml", MULTI)
+    cluster = ["pipeline.artifact_root=s3://lab/vrft", "pipeline.image_registry=registry.lab.internal/ml",
+               "dataset.shots=16"]  # 16 training processes need 16 prompts per step
+    path = compile_pipeline(ROOT / "configs" / "default.yaml", tmp_path / "p.yaml", [*MULTI, *cluster])
     spec, platform = list(yaml.safe_load_all(path.read_text()))
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in ("exec-grpo-stage", "exec-sft-stage"):
         assert executors[name]["pvcMount"][0]["mountPath"] == "/shared"
         container = spec["deploymentSpec"]["executors"][name]["container"]
         assert "accelerator" not in container.get("resources", {})  # the launcher needs no GPU
+        env = {e["name"]: e["fieldPath"] for e in executors[name]["fieldPathAsEnv"]}
+        assert env["VRFT_POD_NAME"] == "metadata.name" and env["VRFT_POD_UID"] == "metadata.uid"

@@ -23,7 +23,9 @@ from vrft.pipelines.pytorchjob import (
     MultiNodeTraining,
     PyTorchJobError,
     fetch_dataset_command,
+    job_name,
     launch_command,
+    owner_from_env,
     pytorchjob_manifest,
     run_pytorchjob,
     to_yaml,
@@ -221,7 +223,14 @@ class FakeCustomObjects:
     def __init__(self, statuses: list[dict[str, Any]]) -> None:
         self.statuses = statuses
         self.created: list[tuple[str, str, str, str, dict[str, Any]]] = []
+        self.deleted: list[tuple[str, str]] = []
         self.polls = 0
+
+    def delete_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict:
+        self.deleted.append((namespace, name))
+        return {}
 
     def create_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, body: dict
@@ -267,6 +276,33 @@ def test_run_pytorchjob_reports_failure_and_timeout() -> None:
         run_pytorchjob(pytorchjob_manifest(_job()), api=failed, poll_s=1, sleep=lambda s: None)
 
     stuck = FakeCustomObjects([_conditions("Running")])
-    with pytest.raises(PyTorchJobError, match="did not finish within 3 s"):
+    with pytest.raises(PyTorchJobError, match="did not finish within 3 s; deleted it"):
         run_pytorchjob(pytorchjob_manifest(_job()), api=stuck, poll_s=1, timeout_s=3, sleep=lambda s: None)
     assert stuck.polls == 4
+    assert stuck.deleted == [("kubeflow", "coco-grpo-3n")]  # its pods free their GPUs
+    assert not failed.deleted
+
+
+def test_owner_deadline_and_verified_dataset() -> None:
+    manifest = pytorchjob_manifest(_job(owner_pod=("vrft-grpo-launcher-abc", "0f1e-uid"), active_deadline_s=7200,
+                                        dataset_manifest_sha256="ab" * 32))
+    (owner,) = manifest["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Pod", "vrft-grpo-launcher-abc", "0f1e-uid")
+    assert manifest["spec"]["runPolicy"]["activeDeadlineSeconds"] == 7200
+    init = manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["initContainers"][0]
+    assert init["command"][-1] == "ab" * 32  # the init container checks the manifest KFP recorded
+    plain = pytorchjob_manifest(_job())
+    assert "ownerReferences" not in plain["metadata"] and "activeDeadlineSeconds" not in plain["spec"]["runPolicy"]
+
+
+def test_owner_comes_from_the_downward_api_variables() -> None:
+    assert owner_from_env({"VRFT_POD_NAME": "p", "VRFT_POD_UID": "u"}) == ("p", "u")
+    assert owner_from_env({"VRFT_POD_NAME": "p"}) is None
+
+
+def test_job_names_differ_per_run_and_sweep_iteration() -> None:
+    names = {job_name("grpo", run, it) for run in ("run-a", "run-b") for it in ("shots-1", "shots-16")}
+    assert len(names) == 4
+    for name in names:
+        _job(name=name)  # a valid job name: DNS label, short enough for "-worker-NN" pods
+    assert job_name("sft", "run-a", "shots-1") != job_name("grpo", "run-a", "shots-1")

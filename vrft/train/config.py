@@ -300,11 +300,13 @@ def deepspeed_installed() -> bool:
     return importlib.util.find_spec("deepspeed") is not None
 
 
-def deepspeed_config_path(config: StageConfig) -> Path | None:
+def deepspeed_config_path(config: StageConfig, *, launched: bool = True) -> Path | None:
     """The DeepSpeed JSON named by ``config.deepspeed`` (a preset or a path), checked; None without one.
 
     Presets live in ``configs/deepspeed/`` of the source tree (or of the working directory).
     A ZeRO-3 config must gather the 16-bit weights on save, or the final model would be shards.
+    ``launched=False`` checks the file only, not this process's DeepSpeed package and launch
+    (the pipeline's compile-time check, for the pod that will train).
     """
     name = config.deepspeed
     s = config.section
@@ -329,6 +331,8 @@ def deepspeed_config_path(config: StageConfig) -> Path | None:
     if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save", False):
         raise ConfigError(f"{s}.deepspeed: {path} is ZeRO-3 without stage3_gather_16bit_weights_on_model_save: "
                           "set it to true so the final model is saved whole (loadable with from_pretrained)")
+    if not launched:
+        return path
     if not deepspeed_installed():
         raise ConfigError(f"{s}.deepspeed: the deepspeed package is not installed: "
                           "DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed==0.19.8")

@@ -1,0 +1,104 @@
+"""What a cluster run needs, checked when the pipeline is compiled instead of an hour into the run.
+
+:func:`check_for_cluster` refuses a config whose stages would fail on the cluster for reasons
+known before anything runs: no artifact root (the pods share nothing else), the images' registry
+still a placeholder (every pod would sit in ``ImagePullBackOff``), or a GRPO/SFT stage whose own
+preflight would fail with the number of processes its pod will launch: the batch arithmetic of
+trl (:func:`vrft.train.config.check_batch_divisibility`), the DeepSpeed file, and whether the
+train split, whose size follows from the dataset config (k shots × categories), can fill one
+step's prompts (:func:`vrft.train.config.check_prompts_per_step`). Each sweep iteration is
+checked with its own shot count. The problems come back as one line.
+"""
+
+from __future__ import annotations
+
+from vrft.config import ConfigError
+from vrft.data.config import DatasetConfig
+from vrft.experiment import ExperimentConfig
+
+#: Registries that no real cluster pulls vrft's images from: the default and the docs' example.
+PLACEHOLDER_REGISTRIES = ("ghcr.io/vrft",)
+_EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net")
+
+
+def placeholder_registry(registry: str) -> bool:
+    """Whether ``registry`` is the default or a documentation example rather than a real one.
+
+    >>> placeholder_registry("registry.example.com/ml"), placeholder_registry("ghcr.io/my-lab")
+    (True, False)
+    """
+    registry = registry.strip().rstrip("/")
+    host = registry.split("/", 1)[0].split(":", 1)[0]
+    return registry in PLACEHOLDER_REGISTRIES or any(host == d or host.endswith("." + d) for d in _EXAMPLE_DOMAINS)
+
+
+def expected_train_rows(dataset: DatasetConfig) -> int | None:
+    """The train split's size as the dataset config fixes it, or None where only the data can tell.
+
+    k-shot detection and classification take ``shots`` images per category/class (one row each),
+    grounding ``shots`` rows in total; ``shots: null`` and open-vocabulary sampling depend on the
+    source.
+
+    >>> from vrft.config import from_dict
+    >>> expected_train_rows(from_dict(DatasetConfig, {"preset": "coco_8", "shots": 2,
+    ...     "train": {"kind": "coco", "annotations": "a.json", "images": "img"}}))
+    16
+    """
+    from vrft.data.build import resolve_plan
+
+    if dataset.shots is None:
+        return None
+    plan = resolve_plan(dataset)
+    if plan.task == "grounding":
+        return dataset.shots
+    if plan.mode != "k_shot" or not plan.categories:
+        return None
+    return dataset.shots * len(plan.categories)
+
+
+def training_problems(config: ExperimentConfig) -> list[str]:
+    """The GRPO/SFT preflight with the processes the training pod launches, for one per-shot config."""
+    from vrft.train.config import check_batch_divisibility, check_prompts_per_step, deepspeed_config_path
+
+    processes = config.pipeline.training_processes()
+    rows = expected_train_rows(config.dataset)
+    where = f"shots {config.dataset.shots}" if config.dataset.shots is not None else "all shots"
+    problems = []
+    for method in ("grpo", "sft"):
+        stage = getattr(config, method)
+        try:
+            deepspeed_config_path(stage, launched=False)
+            if method == "grpo":
+                check_batch_divisibility(stage, processes)
+                if rows is not None:
+                    check_prompts_per_step(stage, processes, rows)
+        except ConfigError as exc:
+            problems.append(f"{where}, {processes} training process(es): {exc}")
+    return problems
+
+
+def cluster_problems(config: ExperimentConfig) -> list[str]:
+    """Everything :func:`check_for_cluster` would refuse, one sentence each."""
+    from vrft.pipelines.dag import sweep_configs
+
+    p = config.pipeline
+    problems = []
+    if not p.artifact_root:
+        problems.append("pipeline.artifact_root is empty: a cluster run needs a store every pod can reach "
+                        "(s3://bucket/prefix)")
+    elif p.artifact_root.startswith("file://"):
+        problems.append(f"pipeline.artifact_root {p.artifact_root} is a file:// path: the pods of a cluster run "
+                        "share no file system; use s3://bucket/prefix")
+    if placeholder_registry(p.image_registry):
+        problems.append(f"pipeline.image_registry {p.image_registry!r} is a placeholder: set the registry "
+                        "`make images VRFT_REGISTRY=...` pushed to")
+    for per_shot in sweep_configs(config):
+        problems += training_problems(per_shot)
+    return problems
+
+
+def check_for_cluster(config: ExperimentConfig) -> None:
+    """Raise one-line :class:`ConfigError` naming every problem of ``config`` for a cluster run."""
+    problems = cluster_problems(config)
+    if problems:
+        raise ConfigError(f"{config.experiment.name}: not runnable on a cluster: " + "; ".join(problems))

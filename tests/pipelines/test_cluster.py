@@ -1,0 +1,192 @@
+"""The cluster target: every shipped config compiles, its IR carries what a GPU pod needs, each
+training stage's preflight passes as on its pod, and bad submissions fail before any request."""
+
+from pathlib import Path
+
+import datasets
+import pytest
+import yaml
+from PIL import Image
+
+from vrft.cli import main
+from vrft.components.runtime import RUN_ID_ENV, WORK_DIR_ENV, iteration_key, stage_config_json
+from vrft.config import ConfigError
+from vrft.data.build import resolve_plan
+from vrft.experiment import load_experiment
+from vrft.pipelines import kfp_client
+from vrft.pipelines.dag import RUN_ID_FIELD_PATH, SCRATCH_MOUNT, compile_pipeline, sweep_configs, sweep_items
+from vrft.pipelines.validate import expected_train_rows
+from vrft.train.data import REQUIRED_COLUMNS
+from vrft.train.launch import launch_command, needs_launcher
+
+pytestmark = pytest.mark.timeout(600)
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml"))
+CLUSTER = ["pipeline.artifact_root=s3://lab-artifacts/vrft", "pipeline.image_registry=registry.lab.internal/ml"]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict[str, tuple[dict, dict]]:
+    """Every config under configs/, compiled for the cluster: name -> (pipeline spec, platform spec)."""
+    out = tmp_path_factory.mktemp("ir")
+    result = {}
+    for path in CONFIGS:
+        documents = list(yaml.safe_load_all(compile_pipeline(path, out / f"{path.stem}.yaml", CLUSTER).read_text()))
+        result[path.stem] = (documents[0], documents[1])
+    return result
+
+
+def executors(compiled_config: tuple[dict, dict]) -> dict[str, tuple[dict, dict]]:
+    """executor name -> (container spec, kubernetes config)."""
+    spec, platform = compiled_config
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    return {name: (e["container"], k8s[name]) for name, e in spec["deploymentSpec"]["executors"].items()}
+
+
+def stage_of(executor: str) -> str:
+    return next(s for s in ("dataset", "grpo", "sft", "evaluate", "report") if s in executor)
+
+
+def test_every_config_compiles_for_the_cluster(compiled):
+    assert set(compiled) == {p.stem for p in CONFIGS} and len(compiled) == 11  # 22 GRPO/SFT stage configs
+
+
+def test_every_task_has_its_stage_timeout_and_the_run_id_from_its_pod_label(compiled):
+    for name, compiled_config in compiled.items():
+        config = load_experiment(ROOT / "configs" / f"{name}.yaml", CLUSTER)
+        for executor, (_, k8s) in executors(compiled_config).items():
+            timeout = config.pipeline.timeout_s(stage_of(executor))
+            assert timeout > 0 and int(k8s["activeDeadlineSeconds"]) == timeout, (name, executor)
+            assert {"name": RUN_ID_ENV, "fieldPath": RUN_ID_FIELD_PATH} in k8s["fieldPathAsEnv"], (name, executor)
+
+
+def test_the_run_id_is_not_a_task_input(compiled):
+    """A per-run input would enter KFP's cache key: no stage could ever be reused."""
+    for name, (spec, _) in compiled.items():
+        assert "pipeline_job_uuid" not in yaml.safe_dump(spec), name
+
+
+def test_gpu_tasks_get_shm_a_sized_scratch_volume_and_write_there(compiled):
+    for name, compiled_config in compiled.items():
+        config = load_experiment(ROOT / "configs" / f"{name}.yaml", CLUSTER)
+        gpu_stages = set()
+        for executor, (container, k8s) in executors(compiled_config).items():
+            if not container.get("resources", {}).get("accelerator"):
+                assert "emptyDirMounts" not in k8s, (name, executor)
+                continue
+            gpu_stages.add(stage_of(executor))
+            shm = [m for m in k8s["emptyDirMounts"] if m["mountPath"] == "/dev/shm"]
+            assert shm and shm[0]["medium"] == "Memory" and shm[0]["sizeLimit"] == config.pipeline.shm_size
+            (scratch,) = k8s["genericEphemeralVolume"]
+            assert scratch["mountPath"] == SCRATCH_MOUNT
+            assert scratch["size"] == config.pipeline.scratch_size  # the volume's storage request
+            assert {"name": WORK_DIR_ENV, "value": SCRATCH_MOUNT} in container["env"]
+        assert gpu_stages == {"grpo", "sft", "evaluate"}, name  # training and the evaluations
+
+
+def test_sweep_items_carry_each_stage_view_and_iteration():
+    config = load_experiment(ROOT / "configs" / "default.yaml")
+    (item,) = sweep_items(config)
+    assert item["iteration"] == iteration_key(config) == "shots-2"
+    assert item["grpo"] == stage_config_json(config, "grpo")
+
+
+def test_changing_grpo_steps_changes_only_the_grpo_stage_input():
+    """KFP's cache key of a task is its inputs: dataset and evaluations must not see grpo.max_steps."""
+    before = sweep_items(load_experiment(ROOT / "configs" / "coco_8cat.yaml"))
+    after = sweep_items(load_experiment(ROOT / "configs" / "coco_8cat.yaml", ["grpo.max_steps=300"]))
+    for old, new in zip(before, after):
+        assert old["dataset"] == new["dataset"] and old["evaluate"] == new["evaluate"] and old["sft"] == new["sft"]
+        assert old["grpo"] != new["grpo"]
+    assert [item["iteration"] for item in before] == ["shots-1", "shots-2", "shots-4", "shots-8", "shots-16"]
+
+
+def _fake_dataset(path: Path, rows: int, task: str) -> Path:
+    """A saved dataset of ``rows`` rows with the columns training checks (content is never read)."""
+    image = Image.new("RGB", (4, 4))
+    data = {column: [""] * rows for column in REQUIRED_COLUMNS}
+    data.update(image=[image] * rows, width=[4] * rows, height=[4] * rows, task=[task] * rows,
+                gt_boxes=[[[0.0, 0.0, 1.0, 1.0]]] * rows, aliases=[["a"]] * rows)
+    split = datasets.Dataset.from_dict(data, features=None).cast_column("image", datasets.Image())
+    datasets.DatasetDict({"train": split}).save_to_disk(str(path))
+    return path
+
+
+class _PreflightPassed(Exception):
+    """Raised where training would load the processor: everything checked before it passed."""
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.stem)
+def test_each_training_stage_preflight_passes_as_on_its_pod(config_path, tmp_path, monkeypatch):
+    """What `vrft train` runs under torchrun on the training pod, up to the model load: the same
+    process count (WORLD_SIZE), the same DeepSpeed file, a train split of the size the dataset
+    config fixes. DeepSpeed itself is installed in the GPU image (checked below), not here."""
+    from vrft.models.config import ModelConfig
+    from vrft.train import config as train_config
+    from vrft.train import train_grpo, train_sft
+
+    assert "deepspeed==" in (ROOT / "docker" / "base.Dockerfile").read_text()
+    monkeypatch.setattr(train_config, "deepspeed_installed", lambda: True)
+    monkeypatch.setattr(ModelConfig, "load_processor", lambda self: (_ for _ in ()).throw(_PreflightPassed()))
+    config = load_experiment(config_path, CLUSTER)
+    cache: dict[tuple[int, str], Path] = {}
+    for per_shot in sweep_configs(config):
+        processes = per_shot.pipeline.training_processes()
+        task = resolve_plan(per_shot.dataset).task
+        rows = expected_train_rows(per_shot.dataset) or 64  # unknown until built: the runtime check decides
+        if (rows, task) not in cache:
+            cache[rows, task] = _fake_dataset(tmp_path / f"data-{rows}-{task}", rows, task)
+        for method, train in (("grpo", train_grpo), ("sft", train_sft)):
+            stage = getattr(per_shot, method)
+            if processes > 1 or stage.deepspeed:
+                assert needs_launcher(stage, processes)
+                command = launch_command(method, "experiment.json", "data", "out", processes)
+                assert f"--nproc_per_node={processes}" in command
+                monkeypatch.setenv("WORLD_SIZE", str(processes))
+            else:
+                monkeypatch.delenv("WORLD_SIZE", raising=False)
+            with pytest.raises(_PreflightPassed):
+                train(stage, cache[rows, task], tmp_path / "out" / method / iteration_key(per_shot),
+                      model=per_shot.model)
+
+
+def test_paper_configs_keep_16_prompts_per_step_on_8_gpus():
+    for path in CONFIGS:
+        config = load_experiment(path, CLUSTER)
+        if config.pipeline.training_processes() != 8:
+            continue
+        for per_shot in sweep_configs(config):
+            g = per_shot.grpo
+            prompts = g.per_device_train_batch_size * g.gradient_accumulation_steps * 8 // g.num_generations
+            rows = expected_train_rows(per_shot.dataset)
+            assert prompts == 16 or (rows is not None and prompts <= rows < 16), (path.stem, per_shot.dataset.shots)
+
+
+def test_a_one_shot_sweep_that_cannot_fill_a_step_fails_at_compile_time(tmp_path):
+    with pytest.raises(ConfigError, match=r"shots 1, 8 training process\(es\): grpo: a step trains on 16 prompts .* "
+                                          r"8 rows"):
+        compile_pipeline(ROOT / "configs" / "coco_8cat.yaml", tmp_path / "p.yaml",
+                         [*CLUSTER, "experiment.shot_overrides={}"])
+    assert not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pipeline.artifact_root=", "pipeline.artifact_root is empty"),
+    ("pipeline.image_registry=ghcr.io/vrft", "pipeline.image_registry 'ghcr.io/vrft' is a placeholder"),
+    ("pipeline.image_registry=registry.example.com/ml", "is a placeholder"),
+    ("pipeline.artifact_root=file:///data/artifacts", "share no file system"),
+])
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+def test_bad_submissions_fail_before_contacting_the_server(command, override, message, monkeypatch, capsys):
+    def no_server(*args, **kwargs):
+        raise AssertionError("the KFP server was contacted")
+
+    monkeypatch.setattr(kfp_client, "connect", no_server)
+    monkeypatch.setattr(kfp_client, "check_host", no_server)
+    extra = ["--cron", "0 2 * * *"] if command == "schedule" else []
+    code = main([command, str(ROOT / "configs" / "default.yaml"), *CLUSTER, override,
+                 "--host", "http://kfp.invalid", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1 and message in err, err
