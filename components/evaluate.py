@@ -60,11 +60,12 @@ def collect(labelled, evaluations) -> list[dict]:
     exactly these, never "the newest runs" of the MLflow experiment."""
     import json
 
-    refs = [{"label": label, "uri": artifact.metadata.get("uri", "")} for label, artifact in labelled
-            if artifact is not None]
-    missing = [r["label"] for r in refs if not r["uri"]]
+    refs = [{"label": label, "uri": artifact.metadata.get("uri", ""),
+             "manifest_sha256": artifact.metadata.get("manifest_sha256", "")}
+            for label, artifact in labelled if artifact is not None]
+    missing = [r["label"] for r in refs if not (r["uri"] and r["manifest_sha256"])]
     if missing:
-        raise ValueError(f"collect: evaluation(s) {', '.join(missing)} carry no artifact URI")
+        raise ValueError(f"collect: evaluation(s) {', '.join(missing)} carry no artifact URI and manifest hash")
     evaluations.metadata["evaluations"] = refs
     with open(evaluations.path, "w", encoding="utf-8") as f:
         f.write(json.dumps(refs) + "\n")

@@ -13,10 +13,11 @@ def report_stage(config_json: str, run_id: str, evaluations: Input[list[Metrics]
 
 
 class _Ref:
-    """An evaluation known by URI only, shaped like the artifacts ``Stage.fetch`` reads."""
+    """An evaluation known by URI and manifest hash, shaped like the artifacts ``Stage.fetch`` reads
+    (which checks the downloaded manifest against that hash)."""
 
-    def __init__(self, uri: str) -> None:
-        self.metadata = {"uri": uri}
+    def __init__(self, uri: str, manifest_sha256: str) -> None:
+        self.metadata = {"uri": uri, "manifest_sha256": manifest_sha256}
 
 
 def run(config_json: str, run_id: str, evaluations, report) -> str:
@@ -31,7 +32,7 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
         refs = [ref for e in evaluations for ref in (e.metadata.get("evaluations") or [])]
         if not refs:
             raise ValueError("report: no evaluation reached the report (each collected input lists none)")
-        dirs = [stage.fetch(_Ref(ref["uri"]), f"evaluation-{n}-{ref['label']}") for n, ref in enumerate(refs)]
+        dirs = [stage.fetch(_Ref(ref["uri"], ref.get("manifest_sha256", "")), f"evaluation-{n}-{ref['label']}") for n, ref in enumerate(refs)]
         # This stage's MLflow run is the report's run: build_report must not start another one.
         config = replace(stage.config.report, log_to_mlflow=False)
         tracking_uri = stage.tracker.tracking_uri if stage.tracker.enabled else ""

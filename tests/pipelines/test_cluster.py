@@ -45,6 +45,8 @@ def executors(compiled_config: tuple[dict, dict]) -> dict[str, tuple[dict, dict]
 
 
 def stage_of(executor: str) -> str:
+    if "collect" in executor:  # gathers one iteration's evaluations for the report: placed like the report
+        return "report"
     return next(s for s in ("dataset", "grpo", "sft", "evaluate", "report") if s in executor)
 
 

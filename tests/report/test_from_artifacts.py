@@ -157,6 +157,7 @@ def test_report_component_reads_the_collected_evaluations_and_writes_html_into_i
     from vrft.components import evaluate as evaluate_component
     from vrft.components import report as report_component
     from vrft.experiment import load_experiment
+    from vrft.io import MANIFEST_NAME, sha256_file
     from vrft.storage import ArtifactStore
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -165,7 +166,8 @@ def test_report_component_reads_the_collected_evaluations_and_writes_html_into_i
     for directory in _run(tmp_path, "r", {"base": 0.2, "sft": 0.25, "rft": 0.4}):
         uri = f"{root}/runs/r/{directory.name}/"
         ArtifactStore.from_uri(uri).upload_dir(directory, "")
-        artifacts[directory.name] = SimpleNamespace(metadata={"uri": uri})
+        manifest_sha = sha256_file(directory / MANIFEST_NAME)
+        artifacts[directory.name] = SimpleNamespace(metadata={"uri": uri, "manifest_sha256": manifest_sha})
     collected = SimpleNamespace(metadata={}, path=str(tmp_path / "collected.json"))
     evaluate_component.collect([(k, artifacts[k]) for k in ("base", "sft", "rft")], collected)
     config = load_experiment(Path(__file__).resolve().parents[2] / "configs" / "default.yaml",
