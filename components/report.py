@@ -13,7 +13,6 @@ def report_stage(config_json: str, run_id: str, evaluations: Input[list[Metrics]
 
 def run(config_json: str, run_id: str, evaluations, report) -> str:
     import json
-    import os
     from dataclasses import replace
 
     from vrft.components.runtime import open_stage
@@ -27,19 +26,21 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
         config = replace(stage.config.report, log_to_mlflow=False)
         result = build_report(config, stage.local_dir("report"), tracking_uri=stage.tracker.tracking_uri,
                               experiment=stage.config.experiment.name)
+        regressions = len(result.regression_summary.get("regressions", []))
+        if regressions:
+            # The notice goes into the published report; it is POSTed too when $VRFT_WEBHOOK_URL is set
+            # (the URL embeds a token: it comes from the vrft-notify secret, never the config).
+            from vrft.pipelines.notify import notify
+
+            notify(result.output_dir / "regression.json", markdown_path=result.output_dir / "regression-notice.md")
         uri = stage.publish(result.output_dir, report, "report")
         stage.tracker.set_tags({"regression_status": result.regression_summary.get("status", "")})
-        stage.tracker.log_metrics({"regressions": float(len(result.regression_summary.get("regressions", []))),
+        stage.tracker.log_metrics({"regressions": float(regressions),
                                    "tables": float(len(result.tables))})
         stage.tracker.log_artifacts(result.output_dir, "report")
         report.metadata["evaluations"] = upstream
         report.metadata["markdown"] = uri + result.markdown.name
-        report.metadata["regressions"] = len(result.regression_summary.get("regressions", []))
-        if os.environ.get("VRFT_WEBHOOK_URL") and report.metadata["regressions"]:
-            # The webhook URL embeds a token: it comes from the vrft-notify secret, never the config.
-            from vrft.pipelines.notify import notify
-
-            notify(result.output_dir / "regression.json", markdown_path=stage.work_dir / "regression-notice.md")
+        report.metadata["regressions"] = regressions
         print(json.dumps({"report": uri, "regressions": report.metadata["regressions"]}))
         return uri
 

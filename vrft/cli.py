@@ -18,7 +18,9 @@ from pathlib import Path
 from vrft import __version__
 from vrft.config import ConfigError
 
-DEFAULT_CONFIG = "configs/default.yaml"
+# The default experiment ships inside the package (configs/default.yaml links to it), so `vrft run`
+# with no config works from any directory.
+DEFAULT_CONFIG = str(Path(__file__).resolve().parent / "resources" / "default.yaml")
 
 
 class CommandError(Exception):
@@ -224,7 +226,7 @@ def _cmd_prompt(args: argparse.Namespace) -> int:
 
 def _config_args(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
     if optional:
-        parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})")
+        parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help="experiment YAML (default: the packaged default experiment, configs/default.yaml)")
     else:
         parser.add_argument("config", type=Path, help="experiment YAML (see configs/)")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. grpo.max_steps=25")
