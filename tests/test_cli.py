@@ -52,3 +52,26 @@ def test_tiny_model_command(tmp_path, capsys):
     assert main(["tiny-model", str(tmp_path / "tiny"), "--family", "qwen2_5_vl"]) == 0
     assert (tmp_path / "tiny" / "model.safetensors").exists()
     assert json.loads((tmp_path / "tiny" / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+
+
+def test_run_without_a_config_uses_the_packaged_default_from_any_directory(tmp_path, monkeypatch, capsys):
+    """`vrft run` outside the checkout: the default experiment ships inside the package."""
+    from pathlib import Path
+
+    import vrft
+    from vrft.experiment import load_experiment
+    from vrft.pipelines import local
+
+    seen = []
+
+    def fake_run_local(config_path, overrides, **kwargs):
+        seen.append(load_experiment(config_path, overrides))
+        raise ValueError("stop before starting services")
+
+    monkeypatch.setattr(local, "run_local", fake_run_local)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "grpo.max_steps=3"]) == 1
+    assert "stop before starting services" in capsys.readouterr().err
+    assert seen[0].experiment.name == "default" and seen[0].grpo.max_steps == 3
+    packaged = Path(vrft.__file__).parent / "resources" / "default.yaml"
+    assert (Path(__file__).parents[1] / "configs" / "default.yaml").resolve() == packaged.resolve()

@@ -373,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    config = getattr(args, "config", None)
+    if args.func is _cmd_run and isinstance(config, str) and "=" in config and not Path(config).exists():
+        # `vrft run grpo.max_steps=3`: no config given, only overrides of the default.
+        args.config, args.overrides = DEFAULT_CONFIG, [config, *args.overrides]
     try:
         return int(args.func(args) or 0)
     except _known_errors() as exc:

@@ -44,9 +44,10 @@ class PretrainRecipe:
     validation_per_class: int = 30  # 240 images, for choosing the recipe
     train_generator_seed: int = 10  # not the seeds the experiments' own shapes sets use (0, 1)
     validation_generator_seed: int = 11
-    max_steps: int = 100
+    max_steps: int = 150
     batch_size: int = 16
     learning_rate: float = 1e-3
+    lr_scheduler_type: str = "constant_with_warmup"
     warmup_steps: int = 10
     weight_decay: float = 0.0
 
@@ -71,11 +72,8 @@ def pretrain_tiny_base(output_dir: str | Path, recipe: PretrainRecipe | None = N
     ``output_dir`` appears complete or not at all. ``work_dir`` keeps the intermediate dataset and
     trainer outputs (default: a temporary directory, removed afterwards).
     """
-    import torch
 
     from vrft.data.build import build_dataset
-    from vrft.evaluate import evaluate_checkpoint
-    from vrft.evaluate.config import EvaluateConfig
     from vrft.models.config import ModelConfig
     from vrft.models.tiny import build_tiny_model
     from vrft.train import train_sft
@@ -90,30 +88,45 @@ def pretrain_tiny_base(output_dir: str | Path, recipe: PretrainRecipe | None = N
         model = ModelConfig(name_or_path=str(random_dir), min_pixels=3136, max_pixels=pixels, dtype="float32")
         data = build_dataset(colour_dataset_config(recipe), work / "data", progress=False, overwrite=True)
         sft = SFTStageConfig(max_steps=recipe.max_steps, learning_rate=recipe.learning_rate,
-                             warmup_steps=recipe.warmup_steps, weight_decay=recipe.weight_decay,
+                             lr_scheduler_type=recipe.lr_scheduler_type, warmup_steps=recipe.warmup_steps,
+                             weight_decay=recipe.weight_decay,
                              per_device_train_batch_size=recipe.batch_size, gradient_accumulation_steps=1,
                              gradient_checkpointing=False, lora=LoraSettings(enabled=False), seed=recipe.seed,
-                             save_steps=recipe.max_steps, save_total_limit=1, resume="never")
+                             save_steps=50, save_total_limit=2, resume="never")
         shutil.rmtree(work / "sft", ignore_errors=True)
         trained = train_sft(sft, data.output_dir, work / "sft", model=model)
-        train_seconds = time.monotonic() - started
+        record = {"recipe": asdict(recipe), "train_loss": trained.metrics.get("train_loss"),
+                  "train_seconds_this_machine": round(time.monotonic() - started, 1)}
+        return write_base(trained.final_dir, output_dir, record,
+                          validation_data=data.output_dir if evaluate else None, work_dir=work)
 
-        output = Path(output_dir)
-        with atomic_directory(output, overwrite=True) as staging:
-            weights = ModelConfig(name_or_path=str(trained.final_dir), dtype="float32").load_model()
-            weights.to(torch.float16).save_pretrained(staging, safe_serialization=True)
-            for item in trained.final_dir.iterdir():  # processor, tokenizer, chat template, generation config
-                if item.is_file() and not (staging / item.name).exists() and item.suffix in (".json", ".jinja", ".txt"):
+
+def write_base(trained_dir: str | Path, output_dir: str | Path, record: dict, *,
+               validation_data: str | Path | None, work_dir: str | Path) -> Path:
+    """Write the trained model of ``trained_dir`` to ``output_dir`` in fp16 with its processor, and
+    ``recipe.json`` (``record`` plus the validation metrics when ``validation_data`` is given)."""
+    import torch
+
+    from vrft.evaluate import evaluate_checkpoint
+    from vrft.evaluate.config import EvaluateConfig
+    from vrft.models.config import ModelConfig
+
+    trained_dir, output = Path(trained_dir), Path(output_dir)
+    record = dict(record)
+    with atomic_directory(output, overwrite=True) as staging:
+        weights = ModelConfig(name_or_path=str(trained_dir), dtype="float32").load_model()
+        weights.to(torch.float16).save_pretrained(staging, safe_serialization=True)
+        for item in trained_dir.iterdir():  # processor, tokenizer, chat template, generation config
+            if item.is_file() and not (staging / item.name).exists() and item.suffix in (".json", ".jinja"):
+                if item.name not in ("trainer_state.json", "manifest.json"):
                     shutil.copy2(item, staging / item.name)
-            record = {"recipe": asdict(recipe), "train_loss": trained.metrics.get("train_loss"),
-                      "train_seconds_this_machine": round(train_seconds, 1)}
-            if evaluate:
-                result = evaluate_checkpoint(EvaluateConfig(batch_size=16, max_new_tokens=48, progress=False),
-                                             data.output_dir, work / "eval-validation", overwrite=True, label="base",
-                                             model=ModelConfig(name_or_path=str(staging), max_pixels=pixels))
-                record["validation"] = {k: round(v, 4) for k, v in result.metrics.items()
-                                        if not k.startswith("timing/")}
-            (staging / "recipe.json").write_text(dumps_deterministic(record), encoding="utf-8")
+        if validation_data is not None:
+            pixels = record["recipe"]["image_size"][0] * record["recipe"]["image_size"][1]
+            result = evaluate_checkpoint(EvaluateConfig(batch_size=16, max_new_tokens=48, progress=False),
+                                         validation_data, Path(work_dir) / "eval-validation", overwrite=True,
+                                         label="base", model=ModelConfig(name_or_path=str(staging), max_pixels=pixels))
+            record["validation"] = {k: round(v, 4) for k, v in result.metrics.items() if not k.startswith("timing/")}
+        (staging / "recipe.json").write_text(dumps_deterministic(record), encoding="utf-8")
     return output
 
 
