@@ -163,6 +163,7 @@ class _Webhook(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.timeout(900)
 def test_a_broken_stage_flips_the_regression_check_and_writes_the_notice(state, tmp_path, monkeypatch):
     before = json.loads((state.result.report_dir / "regression.json").read_text())
     assert before["status"] == "ok" and not (state.result.report_dir / "regression-notice.md").exists()
