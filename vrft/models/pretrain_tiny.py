@@ -13,7 +13,7 @@ the last bits. The result is written fp16 (half the bytes; every stage loads it 
 with ``recipe.json``: the recipe and the measured accuracies.
 
 ``python -m vrft.models.pretrain_tiny OUTPUT_DIR`` rebuilds it; the repository ships the result
-in ``vrft/resources/models/`` (the default names it ``tiny://qwen2_vl-colours``; see docs/training.md).
+in ``vrft/resources/models/`` (the default names it ``tiny://qwen2_vl-colours``; see docs/default-run.md).
 """
 
 from __future__ import annotations
