@@ -30,9 +30,12 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
         if regressions:
             # The notice goes into the published report; it is POSTed too when $VRFT_WEBHOOK_URL is set
             # (the URL embeds a token: it comes from the vrft-notify secret, never the config).
+            from vrft.io import read_manifest, write_manifest
             from vrft.pipelines.notify import notify
 
             notify(result.output_dir / "regression.json", markdown_path=result.output_dir / "regression-notice.md")
+            kept = {k: v for k, v in read_manifest(result.output_dir).items() if k != "files"}
+            write_manifest(result.output_dir, kept)  # the notice is part of the published report
         uri = stage.publish(result.output_dir, report, "report")
         stage.tracker.set_tags({"regression_status": result.regression_summary.get("status", "")})
         stage.tracker.log_metrics({"regressions": float(regressions),
