@@ -109,3 +109,26 @@ def test_run_on_a_corrupted_mlflow_db_is_one_line_naming_the_file(tmp_path, caps
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"vrft run: error: {database}: not a usable MLflow store (sqlite: file is not a database)")
     assert not (tmp_path / "services" / "services.json").exists(), "nothing was started"
+
+
+def test_run_without_a_config_uses_the_packaged_default_from_any_directory(tmp_path, monkeypatch, capsys):
+    """`vrft run` outside the checkout: the default experiment ships inside the package."""
+    from pathlib import Path
+
+    import vrft
+    from vrft.experiment import load_experiment
+    from vrft.pipelines import local
+
+    seen = []
+
+    def fake_run_local(config_path, overrides, **kwargs):
+        seen.append(load_experiment(config_path, overrides))
+        raise ValueError("stop before starting services")
+
+    monkeypatch.setattr(local, "run_local", fake_run_local)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "grpo.max_steps=3"]) == 1
+    assert "stop before starting services" in capsys.readouterr().err
+    assert seen[0].experiment.name == "default" and seen[0].grpo.max_steps == 3
+    packaged = Path(vrft.__file__).parent / "resources" / "default.yaml"
+    assert (Path(__file__).parents[1] / "configs" / "default.yaml").resolve() == packaged.resolve()

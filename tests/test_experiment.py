@@ -29,7 +29,7 @@ def test_every_paper_table_has_a_config():
 def test_default_is_small_and_offline():
     config = load_experiment(CONFIGS[[p.stem for p in CONFIGS].index("default")])
     assert config.model.name_or_path.startswith("tiny://")
-    assert config.dataset.train.kind == "shapes"
+    assert config.dataset.train.kind == "shapes_classification" and config.dataset.train.label == "colour"
     assert config.grpo.max_steps <= 10 and config.sft.max_steps == config.grpo.max_steps
 
 

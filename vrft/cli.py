@@ -19,7 +19,9 @@ from pathlib import Path
 from vrft import __version__
 from vrft.config import ConfigError
 
-DEFAULT_CONFIG = "configs/default.yaml"
+# The default experiment ships inside the package (configs/default.yaml links to it), so `vrft run`
+# with no config works from any directory.
+DEFAULT_CONFIG = str(Path(__file__).resolve().parent / "resources" / "default.yaml")
 
 
 class CommandError(Exception):
@@ -260,7 +262,7 @@ def _cmd_prompt(args: argparse.Namespace) -> int:
 
 def _config_args(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
     if optional:
-        parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})")
+        parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help="experiment YAML (default: the packaged default experiment, configs/default.yaml)")
     else:
         parser.add_argument("config", type=Path, help="experiment YAML (see configs/)")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. grpo.max_steps=25")
@@ -461,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     else:  # pragma: no cover - main() called from a worker thread (embedding): no signal handling
         previous_sigterm = None
+    config = getattr(args, "config", None)
+    if args.func is _cmd_run and isinstance(config, str) and "=" in config and not Path(config).exists():
+        # `vrft run grpo.max_steps=3`: no config given, only overrides of the default.
+        args.config, args.overrides = DEFAULT_CONFIG, [config, *args.overrides]
     try:
         return int(args.func(args) or 0)
     except _known_errors() as exc:

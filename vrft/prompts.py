@@ -106,7 +106,8 @@ TEMPLATES: dict[str, PromptTemplate] = {
 
 # The field asked for per classification noun (the authors: species for flowers/pets, model for
 # aircraft/cars; the answer placeholder is "species name" for all four); any other noun asks for its "category".
-CLASSIFICATION_FIELDS = {"plant": "species", "flower": "species", "pet": "species", "aircraft": "model", "car": "model"}
+CLASSIFICATION_FIELDS = {"plant": "species", "flower": "species", "pet": "species", "aircraft": "model", "car": "model",
+                         "coloured shape": "colour"}  # the default run's synthetic colour task
 
 
 def _article(noun: str) -> str:

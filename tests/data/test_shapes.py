@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from vrft.data import generate_shapes_classification, generate_shapes_coco
-from vrft.data.shapes import COLOURS, SHAPES
+from vrft.data.shapes import COLOUR_NAMES, COLOURS, SHAPES
+
+pytestmark = pytest.mark.timeout(120)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -50,6 +52,48 @@ def test_classification_generator_writes_an_image_folder(tmp_path):
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png")) == [
         f"{c}/{c}_{i:04d}.png" for c in ("circle", "star") for i in range(3)]
     assert Image.open(root / "star" / "star_0001.png").size == (48, 40)
+
+
+def test_colour_labels_name_the_colour_of_one_big_shape(tmp_path):
+    root = generate_shapes_classification(tmp_path / "a", n_per_class=3, seed=2, image_size=(64, 64),
+                                          label="colour", shape_size=(0.3, 0.45))
+    generate_shapes_classification(tmp_path / "b", n_per_class=3, seed=2, image_size=(64, 64), label="colour",
+                                   shape_size=(0.3, 0.45))
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert sorted(p.name for p in root.iterdir()) == sorted(COLOUR_NAMES)
+    for name, colour in zip(COLOUR_NAMES, COLOURS, strict=True):
+        for path in sorted((root / name).glob("*.png")):
+            pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+            share = (np.abs(pixels - np.array(colour)).sum(axis=2) == 0).mean()
+            # a radius of at least 0.3 of the side: even a triangle or a star covers over 9 % of the image
+            assert share > 0.09, (path, share)
+
+
+def test_default_sizes_keep_the_shape_generator_unchanged(tmp_path):
+    plain = generate_shapes_classification(tmp_path / "a", n_per_class=2, seed=0, image_size=(48, 48))
+    explicit = generate_shapes_classification(tmp_path / "b", n_per_class=2, seed=0, image_size=(48, 48),
+                                              classes=SHAPES, label="shape", shape_size=(0.08, 0.22))
+    assert _files(plain) == _files(explicit) and sorted(p.name for p in plain.iterdir()) == sorted(SHAPES)
+
+
+def test_colour_and_size_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="label must be"):
+        generate_shapes_classification(tmp_path, 1, 0, label="texture")
+    with pytest.raises(ValueError, match="subset of"):
+        generate_shapes_classification(tmp_path, 1, 0, label="colour", classes=["circle"])
+    with pytest.raises(ValueError, match="shape_size"):
+        generate_shapes_classification(tmp_path, 1, 0, shape_size=(0.3, 0.6))
+
+
+def test_colour_source_from_config(fx):
+    cfg = {"kind": "shapes_classification", "label": "colour", "n_images": 2, "image_size": [48, 48],
+           "shape_size": [0.3, 0.45]}
+    result = fx.build(train=cfg, shots=1, noun="coloured shape")
+    assert result.num_rows["train"] == len(COLOUR_NAMES)
+    from vrft.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.shape_size"):
+        fx.build("bad", train={**cfg, "shape_size": [0.5, 0.3]})
 
 
 def test_generator_rejects_bad_arguments(tmp_path):

@@ -1,13 +1,16 @@
 """End to end: the whole DAG on the tiny model with kfp's local runner, real S3 (SeaweedFS) and MLflow.
 
 One pipeline run (module fixture) is inspected from several sides: the report, the MLflow runs,
-the S3 objects and their manifests, secret hygiene, the cache on a second run, and what happens
-when an artifact is corrupted or a stage fails.
+the S3 objects and their manifests, secret hygiene, the cache on a second run, what happens
+when an artifact is corrupted or a stage fails, and that a deliberately broken stage trips the
+regression check and its notice.
 """
 
 import hashlib
 import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,8 +24,9 @@ from vrft.services import LocalServices, port_is_open
 from vrft.storage import ArtifactIntegrityError
 
 ROOT = Path(__file__).resolve().parents[2]
+# The default (colour of a shape, the shipped pre-trained tiny base) with fewer steps and images.
 FAST = ["grpo.max_steps=2", "sft.max_steps=2", "grpo.save_steps=1", "sft.save_steps=1",
-        "evaluate.max_eval_images=3", "dataset.train.n_images=32"]
+        "evaluate.max_eval_images=8", "dataset.train.n_images=4"]
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +71,8 @@ def test_mlflow_holds_the_parent_and_every_stage_run(state):
     assert all(r.info.status == "FINISHED" for r in children)
     by_name = {r.info.run_name: r for r in children}
     assert {by_name["grpo"].data.tags["method"], by_name["sft"].data.tags["method"]} == {"rft", "sft"}
-    assert "rewards/detection_iou/mean" in by_name["grpo"].data.metrics
-    assert "mAP" in by_name["evaluate-rft"].data.metrics
+    assert "rewards/classification_accuracy/mean" in by_name["grpo"].data.metrics
+    assert "accuracy" in by_name["evaluate-rft"].data.metrics
     assert by_name["grpo"].data.params["grpo.max_steps"] == "2"
 
 
@@ -138,3 +142,54 @@ def test_a_failing_stage_stops_the_pipeline_with_a_clear_error(state, capsys):
     _, runs = mlflow_runs(state)
     failed = [r for r in runs if r.info.run_name == "dataset" and r.info.status == "FAILED"]
     assert failed and "shots" in failed[0].data.tags["error"]
+
+
+# Imported by every Python process of the broken run (through PYTHONPATH), before any vrft module
+# binds the name: the answer parser then finds no answer in any completion.
+BROKEN_ANSWER_PARSER = """
+import vrft.answers
+vrft.answers.extract_answer = lambda text: None
+"""
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Webhook.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.timeout(900)
+def test_a_broken_stage_flips_the_regression_check_and_writes_the_notice(state, tmp_path, monkeypatch):
+    before = json.loads((state.result.report_dir / "regression.json").read_text())
+    assert before["status"] == "ok" and not (state.result.report_dir / "regression-notice.md").exists()
+    client, runs = mlflow_runs(state)
+    base = next(r for r in runs if r.info.run_name == "evaluate-base"
+                and r.data.tags.get("mlflow.parentRunId") == state.result.mlflow_parent_run_id)
+    assert base.data.metrics["accuracy"] > 0.5 and base.data.metrics["format_rate"] > 0.9  # a drop can show
+
+    (tmp_path / "sitecustomize.py").write_text(BROKEN_ANSWER_PARSER)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    server = HTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("VRFT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    _Webhook.received.clear()
+    try:
+        broken = run_local(ROOT / "configs" / "default.yaml", [*FAST, "pipeline.caching=false"], state_dir=state.dir,
+                           output_dir=state.dir / "broken")
+    finally:
+        server.shutdown()
+    after = json.loads((broken.report_dir / "regression.json").read_text())
+    assert after["status"] == "regressed"
+    flagged = {item["metric"] for item in after["regressions"]}
+    assert {"base/accuracy", "sft/accuracy", "rft/accuracy"} <= flagged, flagged
+    assert "REGRESSED" in (broken.report_dir / "report.md").read_text()
+    notice = (broken.report_dir / "regression-notice.md").read_text()
+    assert "base/accuracy" in notice and "regression" in notice
+    assert [post["text"].strip() for post in _Webhook.received] == [notice.strip()]

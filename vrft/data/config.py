@@ -58,6 +58,8 @@ class SourceConfig:
     n_images: int = 96  # shapes: images; shapes_classification: images per class
     image_size: list[int] = field(default_factory=lambda: [128, 96])
     generator_seed: int = 0
+    label: Literal["shape", "colour"] = "shape"  # shapes_classification: the class is the shape's kind or colour
+    shape_size: list[float] = field(default_factory=lambda: [0.08, 0.22])  # shapes_classification: radius / short side
 
     def check(self, where: str) -> None:
         """Raise ConfigError if a field the kind needs is missing; ``where`` is ``train``/``eval``."""
@@ -74,6 +76,9 @@ class SourceConfig:
                                   f"{MAX_SIDE}, got {self.image_size}")
             if self.generator_seed < 0:
                 raise ConfigError(f"{where}.generator_seed: must be >= 0, got {self.generator_seed}")
+            if len(self.shape_size) != 2 or not 0 < self.shape_size[0] <= self.shape_size[1] <= 0.45:
+                raise ConfigError(f"{where}.shape_size: expected [min, max] radius fractions with "
+                                  f"0 < min <= max <= 0.45, got {self.shape_size}")
 
     @property
     def display_name(self) -> str:

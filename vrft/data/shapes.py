@@ -10,6 +10,9 @@ Each image gets a random background (flat colour, gradient or noise), then 1 to
 get no shape at all. A box is the exact pixel extent of its shape's mask, so ground truth is
 known to the pixel. Everything depends only on the arguments: same seed, same bytes.
 
+The classification generator draws one shape per image and labels it by kind or, for the colour
+task of the default run, by colour (``label="colour"``, usually with big shapes).
+
 >>> import json, tempfile
 >>> out = Path(tempfile.mkdtemp())
 >>> ann = generate_shapes_coco(out / "det", n_images=4, seed=0)
@@ -33,9 +36,14 @@ from vrft.io import atomic_write_text, dumps_deterministic
 
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "diamond")
 
-# Saturated colours that stand out from the muted backgrounds.
+# Saturated colours that stand out from the muted backgrounds, and their names (the colour task's classes).
 COLOURS = ((220, 30, 30), (30, 160, 50), (30, 70, 220), (240, 200, 20), (200, 40, 200), (20, 190, 200),
            (245, 120, 10), (250, 250, 250))
+COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white")
+#: A shape's radius as a fraction of the image's shorter side: the detection sizes (several per image).
+SHAPE_SIZE = (0.08, 0.22)
+#: The largest radius fraction that still fits (with a pixel of margin) in any image >= 32 px.
+MAX_SHAPE_SIZE = 0.45
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -79,12 +87,12 @@ def _draw_shape(kind: str, cx: float, cy: float, r: float, angle: float, size: t
 
 
 def _place(rng: np.random.Generator, kind: str, size: tuple[int, int], taken: list[tuple[int, int, int, int]],
-           ) -> tuple[Image.Image, tuple[int, int, int, int]] | None:
+           shape_size: tuple[float, float] = SHAPE_SIZE) -> tuple[Image.Image, tuple[int, int, int, int]] | None:
     """A mask for a shape that does not touch the already placed boxes, or None after 30 tries."""
     width, height = size
     short = min(width, height)
     for _ in range(30):
-        r = float(rng.uniform(0.08, 0.22)) * short
+        r = float(rng.uniform(*shape_size)) * short
         cx = float(rng.uniform(r + 1, width - r - 1))
         cy = float(rng.uniform(r + 1, height - r - 1))
         angle = float(rng.uniform(0, 2 * math.pi)) if kind not in ("square", "diamond") else 0.0
@@ -177,20 +185,48 @@ def generate_shapes_coco(out_dir: str | Path, n_images: int, seed: int, image_si
     return atomic_write_text(out / "annotations.json", dumps_deterministic(data))
 
 
+def _check_shape_size(shape_size: Sequence[float]) -> tuple[float, float]:
+    low, high = (float(v) for v in shape_size)
+    if not 0 < low <= high <= MAX_SHAPE_SIZE:
+        raise ValueError(f"shape_size {tuple(shape_size)}: need 0 < min <= max <= {MAX_SHAPE_SIZE} "
+                         "(a radius as a fraction of the image's shorter side)")
+    return low, high
+
+
 def generate_shapes_classification(out_dir: str | Path, n_per_class: int, seed: int,
-                                   image_size: Sequence[int] = (96, 96), *, classes: Sequence[str] = SHAPES,
+                                   image_size: Sequence[int] = (96, 96), *, classes: Sequence[str] | None = None,
+                                   label: str = "shape", shape_size: Sequence[float] = SHAPE_SIZE,
                                    image_format: str = "png") -> Path:
-    """Write ``out_dir/<class>/<class>_0000.png``: one shape per image, class = shape; return ``out_dir``."""
+    """Write ``out_dir/<class>/<class>_0000.png`` with one shape per image; return ``out_dir``.
+
+    ``label="shape"``: the class is the shape's kind (``classes`` from :data:`SHAPES`, random
+    colour). ``label="colour"``: the class is its colour (``classes`` from :data:`COLOUR_NAMES`,
+    random kind). ``shape_size`` bounds the radius as a fraction of the shorter side.
+    """
     width, height = _check_args(n_per_class, seed, image_size, image_format)
-    _check_shapes("classes", classes)
+    size_range = _check_shape_size(shape_size)
+    if label == "shape":
+        classes = SHAPES if classes is None else classes
+        _check_shapes("classes", classes)
+    elif label == "colour":
+        classes = COLOUR_NAMES if classes is None else classes
+        if not classes or set(classes) - set(COLOUR_NAMES):
+            raise ValueError(f"classes must be a non-empty subset of {COLOUR_NAMES}, got {list(classes)}")
+    else:
+        raise ValueError(f"label must be 'shape' or 'colour', got {label!r}")
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     for name in classes:
         for i in range(n_per_class):
             canvas = _background(rng, width, height)
-            placed = _place(rng, name, (width, height), [])
+            kind = name if label == "shape" else SHAPES[int(rng.integers(0, len(SHAPES)))]
+            placed = _place(rng, kind, (width, height), [], size_range)
             if placed is None:  # cannot happen with no other shapes and sizes >= 32 px
-                raise RuntimeError(f"could not place a {name}")
-            canvas.paste(COLOURS[int(rng.integers(0, len(COLOURS)))], (0, 0), placed[0])
+                raise RuntimeError(f"could not place a {kind}")
+            if label == "shape":
+                colour = COLOURS[int(rng.integers(0, len(COLOURS)))]
+            else:
+                colour = COLOURS[COLOUR_NAMES.index(name)]
+            canvas.paste(colour, (0, 0), placed[0])
             _write(out / name / f"{name}_{i:04d}.{image_format}", _encode(canvas, image_format))
     return out

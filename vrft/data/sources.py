@@ -35,8 +35,11 @@ def cache_root() -> Path:
 
 
 def _shapes_params(cfg: SourceConfig) -> dict[str, Any]:
-    return {"kind": cfg.kind, "n_images": cfg.n_images, "image_size": list(cfg.image_size),
-            "seed": cfg.generator_seed, "version": GENERATOR_VERSION}
+    params = {"kind": cfg.kind, "n_images": cfg.n_images, "image_size": list(cfg.image_size),
+              "seed": cfg.generator_seed, "version": GENERATOR_VERSION}
+    if cfg.kind == "shapes_classification":
+        params.update(label=cfg.label, shape_size=[float(v) for v in cfg.shape_size])
+    return params
 
 
 def _shapes_directory(cfg: SourceConfig) -> Path:
@@ -80,7 +83,8 @@ def materialize_shapes(cfg: SourceConfig) -> Path:
         if cfg.kind == "shapes":
             generate_shapes_coco(tmp, cfg.n_images, cfg.generator_seed, cfg.image_size)
         else:
-            generate_shapes_classification(tmp, cfg.n_images, cfg.generator_seed, cfg.image_size)
+            generate_shapes_classification(tmp, cfg.n_images, cfg.generator_seed, cfg.image_size,
+                                           label=cfg.label, shape_size=cfg.shape_size)
         atomic_write_text(tmp / STAMP, dumps_deterministic(params))
     return directory
 

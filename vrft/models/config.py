@@ -11,6 +11,9 @@ from vrft.config import ConfigError
 from vrft.models.coords import FAMILY_CONVENTIONS, BoxConvention, processor_resize_params
 
 TINY_SCHEME = "tiny://"
+#: Pre-trained tiny models shipped in ``vrft/resources/models/`` (see :mod:`vrft.models.pretrain_tiny`):
+#: ``tiny://<name>`` loads the shipped directory; the random ``tiny://qwen2_vl`` / ``qwen2_5_vl`` are built.
+PRETRAINED_TINY = {"qwen2_vl-colours": "tiny-qwen2_vl-colours"}
 # The authors' training resolution (Visual-RFT scripts): 401408 = 512 * 28 * 28 pixels.
 PAPER_MAX_PIXELS = 401408
 
@@ -22,7 +25,8 @@ class ModelConfig:
     ``name_or_path`` is anything ``from_pretrained`` accepts: a hub id (``Qwen/Qwen2-VL-2B-Instruct``)
     or a local directory (a real checkpoint, or one built by ``vrft tiny-model``).
     ``tiny://qwen2_vl`` or ``tiny://qwen2_5_vl`` names the tiny random model that vrft builds offline
-    (tests and the default run); :meth:`materialized` builds it into a cache directory.
+    (tests); :meth:`materialized` builds it into a cache directory. ``tiny://qwen2_vl-colours`` is
+    the small pre-trained base of the default run, shipped with the package.
     ``family`` is read from the checkpoint's config when left empty; it decides the box convention.
     """
 
@@ -45,15 +49,19 @@ class ModelConfig:
     def materialized(self, cache_dir: str | Path | None = None) -> ModelConfig:
         """This config with a ``tiny://`` model built (deterministically, < 1 s) and its path filled in.
 
-        The cache directory defaults to ``$VRFT_CACHE_DIR`` or ``~/.cache/vrft``.
+        The cache directory defaults to ``$VRFT_CACHE_DIR`` or ``~/.cache/vrft``. A shipped
+        pre-trained tiny model is used where it lies in the package.
         """
         if not self.name_or_path.startswith(TINY_SCHEME):
             return self
         from vrft.models.tiny import build_tiny_model
 
         family = self.name_or_path[len(TINY_SCHEME):] or "qwen2_vl"
+        if family in PRETRAINED_TINY:
+            return replace(self, name_or_path=str(shipped_model_dir(family)))
         if family not in ("qwen2_vl", "qwen2_5_vl"):
-            raise ConfigError(f"model.name_or_path: tiny models exist for qwen2_vl and qwen2_5_vl, not {family!r}")
+            known = ", ".join(["qwen2_vl", "qwen2_5_vl", *PRETRAINED_TINY])
+            raise ConfigError(f"model.name_or_path: tiny models are {known}; not {family!r}")
         root = Path(cache_dir or os.environ.get("VRFT_CACHE_DIR") or Path.home() / ".cache" / "vrft")
         path = root / "models" / f"tiny-{family}"
         if not (path / "config.json").exists():
@@ -86,3 +94,12 @@ class ModelConfig:
 
         return load_model(self.name_or_path, self.dtype, device, self.attn_implementation,
                           trust_remote_code=self.trust_remote_code)
+
+
+def shipped_model_dir(name: str) -> Path:
+    """The directory of the shipped pre-trained tiny model ``name`` (a key of :data:`PRETRAINED_TINY`)."""
+    path = Path(__file__).resolve().parent.parent / "resources" / "models" / PRETRAINED_TINY[name]
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model.name_or_path: tiny://{name} is not in this installation ({path} is missing); "
+                          f"rebuild it with `python -m vrft.models.pretrain_tiny {path}`")
+    return path

@@ -41,6 +41,18 @@ from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 from vrft.models.loading import IMAGE_ONLY_PROCESSORS
 
 Family = Literal["qwen2_vl", "qwen2_5_vl"]
+#: ``test``: the 0.3 M-parameter model the tests use (fastest); ``base``: the 1.2 M-parameter
+#: model :mod:`vrft.models.pretrain_tiny` pre-trains into the default run's base (big enough to learn).
+Size = Literal["test", "base"]
+_SIZES = {
+    # head_dim 16 in both, so mrope_section [2, 3, 3] sums to 16 / 2.
+    "test": {"text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                      "num_attention_heads": 4, "num_key_value_heads": 2},
+             "vision": {"depth": 2, "embed_dim": 32, "num_heads": 2}},
+    "base": {"text": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
+                      "num_attention_heads": 8, "num_key_value_heads": 4},
+             "vision": {"depth": 4, "embed_dim": 64, "num_heads": 4}},
+}
 
 #: Qwen2-VL's special tokens in their real order; here they take ids 0..13.
 SPECIAL_TOKENS = [
@@ -183,16 +195,14 @@ def chat_template() -> str:
     return FALLBACK_CHAT_TEMPLATE
 
 
-def _model_config(family: Family, tokenizer: PreTrainedTokenizerFast) -> Qwen2VLConfig | Qwen2_5_VLConfig:
+def _model_config(family: Family, tokenizer: PreTrainedTokenizerFast, size: Size = "test",
+                  ) -> Qwen2VLConfig | Qwen2_5_VLConfig:
     """Real architecture, toy sizes: text head_dim 16 so mrope_section [2, 3, 3] sums to 16 / 2."""
     ids = tokenizer.convert_tokens_to_ids
+    dims = _SIZES[size]
     text = {
         "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        **dims["text"],
         "max_position_embeddings": 4096,
         "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
         "bos_token_id": ids("<|endoftext|>"),
@@ -205,16 +215,17 @@ def _model_config(family: Family, tokenizer: PreTrainedTokenizerFast) -> Qwen2VL
         "vision_start_token_id": ids("<|vision_start|>"),
         "vision_end_token_id": ids("<|vision_end|>"),
     }
+    seeing = dims["vision"]
     if family == "qwen2_vl":
-        vision = {"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2}
+        vision = {**seeing, "hidden_size": text["hidden_size"], "mlp_ratio": 2}
         return Qwen2VLConfig(text_config=text, vision_config=vision, **token_ids)
     vision = {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
-        "out_hidden_size": 64,
-        "fullatt_block_indexes": [1],
+        "depth": seeing["depth"],
+        "hidden_size": seeing["embed_dim"],
+        "intermediate_size": 2 * seeing["embed_dim"],
+        "num_heads": seeing["num_heads"],
+        "out_hidden_size": text["hidden_size"],
+        "fullatt_block_indexes": [seeing["depth"] - 1],
     }
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **token_ids)
 
@@ -231,6 +242,7 @@ def build_tiny_model(
     seed: int = 0,
     min_pixels: int = 56 * 56,
     max_pixels: int = 112 * 112,
+    size: Size = "test",
 ) -> Path:
     """Write a tiny ``family`` checkpoint (model, processor, tokenizer, chat template) to ``output_dir``.
 
@@ -240,6 +252,8 @@ def build_tiny_model(
     """
     if family not in _MODEL_CLASSES:
         raise ValueError(f"unknown family {family!r}; expected one of {sorted(_MODEL_CLASSES)}")
+    if size not in _SIZES:
+        raise ValueError(f"unknown size {size!r}; expected one of {sorted(_SIZES)}")
     output = Path(output_dir).absolute()
     if output.exists() and any(output.iterdir()) and not (output / "config.json").is_file():
         raise FileExistsError(f"{output} exists and is not a model directory; refusing to replace it")
@@ -249,7 +263,7 @@ def build_tiny_model(
     processor = IMAGE_ONLY_PROCESSORS[family](
         image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template()
     )
-    config = _model_config(family, tokenizer)
+    config = _model_config(family, tokenizer, size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _MODEL_CLASSES[family](config)
