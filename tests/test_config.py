@@ -145,7 +145,7 @@ def _float_fields(cls, prefix=""):
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if tp is float or (args and all(a is float for a in args)):
+        if tp is float or (typing.get_origin(tp) is not list and args and all(a is float for a in args)):
             yield f"{prefix}{f.name}"
         elif dataclasses.is_dataclass(tp):
             yield from _float_fields(tp, f"{prefix}{f.name}.")

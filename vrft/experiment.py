@@ -2,7 +2,7 @@
 
 >>> cfg = load_experiment("configs/default.yaml", ["grpo.max_steps=3"])
 >>> cfg.experiment.name, cfg.grpo.max_steps, cfg.dataset.train.kind
-('default', 3, 'shapes')
+('default', 3, 'shapes_classification')
 """
 
 from __future__ import annotations

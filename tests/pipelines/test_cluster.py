@@ -51,7 +51,7 @@ def stage_of(executor: str) -> str:
 
 
 def test_every_config_compiles_for_the_cluster(compiled):
-    assert set(compiled) == {p.stem for p in CONFIGS} and len(compiled) == 11  # 22 GRPO/SFT stage configs
+    assert set(compiled) == {p.stem for p in CONFIGS} and len(compiled) == 12  # 24 GRPO/SFT stage configs
 
 
 def test_every_task_has_its_stage_timeout_and_the_run_id_from_its_pod_label(compiled):
@@ -90,7 +90,7 @@ def test_gpu_tasks_get_shm_a_sized_scratch_volume_and_write_there(compiled):
 def test_sweep_items_carry_each_stage_view_and_iteration():
     config = load_experiment(ROOT / "configs" / "default.yaml")
     (item,) = sweep_items(config)
-    assert item["iteration"] == iteration_key(config) == "shots-2"
+    assert item["iteration"] == iteration_key(config) == f"shots-{config.dataset.shots}"
     assert item["grpo"] == stage_config_json(config, "grpo")
 
 

@@ -18,6 +18,7 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
+from vrft.components.runtime import iteration_key
 from vrft.experiment import load_experiment
 from vrft.pipelines.local import run_local
 from vrft.services import LocalServices, port_is_open
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The default (colour of a shape, the shipped pre-trained tiny base) with fewer steps and images.
 FAST = ["grpo.max_steps=2", "sft.max_steps=2", "grpo.save_steps=1", "sft.save_steps=1",
         "evaluate.max_eval_images=8", "dataset.train.n_images=4"]
+ITERATION = iteration_key(load_experiment(ROOT / "configs" / "default.yaml", FAST))  # its artifact prefix segment
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def test_mlflow_holds_the_parent_and_every_stage_run(state):
 
 def test_every_stage_put_its_artifacts_with_a_manifest_in_s3(state):
     s3 = boto3.client("s3", endpoint_url=state.env["AWS_ENDPOINT_URL"])
-    prefix = f"runs/{state.result.run_id}/shots-2/"  # the config's one iteration: 2 shots
+    prefix = f"runs/{state.result.run_id}/{ITERATION}/"  # the config's one iteration
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="vrft", Prefix=prefix)["Contents"]]
     for stage in ("dataset/dataset", "grpo/grpo", "sft/sft", "evaluate-base/evaluation-base",
                   "evaluate-sft/evaluation-sft", "evaluate-rft/evaluation-rft", "report/report"):
@@ -110,7 +112,7 @@ def test_corrupted_artifact_fails_the_next_stage_and_marks_its_run_failed(state)
     from vrft.components import evaluate as evaluate_component
 
     s3 = boto3.client("s3", endpoint_url=state.env["AWS_ENDPOINT_URL"])
-    dataset_uri = f"s3://vrft/runs/{state.result.run_id}/shots-2/dataset/dataset/"
+    dataset_uri = f"s3://vrft/runs/{state.result.run_id}/{ITERATION}/dataset/dataset/"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="vrft", Prefix=dataset_uri[len("s3://vrft/"):])["Contents"]]
     manifest = s3.get_object(Bucket="vrft", Key=dataset_uri[len("s3://vrft/"):] + "manifest.json")["Body"].read()
     victim = next(k for k in keys if k.endswith(".arrow"))
@@ -188,8 +190,10 @@ def test_a_broken_stage_flips_the_regression_check_and_writes_the_notice(state, 
     after = json.loads((broken.report_dir / "regression.json").read_text())
     assert after["status"] == "regressed"
     flagged = {item["metric"] for item in after["regressions"]}
-    assert {"base/accuracy", "sft/accuracy", "rft/accuracy"} <= flagged, flagged
+    # The reward's strict match reads the answer through vrft's parser (the authors' containment rule,
+    # `accuracy`, extracts the answer itself), so the broken parser shows there.
+    assert {"base/accuracy_strict", "sft/accuracy_strict", "rft/accuracy_strict"} <= flagged, flagged
     assert "REGRESSED" in (broken.report_dir / "report.md").read_text()
     notice = (broken.report_dir / "regression-notice.md").read_text()
-    assert "base/accuracy" in notice and "regression" in notice
+    assert "base/accuracy_strict" in notice and "regression" in notice
     assert [post["text"].strip() for post in _Webhook.received] == [notice.strip()]

@@ -45,7 +45,7 @@ def test_two_process_grpo_stage_trains_both_ranks_and_publishes_one_checkpoint(i
     store = f"file://{isolated / 'store'}"
     config = load_experiment(DEFAULT, [
         f"pipeline.artifact_root={store}", "pipeline.train_resources.gpus=2", "grpo.max_steps=2",
-        "grpo.save_steps=1", "dataset.train.n_images=32"])
+        "grpo.save_steps=1"])
     dataset = artifact(isolated / "kfp" / "dataset")
     dataset_component.run(stage_config_json(config, "dataset"), "run-1", dataset)
     checkpoint = artifact(isolated / "kfp" / "checkpoint")
@@ -55,7 +55,7 @@ def test_two_process_grpo_stage_trains_both_ranks_and_publishes_one_checkpoint(i
     out = capsys.readouterr().out
     steps = dict(re.findall(r"grpo \(rank (\d) of 2\): (\d+) steps", out))
     assert steps == {"0": "2", "1": "2"}, out[-3000:]  # both ranks ran the same step budget
-    assert uri == f"{store}/runs/run-1/shots-2/grpo/grpo/"
+    assert uri == f"{store}/runs/run-1/shots-{config.dataset.shots}/grpo/grpo/"
     assert checkpoint.metadata["uri"] == uri and checkpoint.metadata["manifest_sha256"]
     published = ArtifactStore.from_uri(uri).download_dir(
         "", isolated / "published", manifest_sha256=checkpoint.metadata["manifest_sha256"])

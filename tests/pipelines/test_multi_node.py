@@ -70,8 +70,9 @@ def test_train_component_runs_a_pytorchjob_and_publishes_the_final_model(tmp_pat
     assert not (published / "checkpoint-2").exists()
     assert json.loads(Path(checkpoint.path).read_text())["uri"] == uri
     # Unique per run and shot iteration, owned by the launcher pod, bounded in time.
-    assert manifest["metadata"]["name"] == pytorchjob.job_name("grpo", "r1", "shots-2")
-    assert str(config_path.parent) == str(tmp_path / "shared" / "runs" / "r1" / "shots-2" / "grpo")
+    iteration = f"shots-{config.dataset.shots}"
+    assert manifest["metadata"]["name"] == pytorchjob.job_name("grpo", "r1", iteration)
+    assert str(config_path.parent) == str(tmp_path / "shared" / "runs" / "r1" / iteration / "grpo")
     assert manifest["metadata"]["ownerReferences"][0]["uid"] == "5a1d-uid"
     assert manifest["spec"]["runPolicy"]["activeDeadlineSeconds"] == config.pipeline.timeouts.train
     init = replicas["Master"]["template"]["spec"]["initContainers"][0]

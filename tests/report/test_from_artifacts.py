@@ -170,7 +170,7 @@ def test_report_component_reads_the_collected_evaluations_and_writes_html_into_i
         artifacts[directory.name] = SimpleNamespace(metadata={"uri": uri, "manifest_sha256": manifest_sha})
     collected = SimpleNamespace(metadata={}, path=str(tmp_path / "collected.json"))
     evaluate_component.collect([(k, artifacts[k]) for k in ("base", "sft", "rft")], collected)
-    config = load_experiment(Path(__file__).resolve().parents[2] / "configs" / "default.yaml",
+    config = load_experiment(Path(__file__).resolve().parents[2] / "configs" / "shapes_detection.yaml",
                              [f"pipeline.artifact_root={root}", "report.log_to_mlflow=false"])
     report = SimpleNamespace(metadata={}, path=str(tmp_path / "report.html"))
     report_component.run(config.to_json(), "r", [collected], report)
