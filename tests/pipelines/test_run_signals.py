@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,6 +118,7 @@ def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(
     assert final.returncode == 0, output[-4000:]
     assert (state_dir / "report" / "report.md").exists()
     log = Path(next(line.split("log: ", 1)[1] for line in output.splitlines() if line.startswith("log: "))).read_text()
+    log = re.sub(r"\x1b\[[0-9;]*m", "", log)  # kfp colours task names: "Executing task \x1b[96m'dataset-stage'..."
     # The dataset finished in the second run: it comes from the cache; the killed stage runs again.
     assert "Executing task 'dataset-stage'" not in log and "Executing task 'evaluate-stage'" in log
     assert wait_until(lambda: not marked_processes(mark), 60)
