@@ -1,6 +1,6 @@
 """The ``grpo:`` and ``sft:`` sections of an experiment YAML, and the checks run before any model loads.
 
-Defaults are the authors' settings (``../shared/notes/method.md``); every field can be overridden
+Defaults are the authors' settings (listed in docs/training.md); every field can be overridden
 from YAML or the command line (``grpo.beta=0.02``). :meth:`GRPOStageConfig.validate` catches what
 is wrong in the values alone; :func:`check_batch_divisibility` and the stage functions' preflight
 catch what depends on the launch (number of processes, dataset, DeepSpeed), still before a model
