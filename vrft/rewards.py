@@ -165,6 +165,26 @@ class DetectionScore:
     conf: float
 
 
+def _greedy_match(predictions: Sequence[Any], gt: list[list[float]], *, min_iou: float) -> list[float]:
+    """Per prediction (in the given order), the IoU with the ground-truth box it takes: the unmatched
+    one of highest IoU, taken only if that IoU > ``min_iou``; 0.0 for a prediction that takes none
+    (invalid box, nothing left, or too little overlap)."""
+    taken: set[int] = set()
+    ious = []
+    for pred in predictions:
+        best_iou, best_index = 0.0, -1
+        if pred.valid and pred.box is not None:
+            for index, gt_box in enumerate(gt):
+                if index not in taken and (iou := box_iou(pred.box, gt_box)) > best_iou:
+                    best_iou, best_index = iou, index
+        if best_index >= 0 and best_iou > min_iou:
+            taken.add(best_index)
+            ious.append(best_iou)
+        else:
+            ious.append(0.0)
+    return ious
+
+
 def score_detection(answer: DetectionAnswer, solution_boxes: Sequence[Sequence[float]], *, tau: float = 0.5,
                     iou_normalization: Literal["max", "predictions"] = "max") -> DetectionScore:
     """R_IoU and R_conf of one parsed answer against the ground-truth boxes (same convention).
@@ -188,24 +208,9 @@ def score_detection(answer: DetectionAnswer, solution_boxes: Sequence[Sequence[f
     if answer.no_objects:
         return DetectionScore(1.0, 1.0) if not gt else DetectionScore(0.0, 0.0)
     predictions = sorted(answer.boxes, key=lambda b: -b.confidence)  # stable: ties keep answer order
-    matched_gt: set[int] = set()
-    iou_sum = 0.0
-    conf_sum = 0.0
-    for pred in predictions:
-        best_iou, best_index = 0.0, -1
-        if pred.valid and pred.box is not None:
-            for index, gt_box in enumerate(gt):
-                if index in matched_gt:
-                    continue
-                iou = box_iou(pred.box, gt_box)
-                if iou > best_iou:
-                    best_iou, best_index = iou, index
-        if best_index >= 0 and best_iou > tau:
-            matched_gt.add(best_index)
-            iou_sum += best_iou
-            conf_sum += pred.confidence
-        else:
-            conf_sum += 1.0 - pred.confidence
+    ious = _greedy_match(predictions, gt, min_iou=tau)
+    iou_sum = sum(ious)
+    conf_sum = sum(p.confidence if iou > tau else 1.0 - p.confidence for p, iou in zip(predictions, ious))
     n_pred = len(predictions)
     denominator = max(n_pred, len(gt)) if iou_normalization == "max" else n_pred
     iou_reward = min(1.0, iou_sum / denominator) if denominator else 0.0
@@ -252,19 +257,9 @@ def score_detection_hardened(answer: DetectionAnswer, solution_boxes: Sequence[S
     if answer.no_objects:
         return DetectionScore(1.0, 1.0) if not gt else DetectionScore(0.0, 0.0)
     predictions = sorted(answer.boxes, key=lambda b: -b.confidence)
-    assigned: set[int] = set()
-    iou_sum = 0.0
-    conf_sum = 0.0
-    for pred in predictions:
-        best_iou, best_index = 0.0, -1
-        if pred.valid and pred.box is not None:
-            for index, gt_box in enumerate(gt):
-                if index not in assigned and (iou := box_iou(pred.box, gt_box)) > best_iou:
-                    best_iou, best_index = iou, index
-        if best_index >= 0:
-            assigned.add(best_index)
-            iou_sum += best_iou
-        conf_sum += pred.confidence if best_iou > tau else 1.0 - pred.confidence
+    ious = _greedy_match(predictions, gt, min_iou=0.0)  # every assigned pair counts, without τ
+    iou_sum = sum(ious)
+    conf_sum = sum(p.confidence if iou > tau else 1.0 - p.confidence for p, iou in zip(predictions, ious))
     n_pred = len(predictions)
     denominator = max(n_pred, len(gt))
     iou_reward = min(1.0, iou_sum / denominator) if denominator else 0.0
