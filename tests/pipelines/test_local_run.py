@@ -21,7 +21,6 @@ from mlflow.tracking import MlflowClient
 from vrft.components.runtime import iteration_key
 from vrft.experiment import load_experiment
 from vrft.pipelines.local import run_local
-from vrft.services import LocalServices, port_is_open
 from vrft.storage import ArtifactIntegrityError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,21 +31,10 @@ ITERATION = iteration_key(load_experiment(ROOT / "configs" / "default.yaml", FAS
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory):
+def state(tmp_path_factory, default_run_with_services):
     state_dir = tmp_path_factory.mktemp("vrft-state")
-    services = LocalServices(state_dir / "services").start()
-    env_before = dict(os.environ)
-    os.environ.update(services.env())
-    try:
-        result = run_local(ROOT / "configs" / "default.yaml", FAST, state_dir=state_dir,
-                           output_dir=state_dir / "report")
+    with default_run_with_services(state_dir, FAST) as (services, result):
         yield SimpleNamespace(dir=state_dir, services=services, result=result, env=services.env())
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
-        ports = list(services.ports.values())
-        services.stop()
-        assert not any(port_is_open(p) for p in ports), "a service port is still open after stop()"
 
 
 def mlflow_runs(state):

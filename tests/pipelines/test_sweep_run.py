@@ -3,7 +3,6 @@ is caught by the manifest hash KFP carries, and a training-only change reuses th
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +14,6 @@ from vrft.components import evaluate as evaluate_component
 from vrft.components.runtime import stage_config_json
 from vrft.experiment import load_experiment
 from vrft.pipelines.local import run_local
-from vrft.services import LocalServices
 from vrft.storage import ArtifactIntegrityError
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -28,20 +26,11 @@ STAGES = ("dataset/dataset", "grpo/grpo", "sft/sft", "evaluate-base/evaluation-b
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(tmp_path_factory, default_run_with_services):
     state_dir = tmp_path_factory.mktemp("vrft-sweep")
-    services = LocalServices(state_dir / "services").start()
-    env_before = dict(os.environ)
-    os.environ.update(services.env())
-    try:
-        result = run_local(ROOT / "configs" / "default.yaml", SWEEP, state_dir=state_dir,
-                           output_dir=state_dir / "report")
+    with default_run_with_services(state_dir, SWEEP) as (services, result):
         s3 = boto3.client("s3", endpoint_url=services.env()["AWS_ENDPOINT_URL"])
         yield SimpleNamespace(dir=state_dir, result=result, env=services.env(), s3=s3)
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
-        services.stop()
 
 
 def keys(sweep, prefix: str) -> list[str]:
