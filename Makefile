@@ -13,7 +13,10 @@ TORCH_VERSION := 2.13.0
 CPU_TORCH ?= torch==$(TORCH_VERSION)
 TORCH := $(if $(HAS_GPU),torch==$(TORCH_VERSION),$(CPU_TORCH))
 UV ?= uv==0.13.8
-UV_INSTALL = $(VENV)/bin/uv pip install --quiet --python $(PY)
+# --compile-bytecode: uv does not write .pyc files by default, and where PYTHONDONTWRITEBYTECODE is set
+# (as on our CI machines) Python never writes them either, so every stage process compiled transformers,
+# trl, peft and mlflow from source again: measured, a third of a local pipeline run.
+UV_INSTALL = $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY)
 CONFIG ?= configs/default.yaml
 
 .PHONY: setup run test test-containers lint format deepspeed images clean help

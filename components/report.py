@@ -38,7 +38,8 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
         config = replace(stage.config.report, log_to_mlflow=False)
         tracking_uri = stage.tracker.tracking_uri if stage.tracker.enabled else ""
         result = build_report(config, stage.local_dir("report"), tracking_uri=tracking_uri,
-                              experiment=stage.config.experiment.name, evaluations=dirs, run_id=stage.run_id)
+                              experiment=stage.config.experiment.name, evaluations=dirs,
+                              sources=[ref["uri"] for ref in refs], run_id=stage.run_id)
         regressions = len(result.regression_summary.get("regressions", []))
         if regressions:
             # The notice goes into the published report; it is POSTed too when $VRFT_WEBHOOK_URL is set

@@ -3,7 +3,8 @@ every stage in its own container (``vrft run --runner docker``) to the same repo
 runner. Marked ``containers``: deselected from ``make test``, run by ``make test-containers``.
 
 Needs a Docker engine: ``DOCKER_HOST`` if one answers there, else a private one started with
-``docker/engine.sh`` (root, ``docker.io`` installed) and stopped afterwards. Where none can run, the
+``docker/engine.sh`` (root, ``docker.io`` installed) in ``$VRFT_ENGINE_DIR`` (default
+``/tmp/vrft-test-engine``, kept: the next run reuses its layers) and stopped afterwards. Where none can run, the
 module is skipped with the one-line reason. No registry is contacted: the base comes from
 ``docker/airgap-base.sh`` (debootstrap), packages from the index (``PIP_INDEX_URL``), the CPU torch
 wheel from ``TORCH_INDEX_URL`` or, with ``VRFT_TORCH_WHEELS=DIR``, from DIR served on loopback.
@@ -48,6 +49,13 @@ def _engine_answers(env: dict[str, str]) -> bool:
     return True
 
 
+def _alive(pidfile: Path) -> bool:
+    try:
+        return Path(f"/proc/{int(pidfile.read_text())}").exists()
+    except (OSError, ValueError):
+        return False
+
+
 @pytest.fixture(scope="module")
 def engine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """os.environ with DOCKER_HOST pointing at a running engine (started here when needed)."""
@@ -57,7 +65,10 @@ def engine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         return
     if shutil.which("dockerd") is None or os.geteuid() != 0:
         pytest.skip("no Docker engine can start here (needs root and dockerd: apt-get install docker.io)")
-    directory = Path(f"/tmp/vrft-engine-{os.getpid()}")  # short: the socket path must fit sun_path
+    # One fixed directory (short: the socket path must fit sun_path): the next run reuses the images and
+    # layers built here instead of leaving gigabytes per run behind.
+    directory = Path(os.environ.get("VRFT_ENGINE_DIR", "/tmp/vrft-test-engine"))
+    already_running = _alive(directory / "dockerd.pid")
     started = subprocess.run([str(REPO / "docker" / "engine.sh"), "start", str(directory)],
                              capture_output=True, text=True)
     if started.returncode != 0:
@@ -66,7 +77,8 @@ def engine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     try:
         yield env
     finally:
-        subprocess.run([str(REPO / "docker" / "engine.sh"), "stop", str(directory)], check=False)
+        if not already_running:  # an engine somebody else started keeps running
+            subprocess.run([str(REPO / "docker" / "engine.sh"), "stop", str(directory)], check=False)
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +128,23 @@ def image(engine_env: dict[str, str], torch_wheels: list[str]) -> str:
 
 
 def _without_run_ids(value: object) -> object:
-    """The report's tables without the MLflow run ids they link to (new ids in every run)."""
+    """The report's tables without what names the run: the MLflow run ids the rows link to and the
+    evaluation artifacts' URIs they cite (``runs/<run id>/...``), new in every run."""
     if isinstance(value, dict):
-        return {k: _without_run_ids(v) for k, v in value.items() if k != "run_id"}
+        return {k: _without_run_ids(v) for k, v in value.items() if k not in ("run_id", "sources")}
     if isinstance(value, list):
         return [_without_run_ids(v) for v in value]
     return value
+
+
+def _differences(a: object, b: object, path: str = "tables") -> list[str]:
+    """Where two JSON values differ, one line per leaf (the assertion message: the tables are long)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [line for k in sorted(set(a) | set(b), key=str)
+                for line in _differences(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [line for i, (x, y) in enumerate(zip(a, b)) for line in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
 def _run(env: dict[str, str], state: Path, runner: str) -> dict:
@@ -151,7 +174,8 @@ def test_every_stage_runs_in_its_own_container_to_the_subprocess_runners_report(
     in_containers = _run(engine_env, short_dir / "d", "docker")
     in_process = _run(engine_env, short_dir / "s", "subprocess")
 
-    assert in_containers["tables"] == in_process["tables"]
+    differences = _differences(in_containers["tables"], in_process["tables"])
+    assert not differences, "containers != subprocess runner:\n" + "\n".join(differences[:40])
     assert in_containers["tables"][0]["rows"]  # a report with results, not two empty ones
 
     # Each task ran in a container of the image (kfp's DockerRunner says so per task), none in-process.

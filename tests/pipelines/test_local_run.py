@@ -1,9 +1,11 @@
 """End to end: the whole DAG on the tiny model with kfp's local runner, real S3 (SeaweedFS) and MLflow.
 
-One pipeline run (module fixture) is inspected from several sides: the report, the MLflow runs,
-the S3 objects and their manifests, secret hygiene, the cache on a second run, what happens
-when an artifact is corrupted or a stage fails, and that a deliberately broken stage trips the
-regression check and its notice.
+One pipeline run (module fixture: the default experiment as a two-shot sweep, few steps and images)
+is inspected from several sides: the report, the MLflow runs, the S3 objects and their manifests per
+sweep iteration, secret hygiene, the cache on a second run and after a training-only change, a
+prefix swapped for another iteration's, what happens when an artifact is corrupted or a stage fails,
+and that a deliberately broken stage trips the regression check and its notice. (One run shared by
+all: each pipeline run costs minutes on a 2-core machine.)
 """
 
 import hashlib
@@ -18,23 +20,53 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vrft.components.runtime import iteration_key
+from vrft.components import evaluate as evaluate_component
+from vrft.components.runtime import stage_config_json
 from vrft.experiment import load_experiment
 from vrft.pipelines.local import run_local
+from vrft.services import LocalServices, port_is_open
 from vrft.storage import ArtifactIntegrityError
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
 ROOT = Path(__file__).resolve().parents[2]
-# The default (colour of a shape, the shipped pre-trained tiny base) with fewer steps and images.
-FAST = ["grpo.max_steps=2", "sft.max_steps=2", "grpo.save_steps=1", "sft.save_steps=1",
-        "evaluate.max_eval_images=8", "dataset.train.n_images=4"]
-ITERATION = iteration_key(load_experiment(ROOT / "configs" / "default.yaml", FAST))  # its artifact prefix segment
+DEFAULT = ROOT / "configs" / "default.yaml"
+# The default (colour of a shape, the shipped pre-trained tiny base) over two shot counts, with fewer
+# steps and images.
+SWEEP = ["experiment.shots=[1,2]", "grpo.max_steps=2", "sft.max_steps=2", "grpo.save_steps=1", "sft.save_steps=1",
+         "evaluate.max_eval_images=8", "dataset.train.n_images=32"]
+STAGES = ("dataset/dataset", "grpo/grpo", "sft/sft", "evaluate-base/evaluation-base", "evaluate-sft/evaluation-sft",
+          "evaluate-rft/evaluation-rft")
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory, default_run_with_services):
+def state(tmp_path_factory):
+    """Start S3 + MLflow, run the sweep on them; afterwards restore the environment, stop the services
+    and check that no port stays open."""
     state_dir = tmp_path_factory.mktemp("vrft-state")
-    with default_run_with_services(state_dir, FAST) as (services, result):
-        yield SimpleNamespace(dir=state_dir, services=services, result=result, env=services.env())
+    services = LocalServices(state_dir / "services").start()
+    env_before = dict(os.environ)
+    os.environ.update(services.env())
+    try:
+        result = run_local(DEFAULT, SWEEP, state_dir=state_dir, output_dir=state_dir / "report")
+        s3 = boto3.client("s3", endpoint_url=services.env()["AWS_ENDPOINT_URL"])
+        yield SimpleNamespace(dir=state_dir, services=services, result=result, env=services.env(), s3=s3)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+        ports = list(services.ports.values())
+        services.stop()
+        assert not any(port_is_open(p) for p in ports), "a service port is still open after stop()"
+
+
+def keys(state, prefix: str) -> list[str]:
+    pages = state.s3.get_paginator("list_objects_v2").paginate(Bucket="vrft", Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def manifest_sha(state, prefix: str) -> str:
+    body = state.s3.get_object(Bucket="vrft", Key=f"{prefix}manifest.json")["Body"].read()
+    return hashlib.sha256(body).hexdigest()
 
 
 def mlflow_runs(state):
@@ -51,30 +83,45 @@ def test_report_has_base_sft_rft_rows(state):
     assert list((state.result.report_dir / "plots").glob("*.png"))
 
 
+def test_the_report_has_both_shot_counts(state):
+    tables = json.loads((state.result.report_dir / "tables.json").read_text())
+    rows = {(row["method"], row["shots"]) for table in tables for row in table["rows"]}
+    assert {(m, k) for m in ("sft", "rft", "delta") for k in (1, 2)} <= rows
+    assert any(method == "base" for method, _ in rows)  # the base model's row does not depend on shots
+    # Each row cites the evaluation artifacts of this run it was built from, not the report stage's copies.
+    sources = [source for table in tables for row in table["rows"] for source in row["sources"]]
+    assert sources and all(s.startswith(f"s3://vrft/runs/{state.result.run_id}/shots-") for s in sources), sources
+
+
 def test_mlflow_holds_the_parent_and_every_stage_run(state):
     _, runs = mlflow_runs(state)
     parent = [r for r in runs if r.info.run_id == state.result.mlflow_parent_run_id]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == state.result.mlflow_parent_run_id]
-    names = sorted(r.info.run_name for r in children)
-    assert names == ["dataset", "evaluate-base", "evaluate-rft", "evaluate-sft", "grpo", "report", "sft"]
+    per_iteration = ["dataset", "evaluate-base", "evaluate-rft", "evaluate-sft", "grpo", "sft"]
+    assert sorted(r.info.run_name for r in children) == sorted([*per_iteration, *per_iteration, "report"])
     assert all(r.info.status == "FINISHED" for r in children)
-    by_name = {r.info.run_name: r for r in children}
-    assert {by_name["grpo"].data.tags["method"], by_name["sft"].data.tags["method"]} == {"rft", "sft"}
-    assert "rewards/classification_accuracy/mean" in by_name["grpo"].data.metrics
-    assert "accuracy" in by_name["evaluate-rft"].data.metrics
-    assert by_name["grpo"].data.params["grpo.max_steps"] == "2"
+    grpo = [r for r in children if r.info.run_name == "grpo"]
+    sft = [r for r in children if r.info.run_name == "sft"]
+    assert {r.data.tags["method"] for r in grpo} == {"rft"} and {r.data.tags["method"] for r in sft} == {"sft"}
+    assert sorted(r.data.tags["shots"] for r in grpo) == ["1", "2"]
+    assert all("rewards/classification_accuracy/mean" in r.data.metrics for r in grpo)
+    assert all(r.data.params["grpo.max_steps"] == "2" for r in grpo)
+    assert all("accuracy" in r.data.metrics for r in children if r.info.run_name == "evaluate-rft")
 
 
-def test_every_stage_put_its_artifacts_with_a_manifest_in_s3(state):
-    s3 = boto3.client("s3", endpoint_url=state.env["AWS_ENDPOINT_URL"])
-    prefix = f"runs/{state.result.run_id}/{ITERATION}/"  # the config's one iteration
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="vrft", Prefix=prefix)["Contents"]]
-    for stage in ("dataset/dataset", "grpo/grpo", "sft/sft", "evaluate-base/evaluation-base",
-                  "evaluate-sft/evaluation-sft", "evaluate-rft/evaluation-rft", "report/report"):
-        assert f"{prefix}{stage}/manifest.json" in keys, stage
-    assert f"{prefix}grpo/grpo/final/model.safetensors" in keys
-    assert not any("/checkpoint-" in k for k in keys)  # resumable states stay on the stage's disk
+def test_each_iteration_keeps_its_own_artifacts_with_a_manifest_in_s3(state):
+    run = f"runs/{state.result.run_id}"
+    for stage in STAGES:
+        one, two = f"{run}/shots-1/{stage}/", f"{run}/shots-2/{stage}/"
+        assert f"{one}manifest.json" in keys(state, one) and f"{two}manifest.json" in keys(state, two), stage
+    assert f"{run}/sweep/report/report/manifest.json" in keys(state, f"{run}/sweep/report/")
+    datasets = [json.loads(state.s3.get_object(Bucket="vrft", Key=f"{run}/shots-{k}/dataset/dataset/manifest.json")
+                           ["Body"].read()) for k in (1, 2)]
+    assert datasets[0]["files"] != datasets[1]["files"]  # two different datasets, neither overwritten
+    for k in (1, 2):
+        assert f"{run}/shots-{k}/grpo/grpo/final/model.safetensors" in keys(state, f"{run}/shots-{k}/grpo/")
+    assert not any("/checkpoint-" in k for k in keys(state, f"{run}/"))  # resumable states stay on the stage's disk
 
 
 def test_no_secret_in_mlflow_store_or_logs(state):
@@ -88,7 +135,7 @@ def test_no_secret_in_mlflow_store_or_logs(state):
 
 
 def test_second_run_reuses_cached_stages(state):
-    again = run_local(ROOT / "configs" / "default.yaml", FAST, state_dir=state.dir, output_dir=state.dir / "again")
+    again = run_local(DEFAULT, SWEEP, state_dir=state.dir, output_dir=state.dir / "again")
     log = again.log_file.read_text()
     assert "finished with status" in log and "Executing task" not in log, log[-2000:]  # nothing re-ran
     assert again.report_uri == state.result.report_uri  # the cached report, not a new one
@@ -96,24 +143,44 @@ def test_second_run_reuses_cached_stages(state):
     assert not [r for r in runs if r.data.tags.get("mlflow.parentRunId") == again.mlflow_parent_run_id]
 
 
-def test_corrupted_artifact_fails_the_next_stage_and_marks_its_run_failed(state):
-    from vrft.components import evaluate as evaluate_component
+def test_a_prefix_swapped_for_another_iterations_fails_the_next_stage(state):
+    run = f"runs/{state.result.run_id}"
+    one, two = f"{run}/shots-1/dataset/dataset/", f"{run}/shots-2/dataset/dataset/"
+    recorded = manifest_sha(state, two)  # what KFP recorded in the shots-2 dataset artifact's metadata
+    saved = {key: state.s3.get_object(Bucket="vrft", Key=key)["Body"].read() for key in keys(state, two)}
+    try:
+        state.s3.delete_objects(Bucket="vrft", Delete={"Objects": [{"Key": k} for k in saved]})
+        for key in keys(state, one):  # shots-1's complete, self-consistent dataset under shots-2's prefix
+            state.s3.copy_object(Bucket="vrft", Key=two + key[len(one):], CopySource={"Bucket": "vrft", "Key": key})
+        config = load_experiment(DEFAULT, [*SWEEP[1:], "dataset.shots=2"])
+        dataset = SimpleNamespace(metadata={"uri": f"s3://vrft/{two}", "manifest_sha256": recorded})
+        evaluation = SimpleNamespace(metadata={}, path=str(state.dir / "unused"), log_metric=lambda *a: None)
+        with pytest.raises(ArtifactIntegrityError, match="manifest is not the one its writer published"):
+            evaluate_component.run(stage_config_json(config, "evaluate"), "swap-check", "base", dataset, evaluation)
+    finally:
+        for key in keys(state, two):
+            state.s3.delete_object(Bucket="vrft", Key=key)
+        for key, body in saved.items():
+            state.s3.put_object(Bucket="vrft", Key=key, Body=body)
+    assert manifest_sha(state, two) == recorded
 
-    s3 = boto3.client("s3", endpoint_url=state.env["AWS_ENDPOINT_URL"])
-    dataset_uri = f"s3://vrft/runs/{state.result.run_id}/{ITERATION}/dataset/dataset/"
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="vrft", Prefix=dataset_uri[len("s3://vrft/"):])["Contents"]]
-    manifest = s3.get_object(Bucket="vrft", Key=dataset_uri[len("s3://vrft/"):] + "manifest.json")["Body"].read()
-    victim = next(k for k in keys if k.endswith(".arrow"))
+
+def test_corrupted_artifact_fails_the_next_stage_and_marks_its_run_failed(state):
+    s3 = state.s3
+    prefix = f"runs/{state.result.run_id}/shots-1/dataset/dataset/"
+    dataset_uri = f"s3://vrft/{prefix}"
+    manifest = s3.get_object(Bucket="vrft", Key=f"{prefix}manifest.json")["Body"].read()
+    victim = next(k for k in keys(state, prefix) if k.endswith(".arrow"))
     original = s3.get_object(Bucket="vrft", Key=victim)["Body"].read()
     corrupted = bytearray(original)
     corrupted[len(corrupted) // 2] ^= 0xFF
     s3.put_object(Bucket="vrft", Key=victim, Body=bytes(corrupted))
     try:
-        config = load_experiment(ROOT / "configs" / "default.yaml", FAST)
+        config = load_experiment(DEFAULT, [*SWEEP[1:], "dataset.shots=1"])
         dataset = SimpleNamespace(metadata={"uri": dataset_uri, "manifest_sha256": hashlib.sha256(manifest).hexdigest()})
         evaluation = SimpleNamespace(metadata={}, path=str(state.dir / "unused"), log_metric=lambda *a: None)
         with pytest.raises(ArtifactIntegrityError, match=victim.rsplit("/", 1)[1]):
-            evaluate_component.run(config.to_json(), "corrupt-check", "base", dataset, evaluation)
+            evaluate_component.run(stage_config_json(config, "evaluate"), "corrupt-check", "base", dataset, evaluation)
     finally:
         s3.put_object(Bucket="vrft", Key=victim, Body=original)
     _, runs = mlflow_runs(state)
@@ -126,12 +193,24 @@ def test_a_failing_stage_stops_the_pipeline_with_a_clear_error(state, capsys):
     from vrft.pipelines.local import PipelineFailed
 
     with pytest.raises(PipelineFailed, match=r"dataset-stage.*See .*\.log"):
-        run_local(ROOT / "configs" / "default.yaml", [*FAST, "dataset.shots=1000", "pipeline.retries=0"], state_dir=state.dir,
+        run_local(DEFAULT, [*SWEEP[1:], "dataset.shots=1000", "pipeline.retries=0"], state_dir=state.dir,
                   output_dir=state.dir / "never")
     assert not (state.dir / "never").exists()
     _, runs = mlflow_runs(state)
     failed = [r for r in runs if r.info.run_name == "dataset" and r.info.status == "FAILED"]
     assert failed and "shots" in failed[0].data.tags["error"]
+
+
+def test_changing_grpo_steps_reruns_only_grpo_and_its_evaluation(state):
+    # Each component gets only its stage's view of the config, so KFP's cache keys of the dataset, SFT
+    # and the evaluations that read nothing of grpo stay as they were.
+    again = run_local(DEFAULT, [*SWEEP, "grpo.max_steps=3"], state_dir=state.dir, output_dir=state.dir / "more-steps")
+    _, runs = mlflow_runs(state)
+    rerun = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == again.mlflow_parent_run_id)
+    assert rerun == ["evaluate-rft", "evaluate-rft", "grpo", "grpo", "report"]
+    tables = json.loads((again.report_dir / "tables.json").read_text())
+    rows = {(row["method"], row["shots"]) for table in tables for row in table["rows"]}
+    assert {(m, k) for m in ("sft", "rft") for k in (1, 2)} <= rows
 
 
 # Imported by every Python process of the broken run (through PYTHONPATH), before any vrft module
@@ -159,7 +238,7 @@ class _Webhook(BaseHTTPRequestHandler):
 def test_a_broken_stage_flips_the_regression_check_and_writes_the_notice(state, tmp_path, monkeypatch):
     before = json.loads((state.result.report_dir / "regression.json").read_text())
     assert before["status"] == "ok" and not (state.result.report_dir / "regression-notice.md").exists()
-    client, runs = mlflow_runs(state)
+    _, runs = mlflow_runs(state)
     base = next(r for r in runs if r.info.run_name == "evaluate-base"
                 and r.data.tags.get("mlflow.parentRunId") == state.result.mlflow_parent_run_id)
     assert base.data.metrics["accuracy"] > 0.5 and base.data.metrics["format_rate"] > 0.9  # a drop can show
@@ -171,10 +250,15 @@ def test_a_broken_stage_flips_the_regression_check_and_writes_the_notice(state, 
     monkeypatch.setenv("VRFT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
     _Webhook.received.clear()
     try:
-        broken = run_local(ROOT / "configs" / "default.yaml", [*FAST, "pipeline.caching=false"], state_dir=state.dir,
-                           output_dir=state.dir / "broken")
+        # One shot count, and another evaluation batch size (the same answers): the three evaluations of
+        # shots-1 run again, under the broken parser; its dataset and checkpoints come from the cache.
+        broken = run_local(DEFAULT, ["experiment.shots=[1]", *SWEEP[1:], "evaluate.batch_size=4"],
+                           state_dir=state.dir, output_dir=state.dir / "broken")
     finally:
         server.shutdown()
+    _, runs = mlflow_runs(state)
+    rerun = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == broken.mlflow_parent_run_id)
+    assert rerun == ["evaluate-base", "evaluate-rft", "evaluate-sft", "report"]
     after = json.loads((broken.report_dir / "regression.json").read_text())
     assert after["status"] == "regressed"
     flagged = {item["metric"] for item in after["regressions"]}

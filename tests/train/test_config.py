@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,22 @@ def test_invalid_values_are_one_line_errors(cls: type, data: dict[str, Any], mes
         from_dict(cls, data)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_the_scheduler_names_are_the_ones_transformers_accepts() -> None:
+    from transformers.trainer_utils import SchedulerType
+
+    assert train_config.LR_SCHEDULERS == tuple(t.value for t in SchedulerType)
+
+
+def test_validating_a_config_does_not_import_transformers() -> None:
+    # The CLI and the dataset/evaluation/report stages validate every section at start: seconds each if
+    # that imported transformers (and with it torch and peft).
+    code = ("import sys; from vrft.config import from_dict; from vrft.train import GRPOStageConfig, SFTStageConfig; "
+            "from_dict(GRPOStageConfig, {}); from_dict(SFTStageConfig, {}); "
+            "print(sorted(m for m in ('transformers', 'torch', 'peft', 'trl') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_the_divisibility_error_names_trls_rule_and_working_fixes() -> None:

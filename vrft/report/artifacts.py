@@ -8,7 +8,7 @@ runs mix numbers and fills a missing evaluation from an older run; the artifacts
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 from vrft.report.tracking import CONFIG, METHOD, MODEL, RunRecord, evaluation_metrics, evaluation_tags
@@ -24,8 +24,9 @@ class _Summary:
         self.metrics = summary["metrics"]
 
 
-def evaluation_record(directory: str | Path) -> RunRecord:
-    """One evaluation directory as a report row source (tags from its stored run context)."""
+def evaluation_record(directory: str | Path, source: str = "") -> RunRecord:
+    """One evaluation directory as a report row source (tags from its stored run context); ``source``
+    is where the report says the row came from (the artifact's URI; default: the directory)."""
     directory = Path(directory)
     path = directory / "metrics.json"
     try:
@@ -38,8 +39,10 @@ def evaluation_record(directory: str | Path) -> RunRecord:
     tags.setdefault(CONFIG, "evaluation")
     tags.setdefault(MODEL, str((summary.get("model") or {}).get("name_or_path", "")))
     return RunRecord(run_id=context.get("run_id", "") + f"/{directory.name}", experiment_id="", start_time=0,
-                     status="FINISHED", tags=tags, metrics=evaluation_metrics(result), source=str(directory))
+                     status="FINISHED", tags=tags, metrics=evaluation_metrics(result), source=source or str(directory))
 
 
-def evaluation_records(directories: Iterable[str | Path]) -> list[RunRecord]:
-    return [evaluation_record(d) for d in directories]
+def evaluation_records(directories: Sequence[str | Path], sources: Sequence[str] = ()) -> list[RunRecord]:
+    if sources and len(sources) != len(directories):
+        raise ValueError(f"{len(directories)} evaluation directories but {len(sources)} sources")
+    return [evaluation_record(d, sources[n] if sources else "") for n, d in enumerate(directories)]

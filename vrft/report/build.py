@@ -86,15 +86,17 @@ def _history_previous(run: RunRecord, history: list[RunRecord], this_run: str) -
 
 
 def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: str = "", experiment: str = "",
-                 evaluations: Sequence[str | Path] | None = None, run_id: str = "",
+                 evaluations: Sequence[str | Path] | None = None, sources: Sequence[str] = (), run_id: str = "",
                  overwrite: bool = False) -> ReportResult:
     """Write the report into ``output_dir``.
 
     With ``evaluations`` (evaluation output directories: what a pipeline run hands its report) the
     tables hold exactly those; MLflow (``tracking_uri`` / ``experiment``, optional) then only gives
     the regression check its previous runs (other pipeline runs than ``run_id``) and the reward
-    curves (training runs tagged ``run_id``). Without ``evaluations`` the tables come from the
-    experiment's MLflow evaluation runs, newest per (method, shots, seed) — for reports across runs.
+    curves (training runs tagged ``run_id``); ``sources`` (one per evaluation, optional) is what the
+    tables cite for each: the artifacts' URIs rather than the local copies. Without ``evaluations``
+    the tables come from the experiment's MLflow evaluation runs, newest per (method, shots, seed) —
+    for reports across runs.
     """
     from mlflow.tracking import MlflowClient
 
@@ -114,7 +116,7 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
     elif evaluations is None:
         raise ValueError("build_report: pass the evaluations, or an MLflow tracking_uri and experiment to read")
     if evaluations is not None:
-        eval_runs = evaluation_records(evaluations)
+        eval_runs = evaluation_records(list(evaluations), sources)
         if run_id:
             train_runs = [r for r in train_runs if r.tags.get(RUN_ID) == run_id]
     else:

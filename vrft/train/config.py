@@ -37,6 +37,12 @@ from vrft.config import ConfigError
 QWEN_VL_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 #: Shipped DeepSpeed configs, by the short name the ``deepspeed`` field accepts.
 DEEPSPEED_PRESETS = ("zero2", "zero3")
+#: transformers' ``SchedulerType`` values (the pinned version's; tests/train/test_config.py checks that
+#: they agree). Listed here because importing ``transformers.trainer_utils`` also imports torch and peft:
+#: seconds in every process that only validates a config (the CLI, the dataset, evaluation and report stages).
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay", "greedy")
 #: The task each built-in reward scores (``format`` scores any task); plugins are not checked.
 REWARD_TASKS: dict[str, tuple[str, ...]] = {
     "detection": ("detection",),
@@ -112,12 +118,9 @@ class StageConfig:
             raise ConfigError(f"{s}.save_total_limit: must be >= 1 or null (keep all), got {self.save_total_limit}")
         if not self.resume:
             raise ConfigError(f"{s}.resume: use 'auto', 'never' or a checkpoint directory")
-        from transformers.trainer_utils import SchedulerType
-
-        schedulers = [t.value for t in SchedulerType]
-        if self.lr_scheduler_type not in schedulers:
+        if self.lr_scheduler_type not in LR_SCHEDULERS:
             raise ConfigError(f"{s}.lr_scheduler_type: {self.lr_scheduler_type!r} is not one of "
-                              f"{', '.join(schedulers)}")
+                              f"{', '.join(LR_SCHEDULERS)}")
         self._validate_lora()
         if self.deepspeed and Path(self.deepspeed).suffix != ".json" and self.deepspeed not in DEEPSPEED_PRESETS:
             raise ConfigError(f"{s}.deepspeed: {self.deepspeed!r} is neither {' nor '.join(DEEPSPEED_PRESETS)} "
