@@ -21,6 +21,8 @@ stop() {
         for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
     fi
     rm -f "$pidfile"
+    # dockerd leaves its network namespace mounted; unmounted, the directory can be deleted.
+    for ns in "${dir}"/exec/netns/*; do [[ -e $ns ]] && umount "$ns" 2>/dev/null || true; done
 }
 
 ready() {
