@@ -14,8 +14,8 @@ CPU_TORCH ?= torch==$(TORCH_VERSION)
 TORCH := $(if $(HAS_GPU),torch==$(TORCH_VERSION),$(CPU_TORCH))
 UV ?= uv==0.13.8
 # --compile-bytecode: uv does not write .pyc files by default, and where PYTHONDONTWRITEBYTECODE is set
-# (as on our CI machines) Python never writes them either, so every stage process compiled transformers,
-# trl, peft and mlflow from source again: measured, a third of a local pipeline run.
+# (as on our development machines) Python never writes them either: every stage process then compiled
+# transformers, trl, peft and mlflow from source again, half of a local pipeline run (docs/pipeline.md).
 UV_INSTALL = $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY)
 CONFIG ?= configs/default.yaml
 
