@@ -96,6 +96,19 @@ def test_two_pipeline_runs_in_one_mlflow_experiment_each_report_shows_only_its_o
     assert {r["method"] for r in _table(mixed)["rows"]} == {"base", "sft", "rft", "delta"}
 
 
+def test_rows_cite_the_sources_they_are_given_instead_of_the_local_copies(tmp_path: Path) -> None:
+    dirs = _run(tmp_path, "r", {"base": 0.2, "sft": 0.3, "rft": 0.4})
+    uris = [f"s3://vrft/runs/r/shots-4/evaluate-{label}/evaluation-{label}/" for label in ("base", "sft", "rft")]
+    rows = _table(build_report(_config(), tmp_path / "report", evaluations=dirs, sources=uris))["rows"]
+    assert {r["method"]: r["sources"] for r in rows if r["method"] != "delta"} == \
+        {"base": [uris[0]], "sft": [uris[1]], "rft": [uris[2]]}
+    with pytest.raises(ValueError, match="3 evaluation directories but 2 sources"):
+        build_report(_config(), tmp_path / "short", evaluations=dirs, sources=uris[:2])
+    with pytest.raises(ValueError, match="sources name evaluations"):
+        build_report(_config(), tmp_path / "none", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", experiment="x",
+                     sources=uris)
+
+
 def test_rows_evaluated_differently_are_refused_with_a_reason(tmp_path: Path) -> None:
     dirs = [write_evaluation(tmp_path / "base", "base", {"mAP": 0.2}, run="r"),
             write_evaluation(tmp_path / "sft", "sft", {"mAP": 0.3}, run="r", mode="all_categories"),

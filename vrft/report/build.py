@@ -100,6 +100,8 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
     """
     from mlflow.tracking import MlflowClient
 
+    if sources and evaluations is None:
+        raise ValueError("build_report: sources name evaluations, but no evaluations were passed")
     if tracking_uri:  # overwrite would delete a local MLflow store inside the output directory
         check_output_apart(output_dir, {"MLflow store": local_store_path(tracking_uri)})
     client = None
