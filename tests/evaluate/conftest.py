@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,40 @@ def grounding_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("grounding")
     lisa = write_lisa(tmp / "lisa")
     return _build(tmp, {"train": {"kind": "lisa", "path": str(lisa)}, "shots": 1})
+
+
+def _scripted_detector(rows: list[dict], convention, says_present: Callable[[str, str], bool] | None = None, *,
+                       skip: str = "", confidence: float = 1.0, think: bool = False) -> Callable:
+    """A stand-in detection model's answers (``answer(request) -> completion``): the yes/no existence
+    question answered by ``says_present(image_id, category)`` (default: the ground truth, except "no"
+    for category ``skip``), boxes asked for answered with the ground truth in ``convention``;
+    ``think`` adds a reasoning block."""
+    truth = {(r["image_id"], r["category"]): r for r in rows}
+
+    def present(image_id: str, category: str) -> bool:
+        row = truth.get((image_id, category))
+        return row is not None and bool(row["gt_boxes"]) and category != skip
+
+    says_present = says_present or present
+
+    def reasoning(text: str) -> str:
+        return f"<think>{text}</think>" if think else ""
+
+    def answer(request) -> str:
+        image_id, category, step = request.key.split("|")
+        if step == "existence":
+            return f"{reasoning('looked')}<answer>{'yes' if says_present(image_id, category) else 'no'}</answer>"
+        row = truth.get((image_id, category))
+        if row is None or not row["gt_boxes"]:
+            return f"{reasoning('none')}<answer>No Objects</answer>"
+        boxes = [{"Position": convention.to_model(b, row["width"], row["height"]), "Confidence": confidence}
+                 for b in row["gt_boxes"]]
+        return f"{reasoning('found')}<answer>{json.dumps(boxes)}</answer>"
+
+    return answer
+
+
+@pytest.fixture(scope="session")
+def scripted_detector() -> Callable:
+    """The factory above (tests here import no helper modules: pytest's importlib import mode)."""
+    return _scripted_detector

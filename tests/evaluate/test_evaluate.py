@@ -99,32 +99,13 @@ def test_batching_gives_the_same_greedy_predictions_as_batch_size_one(
     assert runs[4] == runs[1]
 
 
-def _perfect_detector(split_rows: list[dict], convention, skip: str = "") -> Callable[[Request], str]:
-    """Answers existence with the truth and boxes with the ground truth in the model's convention."""
-    truth = {(r["image_id"], r["category"]): r for r in split_rows}
-
-    def answer(request: Request) -> str:
-        image_id, category, step = request.key.split("|")
-        row = truth.get((image_id, category))
-        present = row is not None and bool(row["gt_boxes"]) and category != skip
-        if step == "existence":
-            return f"<think>looked</think><answer>{'yes' if present else 'no'}</answer>"
-        if row is None or not row["gt_boxes"]:
-            return "<think>none</think><answer>No Objects</answer>"
-        boxes = [{"Position": convention.to_model(b, row["width"], row["height"]), "Confidence": 1.0}
-                 for b in row["gt_boxes"]]
-        return f"<think>found</think><answer>{json.dumps(boxes)}</answer>"
-
-    return answer
-
-
 def test_perfect_answers_score_map_one_in_every_mode(tiny_qwen2: ModelConfig, tiny_qwen25: ModelConfig,
-                                                    detection_dataset: Path, tmp_path: Path) -> None:
+                                                    detection_dataset: Path, tmp_path: Path, scripted_detector) -> None:
     split = load_eval_split(detection_dataset)
     # Qwen2.5-VL boxes are pixels of the processor-resized image, here only 112x84: integer rounding
     # there moves small boxes by up to ~0.6 original pixels, which costs AP at the strictest thresholds.
     qwen25 = tiny_qwen25.convention(tiny_qwen25.load_processor())
-    generator = ScriptedGenerator(_perfect_detector(split.rows, qwen25))
+    generator = ScriptedGenerator(scripted_detector(split.rows, qwen25, think=True))
     approximate = evaluate_detection(split, generator, qwen25, _config(detection_mode="gt_present"), tmp_path)
     assert 0.9 < approximate.metrics["mAP"] < 1.0 and approximate.metrics["AP50"] == pytest.approx(1.0)
 
@@ -132,7 +113,7 @@ def test_perfect_answers_score_map_one_in_every_mode(tiny_qwen2: ModelConfig, ti
     for mode in ("existence_gated", "all_categories", "gt_present"):
         out = tmp_path / mode
         out.mkdir()
-        generator = ScriptedGenerator(_perfect_detector(split.rows, convention))
+        generator = ScriptedGenerator(scripted_detector(split.rows, convention, think=True))
         output = evaluate_detection(split, generator, convention, _config(detection_mode=mode), out)
         assert output.metrics["mAP"] == pytest.approx(1.0) and output.metrics["AP/square"] == pytest.approx(1.0)
         assert output.metrics["format_rate"] == 1.0
@@ -143,10 +124,11 @@ def test_perfect_answers_score_map_one_in_every_mode(tiny_qwen2: ModelConfig, ti
     assert output.metrics.get("existence/recall") is None  # only the gated mode asks
 
 
-def test_the_existence_gate_caps_recall(tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path) -> None:
+def test_the_existence_gate_caps_recall(tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path,
+                                        scripted_detector) -> None:
     split = load_eval_split(detection_dataset)
     convention = tiny_qwen2.convention()
-    generator = ScriptedGenerator(_perfect_detector(split.rows, convention, skip="square"))
+    generator = ScriptedGenerator(scripted_detector(split.rows, convention, skip="square", think=True))
     output = evaluate_detection(split, generator, convention, _config(detection_mode="existence_gated"), tmp_path)
     assert output.metrics["AP/circle"] == pytest.approx(1.0)
     assert output.metrics["AP/square"] == 0.0  # never asked for boxes: the model said "no"

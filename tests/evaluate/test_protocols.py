@@ -88,28 +88,11 @@ def test_classification_evaluation_reports_the_authors_accuracy_and_the_strict_o
 
 # -- the shared existence gate ----------------------------------------------------------------------
 
-def _detector(rows: list[dict], says_present: Callable[[str, str], bool]) -> Callable[[Request], str]:
-    truth = {(r["image_id"], r["category"]): r for r in rows}
-
-    def answer(request: Request) -> str:
-        image_id, category, step = request.key.split("|")
-        if step == "existence":
-            return f"<answer>{'yes' if says_present(image_id, category) else 'no'}</answer>"
-        row = truth.get((image_id, category))
-        if row is None or not row["gt_boxes"]:
-            return "<answer>No Objects</answer>"
-        boxes = [{"Position": QWEN2.to_model(b, row["width"], row["height"]), "Confidence": 0.9}
-                 for b in row["gt_boxes"]]
-        return f"<answer>{json.dumps(boxes)}</answer>"
-
-    return answer
-
-
 def test_one_gate_for_base_sft_and_rft_whatever_each_says_to_the_yes_no_prompt(
-        detection_dataset: Path, tmp_path: Path) -> None:
+        detection_dataset: Path, tmp_path: Path, scripted_detector) -> None:
     split = load_eval_split(detection_dataset)
     config = _config(detection_mode="existence_gated")
-    base = Scripted(_detector(split.rows, lambda image, category: category == "circle"))
+    base = Scripted(scripted_detector(split.rows, QWEN2, lambda image, category: category == "circle", confidence=0.9))
     base_out = tmp_path / "base"
     base_out.mkdir()
     base_result = evaluate_detection(split, base, QWEN2, config, base_out, gate_label="base-model")
@@ -120,7 +103,7 @@ def test_one_gate_for_base_sft_and_rft_whatever_each_says_to_the_yes_no_prompt(
 
     asked = {}
     for label, says in (("sft", lambda i, c: True), ("rft", lambda i, c: False)):
-        model = Scripted(_detector(split.rows, says))
+        model = Scripted(scripted_detector(split.rows, QWEN2, says, confidence=0.9))
         out = tmp_path / label
         out.mkdir()
         result = evaluate_detection(split, model, QWEN2, config, out, gate=gate)
@@ -135,12 +118,12 @@ def test_one_gate_for_base_sft_and_rft_whatever_each_says_to_the_yes_no_prompt(
 
 
 def test_a_trained_checkpoint_cannot_gate_itself_and_ground_truth_gates_need_no_model(
-        detection_dataset: Path, tiny_qwen2, tmp_path: Path) -> None:
+        detection_dataset: Path, tiny_qwen2, tmp_path: Path, scripted_detector) -> None:
     with pytest.raises(ConfigError, match="needs the base model's gate"):
         evaluate_checkpoint(_config(detection_mode="existence_gated"), detection_dataset, tmp_path / "x",
                             model=tiny_qwen2, label="sft")
     split = load_eval_split(detection_dataset)
-    model = Scripted(_detector(split.rows, lambda i, c: False))
+    model = Scripted(scripted_detector(split.rows, QWEN2, lambda i, c: False, confidence=0.9))
     output = evaluate_detection(split, model, QWEN2, _config(detection_mode="existence_gated",
                                                              gate_source="ground_truth"), tmp_path)
     assert output.metrics["existence/recall"] == 1.0 and output.metrics["mAP"] == pytest.approx(1.0)
