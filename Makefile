@@ -60,6 +60,7 @@ test-containers: setup
 
 lint: setup
 	$(VENV)/bin/ruff check vrft components pipelines tests bench docker
+	$(VENV)/bin/ruff format --check vrft components pipelines tests bench docker
 
 format: setup
 	$(VENV)/bin/ruff format vrft components pipelines tests bench docker

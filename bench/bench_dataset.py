@@ -55,14 +55,28 @@ def write_coco_like(path: Path, n_images: int, n_boxes: int, layout: str = "coco
     x = (rng.uniform(0, 1, n_boxes) * (w_img - bw)).round(2)
     y = (rng.uniform(0, 1, n_boxes) * (h_img - bh)).round(2)
     crowd = (rng.random(n_boxes) < 0.01).astype(int)
-    images = ",".join(f'{{"id":{i + 1},"file_name":"{i + 1:012d}.jpg","width":{w},"height":{h}}}'
-                      for i, (w, h) in enumerate(zip(widths.tolist(), heights.tolist())))
-    anns = ",".join(f'{{"id":{j + 1},"image_id":{im + 1},"category_id":{c},"bbox":[{a},{b},{c_},{d}],'
-                    f'"area":{round(c_ * d, 2)},"iscrowd":{cr}}}'
-                    for j, (im, c, a, b, c_, d, cr) in enumerate(zip(image_of_box.tolist(), cats.tolist(),
-                                                                    x.tolist(), y.tolist(), bw.tolist(),
-                                                                    bh.tolist(), crowd.tolist())))
-    categories = json.dumps([{"id": i + 1, "name": n, "supercategory": "thing"} for i, n in enumerate(COCO80)])
+    images = ",".join(
+        f'{{"id":{i + 1},"file_name":"{i + 1:012d}.jpg","width":{w},"height":{h}}}'
+        for i, (w, h) in enumerate(zip(widths.tolist(), heights.tolist()))
+    )
+    anns = ",".join(
+        f'{{"id":{j + 1},"image_id":{im + 1},"category_id":{c},"bbox":[{a},{b},{c_},{d}],'
+        f'"area":{round(c_ * d, 2)},"iscrowd":{cr}}}'
+        for j, (im, c, a, b, c_, d, cr) in enumerate(
+            zip(
+                image_of_box.tolist(),
+                cats.tolist(),
+                x.tolist(),
+                y.tolist(),
+                bw.tolist(),
+                bh.tolist(),
+                crowd.tolist(),
+            )
+        )
+    )
+    categories = json.dumps(
+        [{"id": i + 1, "name": n, "supercategory": "thing"} for i, n in enumerate(COCO80)]
+    )
     path.write_text(f'{{"images":[{images}],"annotations":[{anns}],"categories":{categories}}}')
 
 
@@ -73,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--negative-ratio", type=float, default=0.5)
     parser.add_argument("--eval-cap", type=int, default=None, help="eval images per category (default: all)")
-    parser.add_argument("--layout", choices=["coco", "uniform"], default="coco",
-                        help="categories per image: COCO-like (~2.7) or independent per box (~6)")
+    parser.add_argument(
+        "--layout",
+        choices=["coco", "uniform"],
+        default="coco",
+        help="categories per image: COCO-like (~2.7) or independent per box (~6)",
+    )
     parser.add_argument("--progress", action="store_true", help="show the builder's progress bars")
     parser.add_argument("--write-only", type=Path, help=argparse.SUPPRESS)  # the generator's child process
     args = parser.parse_args(argv)
@@ -86,21 +104,44 @@ def main(argv: list[str] | None = None) -> int:
         ann = Path(tmp) / "instances_train.json"
         start = time.perf_counter()
         # In a child process, so that the peak RSS below is the builder's alone.
-        subprocess.run([sys.executable, __file__, "--images", str(args.images), "--boxes", str(args.boxes),
-                        "--layout", args.layout, "--write-only", str(ann)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--images",
+                str(args.images),
+                "--boxes",
+                str(args.boxes),
+                "--layout",
+                args.layout,
+                "--write-only",
+                str(ann),
+            ],
+            check=True,
+        )
         generated = time.perf_counter() - start
-        print(f"generated {ann.stat().st_size / 1e6:.0f} MB JSON ({args.images} images, {args.boxes} boxes, "
-              f"80 categories, layout {args.layout}) in {generated:.1f} s", flush=True)
-        config = DatasetConfig(train=SourceConfig(kind="coco", annotations=str(ann), images=str(Path(tmp) / "img")),
-                               shots=args.shots, negative_ratio=args.negative_ratio,
-                               eval_max_per_category=args.eval_cap, load_images=False, verify_images=False)
+        print(
+            f"generated {ann.stat().st_size / 1e6:.0f} MB JSON ({args.images} images, {args.boxes} boxes, "
+            f"80 categories, layout {args.layout}) in {generated:.1f} s",
+            flush=True,
+        )
+        config = DatasetConfig(
+            train=SourceConfig(kind="coco", annotations=str(ann), images=str(Path(tmp) / "img")),
+            shots=args.shots,
+            negative_ratio=args.negative_ratio,
+            eval_max_per_category=args.eval_cap,
+            load_images=False,
+            verify_images=False,
+        )
         start, cpu_start = time.perf_counter(), time.process_time()
         result = build_dataset(config, Path(tmp) / "out", progress=args.progress)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
     # CPU time is printed too: on a shared machine it varies much less than wall time.
-    print(f"build_dataset: {wall:.1f} s wall ({cpu:.1f} s CPU), rows train={result.num_rows['train']} "
-          f"eval={result.num_rows['eval']}, peak RSS {peak_gb:.2f} GB")
+    print(
+        f"build_dataset: {wall:.1f} s wall ({cpu:.1f} s CPU), rows train={result.num_rows['train']} "
+        f"eval={result.num_rows['eval']}, peak RSS {peak_gb:.2f} GB"
+    )
     ok = wall <= 60 and peak_gb <= 4
     print("goal (<= 60 s, <= 4 GB):", "met" if ok else "NOT met")
     return 0 if ok else 1

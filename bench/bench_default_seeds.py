@@ -50,12 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     def evaluate(label: str, checkpoint: Path | None, seed: int | None, seconds: float) -> float:
         checked = model if checkpoint is None else replace(model, name_or_path=str(checkpoint))
         name = label if seed is None else f"{label}-{seed}"
-        result = evaluate_checkpoint(evaluation, data, work / f"eval-{name}", model=checked, label=label,
-                                     overwrite=True)
-        print(json.dumps({"method": label, "seed": seed, "accuracy": result.metrics["accuracy"],
-                          "format_rate": result.metrics["format_rate"], "train_seconds": round(seconds, 1),
-                          "eval_images": result.summary["dataset"]["images"]}),
-              flush=True)
+        result = evaluate_checkpoint(
+            evaluation, data, work / f"eval-{name}", model=checked, label=label, overwrite=True
+        )
+        print(
+            json.dumps(
+                {
+                    "method": label,
+                    "seed": seed,
+                    "accuracy": result.metrics["accuracy"],
+                    "format_rate": result.metrics["format_rate"],
+                    "train_seconds": round(seconds, 1),
+                    "eval_images": result.summary["dataset"]["images"],
+                }
+            ),
+            flush=True,
+        )
         return result.metrics["accuracy"]
 
     base = evaluate("base", None, None, 0.0)
@@ -70,11 +80,17 @@ def main(argv: list[str] | None = None) -> int:
             scores[method].append(evaluate(method, result.final_dir, seed, time.monotonic() - started))
 
     def spread(values: list[float]) -> dict[str, float]:
-        return {"mean": round(statistics.fmean(values), 4),
-                "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
+        return {
+            "mean": round(statistics.fmean(values), 4),
+            "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        }
 
-    summary = {"base": base, **{m: spread(v) for m, v in scores.items()}, "seeds": args.seeds,
-               "overrides": args.overrides}
+    summary = {
+        "base": base,
+        **{m: spread(v) for m, v in scores.items()},
+        "seeds": args.seeds,
+        "overrides": args.overrides,
+    }
     if len(scores) == 2:
         summary["rft_minus_sft"] = spread([r - s for r, s in zip(scores["rft"], scores["sft"], strict=True)])
     print(json.dumps({"summary": summary}), flush=True)

@@ -44,7 +44,9 @@ from vrft.prompts import render_prompt
 CATEGORIES = ("bus", "train", "fire hydrant", "stop sign", "cat", "dog", "bed", "toilet")
 
 
-def make_inputs(n: int, sizes: list[tuple[int, int]], seed: int = 0) -> tuple[list[Request], list[Image.Image]]:
+def make_inputs(
+    n: int, sizes: list[tuple[int, int]], seed: int = 0
+) -> tuple[list[Request], list[Image.Image]]:
     """``n`` detection requests over random images of the given sizes (COCO-like mix)."""
     rng = np.random.default_rng(seed)
     convention = BoxConvention("relative_1000")
@@ -57,18 +59,30 @@ def make_inputs(n: int, sizes: list[tuple[int, int]], seed: int = 0) -> tuple[li
     return requests, images
 
 
-def authors_loop(model: Any, processor: Any, requests: list[Request], images: list[Image.Image],
-                 max_new_tokens: int) -> list[str]:
+def authors_loop(
+    model: Any, processor: Any, requests: list[Request], images: list[Image.Image], max_new_tokens: int
+) -> list[str]:
     """One image at a time, as the authors' evaluation notebooks do: template, process, generate, decode."""
     outputs = []
     for request in requests:
-        inputs = processor(text=[chat_prompt(processor, request.prompt)], images=[images[request.row]],
-                           padding=True, return_tensors="pt").to(model.device)
+        inputs = processor(
+            text=[chat_prompt(processor, request.prompt)],
+            images=[images[request.row]],
+            padding=True,
+            return_tensors="pt",
+        ).to(model.device)
         with torch.inference_mode():
-            generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                       temperature=None, top_p=None, top_k=None)
-        outputs.append(processor.batch_decode(generated[:, inputs["input_ids"].shape[1]:],
-                                              skip_special_tokens=True)[0])
+            generated = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        outputs.append(
+            processor.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+        )
     return outputs
 
 
@@ -82,26 +96,45 @@ def timed(fn: Callable[[], list[str]]) -> tuple[float, list[str]]:
     return time.perf_counter() - start, result
 
 
-def run_case(name: str, model: Any, processor: Any, *, n: int, batch_size: int, max_new_tokens: int,
-             sizes: list[tuple[int, int]]) -> dict[str, Any]:
+def run_case(
+    name: str,
+    model: Any,
+    processor: Any,
+    *,
+    n: int,
+    batch_size: int,
+    max_new_tokens: int,
+    sizes: list[tuple[int, int]],
+) -> dict[str, Any]:
     requests, images = make_inputs(n, sizes)
     config = EvaluateConfig(batch_size=batch_size, max_new_tokens=max_new_tokens, progress=False)
     batched = HFGenerator(model, processor, config)
-    warm = requests[:min(len(requests), batch_size)]
+    warm = requests[: min(len(requests), batch_size)]
     batched.generate(warm, images.__getitem__)  # warm-up (kernels, allocator) for both paths
     authors_loop(model, processor, warm[:1], images, max_new_tokens)
     loop_s, loop_out = timed(lambda: authors_loop(model, processor, requests, images, max_new_tokens))
     batch_s, batch_out = timed(lambda: batched.generate(requests, images.__getitem__))
     same = sum(a == b for a, b in zip(loop_out, batch_out, strict=True))
-    result = {"case": name, "device": str(model.device), "dtype": str(model.dtype).replace("torch.", ""),
-              "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1), "images": n,
-              "batch_size": batch_size, "max_new_tokens": max_new_tokens, "image_sizes": sizes,
-              "batch1_loop_images_per_s": n / loop_s, "vrft_batched_images_per_s": n / batch_s,
-              "speedup": loop_s / batch_s, "identical_completions": f"{same}/{n}",
-              "all_identical": same == n,
-              "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
-    print(f"{name}: batch-1 loop {n / loop_s:.2f} img/s, vrft batched (bs={batch_size}) {n / batch_s:.2f} img/s "
-          f"-> {loop_s / batch_s:.1f}x; identical completions {same}/{n}")
+    result = {
+        "case": name,
+        "device": str(model.device),
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "images": n,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "image_sizes": sizes,
+        "batch1_loop_images_per_s": n / loop_s,
+        "vrft_batched_images_per_s": n / batch_s,
+        "speedup": loop_s / batch_s,
+        "identical_completions": f"{same}/{n}",
+        "all_identical": same == n,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+    }
+    print(
+        f"{name}: batch-1 loop {n / loop_s:.2f} img/s, vrft batched (bs={batch_size}) {n / batch_s:.2f} img/s "
+        f"-> {loop_s / batch_s:.1f}x; identical completions {same}/{n}"
+    )
     return result
 
 
@@ -110,8 +143,12 @@ def versions() -> dict[str, str]:
 
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda or "",
-            "python": sys.version.split()[0]}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.version.cuda or "",
+        "python": sys.version.split()[0],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,10 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-max-new-tokens", type=int, default=64)
     parser.add_argument("--gpu-requests", type=int, default=128, help="the shaped case's images")
     parser.add_argument("--gpu-batch-size", type=int, default=64, help="the shaped case's vrft batch size")
-    parser.add_argument("--gpu-max-new-tokens", type=int, default=128, help="the shaped case's max_new_tokens")
-    parser.add_argument("--shape", choices=sorted(qwen2_vl_shapes.SHAPES), default="2b",
-                        help="the shaped case's model: 2b (runs with CUDA only) or mini (on any device)")
-    parser.add_argument("--max-pixels", type=int, default=PAPER_MAX_PIXELS, help="the shaped case's processor")
+    parser.add_argument(
+        "--gpu-max-new-tokens", type=int, default=128, help="the shaped case's max_new_tokens"
+    )
+    parser.add_argument(
+        "--shape",
+        choices=sorted(qwen2_vl_shapes.SHAPES),
+        default="2b",
+        help="the shaped case's model: 2b (runs with CUDA only) or mini (on any device)",
+    )
+    parser.add_argument(
+        "--max-pixels", type=int, default=PAPER_MAX_PIXELS, help="the shaped case's processor"
+    )
     parser.add_argument("--shaped-only", action="store_true", help="skip the tiny CPU case")
     parser.add_argument("--json", type=Path, help="also write the results (and versions) here")
     args = parser.parse_args(argv)
@@ -139,22 +184,41 @@ def main(argv: list[str] | None = None) -> int:
         if not args.shaped_only:
             processor = load_processor(tiny, 56 * 56, 112 * 112)
             model = load_model(tiny, "float32", "cpu")
-            results.append(run_case("cpu-tiny", model, processor, n=args.cpu_requests, batch_size=args.cpu_batch_size,
-                                    max_new_tokens=args.cpu_max_new_tokens, sizes=[(128, 96), (96, 128), (112, 112)]))
+            results.append(
+                run_case(
+                    "cpu-tiny",
+                    model,
+                    processor,
+                    n=args.cpu_requests,
+                    batch_size=args.cpu_batch_size,
+                    max_new_tokens=args.cpu_max_new_tokens,
+                    sizes=[(128, 96), (96, 128), (112, 112)],
+                )
+            )
             del model
         if cuda or args.shape == "mini":
             device = "cuda" if cuda else "cpu"
             processor = load_processor(tiny, 3136, args.max_pixels)
-            model = qwen2_vl_shapes.build_model(args.shape, processor.tokenizer, device,
-                                                torch.bfloat16 if cuda else torch.float32)
-            results.append(run_case(f"{device}-qwen2-vl-{args.shape}-shaped", model, processor, n=args.gpu_requests,
-                                    batch_size=args.gpu_batch_size, max_new_tokens=args.gpu_max_new_tokens,
-                                    sizes=[(640, 480), (480, 640), (640, 427), (500, 375)]))
+            model = qwen2_vl_shapes.build_model(
+                args.shape, processor.tokenizer, device, torch.bfloat16 if cuda else torch.float32
+            )
+            results.append(
+                run_case(
+                    f"{device}-qwen2-vl-{args.shape}-shaped",
+                    model,
+                    processor,
+                    n=args.gpu_requests,
+                    batch_size=args.gpu_batch_size,
+                    max_new_tokens=args.gpu_max_new_tokens,
+                    sizes=[(640, 480), (480, 640), (640, 427), (500, 375)],
+                )
+            )
         else:
             print("gpu-qwen2-vl-2b-shaped: skipped (no CUDA device)")
     if args.json:
-        args.json.write_text(json.dumps({"benchmark": "eval", "versions": versions(), "results": results}, indent=2)
-                             + "\n")
+        args.json.write_text(
+            json.dumps({"benchmark": "eval", "versions": versions(), "results": results}, indent=2) + "\n"
+        )
     print(json.dumps(results))
     return 0
 

@@ -116,9 +116,20 @@ def instrument(probe: Probe) -> None:
 
 
 def build_shapes(root: Path, image_size: list[int]) -> Path:
-    config = from_dict(DatasetConfig, {"train": {"kind": "shapes", "path": str(root / "source"), "n_images": 48,
-                                                 "image_size": image_size},
-                                       "shots": 4, "categories": ["circle", "square"], "eval_max_per_category": 1})
+    config = from_dict(
+        DatasetConfig,
+        {
+            "train": {
+                "kind": "shapes",
+                "path": str(root / "source"),
+                "n_images": 48,
+                "image_size": image_size,
+            },
+            "shots": 4,
+            "categories": ["circle", "square"],
+            "eval_max_per_category": 1,
+        },
+    )
     return build_dataset(config, root / "dataset", progress=False).output_dir
 
 
@@ -137,22 +148,37 @@ def peak_flops(override_tflops: float | None) -> float | None:
     return next((flops for fragment, flops in PEAK_BF16_FLOPS.items() if fragment in name), None)
 
 
-def run_case(name: str, model: ModelConfig, dataset: Path, output: Path, args: argparse.Namespace,
-             parameters: int, probe: Probe) -> dict[str, Any]:
+def run_case(
+    name: str,
+    model: ModelConfig,
+    dataset: Path,
+    output: Path,
+    args: argparse.Namespace,
+    parameters: int,
+    probe: Probe,
+) -> dict[str, Any]:
     probe.steps.clear()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    config = from_dict(GRPOStageConfig, {
-        # One warm-up step first; the last step only marks where the one before it ended.
-        "max_steps": args.steps + 2, "num_generations": args.num_generations,
-        "per_device_train_batch_size": args.per_device_batch, "gradient_accumulation_steps": args.accumulation,
-        "max_completion_length": args.completion_tokens, "save_steps": 10_000, "completions_per_step": 0})
+    config = from_dict(
+        GRPOStageConfig,
+        {
+            # One warm-up step first; the last step only marks where the one before it ended.
+            "max_steps": args.steps + 2,
+            "num_generations": args.num_generations,
+            "per_device_train_batch_size": args.per_device_batch,
+            "gradient_accumulation_steps": args.accumulation,
+            "max_completion_length": args.completion_tokens,
+            "save_steps": 10_000,
+            "completions_per_step": 0,
+        },
+    )
     start = time.perf_counter()
     train_grpo(config, dataset, output, model=model)
     total = time.perf_counter() - start
     steps = probe.steps[1:]
     walls = [b.start - a.start for a, b in zip(steps, steps[1:])]
-    measured = steps[:len(walls)]
+    measured = steps[: len(walls)]
     train = [w - s.generate_and_score_s for w, s in zip(walls, measured)]
     mean = statistics.fmean
     trained_tokens = mean(s.trained_tokens for s in measured)
@@ -173,7 +199,8 @@ def run_case(name: str, model: ModelConfig, dataset: Path, output: Path, args: a
         "score_s": mean(s.generate_and_score_s - s.rollout_s for s in measured),
         "train_s": mean(train),
         "completion_tokens_per_step": mean(s.completion_tokens for s in measured),
-        "rollout_tokens_per_s": sum(s.completion_tokens for s in measured) / sum(s.rollout_s for s in measured),
+        "rollout_tokens_per_s": sum(s.completion_tokens for s in measured)
+        / sum(s.rollout_s for s in measured),
         "trained_tokens_per_step": trained_tokens,
         "train_tokens_per_s": trained_tokens / mean(train),
         "mfu_train": 6 * parameters * trained_tokens / mean(train) / flops if flops else None,
@@ -184,10 +211,21 @@ def run_case(name: str, model: ModelConfig, dataset: Path, output: Path, args: a
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    columns = [("case", "{}"), ("device", "{}"), ("dtype", "{}"), ("parameters", "{:,}"), ("step_s", "{:.2f}"),
-               ("rollout_s", "{:.2f}"), ("score_s", "{:.2f}"), ("train_s", "{:.2f}"),
-               ("rollout_tokens_per_s", "{:,.0f}"), ("trained_tokens_per_step", "{:,.0f}"),
-               ("train_tokens_per_s", "{:,.0f}"), ("mfu_train", "{:.1%}"), ("peak_memory_gib", "{:.2f}")]
+    columns = [
+        ("case", "{}"),
+        ("device", "{}"),
+        ("dtype", "{}"),
+        ("parameters", "{:,}"),
+        ("step_s", "{:.2f}"),
+        ("rollout_s", "{:.2f}"),
+        ("score_s", "{:.2f}"),
+        ("train_s", "{:.2f}"),
+        ("rollout_tokens_per_s", "{:,.0f}"),
+        ("trained_tokens_per_step", "{:,.0f}"),
+        ("train_tokens_per_s", "{:,.0f}"),
+        ("mfu_train", "{:.1%}"),
+        ("peak_memory_gib", "{:.2f}"),
+    ]
     lines = ["| " + " | ".join(c for c, _ in columns) + " |", "|" + "---|" * len(columns)]
     for result in results:
         cells = ["n/a" if result[c] is None else f.format(result[c]) for c, f in columns]
@@ -199,25 +237,46 @@ def versions() -> dict[str, str]:
     import transformers
     import trl
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-            "cuda": torch.version.cuda or "", "python": sys.version.split()[0]}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "cuda": torch.version.cuda or "",
+        "python": sys.version.split()[0],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", choices=["tiny", "qwen2-vl-2b", "all"], default="all")
-    parser.add_argument("--shape", choices=sorted(qwen2_vl_shapes.SHAPES), default="2b",
-                        help="the qwen2-vl-2b case's model: 2b (needs CUDA) or mini (its path on any device)")
-    parser.add_argument("--model-dtype", choices=["auto", "bfloat16"], default="auto",
-                        help="model.dtype of the qwen2-vl-2b case (auto: fp32 weights, bf16 compute on CUDA)")
-    parser.add_argument("--steps", type=int, default=3, help="measured optimizer steps (plus two, see run_case)")
+    parser.add_argument(
+        "--shape",
+        choices=sorted(qwen2_vl_shapes.SHAPES),
+        default="2b",
+        help="the qwen2-vl-2b case's model: 2b (needs CUDA) or mini (its path on any device)",
+    )
+    parser.add_argument(
+        "--model-dtype",
+        choices=["auto", "bfloat16"],
+        default="auto",
+        help="model.dtype of the qwen2-vl-2b case (auto: fp32 weights, bf16 compute on CUDA)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=3, help="measured optimizer steps (plus two, see run_case)"
+    )
     parser.add_argument("--num-generations", type=int, default=8, help="G, completions per prompt")
     parser.add_argument("--per-device-batch", type=int, default=8, help="completions per micro-step")
     parser.add_argument("--accumulation", type=int, default=2, help="micro-steps per optimizer step")
     parser.add_argument("--completion-tokens", type=int, default=256, help="max_completion_length")
     parser.add_argument("--max-pixels", type=int, default=PAPER_MAX_PIXELS, help="the qwen2-vl-2b case's")
-    parser.add_argument("--image-size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"),
-                        help="the qwen2-vl-2b case's synthetic images")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=[640, 480],
+        metavar=("W", "H"),
+        help="the qwen2-vl-2b case's synthetic images",
+    )
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
     parser.add_argument("--json", type=Path, help="also write the results (and versions, settings) here")
     args = parser.parse_args(argv)
@@ -242,15 +301,24 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer = ModelConfig(name_or_path=str(tiny_dir)).load_processor().tokenizer
             parameters = qwen2_vl_shapes.parameter_count(args.shape, tokenizer)
             if args.shape == "2b" and not torch.cuda.is_available():
-                print(f"{shaped}: skipped, no CUDA device (the 2B-shaped model has {parameters:,} parameters; "
-                      "its benchmark needs a GPU)", file=sys.stderr)
+                print(
+                    f"{shaped}: skipped, no CUDA device (the 2B-shaped model has {parameters:,} parameters; "
+                    "its benchmark needs a GPU)",
+                    file=sys.stderr,
+                )
             else:
                 device = "cuda" if torch.cuda.is_available() else "cpu"
                 dtype = torch.bfloat16 if device == "cuda" else torch.float32
-                checkpoint = qwen2_vl_shapes.build_checkpoint(args.shape, tiny_dir, root / shaped, device, dtype)
+                checkpoint = qwen2_vl_shapes.build_checkpoint(
+                    args.shape, tiny_dir, root / shaped, device, dtype
+                )
                 dataset = build_shapes(root / "shapes-shaped", args.image_size)
-                model = ModelConfig(name_or_path=str(checkpoint), max_pixels=args.max_pixels, dtype=args.model_dtype)
-                results.append(run_case(shaped, model, dataset, root / f"run-{args.shape}", args, parameters, probe))
+                model = ModelConfig(
+                    name_or_path=str(checkpoint), max_pixels=args.max_pixels, dtype=args.model_dtype
+                )
+                results.append(
+                    run_case(shaped, model, dataset, root / f"run-{args.shape}", args, parameters, probe)
+                )
     if results:
         print(table(results))
     if args.json:

@@ -25,7 +25,10 @@ def adversarial(n: int) -> dict[str, str]:
         "answer of whitespace": "<think>.</think><answer>no objects" + " " * (n - 60) + "x</answer>",
         "fence of whitespace": "<think>.</think><answer>```" + " " * (n - 60) + "x</answer>",
         "open parens and digits": "<think>.</think><answer>" + "(1" * (n // 2 - 20) + "</answer>",
-        "nested brackets": "<think>.</think><answer>" + "[" * (n // 2 - 20) + "]" * (n // 2 - 20) + "</answer>",
+        "nested brackets": "<think>.</think><answer>"
+        + "[" * (n // 2 - 20)
+        + "]" * (n // 2 - 20)
+        + "</answer>",
     }
 
 

@@ -15,8 +15,9 @@ def run(config_json: str, run_id: str, dataset, *, iteration: str = "") -> str:
     from vrft.components.runtime import open_stage
     from vrft.data.build import build_dataset
 
-    with open_stage("dataset", config_json, run_id, iteration=iteration,
-                    params=lambda c: {"dataset": c.dataset}) as stage:
+    with open_stage(
+        "dataset", config_json, run_id, iteration=iteration, params=lambda c: {"dataset": c.dataset}
+    ) as stage:
         result = build_dataset(stage.config.dataset, stage.local_dir("dataset"))
         stage.tracker.log_metrics({f"rows/{split}": n for split, n in result.num_rows.items()})
         return stage.publish(result.output_dir, dataset, "dataset")

@@ -5,8 +5,15 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 
-def evaluate_stage(config_json: str, iteration: str, label: str, dataset: Input[Dataset],
-                   evaluation: Output[Metrics], checkpoint: Input[Model] = None, gate: Input[Metrics] = None):
+def evaluate_stage(
+    config_json: str,
+    iteration: str,
+    label: str,
+    dataset: Input[Dataset],
+    evaluation: Output[Metrics],
+    checkpoint: Input[Model] = None,
+    gate: Input[Metrics] = None,
+):
     """Evaluate ``checkpoint`` (the base model when absent) and publish predictions and metrics.
 
     ``gate``: the base evaluation, whose ``gate.json`` every trained checkpoint shares.
@@ -16,16 +23,26 @@ def evaluate_stage(config_json: str, iteration: str, label: str, dataset: Input[
     run(config_json, "", label, dataset, evaluation, checkpoint, gate, iteration=iteration)
 
 
-def collect_stage(sft: Input[Metrics], rft: Input[Metrics], evaluations: Output[Metrics],
-                  base: Input[Metrics] = None):
+def collect_stage(
+    sft: Input[Metrics], rft: Input[Metrics], evaluations: Output[Metrics], base: Input[Metrics] = None
+):
     """The URIs of one shot count's evaluations, in the order the report reads them."""
     from vrft.components.evaluate import collect
 
     collect([("base", base), ("sft", sft), ("rft", rft)], evaluations)
 
 
-def run(config_json: str, run_id: str, label: str, dataset, evaluation, checkpoint=None, gate=None, *,
-        iteration: str = "") -> str:
+def run(
+    config_json: str,
+    run_id: str,
+    label: str,
+    dataset,
+    evaluation,
+    checkpoint=None,
+    gate=None,
+    *,
+    iteration: str = "",
+) -> str:
     from dataclasses import replace
 
     from vrft.components.runtime import open_stage
@@ -33,8 +50,15 @@ def run(config_json: str, run_id: str, label: str, dataset, evaluation, checkpoi
     from vrft.report.tracking import SEED, evaluation_metrics, evaluation_tags
 
     params = lambda c: {"model": c.model, "evaluate": c.evaluate}  # noqa: E731
-    with open_stage(f"evaluate-{label}", config_json, run_id, iteration=iteration, stage="evaluate",
-                    params=params, method=label) as stage:
+    with open_stage(
+        f"evaluate-{label}",
+        config_json,
+        run_id,
+        iteration=iteration,
+        stage="evaluate",
+        params=params,
+        method=label,
+    ) as stage:
         data_dir = stage.fetch(dataset, "dataset")
         model = stage.config.model.materialized()
         if checkpoint is not None:
@@ -45,8 +69,15 @@ def run(config_json: str, run_id: str, label: str, dataset, evaluation, checkpoi
         context = {**stage.tags(method=label), "run_id": stage.run_id}
         if label != "base":  # the training seed: repeats over experiment.seeds differ only here
             context[SEED] = str(stage.config.grpo.seed if label == "rft" else stage.config.sft.seed)
-        result = evaluate_checkpoint(stage.config.evaluate, data_dir, stage.local_dir(f"evaluation-{label}"),
-                                     model=model, label=label, gate=gate_dir, context=context)
+        result = evaluate_checkpoint(
+            stage.config.evaluate,
+            data_dir,
+            stage.local_dir(f"evaluation-{label}"),
+            model=model,
+            label=label,
+            gate=gate_dir,
+            context=context,
+        )
         stage.tracker.set_tags(evaluation_tags(result))
         if SEED in context:
             stage.tracker.set_tags({SEED: context[SEED]})
@@ -60,12 +91,20 @@ def collect(labelled, evaluations) -> list[dict]:
     exactly these, never "the newest runs" of the MLflow experiment."""
     import json
 
-    refs = [{"label": label, "uri": artifact.metadata.get("uri", ""),
-             "manifest_sha256": artifact.metadata.get("manifest_sha256", "")}
-            for label, artifact in labelled if artifact is not None]
+    refs = [
+        {
+            "label": label,
+            "uri": artifact.metadata.get("uri", ""),
+            "manifest_sha256": artifact.metadata.get("manifest_sha256", ""),
+        }
+        for label, artifact in labelled
+        if artifact is not None
+    ]
     missing = [r["label"] for r in refs if not (r["uri"] and r["manifest_sha256"])]
     if missing:
-        raise ValueError(f"collect: evaluation(s) {', '.join(missing)} carry no artifact URI and manifest hash")
+        raise ValueError(
+            f"collect: evaluation(s) {', '.join(missing)} carry no artifact URI and manifest hash"
+        )
     evaluations.metadata["evaluations"] = refs
     with open(evaluations.path, "w", encoding="utf-8") as f:
         f.write(json.dumps(refs) + "\n")

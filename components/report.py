@@ -32,14 +32,22 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
         refs = [ref for e in evaluations for ref in (e.metadata.get("evaluations") or [])]
         if not refs:
             raise ValueError("report: no evaluation reached the report (each collected input lists none)")
-        dirs = [stage.fetch(_Ref(ref["uri"], ref.get("manifest_sha256", "")), f"evaluation-{n}-{ref['label']}")
-                for n, ref in enumerate(refs)]
+        dirs = [
+            stage.fetch(_Ref(ref["uri"], ref.get("manifest_sha256", "")), f"evaluation-{n}-{ref['label']}")
+            for n, ref in enumerate(refs)
+        ]
         # This stage's MLflow run is the report's run: build_report must not start another one.
         config = replace(stage.config.report, log_to_mlflow=False)
         tracking_uri = stage.tracker.tracking_uri if stage.tracker.enabled else ""
-        result = build_report(config, stage.local_dir("report"), tracking_uri=tracking_uri,
-                              experiment=stage.config.experiment.name, evaluations=dirs,
-                              sources=[ref["uri"] for ref in refs], run_id=stage.run_id)
+        result = build_report(
+            config,
+            stage.local_dir("report"),
+            tracking_uri=tracking_uri,
+            experiment=stage.config.experiment.name,
+            evaluations=dirs,
+            sources=[ref["uri"] for ref in refs],
+            run_id=stage.run_id,
+        )
         regressions = len(result.regression_summary.get("regressions", []))
         if regressions:
             # The notice goes into the published report; it is POSTed too when $VRFT_WEBHOOK_URL is set
@@ -47,7 +55,10 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
             from vrft.io import read_manifest, write_manifest
             from vrft.pipelines.notify import notify
 
-            notify(result.output_dir / "regression.json", markdown_path=result.output_dir / "regression-notice.md")
+            notify(
+                result.output_dir / "regression.json",
+                markdown_path=result.output_dir / "regression-notice.md",
+            )
             kept = {k: v for k, v in read_manifest(result.output_dir).items() if k != "files"}
             write_manifest(result.output_dir, kept)  # the notice is part of the published report
         uri = stage.publish(result.output_dir, report, "report")
@@ -56,8 +67,7 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
         with open(report.path, "w", encoding="utf-8") as f:
             f.write(result.html.read_text(encoding="utf-8"))
         stage.tracker.set_tags({TAG_REGRESSION_STATUS: result.regression_summary.get("status", "")})
-        stage.tracker.log_metrics({"regressions": float(regressions),
-                                   "tables": float(len(result.tables))})
+        stage.tracker.log_metrics({"regressions": float(regressions), "tables": float(len(result.tables))})
         stage.tracker.log_artifacts(result.output_dir, "report")
         report.metadata["evaluations"] = [ref["uri"] for ref in refs]
         report.metadata["markdown"] = uri + result.markdown.name

@@ -48,8 +48,15 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 #: The ``pipeline`` keys each stage reads: where artifacts and runs go; training also launches
 #: multi-node jobs from its image, on its nodes.
 _PIPELINE_KEYS = ("artifact_root", "tracking_uri")
-_TRAIN_PIPELINE_KEYS = (*_PIPELINE_KEYS, "image_registry", "image_tag", "train_nodes", "shared_pvc", "shared_mount",
-                        "train_resources")
+_TRAIN_PIPELINE_KEYS = (
+    *_PIPELINE_KEYS,
+    "image_registry",
+    "image_tag",
+    "train_nodes",
+    "shared_pvc",
+    "shared_mount",
+    "train_resources",
+)
 
 
 def stage_config_json(config: ExperimentConfig, stage: str) -> str:
@@ -133,7 +140,9 @@ class StageContext:
             raise ValueError(f"stage {self.stage}: input {name!r} carries no artifact URI in its metadata")
         manifest_sha = metadata.get("manifest_sha256")
         if not manifest_sha:
-            raise ValueError(f"stage {self.stage}: input {name!r} ({uri}) carries no manifest_sha256 in its metadata")
+            raise ValueError(
+                f"stage {self.stage}: input {name!r} ({uri}) carries no manifest_sha256 in its metadata"
+            )
         target = self.local_dir(name)
         return ArtifactStore.from_uri(uri).download_dir("", target, manifest_sha256=manifest_sha)
 
@@ -146,7 +155,9 @@ class StageContext:
         if exclude:
             # Hard links: a multi-GB checkpoint is not copied to leave out its optimizer states.
             staged = self.local_dir(f"{name}-publish")
-            shutil.copytree(local_dir, staged, ignore=shutil.ignore_patterns(*exclude), copy_function=_link_or_copy)
+            shutil.copytree(
+                local_dir, staged, ignore=shutil.ignore_patterns(*exclude), copy_function=_link_or_copy
+            )
             local_dir = staged
         if not (local_dir / MANIFEST_NAME).exists():
             write_manifest(local_dir, {"stage": self.stage, "name": name})
@@ -157,7 +168,9 @@ class StageContext:
         artifact.metadata["manifest_sha256"] = manifest_sha
         # The KFP artifact itself is a small pointer; the data lives in the store.
         Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(artifact.path), json.dumps({"uri": uri, "manifest_sha256": manifest_sha}) + "\n")
+        atomic_write_text(
+            Path(artifact.path), json.dumps({"uri": uri, "manifest_sha256": manifest_sha}) + "\n"
+        )
         self.tracker.log_artifact_uri(name, uri)
         return uri
 
@@ -202,8 +215,16 @@ def resolve_run_id(run_id: str = "") -> str:
 
 
 @contextlib.contextmanager
-def open_stage(name: str, config_json: str, run_id: str = "", *, iteration: str = "", stage: str = "",
-               params: Any = None, method: str = "") -> Iterator[StageContext]:
+def open_stage(
+    name: str,
+    config_json: str,
+    run_id: str = "",
+    *,
+    iteration: str = "",
+    stage: str = "",
+    params: Any = None,
+    method: str = "",
+) -> Iterator[StageContext]:
     """Parse the config, open the stage's nested MLflow run (FAILED on error), give a work dir.
 
     ``name`` names the artifact prefix and the MLflow run (``grpo``, ``evaluate-sft``); ``stage``
@@ -220,11 +241,21 @@ def open_stage(name: str, config_json: str, run_id: str = "", *, iteration: str 
     if base:
         Path(base).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"vrft-{name}-", dir=base) as work:
-        context = StageContext(stage=name, config=config, run_id=resolve_run_id(run_id),
-                               iteration=iteration or iteration_key(config), artifact_root=artifact_root,
-                               tracker=tracker, work_dir=Path(work))
-        with tracker.stage_run(stage or name, params=params(config) if callable(params) else params,
-                               tags=context.tags(method), run_name=name,
-                               experiment=config.experiment.name) as mlflow_run_id:
+        context = StageContext(
+            stage=name,
+            config=config,
+            run_id=resolve_run_id(run_id),
+            iteration=iteration or iteration_key(config),
+            artifact_root=artifact_root,
+            tracker=tracker,
+            work_dir=Path(work),
+        )
+        with tracker.stage_run(
+            stage or name,
+            params=params(config) if callable(params) else params,
+            tags=context.tags(method),
+            run_name=name,
+            experiment=config.experiment.name,
+        ) as mlflow_run_id:
             context.mlflow_run_id = mlflow_run_id
             yield context

@@ -33,8 +33,15 @@ def run(method: str, config_json: str, run_id: str, dataset, checkpoint, *, iter
 
     train = {"grpo": train_grpo, "sft": train_sft}[method]
     params = lambda c: {"model": c.model, method: getattr(c, method)}  # noqa: E731
-    with open_stage(method, config_json, run_id, iteration=iteration, stage=STAGE_TRAIN, params=params,
-                    method=report_method(method)) as stage:
+    with open_stage(
+        method,
+        config_json,
+        run_id,
+        iteration=iteration,
+        stage=STAGE_TRAIN,
+        params=params,
+        method=report_method(method),
+    ) as stage:
         if stage.config.pipeline.train_nodes > 1:
             return _train_multi_node(stage, method, dataset, checkpoint)
         data_dir = stage.fetch(dataset, "dataset")
@@ -45,8 +52,13 @@ def run(method: str, config_json: str, run_id: str, dataset, checkpoint, *, iter
             tracking = None
             if stage.mlflow_run_id:
                 tracking = Tracking(uri=stage.tracker.tracking_uri, run_id=stage.mlflow_run_id)
-            output_dir = train(getattr(stage.config, method), data_dir, stage.local_dir(method),
-                               model=stage.config.model.materialized(), tracking=tracking).output_dir
+            output_dir = train(
+                getattr(stage.config, method),
+                data_dir,
+                stage.local_dir(method),
+                model=stage.config.model.materialized(),
+                tracking=tracking,
+            ).output_dir
         # The resumable checkpoint-N states (optimizer included) stay on the stage's disk; the
         # published artifact is the final Hugging Face model plus the run's logs.
         return stage.publish(output_dir, checkpoint, method, exclude=("checkpoint-*",))
@@ -64,8 +76,15 @@ def _train_on_all_gpus(stage, method: str, data_dir, processes: int):
     config_path = stage.work_dir / "experiment.json"  # JSON is YAML: `vrft train` reads it as the experiment
     atomic_write_text(config_path, config.to_json())
     env = {"MLFLOW_TRACKING_URI": stage.tracker.tracking_uri} if stage.mlflow_run_id else {}
-    return run_distributed(method, config_path, data_dir, stage.local_dir(method), processes,
-                           tracking_run_id=stage.mlflow_run_id or "", env=env)
+    return run_distributed(
+        method,
+        config_path,
+        data_dir,
+        stage.local_dir(method),
+        processes,
+        tracking_run_id=stage.mlflow_run_id or "",
+        env=env,
+    )
 
 
 def _train_multi_node(stage, method: str, dataset, checkpoint) -> str:
@@ -94,12 +113,22 @@ def _train_multi_node(stage, method: str, dataset, checkpoint) -> str:
     config_path = shared / "experiment.json"  # JSON is YAML: `vrft train` reads it as the experiment
     atomic_write_text(config_path, stage.config.to_json())
     job = MultiNodeTraining(
-        name=job_name(method, stage.run_id, stage.iteration), method=method, config=str(config_path),
-        image=image_refs(p.image_registry, p.image_tag)[method], nodes=p.train_nodes,
-        gpus_per_node=p.train_resources.gpus, dataset=dataset.metadata["uri"], shared_pvc=p.shared_pvc,
-        output_dir=str(shared / "output"), shared_mount=p.shared_mount, cpu=p.train_resources.cpu,
-        memory=p.train_resources.memory, dataset_manifest_sha256=dataset.metadata.get("manifest_sha256", ""),
-        active_deadline_s=p.timeout_s("train"), owner_pod=owner_from_env())
+        name=job_name(method, stage.run_id, stage.iteration),
+        method=method,
+        config=str(config_path),
+        image=image_refs(p.image_registry, p.image_tag)[method],
+        nodes=p.train_nodes,
+        gpus_per_node=p.train_resources.gpus,
+        dataset=dataset.metadata["uri"],
+        shared_pvc=p.shared_pvc,
+        output_dir=str(shared / "output"),
+        shared_mount=p.shared_mount,
+        cpu=p.train_resources.cpu,
+        memory=p.train_resources.memory,
+        dataset_manifest_sha256=dataset.metadata.get("manifest_sha256", ""),
+        active_deadline_s=p.timeout_s("train"),
+        owner_pod=owner_from_env(),
+    )
     run_pytorchjob(pytorchjob_manifest(job), timeout_s=p.timeout_s("train"))
     return stage.publish(shared / "output", checkpoint, method, exclude=("checkpoint-*",))
 

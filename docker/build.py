@@ -86,7 +86,9 @@ def image_ref(registry: str, name: str, tag: str) -> str:
 def git_commit() -> str:
     """The repository's HEAD commit, which the stage images record (VRFT_GIT_COMMIT); "unknown" outside git."""
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+        )
     except OSError:
         return "unknown"
     return result.stdout.strip() if result.returncode == 0 else "unknown"
@@ -96,9 +98,16 @@ def git_commit() -> str:
 STAGE_IMAGES = frozenset({"vrft", "vrft-cpu"})
 
 
-def plan(registry: str, tag: str, *, push: bool = True, only: Sequence[str] = (),
-         base_image: str | None = None, build_args: Mapping[str, str] | None = None,
-         commit: str | None = None) -> list[Step]:
+def plan(
+    registry: str,
+    tag: str,
+    *,
+    push: bool = True,
+    only: Sequence[str] = (),
+    base_image: str | None = None,
+    build_args: Mapping[str, str] | None = None,
+    commit: str | None = None,
+) -> list[Step]:
     """The builds (and pushes) in build order.
 
     ``base_image``: the BASE_IMAGE of every image that is not built FROM one of ours (an air-gapped
@@ -143,14 +152,20 @@ def connect(timeout: int = ENGINE_TIMEOUT_S) -> Any:
     try:
         import docker
     except ImportError:
-        raise BuildError("the docker Python SDK is missing: pip install 'vrft[pipeline]' (or docker)") from None
+        raise BuildError(
+            "the docker Python SDK is missing: pip install 'vrft[pipeline]' (or docker)"
+        ) from None
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
-    except Exception as exc:  # the SDK raises DockerException, requests' ConnectionError, FileNotFoundError...
+    except (
+        Exception
+    ) as exc:  # the SDK raises DockerException, requests' ConnectionError, FileNotFoundError...
         where = os.environ.get("DOCKER_HOST") or "the default socket"
-        raise BuildError(f"no Docker engine answers at {where} ({type(exc).__name__}); "
-                         "start one (docker/engine.sh start) or set DOCKER_HOST") from None
+        raise BuildError(
+            f"no Docker engine answers at {where} ({type(exc).__name__}); "
+            "start one (docker/engine.sh start) or set DOCKER_HOST"
+        ) from None
     return client
 
 
@@ -178,9 +193,15 @@ def run_step(client: Any, step: Step, *, network: str | None, out: TextIO = sys.
         stream(client.api.push(repository, tag=tag, stream=True, decode=True), what, out)
     else:
         events = client.api.build(
-            path=str(REPO / step.image.context), dockerfile=str(REPO / step.image.dockerfile), tag=step.ref,
-            buildargs=dict(step.buildargs), platform=PLATFORM, network_mode=network, rm=True,
-            forcerm=True, decode=True,
+            path=str(REPO / step.image.context),
+            dockerfile=str(REPO / step.image.dockerfile),
+            tag=step.ref,
+            buildargs=dict(step.buildargs),
+            platform=PLATFORM,
+            network_mode=network,
+            rm=True,
+            forcerm=True,
+            decode=True,
         )
         stream(events, what, out)
     return time.monotonic() - started
@@ -201,12 +222,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-push", dest="push", action="store_false", help="build only")
     parser.add_argument("--only", nargs="+", default=(), metavar="IMAGE", help="build these images only")
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
-    parser.add_argument("--base-image", default=None,
-                        help="BASE_IMAGE of the images not built on ours (e.g. docker/airgap-base.sh's)")
-    parser.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="a build argument for every image (PIP_INDEX_URL, TORCH_INDEX_URL, ...)")
-    parser.add_argument("--network", default=None,
-                        help="network of the build containers (host: reach a mirror on this machine)")
+    parser.add_argument(
+        "--base-image",
+        default=None,
+        help="BASE_IMAGE of the images not built on ours (e.g. docker/airgap-base.sh's)",
+    )
+    parser.add_argument(
+        "--build-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a build argument for every image (PIP_INDEX_URL, TORCH_INDEX_URL, ...)",
+    )
+    parser.add_argument(
+        "--network",
+        default=None,
+        help="network of the build containers (host: reach a mirror on this machine)",
+    )
     args = parser.parse_args(argv)
     registry, tag = os.environ.get("VRFT_REGISTRY", "").strip(), os.environ.get("VRFT_TAG", "").strip()
     if not registry or not tag:
@@ -220,8 +252,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
-        steps = plan(registry, tag, push=args.push, only=args.only, base_image=args.base_image,
-                     build_args=parse_build_args(args.build_arg), commit=None if args.dry_run else git_commit())
+        steps = plan(
+            registry,
+            tag,
+            push=args.push,
+            only=args.only,
+            base_image=args.base_image,
+            build_args=parse_build_args(args.build_arg),
+            commit=None if args.dry_run else git_commit(),
+        )
     except ValueError as exc:
         print(f"build.py: {exc}", file=sys.stderr)
         return 2

@@ -55,7 +55,9 @@ SCRATCH_VOLUME = "scratch"
 def sweep_configs(config: ExperimentConfig) -> list[ExperimentConfig]:
     """One config per shot count of ``experiment.shots`` and training seed of ``experiment.seeds``
     (each alone when empty), or the config itself."""
-    by_shots = [config.with_shots(k) for k in config.experiment.shots] if config.experiment.shots else [config]
+    by_shots = (
+        [config.with_shots(k) for k in config.experiment.shots] if config.experiment.shots else [config]
+    )
     if not config.experiment.seeds:
         return by_shots
     return [c.with_seed(seed) for c in by_shots for seed in config.experiment.seeds]
@@ -68,12 +70,21 @@ def needs_base_gate(config: ExperimentConfig) -> bool:
 
 def sweep_items(config: ExperimentConfig) -> list[dict[str, str]]:
     """The ParallelFor items: per iteration its key (artifact prefix segment) and each stage's config view."""
-    return [{"iteration": iteration_key(c), **{stage: stage_config_json(c, stage) for stage in STAGE_SECTIONS}}
-            for c in sweep_configs(config)]
+    return [
+        {"iteration": iteration_key(c), **{stage: stage_config_json(c, stage) for stage in STAGE_SECTIONS}}
+        for c in sweep_configs(config)
+    ]
 
 
-def _place(task: dsl.PipelineTask, resources: Resources, *, target: Target, stage: str, pipeline: PipelineConfig,
-           retries: int = 0) -> dsl.PipelineTask:
+def _place(
+    task: dsl.PipelineTask,
+    resources: Resources,
+    *,
+    target: Target,
+    stage: str,
+    pipeline: PipelineConfig,
+    retries: int = 0,
+) -> dsl.PipelineTask:
     """Resources, retries, caching and (on a cluster) run id, secrets, timeout, GPU scheduling and
     the volumes PyTorch needs on GPU nodes, for one task."""
     task.set_cpu_limit(resources.cpu).set_memory_limit(resources.memory)
@@ -100,17 +111,25 @@ def _place(task: dsl.PipelineTask, resources: Resources, *, target: Target, stag
             for toleration in GPU_TOLERATIONS:
                 kubernetes.add_toleration(task, **toleration)
             # The container default /dev/shm is 64 MiB: DataLoader workers and NCCL need more.
-            kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path=SHM_MOUNT, medium="Memory",
-                                       size_limit=pipeline.shm_size)
+            kubernetes.empty_dir_mount(
+                task, volume_name="dshm", mount_path=SHM_MOUNT, medium="Memory", size_limit=pipeline.shm_size
+            )
             # Checkpoints and downloads go to a sized scratch volume, not the container's root fs.
-            kubernetes.add_ephemeral_volume(task, volume_name=SCRATCH_VOLUME, mount_path=SCRATCH_MOUNT,
-                                            access_modes=["ReadWriteOnce"], size=pipeline.scratch_size,
-                                            storage_class_name=pipeline.scratch_storage_class or None)
+            kubernetes.add_ephemeral_volume(
+                task,
+                volume_name=SCRATCH_VOLUME,
+                mount_path=SCRATCH_MOUNT,
+                access_modes=["ReadWriteOnce"],
+                size=pipeline.scratch_size,
+                storage_class_name=pipeline.scratch_storage_class or None,
+            )
             task.set_env_variable(WORK_DIR_ENV, SCRATCH_MOUNT)
     return task
 
 
-def build_pipeline(config: ExperimentConfig, *, target: Target = "local", images: dict[str, str] | None = None):
+def build_pipeline(
+    config: ExperimentConfig, *, target: Target = "local", images: dict[str, str] | None = None
+):
     """The pipeline function for ``config``; call it under ``kfp.local.init`` or compile it.
 
     ``images``: stage -> image, instead of the config's (``vrft run --runner docker`` runs every stage
@@ -143,32 +162,62 @@ def build_pipeline(config: ExperimentConfig, *, target: Target = "local", images
 
     gated = needs_base_gate(config)
 
-    @dsl.pipeline(name=f"vrft-{config.experiment.name}-shots", description="One shot count: data, RFT and SFT, evaluations.")
-    def experiment(iteration: str, dataset_config: str, grpo_config: str, sft_config: str,
-                   evaluate_config: str) -> Metrics:
-        data = place(make_dataset(config_json=dataset_config, iteration=iteration), p.dataset_resources, "dataset",
-                     p.retries)
+    @dsl.pipeline(
+        name=f"vrft-{config.experiment.name}-shots",
+        description="One shot count: data, RFT and SFT, evaluations.",
+    )
+    def experiment(
+        iteration: str, dataset_config: str, grpo_config: str, sft_config: str, evaluate_config: str
+    ) -> Metrics:
+        data = place(
+            make_dataset(config_json=dataset_config, iteration=iteration),
+            p.dataset_resources,
+            "dataset",
+            p.retries,
+        )
         data.set_display_name("Few-shot dataset")
         dataset = data.outputs["dataset"]
 
-        rft = place(train_rft(config_json=grpo_config, iteration=iteration, dataset=dataset), p.train_resources, "grpo")
+        rft = place(
+            train_rft(config_json=grpo_config, iteration=iteration, dataset=dataset),
+            p.train_resources,
+            "grpo",
+        )
         rft.set_display_name("GRPO with verifiable rewards (RFT)")
-        sft = place(train_sft(config_json=sft_config, iteration=iteration, dataset=dataset), p.train_resources, "sft")
+        sft = place(
+            train_sft(config_json=sft_config, iteration=iteration, dataset=dataset), p.train_resources, "sft"
+        )
         sft.set_display_name("SFT baseline (same data and steps)")
 
         # In existence_gated mode the base evaluation's gate.json is the one gate every checkpoint
         # shares, so the base model is evaluated then whatever pipeline.evaluate_base says.
         base = {}
         if p.evaluate_base or gated:
-            base_eval = evaluate(config_json=evaluate_config, iteration=iteration, label="base", dataset=dataset)
-            place(base_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate base model")
+            base_eval = evaluate(
+                config_json=evaluate_config, iteration=iteration, label="base", dataset=dataset
+            )
+            place(base_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name(
+                "Evaluate base model"
+            )
             base = {"base": base_eval.outputs["evaluation"]}
         gate = {"gate": base_eval.outputs["evaluation"]} if gated else {}
-        sft_eval = evaluate(config_json=evaluate_config, iteration=iteration, label="sft", dataset=dataset,
-                            checkpoint=sft.outputs["checkpoint"], **gate)
+        sft_eval = evaluate(
+            config_json=evaluate_config,
+            iteration=iteration,
+            label="sft",
+            dataset=dataset,
+            checkpoint=sft.outputs["checkpoint"],
+            **gate,
+        )
         place(sft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate SFT")
-        rft_eval = evaluate(config_json=evaluate_config, iteration=iteration, label="rft", dataset=dataset,
-                            checkpoint=rft.outputs["checkpoint"], **gate)
+        rft_eval = evaluate(
+            config_json=evaluate_config,
+            iteration=iteration,
+            label="rft",
+            dataset=dataset,
+            checkpoint=rft.outputs["checkpoint"],
+            **gate,
+        )
         place(rft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate RFT")
         collected = collect(sft=sft_eval.outputs["evaluation"], rft=rft_eval.outputs["evaluation"], **base)
         _place(collected, p.report_resources, target=target, stage="report", pipeline=p)
@@ -177,11 +226,19 @@ def build_pipeline(config: ExperimentConfig, *, target: Target = "local", images
 
     items = sweep_items(config)
 
-    @dsl.pipeline(name=f"vrft-{config.experiment.name}", description=config.experiment.description or "Visual-RFT vs SFT")
+    @dsl.pipeline(
+        name=f"vrft-{config.experiment.name}",
+        description=config.experiment.description or "Visual-RFT vs SFT",
+    )
     def visual_rft(report_config_json: str = config.to_json()) -> HTML:
         with dsl.ParallelFor(items=items, parallelism=1 if target == "local" else 0) as item:
-            per_shots = experiment(iteration=item.iteration, dataset_config=item.dataset, grpo_config=item.grpo,
-                                   sft_config=item.sft, evaluate_config=item.evaluate)
+            per_shots = experiment(
+                iteration=item.iteration,
+                dataset_config=item.dataset,
+                grpo_config=item.grpo,
+                sft_config=item.sft,
+                evaluate_config=item.evaluate,
+            )
             per_shots.set_display_name("Data, RFT, SFT and evaluations")
         # The run id reaches the report as $VRFT_RUN_ID too (see vrft.components.runtime).
         final = report(config_json=report_config_json, run_id="", evaluations=dsl.Collected(per_shots.output))
@@ -191,8 +248,13 @@ def build_pipeline(config: ExperimentConfig, *, target: Target = "local", images
     return visual_rft
 
 
-def compile_pipeline(config_path: str | Path, output_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
-                     *, target: Target = "cluster") -> Path:
+def compile_pipeline(
+    config_path: str | Path,
+    output_path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    target: Target = "cluster",
+) -> Path:
     """Write the Kubeflow IR YAML of ``config_path``'s pipeline to ``output_path`` (atomically).
 
     For the cluster target the config is checked first (:func:`vrft.pipelines.validate.check_for_cluster`):

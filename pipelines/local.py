@@ -120,8 +120,15 @@ def _stages_in_own_groups(supervisor: Supervisor) -> Iterator[None]:
         if supervisor.stopping.is_set():  # the run is being stopped: start nothing more
             return 1
         env = {**os.environ, **env_vars} if env_vars else None
-        process = subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   bufsize=1, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            full_command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
+            start_new_session=True,
+        )
         supervisor.watch_group(process.pid)
         if supervisor.stopping.is_set():  # the signal came while it was starting
             with contextlib.suppress(ProcessLookupError):
@@ -219,8 +226,10 @@ def _failure_hint(log_file: Path, cache_dir: Path) -> str:
     uri = damaged[-1]
     removed = invalidate_cached_outputs(cache_dir, uri)
     if removed:
-        return (f" {uri} is damaged; the cached result of the stage that wrote it was removed, so the next "
-                "run rebuilds it.")
+        return (
+            f" {uri} is damaged; the cached result of the stage that wrote it was removed, so the next "
+            "run rebuilds it."
+        )
     return f" {uri} is damaged; delete {cache_dir} to rebuild every stage on the next run."
 
 
@@ -228,8 +237,9 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def run_pipeline(config: ExperimentConfig, *, state_dir: Path, run_id: str,
-                 runner: str = "subprocess") -> tuple[str, str | None]:
+def run_pipeline(
+    config: ExperimentConfig, *, state_dir: Path, run_id: str, runner: str = "subprocess"
+) -> tuple[str, str | None]:
     """Run the DAG under kfp's local runner; return (report URI, parent run).
 
     ``runner``: ``subprocess`` (stages in the current environment) or ``docker`` (each stage in a
@@ -244,7 +254,9 @@ def run_pipeline(config: ExperimentConfig, *, state_dir: Path, run_id: str,
     from vrft.pipelines.dag import build_pipeline
 
     # Resources, GPUs and display names are for the cluster; the local runner says so per task.
-    warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current local runner")
+    warnings.filterwarnings(
+        "ignore", message=r"Task '.*': settings .* have no effect in the current local runner"
+    )
     tracker = Tracker(config.pipeline.tracking_uri or None)
     logging.getLogger().handlers.clear()  # kfp adds its own handler, bound to the redirected stdout
     cache_root = stage_cache_root(state_dir, tracker)
@@ -259,8 +271,12 @@ def run_pipeline(config: ExperimentConfig, *, state_dir: Path, run_id: str,
                 kfp_runner = docker_runner(image, state_dir)
             else:
                 kfp_runner = local.SubprocessRunner(use_venv=False)
-            local.init(runner=kfp_runner, pipeline_root=str(state_dir / "kfp" / "runs"),
-                       enable_caching=config.pipeline.caching, cache_root=str(cache_root))
+            local.init(
+                runner=kfp_runner,
+                pipeline_root=str(state_dir / "kfp" / "runs"),
+                enable_caching=config.pipeline.caching,
+                cache_root=str(cache_root),
+            )
             pipeline = build_pipeline(config, target="local", images=images)
             task = pipeline()
             report_uri = task.output.metadata["uri"]
@@ -271,8 +287,11 @@ def cpu_image(config: ExperimentConfig) -> str:
     """The CPU image the config names (``REGISTRY/vrft-cpu:TAG``), which runs every stage locally."""
     from vrft.pipelines.kfp_client import CPU_IMAGE, image_refs
 
-    return next(ref for ref in image_refs(config.pipeline.image_registry, config.pipeline.image_tag).values()
-                if ref.rsplit("/", 1)[-1].startswith(f"{CPU_IMAGE}:"))
+    return next(
+        ref
+        for ref in image_refs(config.pipeline.image_registry, config.pipeline.image_tag).values()
+        if ref.rsplit("/", 1)[-1].startswith(f"{CPU_IMAGE}:")
+    )
 
 
 def docker_runner(image: str, state_dir: Path, environ: dict[str, str] | None = None):
@@ -296,18 +315,27 @@ def docker_runner(image: str, state_dir: Path, environ: dict[str, str] | None = 
     except docker.errors.ImageNotFound:
         raise PipelineFailed(
             f"image {image} is not in the Docker engine: build it (docker/build.py --no-push --only vrft-cpu, "
-            "see docs/images.md) or set pipeline.image_registry/image_tag") from None
+            "see docs/images.md) or set pipeline.image_registry/image_tag"
+        ) from None
     finally:
         client.close()
     source = os.environ if environ is None else environ
-    environment = {key: value for key, value in source.items()
-                   if key.startswith(_STAGE_ENV_PREFIXES) or key in _STAGE_ENV_NAMES}
+    environment = {
+        key: value
+        for key, value in source.items()
+        if key.startswith(_STAGE_ENV_PREFIXES) or key in _STAGE_ENV_NAMES
+    }
     environment |= {IMAGE_ENV: image, "HOME": "/tmp", "PYTHONUNBUFFERED": "1"}
-    shared = {Path(state_dir / "services").resolve(), Path(environment.get("VRFT_CACHE_DIR") or state_dir / "cache")}
+    shared = {
+        Path(state_dir / "services").resolve(),
+        Path(environment.get("VRFT_CACHE_DIR") or state_dir / "cache"),
+    }
     for path in shared:
         path.mkdir(parents=True, exist_ok=True)
     return local.DockerRunner(
-        network_mode="host", environment=environment, user=f"{os.getuid()}:{os.getgid()}",
+        network_mode="host",
+        environment=environment,
+        user=f"{os.getuid()}:{os.getgid()}",
         mounts=[Mount(target=str(p), source=str(p), type="bind") for p in sorted(shared)],
     )
 
@@ -323,20 +351,29 @@ def _docker_client():
     try:
         import docker
     except ImportError:
-        raise PipelineFailed("--runner docker needs the docker Python SDK (pip install 'vrft[pipeline]')") from None
+        raise PipelineFailed(
+            "--runner docker needs the docker Python SDK (pip install 'vrft[pipeline]')"
+        ) from None
     try:
         client = docker.from_env(timeout=600)
         client.ping()
     except Exception as exc:  # DockerException, requests' ConnectionError, FileNotFoundError, ...
         where = os.environ.get("DOCKER_HOST") or "the default socket"
-        raise PipelineFailed(f"--runner docker: no Docker engine answers at {where} ({type(exc).__name__}); "
-                             "start one (docker/engine.sh start) and set DOCKER_HOST") from None
+        raise PipelineFailed(
+            f"--runner docker: no Docker engine answers at {where} ({type(exc).__name__}); "
+            "start one (docker/engine.sh start) and set DOCKER_HOST"
+        ) from None
     return client
 
 
-def run_local(config_path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
-              state_dir: str | Path = DEFAULT_STATE_DIR, output_dir: str | Path | None = None,
-              runner: str = "subprocess") -> LocalRunResult:
+def run_local(
+    config_path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    state_dir: str | Path = DEFAULT_STATE_DIR,
+    output_dir: str | Path | None = None,
+    runner: str = "subprocess",
+) -> LocalRunResult:
     """Run ``config_path``'s pipeline end to end on this machine; return where the report is."""
     started = time.monotonic()
     if runner not in RUNNERS:
@@ -347,8 +384,10 @@ def run_local(config_path: str | Path, overrides: list[str] | tuple[str, ...] = 
     status = services.status()
     owner = services.owner_pid() if status == "running" else None
     if owner is not None and owner != os.getpid():
-        raise ServicesError(f"{services.state_dir}: another `vrft run` (pid {owner}) is using these services; "
-                            "wait for it or pass another --state-dir")
+        raise ServicesError(
+            f"{services.state_dir}: another `vrft run` (pid {owner}) is using these services; "
+            "wait for it or pass another --state-dir"
+        )
     run_id = new_run_id()
     log_file = state_dir / "logs" / f"{run_id}.log"
     with Supervisor() as supervisor:
@@ -359,10 +398,14 @@ def run_local(config_path: str | Path, overrides: list[str] | tuple[str, ...] = 
         try:
             with _environment(services.env()):
                 try:
-                    with _progress_to(log_file), _stop_stages_on_signals(supervisor), \
-                            _stages_in_own_groups(supervisor):
-                        report_uri, parent_id = run_pipeline(config, state_dir=state_dir, run_id=run_id,
-                                                             runner=runner)
+                    with (
+                        _progress_to(log_file),
+                        _stop_stages_on_signals(supervisor),
+                        _stages_in_own_groups(supervisor),
+                    ):
+                        report_uri, parent_id = run_pipeline(
+                            config, state_dir=state_dir, run_id=run_id, runner=runner
+                        )
                 except (ServicesError, TrackingStoreError):
                     raise
                 except RuntimeError as exc:  # kfp: "Pipeline ... finished with status FAILURE"
@@ -381,9 +424,15 @@ def run_local(config_path: str | Path, overrides: list[str] | tuple[str, ...] = 
             if services.owned_by_this_process():
                 services.stop()
                 supervisor.forget_services(services.state_dir)
-    return LocalRunResult(run_id=run_id, report_dir=report_dir, report_uri=report_uri,
-                          mlflow_parent_run_id=parent_id, seconds=time.monotonic() - started,
-                          ui_hint=services.ui_hint(), log_file=log_file)
+    return LocalRunResult(
+        run_id=run_id,
+        report_dir=report_dir,
+        report_uri=report_uri,
+        mlflow_parent_run_id=parent_id,
+        seconds=time.monotonic() - started,
+        ui_hint=services.ui_hint(),
+        log_file=log_file,
+    )
 
 
 def _log_traceback(log_file: Path) -> None:
@@ -397,12 +446,13 @@ def _log_traceback(log_file: Path) -> None:
 
 def summary(result: LocalRunResult) -> str:
     """What `vrft run` prints at the end."""
-    return "\n".join([
-        f"run {result.run_id} finished in {result.seconds:.0f} s",
-        f"report: {result.report_dir / 'report.html'}",
-        f"        {result.report_dir / 'report.md'}",
-        f"artifacts: {result.report_uri.rsplit('/report/', 1)[0]}/ (with a SHA-256 manifest per stage)",
-        f"log: {result.log_file}",
-        result.ui_hint,
-    ])
-
+    return "\n".join(
+        [
+            f"run {result.run_id} finished in {result.seconds:.0f} s",
+            f"report: {result.report_dir / 'report.html'}",
+            f"        {result.report_dir / 'report.md'}",
+            f"artifacts: {result.report_uri.rsplit('/report/', 1)[0]}/ (with a SHA-256 manifest per stage)",
+            f"log: {result.log_file}",
+            result.ui_hint,
+        ]
+    )

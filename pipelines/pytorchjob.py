@@ -195,9 +195,14 @@ def pytorchjob_manifest(job: MultiNodeTraining) -> dict[str, Any]:
         metadata["namespace"] = job.namespace
     if job.owner_pod:
         name, uid = job.owner_pod
-        metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid,
-                                        "blockOwnerDeletion": False}]
-    run_policy: dict[str, Any] = {"backoffLimit": 0, "cleanPodPolicy": "Running", "ttlSecondsAfterFinished": 86400}
+        metadata["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid, "blockOwnerDeletion": False}
+        ]
+    run_policy: dict[str, Any] = {
+        "backoffLimit": 0,
+        "cleanPodPolicy": "Running",
+        "ttlSecondsAfterFinished": 86400,
+    }
     if job.active_deadline_s:
         run_policy["activeDeadlineSeconds"] = job.active_deadline_s
     return {
@@ -260,14 +265,20 @@ def run_pytorchjob(
             raise PyTorchJobError(f"PyTorchJob {namespace}/{name} failed: {message}")
         if timeout_s and waited >= timeout_s:
             api.delete_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
-            raise PyTorchJobError(f"PyTorchJob {namespace}/{name} did not finish within {timeout_s:g} s; deleted it")
+            raise PyTorchJobError(
+                f"PyTorchJob {namespace}/{name} did not finish within {timeout_s:g} s; deleted it"
+            )
         sleep(poll_s)
         waited += poll_s
 
 
 def _labels(job: MultiNodeTraining) -> dict[str, str]:
-    return {"app.kubernetes.io/part-of": "vrft", "vrft.dev/stage": job.method, "vrft.dev/job": job.name,
-            CLIENT_POD_LABEL[0]: CLIENT_POD_LABEL[1]}  # admitted to S3 and MLflow (k8s NetworkPolicies)
+    return {
+        "app.kubernetes.io/part-of": "vrft",
+        "vrft.dev/stage": job.method,
+        "vrft.dev/job": job.name,
+        CLIENT_POD_LABEL[0]: CLIENT_POD_LABEL[1],
+    }  # admitted to S3 and MLflow (k8s NetworkPolicies)
 
 
 def _pod_template(job: MultiNodeTraining) -> dict[str, Any]:

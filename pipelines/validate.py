@@ -29,7 +29,9 @@ def placeholder_registry(registry: str) -> bool:
     """
     registry = registry.strip().rstrip("/")
     host = registry.split("/", 1)[0].split(":", 1)[0]
-    return registry in PLACEHOLDER_REGISTRIES or any(host == d or host.endswith("." + d) for d in _EXAMPLE_DOMAINS)
+    return registry in PLACEHOLDER_REGISTRIES or any(
+        host == d or host.endswith("." + d) for d in _EXAMPLE_DOMAINS
+    )
 
 
 def expected_train_rows(dataset: DatasetConfig) -> int | None:
@@ -84,14 +86,20 @@ def cluster_problems(config: ExperimentConfig) -> list[str]:
     p = config.pipeline
     problems = []
     if not p.artifact_root:
-        problems.append("pipeline.artifact_root is empty: a cluster run needs a store every pod can reach "
-                        "(s3://bucket/prefix)")
+        problems.append(
+            "pipeline.artifact_root is empty: a cluster run needs a store every pod can reach "
+            "(s3://bucket/prefix)"
+        )
     elif p.artifact_root.startswith("file://"):
-        problems.append(f"pipeline.artifact_root {p.artifact_root} is a file:// path: the pods of a cluster run "
-                        "share no file system; use s3://bucket/prefix")
+        problems.append(
+            f"pipeline.artifact_root {p.artifact_root} is a file:// path: the pods of a cluster run "
+            "share no file system; use s3://bucket/prefix"
+        )
     if placeholder_registry(p.image_registry):
-        problems.append(f"pipeline.image_registry {p.image_registry!r} is a placeholder: set the registry "
-                        "`make images VRFT_REGISTRY=...` pushed to")
+        problems.append(
+            f"pipeline.image_registry {p.image_registry!r} is a placeholder: set the registry "
+            "`make images VRFT_REGISTRY=...` pushed to"
+        )
     for per_shot in sweep_configs(config):
         problems += training_problems(per_shot)
     return problems

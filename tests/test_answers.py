@@ -34,7 +34,7 @@ def test_well_formed_rejects_nested_tags_and_prose():
     [
         '[{"Position": [1, 2, 3, 4], "Confidence": 0.5}]',
         "[{'Position': [1, 2, 3, 4], 'Confidence': 0.5}]",
-        "```json\n[{\"Position\": [1, 2, 3, 4], \"Confidence\": 0.5}]\n```",
+        '```json\n[{"Position": [1, 2, 3, 4], "Confidence": 0.5}]\n```',
         "Here are the boxes: [{'Position': [1, 2, 3, 4], 'Confidence': 0.5}].",
         "{'Position': [1, 2, 3, 4], 'Confidence': 0.5}",
         '[{"bbox_2d": [1, 2, 3, 4], "score": 0.5}]',
@@ -59,7 +59,9 @@ def test_confidence_is_clipped_and_missing_confidence_is_invalid():
 
 
 def test_bool_and_wrong_length_are_invalid():
-    answer = parse_detections("[{'Position': [True, 0, 1, 1], 'Confidence': 0.5}, {'Position': [0, 0, 1], 'Confidence': 0.5}, 5]")
+    answer = parse_detections(
+        "[{'Position': [True, 0, 1, 1], 'Confidence': 0.5}, {'Position': [0, 0, 1], 'Confidence': 0.5}, 5]"
+    )
     assert [b.valid for b in answer.boxes] == [False, False, False]
 
 
@@ -82,7 +84,10 @@ def test_single_box_variants():
 
 def test_completion_text_forms():
     assert completion_text("plain") == "plain"
-    assert completion_text([{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]) == "ab"
+    assert (
+        completion_text([{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}])
+        == "ab"
+    )
     assert completion_text({"role": "assistant", "content": "x"}) == "x"
 
 

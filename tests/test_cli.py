@@ -9,12 +9,28 @@ from pathlib import Path
 
 from vrft.cli import main
 
-COMMANDS = ["run", "dataset", "train", "evaluate", "report", "up", "down", "compile", "submit", "schedule", "runs",
-            "tiny-model", "reward", "prompt"]
+COMMANDS = [
+    "run",
+    "dataset",
+    "train",
+    "evaluate",
+    "report",
+    "up",
+    "down",
+    "compile",
+    "submit",
+    "schedule",
+    "runs",
+    "tiny-model",
+    "reward",
+    "prompt",
+]
 
 
 def test_help_lists_commands():
-    out = subprocess.run([sys.executable, "-m", "vrft.cli", "--help"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "vrft.cli", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0
     for command in COMMANDS:
         assert f"    {command}" in out.stdout
@@ -61,7 +77,9 @@ def test_debug_flag_and_environment_variable_show_the_traceback(capsys, monkeypa
     for argv in (["--debug", "reward", "detection", "x"], ["reward", "detection", "x", "--debug"]):
         assert main(argv) == 1
         err = capsys.readouterr().err
-        assert "Traceback (most recent call last)" in err and "needs the dataset column 'solution_boxes'" in err
+        assert (
+            "Traceback (most recent call last)" in err and "needs the dataset column 'solution_boxes'" in err
+        )
         assert err.strip().splitlines()[-1].startswith("vrft reward: error:")
     monkeypatch.setenv("VRFT_DEBUG", "1")
     assert main(["reward", "detection", "x"]) == 1
@@ -71,15 +89,24 @@ def test_debug_flag_and_environment_variable_show_the_traceback(capsys, monkeypa
     assert "Traceback" not in capsys.readouterr().err
 
 
-READY_THEN_MAIN = ("import sys, vrft.cli, vrft.rewards; print('ready', flush=True); "
-                   "sys.exit(vrft.cli.main(sys.argv[1:]))")
+READY_THEN_MAIN = (
+    "import sys, vrft.cli, vrft.rewards; print('ready', flush=True); sys.exit(vrft.cli.main(sys.argv[1:]))"
+)
 
 
 def test_ctrl_c_and_sigterm_are_one_line_without_traceback():
     # `vrft reward NAME -` blocks reading standard input: a command busy when the signal arrives.
-    for sig, code, words in ((signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated by signal 15")):
-        process = subprocess.Popen([sys.executable, "-c", READY_THEN_MAIN, "reward", "detection", "-"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for sig, code, words in (
+        (signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+        (signal.SIGTERM, 143, "terminated by signal 15"),
+    ):
+        process = subprocess.Popen(
+            [sys.executable, "-c", READY_THEN_MAIN, "reward", "detection", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert process.stdout.readline() == "ready\n"
         deadline = time.monotonic() + 60
         while not _reading_stdin(process.pid) and time.monotonic() < deadline:
@@ -107,7 +134,9 @@ def test_run_on_a_corrupted_mlflow_db_is_one_line_naming_the_file(tmp_path, caps
     assert main(["run", str(config), "--state-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert err.startswith(f"vrft run: error: {database}: not a usable MLflow store (sqlite: file is not a database)")
+    assert err.startswith(
+        f"vrft run: error: {database}: not a usable MLflow store (sqlite: file is not a database)"
+    )
     assert not (tmp_path / "services" / "services.json").exists(), "nothing was started"
 
 

@@ -33,7 +33,9 @@ class Train:
 def test_yaml_section_and_overrides(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("train:\n  beta: 0.02\n  lora: {enabled: true}\nother: {x: 1}\n")
-    cfg = load_config(Train, path, ["train.steps=25", "lora.r=16", "shots=[4, 8]", "output=/tmp/x"], section="train")
+    cfg = load_config(
+        Train, path, ["train.steps=25", "lora.r=16", "shots=[4, 8]", "output=/tmp/x"], section="train"
+    )
     assert (cfg.beta, cfg.steps, cfg.lora.enabled, cfg.lora.r, cfg.shots) == (0.02, 25, True, 16, [4, 8])
     assert cfg.output == Path("/tmp/x")
 
@@ -85,14 +87,21 @@ def test_round_trip_and_flatten():
 
 # -- hostile files and values (issue 14): one line naming file and key, nothing run -------------
 
+
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize(("text", "message"), [
-    ("train:\n  steps: 5\n  beta: 0.1\n  steps: 500\n", r"line 4 column 3: key 'steps' appears twice \(first on line 2\)"),
-    ("train: {}\nother: 1\ntrain: {steps: 5}\n", r"line 3 column 1: key 'train' appears twice"),
-    ("", "the file is empty"),
-    ("# only a comment\n", "the file is empty"),
-    ("train: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "train:\n  steps: 5\n  beta: 0.1\n  steps: 500\n",
+            r"line 4 column 3: key 'steps' appears twice \(first on line 2\)",
+        ),
+        ("train: {}\nother: 1\ntrain: {steps: 5}\n", r"line 3 column 1: key 'train' appears twice"),
+        ("", "the file is empty"),
+        ("# only a comment\n", "the file is empty"),
+        ("train: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML"),
+    ],
+)
 def test_duplicate_keys_empty_and_deep_files(tmp_path, text, message):
     path = tmp_path / "exp.yaml"
     path.write_text(text)
@@ -105,20 +114,26 @@ def test_duplicate_keys_empty_and_deep_files(tmp_path, text, message):
 def test_merge_keys_are_not_duplicates(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("base: &b {steps: 5}\ntrain:\n  <<: *b\n  beta: 0.5\n")
-    assert (load_config(Train, path, section="train").steps, load_config(Train, path, section="train").beta) == (5, 0.5)
+    assert (
+        load_config(Train, path, section="train").steps,
+        load_config(Train, path, section="train").beta,
+    ) == (5, 0.5)
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize(("override", "message"), [
-    ("beta=.nan", "beta: expected a finite number, got nan"),
-    ("beta=.inf", "beta: expected a finite number, got inf"),
-    ("beta=-.inf", "beta: expected a finite number"),
-    ("beta=nan", "beta: expected a finite number"),
-    ("beta=1e999", "beta: expected a finite number"),
-    ("beta=" + "9" * 400, "beta: .* too large for a number"),
-    ("steps=" + "9" * 30, "steps: .* too large"),
-    ("shots={a: 1, a: 2}", "key 'a' appears twice"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("beta=.nan", "beta: expected a finite number, got nan"),
+        ("beta=.inf", "beta: expected a finite number, got inf"),
+        ("beta=-.inf", "beta: expected a finite number"),
+        ("beta=nan", "beta: expected a finite number"),
+        ("beta=1e999", "beta: expected a finite number"),
+        ("beta=" + "9" * 400, "beta: .* too large for a number"),
+        ("steps=" + "9" * 30, "steps: .* too large"),
+        ("shots={a: 1, a: 2}", "key 'a' appears twice"),
+    ],
+)
 def test_non_finite_and_huge_numbers(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(Train, None, [override])

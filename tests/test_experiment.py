@@ -8,9 +8,18 @@ from vrft.config import ConfigError
 from vrft.experiment import experiment_from_json, load_experiment
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-PAPER_TABLES = {"cls_flowers102": "table2", "cls_pets37": "table2", "cls_aircraft100": "table2",
-                "cls_cars196": "table2", "coco_8cat": "table3", "lvis_6rare": "table4", "mg": "table5",
-                "lisa": "table6", "ovd_coco": "table7", "ovd_lvis": "table8"}
+PAPER_TABLES = {
+    "cls_flowers102": "table2",
+    "cls_pets37": "table2",
+    "cls_aircraft100": "table2",
+    "cls_cars196": "table2",
+    "coco_8cat": "table3",
+    "lvis_6rare": "table4",
+    "mg": "table5",
+    "lisa": "table6",
+    "ovd_coco": "table7",
+    "ovd_lvis": "table8",
+}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

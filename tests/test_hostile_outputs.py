@@ -28,21 +28,36 @@ def test_evaluate_refuses_the_dataset_or_checkpoint_as_output(tmp_path, output):
     (tmp_path / "model").mkdir()
     before = _files(tmp_path)
     with pytest.raises(OutputOverlapError, match="choose an output outside every input"):
-        evaluate_checkpoint(EvaluateConfig(), tmp_path / "dataset", tmp_path / output,
-                            model=ModelConfig(name_or_path=str(tmp_path / "model")), overwrite=True)
+        evaluate_checkpoint(
+            EvaluateConfig(),
+            tmp_path / "dataset",
+            tmp_path / output,
+            model=ModelConfig(name_or_path=str(tmp_path / "model")),
+            overwrite=True,
+        )
     assert _files(tmp_path) == before
 
 
 def test_report_refuses_an_output_holding_the_mlflow_store(tmp_path):
     (tmp_path / "mlflow.db").write_bytes(b"SQLite format 3\x00")
     with pytest.raises(OutputOverlapError, match="output contains the MLflow store"):
-        build_report(ReportConfig(), tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="x",
-                     overwrite=True)
+        build_report(
+            ReportConfig(),
+            tmp_path,
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            experiment="x",
+            overwrite=True,
+        )
     assert (tmp_path / "mlflow.db").read_bytes() == b"SQLite format 3\x00"
 
 
 def test_training_refuses_to_write_into_its_dataset(tmp_path):
     (tmp_path / "dataset").mkdir()
     with pytest.raises(OutputOverlapError, match="output is inside the dataset"):
-        preflight(GRPOStageConfig(), tmp_path / "dataset", tmp_path / "dataset" / "run", ModelConfig(name_or_path="m"))
+        preflight(
+            GRPOStageConfig(),
+            tmp_path / "dataset",
+            tmp_path / "dataset" / "run",
+            ModelConfig(name_or_path="m"),
+        )
     assert _files(tmp_path) == ["dataset"]

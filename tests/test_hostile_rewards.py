@@ -35,10 +35,12 @@ ADVERSARIAL = {
 @pytest.mark.parametrize("case", sorted(ADVERSARIAL))
 def test_adversarial_completions_score_in_linear_time(case):
     text = ADVERSARIAL[case]
-    for reward, columns in ((detection, {"solution_boxes": [[[0, 0, 10, 10]]]}),
-                            (detection_hardened, {"solution_boxes": [[[0, 0, 10, 10]]]}),
-                            (classification, {"class_name": ["cat"]}),
-                            (grounding_giou, {"solution_box": [[0, 0, 10, 10]]})):
+    for reward, columns in (
+        (detection, {"solution_boxes": [[[0, 0, 10, 10]]]}),
+        (detection_hardened, {"solution_boxes": [[[0, 0, 10, 10]]]}),
+        (classification, {"class_name": ["cat"]}),
+        (grounding_giou, {"solution_box": [[0, 0, 10, 10]]}),
+    ):
         (value,) = reward([text], **columns)
         assert reward.range[0] <= value <= reward.range[1] - 1.0  # never well formed with a right answer
 
@@ -62,7 +64,9 @@ def test_linear_scans_keep_the_regex_semantics():
     assert detection(["<think>.</think><answer> 'No   objects' . </answer>"], solution_boxes=[[]]) == [3.0]
 
 
-@pytest.mark.parametrize("answer", ["ｃａｔ", "ca\u200bt", "\ufeffcat", "c\u00adat", "ＣＡＴ\u200d", "cat\u2060"])
+@pytest.mark.parametrize(
+    "answer", ["ｃａｔ", "ca\u200bt", "\ufeffcat", "c\u00adat", "ＣＡＴ\u200d", "cat\u2060"]
+)
 def test_full_width_and_invisible_characters_match(answer):
     assert labels_match(answer, "cat")
     assert classification([f"<think>.</think><answer>{answer}</answer>"], class_name=["Cat"]) == [2.0]
@@ -87,10 +91,14 @@ IMPRECISE = {
     "one box, IoU 0.43": ([[100, 100, 200, 200]], [[140, 100, 240, 200]]),
     "one box, IoU 0.14": ([[100, 100, 200, 200]], [[175, 100, 275, 200]]),
     "one box, IoU 0.68": ([[100, 100, 200, 200]], [[119, 100, 219, 200]]),
-    "two boxes, one close, one missed": ([[100, 100, 200, 200], [300, 300, 360, 360]],
-                                         [[110, 100, 210, 200], [330, 330, 390, 390]]),
-    "three boxes, all imprecise": ([[0, 0, 50, 50], [100, 0, 150, 50], [200, 0, 250, 50]],
-                                   [[20, 0, 70, 50], [120, 0, 170, 50], [220, 0, 270, 50]]),
+    "two boxes, one close, one missed": (
+        [[100, 100, 200, 200], [300, 300, 360, 360]],
+        [[110, 100, 210, 200], [330, 330, 390, 390]],
+    ),
+    "three boxes, all imprecise": (
+        [[0, 0, 50, 50], [100, 0, 150, 50], [200, 0, 250, 50]],
+        [[20, 0, 70, 50], [120, 0, 170, 50], [220, 0, 270, 50]],
+    ),
 }
 
 
@@ -116,7 +124,9 @@ def test_hardened_reward_keeps_the_extremes_and_the_range():
     assert detection_hardened([_honest(gt, 1.0)], solution_boxes=[gt]) == [3.0]
     assert detection_hardened(["<think>.</think><answer>No Objects</answer>"], solution_boxes=[[]]) == [3.0]
     assert detection_hardened(["<think>.</think><answer>No Objects</answer>"], solution_boxes=[gt]) == [1.0]
-    assert detection_hardened([CONSTANT], solution_boxes=[[]]) == [1.0]  # boxes on an image without the category
+    assert detection_hardened([CONSTANT], solution_boxes=[[]]) == [
+        1.0
+    ]  # boxes on an image without the category
     assert detection_hardened(["garbage"], solution_boxes=[gt]) == [0.0]
     assert isinstance(resolve_reward("detection_hardened", tau=0.4), HardenedDetectionReward)
     assert resolve_reward("detection").__class__.__name__ == "DetectionReward"  # the default is the paper's
@@ -126,11 +136,18 @@ def test_degenerate_share_is_a_zero_weight_monitor():
     (monitor,) = monitor_functions_for_trainer("detection")
     assert monitor.__name__ == "detection_degenerate"  # trl logs rewards/detection_degenerate/mean
     gt = [[100, 100, 200, 200]]
-    completions = [CONSTANT, CONSTANT, _honest(gt), _honest([[0, 0, 1, 1]], 0.9), "<answer>No Objects</answer>",
-                   "garbage"]
+    completions = [
+        CONSTANT,
+        CONSTANT,
+        _honest(gt),
+        _honest([[0, 0, 1, 1]], 0.9),
+        "<answer>No Objects</answer>",
+        "garbage",
+    ]
     assert monitor(completions, solution_boxes=[gt] * 6) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     assert [f.__name__ for f in monitor_functions_for_trainer("detection_hardened")] == [
-        "detection_hardened_degenerate"]
+        "detection_hardened_degenerate"
+    ]
     assert monitor_functions_for_trainer("classification") == []
     assert monitor_functions_for_trainer("vrft.rewards:format_reward") == []
 

@@ -82,7 +82,9 @@ def test_atomic_directory_success_failure_and_clobbering(tmp_path):
     assert sorted(p.name for p in final.iterdir()) == ["a"]  # a failed overwrite keeps the old one
     with atomic_directory(final, overwrite=True) as tmp:
         (tmp / "b").write_text("2")
-    assert sorted(p.name for p in final.iterdir()) == ["b"] and [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert sorted(p.name for p in final.iterdir()) == ["b"] and [p.name for p in tmp_path.iterdir()] == [
+        "out"
+    ]
 
 
 def _tree(root):
@@ -106,12 +108,18 @@ def test_manifest_is_deterministic_and_lists_every_file(tmp_path):
         write_manifest(tmp_path / "one", {"files": {}})
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda r: _flip(r / "z.bin", 1000), "file 'z.bin': SHA-256 differs"),
-    (lambda r: _truncate(r / "d" / "e" / "b.json"), "file 'd/e/b.json': size differs (recorded 8, found 4)"),
-    (lambda r: (r / "d" / "a.txt").unlink(), "file 'd/a.txt': missing"),
-    (lambda r: (r / "d" / "new.txt").write_text("x"), "file 'd/new.txt': not in the manifest"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda r: _flip(r / "z.bin", 1000), "file 'z.bin': SHA-256 differs"),
+        (
+            lambda r: _truncate(r / "d" / "e" / "b.json"),
+            "file 'd/e/b.json': size differs (recorded 8, found 4)",
+        ),
+        (lambda r: (r / "d" / "a.txt").unlink(), "file 'd/a.txt': missing"),
+        (lambda r: (r / "d" / "new.txt").write_text("x"), "file 'd/new.txt': not in the manifest"),
+    ],
+)
 def test_verify_manifest_names_the_changed_file(tmp_path, damage, message):
     _tree(tmp_path)
     write_manifest(tmp_path)
@@ -142,6 +150,7 @@ def test_verify_manifest_rejects_a_missing_or_broken_manifest(tmp_path):
 
 # -- issue 14: outputs overlapping inputs, files replaced, leftovers of killed builds ------------
 
+
 @pytest.mark.timeout(30)
 def test_check_output_apart(tmp_path):
     from vrft.io import OutputOverlapError, check_output_apart
@@ -152,9 +161,14 @@ def test_check_output_apart(tmp_path):
     inputs = {"images": data / "images", "annotations": data / "ann.json", "unused": ""}
     check_output_apart(tmp_path / "out", inputs)
     check_output_apart(data / "out", inputs)  # next to the inputs is fine
-    for output, relation in ((data / "images", "is"), (data / "ann.json", "is"), (data, "contains"),
-                             (tmp_path, "contains"), (data / "images" / "x", "is inside"),
-                             (data / "images" / ".." / "images", "is")):
+    for output, relation in (
+        (data / "images", "is"),
+        (data / "ann.json", "is"),
+        (data, "contains"),
+        (tmp_path, "contains"),
+        (data / "images" / "x", "is inside"),
+        (data / "images" / ".." / "images", "is"),
+    ):
         with pytest.raises(OutputOverlapError, match=f"output {relation} the "):
             check_output_apart(output, inputs)
     (tmp_path / "link").symlink_to(data / "images")
@@ -182,13 +196,15 @@ def test_leftovers_of_a_killed_build_are_removed_by_the_next_one(tmp_path):
     import sys
 
     # A process that dies (SIGKILL: no cleanup runs) in the middle of building tmp_path/"out".
-    script = ("import os, signal, sys\nfrom vrft.io import atomic_directory\n"
-              "with atomic_directory(sys.argv[1]) as tmp:\n"
-              "    (tmp / 'half').write_text('x')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    script = (
+        "import os, signal, sys\nfrom vrft.io import atomic_directory\n"
+        "with atomic_directory(sys.argv[1]) as tmp:\n"
+        "    (tmp / 'half').write_text('x')\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], timeout=120)
     stale = [p.name for p in tmp_path.iterdir()]
     assert len(stale) == 1 and stale[0].startswith(".out.building-")
-    host = stale[0][len(".out.building-"):].rsplit("-", 2)[0]
+    host = stale[0][len(".out.building-") :].rsplit("-", 2)[0]
     live = tmp_path / f".out.building-{host}-{os.getpid()}-abc123"  # this process is alive: not touched
     other_host = tmp_path / ".out.building-another-node-999999999-abc123"  # its pids mean nothing here
     live.mkdir()

@@ -34,7 +34,7 @@ AUTHORS_CLASSIFICATION_TAIL = (
 AUTHORS_LISA = (
     "Output the bounding box in the image corresponding to the instruction: the pokeymon that can perform "
     "Thunderbolt. Output the thinking process in <think> </think> and your grouding box. Following "
-    "\"<think> thinking process </think>\n<answer>(x1,y1),(x2,y2)</answer>)\" format."
+    '"<think> thinking process </think>\n<answer>(x1,y1),(x2,y2)</answer>)" format.'
 )
 AUTHORS_R1_SYSTEM = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The assistant "
@@ -45,19 +45,25 @@ AUTHORS_R1_SYSTEM = (
 
 
 def test_detection_prompt_is_the_authors_character_for_character():
-    text = render_prompt("detection", category="fire hydrant", convention=BoxConvention.for_family("qwen2_vl"))
+    text = render_prompt(
+        "detection", category="fire hydrant", convention=BoxConvention.for_family("qwen2_vl")
+    )
     assert text == AUTHORS_DETECTION_FIRE_HYDRANT
 
 
 @pytest.mark.parametrize("noun", sorted(AUTHORS_CLASSIFICATION))
 def test_classification_prompts_are_the_authors_character_for_character(noun):
     # Aircraft and cars ask for the "model" but the answer placeholder is "species name" for all four.
-    assert render_prompt("classification", noun=noun) == AUTHORS_CLASSIFICATION[noun] + AUTHORS_CLASSIFICATION_TAIL
+    assert (
+        render_prompt("classification", noun=noun)
+        == AUTHORS_CLASSIFICATION[noun] + AUTHORS_CLASSIFICATION_TAIL
+    )
 
 
 def test_lisa_prompt_and_system_prompt_are_the_authors():
-    text = render_prompt("grounding", instruction="the pokeymon that can perform Thunderbolt",
-                         convention=BoxConvention())
+    text = render_prompt(
+        "grounding", instruction="the pokeymon that can perform Thunderbolt", convention=BoxConvention()
+    )
     assert text == AUTHORS_LISA
     assert R1_SYSTEM_PROMPT == AUTHORS_R1_SYSTEM
 
@@ -66,9 +72,13 @@ def test_documented_deviation_qwen25_prompts_name_the_resized_image_size():
     convention = BoxConvention.for_family("qwen2_5_vl", max_pixels=401408)
     text = render_prompt("detection", category="cat", convention=convention, width=1280, height=960)
     assert "0 and 1000" not in text and "(absolute pixel coordinates in the 728x532 image, integer)" in text
-    grounding = render_prompt("grounding", instruction="the cat", convention=convention, width=1280, height=960)
-    assert grounding.startswith("Output the bounding box in the image corresponding to the instruction: the cat. "
-                                "Give the box in absolute pixel coordinates in the 728x532 image, integer. Output")
+    grounding = render_prompt(
+        "grounding", instruction="the cat", convention=convention, width=1280, height=960
+    )
+    assert grounding.startswith(
+        "Output the bounding box in the image corresponding to the instruction: the cat. "
+        "Give the box in absolute pixel coordinates in the 728x532 image, integer. Output"
+    )
 
 
 def test_other_nouns_and_the_existence_prompt():
@@ -78,7 +88,8 @@ def test_other_nouns_and_the_existence_prompt():
         "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
         "The output answer format should be as follows:\n"
         "<think> ... </think> <answer>yes</answer> or <think> ... </think> <answer>no</answer>\n"
-        "Please strictly follow the format.")
+        "Please strictly follow the format."
+    )
 
 
 def test_errors():

@@ -9,7 +9,7 @@ from vrft import answers
 from vrft.rewards import resolve_reward
 
 NUMBERS = st.one_of(
-    st.integers(-10**6, 10**6),
+    st.integers(-(10**6), 10**6),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=5),
     st.booleans(),
@@ -22,7 +22,23 @@ ITEM = st.one_of(
     BOX,
     NUMBERS,
 )
-TAGS = ["<think>", "</think>", "<answer>", "</answer>", "No Objects", "[", "]", "{", "}", "(", ")", ",", "'", '"', ":"]
+TAGS = [
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+    "No Objects",
+    "[",
+    "]",
+    "{",
+    "}",
+    "(",
+    ")",
+    ",",
+    "'",
+    '"',
+    ":",
+]
 
 
 @st.composite
@@ -51,13 +67,18 @@ GT_BOXES = st.lists(
 COLUMNS = {
     "format": lambda draw: {},
     "detection": lambda draw: {"solution_boxes": [draw(GT_BOXES)]},
-    "classification": lambda draw: {"class_name": [draw(st.text(max_size=20))], "aliases": [draw(st.lists(st.text(max_size=10), max_size=2))]},
+    "classification": lambda draw: {
+        "class_name": [draw(st.text(max_size=20))],
+        "aliases": [draw(st.lists(st.text(max_size=10), max_size=2))],
+    },
     "grounding_iou": lambda draw: {"solution_box": [draw(GT_BOXES.filter(bool))[0]]},
     "grounding_giou": lambda draw: {"solution_box": [draw(GT_BOXES.filter(bool))[0]]},
 }
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 @given(name=st.sampled_from(sorted(COLUMNS)), text=adversarial_text(), data=st.data())
 def test_rewards_are_finite_and_in_range(name, text, data):
     reward = resolve_reward(name)

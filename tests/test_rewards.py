@@ -30,7 +30,9 @@ def test_exact_box_scores_iou_conf_format():
 
 
 def test_extra_false_positive_halves_iou_and_scores_one_minus_confidence():
-    b = det('[{"Position":[100,100,200,200],"Confidence":0.9},{"Position":[500,500,600,600],"Confidence":0.6}]')
+    b = det(
+        '[{"Position":[100,100,200,200],"Confidence":0.9},{"Position":[500,500,600,600],"Confidence":0.6}]'
+    )
     assert b.iou == pytest.approx(0.5)
     assert b.conf == pytest.approx((0.9 + 0.4) / 2)
 
@@ -49,7 +51,9 @@ def test_tau_is_configurable():
 def test_no_objects_rules():
     assert (det("No Objects", gt=[]).iou, det("No Objects", gt=[]).conf) == (1.0, 1.0)
     assert (det("No Objects").iou, det("No Objects").conf) == (0.0, 0.0)
-    boxes_on_empty = det('[{"Position":[1,1,5,5],"Confidence":0.8},{"Position":[9,9,20,20],"Confidence":0.2}]', gt=[])
+    boxes_on_empty = det(
+        '[{"Position":[1,1,5,5],"Confidence":0.8},{"Position":[9,9,20,20],"Confidence":0.2}]', gt=[]
+    )
     assert boxes_on_empty.iou == 0.0
     assert boxes_on_empty.conf == pytest.approx(((1 - 0.8) + (1 - 0.2)) / 2)
 
@@ -63,14 +67,18 @@ def test_missed_object_is_punished_by_default_but_not_with_paper_normalisation()
 
 def test_matching_goes_by_descending_confidence():
     # The confident box takes the ground truth; the less confident duplicate-ish box is unmatched.
-    answer = '[{"Position":[100,100,200,190],"Confidence":0.2},{"Position":[100,100,200,200],"Confidence":0.9}]'
+    answer = (
+        '[{"Position":[100,100,200,190],"Confidence":0.2},{"Position":[100,100,200,200],"Confidence":0.9}]'
+    )
     b = det(answer)
     assert b.iou == pytest.approx(1.0 / 2)
     assert b.conf == pytest.approx((0.9 + 0.8) / 2)
 
 
 def test_exact_duplicates_are_dropped():
-    answer = '[{"Position":[100,100,200,200],"Confidence":0.9},{"Position":[100,100,200,200],"Confidence":0.9}]'
+    answer = (
+        '[{"Position":[100,100,200,200],"Confidence":0.9},{"Position":[100,100,200,200],"Confidence":0.9}]'
+    )
     assert det(answer).iou == 1.0
 
 
@@ -133,7 +141,12 @@ def test_format_one_allows_whitespace():
 
 
 def test_conversational_completions():
-    completion = [{"role": "assistant", "content": '<think>x</think><answer>[{"Position":[100,100,200,200],"Confidence":0.9}]</answer>'}]
+    completion = [
+        {
+            "role": "assistant",
+            "content": '<think>x</think><answer>[{"Position":[100,100,200,200],"Confidence":0.9}]</answer>',
+        }
+    ]
     assert rewards.detection([completion], solution_boxes=[GT]) == [pytest.approx(2.9)]
 
 
@@ -141,7 +154,9 @@ def test_classification_cases():
     r = ClassificationReward()
 
     def acc(answer, truth="Boeing 737", aliases=None):
-        return r.breakdown([f"<think>t</think><answer>{answer}</answer>"], class_name=[truth], aliases=[aliases])[0].accuracy
+        return r.breakdown(
+            [f"<think>t</think><answer>{answer}</answer>"], class_name=[truth], aliases=[aliases]
+        )[0].accuracy
 
     assert acc("") == 0.0
     assert acc("Boeing 737 or Airbus A320") == 0.0
@@ -164,7 +179,9 @@ def test_grounding_iou_and_giou():
     assert 0.0 <= g.iou < 0.1  # GIoU near -1 -> near 0 after +1
     lisa = "<think>t</think><answer>(0,0),(10,10)</answer>"
     assert GroundingReward("giou")([lisa], solution_box=[[0, 0, 10, 10]]) == [3.0]
-    assert GroundingReward("iou")(["<think>t</think><answer>nothing</answer>"], solution_box=[[0, 0, 1, 1]]) == [1.0]
+    assert GroundingReward("iou")(
+        ["<think>t</think><answer>nothing</answer>"], solution_box=[[0, 0, 1, 1]]
+    ) == [1.0]
 
 
 def test_think_prefilled_chat_templates():
@@ -181,7 +198,11 @@ def test_missing_column_names_the_column():
 def test_trl_extra_kwargs_are_ignored():
     out = rewards.detection(
         ["<think>x</think><answer>No Objects</answer>"],
-        prompts=["p"], completion_ids=[[1, 2]], trainer_state=None, solution_boxes=[[]], image=[None],
+        prompts=["p"],
+        completion_ids=[[1, 2]],
+        trainer_state=None,
+        solution_boxes=[[]],
+        image=[None],
     )
     assert out == [3.0]
 
@@ -191,7 +212,9 @@ def test_registry_names_and_dotted_paths(tmp_path, monkeypatch):
         assert isinstance(resolve_reward(name), Reward)
     assert resolve_reward("grounding_giou").name == "grounding_giou"
     plugin = tmp_path / "my_rewards.py"
-    plugin.write_text("def length_reward(completions, **kw):\n    return [float(len(c)) for c in completions]\n")
+    plugin.write_text(
+        "def length_reward(completions, **kw):\n    return [float(len(c)) for c in completions]\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     fn = resolve_reward("my_rewards:length_reward")
     assert fn(["ab", "abc"]) == [2.0, 3.0]

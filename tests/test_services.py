@@ -76,7 +76,7 @@ def listening_sockets(pid: int) -> set[tuple[str, int]]:
         except OSError:
             continue
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
+            inodes.add(target[len("socket:[") : -1])
     found = set()
     for table in ("tcp", "tcp6"):
         for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
@@ -90,7 +90,9 @@ def listening_sockets(pid: int) -> set[tuple[str, int]]:
 def assert_nothing_left(pid: int, ports: dict[str, int]) -> None:
     assert not process_alive(pid), f"SeaweedFS pid {pid} still runs"
     assert [p for p in ports.values() if port_is_open(p)] == []
-    assert [s for p in ports.values() for s in Path("/tmp").glob(f"seaweedfs-*-{p}.sock")] == [], "sockets left"
+    assert [s for p in ports.values() for s in Path("/tmp").glob(f"seaweedfs-*-{p}.sock")] == [], (
+        "sockets left"
+    )
 
 
 def test_seaweedfs_listens_on_loopback_only_with_private_credentials(services: LocalServices) -> None:
@@ -106,8 +108,13 @@ def test_seaweedfs_listens_on_loopback_only_with_private_credentials(services: L
     access_key, secret_key = services.credentials()
     for public in (services.state_dir / STATE_FILE, services.log_file):
         assert secret_key not in public.read_text()
-    wrong = boto3.client("s3", endpoint_url=services.s3_endpoint, region_name="us-east-1",
-                         aws_access_key_id=access_key, aws_secret_access_key=secret_key[::-1])
+    wrong = boto3.client(
+        "s3",
+        endpoint_url=services.s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key[::-1],
+    )
     with pytest.raises(ClientError, match="SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId"):
         wrong.list_objects_v2(Bucket=services.bucket)
 
@@ -122,7 +129,9 @@ def test_artifacts_round_trip_through_seaweedfs(service_env: dict[str, str], tmp
     store = ArtifactStore.from_uri(service_env[STORE_ROOT_ENV], multipart_threshold=5 * MiB)
     assert isinstance(store, S3ArtifactStore) and store.endpoint_url == service_env["AWS_ENDPOINT_URL"]
     uri = store.upload_dir(src, "runs/r1/grpo/checkpoint")
-    etag = store.client.head_object(Bucket=store.bucket, Key="runs/r1/grpo/checkpoint/model.safetensors")["ETag"]
+    etag = store.client.head_object(Bucket=store.bucket, Key="runs/r1/grpo/checkpoint/model.safetensors")[
+        "ETag"
+    ]
     assert etag.strip('"').endswith("-3"), f"expected a 3-part multipart upload, got ETag {etag}"
     out = store.download_dir(uri, tmp_path / "out")
     assert (out / "model.safetensors").read_bytes() == big
@@ -142,8 +151,9 @@ def test_artifacts_round_trip_through_seaweedfs(service_env: dict[str, str], tmp
         assert not (tmp_path / "again").exists()
 
 
-def test_mlflow_runs_go_to_sqlite_and_artifacts_to_seaweedfs(services: LocalServices,
-                                                             service_env: dict[str, str]) -> None:
+def test_mlflow_runs_go_to_sqlite_and_artifacts_to_seaweedfs(
+    services: LocalServices, service_env: dict[str, str]
+) -> None:
     tracker = Tracker()
     assert tracker.tracking_uri == services.tracking_uri
     with tracker.parent_run("services-test", "pipeline") as parent_id:
@@ -165,8 +175,9 @@ def test_up_reuses_running_services_and_start_refuses_a_second_instance(services
     assert "AWS_SHARED_CREDENTIALS_FILE=" in hint and services.credentials()[1] not in hint
 
 
-def test_context_manager_stops_everything_and_prints_no_secret(services: LocalServices, tmp_path: Path,
-                                                               capfd: pytest.CaptureFixture[str]) -> None:
+def test_context_manager_stops_everything_and_prints_no_secret(
+    services: LocalServices, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     state = state_dir_with_db(services, tmp_path)
     (state / STATE_FILE).write_text(json.dumps({"pid": 2**22 + 12345, "start_time": "1"}))  # stale
     with LocalServices(state) as local:
@@ -190,8 +201,14 @@ UP_PROCESS = textwrap.dedent("""
 
 def test_down_in_another_process_stops_services_left_up(services: LocalServices, tmp_path: Path) -> None:
     state = state_dir_with_db(services, tmp_path)
-    result = subprocess.run([sys.executable, "-c", UP_PROCESS, str(state)], capture_output=True, text=True,
-                            cwd=REPO, timeout=120, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", UP_PROCESS, str(state)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=True,
+    )
     pid = int(result.stdout.strip())
     local = LocalServices(state)
     assert local.status() == "running" and local.pid == pid, "still running after `up` exited"
@@ -210,8 +227,9 @@ def test_stale_state_is_detected_and_never_signalled(tmp_path: Path) -> None:
     with pytest.raises(ServicesError, match="not running"):
         local.env()
 
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True)
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     (state / STATE_FILE).write_text(json.dumps({"pid": int(finished.stdout), "start_time": None}))
     assert local.status() == "stale"
 
@@ -239,7 +257,9 @@ THREADS_OUTLIVE_MAIN = textwrap.dedent("""
 
 def test_a_process_whose_main_thread_exited_is_alive_while_other_threads_run() -> None:
     # A Go server (SeaweedFS) stopping looks like this: /proc/PID/stat says zombie, the port is still open.
-    child = subprocess.Popen([sys.executable, "-c", THREADS_OUTLIVE_MAIN, "3"], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", THREADS_OUTLIVE_MAIN, "3"], stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(child.stdout.readline())
         leader_state = lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(") ", 1)[1][0]  # noqa: E731
@@ -269,19 +289,24 @@ def wait_for(condition, timeout: float) -> bool:
 
 def test_services_tied_to_a_process_die_when_it_is_killed(services: LocalServices, tmp_path: Path) -> None:
     state = state_dir_with_db(services, tmp_path)
-    owner = subprocess.Popen([sys.executable, "-c", TIED_PROCESS, str(state)], stdout=subprocess.PIPE, text=True,
-                             cwd=REPO)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", TIED_PROCESS, str(state)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     try:
         started = json.loads(owner.stdout.readline())
         assert LocalServices(state).owner_pid() == owner.pid and LocalServices(state).status() == "running"
         owner.send_signal(signal.SIGKILL)
         owner.wait(30)
-        assert wait_for(lambda: not process_alive(started["pid"]), 30), "SeaweedFS outlived the process it belonged to"
+        assert wait_for(lambda: not process_alive(started["pid"]), 30), (
+            "SeaweedFS outlived the process it belonged to"
+        )
         assert wait_for(lambda: not [p for p in started["ports"].values() if port_is_open(p)], 10)
         local = LocalServices(state)
         assert local.status() == "stale"
         assert down(state) is False and local.status() == "stopped"
-        assert [s for p in started["ports"].values() for s in Path("/tmp").glob(f"seaweedfs-*-{p}.sock")] == []
+        assert [
+            s for p in started["ports"].values() for s in Path("/tmp").glob(f"seaweedfs-*-{p}.sock")
+        ] == []
     finally:
         if owner.poll() is None:
             owner.kill()
@@ -289,13 +314,19 @@ def test_services_tied_to_a_process_die_when_it_is_killed(services: LocalService
         down(state)
 
 
-def test_orphaned_services_are_adopted_by_up_and_replaced_by_a_run(services: LocalServices, tmp_path: Path) -> None:
+def test_orphaned_services_are_adopted_by_up_and_replaced_by_a_run(
+    services: LocalServices, tmp_path: Path
+) -> None:
     state = state_dir_with_db(services, tmp_path)
     local = up(state)
     try:
         pid = local.pid
-        finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                                  text=True, check=True)
+        finished = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         record = json.loads((state / STATE_FILE).read_text())
         record["owner"] = {"pid": int(finished.stdout), "start_time": "1"}  # a `vrft run` that was killed
         (state / STATE_FILE).write_text(json.dumps(record))
@@ -321,7 +352,9 @@ def test_up_refuses_services_that_belong_to_a_live_run(services: LocalServices, 
             record = json.loads((state / STATE_FILE).read_text())
             record["owner"] = {"pid": sleeper.pid, "start_time": None}
             (state / STATE_FILE).write_text(json.dumps(record))
-            with pytest.raises(ServicesError, match=f"belong to a `vrft run` in progress \\(pid {sleeper.pid}\\)"):
+            with pytest.raises(
+                ServicesError, match=f"belong to a `vrft run` in progress \\(pid {sleeper.pid}\\)"
+            ):
                 up(state)
         finally:
             sleeper.kill()
@@ -332,6 +365,8 @@ def test_a_corrupted_mlflow_db_is_one_error_naming_the_file(tmp_path: Path) -> N
     state = tmp_path / "state"
     state.mkdir()
     (state / "mlflow.db").write_bytes(b"this is not a sqlite database" * 100)
-    with pytest.raises(TrackingStoreError, match=f"^{re.escape(str(state / 'mlflow.db'))}: not a usable MLflow store"):
+    with pytest.raises(
+        TrackingStoreError, match=f"^{re.escape(str(state / 'mlflow.db'))}: not a usable MLflow store"
+    ):
         LocalServices(state).start()
     assert LocalServices(state).status() == "stopped", "nothing was started"

@@ -46,8 +46,11 @@ def make_tree(root: Path) -> dict[str, bytes]:
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
 
 
 class Backend:
@@ -112,7 +115,9 @@ def test_round_trip_of_a_nested_directory(store: ArtifactStore, tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"] + (["store"] if "file" in uri else [])
 
 
-def test_manifest_extras_survive_and_prefix_siblings_are_not_mixed_in(store: ArtifactStore, tmp_path: Path) -> None:
+def test_manifest_extras_survive_and_prefix_siblings_are_not_mixed_in(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
     src = tmp_path / "src"
     make_tree(src)
     write_manifest(src, {"seed": 7})
@@ -134,7 +139,9 @@ def test_a_locally_damaged_directory_is_not_published(store: ArtifactStore, tmp_
     assert not store.exists("runs/r1/dataset")
 
 
-def test_replacing_an_artifact_needs_overwrite_and_drops_stale_objects(store: ArtifactStore, tmp_path: Path) -> None:
+def test_replacing_an_artifact_needs_overwrite_and_drops_stale_objects(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     make_tree(first)
     (second / "only.txt").parent.mkdir(parents=True)
@@ -151,7 +158,10 @@ def flip_byte(data: bytes) -> bytes:
 
 
 DAMAGE = {
-    "flipped": (lambda b, uri: b.write(uri, "sub/b.bin", flip_byte(b.read(uri, "sub/b.bin"))), "SHA-256 differs"),
+    "flipped": (
+        lambda b, uri: b.write(uri, "sub/b.bin", flip_byte(b.read(uri, "sub/b.bin"))),
+        "SHA-256 differs",
+    ),
     "truncated": (lambda b, uri: b.write(uri, "sub/b.bin", b.read(uri, "sub/b.bin")[:-1]), "truncated"),
     "deleted": (lambda b, uri: b.delete(uri, "sub/b.bin"), "missing"),
     "extra": (lambda b, uri: b.write(uri, "sub/zz-extra.bin", b"?"), "not in the manifest"),
@@ -159,8 +169,9 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_damaged_objects_are_detected_and_nothing_is_written(store: ArtifactStore, tmp_path: Path,
-                                                             damage: str) -> None:
+def test_damaged_objects_are_detected_and_nothing_is_written(
+    store: ArtifactStore, tmp_path: Path, damage: str
+) -> None:
     src = tmp_path / "src"
     make_tree(src)
     uri = store.upload_dir(src, "runs/r1/dataset")
@@ -188,7 +199,9 @@ def test_a_missing_or_unfinished_artifact_is_not_found(store: ArtifactStore, tmp
 def test_a_manifest_cannot_write_outside_the_download_directory(store: ArtifactStore, tmp_path: Path) -> None:
     uri = store.root_uri + "runs/r1/evil/"
     sha = "0" * 64
-    Backend(store).write(uri, MANIFEST_NAME, json.dumps({"files": {"../escape": {"sha256": sha, "size": 0}}}).encode())
+    Backend(store).write(
+        uri, MANIFEST_NAME, json.dumps({"files": {"../escape": {"sha256": sha, "size": 0}}}).encode()
+    )
     with pytest.raises(ArtifactIntegrityError, match="unsafe file name"):
         store.download_dir(uri, tmp_path / "out")
     assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()
@@ -226,7 +239,10 @@ def test_s3_credentials_and_endpoint_come_from_the_environment(monkeypatch: pyte
     assert isinstance(store, S3ArtifactStore) and store.endpoint_url == "http://127.0.0.1:9"
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:10")
     assert ArtifactStore.from_uri("s3://b/p").endpoint_url == "http://127.0.0.1:10"
-    assert ArtifactStore.from_uri("s3://b/p", endpoint_url="http://127.0.0.1:11").endpoint_url == "http://127.0.0.1:11"
+    assert (
+        ArtifactStore.from_uri("s3://b/p", endpoint_url="http://127.0.0.1:11").endpoint_url
+        == "http://127.0.0.1:11"
+    )
 
 
 def test_uris_and_run_prefixes() -> None:

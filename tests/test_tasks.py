@@ -7,16 +7,55 @@ from vrft.models.coords import BoxConvention
 from vrft.tasks import prompt_text, reward_name, solution_columns, target_answer
 
 ROWS = {
-    "detection": {"task": "detection", "category": "cat", "gt_boxes": [[10.0, 20.0, 300.0, 200.0], [400.0, 50.0, 600.0, 470.0]],
-                  "width": 640, "height": 480, "aliases": [], "noun": "", "instruction": "", "image_id": "1"},
-    "negative": {"task": "detection", "category": "dog", "gt_boxes": [], "width": 640, "height": 480,
-                 "aliases": [], "noun": "", "instruction": "", "image_id": "2"},
-    "classification": {"task": "classification", "category": "Boeing 737", "gt_boxes": [], "width": 300, "height": 200,
-                       "aliases": ["B737"], "noun": "aircraft", "instruction": "", "image_id": "3"},
-    "grounding": {"task": "grounding", "category": "", "gt_boxes": [[5.0, 5.0, 50.0, 60.0]], "width": 100, "height": 80,
-                  "aliases": [], "noun": "", "instruction": "What holds the soup?", "image_id": "4"},
+    "detection": {
+        "task": "detection",
+        "category": "cat",
+        "gt_boxes": [[10.0, 20.0, 300.0, 200.0], [400.0, 50.0, 600.0, 470.0]],
+        "width": 640,
+        "height": 480,
+        "aliases": [],
+        "noun": "",
+        "instruction": "",
+        "image_id": "1",
+    },
+    "negative": {
+        "task": "detection",
+        "category": "dog",
+        "gt_boxes": [],
+        "width": 640,
+        "height": 480,
+        "aliases": [],
+        "noun": "",
+        "instruction": "",
+        "image_id": "2",
+    },
+    "classification": {
+        "task": "classification",
+        "category": "Boeing 737",
+        "gt_boxes": [],
+        "width": 300,
+        "height": 200,
+        "aliases": ["B737"],
+        "noun": "aircraft",
+        "instruction": "",
+        "image_id": "3",
+    },
+    "grounding": {
+        "task": "grounding",
+        "category": "",
+        "gt_boxes": [[5.0, 5.0, 50.0, 60.0]],
+        "width": 100,
+        "height": 80,
+        "aliases": [],
+        "noun": "",
+        "instruction": "What holds the soup?",
+        "image_id": "4",
+    },
 }
-CONVENTIONS = [BoxConvention.for_family("qwen2_vl"), BoxConvention.for_family("qwen2_5_vl", max_pixels=401408)]
+CONVENTIONS = [
+    BoxConvention.for_family("qwen2_vl"),
+    BoxConvention.for_family("qwen2_5_vl", max_pixels=401408),
+]
 
 
 @pytest.mark.parametrize("convention", CONVENTIONS, ids=["qwen2_vl", "qwen2_5_vl"])
@@ -24,7 +63,9 @@ CONVENTIONS = [BoxConvention.for_family("qwen2_vl"), BoxConvention.for_family("q
 def test_sft_target_earns_the_full_reward(name, convention):
     row = ROWS[name]
     reward = rewards.resolve_reward(reward_name(row["task"]))
-    (b,) = reward.breakdown([target_answer(row, convention)], **{k: [v] for k, v in solution_columns(row, convention).items()})
+    (b,) = reward.breakdown(
+        [target_answer(row, convention)], **{k: [v] for k, v in solution_columns(row, convention).items()}
+    )
     assert b.format == 1.0
     assert b.overall == pytest.approx(reward.range[1])
 
@@ -34,9 +75,12 @@ def test_prompt_uses_the_model_convention():
     assert "between 0 and 1000" in prompt_text(row, CONVENTIONS[0])
     assert "absolute pixel coordinates in the 644x476 image" in prompt_text(row, CONVENTIONS[1])
     assert "existence" not in prompt_text(row, CONVENTIONS[0], prompt="existence")
-    assert "Is there any object belonging to the category 'cat'" in prompt_text(row, CONVENTIONS[0], prompt="existence")
+    assert "Is there any object belonging to the category 'cat'" in prompt_text(
+        row, CONVENTIONS[0], prompt="existence"
+    )
     assert prompt_text(ROWS["grounding"], CONVENTIONS[0]).startswith(
-        "Output the bounding box in the image corresponding to the instruction: What holds the soup?.")
+        "Output the bounding box in the image corresponding to the instruction: What holds the soup?."
+    )
     assert "identify the model of the aircraft" in prompt_text(ROWS["classification"], CONVENTIONS[0])
 
 

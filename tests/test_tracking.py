@@ -107,7 +107,11 @@ def test_parent_and_stage_runs_hold_params_metrics_and_tags(tracker: Tracker) ->
     assert {k: stage.data.tags[k] for k in tags} == tags and stage.data.tags["stage"] == "grpo"
     assert stage.data.tags["artifact.checkpoint"] == "s3://vrft/runs/r1/grpo/"
     params = stage.data.params
-    assert params["beta"] == "0.04" and params["shots"] == "[1, 2]" and params["storage.endpoint"].startswith("http")
+    assert (
+        params["beta"] == "0.04"
+        and params["shots"] == "[1, 2]"
+        and params["storage.endpoint"].startswith("http")
+    )
     assert params["pad_token"] == "<|endoftext|>", "tokenizer settings are not mistaken for credentials"
     assert len(params["prompt"]) == MAX_PARAM_VALUE_LENGTH and params["prompt"].endswith("...")
     assert [(m.step, m.value) for m in mc.get_metric_history(stage_id, "loss")] == [(1, 0.5), (2, 0.25)]
@@ -144,34 +148,58 @@ STAGE_PROCESS = textwrap.dedent("""
 """)
 
 
-def test_stage_runs_in_another_process_nest_under_the_parent(tracker: Tracker,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_runs_in_another_process_nest_under_the_parent(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """How the kfp local runner runs components: a subprocess with the parent run id in its env."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
     with tracker.parent_run("vrft-test", "pipeline-3") as parent_id:
-        result = subprocess.run([sys.executable, "-c", STAGE_PROCESS], capture_output=True, text=True,
-                                cwd=REPO, timeout=120, check=False)
+        result = subprocess.run(
+            [sys.executable, "-c", STAGE_PROCESS],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            check=False,
+        )
     assert result.returncode == 1 and "no predictions" in result.stderr
     mc = client(tracker)
-    children = mc.search_runs([mc.get_run(parent_id).info.experiment_id],
-                              f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time"])
-    assert [(r.info.run_name, r.info.status) for r in children] == [("evaluate", "FINISHED"), ("report", "FAILED")]
+    children = mc.search_runs(
+        [mc.get_run(parent_id).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent_id}'",
+        order_by=["attributes.start_time"],
+    )
+    assert [(r.info.run_name, r.info.status) for r in children] == [
+        ("evaluate", "FINISHED"),
+        ("report", "FAILED"),
+    ]
     assert children[0].data.metrics == {"map50": 0.125} and children[0].data.params == {"split": "val"}
     assert children[1].data.tags["error"] == "RuntimeError: no predictions"
 
 
-def test_secrets_never_reach_the_store_or_the_logs(tracker: Tracker, store_dir: Path,
-                                                   monkeypatch: pytest.MonkeyPatch,
-                                                   capfd: pytest.CaptureFixture[str],
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_never_reach_the_store_or_the_logs(
+    tracker: Tracker,
+    store_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     env_secret, env_password, config_token, url_password = (
-        "AKsecret-" + os.urandom(8).hex(), "pw-" + os.urandom(8).hex(), "tok-" + os.urandom(8).hex(),
-        "urlpw-" + os.urandom(8).hex())
+        "AKsecret-" + os.urandom(8).hex(),
+        "pw-" + os.urandom(8).hex(),
+        "tok-" + os.urandom(8).hex(),
+        "urlpw-" + os.urandom(8).hex(),
+    )
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", env_secret)
     monkeypatch.setenv("VRFT_DB_PASSWORD", env_password)
-    cfg = ExperimentConfig(prompt=f"uses {env_secret}", storage=StorageConfig(
-        endpoint=f"http://minio:{url_password}@127.0.0.1:9000", api_token=config_token,
-        note=f"token is {config_token}; password {env_password}"))
+    cfg = ExperimentConfig(
+        prompt=f"uses {env_secret}",
+        storage=StorageConfig(
+            endpoint=f"http://minio:{url_password}@127.0.0.1:9000",
+            api_token=config_token,
+            note=f"token is {config_token}; password {env_password}",
+        ),
+    )
     caplog.set_level(logging.DEBUG)
 
     with pytest.raises(RuntimeError):
@@ -203,13 +231,22 @@ def test_secrets_never_reach_the_store_or_the_logs(tracker: Tracker, store_dir: 
 def test_redaction_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_" + "x" * 20)
     monkeypatch.setenv("MY_PASSWORD", "abc")  # too short to scrub from other text
-    data = {"AWS_SECRET_ACCESS_KEY": "s", "model": {"eos_token": "<|im_end|>", "max_tokens": 64},
-            "hub": {"token": "hf_abcdefgh"}, "urls": ["ftp://u:p@127.0.0.1/x", "see ghp_" + "x" * 20],
-            "note": "the hub token hf_abcdefgh, abc", "ok": 3}
+    data = {
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "model": {"eos_token": "<|im_end|>", "max_tokens": 64},
+        "hub": {"token": "hf_abcdefgh"},
+        "urls": ["ftp://u:p@127.0.0.1/x", "see ghp_" + "x" * 20],
+        "note": "the hub token hf_abcdefgh, abc",
+        "ok": 3,
+    }
     assert redact(data) == {
-        "AWS_SECRET_ACCESS_KEY": REDACTED, "model": {"eos_token": "<|im_end|>", "max_tokens": 64},
-        "hub": {"token": REDACTED}, "urls": [f"ftp://{REDACTED}@127.0.0.1/x", f"see {REDACTED}"],
-        "note": f"the hub token {REDACTED}, abc", "ok": 3}
+        "AWS_SECRET_ACCESS_KEY": REDACTED,
+        "model": {"eos_token": "<|im_end|>", "max_tokens": 64},
+        "hub": {"token": REDACTED},
+        "urls": [f"ftp://{REDACTED}@127.0.0.1/x", f"see {REDACTED}"],
+        "note": f"the hub token {REDACTED}, abc",
+        "ok": 3,
+    }
     assert redact_text("a hf_abcdefgh", extra_secrets={"hf_abcdefgh"}) == f"a {REDACTED}"
 
 
@@ -246,8 +283,14 @@ def test_git_commit_and_standard_tags(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.delenv("VRFT_GIT_COMMIT")
     assert current_git_commit(tmp_path) == "unknown"
     tags = standard_tags("exp", "lvis", 4, "sft", "Qwen2-VL-2B", git_commit="c0ffee")
-    assert tags == {"config": "exp", "dataset": "lvis", "shots": "4", "method": "sft",
-                    "model": "Qwen2-VL-2B", "git_commit": "c0ffee"}
+    assert tags == {
+        "config": "exp",
+        "dataset": "lvis",
+        "shots": "4",
+        "method": "sft",
+        "model": "Qwen2-VL-2B",
+        "git_commit": "c0ffee",
+    }
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", standard_tags("e", "d", 1, "m", "x")["git_commit"])
 
 
@@ -255,16 +298,21 @@ SECRET = "s3cr3t-value-that-must-not-leak"
 
 
 def test_runs_outside_the_active_one_are_redacted_and_end_failed_with_the_error(
-        tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The training callback's path: explicit run ids, no fluent state.
     monkeypatch.setenv("HF_TOKEN", SECRET)
     run_id = tracker.create_run("vrft-test", f"train-{SECRET}", {"stage": "train", "note": f"uses {SECRET}"})
     tracker.log_params({"grpo": {"beta": 0.04}, "storage": {"api_token": "another-secret-1"}}, run_id=run_id)
-    tracker.log_params({"grpo": {"beta": 0.5}, "extra": 1}, run_id=run_id, skip_logged=True)  # a resumed training
+    tracker.log_params(
+        {"grpo": {"beta": 0.5}, "extra": 1}, run_id=run_id, skip_logged=True
+    )  # a resumed training
     tracker.log_metrics({"loss": 0.5, f"reward/{SECRET}": 1.0, "nan": float("nan")}, step=3, run_id=run_id)
     tracker.end_run(run_id, RuntimeError(f"reward crashed near {SECRET}"))
     run = client(tracker).get_run(run_id)
-    assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: reward crashed near REDACTED"
+    assert (
+        run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: reward crashed near REDACTED"
+    )
     assert run.data.params == {"grpo.beta": "0.04", "storage.api_token": REDACTED, "extra": "1"}
     assert set(run.data.metrics) == {"loss", f"reward/{REDACTED}"}
     assert client(tracker).get_metric_history(run_id, "loss")[0].step == 3
@@ -277,8 +325,9 @@ def json_dump(run) -> str:  # noqa: ANN001
     return json.dumps([run.info.run_name, run.data.params, run.data.tags, list(run.data.metrics)])
 
 
-def test_evaluation_and_report_runs_go_through_the_redacting_tracker(tracker: Tracker, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluation_and_report_runs_go_through_the_redacting_tracker(
+    tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from types import SimpleNamespace
 
     from vrft.report.tracking import RunTags, log_evaluation
@@ -287,8 +336,13 @@ def test_evaluation_and_report_runs_go_through_the_redacting_tracker(tracker: Tr
     output = tmp_path / "eval"
     output.mkdir()
     (output / "metrics.json").write_text("{}")
-    result = SimpleNamespace(task="detection", label="rft", output_dir=output, metrics={"mAP": 0.5},
-                             summary={"config": {"endpoint": f"https://user:{SECRET}@host/x", "batch_size": 8}})
+    result = SimpleNamespace(
+        task="detection",
+        label="rft",
+        output_dir=output,
+        metrics={"mAP": 0.5},
+        summary={"config": {"endpoint": f"https://user:{SECRET}@host/x", "batch_size": 8}},
+    )
     tags = RunTags(method="rft", config="c", model="m", dataset=f"data-{SECRET}")
     run_id = log_evaluation(result, tags, experiment="vrft-test", tracking_uri=tracker.tracking_uri)
     run = client(tracker).get_run(run_id)
@@ -303,8 +357,11 @@ def test_a_crashing_training_callback_run_ends_failed(tracker: Tracker, tmp_path
 
     from vrft.train.callbacks import MlflowCallback, Tracking
 
-    callback = MlflowCallback(Tracking(uri=tracker.tracking_uri, experiment="vrft-test", run_name="grpo"),
-                              {"grpo.max_steps": 2}, tmp_path)
+    callback = MlflowCallback(
+        Tracking(uri=tracker.tracking_uri, experiment="vrft-test", run_name="grpo"),
+        {"grpo.max_steps": 2},
+        tmp_path,
+    )
     state = SimpleNamespace(is_world_process_zero=True, global_step=1)
     callback.on_train_begin(None, state, None)
     callback.on_log(None, state, None, logs={"loss": 1.0})
@@ -335,8 +392,13 @@ def test_a_recreated_store_has_another_identity(tracker: Tracker, store_dir: Pat
     # Each `vrft run` is a new process: MLflow caches its store (and open file) within one.
     def identity_in_a_new_process() -> str:
         code = "import sys; from vrft.tracking import Tracker; print(Tracker(sys.argv[1]).store_identity())"
-        return subprocess.run([sys.executable, "-c", code, tracker.tracking_uri], capture_output=True, text=True,
-                              check=True, timeout=240).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", code, tracker.tracking_uri],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=240,
+        ).stdout.strip()
 
     first = tracker.store_identity()
     assert identity_in_a_new_process() == first

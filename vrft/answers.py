@@ -37,7 +37,9 @@ CONFIDENCE_KEYS = ("confidence", "score", "conf")
 
 _TAG = re.compile(r"</?(?:think|answer)>")
 _FENCE_LANGUAGE = re.compile(r"[a-zA-Z0-9_-]*")
-_NO_OBJECTS = re.compile(r"\A['\"]? ?no objects? ?['\"]? ?[.!]?\Z", re.IGNORECASE)  # on whitespace-collapsed text
+_NO_OBJECTS = re.compile(
+    r"\A['\"]? ?no objects? ?['\"]? ?[.!]?\Z", re.IGNORECASE
+)  # on whitespace-collapsed text
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _POINT_PAIR = re.compile(
     rf"\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)\s*,?\s*\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)"
@@ -113,11 +115,11 @@ def is_well_formed(text: str) -> bool:
     think_end = text.find("</think>", len("<think>"))
     if think_end < 0:
         return False
-    rest = text[think_end + len("</think>"):].lstrip()
+    rest = text[think_end + len("</think>") :].lstrip()
     if not rest.startswith("<answer>") or len(rest) < len("<answer></answer>"):
         return False
-    think = text[len("<think>"):think_end]
-    answer = rest[len("<answer>"):-len("</answer>")]
+    think = text[len("<think>") : think_end]
+    answer = rest[len("<answer>") : -len("</answer>")]
     return not (_TAG.search(think) or _TAG.search(answer))
 
 
@@ -148,7 +150,7 @@ def extract_think(text: str) -> str | None:
         return None
     start = text.find("<think>")
     end = text.find("</think>", start + len("<think>")) if start >= 0 else -1
-    return text[start + len("<think>"):end].strip() if end >= 0 else None
+    return text[start + len("<think>") : end].strip() if end >= 0 else None
 
 
 def _strip_fence(text: str) -> str:
@@ -158,7 +160,7 @@ def _strip_fence(text: str) -> str:
         return text
     inner = text[3:-3]
     language = _FENCE_LANGUAGE.match(inner)
-    return inner[language.end() if language else 0:].strip()
+    return inner[language.end() if language else 0 :].strip()
 
 
 def parse_literal(text: str) -> Any:

@@ -61,21 +61,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
     method = args.train_command
     train = {"grpo": train_grpo, "sft": train_sft}[method]
     if args.tracking_run_id:  # launched by a pipeline stage: its processes log into the stage's MLflow run
-        result = train(getattr(config, method), args.dataset, args.output_dir, model=config.model.materialized(),
-                       tracking=Tracking(run_id=args.tracking_run_id))
+        result = train(
+            getattr(config, method),
+            args.dataset,
+            args.output_dir,
+            model=config.model.materialized(),
+            tracking=Tracking(run_id=args.tracking_run_id),
+        )
     else:
         # Tracked (when MLFLOW_TRACKING_URI is set) like the pipeline's training stage: the same tags
         # for `vrft report`, FAILED with the error if training raises; a resumed training continues its run.
         tracker = Tracker()
         run_file = Path(args.output_dir) / MLFLOW_RUN_FILE
         params = {"model": config.model, method: getattr(config, method)}
-        with tracker.stage_run(STAGE_TRAIN, params=params, tags=experiment_tags(config, method=report_method(method)),
-                               run_name=method, experiment=config.experiment.name,
-                               resume_run_id=_previous_run(tracker, run_file)) as run_id:
+        with tracker.stage_run(
+            STAGE_TRAIN,
+            params=params,
+            tags=experiment_tags(config, method=report_method(method)),
+            run_name=method,
+            experiment=config.experiment.name,
+            resume_run_id=_previous_run(tracker, run_file),
+        ) as run_id:
             try:
                 tracking = Tracking(uri=tracker.tracking_uri or "", run_id=run_id) if run_id else None
-                result = train(getattr(config, method), args.dataset, args.output_dir,
-                               model=config.model.materialized(), tracking=tracking)
+                result = train(
+                    getattr(config, method),
+                    args.dataset,
+                    args.output_dir,
+                    model=config.model.materialized(),
+                    tracking=tracking,
+                )
             finally:
                 if run_id and run_file.parent.is_dir():
                     atomic_write_text(run_file, json.dumps({"run_id": run_id}) + "\n")
@@ -103,25 +118,53 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     config = _experiment(args)
     model = config.model.materialized()
     if args.checkpoint:
-        model = replace(model, name_or_path=str(args.checkpoint), family=model.family or model.resolved_family())
-    context = {"config": config.experiment.name, "model": config.model.name_or_path,
-               "shots": "" if config.dataset.shots is None or args.label == "base" else str(config.dataset.shots),
-               "paper_table": config.report.paper_table}
+        model = replace(
+            model, name_or_path=str(args.checkpoint), family=model.family or model.resolved_family()
+        )
+    context = {
+        "config": config.experiment.name,
+        "model": config.model.name_or_path,
+        "shots": "" if config.dataset.shots is None or args.label == "base" else str(config.dataset.shots),
+        "paper_table": config.report.paper_table,
+    }
     if args.label != "base":
         context["seed"] = str(config.grpo.seed if args.label == "rft" else config.sft.seed)
-    result = evaluate_checkpoint(config.evaluate, args.dataset, args.output_dir, model=model, label=args.label,
-                                 overwrite=args.overwrite, gate=args.gate,
-                                 context={k: v for k, v in context.items() if v})
+    result = evaluate_checkpoint(
+        config.evaluate,
+        args.dataset,
+        args.output_dir,
+        model=model,
+        label=args.label,
+        overwrite=args.overwrite,
+        gate=args.gate,
+        context={k: v for k, v in context.items() if v},
+    )
     if os.environ.get("MLFLOW_TRACKING_URI"):  # what `vrft report` reads
         from vrft.report.tracking import RunTags, log_evaluation
 
-        tags = RunTags(method=args.label, config=config.experiment.name, model=config.model.name_or_path,
-                       dataset=config.dataset.preset or config.dataset.train.display_name, shots=config.dataset.shots,
-                       paper_table=config.report.paper_table, paper_model=config.report.paper_model,
-                       paper_column=config.report.paper_column)
-        log_evaluation(result, tags, experiment=config.experiment.name, tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
-    print(json.dumps({"label": result.label, "task": result.task, result.primary_metric:
-                      result.metrics.get(result.primary_metric), "output_dir": str(result.output_dir)}))
+        tags = RunTags(
+            method=args.label,
+            config=config.experiment.name,
+            model=config.model.name_or_path,
+            dataset=config.dataset.preset or config.dataset.train.display_name,
+            shots=config.dataset.shots,
+            paper_table=config.report.paper_table,
+            paper_model=config.report.paper_model,
+            paper_column=config.report.paper_column,
+        )
+        log_evaluation(
+            result, tags, experiment=config.experiment.name, tracking_uri=os.environ["MLFLOW_TRACKING_URI"]
+        )
+    print(
+        json.dumps(
+            {
+                "label": result.label,
+                "task": result.task,
+                result.primary_metric: result.metrics.get(result.primary_metric),
+                "output_dir": str(result.output_dir),
+            }
+        )
+    )
     return 0
 
 
@@ -129,26 +172,39 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from vrft.report import build_report
 
     config = _experiment(args)
-    tracking_uri = args.tracking_uri or config.pipeline.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    tracking_uri = (
+        args.tracking_uri or config.pipeline.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    )
     if not tracking_uri and not args.evaluations:
-        raise CommandError("the report reads MLflow runs: pass --tracking-uri or set MLFLOW_TRACKING_URI "
-                           "(or name the evaluation directories with --evaluations)")
-    result = build_report(config.report, args.output_dir, tracking_uri=tracking_uri,
-                          experiment=args.experiment or config.experiment.name, overwrite=args.overwrite,
-                          evaluations=args.evaluations or None)
+        raise CommandError(
+            "the report reads MLflow runs: pass --tracking-uri or set MLFLOW_TRACKING_URI "
+            "(or name the evaluation directories with --evaluations)"
+        )
+    result = build_report(
+        config.report,
+        args.output_dir,
+        tracking_uri=tracking_uri,
+        experiment=args.experiment or config.experiment.name,
+        overwrite=args.overwrite,
+        evaluations=args.evaluations or None,
+    )
     print(result.html)
     print(result.markdown)
     flagged = len(result.regression_summary.get("regressions", []))
     if flagged:
-        print(f"{flagged} metric(s) regressed against the previous run; see {result.output_dir}", file=sys.stderr)
+        print(
+            f"{flagged} metric(s) regressed against the previous run; see {result.output_dir}",
+            file=sys.stderr,
+        )
     return 3 if flagged and args.fail_on_regression else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from vrft.pipelines.local import run_local, summary
 
-    result = run_local(args.config, args.overrides, state_dir=args.state_dir, output_dir=args.output_dir,
-                       runner=args.runner)
+    result = run_local(
+        args.config, args.overrides, state_dir=args.state_dir, output_dir=args.output_dir, runner=args.runner
+    )
     print(summary(result))
     return 0
 
@@ -187,9 +243,15 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     config = _experiment(args)
     with tempfile.TemporaryDirectory() as tmp:
-        run_id = submit(_compiled(args, tmp), args.host, args.experiment or config.experiment.name,
-                        args.run_name or f"vrft-{config.experiment.name}", {}, args.namespace,
-                        existing_token=args.token)
+        run_id = submit(
+            _compiled(args, tmp),
+            args.host,
+            args.experiment or config.experiment.name,
+            args.run_name or f"vrft-{config.experiment.name}",
+            {},
+            args.namespace,
+            existing_token=args.token,
+        )
     print(run_id)
     print(run_url(args.host, run_id))
     return 0
@@ -199,8 +261,9 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     from vrft.pipelines import kfp_client
 
     if args.list:
-        for item in kfp_client.list_schedules(args.host, args.experiment or None, args.namespace,
-                                              existing_token=args.token):
+        for item in kfp_client.list_schedules(
+            args.host, args.experiment or None, args.namespace, existing_token=args.token
+        ):
             print(f"{item.id}  {item.name}  {item.cron}  {item.status}")
         return 0
     if args.delete:
@@ -211,10 +274,17 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         raise CommandError("schedule needs CONFIG and --cron (or --list / --delete ID)")
     config = _experiment(args)
     with tempfile.TemporaryDirectory() as tmp:
-        schedule_id = kfp_client.schedule(_compiled(args, tmp), args.host, args.experiment or config.experiment.name,
-                                          args.name or f"vrft-{config.experiment.name}-nightly", args.cron, {},
-                                          namespace=args.namespace, replace=args.replace,
-                                          existing_token=args.token)
+        schedule_id = kfp_client.schedule(
+            _compiled(args, tmp),
+            args.host,
+            args.experiment or config.experiment.name,
+            args.name or f"vrft-{config.experiment.name}-nightly",
+            args.cron,
+            {},
+            namespace=args.namespace,
+            replace=args.replace,
+            existing_token=args.token,
+        )
     print(schedule_id)
     return 0
 
@@ -222,8 +292,9 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 def _cmd_runs(args: argparse.Namespace) -> int:
     from vrft.pipelines.kfp_client import list_runs
 
-    for run in list_runs(args.host, args.experiment or None, args.limit, args.namespace,
-                             existing_token=args.token):
+    for run in list_runs(
+        args.host, args.experiment or None, args.limit, args.namespace, existing_token=args.token
+    ):
         print("  ".join(str(field) for field in run))
     return 0
 
@@ -262,17 +333,30 @@ def _cmd_prompt(args: argparse.Namespace) -> int:
 
 def _config_args(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
     if optional:
-        parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help="experiment YAML (default: the packaged default experiment, configs/default.yaml)")
+        parser.add_argument(
+            "config",
+            nargs="?",
+            default=DEFAULT_CONFIG,
+            help="experiment YAML (default: the packaged default experiment, configs/default.yaml)",
+        )
     else:
         parser.add_argument("config", type=Path, help="experiment YAML (see configs/)")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. grpo.max_steps=25")
 
 
 def _kfp_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", required=True, help="Kubeflow Pipelines API URL, e.g. http://localhost:8080")
+    parser.add_argument(
+        "--host", required=True, help="Kubeflow Pipelines API URL, e.g. http://localhost:8080"
+    )
     parser.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
-    parser.add_argument("--experiment", default="", help="KFP experiment (default: the config's experiment.name)")
-    parser.add_argument("--token", default=os.environ.get("KFP_TOKEN"), help="bearer token for the KFP API (default $KFP_TOKEN)")
+    parser.add_argument(
+        "--experiment", default="", help="KFP experiment (default: the config's experiment.name)"
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("KFP_TOKEN"),
+        help="bearer token for the KFP API (default $KFP_TOKEN)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,18 +366,29 @@ def build_parser() -> argparse.ArgumentParser:
         "verifiable visual rewards, an SFT baseline, evaluation and RFT-vs-SFT reports.",
     )
     parser.add_argument("--version", action="version", version=f"vrft {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help=f"show the full traceback of an error (also: {DEBUG_ENV}=1); `vrft run` always "
-                        "writes it to the run's log file")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the full traceback of an error (also: {DEBUG_ENV}=1); `vrft run` always "
+        "writes it to the run's log file",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the whole pipeline locally (kfp local runner, local S3 + MLflow)")
     _config_args(run, optional=True)
-    run.add_argument("--state-dir", default=".vrft", help="services, caches and the KFP local root (default .vrft)")
-    run.add_argument("--output-dir", default=None, help="where to put the report (default outputs/RUN_ID/report)")
-    run.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
-                     help="subprocess: stages in this environment (default); docker: each stage in its own "
-                     "container of the CPU image named by pipeline.image_registry/image_tag (DOCKER_HOST)")
+    run.add_argument(
+        "--state-dir", default=".vrft", help="services, caches and the KFP local root (default .vrft)"
+    )
+    run.add_argument(
+        "--output-dir", default=None, help="where to put the report (default outputs/RUN_ID/report)"
+    )
+    run.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="subprocess: stages in this environment (default); docker: each stage in its own "
+        "container of the CPU image named by pipeline.image_registry/image_tag (DOCKER_HOST)",
+    )
     run.set_defaults(func=_cmd_run)
 
     dataset = sub.add_parser("dataset", help="stage 1: few-shot dataset construction")
@@ -306,33 +401,69 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="stages 2 and 3: GRPO training and the SFT baseline")
     train_sub = train.add_subparsers(dest="train_command", metavar="METHOD", required=True)
-    for method, text in (("grpo", "GRPO with verifiable visual rewards (Visual-RFT)"),
-                         ("sft", "the SFT baseline on the same data and step budget")):
+    for method, text in (
+        ("grpo", "GRPO with verifiable visual rewards (Visual-RFT)"),
+        ("sft", "the SFT baseline on the same data and step budget"),
+    ):
         p = train_sub.add_parser(method, help=text)
         _config_args(p)
-        p.add_argument("-d", "--dataset", type=Path, required=True, help="a directory built by `vrft dataset build`")
-        p.add_argument("-o", "--output-dir", type=Path, required=True, help="checkpoints, final model, logs (resumes here)")
-        p.add_argument("--tracking-run-id", default="", help=argparse.SUPPRESS)  # the pipeline stage's MLflow run
+        p.add_argument(
+            "-d", "--dataset", type=Path, required=True, help="a directory built by `vrft dataset build`"
+        )
+        p.add_argument(
+            "-o",
+            "--output-dir",
+            type=Path,
+            required=True,
+            help="checkpoints, final model, logs (resumes here)",
+        )
+        p.add_argument(
+            "--tracking-run-id", default="", help=argparse.SUPPRESS
+        )  # the pipeline stage's MLflow run
         p.set_defaults(func=_cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="stage 4: evaluate a base/SFT/RFT checkpoint (mAP, accuracy, mIoU)")
+    evaluate = sub.add_parser(
+        "evaluate", help="stage 4: evaluate a base/SFT/RFT checkpoint (mAP, accuracy, mIoU)"
+    )
     _config_args(evaluate)
-    evaluate.add_argument("-d", "--dataset", type=Path, required=True, help="a directory built by `vrft dataset build`")
+    evaluate.add_argument(
+        "-d", "--dataset", type=Path, required=True, help="a directory built by `vrft dataset build`"
+    )
     evaluate.add_argument("-o", "--output-dir", type=Path, required=True)
-    evaluate.add_argument("-m", "--checkpoint", type=Path, help="a trained model directory (default: the config's base model)")
-    evaluate.add_argument("--label", default="base", choices=["base", "sft", "rft"], help="what the checkpoint is")
-    evaluate.add_argument("--gate", type=Path, help="existence_gated: the base evaluation's directory (its gate.json), "
-                          "shared by every checkpoint")
+    evaluate.add_argument(
+        "-m", "--checkpoint", type=Path, help="a trained model directory (default: the config's base model)"
+    )
+    evaluate.add_argument(
+        "--label", default="base", choices=["base", "sft", "rft"], help="what the checkpoint is"
+    )
+    evaluate.add_argument(
+        "--gate",
+        type=Path,
+        help="existence_gated: the base evaluation's directory (its gate.json), shared by every checkpoint",
+    )
     evaluate.add_argument("--overwrite", action="store_true")
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    report = sub.add_parser("report", help="stage 5: paper-style RFT-vs-SFT tables, plots and the regression check")
+    report = sub.add_parser(
+        "report", help="stage 5: paper-style RFT-vs-SFT tables, plots and the regression check"
+    )
     _config_args(report)
     report.add_argument("-o", "--output-dir", type=Path, required=True)
-    report.add_argument("--tracking-uri", default="", help="MLflow store (default: pipeline.tracking_uri or $MLFLOW_TRACKING_URI)")
-    report.add_argument("--experiment", default="", help="MLflow experiment (default: the config's experiment.name)")
-    report.add_argument("--evaluations", type=Path, nargs="+", help="tables from exactly these evaluation directories "
-                        "(MLflow then only for the regression history); default: the experiment's MLflow runs")
+    report.add_argument(
+        "--tracking-uri",
+        default="",
+        help="MLflow store (default: pipeline.tracking_uri or $MLFLOW_TRACKING_URI)",
+    )
+    report.add_argument(
+        "--experiment", default="", help="MLflow experiment (default: the config's experiment.name)"
+    )
+    report.add_argument(
+        "--evaluations",
+        type=Path,
+        nargs="+",
+        help="tables from exactly these evaluation directories "
+        "(MLflow then only for the regression history); default: the experiment's MLflow runs",
+    )
     report.add_argument("--fail-on-regression", action="store_true", help="exit 3 when a metric regressed")
     report.add_argument("--overwrite", action="store_true")
     report.set_defaults(func=_cmd_report)
@@ -347,9 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compile", help="compile the Kubeflow pipeline to IR YAML")
     _config_args(comp)
     comp.add_argument("-o", "--output", type=Path, default=Path("pipeline.yaml"))
-    comp.add_argument("--target", choices=["cluster", "local"], default="cluster",
-                      help="cluster (default): checked for the cluster first (artifact root, registry, each "
-                           "training stage's preflight), secrets, endpoints, timeouts and GPU volumes wired in")
+    comp.add_argument(
+        "--target",
+        choices=["cluster", "local"],
+        default="cluster",
+        help="cluster (default): checked for the cluster first (artifact root, registry, each "
+        "training stage's preflight), secrets, endpoints, timeouts and GPU volumes wired in",
+    )
     comp.set_defaults(func=_cmd_compile)
 
     submit = sub.add_parser("submit", help="compile and submit a run to Kubeflow Pipelines")
@@ -374,16 +509,22 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(func=_cmd_runs)
 
-    tiny = sub.add_parser("tiny-model", help="build a tiny random Qwen2-VL / Qwen2.5-VL offline (tests, default run)")
+    tiny = sub.add_parser(
+        "tiny-model", help="build a tiny random Qwen2-VL / Qwen2.5-VL offline (tests, default run)"
+    )
     tiny.add_argument("output_dir", type=Path)
     tiny.add_argument("--family", choices=["qwen2_vl", "qwen2_5_vl"], default="qwen2_vl")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_cmd_tiny_model)
 
     reward = sub.add_parser("reward", help="score one completion with a reward and print its breakdown")
-    reward.add_argument("name", help="a registered name (detection, classification, ...) or package.module:function")
+    reward.add_argument(
+        "name", help="a registered name (detection, classification, ...) or package.module:function"
+    )
     reward.add_argument("completion", help="the completion text, or - to read it from standard input")
-    reward.add_argument("column", nargs="*", help="dataset columns as key=value (YAML), e.g. 'solution_boxes=[[1,2,3,4]]'")
+    reward.add_argument(
+        "column", nargs="*", help="dataset columns as key=value (YAML), e.g. 'solution_boxes=[[1,2,3,4]]'"
+    )
     reward.set_defaults(func=_cmd_reward)
 
     prompt = sub.add_parser("prompt", help="render a named prompt template for a model family")
@@ -399,8 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _known_errors() -> tuple[type[BaseException], ...]:
     from vrft.tracking import TrackingStoreError
 
-    errors: list[type[BaseException]] = [ConfigError, CommandError, ValueError, KeyError, OSError,
-                                         TrackingStoreError]
+    errors: list[type[BaseException]] = [
+        ConfigError,
+        CommandError,
+        ValueError,
+        KeyError,
+        OSError,
+        TrackingStoreError,
+    ]
     try:
         from vrft.pipelines.kfp_client import KfpError
         from vrft.pipelines.local import PipelineFailed

@@ -27,7 +27,9 @@ class ExperimentInfo:
 
     name: str = "default"
     description: str = ""
-    shots: list[int] = field(default_factory=list)  # a sweep over dataset.shots (one pipeline run, one report)
+    shots: list[int] = field(
+        default_factory=list
+    )  # a sweep over dataset.shots (one pipeline run, one report)
     # Repeat RFT and SFT with these training seeds (grpo.seed = sft.seed = each): the report shows the
     # mean ± standard deviation over seeds and says when RFT − SFT is inside that spread. [] = once,
     # with grpo.seed / sft.seed as configured. The few-shot sample (dataset.seed) stays the same.
@@ -80,8 +82,9 @@ class StageTimeouts:
     def validate(self) -> None:
         for name in ("dataset", "train", "evaluate", "report"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"pipeline.timeouts.{name}: must be >= 0 seconds (0: no limit), "
-                                  f"got {getattr(self, name)}")
+                raise ConfigError(
+                    f"pipeline.timeouts.{name}: must be >= 0 seconds (0: no limit), got {getattr(self, name)}"
+                )
 
 
 @dataclass
@@ -92,7 +95,9 @@ class PipelineConfig:
     tracking_uri: str = ""  # MLflow; `vrft run` uses its local store when empty
     image_registry: str = "ghcr.io/vrft"
     image_tag: str = "0.1.0"
-    retries: int = 1  # retries of the stages that can be retried (all but training on spot nodes: still safe, resume)
+    retries: int = (
+        1  # retries of the stages that can be retried (all but training on spot nodes: still safe, resume)
+    )
     caching: bool = True
     evaluate_base: bool = True
     # Training on more than one node runs as a Kubeflow PyTorchJob (DeepSpeed ZeRO-3 across nodes);
@@ -115,18 +120,26 @@ class PipelineConfig:
     def validate(self) -> None:
         for name, value in (("artifact_root", self.artifact_root),):
             if value and not value.startswith(("s3://", "file://")):
-                raise ConfigError(f"pipeline.{name}: expected s3://bucket/prefix or file:///path, got {value!r}")
+                raise ConfigError(
+                    f"pipeline.{name}: expected s3://bucket/prefix or file:///path, got {value!r}"
+                )
         if self.retries < 0:
             raise ConfigError(f"pipeline.retries: must be >= 0, got {self.retries}")
         if self.train_nodes < 1:
             raise ConfigError(f"pipeline.train_nodes: must be >= 1, got {self.train_nodes}")
         if self.train_nodes > 1 and not self.shared_pvc:
-            raise ConfigError("pipeline.shared_pvc: multi-node training (train_nodes > 1) needs a ReadWriteMany "
-                              "PersistentVolumeClaim that every training pod mounts (ZeRO-3 shards are written there)")
+            raise ConfigError(
+                "pipeline.shared_pvc: multi-node training (train_nodes > 1) needs a ReadWriteMany "
+                "PersistentVolumeClaim that every training pod mounts (ZeRO-3 shards are written there)"
+            )
         if not self.shm_size or not self.scratch_size:
-            raise ConfigError("pipeline.shm_size and pipeline.scratch_size: give Kubernetes quantities such as 16Gi")
+            raise ConfigError(
+                "pipeline.shm_size and pipeline.scratch_size: give Kubernetes quantities such as 16Gi"
+            )
         if self.train_nodes > 1 and self.train_resources.gpus < 1:
-            raise ConfigError("pipeline.train_resources.gpus: multi-node training needs at least one GPU per node")
+            raise ConfigError(
+                "pipeline.train_resources.gpus: multi-node training needs at least one GPU per node"
+            )
 
     def training_processes(self) -> int:
         """Training processes of one GRPO/SFT run: one per GPU on every node (one without GPUs)."""

@@ -121,7 +121,7 @@ def remove_stale_siblings(path: str | Path) -> list[Path]:
         prefix = next((p for p in prefixes if sibling.name.startswith(p)), None)
         if prefix is None:
             continue
-        pid, _, token = sibling.name[len(prefix):].partition("-")
+        pid, _, token = sibling.name[len(prefix) :].partition("-")
         if pid.isdigit() and re.fullmatch(r"[0-9a-f]+", token) and not _pid_alive(int(pid)):
             _remove(sibling)
             removed.append(sibling)
@@ -158,8 +158,9 @@ def check_output_apart(output: str | Path, inputs: dict[str, str | Path | None])
             relation = "is inside"
         else:
             continue
-        raise OutputOverlapError(f"{output}: output {relation} the {what} ({value}); choose an output outside "
-                                 "every input")
+        raise OutputOverlapError(
+            f"{output}: output {relation} the {what} ({value}); choose an output outside every input"
+        )
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -252,9 +253,9 @@ def local_store_path(uri: str) -> Path | None:
     True
     """
     if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):])
+        return Path(uri[len("sqlite:///") :])
     if uri.startswith("file://"):
-        return Path(uri[len("file://"):])
+        return Path(uri[len("file://") :])
     if "://" in uri or not uri:
         return None
     return Path(uri)
@@ -333,9 +334,13 @@ def verify_manifest(directory: str | Path) -> dict[str, Any]:
         entry = recorded[rel]
         size = path.stat().st_size
         if size != entry.get("size"):
-            raise ManifestError(f"{where}: file {rel!r}: size differs (recorded {entry.get('size')}, found {size})")
+            raise ManifestError(
+                f"{where}: file {rel!r}: size differs (recorded {entry.get('size')}, found {size})"
+            )
         digest = sha256_file(path)
         if digest != entry.get("sha256"):
-            raise ManifestError(f"{where}: file {rel!r}: SHA-256 differs (recorded {str(entry.get('sha256'))[:8]}..., "
-                                f"found {digest[:8]}...)")
+            raise ManifestError(
+                f"{where}: file {rel!r}: SHA-256 differs (recorded {str(entry.get('sha256'))[:8]}..., "
+                f"found {digest[:8]}...)"
+            )
     return manifest

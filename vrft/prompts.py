@@ -44,7 +44,7 @@ AUTHORS_CLASSIFICATION = (
 AUTHORS_LISA = (
     "Output the bounding box in the image corresponding to the instruction: {instruction}.{coordinates_note} "
     "Output the thinking process in <think> </think> and your grouding box. "
-    "Following \"<think> thinking process </think>\n<answer>(x1,y1),(x2,y2)</answer>)\" format."
+    'Following "<think> thinking process </think>\n<answer>(x1,y1),(x2,y2)</answer>)" format.'
 )
 R1_SYSTEM_PROMPT = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The assistant "
@@ -106,16 +106,28 @@ TEMPLATES: dict[str, PromptTemplate] = {
 
 # The field asked for per classification noun (the authors: species for flowers/pets, model for
 # aircraft/cars; the answer placeholder is "species name" for all four); any other noun asks for its "category".
-CLASSIFICATION_FIELDS = {"plant": "species", "flower": "species", "pet": "species", "aircraft": "model", "car": "model",
-                         "coloured shape": "colour"}  # the default run's synthetic colour task
+CLASSIFICATION_FIELDS = {
+    "plant": "species",
+    "flower": "species",
+    "pet": "species",
+    "aircraft": "model",
+    "car": "model",
+    "coloured shape": "colour",
+}  # the default run's synthetic colour task
 
 
 def _article(noun: str) -> str:
     return "an" if noun[:1].lower() in "aeiou" else "a"
 
 
-def render_prompt(name: str, *, convention: BoxConvention | None = None, width: int | None = None,
-                  height: int | None = None, **values: str) -> str:
+def render_prompt(
+    name: str,
+    *,
+    convention: BoxConvention | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    **values: str,
+) -> str:
     """Render template ``name``; ``convention`` (+ image size for Qwen2.5-VL) fills ``{coordinates}``.
 
     >>> render_prompt("existence", category="cat")[:58]
@@ -132,8 +144,11 @@ def render_prompt(name: str, *, convention: BoxConvention | None = None, width: 
     if "coordinates_note" in template.fields:
         # Qwen2-VL grounds natively in 0-1000 and the authors' LISA prompt names no coordinates;
         # any other convention must be named, or the model answers in the wrong one.
-        fields["coordinates_note"] = ("" if convention is None or convention.kind == "relative_1000"
-                                      else f" Give the box in {convention.describe(width, height)}.")
+        fields["coordinates_note"] = (
+            ""
+            if convention is None or convention.kind == "relative_1000"
+            else f" Give the box in {convention.describe(width, height)}."
+        )
     if "coordinates" in template.fields:
         if convention is None:
             raise ValueError(f"prompt {name!r} needs a box convention (the model's coordinate system)")
@@ -147,4 +162,3 @@ def render_prompt(name: str, *, convention: BoxConvention | None = None, width: 
     if missing:
         raise ValueError(f"prompt {name!r} needs values for: {', '.join(missing)}")
     return template.text.format(**fields)
-

@@ -76,7 +76,9 @@ def _column(columns: dict[str, Any], name: str, n: int, reward: str, default: An
     if name not in columns or columns[name] is None:
         if default is not ...:
             return [default] * n
-        raise KeyError(f"reward {reward!r} needs the dataset column {name!r} (got columns: {sorted(columns)})")
+        raise KeyError(
+            f"reward {reward!r} needs the dataset column {name!r} (got columns: {sorted(columns)})"
+        )
     values = columns[name]
     if len(values) != n:
         raise ValueError(f"reward {reward!r}: column {name!r} has {len(values)} values for {n} completions")
@@ -185,8 +187,13 @@ def _greedy_match(predictions: Sequence[Any], gt: list[list[float]], *, min_iou:
     return ious
 
 
-def score_detection(answer: DetectionAnswer, solution_boxes: Sequence[Sequence[float]], *, tau: float = 0.5,
-                    iou_normalization: Literal["max", "predictions"] = "max") -> DetectionScore:
+def score_detection(
+    answer: DetectionAnswer,
+    solution_boxes: Sequence[Sequence[float]],
+    *,
+    tau: float = 0.5,
+    iou_normalization: Literal["max", "predictions"] = "max",
+) -> DetectionScore:
     """R_IoU and R_conf of one parsed answer against the ground-truth boxes (same convention).
 
     Predictions are matched greedily in descending confidence; each takes the unmatched
@@ -218,8 +225,9 @@ def score_detection(answer: DetectionAnswer, solution_boxes: Sequence[Sequence[f
     return DetectionScore(_finite(iou_reward), _finite(conf_reward))
 
 
-def is_degenerate_detection(answer: DetectionAnswer, solution_boxes: Sequence[Sequence[float]], *,
-                            tau: float = 0.5) -> bool:
+def is_degenerate_detection(
+    answer: DetectionAnswer, solution_boxes: Sequence[Sequence[float]], *, tau: float = 0.5
+) -> bool:
     """An answer that lists boxes, finds none of the objects, yet earns more than half of the paper's
     R_conf by disowning its boxes (mean confidence below 0.5): the shape of the constant answer
     ``[{'Position': [0, 0, 1, 1], 'Confidence': 0}]``, which earns 2.0 of 3.0 on every image.
@@ -236,8 +244,9 @@ def is_degenerate_detection(answer: DetectionAnswer, solution_boxes: Sequence[Se
     return score.iou == 0.0 and score.conf > 0.5
 
 
-def score_detection_hardened(answer: DetectionAnswer, solution_boxes: Sequence[Sequence[float]], *,
-                             tau: float = 0.5) -> DetectionScore:
+def score_detection_hardened(
+    answer: DetectionAnswer, solution_boxes: Sequence[Sequence[float]], *, tau: float = 0.5
+) -> DetectionScore:
     """R_IoU and R_conf of the hardened detection reward (see :class:`HardenedDetectionReward`).
 
     Same greedy matching as :func:`score_detection` (descending confidence, best remaining
@@ -282,8 +291,12 @@ class DetectionReward(Reward):
     parts = ("iou", "conf", "format")
     range = (0.0, 3.0)
 
-    def __init__(self, tau: float = 0.5, iou_normalization: Literal["max", "predictions"] = "max",
-                 think_prefilled: bool = False) -> None:
+    def __init__(
+        self,
+        tau: float = 0.5,
+        iou_normalization: Literal["max", "predictions"] = "max",
+        think_prefilled: bool = False,
+    ) -> None:
         super().__init__()
         if not 0.0 <= tau < 1.0:
             raise ValueError(f"tau must be in [0, 1), got {tau}")
@@ -300,14 +313,20 @@ class DetectionReward(Reward):
     def degenerate(self, completions: Sequence[Any], **columns: Any) -> list[float]:
         """1.0 per completion that is a degenerate answer (:func:`is_degenerate_detection`), else 0.0."""
         solutions = _column(columns, "solution_boxes", len(completions), self.name)
-        return [1.0 if is_degenerate_detection(parse_detections(extract_answer(completion_text(c))), gt or [],
-                                               tau=self.tau) else 0.0
-                for c, gt in zip(completions, solutions)]
+        return [
+            1.0
+            if is_degenerate_detection(
+                parse_detections(extract_answer(completion_text(c))), gt or [], tau=self.tau
+            )
+            else 0.0
+            for c, gt in zip(completions, solutions)
+        ]
 
     def monitors(self) -> list[RewardFunc]:
         """``<name>_degenerate``: its batch mean, logged by trl as ``rewards/<name>_degenerate/mean``,
         is the share of completions that are degenerate answers, so a collapse onto the constant
         answer shows in MLflow and in the report's reward plot."""
+
         def degenerate(completions: Sequence[Any], **columns: Any) -> list[float]:
             return self.degenerate(completions, **columns)
 
@@ -322,8 +341,11 @@ class DetectionReward(Reward):
             text = self.format.text(completion)
             fmt = 1.0 if is_well_formed(text) else 0.0
             score = self.score(parse_detections(extract_answer(text)), gt or [])
-            results.append(RewardBreakdown(overall=score.iou + score.conf + fmt, format=fmt,
-                                           iou=score.iou, conf=score.conf))
+            results.append(
+                RewardBreakdown(
+                    overall=score.iou + score.conf + fmt, format=fmt, iou=score.iou, conf=score.conf
+                )
+            )
         return results
 
 

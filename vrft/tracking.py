@@ -73,8 +73,9 @@ def report_method(training_method: str) -> str:
     try:
         return _REPORT_METHOD[training_method]
     except KeyError:
-        raise ValueError(f"unknown training method {training_method!r}; expected one of "
-                         f"{', '.join(_REPORT_METHOD)}") from None
+        raise ValueError(
+            f"unknown training method {training_method!r}; expected one of {', '.join(_REPORT_METHOD)}"
+        ) from None
 
 
 def experiment_tags(config: Any, *, method: str = "", run_id: str = "") -> dict[str, str]:
@@ -116,14 +117,17 @@ def check_sqlite_store(path: str | Path) -> None:
     except sqlite3.Error as exc:
         problem = f"sqlite: {exc}"
     if problem:
-        raise TrackingStoreError(f"{path}: not a usable MLflow store ({problem}); move it away (a fresh "
-                                 "store is created in its place) or restore it from a backup")
+        raise TrackingStoreError(
+            f"{path}: not a usable MLflow store ({problem}); move it away (a fresh "
+            "store is created in its place) or restore it from a backup"
+        )
 
 
 def sqlite_store_path(tracking_uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` tracking URI, else ``None``."""
     prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
 
 # MLflow's limits (mlflow.utils.validation): longer values are rejected, so they are cut here.
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -134,10 +138,25 @@ REDACTED = "REDACTED"  # also valid inside MLflow metric and param names
 # or "abc" would mangle it.
 MIN_SECRET_LENGTH = 6
 
-_SENSITIVE_WORDS = re.compile(r"SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PRIVATE_?KEY|API_?KEY|ACCESS_?KEY"
-                              r"|AUTHORIZATION")
+_SENSITIVE_WORDS = re.compile(
+    r"SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PRIVATE_?KEY|API_?KEY|ACCESS_?KEY"
+    r"|AUTHORIZATION"
+)
 # "pad_token", "eos_token", "vision_start_token" are tokenizer settings, not credentials.
-_TOKENIZER_WORDS = {"PAD", "EOS", "BOS", "UNK", "SEP", "CLS", "MASK", "IMAGE", "VIDEO", "VISION", "START", "END"}
+_TOKENIZER_WORDS = {
+    "PAD",
+    "EOS",
+    "BOS",
+    "UNK",
+    "SEP",
+    "CLS",
+    "MASK",
+    "IMAGE",
+    "VIDEO",
+    "VISION",
+    "START",
+    "END",
+}
 _URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 
 
@@ -195,8 +214,10 @@ def _redact_value(value: Any, secrets: set[str]) -> Any:
 
 
 def _redact_mapping(mapping: Mapping[str, Any], secrets: set[str]) -> dict[str, Any]:
-    return {_scrub(str(key), secrets): REDACTED if is_sensitive_key(str(key)) else _redact_value(value, secrets)
-            for key, value in mapping.items()}
+    return {
+        _scrub(str(key), secrets): REDACTED if is_sensitive_key(str(key)) else _redact_value(value, secrets)
+        for key, value in mapping.items()
+    }
 
 
 def redact(mapping: Mapping[str, Any], extra_secrets: Iterable[str] = ()) -> dict[str, Any]:
@@ -210,7 +231,7 @@ def redact(mapping: Mapping[str, Any], extra_secrets: Iterable[str] = ()) -> dic
 
 
 def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _param_text(value: Any) -> str:
@@ -220,17 +241,28 @@ def _param_text(value: Any) -> str:
 def current_git_commit(cwd: str | Path | None = None) -> str:
     """The checkout's ``git rev-parse HEAD``; else ``$VRFT_GIT_COMMIT`` (set in images); else "unknown"."""
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).resolve().parent,
-                                capture_output=True, text=True, timeout=10, check=False)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         result = None
-    if result is not None and result.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", result.stdout.strip()):
+    if (
+        result is not None
+        and result.returncode == 0
+        and re.fullmatch(r"[0-9a-f]{40,64}", result.stdout.strip())
+    ):
         return result.stdout.strip()
     return os.environ.get(GIT_COMMIT_ENV) or "unknown"
 
 
-def standard_tags(config: str, dataset: str, shots: int | str, method: str, model: str,
-                  git_commit: str | None = None) -> dict[str, str]:
+def standard_tags(
+    config: str, dataset: str, shots: int | str, method: str, model: str, git_commit: str | None = None
+) -> dict[str, str]:
     """The tags the report groups runs by (:data:`STANDARD_TAG_KEYS`), for runs logged by hand;
     ``git_commit`` defaults to :func:`current_git_commit`. Stages use :func:`experiment_tags`."""
     commit = git_commit if git_commit is not None else current_git_commit()
@@ -324,7 +356,9 @@ class Tracker:
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        location = f"{self.artifact_root.rstrip('/')}/{_experiment_slug(name)}" if self.artifact_root else None
+        location = (
+            f"{self.artifact_root.rstrip('/')}/{_experiment_slug(name)}" if self.artifact_root else None
+        )
         try:
             return client.create_experiment(name, artifact_location=location)
         except MlflowException:  # another process created it first
@@ -343,23 +377,33 @@ class Tracker:
         mlflow = self._mlflow()
         from mlflow.tracking.context.registry import resolve_tags
 
-        clean_tags = {k: _truncate(str(v), MAX_TAG_VALUE_LENGTH) for k, v in self._redact(resolve_tags(tags)).items()}
+        clean_tags = {
+            k: _truncate(str(v), MAX_TAG_VALUE_LENGTH) for k, v in self._redact(resolve_tags(tags)).items()
+        }
         run = mlflow.start_run(tags=clean_tags, **start_kwargs)
         try:
             yield run.info.run_id
         except BaseException as exc:
             status = "FAILED" if isinstance(exc, Exception) else "KILLED"
             try:
-                mlflow.set_tag(TAG_ERROR, _truncate(self._redact_text(f"{type(exc).__name__}: {exc}"),
-                                                    MAX_TAG_VALUE_LENGTH))
+                mlflow.set_tag(
+                    TAG_ERROR,
+                    _truncate(self._redact_text(f"{type(exc).__name__}: {exc}"), MAX_TAG_VALUE_LENGTH),
+                )
             finally:
                 mlflow.end_run(status)
             raise
         mlflow.end_run()
 
     @contextlib.contextmanager
-    def parent_run(self, experiment: str, run_name: str, tags: Mapping[str, Any] | None = None, *,
-                   run_id: str | None = None) -> Iterator[str | None]:
+    def parent_run(
+        self,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> Iterator[str | None]:
         """The pipeline run's parent run (resumed when ``run_id`` is given); yields its id.
 
         While the block runs, ``VRFT_MLFLOW_PARENT_RUN_ID`` holds the id, so stage processes
@@ -369,8 +413,10 @@ class Tracker:
             yield None
             return
         if run_id is None:
-            start: dict[str, Any] = {"experiment_id": self._experiment_id(experiment),
-                                     "run_name": self._redact_text(run_name)}
+            start: dict[str, Any] = {
+                "experiment_id": self._experiment_id(experiment),
+                "run_name": self._redact_text(run_name),
+            }
         else:
             start = {"run_id": run_id}
         previous = os.environ.get(PARENT_RUN_ENV)
@@ -385,9 +431,17 @@ class Tracker:
                     os.environ[PARENT_RUN_ENV] = previous
 
     @contextlib.contextmanager
-    def stage_run(self, stage: str, params: Any = None, tags: Mapping[str, Any] | None = None, *,
-                  parent_run_id: str | None = None, run_name: str | None = None,
-                  experiment: str | None = None, resume_run_id: str | None = None) -> Iterator[str | None]:
+    def stage_run(
+        self,
+        stage: str,
+        params: Any = None,
+        tags: Mapping[str, Any] | None = None,
+        *,
+        parent_run_id: str | None = None,
+        run_name: str | None = None,
+        experiment: str | None = None,
+        resume_run_id: str | None = None,
+    ) -> Iterator[str | None]:
         """A stage's run, nested under ``parent_run_id`` or ``$VRFT_MLFLOW_PARENT_RUN_ID`` (or the
         active run); logs ``params`` (see :meth:`log_params`) and yields the run id.
 
@@ -428,8 +482,10 @@ class Tracker:
         data = to_dict(params)
         if not isinstance(data, dict):
             raise TypeError(f"log_params: expected a dataclass or a mapping, got {type(params).__name__}")
-        clean = {key: _truncate(_param_text(value), MAX_PARAM_VALUE_LENGTH)
-                 for key, value in self._redact(flatten(data)).items()}
+        clean = {
+            key: _truncate(_param_text(value), MAX_PARAM_VALUE_LENGTH)
+            for key, value in self._redact(flatten(data)).items()
+        }
         client = self._client()
         if run_id is None:
             run_id = self._active_mlflow("log_params").active_run().info.run_id
@@ -440,9 +496,11 @@ class Tracker:
 
         items = [Param(k, v) for k, v in clean.items()]
         for start in range(0, len(items), 100):  # MLflow's batch limit
-            client.log_batch(run_id, params=items[start:start + 100])
+            client.log_batch(run_id, params=items[start : start + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, *, run_id: str | None = None) -> None:
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, *, run_id: str | None = None
+    ) -> None:
         """Log numeric metrics (e.g. training loss at ``step``) to the active run or ``run_id``;
         non-finite values are left out (MLflow's stores disagree on them)."""
         if not self.enabled:
@@ -450,8 +508,11 @@ class Tracker:
         import math
 
         secrets = env_secrets() | self._seen_secrets
-        clean = {_scrub(str(key), secrets): float(value) for key, value in metrics.items()
-                 if math.isfinite(float(value))}
+        clean = {
+            _scrub(str(key), secrets): float(value)
+            for key, value in metrics.items()
+            if math.isfinite(float(value))
+        }
         if run_id is None:
             self._active_mlflow("log_metrics").log_metrics(clean, step=step)
             return
@@ -461,19 +522,28 @@ class Tracker:
         items = [Metric(key, value, now, step or 0) for key, value in clean.items()]
         client = self._client()
         for start in range(0, len(items), 1000):  # MLflow's batch limit
-            client.log_batch(run_id, metrics=items[start:start + 1000])
+            client.log_batch(run_id, metrics=items[start : start + 1000])
 
-    def create_run(self, experiment: str, run_name: str, tags: Mapping[str, Any] | None = None, *,
-                   parent_run_id: str | None = None) -> str | None:
+    def create_run(
+        self,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, Any] | None = None,
+        *,
+        parent_run_id: str | None = None,
+    ) -> str | None:
         """Create a run without making it the active one (a training's own run); return its id.
         End it with :meth:`end_run`."""
         if not self.enabled:
             return None
-        clean = {k: _truncate(str(v), MAX_TAG_VALUE_LENGTH) for k, v in self._redact(dict(tags or {})).items()}
+        clean = {
+            k: _truncate(str(v), MAX_TAG_VALUE_LENGTH) for k, v in self._redact(dict(tags or {})).items()
+        }
         if parent_run_id:
             clean["mlflow.parentRunId"] = parent_run_id
-        run = self._client().create_run(self._experiment_id(experiment), run_name=self._redact_text(run_name) or None,
-                                        tags=clean)
+        run = self._client().create_run(
+            self._experiment_id(experiment), run_name=self._redact_text(run_name) or None, tags=clean
+        )
         return run.info.run_id
 
     def end_run(self, run_id: str, error: BaseException | None = None) -> None:
@@ -485,8 +555,11 @@ class Tracker:
         if error is None:
             client.set_terminated(run_id, "FINISHED")
             return
-        client.set_tag(run_id, TAG_ERROR, _truncate(self._redact_text(f"{type(error).__name__}: {error}"),
-                                                    MAX_TAG_VALUE_LENGTH))
+        client.set_tag(
+            run_id,
+            TAG_ERROR,
+            _truncate(self._redact_text(f"{type(error).__name__}: {error}"), MAX_TAG_VALUE_LENGTH),
+        )
         client.set_terminated(run_id, "FAILED" if isinstance(error, Exception) else "KILLED")
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -495,7 +568,8 @@ class Tracker:
             return
         clean = self._redact({k: str(v) for k, v in tags.items()})
         self._active_mlflow("set_tags").set_tags(
-            {key: _truncate(str(value), MAX_TAG_VALUE_LENGTH) for key, value in clean.items()})
+            {key: _truncate(str(value), MAX_TAG_VALUE_LENGTH) for key, value in clean.items()}
+        )
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         """Copy a directory's files into the active run's artifacts (the MLflow UI shows them)."""
@@ -508,7 +582,9 @@ class Tracker:
         if not self.enabled:
             return
         self._active_mlflow("log_artifact_uri").set_tag(
-            self._redact_text(ARTIFACT_TAG_PREFIX + name), _truncate(self._redact_text(uri), MAX_TAG_VALUE_LENGTH))
+            self._redact_text(ARTIFACT_TAG_PREFIX + name),
+            _truncate(self._redact_text(uri), MAX_TAG_VALUE_LENGTH),
+        )
 
     def log_dict(self, artifact_file: str, data: Any) -> None:
         """Store a redacted mapping or dataclass (e.g. the resolved config) as a JSON/YAML artifact."""

@@ -22,19 +22,36 @@ def fmt(value: Any, pattern: str) -> str:
 
 
 def grpo_row(r: dict[str, Any]) -> str:
-    cells = [r["case"], r["device"], r["dtype"], fmt(r["parameters"], "{:,}"), fmt(r["step_s"], "{:.2f}"),
-             fmt(r["rollout_s"], "{:.2f}"), fmt(r["score_s"], "{:.2f}"), fmt(r["train_s"], "{:.2f}"),
-             fmt(r["rollout_tokens_per_s"], "{:,.0f}"), fmt(r["trained_tokens_per_step"], "{:,.0f}"),
-             fmt(r["train_tokens_per_s"], "{:,.0f}"), fmt(r["mfu_train"], "{:.1%}"),
-             fmt(r["peak_memory_gib"], "{:.1f} GiB")]
+    cells = [
+        r["case"],
+        r["device"],
+        r["dtype"],
+        fmt(r["parameters"], "{:,}"),
+        fmt(r["step_s"], "{:.2f}"),
+        fmt(r["rollout_s"], "{:.2f}"),
+        fmt(r["score_s"], "{:.2f}"),
+        fmt(r["train_s"], "{:.2f}"),
+        fmt(r["rollout_tokens_per_s"], "{:,.0f}"),
+        fmt(r["trained_tokens_per_step"], "{:,.0f}"),
+        fmt(r["train_tokens_per_s"], "{:,.0f}"),
+        fmt(r["mfu_train"], "{:.1%}"),
+        fmt(r["peak_memory_gib"], "{:.1f} GiB"),
+    ]
     return "| " + " | ".join(cells) + " |"
 
 
 def eval_row(r: dict[str, Any]) -> str:
-    case = (f"{r['case']} on {r['device']} ({r['dtype']}, {r['params_M']:,} M params), {r['images']} images, "
-            f"bs {r['batch_size']}, {r['max_new_tokens']} new tokens")
-    cells = [case, f"{r['batch1_loop_images_per_s']:.2f} img/s", f"{r['vrft_batched_images_per_s']:.2f} img/s",
-             f"{r['speedup']:.1f}×", r["identical_completions"]]
+    case = (
+        f"{r['case']} on {r['device']} ({r['dtype']}, {r['params_M']:,} M params), {r['images']} images, "
+        f"bs {r['batch_size']}, {r['max_new_tokens']} new tokens"
+    )
+    cells = [
+        case,
+        f"{r['batch1_loop_images_per_s']:.2f} img/s",
+        f"{r['vrft_batched_images_per_s']:.2f} img/s",
+        f"{r['speedup']:.1f}×",
+        r["identical_completions"],
+    ]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -44,10 +61,15 @@ def tests_line(path: Path) -> str:
     suite = ElementTree.parse(path).getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    failed = [f"{c.get('name')}" for c in suite.iter("testcase") if c.find("failure") is not None
-              or c.find("error") is not None]
-    line = (f"gpu tests: {counts['tests'] - counts['failures'] - counts['errors'] - counts['skipped']} passed, "
-            f"{counts['failures']} failed, {counts['errors']} errors, {counts['skipped']} skipped")
+    failed = [
+        f"{c.get('name')}"
+        for c in suite.iter("testcase")
+        if c.find("failure") is not None or c.find("error") is not None
+    ]
+    line = (
+        f"gpu tests: {counts['tests'] - counts['failures'] - counts['errors'] - counts['skipped']} passed, "
+        f"{counts['failures']} failed, {counts['errors']} errors, {counts['skipped']} skipped"
+    )
     return line + (f" ({', '.join(failed)})" if failed else "")
 
 

@@ -33,12 +33,25 @@ ROOT = HERE.parents[1]
 WHEELS_DIR = ROOT / ".gpu-wheels"
 #: What one device call may carry: the working tree plus the carried folders.
 BUDGET_BYTES = 64 * 2**20
-PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux1_x86_64"]
+PLATFORMS = [
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+]
 #: The machine's interpreter, for requirement markers.
-MARKERS = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
-           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-           "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+MARKERS = {
+    "python_version": "3.12",
+    "python_full_version": "3.12.3",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "extra": "",
+}
 #: Test tools the `gpu` tests need besides vrft's dependencies.
 TEST_TOOLS = ["pytest>=8", "pytest-timeout>=2.3"]
 
@@ -61,8 +74,10 @@ def vrft_requirements() -> list[Requirement]:
 
 def carried() -> dict[str, str]:
     """``wheels.txt`` as {name: version}; a bare name takes vrft's ``==`` pin from pyproject.toml."""
-    pins = {normalize(r.name): next((s.version for s in r.specifier if s.operator == "=="), None)
-            for r in vrft_requirements()}
+    pins = {
+        normalize(r.name): next((s.version for s in r.specifier if s.operator == "=="), None)
+        for r in vrft_requirements()
+    }
     wanted = {}
     for line in _lines(HERE / "wheels.txt"):
         name, _, version = line.partition("==")
@@ -70,7 +85,9 @@ def carried() -> dict[str, str]:
         if not version:
             version = pins.get(name) or ""
             if not version:
-                sys.exit(f"bench/gpu/wheels.txt: {name}: no version given and pyproject.toml does not pin it with ==")
+                sys.exit(
+                    f"bench/gpu/wheels.txt: {name}: no version given and pyproject.toml does not pin it with =="
+                )
         wanted[name] = version
     return wanted
 
@@ -88,8 +105,11 @@ def wheel_requirements(wheel: Path) -> list[Requirement]:
     with zipfile.ZipFile(wheel) as archive:
         metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         text = archive.read(metadata).decode("utf-8")
-    return [Requirement(line.split(":", 1)[1].strip()) for line in text.splitlines()
-            if line.startswith("Requires-Dist:")]
+    return [
+        Requirement(line.split(":", 1)[1].strip())
+        for line in text.splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
 
 
 def applies(requirement: Requirement) -> bool:
@@ -106,8 +126,9 @@ def wheels_in(directory: Path) -> dict[str, tuple[str, Path]]:
     return found
 
 
-def unmet(sources: dict[str, list[Requirement]], available: dict[str, str | None],
-          ignore: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+def unmet(
+    sources: dict[str, list[Requirement]], available: dict[str, str | None], ignore: Iterable[str] = ()
+) -> tuple[list[str], list[str]]:
     """Requirements of ``sources`` that ``available`` ({name: version or None}) does not meet: (errors,
     unverified), unverified being those on a package whose version is unknown."""
     errors, unverified = [], []
@@ -129,8 +150,16 @@ def unmet(sources: dict[str, list[Requirement]], available: dict[str, str | None
 
 def tree_bytes() -> int:
     """The working tree that travels with a device call: tracked and untracked, not ignored, files."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            check=True, capture_output=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     return sum((ROOT / p).stat().st_size for p in listed if p and (ROOT / p).is_file())
 
 
@@ -144,26 +173,50 @@ def build(dest: Path) -> int:
     missing = [f"{name}=={version}" for name, version in wanted.items() if name not in have]
     if missing:
         platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                        "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(dest), *missing],
-                       check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.12",
+                "--implementation",
+                "cp",
+                *platforms,
+                "-d",
+                str(dest),
+                *missing,
+            ],
+            check=True,
+        )
     have = wheels_in(dest)
     if set(have) != set(wanted):
         sys.exit(f"{dest}: expected wheels of {sorted(wanted)}, found {sorted(have)}")
 
     available: dict[str, str | None] = {**device_packages(), **{n: v for n, (v, _) in have.items()}}
-    sources = {"vrft": vrft_requirements(), **{f"{n} {v}": wheel_requirements(p) for n, (v, p) in have.items()}}
+    sources = {
+        "vrft": vrft_requirements(),
+        **{f"{n} {v}": wheel_requirements(p) for n, (v, p) in have.items()},
+    }
     errors, unverified = unmet(sources, available)
     sizes = {name: path.stat().st_size for name, (_, path) in have.items()}
     wheel_bytes, tree = sum(sizes.values()), tree_bytes()
     for name, (version, path) in sorted(have.items()):
         print(f"  {name:14} {version:12} {sizes[name] / 2**20:6.2f} MiB  {path.name}")
-    print(f"wheels {wheel_bytes / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB "
-          f"= {(wheel_bytes + tree) / 2**20:.1f} MiB of the {BUDGET_BYTES / 2**20:.0f} MiB a device call carries")
+    print(
+        f"wheels {wheel_bytes / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB "
+        f"= {(wheel_bytes + tree) / 2**20:.1f} MiB of the {BUDGET_BYTES / 2**20:.0f} MiB a device call carries"
+    )
     if unverified:
         names = sorted({line.split(" needs ", 1)[1].split(":")[0] for line in unverified})
-        print(f"not verifiable here (versions on the machine not recorded; check.sh checks them there): "
-              f"{', '.join(names)}")
+        print(
+            f"not verifiable here (versions on the machine not recorded; check.sh checks them there): "
+            f"{', '.join(names)}"
+        )
     if wheel_bytes + tree > BUDGET_BYTES:
         errors.append("the wheels and the working tree exceed what a device call carries")
     for line in errors:
@@ -172,8 +225,11 @@ def build(dest: Path) -> int:
 
 
 def installed() -> dict[str, str | None]:
-    return {normalize(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
-            if d.metadata["Name"]}
+    return {
+        normalize(d.metadata["Name"]): d.version
+        for d in importlib.metadata.distributions()
+        if d.metadata["Name"]
+    }
 
 
 def check(ignore: list[str]) -> int:
@@ -187,10 +243,14 @@ def check(ignore: list[str]) -> int:
         except importlib.metadata.PackageNotFoundError:
             found = None
         if found != version:
-            errors.append(f"carried {name}=={version} is not what this interpreter finds ({found}): is the "
-                          "wheel folder on PYTHONPATH, before the site packages?")
-    sources: dict[str, list[Requirement]] = {"vrft": vrft_requirements(),
-                                             "tests": [Requirement(r) for r in TEST_TOOLS]}
+            errors.append(
+                f"carried {name}=={version} is not what this interpreter finds ({found}): is the "
+                "wheel folder on PYTHONPATH, before the site packages?"
+            )
+    sources: dict[str, list[Requirement]] = {
+        "vrft": vrft_requirements(),
+        "tests": [Requirement(r) for r in TEST_TOOLS],
+    }
     for name in wanted:
         try:
             sources[name] = [Requirement(r) for r in importlib.metadata.requires(name) or []]
@@ -200,19 +260,25 @@ def check(ignore: list[str]) -> int:
     errors += more
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
-    print(f"{sys.executable} {sys.version.split()[0]}: {len(wanted)} carried wheels, "
-          f"{sum(len(list(filter(applies, r))) for r in sources.values())} requirements checked, "
-          f"{len(errors)} unmet")
+    print(
+        f"{sys.executable} {sys.version.split()[0]}: {len(wanted)} carried wheels, "
+        f"{sum(len(list(filter(applies, r))) for r in sources.values())} requirements checked, "
+        f"{len(errors)} unmet"
+    )
     return 1 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    build_parser = commands.add_parser("build", help="download the wheel set and check it against the machine's list")
+    build_parser = commands.add_parser(
+        "build", help="download the wheel set and check it against the machine's list"
+    )
     build_parser.add_argument("--dest", type=Path, default=WHEELS_DIR)
     check_parser = commands.add_parser("check", help="check the installed set in this interpreter")
-    check_parser.add_argument("--ignore", default="", help="comma-separated names not to require (dry run only)")
+    check_parser.add_argument(
+        "--ignore", default="", help="comma-separated names not to require (dry run only)"
+    )
     args = parser.parse_args(argv)
     if args.command == "build":
         return build(args.dest)

@@ -22,8 +22,10 @@ spec.loader.exec_module(wheels)
 def test_the_carried_set_uses_vrfts_pins_and_replaces_what_the_machine_lacks() -> None:
     carried = wheels.carried()
     with open(ROOT / "pyproject.toml", "rb") as f:
-        pins = {wheels.normalize(Requirement(r).name): str(Requirement(r).specifier)
-                for r in tomllib.load(f)["project"]["dependencies"]}
+        pins = {
+            wheels.normalize(Requirement(r).name): str(Requirement(r).specifier)
+            for r in tomllib.load(f)["project"]["dependencies"]
+        }
     for name in ("transformers", "trl", "datasets", "peft", "pycocotools"):
         assert pins[name] == f"=={carried[name]}"
     device = wheels.device_packages()
@@ -32,11 +34,22 @@ def test_the_carried_set_uses_vrfts_pins_and_replaces_what_the_machine_lacks() -
 
 
 def test_unmet_requirements_are_missing_too_old_or_unverified() -> None:
-    sources = {"pkg 1.0": [Requirement("present>=2"), Requirement("old>=2"), Requirement("absent"),
-                           Requirement("unknown>=1"), Requirement("unpinned"),
-                           Requirement("other; python_version < '3.9'"), Requirement("extra-only; extra == 'x'")]}
+    sources = {
+        "pkg 1.0": [
+            Requirement("present>=2"),
+            Requirement("old>=2"),
+            Requirement("absent"),
+            Requirement("unknown>=1"),
+            Requirement("unpinned"),
+            Requirement("other; python_version < '3.9'"),
+            Requirement("extra-only; extra == 'x'"),
+        ]
+    }
     available = {"present": "2.1", "old": "1.9", "unknown": None, "unpinned": None}
     errors, unverified = wheels.unmet(sources, available)
-    assert errors == ["pkg 1.0 needs old>=2: found 1.9", "pkg 1.0 needs absent: not installed and not carried"]
+    assert errors == [
+        "pkg 1.0 needs old>=2: found 1.9",
+        "pkg 1.0 needs absent: not installed and not carried",
+    ]
     assert unverified == ["pkg 1.0 needs unknown>=1: version on the machine not recorded"]
     assert wheels.unmet(sources, available, ignore=["old", "absent"])[0] == []

@@ -25,8 +25,16 @@ def tiny_coco_data() -> dict[str, Any]:
     anns: list[dict[str, Any]] = []
 
     def add(image_id: int, cat: int, box: list[float], crowd: int = 0) -> None:
-        anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "bbox": box, "iscrowd": crowd,
-                     "area": box[2] * box[3]})
+        anns.append(
+            {
+                "id": len(anns) + 1,
+                "image_id": image_id,
+                "category_id": cat,
+                "bbox": box,
+                "iscrowd": crowd,
+                "area": box[2] * box[3],
+            }
+        )
 
     add(1, 1, [1, 1, 10, 10])
     add(1, 1, [20, 5, 12, 8])
@@ -48,13 +56,17 @@ class Fixtures:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def image(self, path: Path, size: tuple[int, int] = (W, H), color: tuple[int, int, int] = (200, 30, 30)) -> Path:
+    def image(
+        self, path: Path, size: tuple[int, int] = (W, H), color: tuple[int, int, int] = (200, 30, 30)
+    ) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
         Image.new("RGB", size, color).save(path, format=fmt)
         return path
 
-    def coco(self, data: dict[str, Any] | None = None, name: str = "coco", write_images: bool = True) -> dict[str, str]:
+    def coco(
+        self, data: dict[str, Any] | None = None, name: str = "coco", write_images: bool = True
+    ) -> dict[str, str]:
         """Write ``data`` (default: the tiny set) and its images; return the source config."""
         data = tiny_coco_data() if data is None else data
         base = self.root / name
@@ -63,8 +75,11 @@ class Fixtures:
         ann.write_text(json.dumps(data))
         if write_images:
             for im in data["images"]:
-                self.image(base / "images" / im["file_name"], (im["width"], im["height"]),
-                           color=(im["id"] * 20 % 255, 80, 120))
+                self.image(
+                    base / "images" / im["file_name"],
+                    (im["width"], im["height"]),
+                    color=(im["id"] * 20 % 255, 80, 120),
+                )
         return {"kind": "coco", "annotations": str(ann), "images": str(base / "images")}
 
     def config(self, **fields: Any) -> DatasetConfig:

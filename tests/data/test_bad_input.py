@@ -31,6 +31,7 @@ def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value
+
     return mutate
 
 
@@ -40,6 +41,7 @@ def _delete(path: tuple[Any, ...]) -> Callable[[dict[str, Any]], None]:
         for key in path[:-1]:
             node = node[key]
         del node[path[-1]]
+
     return mutate
 
 
@@ -49,37 +51,119 @@ def _empty(data: dict[str, Any]) -> None:
 
 # (mutation of the tiny COCO file, error class, record named, field named, words of the problem)
 JSON_CASES = {
-    "missing bbox": (_delete(("annotations", 2, "bbox")), MissingFieldError, "annotations[2] (id 3)", "bbox", "missing"),
-    "missing image width": (_delete(("images", 4, "width")), MissingFieldError, "images[4] (id 5)", "width", "missing"),
+    "missing bbox": (
+        _delete(("annotations", 2, "bbox")),
+        MissingFieldError,
+        "annotations[2] (id 3)",
+        "bbox",
+        "missing",
+    ),
+    "missing image width": (
+        _delete(("images", 4, "width")),
+        MissingFieldError,
+        "images[4] (id 5)",
+        "width",
+        "missing",
+    ),
     "missing categories": (_delete(("categories",)), MissingFieldError, "top level", "categories", "missing"),
-    "box past the right edge": (_set(("annotations", 0, "bbox"), [50, 0, 20, 10]), InvalidBoxError,
-                                "annotations[0] (id 1)", "bbox", "right edge"),
-    "box far above the image": (_set(("annotations", 0, "bbox"), [0, -5, 10, 10]), InvalidBoxError,
-                                "annotations[0] (id 1)", "bbox", "top edge"),
-    "zero-width box": (_set(("annotations", 1, "bbox"), [5, 5, 0, 4]), InvalidBoxError, "annotations[1] (id 2)",
-                       "bbox", "non-positive"),
-    "negative-height box": (_set(("annotations", 1, "bbox"), [5, 5, 3, -4]), InvalidBoxError,
-                            "annotations[1] (id 2)", "bbox", "non-positive"),
-    "box with 3 numbers": (_set(("annotations", 1, "bbox"), [5, 5, 3]), InvalidBoxError, "annotations[1] (id 2)",
-                           "bbox", "expected [x, y, width, height]"),
-    "box with a string": (_set(("annotations", 1, "bbox"), [5, "5", 3, 3]), InvalidBoxError,
-                          "annotations[1] (id 2)", "bbox", "4 numbers"),
-    "duplicate image id": (_set(("images", 3, "id"), 3), DuplicateIdError, "images[3] (id 3)", "id",
-                           "same id as images[2]"),
-    "duplicate annotation id": (_set(("annotations", 4, "id"), 1), DuplicateIdError, "annotations[4] (id 1)", "id",
-                                "same id as annotations[0]"),
-    "annotation of a missing image": (_set(("annotations", 0, "image_id"), 99), DanglingReferenceError,
-                                      "annotations[0] (id 1)", "image_id", "no image with id 99"),
-    "annotation of a missing category": (_set(("annotations", 0, "category_id"), 42), DanglingReferenceError,
-                                         "annotations[0] (id 1)", "category_id", "no category with id 42"),
-    "path traversal": (_set(("images", 0, "file_name"), "../../etc/passwd"), UnsafePathError, "images[0] (id 1)",
-                       "file_name", "leaves the image directory"),
-    "absolute path": (_set(("images", 0, "file_name"), "/etc/passwd"), UnsafePathError, "images[0] (id 1)",
-                      "file_name", "absolute path"),
-    "windows absolute path": (_set(("images", 1, "file_name"), "C:\\Windows\\win.ini"), UnsafePathError,
-                              "images[1] (id 2)", "file_name", "absolute path"),
-    "width as a string": (_set(("images", 0, "width"), "64"), InvalidValueError, "images[0] (id 1)", "width",
-                          "positive integer"),
+    "box past the right edge": (
+        _set(("annotations", 0, "bbox"), [50, 0, 20, 10]),
+        InvalidBoxError,
+        "annotations[0] (id 1)",
+        "bbox",
+        "right edge",
+    ),
+    "box far above the image": (
+        _set(("annotations", 0, "bbox"), [0, -5, 10, 10]),
+        InvalidBoxError,
+        "annotations[0] (id 1)",
+        "bbox",
+        "top edge",
+    ),
+    "zero-width box": (
+        _set(("annotations", 1, "bbox"), [5, 5, 0, 4]),
+        InvalidBoxError,
+        "annotations[1] (id 2)",
+        "bbox",
+        "non-positive",
+    ),
+    "negative-height box": (
+        _set(("annotations", 1, "bbox"), [5, 5, 3, -4]),
+        InvalidBoxError,
+        "annotations[1] (id 2)",
+        "bbox",
+        "non-positive",
+    ),
+    "box with 3 numbers": (
+        _set(("annotations", 1, "bbox"), [5, 5, 3]),
+        InvalidBoxError,
+        "annotations[1] (id 2)",
+        "bbox",
+        "expected [x, y, width, height]",
+    ),
+    "box with a string": (
+        _set(("annotations", 1, "bbox"), [5, "5", 3, 3]),
+        InvalidBoxError,
+        "annotations[1] (id 2)",
+        "bbox",
+        "4 numbers",
+    ),
+    "duplicate image id": (
+        _set(("images", 3, "id"), 3),
+        DuplicateIdError,
+        "images[3] (id 3)",
+        "id",
+        "same id as images[2]",
+    ),
+    "duplicate annotation id": (
+        _set(("annotations", 4, "id"), 1),
+        DuplicateIdError,
+        "annotations[4] (id 1)",
+        "id",
+        "same id as annotations[0]",
+    ),
+    "annotation of a missing image": (
+        _set(("annotations", 0, "image_id"), 99),
+        DanglingReferenceError,
+        "annotations[0] (id 1)",
+        "image_id",
+        "no image with id 99",
+    ),
+    "annotation of a missing category": (
+        _set(("annotations", 0, "category_id"), 42),
+        DanglingReferenceError,
+        "annotations[0] (id 1)",
+        "category_id",
+        "no category with id 42",
+    ),
+    "path traversal": (
+        _set(("images", 0, "file_name"), "../../etc/passwd"),
+        UnsafePathError,
+        "images[0] (id 1)",
+        "file_name",
+        "leaves the image directory",
+    ),
+    "absolute path": (
+        _set(("images", 0, "file_name"), "/etc/passwd"),
+        UnsafePathError,
+        "images[0] (id 1)",
+        "file_name",
+        "absolute path",
+    ),
+    "windows absolute path": (
+        _set(("images", 1, "file_name"), "C:\\Windows\\win.ini"),
+        UnsafePathError,
+        "images[1] (id 2)",
+        "file_name",
+        "absolute path",
+    ),
+    "width as a string": (
+        _set(("images", 0, "width"), "64"),
+        InvalidValueError,
+        "images[0] (id 1)",
+        "width",
+        "positive integer",
+    ),
     "empty source": (_empty, EmptySourceError, "top level", "images", "is empty"),
 }
 
@@ -154,6 +238,7 @@ def test_truncated_image_file(fx):
     def truncate(d):
         data = (d / "003.png").read_bytes()
         (d / "003.png").write_bytes(data[: len(data) // 2])
+
     src, exc = _image_case(fx, truncate)
     _check(exc, src["annotations"], "images[2] (id 3)", "file_name", "not a readable image")
     assert fx.leftovers() == []
@@ -169,8 +254,13 @@ def test_k_larger_than_available(fx):
     src = fx.coco(write_images=False)
     with pytest.raises(InsufficientSamplesError) as info:
         fx.build(train=src, categories=["cat", "bus"], shots=2)
-    _check(info.value, src["annotations"], "category 'bus' (id 3)", "shots", "asked for 2 images containing it, "
-           "only 1 available")
+    _check(
+        info.value,
+        src["annotations"],
+        "category 'bus' (id 3)",
+        "shots",
+        "asked for 2 images containing it, only 1 available",
+    )
     assert "on_insufficient: use_all" in str(info.value)
     assert fx.leftovers() == []
 
@@ -187,7 +277,13 @@ def test_unknown_category_in_a_preset(fx):
     with pytest.raises(UnknownCategoryError) as info:
         fx.build(train=src, preset="coco_8", shots=1)
     # coco_8 = bus, train, ...: "bus" exists in the tiny file, "train" does not
-    _check(info.value, src["annotations"], "categories[1] of preset 'coco_8'", "name", "'train' matches no category")
+    _check(
+        info.value,
+        src["annotations"],
+        "categories[1] of preset 'coco_8'",
+        "name",
+        "'train' matches no category",
+    )
     assert fx.leftovers() == []
 
 
@@ -204,10 +300,19 @@ def test_output_dir_that_exists_is_never_touched(fx):
     with pytest.raises(FileExistsError):
         fx.build(train=fx.coco(), categories=["cat"], shots=1)
     assert [p.name for p in (fx.root / "out").iterdir()] == ["keep.txt"]
-    build_dataset(fx.config(train=fx.coco(), categories=["cat"], shots=1), fx.root / "out", progress=False,
-                  overwrite=True)
-    assert sorted(p.name for p in (fx.root / "out").iterdir()) == ["dataset_dict.json", "eval",
-                                                                   "eval_ground_truth.json", "manifest.json", "train"]
+    build_dataset(
+        fx.config(train=fx.coco(), categories=["cat"], shots=1),
+        fx.root / "out",
+        progress=False,
+        overwrite=True,
+    )
+    assert sorted(p.name for p in (fx.root / "out").iterdir()) == [
+        "dataset_dict.json",
+        "eval",
+        "eval_ground_truth.json",
+        "manifest.json",
+        "train",
+    ]
 
 
 def test_eval_empty_after_removing_train_images(fx):

@@ -58,12 +58,21 @@ def test_manifest_csv_with_a_preset_maps_names_and_indices(fx):
         fx.image(fx.root / "pets" / f"img{i}.jpg")
     csv = fx.root / "pets" / "labels.csv"
     # file-name style names, display names, and 1-based indices (2 = American Bulldog) all work
-    csv.write_text("file,label\nimg0.jpg,american_bulldog\nimg1.jpg,American Bulldog\nimg2.jpg,2\n"
-                   "img3.jpg,Abyssinian\nimg4.jpg,abyssinian\nimg5.jpg,1\n")
-    result = fx.build(train={"kind": "manifest", "annotations": str(csv), "label_base": 1}, preset="pets37",
-                      categories=["American Bulldog", "abyssinian"], shots=2)
+    csv.write_text(
+        "file,label\nimg0.jpg,american_bulldog\nimg1.jpg,American Bulldog\nimg2.jpg,2\n"
+        "img3.jpg,Abyssinian\nimg4.jpg,abyssinian\nimg5.jpg,1\n"
+    )
+    result = fx.build(
+        train={"kind": "manifest", "annotations": str(csv), "label_base": 1},
+        preset="pets37",
+        categories=["American Bulldog", "abyssinian"],
+        shots=2,
+    )
     train = list(_load(fx)["train"])
-    assert sorted({(r["category"], r["category_id"]) for r in train}) == [("Abyssinian", 0), ("American Bulldog", 1)]
+    assert sorted({(r["category"], r["category_id"]) for r in train}) == [
+        ("Abyssinian", 0),
+        ("American Bulldog", 1),
+    ]
     assert {r["noun"] for r in train} == {"pet"}
     assert result.manifest["noun"] == "pet" and result.manifest["prompt_field"] == "species"
     assert result.manifest["splits"]["eval"]["positives"] == {"American Bulldog": 1, "Abyssinian": 1}
@@ -73,10 +82,22 @@ def test_manifest_json_and_aliases(fx):
     for i in range(4):
         fx.image(fx.root / "imgs" / f"{i}.png")
     man = fx.root / "m.json"
-    man.write_text(json.dumps([{"path": f"{i}.png", "y": "globe-flower" if i % 2 else "sweet pea"} for i in range(4)]))
-    fx.build(train={"kind": "manifest", "annotations": str(man), "images": str(fx.root / "imgs"),
-                    "file_column": "path", "label_column": "y"}, preset="flowers102",
-             categories=["globe-flower", "sweet pea"], shots=1, aliases={"sweet pea": ["lathyrus"]})
+    man.write_text(
+        json.dumps([{"path": f"{i}.png", "y": "globe-flower" if i % 2 else "sweet pea"} for i in range(4)])
+    )
+    fx.build(
+        train={
+            "kind": "manifest",
+            "annotations": str(man),
+            "images": str(fx.root / "imgs"),
+            "file_column": "path",
+            "label_column": "y",
+        },
+        preset="flowers102",
+        categories=["globe-flower", "sweet pea"],
+        shots=1,
+        aliases={"sweet pea": ["lathyrus"]},
+    )
     rows = {r["category"]: r for r in _load(fx)["train"]}
     assert rows["globe-flower"]["aliases"] == ["globe flower"] and rows["globe-flower"]["category_id"] == 15
     assert rows["sweet pea"]["aliases"] == ["lathyrus"] and rows["sweet pea"]["noun"] == "plant"
@@ -92,17 +113,26 @@ def test_hf_dataset_from_disk(fx):
         Image.new("RGB", (20, 10), color).save(buf, format="PNG")
         return {"bytes": buf.getvalue(), "path": None}
 
-    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["Boeing 717", "A380"])})
-    ds = datasets.Dataset.from_dict({"img": [png((i * 30, 0, 0)) for i in range(6)], "label": [0, 1, 0, 1, 0, 1]},
-                                    features=features)
+    features = datasets.Features(
+        {"img": datasets.Image(), "label": datasets.ClassLabel(names=["Boeing 717", "A380"])}
+    )
+    ds = datasets.Dataset.from_dict(
+        {"img": [png((i * 30, 0, 0)) for i in range(6)], "label": [0, 1, 0, 1, 0, 1]}, features=features
+    )
     datasets.DatasetDict({"test": ds}).save_to_disk(str(fx.root / "hf"))
-    result = fx.build(train={"kind": "hf", "path": str(fx.root / "hf"), "image_column": "img"},
-                      preset="aircraft100", shots=2, categories=["A380", "Boeing 717"])
+    result = fx.build(
+        train={"kind": "hf", "path": str(fx.root / "hf"), "image_column": "img"},
+        preset="aircraft100",
+        shots=2,
+        categories=["A380", "Boeing 717"],
+    )
     out = _load(fx)
     assert sorted(out["train"]["category"]) == ["A380", "A380", "Boeing 717", "Boeing 717"]
     assert out["train"][0]["image"].size == (20, 10) and out["train"][0]["noun"] == "aircraft"
-    assert {r["category_id"] for r in out["train"]} == {CLASS_LISTS["fgvc_aircraft"].classes.index("A380"),
-                                                         CLASS_LISTS["fgvc_aircraft"].classes.index("Boeing 717")}
+    assert {r["category_id"] for r in out["train"]} == {
+        CLASS_LISTS["fgvc_aircraft"].classes.index("A380"),
+        CLASS_LISTS["fgvc_aircraft"].classes.index("Boeing 717"),
+    }
     assert len(out["eval"]) == 2
     assert result.manifest["sources"]["train"]["split"] == "test"
 
@@ -118,8 +148,16 @@ def test_hf_missing_dataset_or_column(fx):
 
 
 def test_shapes_classification_source(fx):
-    result = fx.build(train={"kind": "shapes_classification", "path": str(fx.root / "shp"), "n_images": 5,
-                             "image_size": [48, 48]}, shots=2, noun="shape")
+    result = fx.build(
+        train={
+            "kind": "shapes_classification",
+            "path": str(fx.root / "shp"),
+            "n_images": 5,
+            "image_size": [48, 48],
+        },
+        shots=2,
+        noun="shape",
+    )
     out = _load(fx)
     assert len(out["train"]) == 12 and len(out["eval"]) == 18
     assert set(out["train"]["category"]) == {"circle", "square", "triangle", "star", "hexagon", "diamond"}
@@ -137,11 +175,19 @@ def test_bad_classification_inputs(fx):
         fx.image(fx.root / "p" / f"{i}.jpg")
     csv = fx.root / "p" / "l.csv"
     cases = [
-        ("file,label\n0.jpg,not_a_pet\n", UnknownCategoryError, "row 2: field 'label': label 'not_a_pet' is not one"),
+        (
+            "file,label\n0.jpg,not_a_pet\n",
+            UnknownCategoryError,
+            "row 2: field 'label': label 'not_a_pet' is not one",
+        ),
         ("file,label\n0.jpg,99\n", UnknownCategoryError, "row 2: field 'label': label 99 is outside 0..36"),
         ("file,cls\n0.jpg,pug\n", MissingFieldError, "header: field 'label': missing column"),
         ("file,label\n../../etc/passwd,pug\n", UnsafePathError, "row 2: field 'file'"),
-        ("file,label\n0.jpg,pug\n0.jpg,pug\n", DuplicateIdError, "row 3: field 'file': '0.jpg' is also row 2"),
+        (
+            "file,label\n0.jpg,pug\n0.jpg,pug\n",
+            DuplicateIdError,
+            "row 3: field 'file': '0.jpg' is also row 2",
+        ),
         ("file,label\n0.jpg,\n", InvalidValueError, "row 2: field 'label': empty label"),
         ("file,label\n", EmptySourceError, "no rows"),
     ]
@@ -151,9 +197,11 @@ def test_bad_classification_inputs(fx):
             fx.build(train={"kind": "manifest", "annotations": str(csv)}, preset="pets37", shots=1)
         assert str(info.value).startswith(f"{csv}: ") and where in str(info.value), str(info.value)
     csv.write_text("file,label\n0.jpg,pug\n1.jpg,pug\n2.jpg,pug\n")
-    with pytest.raises(InsufficientSamplesError, match="class 'Abyssinian': field 'shots': asked for 1 images, only 0"):
+    with pytest.raises(
+        InsufficientSamplesError, match="class 'Abyssinian': field 'shots': asked for 1 images, only 0"
+    ):
         fx.build(train={"kind": "manifest", "annotations": str(csv)}, preset="pets37", shots=1)
-    (fx.root / "p" / "l.json").write_text("[{\"file\": \"0.jpg\", \"label\": 3}]")
+    (fx.root / "p" / "l.json").write_text('[{"file": "0.jpg", "label": 3}]')
     with pytest.raises(InvalidValueError, match="integer label 3 needs a class list"):
         fx.build(train={"kind": "manifest", "annotations": str(fx.root / "p" / "l.json")}, noun="x", shots=1)
     (fx.root / "empty").mkdir()
@@ -167,18 +215,32 @@ def test_class_lists_are_complete_and_unambiguous():
     for key, size in sizes.items():
         cl = CLASS_LISTS[key]
         assert len(cl.classes) == size and len({normalize_label(c) for c in cl.classes}) == size
-    assert CLASS_LISTS["pets37"].classes[:3] == ("Abyssinian", "American Bulldog", "American Pit Bull Terrier")
-    assert CLASS_LISTS["flowers102"].classes[0] == "pink primrose" and CLASS_LISTS["flowers102"].classes[-1] == \
-        "blackberry lily"
+    assert CLASS_LISTS["pets37"].classes[:3] == (
+        "Abyssinian",
+        "American Bulldog",
+        "American Pit Bull Terrier",
+    )
+    assert (
+        CLASS_LISTS["flowers102"].classes[0] == "pink primrose"
+        and CLASS_LISTS["flowers102"].classes[-1] == "blackberry lily"
+    )
     assert CLASS_LISTS["cars196"].classes[0] == "AM General Hummer SUV 2000"
-    assert [PRESETS[p].noun for p in ("flowers102", "pets37", "aircraft100", "cars196")] == \
-        ["plant", "pet", "aircraft", "car"]
+    assert [PRESETS[p].noun for p in ("flowers102", "pets37", "aircraft100", "cars196")] == [
+        "plant",
+        "pet",
+        "aircraft",
+        "car",
+    ]
 
 
 def test_detection_only_options_are_rejected_for_classification(fx):
     root = write_folder(fx, "f", {"a": 2, "b": 2})
-    for extra, key in (({"negative_ratio": 0.5}, "negative_ratio"), ({"mode": "ovd"}, "mode"),
-                       ({"eval_categories": ["a"]}, "eval_categories"), ({"lvis_frequencies": ["r"]}, "lvis_frequencies")):
+    for extra, key in (
+        ({"negative_ratio": 0.5}, "negative_ratio"),
+        ({"mode": "ovd"}, "mode"),
+        ({"eval_categories": ["a"]}, "eval_categories"),
+        ({"lvis_frequencies": ["r"]}, "lvis_frequencies"),
+    ):
         with pytest.raises(ConfigError, match=f"{key}: only applies to detection sources"):
             fx.build(train={"kind": "image_folder", "path": root}, noun="x", shots=1, **extra)
     with pytest.raises(ConfigError, match="aliases.c: not a category/class"):

@@ -17,9 +17,11 @@ def _rows(out, split):
 
 
 def _boxes_of(data, image_id, cat_id):
-    return sorted([a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                  for a in data["annotations"]
-                  if a["image_id"] == image_id and a["category_id"] == cat_id and not a["iscrowd"])
+    return sorted(
+        [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+        for a in data["annotations"]
+        if a["image_id"] == image_id and a["category_id"] == cat_id and not a["iscrowd"]
+    )
 
 
 def test_k_shot_keeps_every_instance_and_writes_a_valid_dataset(fx):
@@ -41,14 +43,19 @@ def test_k_shot_keeps_every_instance_and_writes_a_valid_dataset(fx):
     manifest = verify_manifest(out)
     assert manifest == result.manifest
     assert manifest["splits"]["train"]["positives"] == {"cat": 2, "dog": 2}
-    assert manifest["sources"]["train"]["files"]["instances.json"]["size"] == (fx.root / "coco/instances.json").stat().st_size
+    assert (
+        manifest["sources"]["train"]["files"]["instances.json"]["size"]
+        == (fx.root / "coco/instances.json").stat().st_size
+    )
     assert result.num_rows["train"] == 4
 
 
 def test_image_with_three_cats_keeps_all_three(fx):
     fx.build(train=fx.coco(), categories=["cat"], shots=5, seed=0)
     rows = {r["image_id"]: r for r in _rows(fx.root / "out", "train")}
-    full = [r for r in _rows(fx.root / "out", "train") + _rows(fx.root / "out", "eval") if r["image_id"] == "1"]
+    full = [
+        r for r in _rows(fx.root / "out", "train") + _rows(fx.root / "out", "eval") if r["image_id"] == "1"
+    ]
     assert len(full) == 1
     assert len(full[0]["gt_boxes"]) == 3
     assert full[0]["gt_boxes"] == [[1.0, 1.0, 11.0, 11.0], [20.0, 5.0, 32.0, 13.0], [40.0, 20.0, 60.0, 40.0]]
@@ -63,12 +70,17 @@ def test_eval_split_never_overlaps_train_and_keeps_every_present_category(fx):
     # every eval image lists every category present in it (complete ground truth per image)
     data = fx.tiny()
     for image_id in {r["image_id"] for r in evaluation}:
-        present = {a["category_id"] for a in data["annotations"]
-                   if a["image_id"] == int(image_id) and a["category_id"] in (1, 2) and not a["iscrowd"]}
+        present = {
+            a["category_id"]
+            for a in data["annotations"]
+            if a["image_id"] == int(image_id) and a["category_id"] in (1, 2) and not a["iscrowd"]
+        }
         rows = [r for r in evaluation if r["image_id"] == image_id]
         assert {r["category_id"] for r in rows} == present
     # together they cover the 9 images holding a cat or a dog (image 7: its dog only, the cat is a crowd)
-    assert {r["image_id"] for r in train} | {r["image_id"] for r in evaluation} == {str(i) for i in range(1, 10)}
+    assert {r["image_id"] for r in train} | {r["image_id"] for r in evaluation} == {
+        str(i) for i in range(1, 10)
+    }
     assert [r["category"] for r in evaluation if r["image_id"] == "7"] in (["dog"], [])
 
 
@@ -99,8 +111,12 @@ def test_eval_cap_per_category(fx):
 
 
 def test_same_seed_gives_byte_identical_output_and_another_seed_another_selection(fx):
-    cfg = dict(train={"kind": "shapes", "path": str(fx.root / "shapes"), "n_images": 48}, shots=3,
-               negative_ratio=0.5, seed=7)
+    cfg = dict(
+        train={"kind": "shapes", "path": str(fx.root / "shapes"), "n_images": 48},
+        shots=3,
+        negative_ratio=0.5,
+        seed=7,
+    )
     a = fx.build("a", **cfg)
     b = fx.build("b", **cfg)
     c = fx.build("c", **{**cfg, "seed": 8})
@@ -115,7 +131,10 @@ def test_selection_of_a_category_does_not_depend_on_the_other_categories(fx):
     src = fx.coco()
     fx.build("one", train=src, categories=["dog"], shots=3, seed=5)
     fx.build("two", train=src, categories=["cat", "dog"], shots=3, seed=5)
-    dogs = [[r["image_id"] for r in _rows(fx.root / name, "train") if r["category"] == "dog"] for name in ("one", "two")]
+    dogs = [
+        [r["image_id"] for r in _rows(fx.root / name, "train") if r["category"] == "dog"]
+        for name in ("one", "two")
+    ]
     assert dogs[0] == dogs[1]
 
 
@@ -133,7 +152,9 @@ def test_negatives_are_images_without_the_category(fx):
     assert len(negatives) == 4
     for r in negatives:
         cat_id = {"cat": 1, "dog": 2}[r["category"]]
-        assert not any(a["image_id"] == int(r["image_id"]) and a["category_id"] == cat_id for a in data["annotations"])
+        assert not any(
+            a["image_id"] == int(r["image_id"]) and a["category_id"] == cat_id for a in data["annotations"]
+        )
         check_example(r)
     assert result.manifest["splits"]["train"]["negatives"] == {"cat": 2, "dog": 2}
 
@@ -148,8 +169,9 @@ def test_tolerance_clips_boxes_just_outside_the_image(fx):
 
 def test_ovd_samples_annotations_from_base_categories_only(fx):
     src = fx.coco()
-    result = fx.build(train=src, mode="ovd", categories=["cat", "dog"], eval_categories=["bus"], ovd_annotations=5,
-                      seed=0)
+    result = fx.build(
+        train=src, mode="ovd", categories=["cat", "dog"], eval_categories=["bus"], ovd_annotations=5, seed=0
+    )
     data = fx.tiny()
     train = _rows(fx.root / "out", "train")
     assert {r["category"] for r in train} <= {"cat", "dog"}
@@ -166,14 +188,27 @@ def test_ovd_with_too_few_annotations(fx):
 
     with pytest.raises(InsufficientSamplesError, match="ovd_annotations"):
         fx.build(train=fx.coco(), mode="ovd", categories=["bus"], eval_categories=["cat"], ovd_annotations=2)
-    result = fx.build(train=fx.coco(), mode="ovd", categories=["bus"], eval_categories=["cat"], ovd_annotations=2,
-                      on_insufficient="use_all")
-    assert result.manifest["splits"]["train"]["shortfalls"] == {"ovd_annotations": {"requested": 2, "available": 1}}
+    result = fx.build(
+        train=fx.coco(),
+        mode="ovd",
+        categories=["bus"],
+        eval_categories=["cat"],
+        ovd_annotations=2,
+        on_insufficient="use_all",
+    )
+    assert result.manifest["splits"]["train"]["shortfalls"] == {
+        "ovd_annotations": {"requested": 2, "available": 1}
+    }
 
 
 def test_use_all_takes_every_candidate_and_records_the_shortfall(fx):
-    result = fx.build(train=fx.coco(), categories=["bus", "cat"], shots=4, on_insufficient="use_all",
-                      eval_categories=["cat"])
+    result = fx.build(
+        train=fx.coco(),
+        categories=["bus", "cat"],
+        shots=4,
+        on_insufficient="use_all",
+        eval_categories=["cat"],
+    )
     assert result.manifest["splits"]["train"]["positives"] == {"bus": 1, "cat": 4}
     assert result.manifest["splits"]["train"]["shortfalls"] == {"bus": {"requested": 4, "available": 1}}
 
@@ -182,7 +217,9 @@ def test_presets_fill_empty_fields_and_explicit_values_win():
     plan = resolve_plan(from_dict(DatasetConfig, {"preset": "coco_ovd", "train": {"kind": "shapes"}}))
     assert plan.mode == "ovd" and len(plan.categories) == 65 and len(plan.eval_categories) == 15
     assert "cat" in plan.eval_categories and "cat" not in plan.categories
-    plan = resolve_plan(from_dict(DatasetConfig, {"preset": "coco_8", "categories": ["dog"], "train": {"kind": "shapes"}}))
+    plan = resolve_plan(
+        from_dict(DatasetConfig, {"preset": "coco_8", "categories": ["dog"], "train": {"kind": "shapes"}})
+    )
     assert plan.categories == ["dog"] and plan.eval_categories == ["dog"]
     plan = resolve_plan(from_dict(DatasetConfig, {"preset": "coco_8", "train": {"kind": "shapes"}}))
     assert plan.categories == ["bus", "train", "fire hydrant", "stop sign", "cat", "dog", "bed", "toilet"]
@@ -194,9 +231,17 @@ def test_presets_fill_empty_fields_and_explicit_values_win():
 
 def test_load_config_reads_the_dataset_section(tmp_path):
     path = tmp_path / "exp.yaml"
-    path.write_text("dataset:\n  preset: coco_8\n  shots: 2\n  train: {kind: coco, annotations: a.json, images: im}\n")
+    path.write_text(
+        "dataset:\n  preset: coco_8\n  shots: 2\n  train: {kind: coco, annotations: a.json, images: im}\n"
+    )
     cfg = load_config(DatasetConfig, path, ["dataset.seed=4", "negative_ratio=0.5"], section="dataset")
-    assert (cfg.preset, cfg.shots, cfg.seed, cfg.negative_ratio, cfg.train.kind) == ("coco_8", 2, 4, 0.5, "coco")
+    assert (cfg.preset, cfg.shots, cfg.seed, cfg.negative_ratio, cfg.train.kind) == (
+        "coco_8",
+        2,
+        4,
+        0.5,
+        "coco",
+    )
     with pytest.raises(ConfigError, match="exp.yaml: train: kind 'coco' needs 'images'"):
         load_config(DatasetConfig, path, ["train.images="], section="dataset")
 
@@ -213,5 +258,10 @@ def test_build_api_matches_the_brief(fx):
     cfg = fx.config(train=fx.coco(), categories=["cat"], shots=1)
     result = build_dataset(cfg, fx.root / "built", progress=False)
     assert result.output_dir == fx.root / "built"
-    assert sorted(p.name for p in result.output_dir.iterdir()) == ["dataset_dict.json", "eval",
-                                                                   "eval_ground_truth.json", "manifest.json", "train"]
+    assert sorted(p.name for p in result.output_dir.iterdir()) == [
+        "dataset_dict.json",
+        "eval",
+        "eval_ground_truth.json",
+        "manifest.json",
+        "train",
+    ]

@@ -25,21 +25,30 @@ def write_lisa(fx, name: str, items: dict[str, dict]) -> str:
     return str(directory)
 
 
-CUP = {"text": ["What could hold the tea?", "the cup", "the cup"], "is_sentence": True,
-       "shapes": [{"label": "target", "points": [[10, 5], [30, 5], [30, 25]], "shape_type": "polygon"},
-                  {"label": "target", "points": [[40, 30], [50, 40], [45, 35]], "shape_type": "polygon"},
-                  {"label": "ignore", "points": [[0, 0], [63, 47], [0, 47]], "shape_type": "polygon"}]}
+CUP = {
+    "text": ["What could hold the tea?", "the cup", "the cup"],
+    "is_sentence": True,
+    "shapes": [
+        {"label": "target", "points": [[10, 5], [30, 5], [30, 25]], "shape_type": "polygon"},
+        {"label": "target", "points": [[40, 30], [50, 40], [45, 35]], "shape_type": "polygon"},
+        {"label": "ignore", "points": [[0, 0], [63, 47], [0, 47]], "shape_type": "polygon"},
+    ],
+}
 
 
 def _item(x: int) -> dict:
-    return {"text": f"object {x}", "shapes": [{"label": "target", "points": [[x, 2], [x + 10, 2], [x + 10, 12]]}]}
+    return {
+        "text": f"object {x}",
+        "shapes": [{"label": "target", "points": [[x, 2], [x + 10, 2], [x + 10, 12]]}],
+    }
 
 
 def test_lisa_train_and_eval(fx):
     train = write_lisa(fx, "train", {"cup": CUP, "b": _item(3), "c": _item(5)})
     val = write_lisa(fx, "val", {"d": _item(7), "e": _item(9)})
-    result = fx.build(train={"kind": "lisa", "path": train}, eval={"kind": "lisa", "path": val}, preset="lisa",
-                      shots=None)
+    result = fx.build(
+        train={"kind": "lisa", "path": train}, eval={"kind": "lisa", "path": val}, preset="lisa", shots=None
+    )
     ds = datasets.load_from_disk(str(fx.root / "out"))
     rows = list(ds["train"])
     cup = [r for r in rows if r["image_id"] == "cup"]
@@ -49,7 +58,12 @@ def test_lisa_train_and_eval(fx):
     assert len(rows) == 4 and len(ds["eval"]) == 2
     for r in rows + list(ds["eval"]):
         check_example(r)
-        assert (r["task"], r["category"], r["category_id"], r["file_name"][-4:]) == ("grounding", "", -1, ".jpg")
+        assert (r["task"], r["category"], r["category_id"], r["file_name"][-4:]) == (
+            "grounding",
+            "",
+            -1,
+            ".jpg",
+        )
     assert result.manifest["sources"]["train"]["files"]["cup.json"]["size"] > 0
     assert result.manifest["splits"]["train"]["positives"] == {"instructions": 4}
 
@@ -74,17 +88,34 @@ def test_lisa_k_images_and_eval_from_the_rest(fx):
     assert not set(ds["train"]["image_id"]) & set(ds["eval"]["image_id"])
 
 
-@pytest.mark.parametrize("data, error, where", [
-    ({"shapes": _item(1)["shapes"]}, MissingFieldError, "top level: field 'text'"),
-    ({"text": "x", "shapes": [{"label": "target"}]}, MissingFieldError, "shapes[0]: field 'points'"),
-    ({"text": "x", "shapes": [{"label": "ignore", "points": [[1, 1], [5, 5]]}]}, InvalidValueError,
-     "top level: field 'shapes': no polygon other than 'ignore'"),
-    ({"text": "x", "shapes": [{"label": "t", "points": [[1, 1], [90, 5]]}]}, InvalidBoxError,
-     "top level: field 'shapes': the polygons' enclosing box"),
-    ({"text": "x", "shapes": [{"label": "t", "points": [[1, 1], [1, 5]]}]}, InvalidBoxError, "non-positive"),
-    ({"text": [], "shapes": _item(1)["shapes"]}, InvalidValueError, "no non-empty instruction"),
-    ({"text": "x", "shapes": [{"label": "t", "points": [[1, "a"]]}]}, InvalidValueError, "field 'points[0]'"),
-])
+@pytest.mark.parametrize(
+    "data, error, where",
+    [
+        ({"shapes": _item(1)["shapes"]}, MissingFieldError, "top level: field 'text'"),
+        ({"text": "x", "shapes": [{"label": "target"}]}, MissingFieldError, "shapes[0]: field 'points'"),
+        (
+            {"text": "x", "shapes": [{"label": "ignore", "points": [[1, 1], [5, 5]]}]},
+            InvalidValueError,
+            "top level: field 'shapes': no polygon other than 'ignore'",
+        ),
+        (
+            {"text": "x", "shapes": [{"label": "t", "points": [[1, 1], [90, 5]]}]},
+            InvalidBoxError,
+            "top level: field 'shapes': the polygons' enclosing box",
+        ),
+        (
+            {"text": "x", "shapes": [{"label": "t", "points": [[1, 1], [1, 5]]}]},
+            InvalidBoxError,
+            "non-positive",
+        ),
+        ({"text": [], "shapes": _item(1)["shapes"]}, InvalidValueError, "no non-empty instruction"),
+        (
+            {"text": "x", "shapes": [{"label": "t", "points": [[1, "a"]]}]},
+            InvalidValueError,
+            "field 'points[0]'",
+        ),
+    ],
+)
 def test_malformed_lisa(fx, data, error, where):
     train = write_lisa(fx, "train", {"a": _item(1), "bad": data})
     with pytest.raises(error) as info:

@@ -40,6 +40,7 @@ def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value
+
     return mutate
 
 
@@ -49,40 +50,125 @@ def _mixed_image_ids(data: dict[str, Any]) -> None:
 
 # (mutation of the tiny COCO file, error class, record named, field named, words of the problem)
 COCO_CASES = {
-    "image id is a list": (_set(("images", 0, "id"), [1]), InvalidValueError, "images[0] (id [1])", "id",
-                           "integer or string id"),
-    "image id is true": (_set(("images", 0, "id"), True), InvalidValueError, "images[0] (id True)", "id",
-                         "integer or string id"),
-    "image id beyond int64": (_set(("images", 0, "id"), 2**70), InvalidValueError, "images[0]", "id",
-                              "integer or string id"),
-    "1 and '1' as two image ids": (_mixed_image_ids, DuplicateIdError, "images[1] (id '1')", "id",
-                                   "same id as images[0]"),
-    "annotation image_id is an object": (_set(("annotations", 0, "image_id"), {"id": 1}), InvalidValueError,
-                                         "annotations[0] (id 1)", "image_id", "got {'id': 1}"),
-    "annotation id is a list": (_set(("annotations", 0, "id"), [1]), InvalidValueError, "annotations[0]", "id",
-                                "got [1]"),
-    "annotation image_id is true": (_set(("annotations", 0, "image_id"), True), InvalidValueError,
-                                    "annotations[0] (id 1)", "image_id", "got True"),
-    "annotation category_id is a list": (_set(("annotations", 0, "category_id"), [1]), InvalidValueError,
-                                         "annotations[0] (id 1)", "category_id", "integer id"),
-    "annotation image_id '1' for image 1": (_set(("annotations", 0, "image_id"), "1"), DanglingReferenceError,
-                                            "annotations[0] (id 1)", "image_id", "ids must match in type"),
-    "1 and '1' as two annotation ids": (_set(("annotations", 1, "id"), "1"), DuplicateIdError,
-                                        "annotations[1] (id '1')", "id", "same id as annotations[0]"),
-    "category id is a string": (_set(("categories", 0, "id"), "1"), InvalidValueError, "categories[0] (id '1')",
-                                "id", "integer id"),
-    "category id is true": (_set(("categories", 0, "id"), True), InvalidValueError, "categories[0] (id True)",
-                            "id", "integer id"),
-    "iscrowd is the string '0'": (_set(("annotations", 0, "iscrowd"), "0"), InvalidValueError,
-                                  "annotations[0] (id 1)", "iscrowd", "expected 0 or 1, got '0'"),
-    "iscrowd is true": (_set(("annotations", 0, "iscrowd"), True), InvalidValueError, "annotations[0] (id 1)",
-                        "iscrowd", "expected 0 or 1"),
-    "width too large for a float": (_set(("images", 0, "width"), 10**400), InvalidValueError, "images[0] (id 1)",
-                                    "width", "at most 100000"),
-    "bbox number too large for a float": (_set(("annotations", 0, "bbox"), [0, 0, 10**400, 5]), InvalidBoxError,
-                                          "annotations[0] (id 1)", "bbox", "finite numbers"),
-    "NaN in a bbox": (_set(("annotations", 0, "bbox"), [0, 0, math.nan, 5]), InvalidBoxError,
-                      "annotations[0] (id 1)", "bbox", "finite numbers"),
+    "image id is a list": (
+        _set(("images", 0, "id"), [1]),
+        InvalidValueError,
+        "images[0] (id [1])",
+        "id",
+        "integer or string id",
+    ),
+    "image id is true": (
+        _set(("images", 0, "id"), True),
+        InvalidValueError,
+        "images[0] (id True)",
+        "id",
+        "integer or string id",
+    ),
+    "image id beyond int64": (
+        _set(("images", 0, "id"), 2**70),
+        InvalidValueError,
+        "images[0]",
+        "id",
+        "integer or string id",
+    ),
+    "1 and '1' as two image ids": (
+        _mixed_image_ids,
+        DuplicateIdError,
+        "images[1] (id '1')",
+        "id",
+        "same id as images[0]",
+    ),
+    "annotation image_id is an object": (
+        _set(("annotations", 0, "image_id"), {"id": 1}),
+        InvalidValueError,
+        "annotations[0] (id 1)",
+        "image_id",
+        "got {'id': 1}",
+    ),
+    "annotation id is a list": (
+        _set(("annotations", 0, "id"), [1]),
+        InvalidValueError,
+        "annotations[0]",
+        "id",
+        "got [1]",
+    ),
+    "annotation image_id is true": (
+        _set(("annotations", 0, "image_id"), True),
+        InvalidValueError,
+        "annotations[0] (id 1)",
+        "image_id",
+        "got True",
+    ),
+    "annotation category_id is a list": (
+        _set(("annotations", 0, "category_id"), [1]),
+        InvalidValueError,
+        "annotations[0] (id 1)",
+        "category_id",
+        "integer id",
+    ),
+    "annotation image_id '1' for image 1": (
+        _set(("annotations", 0, "image_id"), "1"),
+        DanglingReferenceError,
+        "annotations[0] (id 1)",
+        "image_id",
+        "ids must match in type",
+    ),
+    "1 and '1' as two annotation ids": (
+        _set(("annotations", 1, "id"), "1"),
+        DuplicateIdError,
+        "annotations[1] (id '1')",
+        "id",
+        "same id as annotations[0]",
+    ),
+    "category id is a string": (
+        _set(("categories", 0, "id"), "1"),
+        InvalidValueError,
+        "categories[0] (id '1')",
+        "id",
+        "integer id",
+    ),
+    "category id is true": (
+        _set(("categories", 0, "id"), True),
+        InvalidValueError,
+        "categories[0] (id True)",
+        "id",
+        "integer id",
+    ),
+    "iscrowd is the string '0'": (
+        _set(("annotations", 0, "iscrowd"), "0"),
+        InvalidValueError,
+        "annotations[0] (id 1)",
+        "iscrowd",
+        "expected 0 or 1, got '0'",
+    ),
+    "iscrowd is true": (
+        _set(("annotations", 0, "iscrowd"), True),
+        InvalidValueError,
+        "annotations[0] (id 1)",
+        "iscrowd",
+        "expected 0 or 1",
+    ),
+    "width too large for a float": (
+        _set(("images", 0, "width"), 10**400),
+        InvalidValueError,
+        "images[0] (id 1)",
+        "width",
+        "at most 100000",
+    ),
+    "bbox number too large for a float": (
+        _set(("annotations", 0, "bbox"), [0, 0, 10**400, 5]),
+        InvalidBoxError,
+        "annotations[0] (id 1)",
+        "bbox",
+        "finite numbers",
+    ),
+    "NaN in a bbox": (
+        _set(("annotations", 0, "bbox"), [0, 0, math.nan, 5]),
+        InvalidBoxError,
+        "annotations[0] (id 1)",
+        "bbox",
+        "finite numbers",
+    ),
 }
 
 
@@ -118,8 +204,17 @@ def test_json_too_deep_or_with_a_huge_integer_is_one_error(fx, text):
 
 def _lvis(fx, neg: list[Any]) -> dict[str, str]:
     cats = [{"id": 1, "name": "apple", "synonyms": ["apple"], "frequency": "f"}]
-    images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48, "neg_category_ids": [],
-               "not_exhaustive_category_ids": []} for i in (1, 2)]
+    images = [
+        {
+            "id": i,
+            "file_name": f"{i}.jpg",
+            "width": 64,
+            "height": 48,
+            "neg_category_ids": [],
+            "not_exhaustive_category_ids": [],
+        }
+        for i in (1, 2)
+    ]
     images[1]["neg_category_ids"] = neg
     anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10]}]
     path = fx.root / "lvis.json"
@@ -147,14 +242,17 @@ def test_lisa_non_finite_polygon_point(fx, point):
     assert fx.leftovers() == []
 
 
-@pytest.mark.parametrize(("label", "error", "words"), [
-    ([1], InvalidValueError, "class name or an integer index"),
-    (True, InvalidValueError, "class name or an integer index"),
-    (1.5, InvalidValueError, "class name or an integer index"),
-    (2**70, InvalidValueError, "class name or an integer index"),
-    ("\u00b2", Exception, "not one of the 37 classes"),  # "²".isdigit() but int() refuses it
-    ("9" * 5000, Exception, "not one of the 37 classes"),
-])
+@pytest.mark.parametrize(
+    ("label", "error", "words"),
+    [
+        ([1], InvalidValueError, "class name or an integer index"),
+        (True, InvalidValueError, "class name or an integer index"),
+        (1.5, InvalidValueError, "class name or an integer index"),
+        (2**70, InvalidValueError, "class name or an integer index"),
+        ("\u00b2", Exception, "not one of the 37 classes"),  # "²".isdigit() but int() refuses it
+        ("9" * 5000, Exception, "not one of the 37 classes"),
+    ],
+)
 def test_manifest_labels_of_the_wrong_type(fx, label, error, words):
     fx.image(fx.root / "m" / "a.png")
     manifest = fx.root / "m" / "labels.json"
@@ -176,10 +274,13 @@ def test_manifest_file_that_is_not_a_name(fx):
 
 # -- decompression bombs -----------------------------------------------------------------------
 
+
 def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims ``width`` x ``height`` (no pixel data: decoding would need gigabytes)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
@@ -194,8 +295,12 @@ def test_decompression_bomb_in_an_image_folder(fx):
             fx.image(directory / "dog" / f"{name}.png")
     _png_header_only(root / "cat" / "c.png", 20000, 10000)
     with pytest.raises(ImageFileError) as info:
-        fx.build(train={"kind": "image_folder", "path": str(root)}, eval={"kind": "image_folder", "path": str(other)},
-                 noun="pet", shots=None)
+        fx.build(
+            train={"kind": "image_folder", "path": str(root)},
+            eval={"kind": "image_folder", "path": str(other)},
+            noun="pet",
+            shots=None,
+        )
     _check(info.value, str(root), "cat/c.png", "file_name", "decompression bomb")
     assert fx.leftovers() == []
 
@@ -212,7 +317,9 @@ def test_decompression_bomb_in_coco_and_lisa(fx):
     _check(info.value, src["annotations"], "images[0] (id 1)", "file_name", "decompression bomb")
     lisa = fx.root / "lisa"
     _png_header_only(lisa / "a.png", 20000, 10000)
-    (lisa / "a.json").write_text(json.dumps({"text": "x", "shapes": [{"label": "t", "points": [[1, 1], [5, 5]]}]}))
+    (lisa / "a.json").write_text(
+        json.dumps({"text": "x", "shapes": [{"label": "t", "points": [[1, 1], [5, 5]]}]})
+    )
     with pytest.raises(ImageFileError) as info:
         fx.build(train={"kind": "lisa", "path": str(lisa)}, shots=1)
     _check(info.value, str(lisa / "a.json"), "image a.png", "image", "decompression bomb")
@@ -221,11 +328,15 @@ def test_decompression_bomb_in_coco_and_lisa(fx):
 
 # -- bounds on the synthetic generator ------------------------------------------------------------
 
-@pytest.mark.parametrize(("fields", "words"), [
-    ({"n_images": 1_000_000_000_000}, "train.n_images: must be between 1 and 20000"),
-    ({"image_size": [200000, 200000]}, r"train.image_size: .* each between 32 and 4096"),
-    ({"generator_seed": -1}, "train.generator_seed: must be >= 0"),
-])
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"n_images": 1_000_000_000_000}, "train.n_images: must be between 1 and 20000"),
+        ({"image_size": [200000, 200000]}, r"train.image_size: .* each between 32 and 4096"),
+        ({"generator_seed": -1}, "train.generator_seed: must be >= 0"),
+    ],
+)
 def test_shapes_bounds_are_config_errors(fields, words):
     with pytest.raises(ConfigError, match=words):
         from_dict(DatasetConfig, {"train": {"kind": "shapes", **fields}})
@@ -239,18 +350,22 @@ def test_shapes_generator_refuses_runaway_sizes(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("key", "value", "words"), [
-    ("box_tolerance", math.nan, "box_tolerance: expected a finite number"),
-    ("negative_ratio", math.inf, "negative_ratio: expected a finite number"),
-    ("negative_ratio", 10**400, "negative_ratio: .* too large"),
-    ("seed", -1, "seed: must be >= 0"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("box_tolerance", math.nan, "box_tolerance: expected a finite number"),
+        ("negative_ratio", math.inf, "negative_ratio: expected a finite number"),
+        ("negative_ratio", 10**400, "negative_ratio: .* too large"),
+        ("seed", -1, "seed: must be >= 0"),
+    ],
+)
 def test_non_finite_and_out_of_range_dataset_settings(key, value, words):
     with pytest.raises(ConfigError, match=words):
         from_dict(DatasetConfig, {key: value})
 
 
 # -- outputs that overlap the inputs --------------------------------------------------------------
+
 
 def _snapshot(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -260,10 +375,17 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 def test_output_overlapping_the_source_is_refused_even_with_overwrite(fx, where):
     src = fx.coco()
     before = _snapshot(fx.root / "coco")
-    target = {"images": src["images"], "annotations": src["annotations"], "coco": str(fx.root / "coco"),
-              "images/sub": str(fx.root / "coco" / "images" / "sub"), ".": str(fx.root)}[where]
+    target = {
+        "images": src["images"],
+        "annotations": src["annotations"],
+        "coco": str(fx.root / "coco"),
+        "images/sub": str(fx.root / "coco" / "images" / "sub"),
+        ".": str(fx.root),
+    }[where]
     with pytest.raises(OutputOverlapError, match="choose an output outside every input"):
-        build_dataset(fx.config(train=src, categories=["cat"], shots=1), target, progress=False, overwrite=True)
+        build_dataset(
+            fx.config(train=src, categories=["cat"], shots=1), target, progress=False, overwrite=True
+        )
     assert _snapshot(fx.root / "coco") == before
 
 
@@ -272,12 +394,19 @@ def test_output_inside_a_manifest_directory_and_the_shapes_directory(fx):
     manifest = fx.root / "m" / "labels.csv"
     manifest.write_text("file,label\na.png,cat\n")
     with pytest.raises(OutputOverlapError, match="is inside the train.images"):
-        build_dataset(fx.config(train={"kind": "manifest", "annotations": str(manifest)}, noun="pet", shots=1),
-                      fx.root / "m" / "out", progress=False)
+        build_dataset(
+            fx.config(train={"kind": "manifest", "annotations": str(manifest)}, noun="pet", shots=1),
+            fx.root / "m" / "out",
+            progress=False,
+        )
     shapes = fx.root / "shapes"
     with pytest.raises(OutputOverlapError, match="generated shapes files"):
-        build_dataset(fx.config(train={"kind": "shapes", "path": str(shapes), "n_images": 8}, shots=1), shapes,
-                      progress=False, overwrite=True)
+        build_dataset(
+            fx.config(train={"kind": "shapes", "path": str(shapes), "n_images": 8}, shots=1),
+            shapes,
+            progress=False,
+            overwrite=True,
+        )
 
 
 def test_cli_refuses_overlap_in_one_line(fx, capsys):
@@ -293,8 +422,9 @@ def test_cli_refuses_overlap_in_one_line(fx, capsys):
 
 def test_overwrite_replaces_a_regular_file_without_leaving_it_behind(fx):
     (fx.root / "out").write_text("old file")
-    fx_config = fx.config(train=fx.coco(write_images=False), categories=["cat"], shots=1, load_images=False,
-                          verify_images=False)
+    fx_config = fx.config(
+        train=fx.coco(write_images=False), categories=["cat"], shots=1, load_images=False, verify_images=False
+    )
     build_dataset(fx_config, fx.root / "out", progress=False, overwrite=True)
     assert (fx.root / "out" / "manifest.json").is_file()
     assert sorted(p.name for p in fx.root.iterdir() if p.name.startswith(".out")) == []
@@ -317,14 +447,20 @@ def test_interrupted_shapes_generation_and_build_leave_nothing(fx, monkeypatch):
 
 def test_a_json_key_given_twice_is_refused(fx):
     src = fx.coco(write_images=False)
-    text = Path(src["annotations"]).read_text().replace('{"id": 2, "file_name"', '{"id": 2, "id": 3, "file_name"', 1)
+    text = (
+        Path(src["annotations"])
+        .read_text()
+        .replace('{"id": 2, "file_name"', '{"id": 2, "id": 3, "file_name"', 1)
+    )
     Path(src["annotations"]).write_text(text)
     with pytest.raises(InvalidFileError) as info:
         fx.build(train=src, shots=1)
     _check(info.value, src["annotations"], "an object with keys id, id, file_name", "id", "appears twice")
 
 
-@pytest.mark.parametrize("case", ["empty file", "duplicate key", "nan override", "deep json", "iscrowd string"])
+@pytest.mark.parametrize(
+    "case", ["empty file", "duplicate key", "nan override", "deep json", "iscrowd string"]
+)
 def test_cli_bad_input_is_one_line_exit_1_and_nothing_written(fx, capsys, case):
     src = fx.coco(write_images=False)
     config = fx.root / "exp.yaml"

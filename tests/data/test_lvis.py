@@ -20,15 +20,27 @@ def lvis_data() -> dict:
     """
     neg = {7: [1], 8: [1], 9: [1], 10: [2], 11: [2, 3]}
     not_exhaustive = {3: [1], 9: [1]}
-    images = [{"id": i, "coco_url": f"http://images.cocodataset.org/train2017/{i:012d}.jpg", "width": W,
-               "height": H, "neg_category_ids": neg.get(i, []), "not_exhaustive_category_ids": not_exhaustive.get(i, [])}
-              for i in range(1, 13)]
+    images = [
+        {
+            "id": i,
+            "coco_url": f"http://images.cocodataset.org/train2017/{i:012d}.jpg",
+            "width": W,
+            "height": H,
+            "neg_category_ids": neg.get(i, []),
+            "not_exhaustive_category_ids": not_exhaustive.get(i, []),
+        }
+        for i in range(1, 13)
+    ]
     placed = [(1, 1), (1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 3)]
-    anns = [{"id": n + 1, "image_id": img, "category_id": cat, "bbox": [2 + n, 3, 20, 15], "area": 300.0}
-            for n, (img, cat) in enumerate(placed)]
-    cats = [{"id": 1, "name": "horse_buggy", "synonyms": ["horse_buggy", "horse buggy"], "frequency": "r"},
-            {"id": 2, "name": "die", "synonyms": ["die", "dice"], "frequency": "r"},
-            {"id": 3, "name": "apple", "synonyms": ["apple"], "frequency": "f"}]
+    anns = [
+        {"id": n + 1, "image_id": img, "category_id": cat, "bbox": [2 + n, 3, 20, 15], "area": 300.0}
+        for n, (img, cat) in enumerate(placed)
+    ]
+    cats = [
+        {"id": 1, "name": "horse_buggy", "synonyms": ["horse_buggy", "horse buggy"], "frequency": "r"},
+        {"id": 2, "name": "die", "synonyms": ["die", "dice"], "frequency": "r"},
+        {"id": 3, "name": "apple", "synonyms": ["apple"], "frequency": "f"},
+    ]
     return {"images": images, "annotations": anns, "categories": cats}
 
 
@@ -49,13 +61,22 @@ def _load(fx, out="out"):
 def test_negatives_only_from_verified_absent_and_never_not_exhaustive(fx):
     src = write_lvis(fx)
     for seed in range(4):
-        result = fx.build(f"out{seed}", train=src, categories=["horse_buggy"], shots=2, negative_ratio=5.0,
-                          on_insufficient="use_all", seed=seed)
+        result = fx.build(
+            f"out{seed}",
+            train=src,
+            categories=["horse_buggy"],
+            shots=2,
+            negative_ratio=5.0,
+            on_insufficient="use_all",
+            seed=seed,
+        )
         train = _load(fx, f"out{seed}")["train"]
         negatives = sorted(r["image_id"] for r in train if not r["gt_boxes"])
         assert negatives == ["7", "8"]  # never 9 (not exhaustive) nor 10-12 (unknown)
         assert result.manifest["splits"]["train"]["shortfalls"]["horse_buggy (negatives)"] == {
-            "requested": 10, "available": 2}
+            "requested": 10,
+            "available": 2,
+        }
 
 
 def test_training_positives_skip_not_exhaustive_images_unless_asked(fx):
@@ -103,18 +124,34 @@ def test_preset_names_missing_from_the_file(fx):
     with pytest.raises(UnknownCategoryError) as info:
         fx.build(train=src, preset="lvis_6_rare", shots=1)
     # horse_buggy and die are in the file; kitchen_table (categories[2]) is the first that is not
-    assert str(info.value).startswith(f"{src['annotations']}: categories[2] of preset 'lvis_6_rare': field 'name': "
-                                      "'kitchen_table' matches no category")
+    assert str(info.value).startswith(
+        f"{src['annotations']}: categories[2] of preset 'lvis_6_rare': field 'name': "
+        "'kitchen_table' matches no category"
+    )
     assert fx.leftovers() == []
 
 
-@pytest.mark.parametrize("mutate, error, where", [
-    (lambda d: d["images"][2].pop("neg_category_ids"), MissingFieldError, "images[2] (id 3): field 'neg_category_ids'"),
-    (lambda d: d["images"][2].update(not_exhaustive_category_ids=[77]), DanglingReferenceError,
-     "images[2] (id 3): field 'not_exhaustive_category_ids': no category with id 77"),
-    (lambda d: d["categories"][1].update(frequency="x"), InvalidValueError, "categories[1] (id 2): field 'frequency'"),
-    (lambda d: d["images"][0].pop("coco_url"), MissingFieldError, "images[0] (id 1): field 'coco_url'"),
-])
+@pytest.mark.parametrize(
+    "mutate, error, where",
+    [
+        (
+            lambda d: d["images"][2].pop("neg_category_ids"),
+            MissingFieldError,
+            "images[2] (id 3): field 'neg_category_ids'",
+        ),
+        (
+            lambda d: d["images"][2].update(not_exhaustive_category_ids=[77]),
+            DanglingReferenceError,
+            "images[2] (id 3): field 'not_exhaustive_category_ids': no category with id 77",
+        ),
+        (
+            lambda d: d["categories"][1].update(frequency="x"),
+            InvalidValueError,
+            "categories[1] (id 2): field 'frequency'",
+        ),
+        (lambda d: d["images"][0].pop("coco_url"), MissingFieldError, "images[0] (id 1): field 'coco_url'"),
+    ],
+)
 def test_malformed_lvis(fx, mutate, error, where):
     data = lvis_data()
     mutate(data)

@@ -34,12 +34,14 @@ def test_coco_generator_is_deterministic_and_boxes_are_exact(tmp_path):
     for cat in range(1, len(SHAPES) + 1):  # every category is absent from some image
         assert any(all(a["category_id"] != cat for a in per_image.get(i, [])) for i in range(1, 25))
     for image in data["images"]:
-        pixels = np.asarray(Image.open(tmp_path / "a" / "images" / image["file_name"]).convert("RGB")).astype(int)
+        pixels = np.asarray(Image.open(tmp_path / "a" / "images" / image["file_name"]).convert("RGB")).astype(
+            int
+        )
         assert pixels.shape == (64, 96, 3)
         for ann in per_image.get(image["id"], []):
             x, y, w, h = ann["bbox"]
             assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= 96 and y + h <= 64
-            inside = pixels[y:y + h, x:x + w]
+            inside = pixels[y : y + h, x : x + w]
             # the shape's colour (the palette colour filling most of the box) touches all four sides
             counts = [(np.abs(inside - np.array(c)).sum(axis=2) == 0).sum() for c in COLOURS]
             matches = np.abs(inside - np.array(COLOURS[int(np.argmax(counts))])).sum(axis=2) == 0
@@ -47,18 +49,22 @@ def test_coco_generator_is_deterministic_and_boxes_are_exact(tmp_path):
 
 
 def test_classification_generator_writes_an_image_folder(tmp_path):
-    root = generate_shapes_classification(tmp_path / "cls", n_per_class=3, seed=0, image_size=(48, 40),
-                                          classes=["circle", "star"])
+    root = generate_shapes_classification(
+        tmp_path / "cls", n_per_class=3, seed=0, image_size=(48, 40), classes=["circle", "star"]
+    )
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png")) == [
-        f"{c}/{c}_{i:04d}.png" for c in ("circle", "star") for i in range(3)]
+        f"{c}/{c}_{i:04d}.png" for c in ("circle", "star") for i in range(3)
+    ]
     assert Image.open(root / "star" / "star_0001.png").size == (48, 40)
 
 
 def test_colour_labels_name_the_colour_of_one_big_shape(tmp_path):
-    root = generate_shapes_classification(tmp_path / "a", n_per_class=3, seed=2, image_size=(64, 64),
-                                          label="colour", shape_size=(0.3, 0.45))
-    generate_shapes_classification(tmp_path / "b", n_per_class=3, seed=2, image_size=(64, 64), label="colour",
-                                   shape_size=(0.3, 0.45))
+    root = generate_shapes_classification(
+        tmp_path / "a", n_per_class=3, seed=2, image_size=(64, 64), label="colour", shape_size=(0.3, 0.45)
+    )
+    generate_shapes_classification(
+        tmp_path / "b", n_per_class=3, seed=2, image_size=(64, 64), label="colour", shape_size=(0.3, 0.45)
+    )
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     assert sorted(p.name for p in root.iterdir()) == sorted(COLOUR_NAMES)
     for name, colour in zip(COLOUR_NAMES, COLOURS, strict=True):
@@ -71,8 +77,15 @@ def test_colour_labels_name_the_colour_of_one_big_shape(tmp_path):
 
 def test_default_sizes_keep_the_shape_generator_unchanged(tmp_path):
     plain = generate_shapes_classification(tmp_path / "a", n_per_class=2, seed=0, image_size=(48, 48))
-    explicit = generate_shapes_classification(tmp_path / "b", n_per_class=2, seed=0, image_size=(48, 48),
-                                              classes=SHAPES, label="shape", shape_size=(0.08, 0.22))
+    explicit = generate_shapes_classification(
+        tmp_path / "b",
+        n_per_class=2,
+        seed=0,
+        image_size=(48, 48),
+        classes=SHAPES,
+        label="shape",
+        shape_size=(0.08, 0.22),
+    )
     assert _files(plain) == _files(explicit) and sorted(p.name for p in plain.iterdir()) == sorted(SHAPES)
 
 
@@ -86,8 +99,13 @@ def test_colour_and_size_arguments_are_checked(tmp_path):
 
 
 def test_colour_source_from_config(fx):
-    cfg = {"kind": "shapes_classification", "label": "colour", "n_images": 2, "image_size": [48, 48],
-           "shape_size": [0.3, 0.45]}
+    cfg = {
+        "kind": "shapes_classification",
+        "label": "colour",
+        "n_images": 2,
+        "image_size": [48, 48],
+        "shape_size": [0.3, 0.45],
+    }
     result = fx.build(train=cfg, shots=1, noun="coloured shape")
     assert result.num_rows["train"] == len(COLOUR_NAMES)
     from vrft.config import ConfigError

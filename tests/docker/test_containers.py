@@ -69,8 +69,9 @@ def engine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     # layers built here instead of leaving gigabytes per run behind.
     directory = Path(os.environ.get("VRFT_ENGINE_DIR", "/tmp/vrft-test-engine"))
     already_running = _alive(directory / "dockerd.pid")
-    started = subprocess.run([str(REPO / "docker" / "engine.sh"), "start", str(directory)],
-                             capture_output=True, text=True)
+    started = subprocess.run(
+        [str(REPO / "docker" / "engine.sh"), "start", str(directory)], capture_output=True, text=True
+    )
     if started.returncode != 0:
         pytest.skip(f"no Docker engine can start here: {started.stderr.strip().splitlines()[-1]}")
     env["DOCKER_HOST"] = started.stdout.strip().partition("=")[2]
@@ -95,8 +96,12 @@ def torch_wheels() -> Iterator[list[str]]:
     thread.start()
     index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple")
     try:
-        yield ["--build-arg", f"TORCH_FIND_LINKS=http://127.0.0.1:{server.server_port}/",
-               "--build-arg", f"TORCH_INDEX_URL={index}"]
+        yield [
+            "--build-arg",
+            f"TORCH_FIND_LINKS=http://127.0.0.1:{server.server_port}/",
+            "--build-arg",
+            f"TORCH_INDEX_URL={index}",
+        ]
     finally:
         server.shutdown()
 
@@ -114,11 +119,27 @@ def image(engine_env: dict[str, str], torch_wheels: list[str]) -> str:
     ref = cpu_image(load_experiment(CONFIG, []))
     registry, _, rest = ref.rpartition("/")
     tag = rest.rpartition(":")[2]
-    index = ["--build-arg", f"PIP_INDEX_URL={engine_env['PIP_INDEX_URL']}"] if engine_env.get("PIP_INDEX_URL") else []
+    index = (
+        ["--build-arg", f"PIP_INDEX_URL={engine_env['PIP_INDEX_URL']}"]
+        if engine_env.get("PIP_INDEX_URL")
+        else []
+    )
     subprocess.run(
-        [sys.executable, str(REPO / "docker" / "build.py"), "--no-push", "--only", "vrft-cpu",
-         "--base-image", AIRGAP_BASE, "--network", "host", *index, *torch_wheels],
-        env={**engine_env, "VRFT_REGISTRY": registry, "VRFT_TAG": tag}, check=True,
+        [
+            sys.executable,
+            str(REPO / "docker" / "build.py"),
+            "--no-push",
+            "--only",
+            "vrft-cpu",
+            "--base-image",
+            AIRGAP_BASE,
+            "--network",
+            "host",
+            *index,
+            *torch_wheels,
+        ],
+        env={**engine_env, "VRFT_REGISTRY": registry, "VRFT_TAG": tag},
+        check=True,
     )
     # Built FROM the air-gapped base, not pulled.
     layers = client.images.get(ref).history()
@@ -140,8 +161,11 @@ def _without_run_ids(value: object) -> object:
 def _differences(a: object, b: object, path: str = "tables") -> list[str]:
     """Where two JSON values differ, one line per leaf (the assertion message: the tables are long)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return [line for k in sorted(set(a) | set(b), key=str)
-                for line in _differences(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{path}.{k}")]
+        return [
+            line
+            for k in sorted(set(a) | set(b), key=str)
+            for line in _differences(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{path}.{k}")
+        ]
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [line for i, (x, y) in enumerate(zip(a, b)) for line in _differences(x, y, f"{path}[{i}]")]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
@@ -149,13 +173,30 @@ def _differences(a: object, b: object, path: str = "tables") -> list[str]:
 
 def _run(env: dict[str, str], state: Path, runner: str) -> dict:
     output = state / "report"
-    result = subprocess.run([str(VRFT), "run", "--runner", runner, "--state-dir", str(state / "state"),
-                             "--output-dir", str(output), str(CONFIG)],
-                            env=env, cwd=state, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            str(VRFT),
+            "run",
+            "--runner",
+            runner,
+            "--state-dir",
+            str(state / "state"),
+            "--output-dir",
+            str(output),
+            str(CONFIG),
+        ],
+        env=env,
+        cwd=state,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = next((state / "state" / "logs").glob("*.log")).read_text()
-    return {"tables": _without_run_ids(json.loads((output / "tables.json").read_text())), "log": log,
-            "tracking_uri": LocalServices(state / "state" / "services").tracking_uri}
+    return {
+        "tables": _without_run_ids(json.loads((output / "tables.json").read_text())),
+        "log": log,
+        "tracking_uri": LocalServices(state / "state" / "services").tracking_uri,
+    }
 
 
 @pytest.fixture

@@ -224,8 +224,14 @@ def test_stage_images_have_no_entrypoint_and_default_to_the_console_script() -> 
 def test_images_install_the_package_without_resolving_dependencies() -> None:
     """The dependencies come from the locks; the package itself is installed with --no-deps."""
     for name in ("vrft.Dockerfile", "vrft-cpu.Dockerfile"):
-        installs = [ins for ins in only(DOCKER / name, "RUN") if "/opt/vrft-src" in ins.args and "pip install" in ins.args]
-        assert len(installs) == 1 and "--no-deps" in installs[0].args and "--no-index" in installs[0].args, name
+        installs = [
+            ins
+            for ins in only(DOCKER / name, "RUN")
+            if "/opt/vrft-src" in ins.args and "pip install" in ins.args
+        ]
+        assert len(installs) == 1 and "--no-deps" in installs[0].args and "--no-index" in installs[0].args, (
+            name
+        )
         assert "pip check" in installs[0].args, name
 
 
@@ -241,7 +247,9 @@ def _default_base(dockerfile: Path) -> str:
     """The BASE_IMAGE default, declared before FROM."""
     instructions = parse(dockerfile.read_text())
     [from_index] = [i for i, ins in enumerate(instructions) if ins.keyword == "FROM"]
-    before = [ins for ins in instructions[:from_index] if ins.keyword == "ARG" and ins.args.startswith("BASE_IMAGE")]
+    before = [
+        ins for ins in instructions[:from_index] if ins.keyword == "ARG" and ins.args.startswith("BASE_IMAGE")
+    ]
     assert len(before) == 1, f"{dockerfile.name}: ARG BASE_IMAGE must come before FROM"
     return before[0].args.partition("=")[2]
 
@@ -256,30 +264,56 @@ def test_base_image_and_package_index_are_build_arguments(dockerfile: Path) -> N
     for ins in only(dockerfile, "RUN"):
         for command in re.split(r"&&", ins.args):
             if "pip install" in command:
-                assert '--index-url "${PIP_INDEX_URL}"' in command or "--index-url \"${TORCH_INDEX_URL}\"" in command \
-                    or "--no-index" in command, f"{dockerfile.name}:{ins.line}: {command.strip()}"
-    torch_installs = [c for ins in only(dockerfile, "RUN") for c in ins.args.split("&&") if "torch" in c and "pip install" in c]
+                assert (
+                    '--index-url "${PIP_INDEX_URL}"' in command
+                    or '--index-url "${TORCH_INDEX_URL}"' in command
+                    or "--no-index" in command
+                ), f"{dockerfile.name}:{ins.line}: {command.strip()}"
+    torch_installs = [
+        c
+        for ins in only(dockerfile, "RUN")
+        for c in ins.args.split("&&")
+        if "torch" in c and "pip install" in c
+    ]
     for command in torch_installs:
-        assert "${TORCH_INDEX_URL}" in command, f"{dockerfile.name}: torch not from TORCH_INDEX_URL: {command}"
+        assert "${TORCH_INDEX_URL}" in command, (
+            f"{dockerfile.name}: torch not from TORCH_INDEX_URL: {command}"
+        )
 
 
 def test_dependency_layers_come_from_hash_checked_locks_before_the_source() -> None:
-    for name, locks in (("vrft-cpu.Dockerfile", ["torch-cpu.lock", "requirements.lock"]),
-                        ("vrft.Dockerfile", ["requirements.lock"]), ("mlflow.Dockerfile", ["mlflow.lock"])):
+    for name, locks in (
+        ("vrft-cpu.Dockerfile", ["torch-cpu.lock", "requirements.lock"]),
+        ("vrft.Dockerfile", ["requirements.lock"]),
+        ("mlflow.Dockerfile", ["mlflow.lock"]),
+    ):
         instructions = parse((DOCKER / name).read_text())
-        source_copy = [i for i, ins in enumerate(instructions) if ins.keyword == "COPY" and "/opt/vrft-src" in ins.args]
+        source_copy = [
+            i for i, ins in enumerate(instructions) if ins.keyword == "COPY" and "/opt/vrft-src" in ins.args
+        ]
         for lock in locks:
-            [install] = [i for i, ins in enumerate(instructions)
-                         if ins.keyword == "RUN" and re.search(rf"--require-hashes[^&]*-r \S*/{re.escape(lock)}", ins.args)]
-            assert "--no-deps" in instructions[install].args, f"{name}: {lock} installed with its own resolution"
-            assert not source_copy or install < source_copy[0], f"{name}: {lock} installed after the source copy"
+            [install] = [
+                i
+                for i, ins in enumerate(instructions)
+                if ins.keyword == "RUN"
+                and re.search(rf"--require-hashes[^&]*-r \S*/{re.escape(lock)}", ins.args)
+            ]
+            assert "--no-deps" in instructions[install].args, (
+                f"{name}: {lock} installed with its own resolution"
+            )
+            assert not source_copy or install < source_copy[0], (
+                f"{name}: {lock} installed after the source copy"
+            )
 
 
 def test_the_lock_is_consistent_with_pyproject() -> None:
     locked = _lock(DOCKER / "requirements.lock")
     project = PYPROJECT["project"]
-    wanted = [*project["dependencies"], *project["optional-dependencies"]["pipeline"],
-              *project["optional-dependencies"]["lvis"]]
+    wanted = [
+        *project["dependencies"],
+        *project["optional-dependencies"]["pipeline"],
+        *project["optional-dependencies"]["lvis"],
+    ]
     for raw in wanted:
         requirement = Requirement(raw)
         if requirement.name == "torch":  # the CPU image's torch-cpu.lock, the GPU image's base
@@ -288,7 +322,8 @@ def test_the_lock_is_consistent_with_pyproject() -> None:
         name = canonicalize_name(requirement.name)
         assert name in locked, f"docker/requirements.lock lacks {raw}: run docker/lock.sh"
         assert requirement.specifier.contains(locked[name], prereleases=True), (
-            f"docker/requirements.lock has {name}=={locked[name]}, pyproject wants {raw}: run docker/lock.sh")
+            f"docker/requirements.lock has {name}=={locked[name]}, pyproject wants {raw}: run docker/lock.sh"
+        )
     build_backend = [Requirement(r) for r in PYPROJECT["build-system"]["requires"]]
     for requirement in build_backend:  # the images build vrft with --no-build-isolation
         assert requirement.specifier.contains(locked[canonicalize_name(requirement.name)])
@@ -343,8 +378,13 @@ def test_from_chains_follow_the_build_order(build: ModuleType) -> None:
     for step in build.plan("r", "t", push=False, commit="abc123"):  # the stage images record their commit
         recorded = step.buildargs.get("VRFT_GIT_COMMIT")
         assert recorded == ("abc123" if "VRFT_GIT_COMMIT" in args_of(REPO / step.image.dockerfile) else None)
-    assert {i.name for i in build.IMAGES if "VRFT_GIT_COMMIT" in args_of(REPO / i.dockerfile)} == {"vrft", "vrft-cpu"}
-    airgapped = build.plan("r", "t", push=False, base_image="local-base:1", build_args={"PIP_INDEX_URL": "http://m/simple"})
+    assert {i.name for i in build.IMAGES if "VRFT_GIT_COMMIT" in args_of(REPO / i.dockerfile)} == {
+        "vrft",
+        "vrft-cpu",
+    }
+    airgapped = build.plan(
+        "r", "t", push=False, base_image="local-base:1", build_args={"PIP_INDEX_URL": "http://m/simple"}
+    )
     for step in airgapped:
         assert step.buildargs["PIP_INDEX_URL"] == "http://m/simple"
         assert step.buildargs["BASE_IMAGE"] == ("r/vrft-base:t" if step.image.base else "local-base:1")
@@ -368,13 +408,22 @@ def test_build_plan_pushes_what_the_pipeline_names(build: ModuleType) -> None:
 
 def test_build_progress_is_streamed_and_an_engine_error_is_one_line(build: ModuleType) -> None:
     out = io.StringIO()
-    build.stream([{"stream": "Step 1/9 : FROM x\n"}, {"status": "Pushing", "id": "abc", "progress": "[=> ]"}],
-                 "docker build x", out)
+    build.stream(
+        [{"stream": "Step 1/9 : FROM x\n"}, {"status": "Pushing", "id": "abc", "progress": "[=> ]"}],
+        "docker build x",
+        out,
+    )
     assert out.getvalue() == "Step 1/9 : FROM x\nabc Pushing [=> ]\n"
-    failing = [{"stream": "Step 2/9 : RUN false\n"},
-               {"errorDetail": {"message": "The command '/bin/sh -c false'\nreturned a non-zero code: 1"},
-                "error": "The command '/bin/sh -c false'\nreturned a non-zero code: 1"}]
-    with pytest.raises(build.BuildError, match=r"^docker build x failed: The command '/bin/sh -c false' returned"):
+    failing = [
+        {"stream": "Step 2/9 : RUN false\n"},
+        {
+            "errorDetail": {"message": "The command '/bin/sh -c false'\nreturned a non-zero code: 1"},
+            "error": "The command '/bin/sh -c false'\nreturned a non-zero code: 1",
+        },
+    ]
+    with pytest.raises(
+        build.BuildError, match=r"^docker build x failed: The command '/bin/sh -c false' returned"
+    ):
         build.stream(failing, "docker build x", io.StringIO())
 
 
@@ -386,7 +435,9 @@ def test_a_missing_engine_is_one_clear_line(
     monkeypatch.setenv("VRFT_TAG", "0.1.0")
     assert build.main(["--no-push", "--only", "vrft-cpu"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"build.py: no Docker engine answers at unix://{tmp_path}/nothing.sock")
+    assert len(err) == 1 and err[0].startswith(
+        f"build.py: no Docker engine answers at unix://{tmp_path}/nothing.sock"
+    )
 
 
 def test_build_script_takes_registry_and_tag_from_the_environment(
@@ -415,7 +466,9 @@ def _python_versions() -> dict[str, str]:
         if default.startswith("python:"):
             versions[dockerfile.name] = re.match(r"python:(\d+\.\d+)", default).group(1)
     # docker/airgap-base.sh: Debian bookworm's python3
-    versions["airgap-base.sh"] = {"bookworm": "3.11"}[re.search(r"^suite=(\w+)", (DOCKER / "airgap-base.sh").read_text(), re.M).group(1)]
+    versions["airgap-base.sh"] = {"bookworm": "3.11"}[
+        re.search(r"^suite=(\w+)", (DOCKER / "airgap-base.sh").read_text(), re.M).group(1)
+    ]
     return versions
 
 
@@ -430,18 +483,25 @@ def _make_torch_version() -> str:
     makefile = (REPO / "Makefile").read_text()
     version = re.search(r"^TORCH_VERSION := (\S+)$", makefile, re.M).group(1)
     assert re.search(r"^CPU_TORCH \?= torch==\$\(TORCH_VERSION\)$", makefile, re.M)
-    assert re.search(r"^TORCH := \$\(if \$\(HAS_GPU\),torch==\$\(TORCH_VERSION\),\$\(CPU_TORCH\)\)$", makefile, re.M)
+    assert re.search(
+        r"^TORCH := \$\(if \$\(HAS_GPU\),torch==\$\(TORCH_VERSION\),\$\(CPU_TORCH\)\)$", makefile, re.M
+    )
     return version
 
 
 def test_one_torch_version_across_images_and_make_setup() -> None:
     base, cpu = args_of(DOCKER / "base.Dockerfile"), args_of(DOCKER / "vrft-cpu.Dockerfile")
-    versions = {"base.Dockerfile": base["TORCH_VERSION"], "vrft-cpu.Dockerfile": cpu["TORCH_VERSION"],
-                "Makefile": _make_torch_version(),
-                "torch-cpu.lock": _lock(DOCKER / "torch-cpu.lock")["torch"].removesuffix("+cpu")}
+    versions = {
+        "base.Dockerfile": base["TORCH_VERSION"],
+        "vrft-cpu.Dockerfile": cpu["TORCH_VERSION"],
+        "Makefile": _make_torch_version(),
+        "torch-cpu.lock": _lock(DOCKER / "torch-cpu.lock")["torch"].removesuffix("+cpu"),
+    }
     assert len(set(versions.values())) == 1, versions
     torch = pin(PYPROJECT["project"]["dependencies"], "torch").specifier
-    assert Version(cpu["TORCH_VERSION"]) in torch, f"torch {cpu['TORCH_VERSION']} is outside pyproject's {torch}"
+    assert Version(cpu["TORCH_VERSION"]) in torch, (
+        f"torch {cpu['TORCH_VERSION']} is outside pyproject's {torch}"
+    )
 
 
 def test_pinned_versions_agree_with_pyproject() -> None:
@@ -452,7 +512,10 @@ def test_pinned_versions_agree_with_pyproject() -> None:
     assert mlflow["BOTO3_VERSION"] == exact(pin(extras["pipeline"], "boto3"))
     mlflow_in = [Requirement(r) for r in (DOCKER / "mlflow.in").read_text().splitlines() if r and r[0] != "#"]
     assert {r.name: exact(r) for r in mlflow_in} == {
-        "mlflow": mlflow["MLFLOW_VERSION"], "boto3": mlflow["BOTO3_VERSION"], "psycopg2-binary": mlflow["PSYCOPG2_VERSION"]}
+        "mlflow": mlflow["MLFLOW_VERSION"],
+        "boto3": mlflow["BOTO3_VERSION"],
+        "psycopg2-binary": mlflow["PSYCOPG2_VERSION"],
+    }
 
 
 def test_the_cuda_stack_is_one_consistent_combination() -> None:

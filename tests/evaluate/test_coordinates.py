@@ -10,7 +10,8 @@ from vrft.models.config import ModelConfig
 
 @pytest.mark.parametrize("size", [(640, 480), (333, 500), (1280, 720)])
 def test_qwen2_and_qwen25_answers_for_the_same_image_give_the_same_original_box(
-        tiny_qwen2: ModelConfig, tiny_qwen25: ModelConfig, size: tuple[int, int]) -> None:
+    tiny_qwen2: ModelConfig, tiny_qwen25: ModelConfig, size: tuple[int, int]
+) -> None:
     width, height = size
     truth = [0.2 * width, 0.25 * height, 0.7 * width, 0.9 * height]  # original pixels
     qwen2 = tiny_qwen2.convention(tiny_qwen2.load_processor())
@@ -24,8 +25,8 @@ def test_qwen2_and_qwen25_answers_for_the_same_image_give_the_same_original_box(
     answer2 = f"[{{'Position': {box2}, 'Confidence': 0.9}}]"
     answer25 = f'[{{"bbox_2d": {box25}, "Confidence": 0.9}}]'
 
-    (got2, score2), = answer_boxes(answer2, qwen2, width, height)[0]
-    (got25, score25), = answer_boxes(answer25, qwen25, width, height)[0]
+    ((got2, score2),) = answer_boxes(answer2, qwen2, width, height)[0]
+    ((got25, score25),) = answer_boxes(answer25, qwen25, width, height)[0]
     assert score2 == score25 == 0.9
     tolerance = qwen2.max_rounding_error(width, height) + qwen25.max_rounding_error(width, height)
     assert got2 == pytest.approx(got25, abs=tolerance)
@@ -33,7 +34,7 @@ def test_qwen2_and_qwen25_answers_for_the_same_image_give_the_same_original_box(
     assert got25 == pytest.approx(truth, abs=qwen25.max_rounding_error(width, height))
 
     # Read in the wrong convention, the same Qwen2.5-VL answer lands somewhere else entirely.
-    (wrong, _), = answer_boxes(answer25, qwen2, width, height)[0]
+    ((wrong, _),) = answer_boxes(answer25, qwen2, width, height)[0]
     assert wrong != pytest.approx(truth, abs=5)
 
 
@@ -49,8 +50,10 @@ def test_qwen25_convention_follows_the_processor_pixel_bounds(tiny_qwen25: Model
 
 def test_malformed_and_clipped_boxes_are_counted_not_scored(tiny_qwen2: ModelConfig) -> None:
     convention = tiny_qwen2.convention()
-    answer = ("[{'Position': [100, 100, 200, 200], 'Confidence': 0.5}, {'Position': [5, 5, 1, 1], 'Confidence': 1},"
-              " {'Position': [1100, 0, 1200, 50], 'Confidence': 0.4}]")
+    answer = (
+        "[{'Position': [100, 100, 200, 200], 'Confidence': 0.5}, {'Position': [5, 5, 1, 1], 'Confidence': 1},"
+        " {'Position': [1100, 0, 1200, 50], 'Confidence': 0.4}]"
+    )
     boxes, invalid = answer_boxes(answer, convention, 640, 480)
     assert boxes == [([64.0, 48.0, 128.0, 96.0], 0.5)]
     assert invalid == 2  # reversed corners; entirely outside the image once clipped

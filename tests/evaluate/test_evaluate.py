@@ -43,7 +43,9 @@ class ScriptedGenerator:
         self.answer = answer
         self.seen: list[Request] = []
 
-    def generate(self, requests: Sequence[Request], load_image: Callable[[int], Image.Image], desc: str = "") -> list[str]:
+    def generate(
+        self, requests: Sequence[Request], load_image: Callable[[int], Image.Image], desc: str = ""
+    ) -> list[str]:
         self.seen.extend(requests)
         for r in requests:
             assert load_image(r.row).size[0] > 0
@@ -51,12 +53,24 @@ class ScriptedGenerator:
 
 
 def test_detection_end_to_end_writes_predictions_completions_results_and_metrics(
-        tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path) -> None:
+    tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "eval"
-    result = evaluate_checkpoint(_config(detection_mode="all_categories", batch_size=4), detection_dataset, out,
-                                 model=tiny_qwen2, label="base")
-    assert sorted(p.name for p in out.iterdir()) == ["coco_gt.json", "coco_results.json", "completions.jsonl",
-                                                     "manifest.json", "metrics.json", "predictions.jsonl"]
+    result = evaluate_checkpoint(
+        _config(detection_mode="all_categories", batch_size=4),
+        detection_dataset,
+        out,
+        model=tiny_qwen2,
+        label="base",
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "coco_gt.json",
+        "coco_results.json",
+        "completions.jsonl",
+        "manifest.json",
+        "metrics.json",
+        "predictions.jsonl",
+    ]
     verify_manifest(out)
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["label"] == "base" and summary["task"] == "detection" and summary["backend"] == "hf"
@@ -86,21 +100,34 @@ def test_detection_end_to_end_writes_predictions_completions_results_and_metrics
 
 @pytest.mark.parametrize("mode", ["existence_gated", "all_categories"])
 def test_batching_gives_the_same_greedy_predictions_as_batch_size_one(
-        tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path, mode: str) -> None:
+    tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path, mode: str
+) -> None:
     runs = {}
     for batch_size in (1, 4):
         out = tmp_path / f"b{batch_size}"
-        evaluate_checkpoint(_config(detection_mode=mode, batch_size=batch_size), detection_dataset, out,
-                            model=tiny_qwen2, label="base")
-        runs[batch_size] = ({c["key"]: c["completion"] for c in _lines(out / "completions.jsonl")},
-                            (out / "predictions.jsonl").read_text())
+        evaluate_checkpoint(
+            _config(detection_mode=mode, batch_size=batch_size),
+            detection_dataset,
+            out,
+            model=tiny_qwen2,
+            label="base",
+        )
+        runs[batch_size] = (
+            {c["key"]: c["completion"] for c in _lines(out / "completions.jsonl")},
+            (out / "predictions.jsonl").read_text(),
+        )
     assert len(runs[1][0]) == 10
     assert any(text.strip() for text in runs[1][0].values())  # the random model does say something
     assert runs[4] == runs[1]
 
 
-def test_perfect_answers_score_map_one_in_every_mode(tiny_qwen2: ModelConfig, tiny_qwen25: ModelConfig,
-                                                    detection_dataset: Path, tmp_path: Path, scripted_detector) -> None:
+def test_perfect_answers_score_map_one_in_every_mode(
+    tiny_qwen2: ModelConfig,
+    tiny_qwen25: ModelConfig,
+    detection_dataset: Path,
+    tmp_path: Path,
+    scripted_detector,
+) -> None:
     split = load_eval_split(detection_dataset)
     # Qwen2.5-VL boxes are pixels of the processor-resized image, here only 112x84: integer rounding
     # there moves small boxes by up to ~0.6 original pixels, which costs AP at the strictest thresholds.
@@ -115,7 +142,9 @@ def test_perfect_answers_score_map_one_in_every_mode(tiny_qwen2: ModelConfig, ti
         out.mkdir()
         generator = ScriptedGenerator(scripted_detector(split.rows, convention, think=True))
         output = evaluate_detection(split, generator, convention, _config(detection_mode=mode), out)
-        assert output.metrics["mAP"] == pytest.approx(1.0) and output.metrics["AP/square"] == pytest.approx(1.0)
+        assert output.metrics["mAP"] == pytest.approx(1.0) and output.metrics["AP/square"] == pytest.approx(
+            1.0
+        )
         assert output.metrics["format_rate"] == 1.0
         steps = [r.key.split("|")[2] for r in generator.seen]
         asked_boxes = steps.count("boxes")
@@ -124,28 +153,40 @@ def test_perfect_answers_score_map_one_in_every_mode(tiny_qwen2: ModelConfig, ti
     assert output.metrics.get("existence/recall") is None  # only the gated mode asks
 
 
-def test_the_existence_gate_caps_recall(tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path,
-                                        scripted_detector) -> None:
+def test_the_existence_gate_caps_recall(
+    tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path, scripted_detector
+) -> None:
     split = load_eval_split(detection_dataset)
     convention = tiny_qwen2.convention()
     generator = ScriptedGenerator(scripted_detector(split.rows, convention, skip="square", think=True))
-    output = evaluate_detection(split, generator, convention, _config(detection_mode="existence_gated"), tmp_path)
+    output = evaluate_detection(
+        split, generator, convention, _config(detection_mode="existence_gated"), tmp_path
+    )
     assert output.metrics["AP/circle"] == pytest.approx(1.0)
     assert output.metrics["AP/square"] == 0.0  # never asked for boxes: the model said "no"
     assert output.metrics["existence/recall"] == pytest.approx(3 / 8)
     missed = {p["category"] for p in output.predictions if p["gate_open"] is False and p["gt_boxes"]}
     assert missed == {"square"}
-    ungated = evaluate_detection(split, generator, convention, _config(detection_mode="all_categories",
-                                                                      category_groups={"round": ["circle"]}),
-                                 tmp_path)
+    ungated = evaluate_detection(
+        split,
+        generator,
+        convention,
+        _config(detection_mode="all_categories", category_groups={"round": ["circle"]}),
+        tmp_path,
+    )
     assert ungated.metrics["mAP"] == pytest.approx(1.0) and ungated.metrics["mAP/round"] == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="hexagon"):
-        evaluate_detection(split, generator, convention, _config(category_groups={"x": ["hexagon"]}), tmp_path)
+        evaluate_detection(
+            split, generator, convention, _config(category_groups={"x": ["hexagon"]}), tmp_path
+        )
 
 
-def test_classification_end_to_end_and_matching_rule(tiny_qwen2: ModelConfig, classification_dataset: Path,
-                                                    tmp_path: Path) -> None:
-    result = evaluate_checkpoint(_config(batch_size=3), classification_dataset, tmp_path / "cls", model=tiny_qwen2)
+def test_classification_end_to_end_and_matching_rule(
+    tiny_qwen2: ModelConfig, classification_dataset: Path, tmp_path: Path
+) -> None:
+    result = evaluate_checkpoint(
+        _config(batch_size=3), classification_dataset, tmp_path / "cls", model=tiny_qwen2
+    )
     assert result.task == "classification" and result.primary_metric == "accuracy"
     rows = load_eval_split(classification_dataset).rows
     assert len(_lines(tmp_path / "cls" / "predictions.jsonl")) == len(rows) == 4
@@ -155,8 +196,13 @@ def test_classification_end_to_end_and_matching_rule(tiny_qwen2: ModelConfig, cl
     truth = {r["image_id"]: r["category"] for r in split.rows}
     # Right answers (case/punctuation folded) for circles; a list of classes for squares: wrong for the
     # strict (reward) rule, right for the authors' two-way containment.
-    generator = ScriptedGenerator(lambda r: ("<answer>Circle.</answer>" if truth[r.key.split("|")[0]] == "circle"
-                                             else "<answer>square, circle</answer>"))
+    generator = ScriptedGenerator(
+        lambda r: (
+            "<answer>Circle.</answer>"
+            if truth[r.key.split("|")[0]] == "circle"
+            else "<answer>square, circle</answer>"
+        )
+    )
     output = evaluate_classification(split, generator, tiny_qwen2.convention(), _config())
     assert output.metrics["accuracy_strict/circle"] == 1.0 and output.metrics["accuracy_strict/square"] == 0.0
     assert output.metrics["accuracy_strict"] == 0.5
@@ -164,14 +210,18 @@ def test_classification_end_to_end_and_matching_rule(tiny_qwen2: ModelConfig, cl
     assert "shape" in generator.seen[0].prompt
 
 
-def test_grounding_end_to_end_and_mask_giou(tiny_qwen2: ModelConfig, grounding_dataset: Path, tmp_path: Path) -> None:
+def test_grounding_end_to_end_and_mask_giou(
+    tiny_qwen2: ModelConfig, grounding_dataset: Path, tmp_path: Path
+) -> None:
     result = evaluate_checkpoint(_config(), grounding_dataset, tmp_path / "lisa", model=tiny_qwen2)
     assert result.task == "grounding" and {"mIoU", "box_accuracy", "format_rate"} <= set(result.metrics)
     assert "gIoU" not in result.metrics
 
     split = load_eval_split(grounding_dataset)
     convention = tiny_qwen2.convention()
-    boxes = {r["image_id"]: convention.to_model(r["gt_boxes"][0], r["width"], r["height"]) for r in split.rows}
+    boxes = {
+        r["image_id"]: convention.to_model(r["gt_boxes"][0], r["width"], r["height"]) for r in split.rows
+    }
     generator = ScriptedGenerator(lambda r: f"<think>t</think><answer>{boxes[r.key.split('|')[0]]}</answer>")
 
     def box_mask(image: Image.Image, box: list[float]) -> np.ndarray:  # stands in for SAM: fills the box
@@ -188,17 +238,24 @@ def test_grounding_end_to_end_and_mask_giou(tiny_qwen2: ModelConfig, grounding_d
     assert output.metrics["gIoU"] > 0.85  # the target polygon is a rectangle: the box mask nearly equals it
 
 
-def test_sam_without_segment_anything_is_a_clear_error(tiny_qwen2: ModelConfig, grounding_dataset: Path,
-                                                      tmp_path: Path) -> None:
+def test_sam_without_segment_anything_is_a_clear_error(
+    tiny_qwen2: ModelConfig, grounding_dataset: Path, tmp_path: Path
+) -> None:
     config = _config(sam_checkpoint=str(tmp_path / "sam.pth"), masks_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="segment_anything"):
         evaluate_checkpoint(config, grounding_dataset, tmp_path / "out", model=tiny_qwen2)
     assert not (tmp_path / "out").exists()
 
 
-def test_max_eval_images_keeps_whole_images(tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path) -> None:
-    result = evaluate_checkpoint(_config(max_eval_images=2, detection_mode="gt_present"), detection_dataset,
-                                 tmp_path / "capped", model=tiny_qwen2)
+def test_max_eval_images_keeps_whole_images(
+    tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path
+) -> None:
+    result = evaluate_checkpoint(
+        _config(max_eval_images=2, detection_mode="gt_present"),
+        detection_dataset,
+        tmp_path / "capped",
+        model=tiny_qwen2,
+    )
     split = load_eval_split(detection_dataset, max_images=2)
     assert len({r["image_id"] for r in split.rows}) == 2
     assert result.summary["dataset"]["images"] == 2 and result.summary["dataset"]["eval_rows_total"] == 8
@@ -218,7 +275,11 @@ def test_config_section_and_validation(tmp_path: Path) -> None:
     config = load_config(EvaluateConfig, path, ["evaluate.max_eval_images=100"], section="evaluate")
     assert (config.batch_size, config.detection_mode, config.max_eval_images) == (32, "gt_present", 100)
     assert not config.greedy and EvaluateConfig().greedy and EvaluateConfig().max_new_tokens == 1024
-    for bad, message in (({"batch_size": 0}, "batch_size"), ({"temperature": -1}, "temperature"),
-                         ({"sam_checkpoint": "sam.pth"}, "masks_dir"), ({"backend": "tgi"}, "backend")):
+    for bad, message in (
+        ({"batch_size": 0}, "batch_size"),
+        ({"temperature": -1}, "temperature"),
+        ({"sam_checkpoint": "sam.pth"}, "masks_dir"),
+        ({"backend": "tgi"}, "backend"),
+    ):
         with pytest.raises(ConfigError, match=message):
             from_dict(EvaluateConfig, bad)

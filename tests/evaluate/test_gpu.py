@@ -33,12 +33,21 @@ def no_tf32(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_batched_greedy_completions_equal_batch_size_one_on_the_gpu(
-        gpu: str, no_tf32: None, tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path) -> None:
+    gpu: str, no_tf32: None, tiny_qwen2: ModelConfig, detection_dataset: Path, tmp_path: Path
+) -> None:
     model = replace(tiny_qwen2, dtype="float32")
     completions = {}
     for batch_size in (1, 8):
-        config = from_dict(EvaluateConfig, {"max_new_tokens": 24, "progress": False, "batch_size": batch_size,
-                                            "device": gpu, "detection_mode": "all_categories"})
+        config = from_dict(
+            EvaluateConfig,
+            {
+                "max_new_tokens": 24,
+                "progress": False,
+                "batch_size": batch_size,
+                "device": gpu,
+                "detection_mode": "all_categories",
+            },
+        )
         out = tmp_path / f"b{batch_size}"
         evaluate_checkpoint(config, detection_dataset, out, model=model)
         lines = (out / "completions.jsonl").read_text().splitlines()

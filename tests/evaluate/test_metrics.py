@@ -34,17 +34,40 @@ def _random_case(seed: int = 0) -> tuple[dict, list[dict]]:
             for _ in range(int(rng.integers(0, 3))):
                 x, y = rng.uniform(0, 120), rng.uniform(0, 90)
                 w, h = rng.uniform(8, 70), rng.uniform(8, 50)
-                annotations.append({"id": len(annotations) + 1, "image_id": image["id"], "category_id": cat["id"],
-                                    "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image["id"],
+                        "category_id": cat["id"],
+                        "bbox": [x, y, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
                 for _ in range(int(rng.integers(1, 3))):  # a jittered hit, sometimes twice
                     jitter = rng.normal(0, 6, 4)
-                    results.append({"image_id": image["id"], "category_id": cat["id"],
-                                    "bbox": [x + jitter[0], y + jitter[1], max(1.0, w + jitter[2]),
-                                             max(1.0, h + jitter[3])], "score": float(rng.uniform(0.05, 1))})
+                    results.append(
+                        {
+                            "image_id": image["id"],
+                            "category_id": cat["id"],
+                            "bbox": [
+                                x + jitter[0],
+                                y + jitter[1],
+                                max(1.0, w + jitter[2]),
+                                max(1.0, h + jitter[3]),
+                            ],
+                            "score": float(rng.uniform(0.05, 1)),
+                        }
+                    )
             for _ in range(int(rng.integers(0, 2))):  # a false positive
-                results.append({"image_id": image["id"], "category_id": cat["id"],
-                                "bbox": [float(rng.uniform(0, 150)), float(rng.uniform(0, 100)), 20.0, 20.0],
-                                "score": float(rng.uniform(0, 1))})
+                results.append(
+                    {
+                        "image_id": image["id"],
+                        "category_id": cat["id"],
+                        "bbox": [float(rng.uniform(0, 150)), float(rng.uniform(0, 100)), 20.0, 20.0],
+                        "score": float(rng.uniform(0, 1)),
+                    }
+                )
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
@@ -94,13 +117,24 @@ def test_hand_computed_ap_one_image_two_boxes() -> None:
       points 0.00 .. 0.50 (51 of 101) and 0 above (recall 1 is never reached): AP = 51/101.
     mAP = (4 * 1 + 6 * 51/101) / 10 = 710/1010 = 71/101 = 0.70297...; AP50 = 1.
     """
-    rows = [{"image_id": "42", "width": 100, "height": 100, "file_name": "42.jpg", "category": "cat",
-             "category_id": 17, "gt_boxes": [[50.0, 50.0, 70.0, 70.0], [0.0, 0.0, 30.0, 10.0]]}]
+    rows = [
+        {
+            "image_id": "42",
+            "width": 100,
+            "height": 100,
+            "file_name": "42.jpg",
+            "category": "cat",
+            "category_id": 17,
+            "gt_boxes": [[50.0, 50.0, 70.0, 70.0], [0.0, 0.0, 30.0, 10.0]],
+        }
+    ]
     images = group_images(rows)
     categories = experiment_categories(rows, {})
     gt = ground_truth_json(images, categories)
-    results = [{"image_id": 42, "category_id": 17, "bbox": [50, 50, 20, 20], "score": 0.9},
-               {"image_id": 42, "category_id": 17, "bbox": [0, 0, 20, 10], "score": 0.8}]
+    results = [
+        {"image_id": 42, "category_id": 17, "bbox": [50, 50, 20, 20], "score": 0.9},
+        {"image_id": 42, "category_id": 17, "bbox": [0, 0, 20, 10], "score": 0.8},
+    ]
     metrics = coco_metrics(gt, results, [17])
     assert metrics.mAP == pytest.approx(71 / 101, abs=1e-12)
     assert metrics.AP50 == pytest.approx(1.0, abs=1e-12)
@@ -113,9 +147,17 @@ def test_hand_computed_ap_one_image_two_boxes() -> None:
 
 
 def test_no_detections_score_zero_where_there_is_ground_truth() -> None:
-    rows = [{"image_id": "1", "width": 50, "height": 50, "category": "dog", "category_id": 2,
-             "gt_boxes": [[1.0, 1.0, 20.0, 20.0]]},
-            {"image_id": "2", "width": 50, "height": 50, "category": "cat", "category_id": 3, "gt_boxes": []}]
+    rows = [
+        {
+            "image_id": "1",
+            "width": 50,
+            "height": 50,
+            "category": "dog",
+            "category_id": 2,
+            "gt_boxes": [[1.0, 1.0, 20.0, 20.0]],
+        },
+        {"image_id": "2", "width": 50, "height": 50, "category": "cat", "category_id": 3, "gt_boxes": []},
+    ]
     images = group_images(rows)
     gt = ground_truth_json(images, [Category("dog", 2), Category("cat", 3)])
     metrics = coco_metrics(gt, [])
@@ -124,11 +166,32 @@ def test_no_detections_score_zero_where_there_is_ground_truth() -> None:
 
 
 def test_group_images_keeps_source_ids_and_negatives() -> None:
-    rows = [{"image_id": "139", "width": 640, "height": 480, "category": "dog", "category_id": 18,
-             "gt_boxes": [[1, 2, 3, 4]]},
-            {"image_id": "139", "width": 640, "height": 480, "category": "cat", "category_id": 17, "gt_boxes": []},
-            {"image_id": "285", "width": 640, "height": 480, "category": "cat", "category_id": 17,
-             "gt_boxes": [[5, 5, 9, 9]]}]
+    rows = [
+        {
+            "image_id": "139",
+            "width": 640,
+            "height": 480,
+            "category": "dog",
+            "category_id": 18,
+            "gt_boxes": [[1, 2, 3, 4]],
+        },
+        {
+            "image_id": "139",
+            "width": 640,
+            "height": 480,
+            "category": "cat",
+            "category_id": 17,
+            "gt_boxes": [],
+        },
+        {
+            "image_id": "285",
+            "width": 640,
+            "height": 480,
+            "category": "cat",
+            "category_id": 17,
+            "gt_boxes": [[5, 5, 9, 9]],
+        },
+    ]
     images = group_images(rows)
     assert [(i.image_id, i.coco_id, i.row) for i in images] == [("139", 139, 0), ("285", 285, 2)]
     assert images[0].gt == {"dog": [[1.0, 2.0, 3.0, 4.0]]} and images[0].negatives == {"cat"}
@@ -141,13 +204,38 @@ def test_group_images_keeps_source_ids_and_negatives() -> None:
 def test_lvis_ap_equals_the_lvis_api_and_ignores_unverified_categories(tmp_path: Path) -> None:
     """Federated evaluation: a category neither present nor verified absent in an image is not scored there."""
     rows = [
-        {"image_id": "1", "width": 100, "height": 100, "category": "die", "category_id": 5,
-         "gt_boxes": [[10, 10, 30, 30]]},
-        {"image_id": "1", "width": 100, "height": 100, "category": "omelet", "category_id": 9, "gt_boxes": []},
-        {"image_id": "2", "width": 100, "height": 100, "category": "omelet", "category_id": 9,
-         "gt_boxes": [[40, 40, 90, 80]]},
-        {"image_id": "3", "width": 100, "height": 100, "category": "die", "category_id": 5,
-         "gt_boxes": [[0, 0, 10, 10], [50, 50, 70, 70]]},
+        {
+            "image_id": "1",
+            "width": 100,
+            "height": 100,
+            "category": "die",
+            "category_id": 5,
+            "gt_boxes": [[10, 10, 30, 30]],
+        },
+        {
+            "image_id": "1",
+            "width": 100,
+            "height": 100,
+            "category": "omelet",
+            "category_id": 9,
+            "gt_boxes": [],
+        },
+        {
+            "image_id": "2",
+            "width": 100,
+            "height": 100,
+            "category": "omelet",
+            "category_id": 9,
+            "gt_boxes": [[40, 40, 90, 80]],
+        },
+        {
+            "image_id": "3",
+            "width": 100,
+            "height": 100,
+            "category": "die",
+            "category_id": 5,
+            "gt_boxes": [[0, 0, 10, 10], [50, 50, 70, 70]],
+        },
     ]
     gt = ground_truth_json(group_images(rows), experiment_categories(rows, {}), federated=True)
     assert gt["images"][0]["neg_category_ids"] == [9]
@@ -170,10 +258,16 @@ def test_lvis_ap_equals_the_lvis_api_and_ignores_unverified_categories(tmp_path:
     assert 0 < ours.mAP < 1
 
     # Image 2 says nothing about "die": a die detection there is ignored, not a false positive.
-    unverified = lvis_metrics(gt_path, results + [{"image_id": 2, "category_id": 5, "bbox": [1, 1, 5, 5],
-                                                   "score": 0.99}])
+    unverified = lvis_metrics(
+        gt_path, results + [{"image_id": 2, "category_id": 5, "bbox": [1, 1, 5, 5], "score": 0.99}]
+    )
     assert unverified.mAP == pytest.approx(ours.mAP, abs=1e-12)
     # Image 1 verifies "omelet" absent: dropping the false positive there raises omelet's AP.
-    without_fp = lvis_metrics(gt_path, [r for r in results if not (r["image_id"] == 1 and r["category_id"] == 9)])
+    without_fp = lvis_metrics(
+        gt_path, [r for r in results if not (r["image_id"] == 1 and r["category_id"] == 9)]
+    )
     assert without_fp.per_category[9]["AP"] > ours.per_category[9]["AP"]
-    assert lvis_metrics(gt_path, []).per_category == {5: {"AP": 0.0, "AP50": 0.0}, 9: {"AP": 0.0, "AP50": 0.0}}
+    assert lvis_metrics(gt_path, []).per_category == {
+        5: {"AP": 0.0, "AP50": 0.0},
+        9: {"AP": 0.0, "AP50": 0.0},
+    }

@@ -215,7 +215,9 @@ def test_secrets_and_endpoints_carry_exactly_what_the_pipeline_reads(render: Any
 
 def test_mlflow_uses_postgres_and_the_object_store_bucket(render: Any) -> None:
     docs = render("overlays/lab")
-    s3 = {c["name"]: c for c in by_kind(docs, "Deployment")["vrft-s3"]["spec"]["template"]["spec"]["containers"]}["s3"]
+    s3 = {
+        c["name"]: c for c in by_kind(docs, "Deployment")["vrft-s3"]["spec"]["template"]["spec"]["containers"]
+    }["s3"]
     [mlflow] = by_kind(docs, "Deployment")["vrft-mlflow"]["spec"]["template"]["spec"]["containers"]
     destination = next(a.split("=", 1)[1] for a in mlflow["args"] if a.startswith("--artifacts-destination="))
     assert destination.startswith("s3://vrft/")
@@ -229,7 +231,9 @@ def test_mlflow_uses_postgres_and_the_object_store_bucket(render: Any) -> None:
     )  # not on a command line
 
 
-def _policy_admits(policy: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]], list[tuple[str, int]]]:
+def _policy_admits(
+    policy: dict[str, Any],
+) -> tuple[dict[str, str], list[dict[str, str]], list[tuple[str, int]]]:
     """(selected pods' labels, admitted pods' label selectors, admitted (protocol, port)s) of an ingress policy."""
     spec = policy["spec"]
     assert spec["policyTypes"] == ["Ingress"]
@@ -251,8 +255,11 @@ def test_network_policies_admit_exactly_the_intended_pods_and_ports(render: Any)
     assert policies == {
         "vrft-s3": ({name: "vrft-s3"}, [client, {name: "vrft-mlflow"}], [("TCP", 8333)]),
         "vrft-mlflow": ({name: "vrft-mlflow"}, [client], [("TCP", 5000)]),
-        "vrft-postgres": ({name: "vrft-postgres"}, [{name: "vrft-mlflow"}, {name: "vrft-mlflow-migrate"}],
-                          [("TCP", 5432)]),
+        "vrft-postgres": (
+            {name: "vrft-postgres"},
+            [{name: "vrft-mlflow"}, {name: "vrft-mlflow-migrate"}],
+            [("TCP", 5432)],
+        ),
     }
     # Each policy selects a workload, its port is that workload's only exposed container port, and the
     # admitted pods exist.
@@ -263,7 +270,9 @@ def test_network_policies_admit_exactly_the_intended_pods_and_ports(render: Any)
         assert exposed == [port], policy
         for source in sources:
             if source != client:
-                assert any(source.items() <= t["metadata"]["labels"].items() for t in templates.values()), source
+                assert any(source.items() <= t["metadata"]["labels"].items() for t in templates.values()), (
+                    source
+                )
     # The service pods themselves are not clients: only pipeline pods carry the label.
     assert not any(client.items() <= t["metadata"]["labels"].items() for t in templates.values())
 
@@ -298,10 +307,16 @@ def test_the_role_reads_only_named_secrets_and_grants_no_wildcards(render: Any) 
             assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], rule
             assert rule.get("resourceNames"), "the Role may read every Secret of the namespace"
             assert not set(rule["resourceNames"]) & set(by_kind(docs, "Secret")), (
-                "pipeline pods get the vrft-* secrets from the kubelet, not from the API")
+                "pipeline pods get the vrft-* secrets from the kubelet, not from the API"
+            )
         assert not {"list", "watch"} & set(rule["verbs"]) or "secrets" not in rule["resources"]
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
+    granted = {
+        (g, r, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
     assert ("", "persistentvolumeclaims", "create") not in granted  # the pipeline creates no volumes
     assert {v for g, r, v in granted if r == "pytorchjobs"} == {"create", "get"}  # what pytorchjob.py calls
 
@@ -334,7 +349,9 @@ def test_seaweedfs_serves_only_s3_beyond_its_pod(render: Any) -> None:
     mini = by_name["seaweedfs"]["args"]
     assert mini[0] == "mini"
     # master, volume server, filer (unauthenticated uploads on :8888), admin: loopback only; no S3 here
-    assert {"-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3=false", "-webdav=false", "-admin.ui=false"} <= set(mini)
+    assert {"-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3=false", "-webdav=false", "-admin.ui=false"} <= set(
+        mini
+    )
     assert not any(a.startswith(("-ip.bind=0", "-filer.port.public", "-volume.port.public")) for a in mini)
     assert "ports" not in by_name["seaweedfs"]
     gateway = by_name["s3"]["args"]
@@ -352,7 +369,10 @@ def test_the_statefulset_has_a_headless_governing_service(render: Any) -> None:
     for name, statefulset in by_kind(docs, "StatefulSet").items():
         governing = services[statefulset["spec"]["serviceName"]]
         assert governing["spec"]["clusterIP"] == "None", name
-        assert governing["spec"]["selector"].items() <= statefulset["spec"]["template"]["metadata"]["labels"].items()
+        assert (
+            governing["spec"]["selector"].items()
+            <= statefulset["spec"]["template"]["metadata"]["labels"].items()
+        )
 
 
 def test_mlflow_schema_is_migrated_in_one_place(render: Any) -> None:

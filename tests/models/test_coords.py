@@ -38,7 +38,9 @@ def test_same_object_in_both_conventions_maps_to_the_same_pixels():
     assert a == pytest.approx(truth, abs=1) and b == pytest.approx(truth, abs=1)
 
 
-@pytest.mark.parametrize(("height", "width"), itertools.product([28, 100, 480, 1080, 4000], [30, 640, 1920, 3000]))
+@pytest.mark.parametrize(
+    ("height", "width"), itertools.product([28, 100, 480, 1080, 4000], [30, 640, 1920, 3000])
+)
 def test_resize_rule_is_the_processors(height, width):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 

@@ -34,15 +34,21 @@ def test_base_size_is_the_documented_1_2_m_parameters(tmp_path):
 
 
 def test_pretraining_is_deterministic_and_writes_a_loadable_fp16_model(tmp_path):
-    recipe = PretrainRecipe(max_steps=2, batch_size=4, train_per_class=1, validation_per_class=1, image_size=[56, 56])
+    recipe = PretrainRecipe(
+        max_steps=2, batch_size=4, train_per_class=1, validation_per_class=1, image_size=[56, 56]
+    )
     first = pretrain_tiny_base(tmp_path / "a", recipe, evaluate=False)
     second = pretrain_tiny_base(tmp_path / "b", recipe, evaluate=False)
     assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
     untrained = load_model(build_tiny_model(tmp_path / "random", size="base", max_pixels=56 * 56), "float32")
     trained = load_model(first, "float32")
-    assert str(next(iter(load_model(first, "auto").parameters())).dtype) == "torch.float32"  # fp16 on disk only
-    assert any((p.half().float() != q).any() for p, q in zip(untrained.parameters(), trained.parameters(),
-                                                            strict=True))  # the SFT steps changed weights
+    assert (
+        str(next(iter(load_model(first, "auto").parameters())).dtype) == "torch.float32"
+    )  # fp16 on disk only
+    assert any(
+        (p.half().float() != q).any()
+        for p, q in zip(untrained.parameters(), trained.parameters(), strict=True)
+    )  # the SFT steps changed weights
     record = json.loads((first / "recipe.json").read_text())
     assert record["recipe"]["max_steps"] == 2 and "validation" not in record
 
@@ -52,12 +58,22 @@ def test_the_default_names_the_shipped_base_and_it_answers_the_colour(tmp_path):
     config = load_experiment(DEFAULT_CONFIG, ["dataset.eval.n_images=3"])
     model = config.model.materialized()
     assert model.name_or_path == str(shipped_model_dir("qwen2_vl-colours"))
-    assert json.loads((shipped_model_dir("qwen2_vl-colours") / "recipe.json").read_text())["validation"]["accuracy"] > 0.5
+    assert (
+        json.loads((shipped_model_dir("qwen2_vl-colours") / "recipe.json").read_text())["validation"][
+            "accuracy"
+        ]
+        > 0.5
+    )
     from vrft.data.build import build_dataset
 
     data = build_dataset(config.dataset, tmp_path / "data", progress=False)
-    result = evaluate_checkpoint(EvaluateConfig(batch_size=8, max_new_tokens=48, progress=False), data.output_dir,
-                                 tmp_path / "eval", model=model, label="base")
+    result = evaluate_checkpoint(
+        EvaluateConfig(batch_size=8, max_new_tokens=48, progress=False),
+        data.output_dir,
+        tmp_path / "eval",
+        model=model,
+        label="base",
+    )
     assert result.summary["dataset"]["images"] == 3 * len(COLOUR_NAMES)
     assert result.metrics["format_rate"] == 1.0
     assert result.metrics["accuracy"] >= 0.5

@@ -25,8 +25,10 @@ def store(tmp_path, monkeypatch):
 
 def publish_per_shot(store: Path, tmp_path: Path) -> dict[int, SimpleNamespace]:
     """What each shot iteration's dataset stage publishes: its own directory, its own KFP artifact."""
-    config = load_experiment(ROOT / "configs" / "default.yaml",
-                             ["experiment.shots=[1,2]", f"pipeline.artifact_root=file://{store}"])
+    config = load_experiment(
+        ROOT / "configs" / "default.yaml",
+        ["experiment.shots=[1,2]", f"pipeline.artifact_root=file://{store}"],
+    )
     artifacts = {}
     for per_shot in sweep_configs(config):
         k = per_shot.dataset.shots

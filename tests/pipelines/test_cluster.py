@@ -23,7 +23,10 @@ pytestmark = pytest.mark.timeout(600)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml"))
-CLUSTER = ["pipeline.artifact_root=s3://lab-artifacts/vrft", "pipeline.image_registry=registry.lab.internal/ml"]
+CLUSTER = [
+    "pipeline.artifact_root=s3://lab-artifacts/vrft",
+    "pipeline.image_registry=registry.lab.internal/ml",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,9 @@ def compiled(tmp_path_factory) -> dict[str, tuple[dict, dict]]:
     out = tmp_path_factory.mktemp("ir")
     result = {}
     for path in CONFIGS:
-        documents = list(yaml.safe_load_all(compile_pipeline(path, out / f"{path.stem}.yaml", CLUSTER).read_text()))
+        documents = list(
+            yaml.safe_load_all(compile_pipeline(path, out / f"{path.stem}.yaml", CLUSTER).read_text())
+        )
         result[path.stem] = (documents[0], documents[1])
     return result
 
@@ -60,7 +65,10 @@ def test_every_task_has_its_stage_timeout_and_the_run_id_from_its_pod_label(comp
         for executor, (_, k8s) in executors(compiled_config).items():
             timeout = config.pipeline.timeout_s(stage_of(executor))
             assert timeout > 0 and int(k8s["activeDeadlineSeconds"]) == timeout, (name, executor)
-            assert {"name": RUN_ID_ENV, "fieldPath": RUN_ID_FIELD_PATH} in k8s["fieldPathAsEnv"], (name, executor)
+            assert {"name": RUN_ID_ENV, "fieldPath": RUN_ID_FIELD_PATH} in k8s["fieldPathAsEnv"], (
+                name,
+                executor,
+            )
 
 
 def test_the_run_id_is_not_a_task_input(compiled):
@@ -99,7 +107,11 @@ def test_changing_grpo_steps_changes_only_the_grpo_stage_input():
     before = sweep_items(load_experiment(ROOT / "configs" / "coco_8cat.yaml"))
     after = sweep_items(load_experiment(ROOT / "configs" / "coco_8cat.yaml", ["grpo.max_steps=300"]))
     for old, new in zip(before, after):
-        assert old["dataset"] == new["dataset"] and old["evaluate"] == new["evaluate"] and old["sft"] == new["sft"]
+        assert (
+            old["dataset"] == new["dataset"]
+            and old["evaluate"] == new["evaluate"]
+            and old["sft"] == new["sft"]
+        )
         assert old["grpo"] != new["grpo"]
     assert [item["iteration"] for item in before] == ["shots-1", "shots-2", "shots-4", "shots-8", "shots-16"]
 
@@ -108,8 +120,14 @@ def _fake_dataset(path: Path, rows: int, task: str) -> Path:
     """A saved dataset of ``rows`` rows with the columns training checks (content is never read)."""
     image = Image.new("RGB", (4, 4))
     data = {column: [""] * rows for column in REQUIRED_COLUMNS}
-    data.update(image=[image] * rows, width=[4] * rows, height=[4] * rows, task=[task] * rows,
-                gt_boxes=[[[0.0, 0.0, 1.0, 1.0]]] * rows, aliases=[["a"]] * rows)
+    data.update(
+        image=[image] * rows,
+        width=[4] * rows,
+        height=[4] * rows,
+        task=[task] * rows,
+        gt_boxes=[[[0.0, 0.0, 1.0, 1.0]]] * rows,
+        aliases=[["a"]] * rows,
+    )
     split = datasets.Dataset.from_dict(data, features=None).cast_column("image", datasets.Image())
     datasets.DatasetDict({"train": split}).save_to_disk(str(path))
     return path
@@ -149,8 +167,12 @@ def test_each_training_stage_preflight_passes_as_on_its_pod(config_path, tmp_pat
             else:
                 monkeypatch.delenv("WORLD_SIZE", raising=False)
             with pytest.raises(_PreflightPassed):
-                train(stage, cache[rows, task], tmp_path / "out" / method / iteration_key(per_shot),
-                      model=per_shot.model)
+                train(
+                    stage,
+                    cache[rows, task],
+                    tmp_path / "out" / method / iteration_key(per_shot),
+                    model=per_shot.model,
+                )
 
 
 def test_paper_configs_keep_16_prompts_per_step_on_8_gpus():
@@ -162,23 +184,35 @@ def test_paper_configs_keep_16_prompts_per_step_on_8_gpus():
             g = per_shot.grpo
             prompts = g.per_device_train_batch_size * g.gradient_accumulation_steps * 8 // g.num_generations
             rows = expected_train_rows(per_shot.dataset)
-            assert prompts == 16 or (rows is not None and prompts <= rows < 16), (path.stem, per_shot.dataset.shots)
+            assert prompts == 16 or (rows is not None and prompts <= rows < 16), (
+                path.stem,
+                per_shot.dataset.shots,
+            )
 
 
 def test_a_one_shot_sweep_that_cannot_fill_a_step_fails_at_compile_time(tmp_path):
-    with pytest.raises(ConfigError, match=r"shots 1, 8 training process\(es\): grpo: a step trains on 16 prompts .* "
-                                          r"8 rows"):
-        compile_pipeline(ROOT / "configs" / "coco_8cat.yaml", tmp_path / "p.yaml",
-                         [*CLUSTER, "experiment.shot_overrides={}"])
+    with pytest.raises(
+        ConfigError,
+        match=r"shots 1, 8 training process\(es\): grpo: a step trains on 16 prompts .* "
+        r"8 rows",
+    ):
+        compile_pipeline(
+            ROOT / "configs" / "coco_8cat.yaml",
+            tmp_path / "p.yaml",
+            [*CLUSTER, "experiment.shot_overrides={}"],
+        )
     assert not (tmp_path / "p.yaml").exists()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("pipeline.artifact_root=", "pipeline.artifact_root is empty"),
-    ("pipeline.image_registry=ghcr.io/vrft", "pipeline.image_registry 'ghcr.io/vrft' is a placeholder"),
-    ("pipeline.image_registry=registry.example.com/ml", "is a placeholder"),
-    ("pipeline.artifact_root=file:///data/artifacts", "share no file system"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("pipeline.artifact_root=", "pipeline.artifact_root is empty"),
+        ("pipeline.image_registry=ghcr.io/vrft", "pipeline.image_registry 'ghcr.io/vrft' is a placeholder"),
+        ("pipeline.image_registry=registry.example.com/ml", "is a placeholder"),
+        ("pipeline.artifact_root=file:///data/artifacts", "share no file system"),
+    ],
+)
 @pytest.mark.parametrize("command", ["submit", "schedule"])
 def test_bad_submissions_fail_before_contacting_the_server(command, override, message, monkeypatch, capsys):
     def no_server(*args, **kwargs):
@@ -187,8 +221,17 @@ def test_bad_submissions_fail_before_contacting_the_server(command, override, me
     monkeypatch.setattr(kfp_client, "connect", no_server)
     monkeypatch.setattr(kfp_client, "check_host", no_server)
     extra = ["--cron", "0 2 * * *"] if command == "schedule" else []
-    code = main([command, str(ROOT / "configs" / "default.yaml"), *CLUSTER, override,
-                 "--host", "http://kfp.invalid", *extra])
+    code = main(
+        [
+            command,
+            str(ROOT / "configs" / "default.yaml"),
+            *CLUSTER,
+            override,
+            "--host",
+            "http://kfp.invalid",
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1
     assert len(err.splitlines()) == 1 and message in err, err

@@ -16,7 +16,9 @@ CLUSTER = ["pipeline.artifact_root=s3://lab/vrft", "pipeline.image_registry=regi
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    path = compile_pipeline(DEFAULT, tmp_path_factory.mktemp("c") / "pipeline.yaml", ["experiment.shots=[1,2]", *CLUSTER])
+    path = compile_pipeline(
+        DEFAULT, tmp_path_factory.mktemp("c") / "pipeline.yaml", ["experiment.shots=[1,2]", *CLUSTER]
+    )
     documents = list(yaml.safe_load_all(path.read_text()))
     return path, documents[0], documents[1] if len(documents) > 1 else {}
 
@@ -62,8 +64,10 @@ def test_cluster_target_wires_secrets_and_gpu_nodes(compiled):
     _, _, platform = compiled
     executors_config = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name, cfg in executors_config.items():
-        secrets = {s.get("secretName") or s.get("secretNameParameter", {}).get("runtimeValue", {}).get("constant")
-                   for s in cfg.get("secretAsEnv", [])}
+        secrets = {
+            s.get("secretName") or s.get("secretNameParameter", {}).get("runtimeValue", {}).get("constant")
+            for s in cfg.get("secretAsEnv", [])
+        }
         assert set(secret_env_spec("dataset")) <= secrets | set(secret_env_spec("report")), name
         if any(s in name for s in ("grpo", "sft", "evaluate")):
             assert cfg.get("nodeSelector") and cfg.get("tolerations"), name

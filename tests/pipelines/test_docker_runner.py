@@ -19,11 +19,15 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
 def test_the_local_image_is_the_cpu_image_the_config_names() -> None:
     assert local.cpu_image(load_experiment(CONFIG, [])) == "ghcr.io/vrft/vrft-cpu:0.1.0"
-    config = load_experiment(CONFIG, ["pipeline.image_registry=registry.example/ml", "pipeline.image_tag=v1.2"])
+    config = load_experiment(
+        CONFIG, ["pipeline.image_registry=registry.example/ml", "pipeline.image_tag=v1.2"]
+    )
     assert local.cpu_image(config) == "registry.example/ml/vrft-cpu:v1.2"
 
 
-def test_no_engine_is_one_line_naming_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_engine_is_one_line_naming_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     with pytest.raises(local.PipelineFailed) as failed:
         local.docker_runner("ghcr.io/vrft/vrft-cpu:0.1.0", tmp_path)
@@ -52,28 +56,49 @@ class _Client:
         self.closed = True
 
 
-def test_a_missing_image_is_one_line_saying_how_to_build_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_image_is_one_line_saying_how_to_build_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = _Client(set())
     monkeypatch.setattr(local, "_docker_client", lambda: client)
-    with pytest.raises(local.PipelineFailed, match=r"image r/vrft-cpu:1 is not in the Docker engine: build it"):
+    with pytest.raises(
+        local.PipelineFailed, match=r"image r/vrft-cpu:1 is not in the Docker engine: build it"
+    ):
         local.docker_runner("r/vrft-cpu:1", tmp_path)
     assert client.closed
 
 
-def test_the_runner_passes_the_stage_environment_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_runner_passes_the_stage_environment_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(local, "_docker_client", lambda: _Client({"r/vrft-cpu:1"}))
     cache = tmp_path / "cache"
-    environ = {"AWS_SECRET_ACCESS_KEY": "s3cret-value", "MLFLOW_TRACKING_URI": "sqlite:////x/mlflow.db",
-               "VRFT_RUN_ID": "run-1", "VRFT_MLFLOW_PARENT_RUN_ID": "abc", "VRFT_CACHE_DIR": str(cache),
-               "DO_NOT_TRACK": "true", "HOME": "/root", "PATH": "/usr/bin", "SSH_AUTH_SOCK": "/tmp/agent"}
+    environ = {
+        "AWS_SECRET_ACCESS_KEY": "s3cret-value",
+        "MLFLOW_TRACKING_URI": "sqlite:////x/mlflow.db",
+        "VRFT_RUN_ID": "run-1",
+        "VRFT_MLFLOW_PARENT_RUN_ID": "abc",
+        "VRFT_CACHE_DIR": str(cache),
+        "DO_NOT_TRACK": "true",
+        "HOME": "/root",
+        "PATH": "/usr/bin",
+        "SSH_AUTH_SOCK": "/tmp/agent",
+    }
     runner = local.docker_runner("r/vrft-cpu:1", tmp_path, environ)
     args = runner.container_run_args
     assert args["network_mode"] == "host"  # the services listen on loopback
     assert args["user"] == f"{os.getuid()}:{os.getgid()}"
     assert args["environment"] == {
-        "AWS_SECRET_ACCESS_KEY": "s3cret-value", "MLFLOW_TRACKING_URI": "sqlite:////x/mlflow.db",
-        "VRFT_RUN_ID": "run-1", "VRFT_MLFLOW_PARENT_RUN_ID": "abc", "VRFT_CACHE_DIR": str(cache),
-        "DO_NOT_TRACK": "true", "VRFT_IMAGE": "r/vrft-cpu:1", "HOME": "/tmp", "PYTHONUNBUFFERED": "1"}
+        "AWS_SECRET_ACCESS_KEY": "s3cret-value",
+        "MLFLOW_TRACKING_URI": "sqlite:////x/mlflow.db",
+        "VRFT_RUN_ID": "run-1",
+        "VRFT_MLFLOW_PARENT_RUN_ID": "abc",
+        "VRFT_CACHE_DIR": str(cache),
+        "DO_NOT_TRACK": "true",
+        "VRFT_IMAGE": "r/vrft-cpu:1",
+        "HOME": "/tmp",
+        "PYTHONUNBUFFERED": "1",
+    }
     mounts = {(m["Source"], m["Target"]) for m in args["mounts"]}
     services = (tmp_path / "services").resolve()
     assert mounts == {(str(services), str(services)), (str(cache), str(cache))}

@@ -380,8 +380,15 @@ def test_schedules_are_listed_in_the_context_namespace_without_namespace(
 
 
 def test_several_experiments_of_one_name_are_a_clear_error(server: FakeKfpServer, state: FakeState) -> None:
-    state.experiments += [{"experiment_id": str(uuid.uuid4()), "display_name": "vrft", "created_at": state.stamp(),
-                           "storage_state": "AVAILABLE"} for _ in range(2)]
+    state.experiments += [
+        {
+            "experiment_id": str(uuid.uuid4()),
+            "display_name": "vrft",
+            "created_at": state.stamp(),
+            "storage_state": "AVAILABLE",
+        }
+        for _ in range(2)
+    ]
     with pytest.raises(KfpError, match="several experiments are named 'vrft'.*pass --namespace"):
         kfp_client.list_schedules(server.url, "vrft")
 

@@ -26,8 +26,10 @@ def test_a_damaged_artifact_drops_the_cache_entry_of_the_stage_that_wrote_it(tmp
     damaged = cache_entry(cache / "store-a", "a" * 64, "s3://vrft/runs/r1/dataset/dataset/")
     other = cache_entry(cache / "store-a", "b" * 64, "s3://vrft/runs/r1/dataset/dataset-2/")
     log = tmp_path / "run.log"
-    log.write_text("Traceback ...\nvrft.storage.ArtifactIntegrityError: s3://vrft/runs/r1/dataset/dataset/train/"
-                   "data-00000-of-00001.arrow: SHA-256 differs from the manifest (recorded 1a, found 2b)\n")
+    log.write_text(
+        "Traceback ...\nvrft.storage.ArtifactIntegrityError: s3://vrft/runs/r1/dataset/dataset/train/"
+        "data-00000-of-00001.arrow: SHA-256 differs from the manifest (recorded 1a, found 2b)\n"
+    )
     hint = _failure_hint(log, cache)
     assert "s3://vrft/runs/r1/dataset/dataset/train/data-00000-of-00001.arrow is damaged" in hint
     assert "the next run rebuilds it" in hint

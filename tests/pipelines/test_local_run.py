@@ -33,10 +33,23 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "configs" / "default.yaml"
 # The default (colour of a shape, the shipped pre-trained tiny base) over two shot counts, with fewer
 # steps and images.
-SWEEP = ["experiment.shots=[1,2]", "grpo.max_steps=2", "sft.max_steps=2", "grpo.save_steps=1", "sft.save_steps=1",
-         "evaluate.max_eval_images=8", "dataset.train.n_images=32"]
-STAGES = ("dataset/dataset", "grpo/grpo", "sft/sft", "evaluate-base/evaluation-base", "evaluate-sft/evaluation-sft",
-          "evaluate-rft/evaluation-rft")
+SWEEP = [
+    "experiment.shots=[1,2]",
+    "grpo.max_steps=2",
+    "sft.max_steps=2",
+    "grpo.save_steps=1",
+    "sft.save_steps=1",
+    "evaluate.max_eval_images=8",
+    "dataset.train.n_images=32",
+]
+STAGES = (
+    "dataset/dataset",
+    "grpo/grpo",
+    "sft/sft",
+    "evaluate-base/evaluation-base",
+    "evaluate-sft/evaluation-sft",
+    "evaluate-rft/evaluation-rft",
+)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +103,9 @@ def test_the_report_has_both_shot_counts(state):
     assert any(method == "base" for method, _ in rows)  # the base model's row does not depend on shots
     # Each row cites the evaluation artifacts of this run it was built from, not the report stage's copies.
     sources = [source for table in tables for row in table["rows"] for source in row["sources"]]
-    assert sources and all(s.startswith(f"s3://vrft/runs/{state.result.run_id}/shots-") for s in sources), sources
+    assert sources and all(s.startswith(f"s3://vrft/runs/{state.result.run_id}/shots-") for s in sources), (
+        sources
+    )
 
 
 def test_mlflow_holds_the_parent_and_every_stage_run(state):
@@ -103,7 +118,9 @@ def test_mlflow_holds_the_parent_and_every_stage_run(state):
     assert all(r.info.status == "FINISHED" for r in children)
     grpo = [r for r in children if r.info.run_name == "grpo"]
     sft = [r for r in children if r.info.run_name == "sft"]
-    assert {r.data.tags["method"] for r in grpo} == {"rft"} and {r.data.tags["method"] for r in sft} == {"sft"}
+    assert {r.data.tags["method"] for r in grpo} == {"rft"} and {r.data.tags["method"] for r in sft} == {
+        "sft"
+    }
     assert sorted(r.data.tags["shots"] for r in grpo) == ["1", "2"]
     assert all("rewards/classification_accuracy/mean" in r.data.metrics for r in grpo)
     assert all(r.data.params["grpo.max_steps"] == "2" for r in grpo)
@@ -116,12 +133,20 @@ def test_each_iteration_keeps_its_own_artifacts_with_a_manifest_in_s3(state):
         one, two = f"{run}/shots-1/{stage}/", f"{run}/shots-2/{stage}/"
         assert f"{one}manifest.json" in keys(state, one) and f"{two}manifest.json" in keys(state, two), stage
     assert f"{run}/sweep/report/report/manifest.json" in keys(state, f"{run}/sweep/report/")
-    datasets = [json.loads(state.s3.get_object(Bucket="vrft", Key=f"{run}/shots-{k}/dataset/dataset/manifest.json")
-                           ["Body"].read()) for k in (1, 2)]
+    datasets = [
+        json.loads(
+            state.s3.get_object(Bucket="vrft", Key=f"{run}/shots-{k}/dataset/dataset/manifest.json")[
+                "Body"
+            ].read()
+        )
+        for k in (1, 2)
+    ]
     assert datasets[0]["files"] != datasets[1]["files"]  # two different datasets, neither overwritten
     for k in (1, 2):
         assert f"{run}/shots-{k}/grpo/grpo/final/model.safetensors" in keys(state, f"{run}/shots-{k}/grpo/")
-    assert not any("/checkpoint-" in k for k in keys(state, f"{run}/"))  # resumable states stay on the stage's disk
+    assert not any(
+        "/checkpoint-" in k for k in keys(state, f"{run}/")
+    )  # resumable states stay on the stage's disk
 
 
 def test_no_secret_in_mlflow_store_or_logs(state):
@@ -151,12 +176,16 @@ def test_a_prefix_swapped_for_another_iterations_fails_the_next_stage(state):
     try:
         state.s3.delete_objects(Bucket="vrft", Delete={"Objects": [{"Key": k} for k in saved]})
         for key in keys(state, one):  # shots-1's complete, self-consistent dataset under shots-2's prefix
-            state.s3.copy_object(Bucket="vrft", Key=two + key[len(one):], CopySource={"Bucket": "vrft", "Key": key})
+            state.s3.copy_object(
+                Bucket="vrft", Key=two + key[len(one) :], CopySource={"Bucket": "vrft", "Key": key}
+            )
         config = load_experiment(DEFAULT, [*SWEEP[1:], "dataset.shots=2"])
         dataset = SimpleNamespace(metadata={"uri": f"s3://vrft/{two}", "manifest_sha256": recorded})
         evaluation = SimpleNamespace(metadata={}, path=str(state.dir / "unused"), log_metric=lambda *a: None)
         with pytest.raises(ArtifactIntegrityError, match="manifest is not the one its writer published"):
-            evaluate_component.run(stage_config_json(config, "evaluate"), "swap-check", "base", dataset, evaluation)
+            evaluate_component.run(
+                stage_config_json(config, "evaluate"), "swap-check", "base", dataset, evaluation
+            )
     finally:
         for key in keys(state, two):
             state.s3.delete_object(Bucket="vrft", Key=key)
@@ -177,10 +206,14 @@ def test_corrupted_artifact_fails_the_next_stage_and_marks_its_run_failed(state)
     s3.put_object(Bucket="vrft", Key=victim, Body=bytes(corrupted))
     try:
         config = load_experiment(DEFAULT, [*SWEEP[1:], "dataset.shots=1"])
-        dataset = SimpleNamespace(metadata={"uri": dataset_uri, "manifest_sha256": hashlib.sha256(manifest).hexdigest()})
+        dataset = SimpleNamespace(
+            metadata={"uri": dataset_uri, "manifest_sha256": hashlib.sha256(manifest).hexdigest()}
+        )
         evaluation = SimpleNamespace(metadata={}, path=str(state.dir / "unused"), log_metric=lambda *a: None)
         with pytest.raises(ArtifactIntegrityError, match=victim.rsplit("/", 1)[1]):
-            evaluate_component.run(stage_config_json(config, "evaluate"), "corrupt-check", "base", dataset, evaluation)
+            evaluate_component.run(
+                stage_config_json(config, "evaluate"), "corrupt-check", "base", dataset, evaluation
+            )
     finally:
         s3.put_object(Bucket="vrft", Key=victim, Body=original)
     _, runs = mlflow_runs(state)
@@ -193,8 +226,12 @@ def test_a_failing_stage_stops_the_pipeline_with_a_clear_error(state, capsys):
     from vrft.pipelines.local import PipelineFailed
 
     with pytest.raises(PipelineFailed, match=r"dataset-stage.*See .*\.log"):
-        run_local(DEFAULT, [*SWEEP[1:], "dataset.shots=1000", "pipeline.retries=0"], state_dir=state.dir,
-                  output_dir=state.dir / "never")
+        run_local(
+            DEFAULT,
+            [*SWEEP[1:], "dataset.shots=1000", "pipeline.retries=0"],
+            state_dir=state.dir,
+            output_dir=state.dir / "never",
+        )
     assert not (state.dir / "never").exists()
     _, runs = mlflow_runs(state)
     failed = [r for r in runs if r.info.run_name == "dataset" and r.info.status == "FAILED"]
@@ -204,9 +241,13 @@ def test_a_failing_stage_stops_the_pipeline_with_a_clear_error(state, capsys):
 def test_changing_grpo_steps_reruns_only_grpo_and_its_evaluation(state):
     # Each component gets only its stage's view of the config, so KFP's cache keys of the dataset, SFT
     # and the evaluations that read nothing of grpo stay as they were.
-    again = run_local(DEFAULT, [*SWEEP, "grpo.max_steps=3"], state_dir=state.dir, output_dir=state.dir / "more-steps")
+    again = run_local(
+        DEFAULT, [*SWEEP, "grpo.max_steps=3"], state_dir=state.dir, output_dir=state.dir / "more-steps"
+    )
     _, runs = mlflow_runs(state)
-    rerun = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == again.mlflow_parent_run_id)
+    rerun = sorted(
+        r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == again.mlflow_parent_run_id
+    )
     assert rerun == ["evaluate-rft", "evaluate-rft", "grpo", "grpo", "report"]
     tables = json.loads((again.report_dir / "tables.json").read_text())
     rows = {(row["method"], row["shots"]) for table in tables for row in table["rows"]}
@@ -239,12 +280,18 @@ def test_a_broken_stage_flips_the_regression_check_and_writes_the_notice(state, 
     before = json.loads((state.result.report_dir / "regression.json").read_text())
     assert before["status"] == "ok" and not (state.result.report_dir / "regression-notice.md").exists()
     _, runs = mlflow_runs(state)
-    base = next(r for r in runs if r.info.run_name == "evaluate-base"
-                and r.data.tags.get("mlflow.parentRunId") == state.result.mlflow_parent_run_id)
+    base = next(
+        r
+        for r in runs
+        if r.info.run_name == "evaluate-base"
+        and r.data.tags.get("mlflow.parentRunId") == state.result.mlflow_parent_run_id
+    )
     assert base.data.metrics["accuracy"] > 0.5 and base.data.metrics["format_rate"] > 0.9  # a drop can show
 
     (tmp_path / "sitecustomize.py").write_text(BROKEN_ANSWER_PARSER)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    )
     server = HTTPServer(("127.0.0.1", 0), _Webhook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("VRFT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
@@ -252,12 +299,18 @@ def test_a_broken_stage_flips_the_regression_check_and_writes_the_notice(state, 
     try:
         # One shot count, and another evaluation batch size (the same answers): the three evaluations of
         # shots-1 run again, under the broken parser; its dataset and checkpoints come from the cache.
-        broken = run_local(DEFAULT, ["experiment.shots=[1]", *SWEEP[1:], "evaluate.batch_size=4"],
-                           state_dir=state.dir, output_dir=state.dir / "broken")
+        broken = run_local(
+            DEFAULT,
+            ["experiment.shots=[1]", *SWEEP[1:], "evaluate.batch_size=4"],
+            state_dir=state.dir,
+            output_dir=state.dir / "broken",
+        )
     finally:
         server.shutdown()
     _, runs = mlflow_runs(state)
-    rerun = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == broken.mlflow_parent_run_id)
+    rerun = sorted(
+        r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == broken.mlflow_parent_run_id
+    )
     assert rerun == ["evaluate-base", "evaluate-rft", "evaluate-sft", "report"]
     after = json.loads((broken.report_dir / "regression.json").read_text())
     assert after["status"] == "regressed"

@@ -37,15 +37,21 @@ def test_launch_command_starts_one_process_per_gpu():
     command = launch_command("grpo", "/w/experiment.json", "/w/dataset", "/w/out", 8)
     assert command[1:3] == ["-m", "torch.distributed.run"]
     assert "--nproc_per_node=8" in command
-    assert command[command.index("-m", 3) + 1:][:4] == ["vrft.cli", "train", "grpo", "/w/experiment.json"]
+    assert command[command.index("-m", 3) + 1 :][:4] == ["vrft.cli", "train", "grpo", "/w/experiment.json"]
 
 
 @pytest.mark.slow
 def test_two_process_grpo_stage_trains_both_ranks_and_publishes_one_checkpoint(isolated, capsys):
     store = f"file://{isolated / 'store'}"
-    config = load_experiment(DEFAULT, [
-        f"pipeline.artifact_root={store}", "pipeline.train_resources.gpus=2", "grpo.max_steps=2",
-        "grpo.save_steps=1"])
+    config = load_experiment(
+        DEFAULT,
+        [
+            f"pipeline.artifact_root={store}",
+            "pipeline.train_resources.gpus=2",
+            "grpo.max_steps=2",
+            "grpo.save_steps=1",
+        ],
+    )
     dataset = artifact(isolated / "kfp" / "dataset")
     dataset_component.run(stage_config_json(config, "dataset"), "run-1", dataset)
     checkpoint = artifact(isolated / "kfp" / "checkpoint")
@@ -58,7 +64,8 @@ def test_two_process_grpo_stage_trains_both_ranks_and_publishes_one_checkpoint(i
     assert uri == f"{store}/runs/run-1/shots-{config.dataset.shots}/grpo/grpo/"
     assert checkpoint.metadata["uri"] == uri and checkpoint.metadata["manifest_sha256"]
     published = ArtifactStore.from_uri(uri).download_dir(
-        "", isolated / "published", manifest_sha256=checkpoint.metadata["manifest_sha256"])
+        "", isolated / "published", manifest_sha256=checkpoint.metadata["manifest_sha256"]
+    )
     assert (published / "final" / "model.safetensors").is_file()
     assert not list(published.glob("checkpoint-*"))  # resumable states stay on the stage's disk
     record = (published / "config.json").read_text()
@@ -71,7 +78,10 @@ def test_two_process_grpo_stage_trains_both_ranks_and_publishes_one_checkpoint(i
 def test_a_failing_child_fails_the_launch_with_its_error(isolated, tmp_path):
     config_path = tmp_path / "experiment.yaml"
     # 3 per device x 1 step x 2 processes = 6 completions: not whole groups of 4.
-    config_path.write_text("grpo: {per_device_train_batch_size: 3, num_generations: 4, "
-                           "gradient_accumulation_steps: 1}\n")
-    with pytest.raises(TrainingLaunchError, match=r"exit status [1-9].*grpo: the generation batch .* 2 processes"):
+    config_path.write_text(
+        "grpo: {per_device_train_batch_size: 3, num_generations: 4, gradient_accumulation_steps: 1}\n"
+    )
+    with pytest.raises(
+        TrainingLaunchError, match=r"exit status [1-9].*grpo: the generation batch .* 2 processes"
+    ):
         run_distributed("grpo", config_path, tmp_path / "dataset", tmp_path / "out", 2)

@@ -24,7 +24,9 @@ class FakeCustomObjects:
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
         self.created.append(body)
-        command = body["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+        command = body["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
+            "command"
+        ]
         output = Path(command[command.index("--output-dir") + 1])
         (output / "final").mkdir(parents=True)
         (output / "final" / "model.safetensors").write_bytes(b"weights")
@@ -44,9 +46,14 @@ def test_train_component_runs_a_pytorchjob_and_publishes_the_final_model(tmp_pat
     monkeypatch.setattr(pytorchjob, "_current_namespace", lambda: "kubeflow")
     monkeypatch.setenv("VRFT_POD_NAME", "vrft-coco-launcher-7")
     monkeypatch.setenv("VRFT_POD_UID", "5a1d-uid")
-    config = load_experiment(ROOT / "configs" / "default.yaml",
-                             [*MULTI, f"pipeline.shared_mount={tmp_path / 'shared'}",
-                              f"pipeline.artifact_root=file://{tmp_path / 'store'}"])
+    config = load_experiment(
+        ROOT / "configs" / "default.yaml",
+        [
+            *MULTI,
+            f"pipeline.shared_mount={tmp_path / 'shared'}",
+            f"pipeline.artifact_root=file://{tmp_path / 'store'}",
+        ],
+    )
     dataset_dir = tmp_path / "dataset"
     dataset_dir.mkdir()
     (dataset_dir / "rows.txt").write_text("x")
@@ -89,8 +96,11 @@ def test_multi_node_needs_a_shared_volume_and_gpus():
 def test_compiled_multi_node_dag_mounts_the_volume_on_the_launchers(tmp_path):
     from vrft.pipelines.dag import compile_pipeline
 
-    cluster = ["pipeline.artifact_root=s3://lab/vrft", "pipeline.image_registry=registry.lab.internal/ml",
-               "dataset.shots=16"]  # 16 training processes need 16 prompts per step
+    cluster = [
+        "pipeline.artifact_root=s3://lab/vrft",
+        "pipeline.image_registry=registry.lab.internal/ml",
+        "dataset.shots=16",
+    ]  # 16 training processes need 16 prompts per step
     path = compile_pipeline(ROOT / "configs" / "default.yaml", tmp_path / "p.yaml", [*MULTI, *cluster])
     spec, platform = list(yaml.safe_load_all(path.read_text()))
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

@@ -284,15 +284,23 @@ def test_run_pytorchjob_reports_failure_and_timeout() -> None:
 
 
 def test_owner_deadline_and_verified_dataset() -> None:
-    manifest = pytorchjob_manifest(_job(owner_pod=("vrft-grpo-launcher-abc", "0f1e-uid"), active_deadline_s=7200,
-                                        dataset_manifest_sha256="ab" * 32))
+    manifest = pytorchjob_manifest(
+        _job(
+            owner_pod=("vrft-grpo-launcher-abc", "0f1e-uid"),
+            active_deadline_s=7200,
+            dataset_manifest_sha256="ab" * 32,
+        )
+    )
     (owner,) = manifest["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("Pod", "vrft-grpo-launcher-abc", "0f1e-uid")
     assert manifest["spec"]["runPolicy"]["activeDeadlineSeconds"] == 7200
     init = manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["initContainers"][0]
     assert init["command"][-1] == "ab" * 32  # the init container checks the manifest KFP recorded
     plain = pytorchjob_manifest(_job())
-    assert "ownerReferences" not in plain["metadata"] and "activeDeadlineSeconds" not in plain["spec"]["runPolicy"]
+    assert (
+        "ownerReferences" not in plain["metadata"]
+        and "activeDeadlineSeconds" not in plain["spec"]["runPolicy"]
+    )
 
 
 def test_owner_comes_from_the_downward_api_variables() -> None:

@@ -18,8 +18,14 @@ import pytest
 from vrft.services import port_is_open, process_alive
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = ["grpo.max_steps=2", "sft.max_steps=2", "grpo.save_steps=1", "sft.save_steps=1",
-        "evaluate.max_eval_images=3", "dataset.train.n_images=32"]
+FAST = [
+    "grpo.max_steps=2",
+    "sft.max_steps=2",
+    "grpo.save_steps=1",
+    "sft.save_steps=1",
+    "evaluate.max_eval_images=3",
+    "dataset.train.n_images=32",
+]
 MARK = "VRFT_TEST_RUN_MARK"
 
 # Three runs of the pipeline (two cut short): minutes on an idle machine, over 30 min on a loaded one.
@@ -55,9 +61,25 @@ def start_run(state_dir: Path, mark: str, out: Path) -> subprocess.Popen[str]:
     env = {**os.environ, MARK: mark}
     for key in ("MLFLOW_TRACKING_URI", "VRFT_ARTIFACT_ROOT", "AWS_ENDPOINT_URL", "VRFT_MLFLOW_PARENT_RUN_ID"):
         env.pop(key, None)
-    return subprocess.Popen([sys.executable, "-m", "vrft.cli", "run", str(ROOT / "configs" / "default.yaml"),
-                             *FAST, "--state-dir", str(state_dir), "--output-dir", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=state_dir)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vrft.cli",
+            "run",
+            str(ROOT / "configs" / "default.yaml"),
+            *FAST,
+            "--state-dir",
+            str(state_dir),
+            "--output-dir",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=state_dir,
+    )
 
 
 def stage_running(mark: str) -> bool:
@@ -95,10 +117,12 @@ def kill_mid_stage(state_dir: Path, sig: int, stage: str) -> str:
             run.wait()
     output = "".join(lines) + rest
     assert run.returncode != 0
-    assert wait_until(lambda: not marked_processes(mark), 60), \
+    assert wait_until(lambda: not marked_processes(mark), 60), (
         f"processes of the run survived {signal.Signals(sig).name}: {marked_processes(mark)}\n{output}"
-    assert wait_until(lambda: not [p for p in state["ports"].values() if port_is_open(p)], 30), \
+    )
+    assert wait_until(lambda: not [p for p in state["ports"].values() if port_is_open(p)], 30), (
         f"ports still open: {state['ports']}"
+    )
     assert not process_alive(state["pid"], state["start_time"])
     return output
 
@@ -117,8 +141,12 @@ def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(
     output, _ = final.communicate(timeout=3000)
     assert final.returncode == 0, output[-4000:]
     assert (state_dir / "report" / "report.md").exists()
-    log = Path(next(line.split("log: ", 1)[1] for line in output.splitlines() if line.startswith("log: "))).read_text()
-    log = re.sub(r"\x1b\[[0-9;]*m", "", log)  # kfp colours task names: "Executing task \x1b[96m'dataset-stage'..."
+    log = Path(
+        next(line.split("log: ", 1)[1] for line in output.splitlines() if line.startswith("log: "))
+    ).read_text()
+    log = re.sub(
+        r"\x1b\[[0-9;]*m", "", log
+    )  # kfp colours task names: "Executing task \x1b[96m'dataset-stage'..."
     # The dataset finished in the second run: it comes from the cache; the killed stage runs again.
     assert "Executing task 'dataset-stage'" not in log and "Executing task 'evaluate-stage'" in log
     assert wait_until(lambda: not marked_processes(mark), 60)

@@ -19,7 +19,9 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
     experiment = "vrft-report-test"
-    MlflowClient(tracking_uri=uri).create_experiment(experiment, artifact_location=(root / "artifacts").as_uri())
+    MlflowClient(tracking_uri=uri).create_experiment(
+        experiment, artifact_location=(root / "artifacts").as_uri()
+    )
     return uri, experiment
 
 
@@ -30,7 +32,14 @@ def shapes_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     tmp = tmp_path_factory.mktemp("shapes")
     out = tmp / "dataset"
-    config = from_dict(DatasetConfig, {"train": {"kind": "shapes", "path": str(tmp / "src"), "n_images": 24},
-                                       "shots": 2, "categories": ["circle", "square"], "eval_max_per_category": 3})
+    config = from_dict(
+        DatasetConfig,
+        {
+            "train": {"kind": "shapes", "path": str(tmp / "src"), "n_images": 24},
+            "shots": 2,
+            "categories": ["circle", "square"],
+            "eval_max_per_category": 3,
+        },
+    )
     build_dataset(config, out, progress=False)
     return out

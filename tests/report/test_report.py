@@ -43,11 +43,25 @@ def _graded_detection_metrics(noise: float, seed: int) -> dict[str, float]:
     for image in images:
         for cat in rng.choice(categories, size=2, replace=False):
             x, y, w, h = rng.uniform(0, 200), rng.uniform(0, 150), rng.uniform(30, 100), rng.uniform(30, 80)
-            annotations.append({"id": len(annotations) + 1, "image_id": image["id"], "category_id": cat["id"],
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image["id"],
+                    "category_id": cat["id"],
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
             j = rng.normal(0, noise, 4)
-            results.append({"image_id": image["id"], "category_id": cat["id"], "score": float(rng.uniform(0.3, 1)),
-                            "bbox": [x + j[0], y + j[1], max(2.0, w + j[2]), max(2.0, h + j[3])]})
+            results.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": cat["id"],
+                    "score": float(rng.uniform(0.3, 1)),
+                    "bbox": [x + j[0], y + j[1], max(2.0, w + j[2]), max(2.0, h + j[3])],
+                }
+            )
     scores = coco_metrics({"images": images, "annotations": annotations, "categories": categories}, results)
     metrics = {"mAP": scores.mAP, "AP50": scores.AP50}
     for cat in categories:
@@ -78,34 +92,59 @@ def _log_training(uri: str, experiment: str, tags: RunTags, skill: float) -> str
             progress = min(1.0, skill * step / 19)
             completions = []
             for _ in range(8):
-                boxes = [{"Position": [round(v + rng.normal(0, 80 * (1 - progress))) for v in box],
-                          "Confidence": round(float(rng.uniform(0.5, 1)), 2)} for box in gt]
+                boxes = [
+                    {
+                        "Position": [round(v + rng.normal(0, 80 * (1 - progress))) for v in box],
+                        "Confidence": round(float(rng.uniform(0.5, 1)), 2),
+                    }
+                    for box in gt
+                ]
                 answer = json.dumps(boxes)
                 well_formed = rng.random() < 0.2 + 0.8 * progress
-                completions.append(f"<think>boxes</think><answer>{answer}</answer>" if well_formed else answer)
+                completions.append(
+                    f"<think>boxes</think><answer>{answer}</answer>" if well_formed else answer
+                )
             means = breakdown_means(reward.breakdown(completions, solution_boxes=[gt] * 8))
-            mlflow.log_metrics({"rewards/detection_iou/mean": means["iou"], "rewards/detection_conf/mean": means["conf"],
-                                "rewards/detection_format/mean": means["format"], "reward": means["overall"],
-                                "kl": 0.01 * step}, step=step)
+            mlflow.log_metrics(
+                {
+                    "rewards/detection_iou/mean": means["iou"],
+                    "rewards/detection_conf/mean": means["conf"],
+                    "rewards/detection_format/mean": means["format"],
+                    "reward": means["overall"],
+                    "kl": 0.01 * step,
+                },
+                step=step,
+            )
     time.sleep(0.01)
     return run.info.run_id
 
 
 @pytest.fixture(scope="module")
-def populated(mlflow_store: tuple[str, str], shapes_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def populated(
+    mlflow_store: tuple[str, str], shapes_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     uri, experiment = mlflow_store
     tmp = tmp_path_factory.mktemp("runs")
     info: dict[str, Any] = {"real": {}, "computed": {}}
 
     # Real evaluations: three tiny checkpoints (different seeds) as base / SFT / RFT, 2 shots.
-    eval_config = from_dict(EvaluateConfig, {"max_new_tokens": 12, "batch_size": 4, "progress": False,
-                                             "detection_mode": "all_categories"})
+    eval_config = from_dict(
+        EvaluateConfig,
+        {"max_new_tokens": 12, "batch_size": 4, "progress": False, "detection_mode": "all_categories"},
+    )
     for seed, method in enumerate(("base", "sft", "rft")):
         checkpoint = build_tiny_model(tmp / f"tiny-{method}", seed=seed)
         model = ModelConfig(name_or_path=str(checkpoint), min_pixels=56 * 56, max_pixels=112 * 112)
-        result = evaluate_checkpoint(eval_config, shapes_dataset, tmp / f"eval-{method}", model=model, label=method)
-        tags = RunTags(method=method, config="shapes_tiny", model="tiny-qwen2-vl", dataset="shapes",
-                       shots=None if method == "base" else 2)
+        result = evaluate_checkpoint(
+            eval_config, shapes_dataset, tmp / f"eval-{method}", model=model, label=method
+        )
+        tags = RunTags(
+            method=method,
+            config="shapes_tiny",
+            model="tiny-qwen2-vl",
+            dataset="shapes",
+            shots=None if method == "base" else 2,
+        )
         run_id = log_evaluation(result, tags, experiment=experiment, tracking_uri=uri)
         info["real"][method] = (run_id, result.metrics)
         time.sleep(0.01)
@@ -113,24 +152,36 @@ def populated(mlflow_store: tuple[str, str], shapes_dataset: Path, tmp_path_fact
     # A Table 3 config: graded quality, 1 and 4 shots; then a worse rerun of RFT 4-shot.
     plan = [("base", None, 14.0), ("sft", 1, 11.0), ("rft", 1, 6.0), ("sft", 4, 9.0), ("rft", 4, 3.0)]
     for method, shots, noise in plan:
-        tags = RunTags(method=method, config="coco_8cat", model=QWEN, dataset="coco", shots=shots,
-                       paper_table="table3", paper_model="Qwen2-VL-2B")
+        tags = RunTags(
+            method=method,
+            config="coco_8cat",
+            model=QWEN,
+            dataset="coco",
+            shots=shots,
+            paper_table="table3",
+            paper_model="Qwen2-VL-2B",
+        )
         metrics = _graded_detection_metrics(noise, seed=7)
         info["computed"][(method, shots)] = (_log_computed(uri, experiment, tags, metrics), metrics)
     for method, skill in (("sft", 0.5), ("rft", 1.0)):
         _log_training(uri, experiment, RunTags(method=method, config="coco_8cat", model=QWEN, shots=4), skill)
-    rerun_tags = RunTags(method="rft", config="coco_8cat", model=QWEN, dataset="coco", shots=4, paper_table="table3")
+    rerun_tags = RunTags(
+        method="rft", config="coco_8cat", model=QWEN, dataset="coco", shots=4, paper_table="table3"
+    )
     info["rerun_metrics"] = _graded_detection_metrics(7.0, seed=7)
     info["rerun"] = _log_computed(uri, experiment, rerun_tags, info["rerun_metrics"])
     return info
 
 
 @pytest.fixture(scope="module")
-def report(populated: dict[str, Any], mlflow_store: tuple[str, str], tmp_path_factory: pytest.TempPathFactory):
+def report(
+    populated: dict[str, Any], mlflow_store: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+):
     uri, experiment = mlflow_store
     out = tmp_path_factory.mktemp("report") / "report"
-    return build_report(from_dict(ReportConfig, {"regression_threshold": 1.0}), out, tracking_uri=uri,
-                        experiment=experiment)
+    return build_report(
+        from_dict(ReportConfig, {"regression_threshold": 1.0}), out, tracking_uri=uri, experiment=experiment
+    )
 
 
 def test_table3_config_gets_paper_columns_and_delta_rows(report, populated: dict[str, Any]) -> None:
@@ -138,8 +189,15 @@ def test_table3_config_gets_paper_columns_and_delta_rows(report, populated: dict
     assert table.paper is not None and table.paper.key == "table3"
     assert [c.label for c in table.columns] == ["mAP", *COCO8]  # the paper's column order
     assert all(c.paper for c in table.columns)
-    assert [(r.method, r.shots) for r in table.rows] == [("base", None), ("sft", 1), ("rft", 1), ("delta", 1),
-                                                        ("sft", 4), ("rft", 4), ("delta", 4)]
+    assert [(r.method, r.shots) for r in table.rows] == [
+        ("base", None),
+        ("sft", 1),
+        ("rft", 1),
+        ("delta", 1),
+        ("sft", 4),
+        ("rft", 4),
+        ("delta", 4),
+    ]
     base, rft4, delta4 = table.rows[0], table.row("rft", 4), table.row("delta", 4)
     assert base.paper["mAP"] == 19.6 and rft4.paper["mAP"] == 40.6
     assert delta4.paper["mAP"] == pytest.approx(40.6 - 25.2)
@@ -179,8 +237,11 @@ def test_real_tiny_evaluations_make_their_own_table(report, populated: dict[str,
 
 def test_plots_and_html_are_valid_and_self_contained(report) -> None:
     names = sorted(p.name for p in report.plots)
-    assert names == ["coco_8cat-Qwen_Qwen2-VL-2B-Instruct-rewards.png", "coco_8cat-Qwen_Qwen2-VL-2B-Instruct-shots.png",
-                     "shapes_tiny-tiny-qwen2-vl-shots.png"]
+    assert names == [
+        "coco_8cat-Qwen_Qwen2-VL-2B-Instruct-rewards.png",
+        "coco_8cat-Qwen_Qwen2-VL-2B-Instruct-shots.png",
+        "shapes_tiny-tiny-qwen2-vl-shots.png",
+    ]
     for path in report.plots:
         with Image.open(path) as image:
             image.verify()
@@ -198,7 +259,9 @@ def test_plots_and_html_are_valid_and_self_contained(report) -> None:
         assert f"]({path.relative_to(report.output_dir).as_posix()})" in markdown
 
 
-def test_regression_check_flags_the_worse_rerun(report, populated: dict[str, Any], mlflow_store, tmp_path) -> None:
+def test_regression_check_flags_the_worse_rerun(
+    report, populated: dict[str, Any], mlflow_store, tmp_path
+) -> None:
     summary = json.loads((report.output_dir / "regression.json").read_text())
     assert summary == report.regression_summary
     assert summary["status"] == "regressed" and summary["regressed_runs"] == 1
@@ -218,8 +281,9 @@ def test_regression_check_flags_the_worse_rerun(report, populated: dict[str, Any
     assert "REGRESSED coco_8cat" in report.markdown.read_text()
 
     uri, _ = mlflow_store
-    result = check_regression(populated["rerun"], tracking_uri=uri, threshold_points=100.0,
-                              output_path=tmp_path / "nightly.json")
+    result = check_regression(
+        populated["rerun"], tracking_uri=uri, threshold_points=100.0, output_path=tmp_path / "nightly.json"
+    )
     assert result.status == "ok" and "mAP" in result.compared  # nothing dropped by 100 points
     assert json.loads((tmp_path / "nightly.json").read_text())["status"] == "ok"
     first = check_regression(populated["computed"][("rft", 4)][0], tracking_uri=uri)

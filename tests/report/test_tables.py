@@ -13,20 +13,35 @@ from vrft.report.tables import build_table, markdown_table
 _clock = iter(range(1_000, 10_000_000, 1_000))
 
 
-def run(method: str, shots: int | None, metrics: dict[str, float], *, config: str = "cfg", status: str = "FINISHED",
-        task: str = "detection", **tags: str) -> RunRecord:
+def run(
+    method: str,
+    shots: int | None,
+    metrics: dict[str, float],
+    *,
+    config: str = "cfg",
+    status: str = "FINISHED",
+    task: str = "detection",
+    **tags: str,
+) -> RunRecord:
     record_tags = RunTags(method=method, config=config, model="m", shots=shots).as_tags("evaluate")
     record_tags.update(task=task, **tags)
-    return RunRecord(f"{config}-{method}-{shots}-{next(_clock)}", "0", next(_clock), status, record_tags, metrics)
+    return RunRecord(
+        f"{config}-{method}-{shots}-{next(_clock)}", "0", next(_clock), status, record_tags, metrics
+    )
 
 
 def test_lvis_table_maps_underscored_categories_and_a_single_paper_shot_count() -> None:
-    runs = [run("base", None, {"mAP": 0.05, "AP/horse_buggy": 0.02, "AP/die": 0.01}, paper_table="table4"),
-            run("sft", 10, {"mAP": 0.10, "AP/horse_buggy": 0.07, "AP/die": 0.08}, paper_table="table4"),
-            run("rft", 10, {"mAP": 0.20, "AP/horse_buggy": 0.09, "AP/die": 0.19}, paper_table="table4")]
+    runs = [
+        run("base", None, {"mAP": 0.05, "AP/horse_buggy": 0.02, "AP/die": 0.01}, paper_table="table4"),
+        run("sft", 10, {"mAP": 0.10, "AP/horse_buggy": 0.07, "AP/die": 0.08}, paper_table="table4"),
+        run("rft", 10, {"mAP": 0.20, "AP/horse_buggy": 0.09, "AP/die": 0.19}, paper_table="table4"),
+    ]
     table = build_table(runs, ReportConfig())
-    assert [(c.label, c.paper) for c in table.columns] == [("mAP", "mAP"), ("horse_buggy", "horse buggy"),
-                                                           ("die", "die")]
+    assert [(c.label, c.paper) for c in table.columns] == [
+        ("mAP", "mAP"),
+        ("horse_buggy", "horse buggy"),
+        ("die", "die"),
+    ]
     delta = table.row("delta", 10)
     assert delta.values["mAP"] == pytest.approx(10.0) and delta.paper["mAP"] == pytest.approx(19.4 - 10.0)
     assert table.row("sft", 10).paper["AP/horse_buggy"] == 7.0
@@ -34,9 +49,13 @@ def test_lvis_table_maps_underscored_categories_and_a_single_paper_shot_count() 
 
 def test_classification_table2_uses_the_dataset_column_and_drops_too_many_classes() -> None:
     per_class = {f"accuracy/class {i}": 0.5 for i in range(20)}
-    runs = [run("base", None, {"accuracy": 0.5, **per_class}, task="classification"),
-            run("rft", 4, {"accuracy": 0.7, **per_class}, task="classification")]
-    config = from_dict(ReportConfig, {"paper_table": "table2", "paper_column": "Flower102", "max_category_columns": 8})
+    runs = [
+        run("base", None, {"accuracy": 0.5, **per_class}, task="classification"),
+        run("rft", 4, {"accuracy": 0.7, **per_class}, task="classification"),
+    ]
+    config = from_dict(
+        ReportConfig, {"paper_table": "table2", "paper_column": "Flower102", "max_category_columns": 8}
+    )
     table = build_table(runs, config)
     assert [(c.key, c.paper) for c in table.columns] == [("accuracy", "Flower102")]
     assert any("20 per-category columns left out" in note for note in table.notes)
@@ -48,13 +67,22 @@ def test_classification_table2_uses_the_dataset_column_and_drops_too_many_classe
 
 def test_ovd_table7_group_columns_and_runs_without_shots() -> None:
     metrics = {"mAP": 0.2, "mAP/novel": 0.3, "mAP/base": 0.1}
-    runs = [run(m, None, {k: v * (1 + i) for k, v in metrics.items()}, paper_table="table7")
-            for i, m in enumerate(("base", "sft", "rft"))]
+    runs = [
+        run(m, None, {k: v * (1 + i) for k, v in metrics.items()}, paper_table="table7")
+        for i, m in enumerate(("base", "sft", "rft"))
+    ]
     table = build_table(runs, ReportConfig())
-    assert [(c.key, c.paper) for c in table.columns] == [("mAP", "mAP all"), ("mAP/base", "mAP base"),
-                                                         ("mAP/novel", "mAP novel")]
-    assert [(r.method, r.shots) for r in table.rows] == [("base", None), ("sft", None), ("rft", None),
-                                                        ("delta", None)]
+    assert [(c.key, c.paper) for c in table.columns] == [
+        ("mAP", "mAP all"),
+        ("mAP/base", "mAP base"),
+        ("mAP/novel", "mAP novel"),
+    ]
+    assert [(r.method, r.shots) for r in table.rows] == [
+        ("base", None),
+        ("sft", None),
+        ("rft", None),
+        ("delta", None),
+    ]
     assert table.row("delta", None).paper["mAP/novel"] == pytest.approx(31.3 - 13.6)
 
 
@@ -89,11 +117,18 @@ def test_regression_threshold_in_points() -> None:
 def test_paper_lookup_and_config_validation() -> None:
     assert paper_table("Table 3") is TABLES["table3"] and paper_table("8").key == "table8"
     for table in TABLES.values():  # every row complete, every value a percentage
-        assert all(len(values) == len(table.columns) and all(0 <= v <= 100 for v in values.values())
-                   for values in table.rows.values())
+        assert all(
+            len(values) == len(table.columns) and all(0 <= v <= 100 for v in values.values())
+            for values in table.rows.values()
+        )
     assert TABLES["table2"].value("Qwen2-VL-2B", "rft", 4, "Average") == pytest.approx(
-        sum(TABLES["table2"].value("Qwen2-VL-2B", "rft", 4, c) for c in ("Flower102", "Pets37", "FGVC", "Cars196")) / 4,
-        abs=0.05)
+        sum(
+            TABLES["table2"].value("Qwen2-VL-2B", "rft", 4, c)
+            for c in ("Flower102", "Pets37", "FGVC", "Cars196")
+        )
+        / 4,
+        abs=0.05,
+    )
     with pytest.raises(ValueError, match="table9"):
         paper_table("table9")
     with pytest.raises(ConfigError, match="paper_column"):

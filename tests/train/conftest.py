@@ -33,14 +33,19 @@ def tiny_model(tiny_qwen2: ModelConfig) -> ModelConfig:
     return tiny_qwen2
 
 
-
 @pytest.fixture(scope="session")
 def shapes_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Detection on synthetic shapes: 4 train rows (2 shots x circle, square), 64x48 images."""
     tmp = tmp_path_factory.mktemp("shapes")
-    config = from_dict(DatasetConfig, {
-        "train": {"kind": "shapes", "path": str(tmp / "source"), "n_images": 24, "image_size": [64, 48]},
-        "shots": 2, "categories": ["circle", "square"], "eval_max_per_category": 2})
+    config = from_dict(
+        DatasetConfig,
+        {
+            "train": {"kind": "shapes", "path": str(tmp / "source"), "n_images": 24, "image_size": [64, 48]},
+            "shots": 2,
+            "categories": ["circle", "square"],
+            "eval_max_per_category": 2,
+        },
+    )
     return build_dataset(config, tmp / "dataset", progress=False).output_dir
 
 
@@ -64,12 +69,20 @@ def token_reward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     directory.mkdir()
     (directory / "token_reward_plugin.py").write_text(TOKEN_REWARD_PLUGIN)
     monkeypatch.syspath_prepend(str(directory))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))
+    )
     return "token_reward_plugin:token_fraction"
 
 
 @pytest.fixture
 def fast_grpo() -> dict[str, Any]:
     """GRPO settings that keep a tiny-model step well under a second on a shared 2-core CPU."""
-    return {"num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-            "max_completion_length": 8, "gradient_checkpointing": False, "save_steps": 1000}
+    return {
+        "num_generations": 4,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "max_completion_length": 8,
+        "gradient_checkpointing": False,
+        "save_steps": 1000,
+    }

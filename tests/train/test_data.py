@@ -21,9 +21,21 @@ QWEN25 = BoxConvention("resized_absolute", min_pixels=56 * 56, max_pixels=112 * 
 
 
 def row(task: str, boxes: list[list[float]], **values: Any) -> dict[str, Any]:
-    base = {"image": Image.new("RGB", (64, 48), "blue"), "image_id": "7", "file_name": "7.png", "width": 64,
-            "height": 48, "task": task, "category": "circle", "category_id": 1, "gt_boxes": boxes, "aliases": [],
-            "noun": "", "instruction": "", "source": "test"}
+    base = {
+        "image": Image.new("RGB", (64, 48), "blue"),
+        "image_id": "7",
+        "file_name": "7.png",
+        "width": 64,
+        "height": 48,
+        "task": task,
+        "category": "circle",
+        "category_id": 1,
+        "gt_boxes": boxes,
+        "aliases": [],
+        "noun": "",
+        "instruction": "",
+        "source": "test",
+    }
     return {**base, **values}
 
 
@@ -37,7 +49,10 @@ def save(tmp_path: Path, rows: list[dict[str, Any]], *, embed_images: bool = Tru
 
 
 def test_detection_rows_for_grpo_in_both_conventions(tmp_path: Path) -> None:
-    rows = [row("detection", [[16.0, 12.0, 32.0, 24.0]]), row("detection", [], image_id="8", category="square")]
+    rows = [
+        row("detection", [[16.0, 12.0, 32.0, 24.0]]),
+        row("detection", [], image_id="8", category="square"),
+    ]
     directory = save(tmp_path, rows)
     before = sorted(p.relative_to(directory) for p in directory.rglob("*"))
     train, task = load_train_split(directory)
@@ -46,7 +61,10 @@ def test_detection_rows_for_grpo_in_both_conventions(tmp_path: Path) -> None:
     qwen2 = grpo_dataset(train, QWEN2)
     first = qwen2[0]
     assert first["prompt"] == [{"role": "user", "content": prompt_text(rows[0], QWEN2)}]
-    assert "between 0 and 1000" in first["prompt"][0]["content"] and "<image>" not in first["prompt"][0]["content"]
+    assert (
+        "between 0 and 1000" in first["prompt"][0]["content"]
+        and "<image>" not in first["prompt"][0]["content"]
+    )
     assert first["solution_boxes"] == [[250, 250, 500, 500]]
     assert qwen2[1]["solution_boxes"] == [] and qwen2[1]["row_index"] == 1
     assert isinstance(first["image"], Image.Image) and first["gt_boxes"] == [[16.0, 12.0, 32.0, 24.0]]
@@ -54,8 +72,9 @@ def test_detection_rows_for_grpo_in_both_conventions(tmp_path: Path) -> None:
 
     qwen25 = grpo_dataset(train, QWEN25)[0]
     scale_x, scale_y = (size / original for size, original in zip(QWEN25.resized_size(64, 48), (64, 48)))
-    assert qwen25["solution_boxes"] == [[round(16 * scale_x), round(12 * scale_y), round(32 * scale_x),
-                                         round(24 * scale_y)]]
+    assert qwen25["solution_boxes"] == [
+        [round(16 * scale_x), round(12 * scale_y), round(32 * scale_x), round(24 * scale_y)]
+    ]
     assert "absolute pixel coordinates" in qwen25["prompt"][0]["content"]
     # The reward scores the ground truth, written as the prompt asks, as a perfect answer.
     answer = target_answer(rows[0], QWEN25)
@@ -78,8 +97,15 @@ def test_classification_and_grounding_reward_columns(tmp_path: Path) -> None:
     assert (mapped["class_name"], mapped["aliases"]) == ("Boeing 737", ["B737"])
     assert "aircraft" in mapped["prompt"][0]["content"]
 
-    grounding = [row("grounding", [[8.0, 8.0, 40.0, 40.0]], category="", category_id=-1,
-                     instruction="the thing one sits on")]
+    grounding = [
+        row(
+            "grounding",
+            [[8.0, 8.0, 40.0, 40.0]],
+            category="",
+            category_id=-1,
+            instruction="the thing one sits on",
+        )
+    ]
     train, task = load_train_split(save(tmp_path / "g", grounding))
     mapped = grpo_dataset(train, QWEN2)[0]
     assert task == "grounding" and mapped["solution_box"] == [125, 167, 625, 833]
@@ -93,15 +119,20 @@ def test_sft_rows_are_prompt_and_target_completion(tmp_path: Path) -> None:
     assert mapped["prompt"] == [{"role": "user", "content": prompt_text(rows[0], QWEN2)}]
     assert mapped["completion"] == [{"role": "assistant", "content": target_answer(rows[0], QWEN2)}]
     assert mapped["completion"][0]["content"].endswith(
-        "<answer>[{'Position': [250, 250, 500, 500], 'Confidence': 1.0}]</answer>")
+        "<answer>[{'Position': [250, 250, 500, 500], 'Confidence': 1.0}]</answer>"
+    )
     assert isinstance(mapped["image"], Image.Image)
 
 
-@pytest.mark.parametrize(("rows", "options", "message"), [
-    ([row("detection", []), row("classification", [], image_id="8")], {}, "one task per training run"),
-    ([row("detection", [])], {"embed_images": False}, "rebuild with load_images: true"),
-])
-def test_unusable_datasets_are_refused(tmp_path: Path, rows: list[dict[str, Any]], options: dict[str, Any],
-                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("rows", "options", "message"),
+    [
+        ([row("detection", []), row("classification", [], image_id="8")], {}, "one task per training run"),
+        ([row("detection", [])], {"embed_images": False}, "rebuild with load_images: true"),
+    ],
+)
+def test_unusable_datasets_are_refused(
+    tmp_path: Path, rows: list[dict[str, Any]], options: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         load_train_split(save(tmp_path, rows, **options))

@@ -31,9 +31,14 @@ def record_loss_precision(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any
 
     def spy(self: Any, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         device = next(model.parameters()).device
-        seen.append({"device": device.type, "weights": next(model.parameters()).dtype,
-                     "autocast": torch.is_autocast_enabled(device.type),
-                     "autocast_dtype": torch.get_autocast_dtype(device.type)})
+        seen.append(
+            {
+                "device": device.type,
+                "weights": next(model.parameters()).dtype,
+                "autocast": torch.is_autocast_enabled(device.type),
+                "autocast_dtype": torch.get_autocast_dtype(device.type),
+            }
+        )
         loss = compute_loss(self, model, inputs, *args, **kwargs)
         seen[-1]["loss_dtype"] = loss.dtype
         return loss
@@ -43,11 +48,25 @@ def record_loss_precision(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any
 
 
 def test_grpo_trains_in_bf16_mixed_precision_on_the_gpu(
-        gpu: str, tiny_model: ModelConfig, shapes_dataset: Path, tmp_path: Path, token_reward: str,
-        fast_grpo: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu: str,
+    tiny_model: ModelConfig,
+    shapes_dataset: Path,
+    tmp_path: Path,
+    token_reward: str,
+    fast_grpo: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     seen = record_loss_precision(monkeypatch)
-    config = from_dict(GRPOStageConfig, {**fast_grpo, "reward": token_reward, "learning_rate": 1e-2,
-                                         "max_steps": 3, "gradient_checkpointing": True})
+    config = from_dict(
+        GRPOStageConfig,
+        {
+            **fast_grpo,
+            "reward": token_reward,
+            "learning_rate": 1e-2,
+            "max_steps": 3,
+            "gradient_checkpointing": True,
+        },
+    )
     result = train_grpo(config, shapes_dataset, tmp_path / "run", model=tiny_model)
 
     assert result.global_step == 3 and seen
@@ -67,16 +86,23 @@ def test_grpo_trains_in_bf16_mixed_precision_on_the_gpu(
 
 
 def test_checkpoints_resume_and_load_back_onto_the_gpu(
-        gpu: str, tiny_model: ModelConfig, shapes_dataset: Path, tmp_path: Path, token_reward: str,
-        fast_grpo: dict[str, Any]) -> None:
+    gpu: str,
+    tiny_model: ModelConfig,
+    shapes_dataset: Path,
+    tmp_path: Path,
+    token_reward: str,
+    fast_grpo: dict[str, Any],
+) -> None:
     settings = {**fast_grpo, "reward": token_reward, "learning_rate": 1e-2, "save_steps": 2}
     run = tmp_path / "run"
-    first = train_grpo(from_dict(GRPOStageConfig, {**settings, "max_steps": 2}), shapes_dataset, run,
-                       model=tiny_model)
+    first = train_grpo(
+        from_dict(GRPOStageConfig, {**settings, "max_steps": 2}), shapes_dataset, run, model=tiny_model
+    )
     assert first.global_step == 2 and (run / "checkpoint-2" / "optimizer.pt").is_file()
 
-    resumed = train_grpo(from_dict(GRPOStageConfig, {**settings, "max_steps": 4}), shapes_dataset, run,
-                         model=tiny_model)
+    resumed = train_grpo(
+        from_dict(GRPOStageConfig, {**settings, "max_steps": 4}), shapes_dataset, run, model=tiny_model
+    )
     assert (resumed.resumed_from, resumed.global_step) == (run / "checkpoint-2", 4)
     assert sorted(r["step"] for r in read_jsonl(run / "train_log.jsonl") if "loss" in r) == [1, 2, 3, 4]
 
@@ -92,10 +118,13 @@ def test_checkpoints_resume_and_load_back_onto_the_gpu(
     assert not all(torch.equal(base[k], on_cpu[k]) for k in base), "nothing was trained: the check is vacuous"
 
     processor = load_processor(resumed.final_dir, 56 * 56, 112 * 112)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Detect the circle."}]}]
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Detect the circle."}]}
+    ]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    inputs = processor(text=[prompt], images=[Image.new("RGB", (64, 48), (200, 30, 30))],
-                       return_tensors="pt").to(gpu)
+    inputs = processor(
+        text=[prompt], images=[Image.new("RGB", (64, 48), (200, 30, 30))], return_tensors="pt"
+    ).to(gpu)
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert output.shape[1] > inputs["input_ids"].shape[1]

@@ -25,16 +25,24 @@ def series(output_dir: Path, key: str) -> list[float]:
 
 
 def test_grpo_raises_a_reward_the_random_policy_earns_sometimes(
-        tiny_model: ModelConfig, shapes_dataset: Path, tmp_path: Path, token_reward: str) -> None:
-    config = from_dict(GRPOStageConfig, {
-        "reward": token_reward,
-        # A tiny random model needs a far larger step than the authors' 1e-6 for a 2B model.
-        "learning_rate": 5e-2,
-        "max_steps": 20,
-        "num_generations": 8, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
-        "max_completion_length": 8, "gradient_checkpointing": False, "save_steps": 1000,
-        "completions_per_step": 0,
-    })  # beta stays 0.04: the KL term and the reference model are part of what is checked
+    tiny_model: ModelConfig, shapes_dataset: Path, tmp_path: Path, token_reward: str
+) -> None:
+    config = from_dict(
+        GRPOStageConfig,
+        {
+            "reward": token_reward,
+            # A tiny random model needs a far larger step than the authors' 1e-6 for a 2B model.
+            "learning_rate": 5e-2,
+            "max_steps": 20,
+            "num_generations": 8,
+            "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 1,
+            "max_completion_length": 8,
+            "gradient_checkpointing": False,
+            "save_steps": 1000,
+            "completions_per_step": 0,
+        },
+    )  # beta stays 0.04: the KL term and the reference model are part of what is checked
     train_grpo(config, shapes_dataset, tmp_path / "run", model=tiny_model)
 
     rewards = series(tmp_path / "run", "rewards/token_fraction/mean")
@@ -56,14 +64,24 @@ def test_grpo_raises_a_reward_the_random_policy_earns_sometimes(
         assert changed, f"no {prefix}* weight changed"
 
 
-def test_sft_lowers_its_loss_on_its_data(tiny_model: ModelConfig, shapes_dataset: Path, tmp_path: Path) -> None:
-    config = from_dict(SFTStageConfig, {
-        "learning_rate": 3e-3, "warmup_steps": 0, "max_steps": 12, "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 1, "gradient_checkpointing": False, "save_steps": 1000,
-        # Full fine-tuning: on a random tiny model LoRA cannot reach the output layer, and learns
-        # too slowly for a short test (LoRA is trained end to end in test_end_to_end.py).
-        "lora": {"enabled": False},
-    })
+def test_sft_lowers_its_loss_on_its_data(
+    tiny_model: ModelConfig, shapes_dataset: Path, tmp_path: Path
+) -> None:
+    config = from_dict(
+        SFTStageConfig,
+        {
+            "learning_rate": 3e-3,
+            "warmup_steps": 0,
+            "max_steps": 12,
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "gradient_checkpointing": False,
+            "save_steps": 1000,
+            # Full fine-tuning: on a random tiny model LoRA cannot reach the output layer, and learns
+            # too slowly for a short test (LoRA is trained end to end in test_end_to_end.py).
+            "lora": {"enabled": False},
+        },
+    )
     train_sft(config, shapes_dataset, tmp_path / "run", model=tiny_model)
 
     losses = series(tmp_path / "run", "loss")

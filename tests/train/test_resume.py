@@ -59,7 +59,9 @@ def kill_after(process: subprocess.Popen, run: Path, checkpoint: int, timeout: f
     """SIGKILL ``process`` once ``checkpoint-N`` is complete and step N + 1 has begun; its record."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, f"the run ended before it could be killed:\n{process.stderr.read()[-3000:]}"
+        assert process.poll() is None, (
+            f"the run ended before it could be killed:\n{process.stderr.read()[-3000:]}"
+        )
         started = [r for r in read_jsonl(run / "samples.jsonl") if r["step"] == checkpoint + 1]
         if started and is_complete_checkpoint(run / f"checkpoint-{checkpoint}"):
             process.send_signal(signal.SIGKILL)
@@ -71,8 +73,12 @@ def kill_after(process: subprocess.Popen, run: Path, checkpoint: int, timeout: f
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(
-        tiny_model: ModelConfig, shapes_dataset: Path, tmp_path: Path, token_reward: str,
-        fast_grpo: dict[str, Any]) -> None:
+    tiny_model: ModelConfig,
+    shapes_dataset: Path,
+    tmp_path: Path,
+    token_reward: str,
+    fast_grpo: dict[str, Any],
+) -> None:
     settings = {**fast_grpo, "reward": token_reward, "learning_rate": 1e-2, "max_steps": 8, "save_steps": 3}
     config = from_dict(GRPOStageConfig, settings)
     reference = train_grpo(config, shapes_dataset, tmp_path / "reference", model=tiny_model)
@@ -80,8 +86,13 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
 
     run = tmp_path / "run"
     arguments = json.dumps([settings, str(shapes_dataset), str(run), to_dict(tiny_model)])
-    process = subprocess.Popen([sys.executable, "-c", RUNNER, arguments], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, arguments],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     killed_step = kill_after(process, run, checkpoint=6)
     assert process.returncode == -signal.SIGKILL
     assert not (run / "final").exists(), "the run finished before the kill"
@@ -100,31 +111,46 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
     assert learning_rates == by_step(tmp_path / "reference" / "train_log.jsonl", "learning_rate")
 
     def completions(output: Path) -> list[tuple[int, str]]:
-        return [(r["step"], r["completion"]) for r in read_jsonl(output / "completions.jsonl") if r["step"] > 6]
+        return [
+            (r["step"], r["completion"]) for r in read_jsonl(output / "completions.jsonl") if r["step"] > 6
+        ]
 
     assert completions(run) == completions(tmp_path / "reference")
-    expected, actual = load_file(reference.final_dir / "model.safetensors"), load_file(resumed.final_dir /
-                                                                                        "model.safetensors")
+    expected, actual = (
+        load_file(reference.final_dir / "model.safetensors"),
+        load_file(resumed.final_dir / "model.safetensors"),
+    )
     assert expected.keys() == actual.keys()
     assert all(torch.allclose(expected[k], actual[k], atol=1e-6) for k in expected)
     base = load_file(Path(tiny_model.name_or_path) / "model.safetensors")
     assert not all(torch.equal(base[k], actual[k]) for k in base), "nothing was trained: the check is vacuous"
 
 
-def test_sft_lora_resume_matches_an_uninterrupted_run(tiny_model: ModelConfig, shapes_dataset: Path,
-                                                      tmp_path: Path) -> None:
+def test_sft_lora_resume_matches_an_uninterrupted_run(
+    tiny_model: ModelConfig, shapes_dataset: Path, tmp_path: Path
+) -> None:
     """The LoRA adapter, optimizer, scheduler and data order come back from a checkpoint in the
     second epoch (4 rows, one per step): same losses after the resume, same merged weights."""
-    config = from_dict(SFTStageConfig, {"max_steps": 6, "save_steps": 5, "warmup_steps": 0, "learning_rate": 1e-2,
-                                        "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
-                                        "gradient_checkpointing": False})
+    config = from_dict(
+        SFTStageConfig,
+        {
+            "max_steps": 6,
+            "save_steps": 5,
+            "warmup_steps": 0,
+            "learning_rate": 1e-2,
+            "per_device_train_batch_size": 1,
+            "gradient_accumulation_steps": 1,
+            "gradient_checkpointing": False,
+        },
+    )
     reference = train_sft(config, shapes_dataset, tmp_path / "reference", model=tiny_model)
     shutil.copytree(tmp_path / "reference" / "checkpoint-5", tmp_path / "run" / "checkpoint-5")
 
     resumed = train_sft(config, shapes_dataset, tmp_path / "run", model=tiny_model)
     assert (resumed.resumed_from, resumed.global_step) == (tmp_path / "run" / "checkpoint-5", 6)
     assert by_step(tmp_path / "run" / "train_log.jsonl", "loss") == {
-        6: by_step(tmp_path / "reference" / "train_log.jsonl", "loss")[6]}
+        6: by_step(tmp_path / "reference" / "train_log.jsonl", "loss")[6]
+    }
     expected = load_file(reference.final_dir / "model.safetensors")
     actual = load_file(resumed.final_dir / "model.safetensors")
     assert all(torch.allclose(expected[k], actual[k], atol=1e-6) for k in expected)

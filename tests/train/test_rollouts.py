@@ -18,11 +18,26 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.mark.filterwarnings("ignore:`use_transformers_paged` is deprecated:FutureWarning")
-def test_trl_refuses_paged_rollouts_for_a_vision_language_model(tiny_model: ModelConfig, tmp_path: Path) -> None:
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[], num_generations=2,
-                      per_device_train_batch_size=2, max_completion_length=4, use_transformers_paged=True)
+def test_trl_refuses_paged_rollouts_for_a_vision_language_model(
+    tiny_model: ModelConfig, tmp_path: Path
+) -> None:
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_completion_length=4,
+        use_transformers_paged=True,
+    )
     assert args.use_transformers_continuous_batching  # the deprecated name turns on the new switch
     rows = Dataset.from_list([{"prompt": [{"role": "user", "content": "Detect the circle."}]}] * 2)
     with pytest.raises(ValueError, match="does not support multimodal models"):
-        GRPOTrainer(model=tiny_model.load_model(), reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
-                    args=args, train_dataset=rows, processing_class=tiny_model.load_processor())
+        GRPOTrainer(
+            model=tiny_model.load_model(),
+            reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+            args=args,
+            train_dataset=rows,
+            processing_class=tiny_model.load_processor(),
+        )

@@ -61,16 +61,30 @@ def test_rollout_recorder_keeps_trl_names_and_records_rows_and_rewards(tmp_path:
     functions = recorder.wrap(reward_functions_for_trainer("detection"))
     assert [f.__name__ for f in functions] == ["detection_iou", "detection_conf", "detection_format"]
     good = "<think>x</think><answer>[{'Position': [0, 0, 10, 10], 'Confidence': 1.0}]</answer>"
-    columns = {"completions": [[{"role": "assistant", "content": c}] for c in (good, "no", "no", "no")],
-               "solution_boxes": [[[0, 0, 10, 10]]] * 4, "row_index": [5, 5, 2, 2], "image_id": ["a", "a", "b", "b"],
-               "prompts": [None] * 4, "completion_ids": [[1]] * 4, "trainer_state": SimpleNamespace(global_step=6)}
+    columns = {
+        "completions": [[{"role": "assistant", "content": c}] for c in (good, "no", "no", "no")],
+        "solution_boxes": [[[0, 0, 10, 10]]] * 4,
+        "row_index": [5, 5, 2, 2],
+        "image_id": ["a", "a", "b", "b"],
+        "prompts": [None] * 4,
+        "completion_ids": [[1]] * 4,
+        "trainer_state": SimpleNamespace(global_step=6),
+    }
     totals = [sum(values) for values in zip(*(f(**columns) for f in functions))]
     assert totals == [3.0, 0.0, 0.0, 0.0]
-    assert list(read_jsonl(tmp_path / "samples.jsonl")) == [{"step": 7, "rows": [5, 2], "image_ids": ["a", "b"]}]
+    assert list(read_jsonl(tmp_path / "samples.jsonl")) == [
+        {"step": 7, "rows": [5, 2], "image_ids": ["a", "b"]}
+    ]
     completions = list(read_jsonl(tmp_path / "completions.jsonl"))
     assert len(completions) == 3
-    assert completions[0] == {"step": 7, "row": 5, "image_id": "a", "completion": good, "reward": 3.0,
-                              "rewards": {"detection_iou": 1.0, "detection_conf": 1.0, "detection_format": 1.0}}
+    assert completions[0] == {
+        "step": 7,
+        "row": 5,
+        "image_id": "a",
+        "completion": good,
+        "reward": 3.0,
+        "rewards": {"detection_iou": 1.0, "detection_conf": 1.0, "detection_format": 1.0},
+    }
     silent = RolloutRecorder(tmp_path / "other", completions_per_step=3, is_main_process=False)
     silent.wrap(reward_functions_for_trainer("format"))[0](**columns)
     assert not (tmp_path / "other").exists()
@@ -103,12 +117,15 @@ def test_lora_targets_the_language_model_unless_the_vision_tower_is_unfrozen(tin
     assert adapted and all(".language_model." in n and "lora_" in n for n in adapted)
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in adapted} == set(LoraSettings().target_modules)
 
-    with_vision = SFTStageConfig(freeze_vision_tower=False,
-                                 lora=LoraSettings(enabled=True, target_modules=["q_proj", "v_proj", "qkv"]))
+    with_vision = SFTStageConfig(
+        freeze_vision_tower=False, lora=LoraSettings(enabled=True, target_modules=["q_proj", "v_proj", "qkv"])
+    )
     policy, peft_config = load_policy(with_vision, tiny_model, None)
     adapted = trainable(get_peft_model(policy, peft_config))
     assert any(".visual." in n and ".qkv." in n for n in adapted) and any(".q_proj." in n for n in adapted)
 
     no_vision_match = SFTStageConfig(freeze_vision_tower=False)  # Qwen2-VL's vision blocks have no q_proj
-    with pytest.raises(ConfigError, match=r"match no module in model\.visual; e\.g\. Qwen2-VL's vision blocks"):
+    with pytest.raises(
+        ConfigError, match=r"match no module in model\.visual; e\.g\. Qwen2-VL's vision blocks"
+    ):
         load_policy(no_vision_match, tiny_model, None)

@@ -48,8 +48,17 @@ class ClassEntry:
 class ClassificationSource(Source):
     task = "classification"
 
-    def __init__(self, kind: str, name: str, file: Path, root: Path | None, hashed: list[Path],
-                 entries: list[ClassEntry], label_field: str, listing: list[Path] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        file: Path,
+        root: Path | None,
+        hashed: list[Path],
+        entries: list[ClassEntry],
+        label_field: str,
+        listing: list[Path] | None = None,
+    ) -> None:
         super().__init__(kind, name, file, root, hashed)
         if not entries:
             raise EmptySourceError(file, "", "", "no labelled images")
@@ -94,15 +103,21 @@ class LabelMap:
             digits = raw.strip()
             # ASCII digits only ("²".isdigit() is true but int() refuses it), and no 4300-digit numbers.
             if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
-                raise UnknownCategoryError(file, record, field, f"label {raw!r} is not one of the "
-                                           f"{len(self.classes)} classes")
+                raise UnknownCategoryError(
+                    file, record, field, f"label {raw!r} is not one of the {len(self.classes)} classes"
+                )
             raw = int(digits)
         if isinstance(raw, int) and not isinstance(raw, bool):
             i = raw - self.base
             if 0 <= i < len(self.classes):
                 return i
-            raise UnknownCategoryError(file, record, field, f"label {raw} is outside {self.base}.."
-                                       f"{len(self.classes) - 1 + self.base} (label_base {self.base})")
+            raise UnknownCategoryError(
+                file,
+                record,
+                field,
+                f"label {raw} is outside {self.base}.."
+                f"{len(self.classes) - 1 + self.base} (label_base {self.base})",
+            )
         raise InvalidValueError(file, record, field, f"expected a class name or an integer, got {raw!r}")
 
 
@@ -124,7 +139,9 @@ def check_label(label: Any, file: str | Path, record: str, field: str) -> str | 
     if label is None:
         raise InvalidValueError(file, record, field, "empty label")
     if type(label) is not int or abs(label) > 2**63 - 1:
-        raise InvalidValueError(file, record, field, f"expected a class name or an integer index, got {label!r}")
+        raise InvalidValueError(
+            file, record, field, f"expected a class name or an integer index, got {label!r}"
+        )
     return label
 
 
@@ -140,7 +157,9 @@ def load_image_folder(root: Path, *, name: str, kind: str = "image_folder") -> C
             entries.append(ClassEntry(ImageRef(rel, rel, 0, 0, rel), class_dir.name))
             listing.append(image)
     if not entries:
-        raise EmptySourceError(root, "", "", f"no images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-directories")
+        raise EmptySourceError(
+            root, "", "", f"no images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-directories"
+        )
     return ClassificationSource(kind, name, root, root, [], entries, "folder name", listing)
 
 
@@ -149,8 +168,13 @@ def _manifest_rows(file: Path, file_column: str, label_column: str) -> list[tupl
     if file.suffix.lower() == ".json":
         data = read_json(file)
         if not isinstance(data, list):
-            raise InvalidFileError(file, "top level", "", f"expected a JSON list of {{{file_column!r}: ..., "
-                                   f"{label_column!r}: ...}} objects, got {type(data).__name__}")
+            raise InvalidFileError(
+                file,
+                "top level",
+                "",
+                f"expected a JSON list of {{{file_column!r}: ..., "
+                f"{label_column!r}: ...}} objects, got {type(data).__name__}",
+            )
         rows = []
         for i, item in enumerate(data):
             if not isinstance(item, dict):
@@ -166,7 +190,9 @@ def _manifest_rows(file: Path, file_column: str, label_column: str) -> list[tupl
             header = reader.fieldnames or []
             for key in (file_column, label_column):
                 if key not in header:
-                    raise MissingFieldError(file, "header", key, f"missing column (columns: {', '.join(header)})")
+                    raise MissingFieldError(
+                        file, "header", key, f"missing column (columns: {', '.join(header)})"
+                    )
             return [(f"row {reader.line_num}", r[file_column], r[label_column]) for r in reader]
     except FileNotFoundError:
         raise InvalidFileError(file, "", "", "file not found") from None
@@ -174,8 +200,9 @@ def _manifest_rows(file: Path, file_column: str, label_column: str) -> list[tupl
         raise InvalidFileError(file, "", "", f"not a readable CSV file ({exc})") from None
 
 
-def load_manifest(file: Path, images: Path | None, *, name: str, file_column: str,
-                  label_column: str) -> ClassificationSource:
+def load_manifest(
+    file: Path, images: Path | None, *, name: str, file_column: str, label_column: str
+) -> ClassificationSource:
     """A CSV (header row) or JSON list of (file, label); files are relative to ``images``."""
     root = images if images is not None else file.parent
     entries = []
@@ -186,7 +213,9 @@ def load_manifest(file: Path, images: Path | None, *, name: str, file_column: st
         if norm in seen:
             raise DuplicateIdError(file, record, file_column, f"{rel!r} is also {seen[norm]}")
         seen[norm] = record
-        entries.append(ClassEntry(ImageRef(rel, rel, 0, 0, record), check_label(label, file, record, label_column)))
+        entries.append(
+            ClassEntry(ImageRef(rel, rel, 0, 0, record), check_label(label, file, record, label_column))
+        )
     if not entries:
         raise EmptySourceError(file, "", "", "no rows")
     return ClassificationSource("manifest", name, file, root, [file], entries, label_column)
@@ -195,16 +224,28 @@ def load_manifest(file: Path, images: Path | None, *, name: str, file_column: st
 class HFSource(ClassificationSource):
     """A ``datasets`` dataset: images are read from the dataset itself, never from disk paths."""
 
-    def __init__(self, name: str, path: str, split: str, dataset: datasets.Dataset, image_column: str,
-                 label_column: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        split: str,
+        dataset: datasets.Dataset,
+        image_column: str,
+        label_column: str,
+    ) -> None:
         features = dataset.features
         for column in (image_column, label_column):
             if column not in features:
-                raise MissingFieldError(path, f"split {split!r}", column, f"no such column (columns: "
-                                        f"{', '.join(features)})")
+                raise MissingFieldError(
+                    path, f"split {split!r}", column, f"no such column (columns: {', '.join(features)})"
+                )
         if not isinstance(features[image_column], datasets.Image):
-            raise InvalidValueError(path, f"split {split!r}", image_column, f"expected an Image column, got "
-                                    f"{features[image_column]}")
+            raise InvalidValueError(
+                path,
+                f"split {split!r}",
+                image_column,
+                f"expected an Image column, got {features[image_column]}",
+            )
         labels = dataset.data.column(label_column).to_pylist()
         label_feature = features[label_column]
         if isinstance(label_feature, datasets.ClassLabel):
@@ -213,15 +254,24 @@ class HFSource(ClassificationSource):
         self.image_column = image_column
         self.split = split
         self.path = path
-        entries = [ClassEntry(ImageRef(i, f"{split}/{i}", 0, 0, f"split {split!r} row {i}"),
-                              check_label(label, path, f"split {split!r} row {i}", label_column))
-                   for i, label in enumerate(labels)]
+        entries = [
+            ClassEntry(
+                ImageRef(i, f"{split}/{i}", 0, 0, f"split {split!r} row {i}"),
+                check_label(label, path, f"split {split!r} row {i}", label_column),
+            )
+            for i, label in enumerate(labels)
+        ]
         cache_files = [Path(c["filename"]) for c in dataset.cache_files]
         super().__init__("hf", name, Path(path), None, cache_files, entries, label_column)
 
     def source_hashes(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "dataset": self.path, "split": self.split,
-                "files": hash_files(self.hashed_files)}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "dataset": self.path,
+            "split": self.split,
+            "files": hash_files(self.hashed_files),
+        }
 
     def image_path(self, ref: ImageRef) -> str:
         """Not a file: where the image lives inside the dataset (errors and ``load_images: false``)."""
@@ -240,8 +290,12 @@ class HFSource(ClassificationSource):
         try:
             return Path(path).read_bytes()
         except (OSError, TypeError) as exc:
-            raise ImageFileError(self.path, ref.record, self.image_column, f"image stored as path {path!r} "
-                                 f"cannot be read ({exc})") from None
+            raise ImageFileError(
+                self.path,
+                ref.record,
+                self.image_column,
+                f"image stored as path {path!r} cannot be read ({exc})",
+            ) from None
 
 
 def load_hf(path: str, split: str, *, name: str, image_column: str, label_column: str) -> HFSource:
@@ -252,13 +306,15 @@ def load_hf(path: str, split: str, *, name: str, image_column: str, label_column
         else:
             loaded = datasets.load_dataset(path, split=split or None)
     except Exception as exc:  # datasets raises many types (FileNotFoundError, ConnectionError, ...)
-        raise InvalidFileError(path, "", "", f"cannot load as a datasets dataset ({type(exc).__name__}: {exc})") \
-            from None
+        raise InvalidFileError(
+            path, "", "", f"cannot load as a datasets dataset ({type(exc).__name__}: {exc})"
+        ) from None
     if isinstance(loaded, datasets.DatasetDict):
         if not split:
             if len(loaded) != 1:
-                raise MissingFieldError(path, "", "split", f"the dataset has splits {', '.join(loaded)}: set "
-                                        "`split`")
+                raise MissingFieldError(
+                    path, "", "split", f"the dataset has splits {', '.join(loaded)}: set `split`"
+                )
             split = next(iter(loaded))
         if split not in loaded:
             raise MissingFieldError(path, "", "split", f"no split {split!r} (splits: {', '.join(loaded)})")

@@ -94,8 +94,17 @@ class DetectionSource(Source):
     federated = False  # LVIS: absence is only known where listed (neg_category_ids)
     exhaustive_only = False  # LVIS: training positives must be exhaustively annotated
 
-    def __init__(self, kind: str, name: str, file: Path, root: Path, data: dict[str, Any], *,
-                 tolerance: float, show_progress: bool) -> None:
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        file: Path,
+        root: Path,
+        data: dict[str, Any],
+        *,
+        tolerance: float,
+        show_progress: bool,
+    ) -> None:
         super().__init__(kind, name, file, root, [file])
         self.tolerance = tolerance
         self.categories = self._read_categories(data)
@@ -114,11 +123,14 @@ class DetectionSource(Source):
 
     def _list(self, data: dict[str, Any], key: str) -> list[Any]:
         if key not in data:
-            raise MissingFieldError(self.file, "top level", key, "missing (a COCO file has images, annotations "
-                                    "and categories)")
+            raise MissingFieldError(
+                self.file, "top level", key, "missing (a COCO file has images, annotations and categories)"
+            )
         value = data[key]
         if not isinstance(value, list):
-            raise InvalidValueError(self.file, "top level", key, f"expected a list, got {type(value).__name__}")
+            raise InvalidValueError(
+                self.file, "top level", key, f"expected a list, got {type(value).__name__}"
+            )
         if not value:
             raise EmptySourceError(self.file, "top level", key, "is empty: nothing to build a dataset from")
         return value
@@ -138,11 +150,15 @@ class DetectionSource(Source):
             if problem := _id_problem(c["id"], integer_only=True):
                 raise InvalidValueError(self.file, rec, "id", problem)
             if not isinstance(c["name"], str) or not c["name"].strip():
-                raise InvalidValueError(self.file, rec, "name", f"expected a non-empty string, got {c['name']!r}")
+                raise InvalidValueError(
+                    self.file, rec, "name", f"expected a non-empty string, got {c['name']!r}"
+                )
             if problem := ids.duplicate(c["id"], i):
                 raise DuplicateIdError(self.file, rec, "id", problem)
             if c["name"] in names:
-                raise DuplicateIdError(self.file, rec, "name", f"{c['name']!r} is also categories[{names[c['name']]}]")
+                raise DuplicateIdError(
+                    self.file, rec, "name", f"{c['name']!r} is also categories[{names[c['name']]}]"
+                )
             names[c["name"]] = i
             cats[c["id"]] = self._category(c, rec)
         return cats
@@ -174,9 +190,15 @@ class DetectionSource(Source):
                 raise DuplicateIdError(self.file, rec, "id", problem)
             for key in ("width", "height"):
                 if not _is_size(im[key]):
-                    raise InvalidValueError(self.file, rec, key, f"expected a positive integer of at most "
-                                            f"{MAX_IMAGE_SIDE} (pixels), got {im[key]!r}")
-            name = check_relative(self._image_file_name(im, rec), file=self.file, record=rec, field="file_name")
+                    raise InvalidValueError(
+                        self.file,
+                        rec,
+                        key,
+                        f"expected a positive integer of at most {MAX_IMAGE_SIDE} (pixels), got {im[key]!r}",
+                    )
+            name = check_relative(
+                self._image_file_name(im, rec), file=self.file, record=rec, field="file_name"
+            )
             images[image_id] = ImageRef(image_id, name, im["width"], im["height"], rec)
             self._read_image_extra(im, rec)
         return images
@@ -199,22 +221,31 @@ class DetectionSource(Source):
             try:
                 ann_id, image_id, cat_id, bbox = a["id"], a["image_id"], a["category_id"], a["bbox"]
             except KeyError as exc:
-                raise MissingFieldError(self.file, record_name("annotations", i, a.get("id")), exc.args[0],
-                                        "missing") from None
+                raise MissingFieldError(
+                    self.file, record_name("annotations", i, a.get("id")), exc.args[0], "missing"
+                ) from None
             rec = record_name("annotations", i, ann_id if _is_id(ann_id) else None)
-            for key, value, integer_only in (("id", ann_id, False), ("image_id", image_id, False),
-                                             ("category_id", cat_id, True)):
+            for key, value, integer_only in (
+                ("id", ann_id, False),
+                ("image_id", image_id, False),
+                ("category_id", cat_id, True),
+            ):
                 if problem := _id_problem(value, integer_only=integer_only):
                     raise InvalidValueError(self.file, rec, key, problem)
             if problem := ids.duplicate(ann_id, i):
                 raise DuplicateIdError(self.file, rec, "id", problem)
             ref = images.get(image_id)
             if ref is None:
-                raise DanglingReferenceError(self.file, rec, "image_id", f"no image with id {image_id!r} in 'images'"
-                                             + _type_hint(image_id, images))
+                raise DanglingReferenceError(
+                    self.file,
+                    rec,
+                    "image_id",
+                    f"no image with id {image_id!r} in 'images'" + _type_hint(image_id, images),
+                )
             if cat_id not in cats:
-                raise DanglingReferenceError(self.file, rec, "category_id",
-                                             f"no category with id {cat_id!r} in 'categories'")
+                raise DanglingReferenceError(
+                    self.file, rec, "category_id", f"no category with id {cat_id!r} in 'categories'"
+                )
             crowd_flag = a.get("iscrowd", 0)
             if crowd_flag not in (0, 1) or type(crowd_flag) is not int:
                 # "0" is truthy: a string here would silently make every such box a crowd region.
@@ -241,10 +272,17 @@ class DetectionSource(Source):
             x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
             tol = self.tolerance
             with np.errstate(invalid="ignore"):
-                good = (np.isfinite(xywh).all(axis=1) & (x2 > x1) & (y2 > y1) & (x1 >= -tol) & (y1 >= -tol)
-                        & (x2 <= sizes[:, 0] + tol) & (y2 <= sizes[:, 1] + tol)
-                        & (np.minimum(x2, sizes[:, 0]) > np.maximum(x1, 0)) & (np.minimum(y2, sizes[:, 1])
-                                                                               > np.maximum(y1, 0)))
+                good = (
+                    np.isfinite(xywh).all(axis=1)
+                    & (x2 > x1)
+                    & (y2 > y1)
+                    & (x1 >= -tol)
+                    & (y1 >= -tol)
+                    & (x2 <= sizes[:, 0] + tol)
+                    & (y2 <= sizes[:, 1] + tol)
+                    & (np.minimum(x2, sizes[:, 0]) > np.maximum(x1, 0))
+                    & (np.minimum(y2, sizes[:, 1]) > np.maximum(y1, 0))
+                )
             bad = np.flatnonzero(~good)
             if not len(bad):
                 return
@@ -253,12 +291,18 @@ class DetectionSource(Source):
             candidates = range(len(boxes))
         for i in candidates:
             x, y, w, h = boxes[i]
-            problem = (f"expected 4 numbers, got {boxes[i]!r}"
-                       if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in boxes[i])
-                       else box_problem(x, y, x + w, y + h, int(sizes[i, 0]), int(sizes[i, 1]), self.tolerance))
+            problem = (
+                f"expected 4 numbers, got {boxes[i]!r}"
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in boxes[i])
+                else box_problem(x, y, x + w, y + h, int(sizes[i, 0]), int(sizes[i, 1]), self.tolerance)
+            )
             if problem:
-                raise InvalidBoxError(self.file, record_name("annotations", i, anns[i]["id"]), "bbox",
-                                      f"{problem} (COCO bbox [x, y, w, h] = {boxes[i]})")
+                raise InvalidBoxError(
+                    self.file,
+                    record_name("annotations", i, anns[i]["id"]),
+                    "bbox",
+                    f"{problem} (COCO bbox [x, y, w, h] = {boxes[i]})",
+                )
         raise AssertionError("a box failed the vectorised check but passed the exact one")
 
     # -- queries used by the sampler ------------------------------------------------------------
@@ -288,7 +332,9 @@ class DetectionSource(Source):
         for a in self.coco.imgToAnns.get(image_id, ()):
             if a.get("iscrowd", 0):
                 continue
-            x, y, w, h = a["bbox"]  # validated; clipping (inline: this runs for every eval box) only trims tolerance
+            x, y, w, h = a[
+                "bbox"
+            ]  # validated; clipping (inline: this runs for every eval box) only trims tolerance
             box = [max(0.0, x), max(0.0, y), min(width, x + w), min(height, y + h)]
             boxes = out.get(a["category_id"])
             if boxes is None:
@@ -296,8 +342,11 @@ class DetectionSource(Source):
             else:
                 boxes.append(box)
         crowd = self._crowd_pairs
-        return {c: sorted(boxes) if len(boxes) > 1 else boxes for c, boxes in out.items()
-                if not (c in crowd and image_id in crowd[c])}
+        return {
+            c: sorted(boxes) if len(boxes) > 1 else boxes
+            for c, boxes in out.items()
+            if not (c in crowd and image_id in crowd[c])
+        }
 
     def _containing(self, cat_id: Any) -> set[Any]:
         return set(self.coco.catToImgs.get(cat_id, ()))
@@ -323,10 +372,15 @@ class DetectionSource(Source):
         LVIS's ``neg_category_ids`` / ``not_exhaustive_category_ids``, kept): what evaluation scores against."""
         keep_images, keep_cats = set(image_ids), set(cat_ids)
         data = self.coco.dataset
-        return {"images": [im for im in data["images"] if im["id"] in keep_images],
-                "annotations": [a for a in data["annotations"]
-                                if a["image_id"] in keep_images and a["category_id"] in keep_cats],
-                "categories": [c for c in data["categories"] if c["id"] in keep_cats]}
+        return {
+            "images": [im for im in data["images"] if im["id"] in keep_images],
+            "annotations": [
+                a
+                for a in data["annotations"]
+                if a["image_id"] in keep_images and a["category_id"] in keep_cats
+            ],
+            "categories": [c for c in data["categories"] if c["id"] in keep_cats],
+        }
 
     def annotation_pairs(self, cat_ids: set[Any]) -> list[tuple[Any, Any, Any]]:
         """``(annotation id, image id, category id)`` of every usable instance of ``cat_ids``, sorted."""
@@ -342,18 +396,29 @@ class DetectionSource(Source):
 
 def _type_hint(value: Any, known: dict[Any, Any]) -> str:
     """``" (an image has id 1: ...)"`` when ``value`` only differs from an id by its type."""
-    for other in (str(value), int(value) if isinstance(value, str) and value.isascii() and value.isdigit()
-                  and len(value) < 19 else None):
+    for other in (
+        str(value),
+        int(value)
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19
+        else None,
+    ):
         if other is not None and other != value and other in known and type(other) is not type(value):
             return f" (there is an image with id {other!r}: ids must match in type too)"
     return ""
 
 
-def load_coco(annotations: Path, images: Path, *, name: str, tolerance: float, show_progress: bool,
-              kind: str = "coco") -> DetectionSource:
+def load_coco(
+    annotations: Path, images: Path, *, name: str, tolerance: float, show_progress: bool, kind: str = "coco"
+) -> DetectionSource:
     """Read and validate a COCO-format instances JSON whose ``file_name``s are relative to ``images``."""
     data = read_json(annotations, show_progress)
     if not isinstance(data, dict):
-        raise InvalidFileError(annotations, "top level", "", f"expected a JSON object with images, annotations "
-                               f"and categories, got {type(data).__name__}")
-    return DetectionSource(kind, name, annotations, images, data, tolerance=tolerance, show_progress=show_progress)
+        raise InvalidFileError(
+            annotations,
+            "top level",
+            "",
+            f"expected a JSON object with images, annotations and categories, got {type(data).__name__}",
+        )
+    return DetectionSource(
+        kind, name, annotations, images, data, tolerance=tolerance, show_progress=show_progress
+    )

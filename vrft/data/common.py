@@ -46,8 +46,12 @@ def check_relative(name: Any, *, file: str | Path, record: str, field: str) -> s
     if not isinstance(name, str) or not name.strip():
         raise UnsafePathError(file, record, field, f"{name!r} is not a file name")
     if name.startswith(("/", "\\")) or _DRIVE.match(name):
-        raise UnsafePathError(file, record, field, f"{name!r} is an absolute path; expected a path relative "
-                                                   "to the image directory")
+        raise UnsafePathError(
+            file,
+            record,
+            field,
+            f"{name!r} is an absolute path; expected a path relative to the image directory",
+        )
     parts = re.split(r"[\\/]", name)
     if ".." in parts or "\x00" in name:
         raise UnsafePathError(file, record, field, f"{name!r} leaves the image directory")
@@ -88,7 +92,7 @@ def read_json(path: Path, show_progress: bool = False) -> Any:
             view = memoryview(data)
             with tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", leave=False) as bar:
                 done = 0
-                while done < size and (n := f.readinto(view[done:done + 16 * 2**20])):
+                while done < size and (n := f.readinto(view[done : done + 16 * 2**20])):
                     done += n
                     bar.update(n)
             view.release()
@@ -96,19 +100,26 @@ def read_json(path: Path, show_progress: bool = False) -> Any:
             return json.loads(data, object_pairs_hook=_refuse_duplicate_keys)
     except _DuplicateKey as exc:
         shown = ", ".join(exc.keys[:6]) + (", ..." if len(exc.keys) > 6 else "")
-        raise InvalidFileError(path, f"an object with keys {shown}", exc.key, "appears twice in the same object "
-                               "(JSON would silently keep the last value)") from None
+        raise InvalidFileError(
+            path,
+            f"an object with keys {shown}",
+            exc.key,
+            "appears twice in the same object (JSON would silently keep the last value)",
+        ) from None
     except FileNotFoundError:
         raise InvalidFileError(path, "", "", "file not found") from None
     except IsADirectoryError:
         raise InvalidFileError(path, "", "", "is a directory, expected a JSON file") from None
     except json.JSONDecodeError as exc:
-        raise InvalidFileError(path, f"line {exc.lineno} column {exc.colno}", "",
-                               f"not valid JSON ({exc.msg})") from None
+        raise InvalidFileError(
+            path, f"line {exc.lineno} column {exc.colno}", "", f"not valid JSON ({exc.msg})"
+        ) from None
     except UnicodeDecodeError:
         raise InvalidFileError(path, "", "", "not valid JSON (not UTF-8 text)") from None
     except RecursionError:
-        raise InvalidFileError(path, "", "", "not usable JSON (nested deeper than the parser's limit)") from None
+        raise InvalidFileError(
+            path, "", "", "not usable JSON (nested deeper than the parser's limit)"
+        ) from None
     except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int conversion limit)
         raise InvalidFileError(path, "", "", f"not usable JSON ({exc})") from None
 
@@ -212,10 +223,13 @@ class Source(ABC):
             with open(path, "rb") as f:
                 return f.read()
         except FileNotFoundError:
-            raise ImageFileError(self.file, ref.record, "file_name", f"image file {path} does not exist") from None
+            raise ImageFileError(
+                self.file, ref.record, "file_name", f"image file {path} does not exist"
+            ) from None
         except OSError as exc:
-            raise ImageFileError(self.file, ref.record, "file_name",
-                                 f"cannot read image file {path} ({exc.strerror or exc})") from None
+            raise ImageFileError(
+                self.file, ref.record, "file_name", f"cannot read image file {path} ({exc.strerror or exc})"
+            ) from None
 
     def load_image(self, ref: ImageRef, *, load: bool, verify: bool) -> LoadedImage:
         """Bytes (``load``) or the path, checked (``verify``) to decode at the recorded size.
@@ -228,9 +242,12 @@ class Source(ABC):
         data = self.read_image_bytes(ref)
         width, height = _decode_size(data, full=verify, file=self.file, ref=ref, path=self.image_path(ref))
         if not need_size and (width, height) != (ref.width, ref.height):
-            raise ImageFileError(self.file, ref.record, "width/height",
-                                 f"annotations say {ref.width}x{ref.height} but {self.image_path(ref)} is "
-                                 f"{width}x{height}")
+            raise ImageFileError(
+                self.file,
+                ref.record,
+                "width/height",
+                f"annotations say {ref.width}x{ref.height} but {self.image_path(ref)} is {width}x{height}",
+            )
         value = {"bytes": data, "path": None} if load else self.image_path(ref)
         return LoadedImage(value, width, height)
 
@@ -243,7 +260,9 @@ def _decode_size(data: bytes, *, full: bool, file: Path, ref: ImageRef, path: st
                 im.load()
             return im.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageFileError(file, ref.record, "file_name", f"{path} is not a readable image ({exc})") from None
+        raise ImageFileError(
+            file, ref.record, "file_name", f"{path} is not a readable image ({exc})"
+        ) from None
 
 
 def clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> list[float]:
@@ -282,8 +301,10 @@ def box_problem(x1: float, y1: float, x2: float, y2: float, width: int, height: 
     shown = [round(v, 3) for v in coords]
     for over, edge in ((-x1, "left"), (-y1, "top"), (x2 - width, "right"), (y2 - height, "bottom")):
         if over > tol:
-            return (f"box {shown} extends past the {edge} edge of the {width}x{height} image by {over:g} px "
-                    f"(tolerance {tol} px)")
+            return (
+                f"box {shown} extends past the {edge} edge of the {width}x{height} image by {over:g} px "
+                f"(tolerance {tol} px)"
+            )
     cx1, cy1, cx2, cy2 = clip_box(x1, y1, x2, y2, width, height)
     if not (cx2 > cx1 and cy2 > cy1):
         return f"box {shown} lies outside the {width}x{height} image"
@@ -292,5 +313,7 @@ def box_problem(x1: float, y1: float, x2: float, y2: float, width: int, height: 
 
 def list_images(directory: Path) -> list[Path]:
     """Image files directly in ``directory``, sorted by name (never file-system order)."""
-    return sorted((p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                  key=lambda p: p.name)
+    return sorted(
+        (p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+        key=lambda p: p.name,
+    )

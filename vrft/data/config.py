@@ -19,7 +19,9 @@ from typing import Literal
 from vrft.config import ConfigError
 from vrft.data.presets import PRESETS
 
-SourceKind = Literal["coco", "lvis", "lisa", "image_folder", "manifest", "hf", "shapes", "shapes_classification"]
+SourceKind = Literal[
+    "coco", "lvis", "lisa", "image_folder", "manifest", "hf", "shapes", "shapes_classification"
+]
 
 # Which fields each source kind needs; the error says what the field is for.
 _REQUIRED: dict[str, dict[str, str]] = {
@@ -52,14 +54,20 @@ class SourceConfig:
     file_column: str = "file"  # manifest: column with the image path
     label_column: str = "label"  # manifest/hf: column with the class (name or integer index)
     image_column: str = "image"  # hf: column with the image
-    label_base: int = 0  # integer labels: the number that means the first class (1 for Flowers102 .mat labels)
+    label_base: int = (
+        0  # integer labels: the number that means the first class (1 for Flowers102 .mat labels)
+    )
     name: str = ""  # value of the `source` column; default: the kind
     # Synthetic sources only: what to generate.
     n_images: int = 96  # shapes: images; shapes_classification: images per class
     image_size: list[int] = field(default_factory=lambda: [128, 96])
     generator_seed: int = 0
-    label: Literal["shape", "colour"] = "shape"  # shapes_classification: the class is the shape's kind or colour
-    shape_size: list[float] = field(default_factory=lambda: [0.08, 0.22])  # shapes_classification: radius / short side
+    label: Literal["shape", "colour"] = (
+        "shape"  # shapes_classification: the class is the shape's kind or colour
+    )
+    shape_size: list[float] = field(
+        default_factory=lambda: [0.08, 0.22]
+    )  # shapes_classification: radius / short side
 
     def check(self, where: str) -> None:
         """Raise ConfigError if a field the kind needs is missing; ``where`` is ``train``/``eval``."""
@@ -70,24 +78,37 @@ class SourceConfig:
             from vrft.data.shapes import MAX_IMAGES, MAX_SIDE, MIN_SIDE
 
             if not 1 <= self.n_images <= MAX_IMAGES:
-                raise ConfigError(f"{where}.n_images: must be between 1 and {MAX_IMAGES}, got {self.n_images}")
+                raise ConfigError(
+                    f"{where}.n_images: must be between 1 and {MAX_IMAGES}, got {self.n_images}"
+                )
             if len(self.image_size) != 2 or not all(MIN_SIDE <= v <= MAX_SIDE for v in self.image_size):
-                raise ConfigError(f"{where}.image_size: expected [width, height], each between {MIN_SIDE} and "
-                                  f"{MAX_SIDE}, got {self.image_size}")
+                raise ConfigError(
+                    f"{where}.image_size: expected [width, height], each between {MIN_SIDE} and "
+                    f"{MAX_SIDE}, got {self.image_size}"
+                )
             if self.generator_seed < 0:
                 raise ConfigError(f"{where}.generator_seed: must be >= 0, got {self.generator_seed}")
             if len(self.shape_size) != 2 or not 0 < self.shape_size[0] <= self.shape_size[1] <= 0.45:
-                raise ConfigError(f"{where}.shape_size: expected [min, max] radius fractions with "
-                                  f"0 < min <= max <= 0.45, got {self.shape_size}")
+                raise ConfigError(
+                    f"{where}.shape_size: expected [min, max] radius fractions with "
+                    f"0 < min <= max <= 0.45, got {self.shape_size}"
+                )
 
     @property
     def display_name(self) -> str:
         return self.name or self.kind
 
 
-TASK_OF_KIND = {"coco": "detection", "lvis": "detection", "shapes": "detection", "lisa": "grounding",
-                "image_folder": "classification", "manifest": "classification", "hf": "classification",
-                "shapes_classification": "classification"}
+TASK_OF_KIND = {
+    "coco": "detection",
+    "lvis": "detection",
+    "shapes": "detection",
+    "lisa": "grounding",
+    "image_folder": "classification",
+    "manifest": "classification",
+    "hf": "classification",
+    "shapes_classification": "classification",
+}
 
 
 @dataclass
@@ -134,7 +155,9 @@ class DatasetConfig:
         if self.negative_ratio < 0:
             raise ConfigError(f"negative_ratio: must be >= 0, got {self.negative_ratio}")
         if self.eval_max_per_category is not None and self.eval_max_per_category < 1:
-            raise ConfigError(f"eval_max_per_category: must be positive or null, got {self.eval_max_per_category}")
+            raise ConfigError(
+                f"eval_max_per_category: must be positive or null, got {self.eval_max_per_category}"
+            )
         if self.box_tolerance < 0:
             raise ConfigError(f"box_tolerance: must be >= 0, got {self.box_tolerance}")
         if self.seed < 0:
@@ -147,11 +170,15 @@ class DatasetConfig:
                 seen.add(name)
         train_task = TASK_OF_KIND[self.train.kind]
         if self.eval is not None and TASK_OF_KIND[self.eval.kind] != train_task:
-            raise ConfigError(f"eval.kind: {self.eval.kind!r} is a {TASK_OF_KIND[self.eval.kind]} source but "
-                              f"train.kind {self.train.kind!r} is {train_task}")
+            raise ConfigError(
+                f"eval.kind: {self.eval.kind!r} is a {TASK_OF_KIND[self.eval.kind]} source but "
+                f"train.kind {self.train.kind!r} is {train_task}"
+            )
         if self.preset and PRESETS[self.preset].task != train_task:
-            raise ConfigError(f"preset: {self.preset!r} is a {PRESETS[self.preset].task} setting but "
-                              f"train.kind {self.train.kind!r} is a {train_task} source")
+            raise ConfigError(
+                f"preset: {self.preset!r} is a {PRESETS[self.preset].task} setting but "
+                f"train.kind {self.train.kind!r} is a {train_task} source"
+            )
 
     @property
     def task(self) -> str:

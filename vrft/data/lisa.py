@@ -47,7 +47,9 @@ class GroundingItem:
 class GroundingSource(Source):
     task = "grounding"
 
-    def __init__(self, name: str, directory: Path, items: list[GroundingItem], json_files: list[Path]) -> None:
+    def __init__(
+        self, name: str, directory: Path, items: list[GroundingItem], json_files: list[Path]
+    ) -> None:
         super().__init__("lisa", name, directory, directory, json_files)
         self.items = items  # sorted by image id
 
@@ -55,8 +57,9 @@ class GroundingSource(Source):
         return (item.image for item in self.items)
 
 
-def _polygon_box(data: dict[str, Any], file: Path, width: int, height: int, tol: float,
-                 box_from: str = "first_polygon") -> list[float]:
+def _polygon_box(
+    data: dict[str, Any], file: Path, width: int, height: int, tol: float, box_from: str = "first_polygon"
+) -> list[float]:
     if "shapes" not in data:
         raise MissingFieldError(file, "top level", "shapes", "missing")
     shapes = data["shapes"]
@@ -78,13 +81,17 @@ def _polygon_box(data: dict[str, Any], file: Path, width: int, height: int, tol:
         for j, point in enumerate(points):
             # NaN would silently drop out of min()/max(): every coordinate must be a finite number.
             if not isinstance(point, list) or len(point) != 2 or not all(map(is_finite_number, point)):
-                raise InvalidValueError(file, rec, f"points[{j}]", f"expected [x, y] of finite numbers, got {point!r}")
+                raise InvalidValueError(
+                    file, rec, f"points[{j}]", f"expected [x, y] of finite numbers, got {point!r}"
+                )
             xs.append(point[0])
             ys.append(point[1])
         if box_from == "first_polygon":
             break
     if not xs:
-        raise InvalidValueError(file, "top level", "shapes", "no polygon other than 'ignore' ones: nothing to ground")
+        raise InvalidValueError(
+            file, "top level", "shapes", "no polygon other than 'ignore' ones: nothing to ground"
+        )
     x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
     problem = box_problem(x1, y1, x2, y2, width, height, tol)
     if problem:
@@ -98,15 +105,18 @@ def _instructions(data: dict[str, Any], file: Path) -> tuple[str, ...]:
     text = data["text"]
     texts = [text] if isinstance(text, str) else text
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise InvalidValueError(file, "top level", "text", f"expected a string or a list of strings, got {text!r}")
+        raise InvalidValueError(
+            file, "top level", "text", f"expected a string or a list of strings, got {text!r}"
+        )
     texts = [t.strip() for t in texts if t.strip()]
     if not texts:
         raise InvalidValueError(file, "top level", "text", "no non-empty instruction")
     return tuple(dict.fromkeys(texts))  # the same sentence twice would be the same sample twice
 
 
-def load_lisa(directory: Path, *, name: str, tolerance: float, show_progress: bool,
-              box_from: str = "first_polygon") -> GroundingSource:
+def load_lisa(
+    directory: Path, *, name: str, tolerance: float, show_progress: bool, box_from: str = "first_polygon"
+) -> GroundingSource:
     if not directory.is_dir():
         raise InvalidFileError(directory, "", "", "not a directory (expected LISA image + JSON pairs)")
     entries = sorted(p.name for p in directory.iterdir() if p.is_file())
@@ -130,11 +140,14 @@ def load_lisa(directory: Path, *, name: str, tolerance: float, show_progress: bo
             with Image.open(directory / image_name) as im:
                 width, height = im.size
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-            raise ImageFileError(file, ref_record, "image", f"{directory / image_name} is not a readable image "
-                                 f"({exc})") from None
+            raise ImageFileError(
+                file, ref_record, "image", f"{directory / image_name} is not a readable image ({exc})"
+            ) from None
         data = read_json(file)
         if not isinstance(data, dict):
-            raise InvalidFileError(file, "top level", "", f"expected a JSON object, got {type(data).__name__}")
+            raise InvalidFileError(
+                file, "top level", "", f"expected a JSON object, got {type(data).__name__}"
+            )
         texts = _instructions(data, file)
         box = _polygon_box(data, file, width, height, tolerance, box_from)
         items.append(GroundingItem(ImageRef(stem, image_name, width, height, ref_record), texts, box))

@@ -41,12 +41,18 @@ class LvisSource(DetectionSource):
     def _category(self, c: dict[str, Any], rec: str) -> Category:
         for key in ("synonyms", "frequency"):
             if key not in c:
-                raise MissingFieldError(self.file, rec, key, "missing (LVIS categories have synonyms and frequency)")
+                raise MissingFieldError(
+                    self.file, rec, key, "missing (LVIS categories have synonyms and frequency)"
+                )
         if c["frequency"] not in FREQUENCIES:
-            raise InvalidValueError(self.file, rec, "frequency", f"expected one of r, c, f, got {c['frequency']!r}")
+            raise InvalidValueError(
+                self.file, rec, "frequency", f"expected one of r, c, f, got {c['frequency']!r}"
+            )
         synonyms = c["synonyms"]
         if not isinstance(synonyms, list) or not all(isinstance(s, str) for s in synonyms):
-            raise InvalidValueError(self.file, rec, "synonyms", f"expected a list of strings, got {synonyms!r}")
+            raise InvalidValueError(
+                self.file, rec, "synonyms", f"expected a list of strings, got {synonyms!r}"
+            )
         aliases = tuple(dict.fromkeys(s for s in synonyms if s != c["name"]))
         return Category(c["id"], c["name"], aliases, c["frequency"])
 
@@ -54,23 +60,33 @@ class LvisSource(DetectionSource):
         if "file_name" in im:
             return im["file_name"]
         if "coco_url" not in im:
-            raise MissingFieldError(self.file, rec, "coco_url", "missing (LVIS images need coco_url or file_name)")
+            raise MissingFieldError(
+                self.file, rec, "coco_url", "missing (LVIS images need coco_url or file_name)"
+            )
         url = im["coco_url"]
         parts = [p for p in urlparse(url).path.split("/") if p] if isinstance(url, str) else []
         if len(parts) < 2:
-            raise InvalidValueError(self.file, rec, "coco_url", f"expected .../<split>/<file>.jpg, got {url!r}")
+            raise InvalidValueError(
+                self.file, rec, "coco_url", f"expected .../<split>/<file>.jpg, got {url!r}"
+            )
         return "/".join(parts[-2:])
 
     def _read_image_extra(self, im: dict[str, Any], rec: str) -> None:
         for key in ("neg_category_ids", "not_exhaustive_category_ids"):
             if key not in im:
-                raise MissingFieldError(self.file, rec, key, "missing (LVIS images list their federated labels)")
+                raise MissingFieldError(
+                    self.file, rec, key, "missing (LVIS images list their federated labels)"
+                )
             values = im[key]
             if not isinstance(values, list):
-                raise InvalidValueError(self.file, rec, key, f"expected a list of category ids, got {values!r}")
+                raise InvalidValueError(
+                    self.file, rec, key, f"expected a list of category ids, got {values!r}"
+                )
             for cat_id in values:
                 if type(cat_id) is not int:  # also keeps true (== 1) and [1] (unhashable) out of the lookup
-                    raise InvalidValueError(self.file, rec, key, f"expected integer category ids, got {cat_id!r}")
+                    raise InvalidValueError(
+                        self.file, rec, key, f"expected integer category ids, got {cat_id!r}"
+                    )
                 if cat_id not in self.categories:
                     raise DanglingReferenceError(self.file, rec, key, f"no category with id {cat_id!r}")
         for cat_id in im["neg_category_ids"]:
@@ -91,15 +107,37 @@ class LvisSource(DetectionSource):
         return [i for i in self._neg.get(cat_id, ()) if i not in containing and i not in not_exhaustive]
 
     def names_with_frequency(self, frequencies: list[str]) -> list[str]:
-        return [c.name for c in sorted(self.categories.values(), key=lambda c: id_sort_key(c.id))
-                if c.frequency in frequencies]
+        return [
+            c.name
+            for c in sorted(self.categories.values(), key=lambda c: id_sort_key(c.id))
+            if c.frequency in frequencies
+        ]
 
 
-def load_lvis(annotations: Path, images: Path, *, name: str, tolerance: float, show_progress: bool,
-              exhaustive_only: bool) -> LvisSource:
+def load_lvis(
+    annotations: Path,
+    images: Path,
+    *,
+    name: str,
+    tolerance: float,
+    show_progress: bool,
+    exhaustive_only: bool,
+) -> LvisSource:
     data = read_json(annotations, show_progress)
     if not isinstance(data, dict):
-        raise InvalidFileError(annotations, "top level", "", f"expected a JSON object with images, annotations "
-                               f"and categories, got {type(data).__name__}")
-    return LvisSource("lvis", name, annotations, images, data, tolerance=tolerance, show_progress=show_progress,
-                      exhaustive_only=exhaustive_only)
+        raise InvalidFileError(
+            annotations,
+            "top level",
+            "",
+            f"expected a JSON object with images, annotations and categories, got {type(data).__name__}",
+        )
+    return LvisSource(
+        "lvis",
+        name,
+        annotations,
+        images,
+        data,
+        tolerance=tolerance,
+        show_progress=show_progress,
+        exhaustive_only=exhaustive_only,
+    )

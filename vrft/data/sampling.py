@@ -58,8 +58,17 @@ class Selection:
         return {s.source.image_key(s.image) for s in self.samples}
 
 
-def take(candidates: list[Any], n: int, seed: int, keys: tuple[str, ...], *, on_insufficient: str,
-         error: Callable[[int], InsufficientSamplesError], selection: Selection, label: str) -> list[Any]:
+def take(
+    candidates: list[Any],
+    n: int,
+    seed: int,
+    keys: tuple[str, ...],
+    *,
+    on_insufficient: str,
+    error: Callable[[int], InsufficientSamplesError],
+    selection: Selection,
+    label: str,
+) -> list[Any]:
     """``n`` seeded picks from sorted ``candidates``; too few is an error or, with use_all, all of them."""
     if n > len(candidates):
         if on_insufficient == "error":
@@ -70,17 +79,33 @@ def take(candidates: list[Any], n: int, seed: int, keys: tuple[str, ...], *, on_
 
 # -- detection ----------------------------------------------------------------------------------
 
-def _insufficient(src: Source, cat: Category, field_name: str, wanted: str, hint: str) -> Callable[[int], Any]:
+
+def _insufficient(
+    src: Source, cat: Category, field_name: str, wanted: str, hint: str
+) -> Callable[[int], Any]:
     def make(available: int) -> InsufficientSamplesError:
-        return InsufficientSamplesError(src.file, f"category {cat.name!r} (id {cat.id!r})", field_name,
-                                        f"{wanted}, only {available} available{hint}; set on_insufficient: use_all "
-                                        "to take what there is")
+        return InsufficientSamplesError(
+            src.file,
+            f"category {cat.name!r} (id {cat.id!r})",
+            field_name,
+            f"{wanted}, only {available} available{hint}; set on_insufficient: use_all to take what there is",
+        )
+
     return make
 
 
-def detection_train(src: DetectionSource, cats: list[Category], *, mode: str, shots: int | None,
-                    ovd_annotations: int, negative_ratio: float, seed: int, on_insufficient: str,
-                    aliases: dict[str, tuple[str, ...]]) -> Selection:
+def detection_train(
+    src: DetectionSource,
+    cats: list[Category],
+    *,
+    mode: str,
+    shots: int | None,
+    ovd_annotations: int,
+    negative_ratio: float,
+    seed: int,
+    on_insufficient: str,
+    aliases: dict[str, tuple[str, ...]],
+) -> Selection:
     sel = Selection()
     positives: dict[Any, list[Any]] = {}  # category id -> chosen image ids
     if mode == "k_shot":
@@ -88,24 +113,44 @@ def detection_train(src: DetectionSource, cats: list[Category], *, mode: str, sh
         for cat in cats:
             candidates = src.positives(cat.id, for_training=True)
             k = len(candidates) if shots is None else shots
-            positives[cat.id] = take(candidates, k, seed, ("train", cat.name), on_insufficient=on_insufficient,
-                                     error=_insufficient(src, cat, "shots", f"asked for {k} images containing it",
-                                                         hint), selection=sel, label=cat.name)
+            positives[cat.id] = take(
+                candidates,
+                k,
+                seed,
+                ("train", cat.name),
+                on_insufficient=on_insufficient,
+                error=_insufficient(src, cat, "shots", f"asked for {k} images containing it", hint),
+                selection=sel,
+                label=cat.name,
+            )
     else:
         pairs = src.annotation_pairs({c.id for c in cats})
-        picked = take(pairs, ovd_annotations, seed, ("train", "ovd"), on_insufficient=on_insufficient,
-                      error=lambda available: InsufficientSamplesError(
-                          src.file, f"{len(cats)} base categories", "ovd_annotations",
-                          f"asked for {ovd_annotations} annotations, only {available} usable; set "
-                          "on_insufficient: use_all to take them all"), selection=sel, label="ovd_annotations")
+        picked = take(
+            pairs,
+            ovd_annotations,
+            seed,
+            ("train", "ovd"),
+            on_insufficient=on_insufficient,
+            error=lambda available: InsufficientSamplesError(
+                src.file,
+                f"{len(cats)} base categories",
+                "ovd_annotations",
+                f"asked for {ovd_annotations} annotations, only {available} usable; set "
+                "on_insufficient: use_all to take them all",
+            ),
+            selection=sel,
+            label="ovd_annotations",
+        )
         for _, image_id, cat_id in picked:
             positives.setdefault(cat_id, []).append(image_id)
         sel.notes["ovd"] = {"annotations_requested": ovd_annotations, "annotations_sampled": len(picked)}
     for cat in cats:
         chosen = src.sort_ids(set(positives.get(cat.id, ())))
         sel.positives[cat.name] = len(chosen)
-        sel.samples += [Sample(src, src.images[i], cat.name, cat.id, src.instances(i)[cat.id], aliases[cat.name])
-                        for i in chosen]
+        sel.samples += [
+            Sample(src, src.images[i], cat.name, cat.id, src.instances(i)[cat.id], aliases[cat.name])
+            for i in chosen
+        ]
     if mode == "ovd":
         sel.notes["ovd"]["samples"] = len(sel.samples)
     if negative_ratio > 0:
@@ -114,16 +159,33 @@ def detection_train(src: DetectionSource, cats: list[Category], *, mode: str, sh
             if n == 0:
                 continue
             where = "neg_category_ids" if src.federated else "images without it"
-            chosen = take(src.negatives(cat.id), n, seed, ("negatives", cat.name), on_insufficient=on_insufficient,
-                          error=_insufficient(src, cat, "negative_ratio", f"asked for {n} negatives", f" ({where})"),
-                          selection=sel, label=f"{cat.name} (negatives)")
+            chosen = take(
+                src.negatives(cat.id),
+                n,
+                seed,
+                ("negatives", cat.name),
+                on_insufficient=on_insufficient,
+                error=_insufficient(src, cat, "negative_ratio", f"asked for {n} negatives", f" ({where})"),
+                selection=sel,
+                label=f"{cat.name} (negatives)",
+            )
             sel.negatives[cat.name] = len(chosen)
-            sel.samples += [Sample(src, src.images[i], cat.name, cat.id, [], aliases[cat.name]) for i in chosen]
+            sel.samples += [
+                Sample(src, src.images[i], cat.name, cat.id, [], aliases[cat.name]) for i in chosen
+            ]
     return sel
 
 
-def detection_eval(src: DetectionSource, cats: list[Category], *, cap: int | None, seed: int,
-                   excluded: set[Any], aliases: dict[str, tuple[str, ...]], all_images: bool = False) -> Selection:
+def detection_eval(
+    src: DetectionSource,
+    cats: list[Category],
+    *,
+    cap: int | None,
+    seed: int,
+    excluded: set[Any],
+    aliases: dict[str, tuple[str, ...]],
+    all_images: bool = False,
+) -> Selection:
     """Eval rows: every chosen image gets one row per eval category present in it.
 
     Keeping all present categories of a chosen image keeps each image's ground truth complete for
@@ -143,8 +205,9 @@ def detection_eval(src: DetectionSource, cats: list[Category], *, cap: int | Non
         instances = src.instances(image_id)
         for cat_id in sorted(instances.keys() & by_id.keys(), key=order.__getitem__):
             cat = by_id[cat_id]
-            sel.samples.append(Sample(src, src.images[image_id], cat.name, cat.id, instances[cat_id],
-                                      aliases[cat.name]))
+            sel.samples.append(
+                Sample(src, src.images[image_id], cat.name, cat.id, instances[cat_id], aliases[cat.name])
+            )
             sel.positives[cat.name] += 1
     if all_images and not src.federated and cap is None and cats:
         # The authors score COCO on every val image: false positives on images without any
@@ -160,15 +223,29 @@ def detection_eval(src: DetectionSource, cats: list[Category], *, cap: int | Non
             candidates = [i for i in src.negatives(cat.id) if i not in excluded]
             picked = choose(rng_for(seed, "eval-negatives", cat.name), candidates, cap or len(candidates))
             sel.negatives[cat.name] = len(picked)
-            sel.samples += [Sample(src, src.images[i], cat.name, cat.id, [], aliases[cat.name]) for i in picked]
+            sel.samples += [
+                Sample(src, src.images[i], cat.name, cat.id, [], aliases[cat.name]) for i in picked
+            ]
     return sel
 
 
 # -- classification -------------------------------------------------------------------------------
 
-def classification_split(src: ClassificationSource, labels: list[int], classes: list[str], requested: list[int],
-                         *, shots: int | None, seed: int, split: str, on_insufficient: str, excluded: set[Any],
-                         noun: str, aliases: dict[str, tuple[str, ...]]) -> Selection:
+
+def classification_split(
+    src: ClassificationSource,
+    labels: list[int],
+    classes: list[str],
+    requested: list[int],
+    *,
+    shots: int | None,
+    seed: int,
+    split: str,
+    on_insufficient: str,
+    excluded: set[Any],
+    noun: str,
+    aliases: dict[str, tuple[str, ...]],
+) -> Selection:
     """k (train) or at most ``shots`` (eval, a cap) images per requested class.
 
     ``labels[i]`` is the class index of ``src.entries[i]``.
@@ -183,11 +260,22 @@ def classification_split(src: ClassificationSource, labels: list[int], classes: 
         candidates = sorted(by_class[index], key=lambda ref: id_sort_key(ref.id))
         n = len(candidates) if shots is None else shots
         if split == "train":
-            picked = take(candidates, n, seed, (split, name), on_insufficient=on_insufficient,
-                          error=lambda available, name=name, n=n: InsufficientSamplesError(
-                              src.file, f"class {name!r}", "shots", f"asked for {n} images, only {available} "
-                              "available; set on_insufficient: use_all to take what there is"),
-                          selection=sel, label=name)
+            picked = take(
+                candidates,
+                n,
+                seed,
+                (split, name),
+                on_insufficient=on_insufficient,
+                error=lambda available, name=name, n=n: InsufficientSamplesError(
+                    src.file,
+                    f"class {name!r}",
+                    "shots",
+                    f"asked for {n} images, only {available} "
+                    "available; set on_insufficient: use_all to take what there is",
+                ),
+                selection=sel,
+                label=name,
+            )
         else:
             picked = choose(rng_for(seed, split, name), candidates, n)
         sel.positives[name] = len(picked)
@@ -197,20 +285,42 @@ def classification_split(src: ClassificationSource, labels: list[int], classes: 
 
 # -- grounding --------------------------------------------------------------------------------------
 
-def grounding_split(src: GroundingSource, *, shots: int | None, seed: int, split: str, on_insufficient: str,
-                    excluded: set[Any]) -> Selection:
+
+def grounding_split(
+    src: GroundingSource,
+    *,
+    shots: int | None,
+    seed: int,
+    split: str,
+    on_insufficient: str,
+    excluded: set[Any],
+) -> Selection:
     """k images (train) or at most ``shots`` images (eval); every instruction of an image is a sample."""
     sel = Selection()
     items = [item for item in src.items if item.image.id not in excluded]
     n = len(items) if shots is None else shots
     if split == "train":
-        picked = take(items, n, seed, (split, "grounding"), on_insufficient=on_insufficient,
-                      error=lambda available: InsufficientSamplesError(
-                          src.file, "", "shots", f"asked for {n} images, only {available} available; set "
-                          "on_insufficient: use_all to take what there is"), selection=sel, label="images")
+        picked = take(
+            items,
+            n,
+            seed,
+            (split, "grounding"),
+            on_insufficient=on_insufficient,
+            error=lambda available: InsufficientSamplesError(
+                src.file,
+                "",
+                "shots",
+                f"asked for {n} images, only {available} available; set "
+                "on_insufficient: use_all to take what there is",
+            ),
+            selection=sel,
+            label="images",
+        )
     else:
         picked = choose(rng_for(seed, split, "grounding"), items, n)
     for item in picked:
-        sel.samples += [Sample(src, item.image, gt_boxes=[item.box], instruction=text) for text in item.instructions]
+        sel.samples += [
+            Sample(src, item.image, gt_boxes=[item.box], instruction=text) for text in item.instructions
+        ]
     sel.positives["instructions"] = len(sel.samples)
     return sel

@@ -34,8 +34,21 @@ TASKS = ("detection", "classification", "grounding")
 # categories (crowd regions and LVIS's federated lists kept), which evaluation scores against.
 EVAL_GROUND_TRUTH = "eval_ground_truth.json"
 
-COLUMNS = ("image", "image_id", "file_name", "width", "height", "task", "category", "category_id",
-           "gt_boxes", "aliases", "noun", "instruction", "source")
+COLUMNS = (
+    "image",
+    "image_id",
+    "file_name",
+    "width",
+    "height",
+    "task",
+    "category",
+    "category_id",
+    "gt_boxes",
+    "aliases",
+    "noun",
+    "instruction",
+    "source",
+)
 
 
 def features(*, embed_images: bool = True) -> datasets.Features:
@@ -44,21 +57,23 @@ def features(*, embed_images: bool = True) -> datasets.Features:
     ``embed_images=False`` (``load_images: false`` in the config, for benchmarks and dry runs)
     stores the image path as a string instead of the bytes.
     """
-    return datasets.Features({
-        "image": datasets.Image() if embed_images else datasets.Value("string"),
-        "image_id": datasets.Value("string"),
-        "file_name": datasets.Value("string"),
-        "width": datasets.Value("int32"),
-        "height": datasets.Value("int32"),
-        "task": datasets.Value("string"),
-        "category": datasets.Value("string"),
-        "category_id": datasets.Value("int64"),
-        "gt_boxes": datasets.List(datasets.List(datasets.Value("float64"), length=4)),
-        "aliases": datasets.List(datasets.Value("string")),
-        "noun": datasets.Value("string"),
-        "instruction": datasets.Value("string"),
-        "source": datasets.Value("string"),
-    })
+    return datasets.Features(
+        {
+            "image": datasets.Image() if embed_images else datasets.Value("string"),
+            "image_id": datasets.Value("string"),
+            "file_name": datasets.Value("string"),
+            "width": datasets.Value("int32"),
+            "height": datasets.Value("int32"),
+            "task": datasets.Value("string"),
+            "category": datasets.Value("string"),
+            "category_id": datasets.Value("int64"),
+            "gt_boxes": datasets.List(datasets.List(datasets.Value("float64"), length=4)),
+            "aliases": datasets.List(datasets.Value("string")),
+            "noun": datasets.Value("string"),
+            "instruction": datasets.Value("string"),
+            "source": datasets.Value("string"),
+        }
+    )
 
 
 def check_example(row: dict[str, Any]) -> None:

@@ -37,8 +37,16 @@ from vrft.io import atomic_write_text, dumps_deterministic
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "diamond")
 
 # Saturated colours that stand out from the muted backgrounds, and their names (the colour task's classes).
-COLOURS = ((220, 30, 30), (30, 160, 50), (30, 70, 220), (240, 200, 20), (200, 40, 200), (20, 190, 200),
-           (245, 120, 10), (250, 250, 250))
+COLOURS = (
+    (220, 30, 30),
+    (30, 160, 50),
+    (30, 70, 220),
+    (240, 200, 20),
+    (200, 40, 200),
+    (20, 190, 200),
+    (245, 120, 10),
+    (250, 250, 250),
+)
 COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white")
 #: A shape's radius as a fraction of the image's shorter side: the detection sizes (several per image).
 SHAPE_SIZE = (0.08, 0.22)
@@ -75,7 +83,9 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
     return [(cx + d * math.cos(a), cy + d * math.sin(a)) for d, a in points]
 
 
-def _draw_shape(kind: str, cx: float, cy: float, r: float, angle: float, size: tuple[int, int]) -> Image.Image:
+def _draw_shape(
+    kind: str, cx: float, cy: float, r: float, angle: float, size: tuple[int, int]
+) -> Image.Image:
     """The shape's mask; its ``getbbox()`` is the exact box."""
     mask = Image.new("L", size, 0)
     draw = ImageDraw.Draw(mask)
@@ -86,8 +96,13 @@ def _draw_shape(kind: str, cx: float, cy: float, r: float, angle: float, size: t
     return mask
 
 
-def _place(rng: np.random.Generator, kind: str, size: tuple[int, int], taken: list[tuple[int, int, int, int]],
-           shape_size: tuple[float, float] = SHAPE_SIZE) -> tuple[Image.Image, tuple[int, int, int, int]] | None:
+def _place(
+    rng: np.random.Generator,
+    kind: str,
+    size: tuple[int, int],
+    taken: list[tuple[int, int, int, int]],
+    shape_size: tuple[float, float] = SHAPE_SIZE,
+) -> tuple[Image.Image, tuple[int, int, int, int]] | None:
     """A mask for a shape that does not touch the already placed boxes, or None after 30 tries."""
     width, height = size
     short = min(width, height)
@@ -100,8 +115,10 @@ def _place(rng: np.random.Generator, kind: str, size: tuple[int, int], taken: li
         box = mask.getbbox()
         if box is None or box[2] - box[0] < 4 or box[3] - box[1] < 4:
             continue
-        if all(box[2] + 2 <= t[0] or t[2] + 2 <= box[0] or box[3] + 2 <= t[1] or t[3] + 2 <= box[1]
-               for t in taken):
+        if all(
+            box[2] + 2 <= t[0] or t[2] + 2 <= box[0] or box[3] + 2 <= t[1] or t[3] + 2 <= box[1]
+            for t in taken
+        ):
             return mask, box
     return None
 
@@ -134,7 +151,9 @@ def _check_args(n: int, seed: int, image_size: Sequence[int], image_format: str)
         raise ValueError(f"seed must be >= 0, got {seed}")
     width, height = (int(v) for v in image_size)
     if min(width, height) < MIN_SIDE or max(width, height) > MAX_SIDE:
-        raise ValueError(f"image_size {tuple(image_size)}: each side must be between {MIN_SIDE} and {MAX_SIDE}")
+        raise ValueError(
+            f"image_size {tuple(image_size)}: each side must be between {MIN_SIDE} and {MAX_SIDE}"
+        )
     if image_format not in ("png", "jpg"):
         raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
     return width, height
@@ -145,9 +164,17 @@ def _check_shapes(what: str, names: Sequence[str]) -> None:
         raise ValueError(f"{what} must be a non-empty subset of {SHAPES}, got {list(names)}")
 
 
-def generate_shapes_coco(out_dir: str | Path, n_images: int, seed: int, image_size: Sequence[int] = (128, 96), *,
-                         categories: Sequence[str] = SHAPES, max_objects: int = 4, empty_fraction: float = 0.05,
-                         image_format: str = "png") -> Path:
+def generate_shapes_coco(
+    out_dir: str | Path,
+    n_images: int,
+    seed: int,
+    image_size: Sequence[int] = (128, 96),
+    *,
+    categories: Sequence[str] = SHAPES,
+    max_objects: int = 4,
+    empty_fraction: float = 0.05,
+    image_format: str = "png",
+) -> Path:
     """Write ``out_dir/images/*.png`` and ``out_dir/annotations.json`` (COCO format); return the JSON path.
 
     Category ids are 1..len(categories) in the given order; image ids 1..n_images. About
@@ -173,30 +200,51 @@ def generate_shapes_coco(out_dir: str | Path, n_images: int, seed: int, image_si
             canvas.paste(colour, (0, 0), mask)
             taken.append(box)
             x0, y0, x1, y1 = box
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat_index + 1,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(np.count_nonzero(mask)),
-                                "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat_index + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": int(np.count_nonzero(mask)),
+                    "iscrowd": 0,
+                }
+            )
         file_name = f"{image_id:06d}.{image_format}"
         _write(out / "images" / file_name, _encode(canvas, image_format))
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
-    data = {"info": {"description": "vrft synthetic shapes", "seed": seed},
-            "images": images, "annotations": annotations,
-            "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(categories)]}
+    data = {
+        "info": {"description": "vrft synthetic shapes", "seed": seed},
+        "images": images,
+        "annotations": annotations,
+        "categories": [
+            {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(categories)
+        ],
+    }
     return atomic_write_text(out / "annotations.json", dumps_deterministic(data))
 
 
 def _check_shape_size(shape_size: Sequence[float]) -> tuple[float, float]:
     low, high = (float(v) for v in shape_size)
     if not 0 < low <= high <= MAX_SHAPE_SIZE:
-        raise ValueError(f"shape_size {tuple(shape_size)}: need 0 < min <= max <= {MAX_SHAPE_SIZE} "
-                         "(a radius as a fraction of the image's shorter side)")
+        raise ValueError(
+            f"shape_size {tuple(shape_size)}: need 0 < min <= max <= {MAX_SHAPE_SIZE} "
+            "(a radius as a fraction of the image's shorter side)"
+        )
     return low, high
 
 
-def generate_shapes_classification(out_dir: str | Path, n_per_class: int, seed: int,
-                                   image_size: Sequence[int] = (96, 96), *, classes: Sequence[str] | None = None,
-                                   label: str = "shape", shape_size: Sequence[float] = SHAPE_SIZE,
-                                   image_format: str = "png") -> Path:
+def generate_shapes_classification(
+    out_dir: str | Path,
+    n_per_class: int,
+    seed: int,
+    image_size: Sequence[int] = (96, 96),
+    *,
+    classes: Sequence[str] | None = None,
+    label: str = "shape",
+    shape_size: Sequence[float] = SHAPE_SIZE,
+    image_format: str = "png",
+) -> Path:
     """Write ``out_dir/<class>/<class>_0000.png`` with one shape per image; return ``out_dir``.
 
     ``label="shape"``: the class is the shape's kind (``classes`` from :data:`SHAPES`, random

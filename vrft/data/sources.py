@@ -35,8 +35,13 @@ def cache_root() -> Path:
 
 
 def _shapes_params(cfg: SourceConfig) -> dict[str, Any]:
-    params = {"kind": cfg.kind, "n_images": cfg.n_images, "image_size": list(cfg.image_size),
-              "seed": cfg.generator_seed, "version": GENERATOR_VERSION}
+    params = {
+        "kind": cfg.kind,
+        "n_images": cfg.n_images,
+        "image_size": list(cfg.image_size),
+        "seed": cfg.generator_seed,
+        "version": GENERATOR_VERSION,
+    }
     if cfg.kind == "shapes_classification":
         params.update(label=cfg.label, shape_size=[float(v) for v in cfg.shape_size])
     return params
@@ -56,8 +61,11 @@ def input_paths(cfg: SourceConfig, where: str) -> dict[str, Path]:
     """
     if cfg.kind in ("shapes", "shapes_classification"):
         return {f"{where}.path (generated {cfg.kind} files)": _shapes_directory(cfg)}
-    paths = {f"{where}.{key}": Path(getattr(cfg, key)) for key in ("annotations", "images", "path")
-             if getattr(cfg, key)}
+    paths = {
+        f"{where}.{key}": Path(getattr(cfg, key))
+        for key in ("annotations", "images", "path")
+        if getattr(cfg, key)
+    }
     if cfg.kind == "manifest" and not cfg.images:
         paths[f"{where}.images (default: the manifest's directory)"] = Path(cfg.annotations).parent
     if cfg.kind == "hf" and not Path(cfg.path).exists():
@@ -77,14 +85,24 @@ def materialize_shapes(cfg: SourceConfig) -> Path:
         except (OSError, json.JSONDecodeError):
             pass
     elif directory.exists() and any(directory.iterdir()):
-        raise InvalidFileError(directory, "", "", f"exists and is not a generated shapes dataset (no {STAMP}); "
-                               "choose an empty or new `path`")
+        raise InvalidFileError(
+            directory,
+            "",
+            "",
+            f"exists and is not a generated shapes dataset (no {STAMP}); choose an empty or new `path`",
+        )
     with atomic_directory(directory, overwrite=True) as tmp:
         if cfg.kind == "shapes":
             generate_shapes_coco(tmp, cfg.n_images, cfg.generator_seed, cfg.image_size)
         else:
-            generate_shapes_classification(tmp, cfg.n_images, cfg.generator_seed, cfg.image_size,
-                                           label=cfg.label, shape_size=cfg.shape_size)
+            generate_shapes_classification(
+                tmp,
+                cfg.n_images,
+                cfg.generator_seed,
+                cfg.image_size,
+                label=cfg.label,
+                shape_size=cfg.shape_size,
+            )
         atomic_write_text(tmp / STAMP, dumps_deterministic(params))
     return directory
 
@@ -95,24 +113,43 @@ def open_source(cfg: SourceConfig, dataset: DatasetConfig, *, show_progress: boo
     tol = dataset.box_tolerance
     if cfg.kind == "shapes":
         directory = materialize_shapes(cfg)
-        return load_coco(directory / "annotations.json", directory / "images", name=name, tolerance=tol,
-                         show_progress=show_progress, kind="shapes")
+        return load_coco(
+            directory / "annotations.json",
+            directory / "images",
+            name=name,
+            tolerance=tol,
+            show_progress=show_progress,
+            kind="shapes",
+        )
     if cfg.kind == "shapes_classification":
         return load_image_folder(materialize_shapes(cfg), name=name, kind="shapes_classification")
     if cfg.kind == "coco":
-        return load_coco(Path(cfg.annotations), Path(cfg.images), name=name, tolerance=tol,
-                         show_progress=show_progress)
+        return load_coco(
+            Path(cfg.annotations), Path(cfg.images), name=name, tolerance=tol, show_progress=show_progress
+        )
     if cfg.kind == "lvis":
-        return load_lvis(Path(cfg.annotations), Path(cfg.images), name=name, tolerance=tol,
-                         show_progress=show_progress, exhaustive_only=dataset.lvis_exhaustive_only)
+        return load_lvis(
+            Path(cfg.annotations),
+            Path(cfg.images),
+            name=name,
+            tolerance=tol,
+            show_progress=show_progress,
+            exhaustive_only=dataset.lvis_exhaustive_only,
+        )
     if cfg.kind == "lisa":
         return load_lisa(Path(cfg.path), name=name, tolerance=tol, show_progress=show_progress)
     if cfg.kind == "image_folder":
         return load_image_folder(Path(cfg.path), name=name)
     if cfg.kind == "manifest":
-        return load_manifest(Path(cfg.annotations), Path(cfg.images) if cfg.images else None, name=name,
-                             file_column=cfg.file_column, label_column=cfg.label_column)
+        return load_manifest(
+            Path(cfg.annotations),
+            Path(cfg.images) if cfg.images else None,
+            name=name,
+            file_column=cfg.file_column,
+            label_column=cfg.label_column,
+        )
     if cfg.kind == "hf":
-        return load_hf(cfg.path, cfg.split, name=name, image_column=cfg.image_column,
-                       label_column=cfg.label_column)
+        return load_hf(
+            cfg.path, cfg.split, name=name, image_column=cfg.image_column, label_column=cfg.label_column
+        )
     raise AssertionError(f"unhandled source kind {cfg.kind!r}")  # SourceConfig.kind is a checked Literal

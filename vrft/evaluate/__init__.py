@@ -8,21 +8,24 @@ detection (the paper's two-step protocol, three named modes), accuracy for class
 
 from vrft._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "DETECTION_MODES": "vrft.evaluate.config",
-    "DetectionMetrics": "vrft.evaluate.detection",
-    "EvalResult": "vrft.evaluate.run",
-    "EvaluateConfig": "vrft.evaluate.config",
-    "Gate": "vrft.evaluate.gate",
-    "HFGenerator": "vrft.evaluate.inference",
-    "Request": "vrft.evaluate.inference",
-    "answer_boxes": "vrft.evaluate.detection",
-    "coco_metrics": "vrft.evaluate.detection",
-    "evaluate_checkpoint": "vrft.evaluate.run",
-    "load_result": "vrft.evaluate.run",
-    "load_gate": "vrft.evaluate.gate",
-    "lvis_metrics": "vrft.evaluate.detection",
-    "make_generator": "vrft.evaluate.inference",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DETECTION_MODES": "vrft.evaluate.config",
+        "DetectionMetrics": "vrft.evaluate.detection",
+        "EvalResult": "vrft.evaluate.run",
+        "EvaluateConfig": "vrft.evaluate.config",
+        "Gate": "vrft.evaluate.gate",
+        "HFGenerator": "vrft.evaluate.inference",
+        "Request": "vrft.evaluate.inference",
+        "answer_boxes": "vrft.evaluate.detection",
+        "coco_metrics": "vrft.evaluate.detection",
+        "evaluate_checkpoint": "vrft.evaluate.run",
+        "load_result": "vrft.evaluate.run",
+        "load_gate": "vrft.evaluate.gate",
+        "lvis_metrics": "vrft.evaluate.detection",
+        "make_generator": "vrft.evaluate.inference",
+    },
+)
 
 __all__ = __dir__()

@@ -56,10 +56,13 @@ def authors_correct(answer: str | None, class_name: str) -> bool:
     return truth in said or said in truth
 
 
-def evaluate_classification(split: EvalSplit, generator: Generator, convention: BoxConvention,
-                            config: EvaluateConfig) -> TaskOutput:
-    requests = [Request(f"{row['image_id']}|{i}", i, prompt_text(row, convention), row["width"] * row["height"])
-                for i, row in enumerate(split.rows)]
+def evaluate_classification(
+    split: EvalSplit, generator: Generator, convention: BoxConvention, config: EvaluateConfig
+) -> TaskOutput:
+    requests = [
+        Request(f"{row['image_id']}|{i}", i, prompt_text(row, convention), row["width"] * row["height"])
+        for i, row in enumerate(split.rows)
+    ]
     texts = generator.generate(requests, split.load_image, desc="classification")
     predictions, completions = [], []
     per_class: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
@@ -68,14 +71,31 @@ def evaluate_classification(split: EvalSplit, generator: Generator, convention: 
         strict = labels_match(answer, row["category"], row.get("aliases") or [])
         paper = authors_correct(authors_answer(text), row["category"])
         per_class[row["category"]].append((paper, strict))
-        predictions.append({"image_id": row["image_id"], "category": row["category"], "answer": answer,
-                            "correct": paper, "correct_strict": strict})
-        completions.append({"key": req.key, "step": "classification", "image_id": row["image_id"],
-                            "category": row["category"], "prompt": req.prompt, "completion": text})
+        predictions.append(
+            {
+                "image_id": row["image_id"],
+                "category": row["category"],
+                "answer": answer,
+                "correct": paper,
+                "correct_strict": strict,
+            }
+        )
+        completions.append(
+            {
+                "key": req.key,
+                "step": "classification",
+                "image_id": row["image_id"],
+                "category": row["category"],
+                "prompt": req.prompt,
+                "completion": text,
+            }
+        )
     outcomes = [o for values in per_class.values() for o in values]
-    metrics = {"accuracy": sum(p for p, _ in outcomes) / len(outcomes),
-               "accuracy_strict": sum(s for _, s in outcomes) / len(outcomes),
-               "format_rate": format_rate(texts)}
+    metrics = {
+        "accuracy": sum(p for p, _ in outcomes) / len(outcomes),
+        "accuracy_strict": sum(s for _, s in outcomes) / len(outcomes),
+        "format_rate": format_rate(texts),
+    }
     per_category: dict[str, dict[str, float | None]] = {}
     for name in sorted(per_class):
         values = per_class[name]
@@ -84,7 +104,14 @@ def evaluate_classification(split: EvalSplit, generator: Generator, convention: 
         per_category[name] = {"accuracy": accuracy, "accuracy_strict": strict, "count": float(len(values))}
         metrics[f"accuracy/{name}"] = accuracy
         metrics[f"accuracy_strict/{name}"] = strict
-    return TaskOutput(metrics=metrics, per_category=per_category, predictions=predictions, completions=completions,
-                      details={"num_classes": len(per_class),
-                               "protocols": {"accuracy": PAPER_PROTOCOL, "accuracy_strict": STRICT_PROTOCOL}},
-                      num_requests=len(requests))
+    return TaskOutput(
+        metrics=metrics,
+        per_category=per_category,
+        predictions=predictions,
+        completions=completions,
+        details={
+            "num_classes": len(per_class),
+            "protocols": {"accuracy": PAPER_PROTOCOL, "accuracy_strict": STRICT_PROTOCOL},
+        },
+        num_requests=len(requests),
+    )

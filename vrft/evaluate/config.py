@@ -50,7 +50,9 @@ class EvaluateConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     metric: Literal["auto", "coco", "lvis"] = "auto"  # auto: lvis when the dataset's eval source is LVIS
     lvis_max_detections: int = 300  # per image, the LVIS API's official limit
-    category_groups: dict[str, list[str]] = field(default_factory=dict)  # extra mAP/<group>, e.g. OVD novel/base
+    category_groups: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # extra mAP/<group>, e.g. OVD novel/base
     # detection: "official" scores against the dataset's eval_ground_truth.json (the source file cut to the
     # eval images and categories: crowd regions, LVIS not-exhaustive lists kept) where the build wrote one;
     # "rebuilt" against a ground truth rebuilt from the rows (no crowd regions; a documented deviation).
@@ -58,7 +60,9 @@ class EvaluateConfig:
     gate_source: Literal["base_model", "ground_truth"] = "base_model"  # existence_gated: who fills the gate
     system_prompt: Literal["", "r1"] = ""  # "r1": the R1 system turn the authors' LISA evaluation uses
     require_answer_tags: bool = False  # True: a completion without <answer>…</answer> counts as no answer
-    grounding_instructions: Literal["first", "all"] = "first"  # LISA: the authors score the first instruction per image
+    grounding_instructions: Literal["first", "all"] = (
+        "first"  # LISA: the authors score the first instruction per image
+    )
     iou_threshold: float = 0.5  # grounding: a box with IoU >= this counts as correct (Acc@IoU)
     sam_checkpoint: str = ""  # grounding: SAM weights; when set, masks from the predicted box give gIoU
     sam_model_type: str = "vit_h"
@@ -87,8 +91,10 @@ class EvaluateConfig:
         if not 0 < self.iou_threshold <= 1:
             raise ConfigError(f"iou_threshold: must be in (0, 1], got {self.iou_threshold}")
         if self.sam_checkpoint and not self.masks_dir:
-            raise ConfigError("masks_dir: gIoU with sam_checkpoint needs the LISA directory holding the "
-                              "ground-truth polygons (the dataset rows only keep boxes)")
+            raise ConfigError(
+                "masks_dir: gIoU with sam_checkpoint needs the LISA directory holding the "
+                "ground-truth polygons (the dataset rows only keep boxes)"
+            )
         for name, members in self.category_groups.items():
             if not members:
                 raise ConfigError(f"category_groups.{name}: empty group")

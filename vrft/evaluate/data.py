@@ -41,7 +41,9 @@ class EvalSplit:
     def task(self) -> str:
         tasks = {row["task"] for row in self.rows}
         if len(tasks) != 1:
-            raise ValueError(f"{self.dataset_dir}: the eval split mixes tasks {sorted(tasks)}; evaluate one task per run")
+            raise ValueError(
+                f"{self.dataset_dir}: the eval split mixes tasks {sorted(tasks)}; evaluate one task per run"
+            )
         return tasks.pop()
 
     @property
@@ -60,8 +62,10 @@ class EvalSplit:
     def content_sha256(self) -> str:
         """What was evaluated — every kept row's image, category and boxes — as one hash: equal for two
         evaluations exactly when they scored the same questions (whatever the train split was)."""
-        keys = sorted(json.dumps([str(r["image_id"]), r["category"], r["gt_boxes"], r.get("instruction", "")])
-                      for r in self.rows)
+        keys = sorted(
+            json.dumps([str(r["image_id"]), r["category"], r["gt_boxes"], r.get("instruction", "")])
+            for r in self.rows
+        )
         return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
     @property
@@ -84,8 +88,10 @@ def load_eval_split(dataset_dir: str | Path, max_images: int | None = None) -> E
     dataset_dir = Path(dataset_dir)
     dataset = datasets.load_from_disk(str(dataset_dir))
     if not isinstance(dataset, datasets.DatasetDict) or EVAL_SPLIT not in dataset:
-        raise ValueError(f"{dataset_dir}: expected a DatasetDict with an {EVAL_SPLIT!r} split "
-                         "(the output of `vrft dataset build`)")
+        raise ValueError(
+            f"{dataset_dir}: expected a DatasetDict with an {EVAL_SPLIT!r} split "
+            "(the output of `vrft dataset build`)"
+        )
     split = dataset[EVAL_SPLIT]
     manifest_path = dataset_dir / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}

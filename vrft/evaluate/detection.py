@@ -78,7 +78,9 @@ def group_images(rows: Sequence[dict[str, Any]]) -> list[EvalImage]:
         image = images.get(image_id)
         if image is None:
             coco_id = int(image_id) if numeric else len(images) + 1
-            image = EvalImage(image_id, coco_id, index, int(row["width"]), int(row["height"]), row.get("file_name", ""))
+            image = EvalImage(
+                image_id, coco_id, index, int(row["width"]), int(row["height"]), row.get("file_name", "")
+            )
             images[image_id] = image
         if row["gt_boxes"]:
             image.gt.setdefault(row["category"], []).extend([list(map(float, b)) for b in row["gt_boxes"]])
@@ -105,15 +107,21 @@ def experiment_categories(rows: Sequence[dict[str, Any]], manifest: dict[str, An
     return [Category(name, ids[name]) for name in names]
 
 
-def ground_truth_json(images: Sequence[EvalImage], categories: Sequence[Category], *,
-                      federated: bool = False) -> dict[str, Any]:
+def ground_truth_json(
+    images: Sequence[EvalImage], categories: Sequence[Category], *, federated: bool = False
+) -> dict[str, Any]:
     """A COCO instances dict (LVIS when ``federated``: with ``neg_category_ids``) from the eval images."""
     by_name = {c.name: c for c in categories}
     annotations = []
     coco_images = []
     for image in images:
-        entry: dict[str, Any] = {"id": image.coco_id, "width": image.width, "height": image.height,
-                                 "file_name": image.file_name, "vrft_image_id": image.image_id}
+        entry: dict[str, Any] = {
+            "id": image.coco_id,
+            "width": image.width,
+            "height": image.height,
+            "file_name": image.file_name,
+            "vrft_image_id": image.image_id,
+        }
         if federated:
             entry["neg_category_ids"] = sorted(by_name[n].id for n in image.negatives if n in by_name)
             entry["not_exhaustive_category_ids"] = []
@@ -123,9 +131,16 @@ def ground_truth_json(images: Sequence[EvalImage], categories: Sequence[Category
                 continue
             for x1, y1, x2, y2 in boxes:
                 w, h = x2 - x1, y2 - y1
-                annotations.append({"id": len(annotations) + 1, "image_id": image.coco_id,
-                                    "category_id": by_name[name].id, "bbox": [x1, y1, w, h], "area": w * h,
-                                    "iscrowd": 0})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image.coco_id,
+                        "category_id": by_name[name].id,
+                        "bbox": [x1, y1, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
     cats: list[dict[str, Any]] = [{"id": c.id, "name": c.name} for c in categories]
     if federated:
         # LVISEval groups categories by frequency; the rows do not carry it, and vrft reports no
@@ -135,8 +150,9 @@ def ground_truth_json(images: Sequence[EvalImage], categories: Sequence[Category
     return {"images": coco_images, "annotations": annotations, "categories": cats}
 
 
-def answer_boxes(answer: str | None, convention: BoxConvention, width: int,
-                 height: int) -> tuple[list[tuple[list[float], float]], int]:
+def answer_boxes(
+    answer: str | None, convention: BoxConvention, width: int, height: int
+) -> tuple[list[tuple[list[float], float]], int]:
     """A detection answer in the model's convention -> ``([(original-pixel box, score)], invalid count)``.
 
     Boxes that are malformed, or empty once clipped to the image, are counted and dropped (in AP
@@ -171,13 +187,18 @@ def _per_category(precision: np.ndarray, category_ids: Sequence[int]) -> dict[in
         p = precision[:, :, k, 0, -1] if precision.ndim == 5 else precision[:, :, k, 0]
         valid = p[p > -1]
         valid50 = p[0][p[0] > -1]
-        out[int(cat_id)] = {"AP": float(np.mean(valid)) if valid.size else None,
-                            "AP50": float(np.mean(valid50)) if valid50.size else None}
+        out[int(cat_id)] = {
+            "AP": float(np.mean(valid)) if valid.size else None,
+            "AP50": float(np.mean(valid50)) if valid50.size else None,
+        }
     return out
 
 
-def coco_metrics(gt: dict[str, Any] | str | Path, results: list[dict[str, Any]] | str | Path,
-                 category_ids: Sequence[int] | None = None) -> DetectionMetrics:
+def coco_metrics(
+    gt: dict[str, Any] | str | Path,
+    results: list[dict[str, Any]] | str | Path,
+    category_ids: Sequence[int] | None = None,
+) -> DetectionMetrics:
     """COCO bbox AP with pycocotools' ``COCOeval``: ``mAP`` is exactly its ``stats[0]``.
 
     ``gt`` is a COCO instances dict or JSON path, ``results`` a COCO results list or JSON path;
@@ -193,8 +214,11 @@ def coco_metrics(gt: dict[str, Any] | str | Path, results: list[dict[str, Any]] 
             dt_api = gt_api.loadRes(results_data)
         else:  # loadRes cannot take an empty list
             dt_api = COCO()
-            dt_api.dataset = {"images": list(gt_data["images"]), "categories": list(gt_data["categories"]),
-                              "annotations": []}
+            dt_api.dataset = {
+                "images": list(gt_data["images"]),
+                "categories": list(gt_data["categories"]),
+                "annotations": [],
+            }
             dt_api.createIndex()
         evaluator = COCOeval(gt_api, dt_api, "bbox")
         if category_ids is not None:
@@ -204,8 +228,11 @@ def coco_metrics(gt: dict[str, Any] | str | Path, results: list[dict[str, Any]] 
         evaluator.summarize()
     stats = evaluator.stats
     per_category = _per_category(evaluator.eval["precision"], evaluator.params.catIds)
-    return DetectionMetrics(mAP=float(stats[0]) if stats[0] > -1 else None,
-                            AP50=float(stats[1]) if stats[1] > -1 else None, per_category=per_category)
+    return DetectionMetrics(
+        mAP=float(stats[0]) if stats[0] > -1 else None,
+        AP50=float(stats[1]) if stats[1] > -1 else None,
+        per_category=per_category,
+    )
 
 
 @contextlib.contextmanager
@@ -222,8 +249,9 @@ def numpy_float_alias() -> Iterator[None]:
             del np.float  # type: ignore[attr-defined]
 
 
-def lvis_metrics(gt_path: str | Path, results: list[dict[str, Any]] | str | Path,
-                 max_detections: int = 300) -> DetectionMetrics:
+def lvis_metrics(
+    gt_path: str | Path, results: list[dict[str, Any]] | str | Path, max_detections: int = 300
+) -> DetectionMetrics:
     """LVIS (federated) bbox AP with the lvis API, at most ``max_detections`` per image.
 
     ``mAP`` is ``LVISEval.results["AP"]``. Detections of a category that an image neither contains
@@ -241,7 +269,9 @@ def lvis_metrics(gt_path: str | Path, results: list[dict[str, Any]] | str | Path
     if not results_data:
         with_gt = {ann["category_id"] for ann in gt_api.dataset["annotations"]}
         per_category: dict[int, dict[str, float | None]] = {
-            c: ({"AP": 0.0, "AP50": 0.0} if c in with_gt else {"AP": None, "AP50": None}) for c in category_ids}
+            c: ({"AP": 0.0, "AP50": 0.0} if c in with_gt else {"AP": None, "AP50": None})
+            for c in category_ids
+        }
         score = 0.0 if with_gt else None
         return DetectionMetrics(mAP=score, AP50=score, per_category=per_category)
     dt_api = LVISResults(gt_api, results_data, max_dets=max_detections)
@@ -250,20 +280,35 @@ def lvis_metrics(gt_path: str | Path, results: list[dict[str, Any]] | str | Path
     with numpy_float_alias():
         evaluator.run()
     ap, ap50 = evaluator.results["AP"], evaluator.results["AP50"]
-    return DetectionMetrics(mAP=float(ap) if ap > -1 else None, AP50=float(ap50) if ap50 > -1 else None,
-                            per_category=_per_category(evaluator.eval["precision"], evaluator.params.cat_ids))
+    return DetectionMetrics(
+        mAP=float(ap) if ap > -1 else None,
+        AP50=float(ap50) if ap50 > -1 else None,
+        per_category=_per_category(evaluator.eval["precision"], evaluator.params.cat_ids),
+    )
 
 
 def _row_for(image: EvalImage, category: Category) -> dict[str, Any]:
     """The fields :func:`vrft.tasks.prompt_text` reads, for any (image, category) pair."""
-    return {"task": "detection", "image_id": image.image_id, "category": category.name,
-            "width": image.width, "height": image.height, "noun": "", "instruction": ""}
+    return {
+        "task": "detection",
+        "image_id": image.image_id,
+        "category": category.name,
+        "width": image.width,
+        "height": image.height,
+        "noun": "",
+        "instruction": "",
+    }
 
 
 def _pairs(images: Sequence[EvalImage], categories: Sequence[Category], mode: str) -> list[tuple[int, int]]:
     """(image index, category index) pairs asked in step one (gated) or directly for boxes."""
     if mode == "gt_present":
-        return [(i, c) for i, image in enumerate(images) for c, cat in enumerate(categories) if cat.name in image.gt]
+        return [
+            (i, c)
+            for i, image in enumerate(images)
+            for c, cat in enumerate(categories)
+            if cat.name in image.gt
+        ]
     return [(i, c) for i in range(len(images)) for c in range(len(categories))]
 
 
@@ -273,22 +318,26 @@ def _metric_kind(config: EvaluateConfig, split: EvalSplit) -> str:
     return "lvis" if split.eval_source_kind == "lvis" else "coco"
 
 
-def _group_means(per_name: dict[str, dict[str, float | None]], groups: dict[str, list[str]],
-                 known: set[str]) -> dict[str, float]:
+def _group_means(
+    per_name: dict[str, dict[str, float | None]], groups: dict[str, list[str]], known: set[str]
+) -> dict[str, float]:
     out: dict[str, float] = {}
     for group, members in groups.items():
         unknown = [m for m in members if m not in known]
         if unknown:
-            raise ConfigError(f"category_groups.{group}: {', '.join(map(repr, unknown))} not among the eval "
-                              f"categories ({', '.join(sorted(known))})")
+            raise ConfigError(
+                f"category_groups.{group}: {', '.join(map(repr, unknown))} not among the eval "
+                f"categories ({', '.join(sorted(known))})"
+            )
         values = [per_name[m]["AP"] for m in members if m in per_name and per_name[m]["AP"] is not None]
         if values:
             out[f"mAP/{group}"] = float(np.mean(values))
     return out
 
 
-def restrict_ground_truth(official: dict[str, Any], images: Sequence[EvalImage], categories: Sequence[Category],
-                          source: str) -> dict[str, Any]:
+def restrict_ground_truth(
+    official: dict[str, Any], images: Sequence[EvalImage], categories: Sequence[Category], source: str
+) -> dict[str, Any]:
     """The dataset's official-format ground truth (``eval_ground_truth.json``) cut to the evaluated
     images and categories, unchanged otherwise: crowd regions stay (COCOeval ignores detections on
     them), and so do LVIS's ``neg_category_ids`` / ``not_exhaustive_category_ids`` (the lvis API
@@ -300,7 +349,9 @@ def restrict_ground_truth(official: dict[str, Any], images: Sequence[EvalImage],
     for image in images:
         entry = by_id.get(image.image_id)
         if entry is None:
-            raise ValueError(f"{source}: image {image.image_id!r} of the eval split is not in the ground truth file")
+            raise ValueError(
+                f"{source}: image {image.image_id!r} of the eval split is not in the ground truth file"
+            )
         image.coco_id = entry["id"]
         entry = dict(entry)
         for key in ("neg_category_ids", "not_exhaustive_category_ids"):
@@ -308,14 +359,25 @@ def restrict_ground_truth(official: dict[str, Any], images: Sequence[EvalImage],
                 entry[key] = [c for c in entry[key] if c in cat_ids]
         kept.append(entry)
     kept_ids = {entry["id"] for entry in kept}
-    annotations = [a for a in official.get("annotations", []) if a["image_id"] in kept_ids and a["category_id"] in cat_ids]
+    annotations = [
+        a
+        for a in official.get("annotations", [])
+        if a["image_id"] in kept_ids and a["category_id"] in cat_ids
+    ]
     cats = [c for c in official.get("categories", []) if c["id"] in cat_ids]
     return {"images": kept, "annotations": annotations, "categories": cats}
 
 
-def evaluate_detection(split: EvalSplit, generator: Generator, convention: BoxConvention,
-                       config: EvaluateConfig, out_dir: Path, *, gate: Gate | None = None,
-                       gate_label: str = "") -> TaskOutput:
+def evaluate_detection(
+    split: EvalSplit,
+    generator: Generator,
+    convention: BoxConvention,
+    config: EvaluateConfig,
+    out_dir: Path,
+    *,
+    gate: Gate | None = None,
+    gate_label: str = "",
+) -> TaskOutput:
     """Run the protocol over the split, write the GT and results JSONs into ``out_dir``, score them.
 
     ``existence_gated`` uses ``gate`` (shared by every checkpoint on this split); without one it is
@@ -336,7 +398,9 @@ def evaluate_detection(split: EvalSplit, generator: Generator, convention: BoxCo
 
     def request(i: int, c: int, step: str) -> Request:
         image, cat = images[i], categories[c]
-        prompt = prompt_text(_row_for(image, cat), convention, prompt="existence" if step == "existence" else None)
+        prompt = prompt_text(
+            _row_for(image, cat), convention, prompt="existence" if step == "existence" else None
+        )
         return Request(f"{image.image_id}|{cat.name}|{step}", image.row, prompt, image.width * image.height)
 
     completions: list[dict[str, Any]] = []
@@ -348,11 +412,21 @@ def evaluate_detection(split: EvalSplit, generator: Generator, convention: BoxCo
             asked = [request(i, c, "existence") for i, c in pairs]
             answers = generator.generate(asked, split.load_image, desc="existence")
             for (i, c), req, text in zip(pairs, asked, answers, strict=True):
-                completions.append({"key": req.key, "step": "existence", "image_id": images[i].image_id,
-                                    "category": categories[c].name, "prompt": req.prompt, "completion": text})
+                completions.append(
+                    {
+                        "key": req.key,
+                        "step": "existence",
+                        "image_id": images[i].image_id,
+                        "category": categories[c].name,
+                        "prompt": req.prompt,
+                        "completion": text,
+                    }
+                )
                 texts.append(text)
             parsed = [answer_of(t, config.require_answer_tags) for t in answers]
-            gate = answered_gate(keys, parsed, f"base_model:{gate_label}", present, split.manifest_sha256, absent)
+            gate = answered_gate(
+                keys, parsed, f"base_model:{gate_label}", present, split.manifest_sha256, absent
+            )
         gate.check(keys, split.manifest_sha256, "evaluate.gate")
         gate.write(out_dir / GATE_FILE)
         box_pairs = [p for p, key in zip(pairs, keys, strict=True) if gate.open[key]]
@@ -364,17 +438,27 @@ def evaluate_detection(split: EvalSplit, generator: Generator, convention: BoxCo
     answered: dict[tuple[int, int], tuple[list[tuple[list[float], float]], int]] = {}
     for (i, c), req, text in zip(box_pairs, box_requests, box_texts, strict=True):
         image = images[i]
-        boxes, invalid = answer_boxes(answer_of(text, config.require_answer_tags), convention, image.width,
-                                      image.height)
+        boxes, invalid = answer_boxes(
+            answer_of(text, config.require_answer_tags), convention, image.width, image.height
+        )
         answered[(i, c)] = (boxes, invalid)
-        completions.append({"key": req.key, "step": "boxes", "image_id": image.image_id,
-                            "category": categories[c].name, "prompt": req.prompt, "completion": text})
+        completions.append(
+            {
+                "key": req.key,
+                "step": "boxes",
+                "image_id": image.image_id,
+                "category": categories[c].name,
+                "prompt": req.prompt,
+                "completion": text,
+            }
+        )
         texts.append(text)
 
     official_path = split.ground_truth_path
     if official_path is not None and config.ground_truth == "official":
-        gt = restrict_ground_truth(json.loads(official_path.read_text(encoding="utf-8")), images, categories,
-                                   str(official_path))
+        gt = restrict_ground_truth(
+            json.loads(official_path.read_text(encoding="utf-8")), images, categories, str(official_path)
+        )
         gt_origin = "official"
     else:
         gt = ground_truth_json(images, categories, federated=federated)
@@ -386,12 +470,25 @@ def evaluate_detection(split: EvalSplit, generator: Generator, convention: BoxCo
         image, cat = images[i], categories[c]
         boxes, invalid = answered.get((i, c), ([], 0))
         for (x1, y1, x2, y2), score in boxes:
-            results.append({"image_id": image.coco_id, "category_id": cat.id, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                            "score": score})
-        line: dict[str, Any] = {"image_id": image.image_id, "coco_image_id": image.coco_id, "category": cat.name,
-                                "category_id": cat.id, "asked_boxes": (i, c) in answered,
-                                "boxes": [b for b, _ in boxes], "scores": [s for _, s in boxes],
-                                "invalid_boxes": invalid, "gt_boxes": image.gt.get(cat.name, [])}
+            results.append(
+                {
+                    "image_id": image.coco_id,
+                    "category_id": cat.id,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": score,
+                }
+            )
+        line: dict[str, Any] = {
+            "image_id": image.image_id,
+            "coco_image_id": image.coco_id,
+            "category": cat.name,
+            "category_id": cat.id,
+            "asked_boxes": (i, c) in answered,
+            "boxes": [b for b, _ in boxes],
+            "scores": [s for _, s in boxes],
+            "invalid_boxes": invalid,
+            "gt_boxes": image.gt.get(cat.name, []),
+        }
         if gate is not None:
             line["gate_open"] = gate.open[key]
         predictions.append(line)
@@ -418,13 +515,27 @@ def evaluate_detection(split: EvalSplit, generator: Generator, convention: BoxCo
     metrics["format_rate"] = format_rate(texts)
     if gate is not None:
         metrics.update({f"existence/{k}": v for k, v in gate.metrics.items() if k in ("recall", "accuracy")})
-    details = {"mode": mode, "metric": metric, "categories": [c.name for c in categories],
-               "category_ids": {c.name: c.id for c in categories}, "num_pairs": len(pairs),
-               "num_box_requests": len(box_requests), "num_detections": len(results),
-               "gt_file": gt_name, "ground_truth": gt_origin, "results_file": "coco_results.json",
-               "images": len(images)}
+    details = {
+        "mode": mode,
+        "metric": metric,
+        "categories": [c.name for c in categories],
+        "category_ids": {c.name: c.id for c in categories},
+        "num_pairs": len(pairs),
+        "num_box_requests": len(box_requests),
+        "num_detections": len(results),
+        "gt_file": gt_name,
+        "ground_truth": gt_origin,
+        "results_file": "coco_results.json",
+        "images": len(images),
+    }
     if gate is not None:
         details["gate"] = {"source": gate.source, "file": GATE_FILE, **gate.metrics}
-    return TaskOutput(metrics=metrics, per_category=per_name, predictions=predictions, completions=completions,
-                      details=details, files={"coco_results.json": results},
-                      num_requests=len(texts))
+    return TaskOutput(
+        metrics=metrics,
+        per_category=per_name,
+        predictions=predictions,
+        completions=completions,
+        details=details,
+        files={"coco_results.json": results},
+        num_requests=len(texts),
+    )

@@ -35,14 +35,27 @@ class Gate:
     manifest_sha256: str
     open: dict[tuple[str, str], bool]
     metrics: dict[str, float]
-    answers: dict[tuple[str, str], str | None] | None = None  # the base model's parsed yes/no, when it decided
+    answers: dict[tuple[str, str], str | None] | None = (
+        None  # the base model's parsed yes/no, when it decided
+    )
 
     def to_json(self) -> dict[str, Any]:
-        pairs = [{"image_id": i, "category": c, "open": o,
-                  **({"answer": self.answers.get((i, c))} if self.answers is not None else {})}
-                 for (i, c), o in sorted(self.open.items())]
-        return {"format": GATE_FORMAT, "source": self.source, "manifest_sha256": self.manifest_sha256,
-                "metrics": self.metrics, "pairs": pairs}
+        pairs = [
+            {
+                "image_id": i,
+                "category": c,
+                "open": o,
+                **({"answer": self.answers.get((i, c))} if self.answers is not None else {}),
+            }
+            for (i, c), o in sorted(self.open.items())
+        ]
+        return {
+            "format": GATE_FORMAT,
+            "source": self.source,
+            "manifest_sha256": self.manifest_sha256,
+            "metrics": self.metrics,
+            "pairs": pairs,
+        }
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), allow_nan=False), encoding="utf-8")
@@ -50,12 +63,16 @@ class Gate:
     def check(self, pairs: Sequence[tuple[str, str]], manifest_sha256: str, where: str) -> None:
         """The gate must be for this eval split and cover every pair asked."""
         if self.manifest_sha256 and manifest_sha256 and self.manifest_sha256 != manifest_sha256:
-            raise ConfigError(f"{where}: the gate was computed on another dataset (manifest "
-                              f"{self.manifest_sha256[:12]} != {manifest_sha256[:12]})")
+            raise ConfigError(
+                f"{where}: the gate was computed on another dataset (manifest "
+                f"{self.manifest_sha256[:12]} != {manifest_sha256[:12]})"
+            )
         missing = [p for p in pairs if p not in self.open]
         if missing:
-            raise ConfigError(f"{where}: the gate has no decision for {len(missing)} pair(s), e.g. image "
-                              f"{missing[0][0]!r} category {missing[0][1]!r} (computed with another image cap?)")
+            raise ConfigError(
+                f"{where}: the gate has no decision for {len(missing)} pair(s), e.g. image "
+                f"{missing[0][0]!r} category {missing[0][1]!r} (computed with another image cap?)"
+            )
 
 
 def load_gate(path: str | Path) -> Gate:
@@ -79,20 +96,29 @@ def load_gate(path: str | Path) -> Gate:
             raise ConfigError(f"{path}: pairs[{n}]: expected image_id, category and open") from None
         if "answer" in pair:
             answers[key] = pair["answer"]
-    return Gate(str(data.get("source", "")), str(data.get("manifest_sha256", "")), open_,
-                {k: float(v) for k, v in (data.get("metrics") or {}).items()}, answers or None)
+    return Gate(
+        str(data.get("source", "")),
+        str(data.get("manifest_sha256", "")),
+        open_,
+        {k: float(v) for k, v in (data.get("metrics") or {}).items()},
+        answers or None,
+    )
 
 
-def gate_metrics(open_: dict[tuple[str, str], bool], present: set[tuple[str, str]],
-                 known_absent: set[tuple[str, str]] | None = None) -> dict[str, float]:
+def gate_metrics(
+    open_: dict[tuple[str, str], bool],
+    present: set[tuple[str, str]],
+    known_absent: set[tuple[str, str]] | None = None,
+) -> dict[str, float]:
     """Recall (annotated pairs let through) and accuracy over pairs whose presence is known.
 
     ``known_absent`` (federated datasets such as LVIS) limits the negatives to verified-absent
     pairs; ``None`` means every pair not in ``present`` is absent (COCO).
     """
     recall = [open_[p] for p in open_ if p in present]
-    accuracy = [open_[p] == (p in present) for p in open_
-                if p in present or known_absent is None or p in known_absent]
+    accuracy = [
+        open_[p] == (p in present) for p in open_ if p in present or known_absent is None or p in known_absent
+    ]
     out = {"pairs": float(len(open_)), "open": float(sum(open_.values()))}
     if recall:
         out["recall"] = float(np.mean(recall))
@@ -101,15 +127,26 @@ def gate_metrics(open_: dict[tuple[str, str], bool], present: set[tuple[str, str
     return out
 
 
-def ground_truth_gate(pairs: Sequence[tuple[str, str]], present: set[tuple[str, str]], manifest_sha256: str,
-                      known_absent: set[tuple[str, str]] | None = None) -> Gate:
+def ground_truth_gate(
+    pairs: Sequence[tuple[str, str]],
+    present: set[tuple[str, str]],
+    manifest_sha256: str,
+    known_absent: set[tuple[str, str]] | None = None,
+) -> Gate:
     open_ = {p: p in present for p in pairs}
     return Gate("ground_truth", manifest_sha256, open_, gate_metrics(open_, present, known_absent))
 
 
-def answered_gate(pairs: Sequence[tuple[str, str]], answers: Sequence[str | None], source: str,
-                  present: set[tuple[str, str]], manifest_sha256: str,
-                  known_absent: set[tuple[str, str]] | None = None) -> Gate:
+def answered_gate(
+    pairs: Sequence[tuple[str, str]],
+    answers: Sequence[str | None],
+    source: str,
+    present: set[tuple[str, str]],
+    manifest_sha256: str,
+    known_absent: set[tuple[str, str]] | None = None,
+) -> Gate:
     """A gate from a model's yes/no answers: open only on an explicit yes (unreadable is not yes)."""
     open_ = {p: parse_yes_no(a) is True for p, a in zip(pairs, answers, strict=True)}
-    return Gate(source, manifest_sha256, open_, gate_metrics(open_, present, known_absent), dict(zip(pairs, answers)))
+    return Gate(
+        source, manifest_sha256, open_, gate_metrics(open_, present, known_absent), dict(zip(pairs, answers))
+    )

@@ -76,9 +76,11 @@ def mask_iou(predicted: np.ndarray, target: np.ndarray, ignore: np.ndarray | Non
 def sam_predictor(checkpoint: str, model_type: str, device: str) -> MaskPredictor:
     """A box-prompted SAM mask predictor; raises a clear error when SAM cannot be used."""
     if importlib.util.find_spec("segment_anything") is None:
-        raise ConfigError("sam_checkpoint is set but the segment_anything package is not installed "
-                          "(pip install git+https://github.com/facebookresearch/segment-anything); "
-                          "unset sam_checkpoint to report box mIoU only")
+        raise ConfigError(
+            "sam_checkpoint is set but the segment_anything package is not installed "
+            "(pip install git+https://github.com/facebookresearch/segment-anything); "
+            "unset sam_checkpoint to report box mIoU only"
+        )
     if not Path(checkpoint).is_file():
         raise ConfigError(f"sam_checkpoint: {checkpoint} is not a file")
     from segment_anything import SamPredictor, sam_model_registry
@@ -104,8 +106,13 @@ def _lisa_annotation(masks_dir: Path, file_name: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def evaluate_grounding(split: EvalSplit, generator: Generator, convention: BoxConvention,
-                       config: EvaluateConfig, mask_predictor: MaskPredictor | None = None) -> TaskOutput:
+def evaluate_grounding(
+    split: EvalSplit,
+    generator: Generator,
+    convention: BoxConvention,
+    config: EvaluateConfig,
+    mask_predictor: MaskPredictor | None = None,
+) -> TaskOutput:
     """Box mIoU over the split; mask gIoU as well when ``mask_predictor`` is given.
 
     ``grounding_instructions: first`` (the authors' protocol) scores one row per image: the first
@@ -118,8 +125,10 @@ def evaluate_grounding(split: EvalSplit, generator: Generator, convention: BoxCo
             first.setdefault(row["image_id"], i)
         indices = sorted(first.values())
     rows = [split.rows[i] for i in indices]
-    requests = [Request(f"{row['image_id']}|{i}", i, prompt_text(row, convention), row["width"] * row["height"])
-                for i, row in zip(indices, rows, strict=True)]
+    requests = [
+        Request(f"{row['image_id']}|{i}", i, prompt_text(row, convention), row["width"] * row["height"])
+        for i, row in zip(indices, rows, strict=True)
+    ]
     texts = generator.generate(requests, split.load_image, desc="grounding")
     predictions, completions, ious, mask_ious = [], [], [], []
     for i, row, req, text in zip(indices, rows, requests, texts, strict=True):
@@ -129,23 +138,47 @@ def evaluate_grounding(split: EvalSplit, generator: Generator, convention: BoxCo
         gt_box = list(row["gt_boxes"][0])
         iou = box_iou(box, gt_box) if box is not None else 0.0
         ious.append(iou)
-        line: dict[str, Any] = {"image_id": row["image_id"], "instruction": row["instruction"], "box": box,
-                                "gt_box": gt_box, "iou": iou}
+        line: dict[str, Any] = {
+            "image_id": row["image_id"],
+            "instruction": row["instruction"],
+            "box": box,
+            "gt_box": gt_box,
+            "iou": iou,
+        }
         if mask_predictor is not None:
-            target, ignore = polygon_masks(_lisa_annotation(Path(config.masks_dir), row["file_name"]), width, height)
-            predicted = (mask_predictor(split.load_image(i), box) if box is not None
-                         else np.zeros_like(target))
+            target, ignore = polygon_masks(
+                _lisa_annotation(Path(config.masks_dir), row["file_name"]), width, height
+            )
+            predicted = mask_predictor(split.load_image(i), box) if box is not None else np.zeros_like(target)
             line["mask_iou"] = mask_iou(predicted, target, ignore)
             mask_ious.append(line["mask_iou"])
         predictions.append(line)
-        completions.append({"key": req.key, "step": "grounding", "image_id": row["image_id"], "prompt": req.prompt,
-                            "completion": text})
-    metrics = {"mIoU": float(np.mean(ious)),
-               "box_accuracy": float(np.mean([iou >= config.iou_threshold for iou in ious])),
-               "format_rate": format_rate(texts)}
+        completions.append(
+            {
+                "key": req.key,
+                "step": "grounding",
+                "image_id": row["image_id"],
+                "prompt": req.prompt,
+                "completion": text,
+            }
+        )
+    metrics = {
+        "mIoU": float(np.mean(ious)),
+        "box_accuracy": float(np.mean([iou >= config.iou_threshold for iou in ious])),
+        "format_rate": format_rate(texts),
+    }
     if mask_predictor is not None:
         metrics["gIoU"] = float(np.mean(mask_ious))
-    return TaskOutput(metrics=metrics, per_category={}, predictions=predictions, completions=completions,
-                      details={"iou_threshold": config.iou_threshold, "masks": mask_predictor is not None,
-                               "instructions": config.grounding_instructions, "rows_scored": len(rows)},
-                      num_requests=len(requests))
+    return TaskOutput(
+        metrics=metrics,
+        per_category={},
+        predictions=predictions,
+        completions=completions,
+        details={
+            "iou_threshold": config.iou_threshold,
+            "masks": mask_predictor is not None,
+            "instructions": config.grounding_instructions,
+            "rows_scored": len(rows),
+        },
+        num_requests=len(requests),
+    )

@@ -94,18 +94,23 @@ class HFGenerator:
             # Explicit: Qwen2-VL-Instruct's generation_config samples (top_k=1) by default.
             self.generation_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
-            self.generation_kwargs.update(do_sample=True, temperature=config.temperature, top_p=config.top_p,
-                                          top_k=None)
+            self.generation_kwargs.update(
+                do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=None
+            )
         if config.repetition_penalty is not None:
             self.generation_kwargs["repetition_penalty"] = config.repetition_penalty
 
     @torch.inference_mode()
     def _generate_batch(self, images: list[Image.Image], prompts: list[str]) -> list[str]:
         system = SYSTEM_PROMPTS[self.config.system_prompt]
-        inputs = self.processor(text=[chat_prompt(self.processor, p, system) for p in prompts], images=images,
-                                padding=True, return_tensors="pt").to(self.model.device)
+        inputs = self.processor(
+            text=[chat_prompt(self.processor, p, system) for p in prompts],
+            images=images,
+            padding=True,
+            return_tensors="pt",
+        ).to(self.model.device)
         output = self.model.generate(**inputs, **self.generation_kwargs)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)
 
     def generate(self, requests: Sequence[Request], load_image: ImageLoader, desc: str = "") -> list[str]:
@@ -114,7 +119,7 @@ class HFGenerator:
         order = batch_order(requests, self.config.sort_by_size)
         size = self.config.batch_size
         results: list[str] = [""] * len(requests)
-        batches = [order[i:i + size] for i in range(0, len(order), size)]
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
         for batch in tqdm(batches, desc=desc or "generating", unit="batch", disable=not self.config.progress):
             images = [load_image(requests[i].row).convert("RGB") for i in batch]
             texts = self._generate_batch(images, [requests[i].prompt for i in batch])
@@ -138,7 +143,10 @@ class VLLMGenerator:
             dtype=model_config.dtype,
             seed=config.seed,
             limit_mm_per_prompt={"image": 1},
-            mm_processor_kwargs={"min_pixels": model_config.min_pixels, "max_pixels": model_config.max_pixels},
+            mm_processor_kwargs={
+                "min_pixels": model_config.min_pixels,
+                "max_pixels": model_config.max_pixels,
+            },
             gpu_memory_utilization=config.vllm_gpu_memory_utilization,
             trust_remote_code=model_config.trust_remote_code,
         )
@@ -152,11 +160,18 @@ class VLLMGenerator:
 
     def generate(self, requests: Sequence[Request], load_image: ImageLoader, desc: str = "") -> list[str]:
         results: list[str] = []
-        chunks = [requests[i:i + self.CHUNK] for i in range(0, len(requests), self.CHUNK)]
-        for chunk in tqdm(chunks, desc=desc or "generating (vLLM)", unit="chunk", disable=not self.config.progress):
+        chunks = [requests[i : i + self.CHUNK] for i in range(0, len(requests), self.CHUNK)]
+        for chunk in tqdm(
+            chunks, desc=desc or "generating (vLLM)", unit="chunk", disable=not self.config.progress
+        ):
             system = SYSTEM_PROMPTS[self.config.system_prompt]
-            inputs = [{"prompt": chat_prompt(self.processor, r.prompt, system),
-                       "multi_modal_data": {"image": load_image(r.row).convert("RGB")}} for r in chunk]
+            inputs = [
+                {
+                    "prompt": chat_prompt(self.processor, r.prompt, system),
+                    "multi_modal_data": {"image": load_image(r.row).convert("RGB")},
+                }
+                for r in chunk
+            ]
             outputs = self.llm.generate(inputs, self.params, use_tqdm=False)
             results.extend(o.outputs[0].text for o in outputs)
         return results
@@ -171,12 +186,16 @@ def resolve_backend(backend: str) -> str:
     if backend == "auto":
         return "vllm" if vllm_available() else "hf"
     if backend == "vllm" and not vllm_available():
-        raise ConfigError("evaluate.backend: 'vllm' needs the vllm package, which is not installed "
-                          "(install it on the GPU machine, or use backend: hf / auto)")
+        raise ConfigError(
+            "evaluate.backend: 'vllm' needs the vllm package, which is not installed "
+            "(install it on the GPU machine, or use backend: hf / auto)"
+        )
     return backend
 
 
-def make_generator(config: EvaluateConfig, model_config: ModelConfig, processor: Any) -> tuple[Generator, str]:
+def make_generator(
+    config: EvaluateConfig, model_config: ModelConfig, processor: Any
+) -> tuple[Generator, str]:
     """The generator for ``config.backend`` and the backend's resolved name."""
     backend = resolve_backend(config.backend)
     if backend == "vllm":

@@ -67,9 +67,17 @@ def _jsonl(records: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
 
 
-def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_dir: str | Path, *,
-                        model: ModelConfig, label: str = "rft", overwrite: bool = False,
-                        gate: str | Path | Gate | None = None, context: dict[str, str] | None = None) -> EvalResult:
+def evaluate_checkpoint(
+    config: EvaluateConfig,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    model: ModelConfig,
+    label: str = "rft",
+    overwrite: bool = False,
+    gate: str | Path | Gate | None = None,
+    context: dict[str, str] | None = None,
+) -> EvalResult:
     """Evaluate checkpoint ``model`` on the eval split of ``dataset_dir`` into ``output_dir``.
 
     ``label`` names the checkpoint in the outputs (``base``, ``sft``, ``rft``). An existing
@@ -85,8 +93,12 @@ def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_
     ``metrics.json`` so the report can place the result without asking MLflow.
     """
     output_dir = Path(output_dir)
-    checkpoint = Path(model.name_or_path) if model.name_or_path and Path(model.name_or_path).exists() else None
-    check_output_apart(output_dir, {"dataset": dataset_dir, "checkpoint": checkpoint})  # overwrite would delete it
+    checkpoint = (
+        Path(model.name_or_path) if model.name_or_path and Path(model.name_or_path).exists() else None
+    )
+    check_output_apart(
+        output_dir, {"dataset": dataset_dir, "checkpoint": checkpoint}
+    )  # overwrite would delete it
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir}: already exists (remove it, or pass overwrite)")
     split = load_eval_split(dataset_dir, config.max_eval_images)
@@ -98,9 +110,11 @@ def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_
         elif gate is not None:
             shared_gate = load_gate(gate)
         elif config.gate_source == "base_model" and label != "base":
-            raise ConfigError(f"evaluate: existence_gated detection of the {label!r} checkpoint needs the base "
-                              "model's gate (gate.json of the base evaluation; `vrft evaluate --gate DIR`): "
-                              "a checkpoint must not gate itself")
+            raise ConfigError(
+                f"evaluate: existence_gated detection of the {label!r} checkpoint needs the base "
+                "model's gate (gate.json of the base evaluation; `vrft evaluate --gate DIR`): "
+                "a checkpoint must not gate itself"
+            )
     mask_predictor: MaskPredictor | None = None
     if task == "grounding" and config.sam_checkpoint:  # fail before the long part, not after
         mask_predictor = sam_predictor(config.sam_checkpoint, config.sam_model_type, config.device)
@@ -112,8 +126,9 @@ def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_
         start = time.perf_counter()
         output: TaskOutput
         if task == "detection":
-            output = evaluate_detection(split, generator, convention, config, tmp, gate=shared_gate,
-                                        gate_label=model.name_or_path)
+            output = evaluate_detection(
+                split, generator, convention, config, tmp, gate=shared_gate, gate_label=model.name_or_path
+            )
         elif task == "classification":
             output = evaluate_classification(split, generator, convention, config)
         else:
@@ -125,18 +140,30 @@ def evaluate_checkpoint(config: EvaluateConfig, dataset_dir: str | Path, output_
             "label": label,
             "task": task,
             "backend": backend,
-            "model": {"name_or_path": model.name_or_path, "family": model.resolved_family(),
-                      "convention": convention.kind, "min_pixels": model.min_pixels,
-                      "max_pixels": model.max_pixels},
+            "model": {
+                "name_or_path": model.name_or_path,
+                "family": model.resolved_family(),
+                "convention": convention.kind,
+                "min_pixels": model.min_pixels,
+                "max_pixels": model.max_pixels,
+            },
             "context": {k: str(v) for k, v in (context or {}).items()},
-            "dataset": {"dir": str(Path(dataset_dir)), "manifest_sha256": split.manifest_sha256,
-                        "eval_split_sha256": split.content_sha256,
-                        "eval_rows": len(split.rows), "eval_rows_total": split.total_rows, "images": num_images},
+            "dataset": {
+                "dir": str(Path(dataset_dir)),
+                "manifest_sha256": split.manifest_sha256,
+                "eval_split_sha256": split.content_sha256,
+                "eval_rows": len(split.rows),
+                "eval_rows_total": split.total_rows,
+                "images": num_images,
+            },
             "metrics": output.metrics,
             "per_category": output.per_category,
             "details": output.details,
-            "timing": {"seconds": seconds, "requests": output.num_requests,
-                       "images_per_second": num_images / seconds if seconds > 0 else 0.0},
+            "timing": {
+                "seconds": seconds,
+                "requests": output.num_requests,
+                "images_per_second": num_images / seconds if seconds > 0 else 0.0,
+            },
             "config": to_dict(config),
         }
         for name, data in output.files.items():
@@ -152,5 +179,10 @@ def load_result(output_dir: str | Path) -> EvalResult:
     """An :class:`EvalResult` back from a finished output directory (e.g. to log it to MLflow later)."""
     output_dir = Path(output_dir)
     summary = json.loads((output_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    return EvalResult(output_dir=output_dir, label=summary["label"], task=summary["task"],
-                      metrics=summary["metrics"], summary=summary)
+    return EvalResult(
+        output_dir=output_dir,
+        label=summary["label"],
+        task=summary["task"],
+        metrics=summary["metrics"],
+        summary=summary,
+    )

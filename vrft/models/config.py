@@ -44,7 +44,9 @@ class ModelConfig:
                 f"model.family: {self.family!r} has no known box convention (known: {', '.join(sorted(FAMILY_CONVENTIONS))})"
             )
         if not 0 < self.min_pixels <= self.max_pixels:
-            raise ConfigError(f"model.min_pixels/max_pixels: need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+            raise ConfigError(
+                f"model.min_pixels/max_pixels: need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}"
+            )
 
     def materialized(self, cache_dir: str | Path | None = None) -> ModelConfig:
         """This config with a ``tiny://`` model built (deterministically, < 1 s) and its path filled in.
@@ -56,7 +58,7 @@ class ModelConfig:
             return self
         from vrft.models.tiny import build_tiny_model
 
-        family = self.name_or_path[len(TINY_SCHEME):] or "qwen2_vl"
+        family = self.name_or_path[len(TINY_SCHEME) :] or "qwen2_vl"
         if family in PRETRAINED_TINY:
             return replace(self, name_or_path=str(shipped_model_dir(family)))
         if family not in ("qwen2_vl", "qwen2_5_vl"):
@@ -86,20 +88,28 @@ class ModelConfig:
     def load_processor(self) -> Any:
         from vrft.models.loading import load_processor
 
-        return load_processor(self.name_or_path, self.min_pixels, self.max_pixels,
-                              trust_remote_code=self.trust_remote_code)
+        return load_processor(
+            self.name_or_path, self.min_pixels, self.max_pixels, trust_remote_code=self.trust_remote_code
+        )
 
     def load_model(self, device: Any = None) -> Any:
         from vrft.models.loading import load_model
 
-        return load_model(self.name_or_path, self.dtype, device, self.attn_implementation,
-                          trust_remote_code=self.trust_remote_code)
+        return load_model(
+            self.name_or_path,
+            self.dtype,
+            device,
+            self.attn_implementation,
+            trust_remote_code=self.trust_remote_code,
+        )
 
 
 def shipped_model_dir(name: str) -> Path:
     """The directory of the shipped pre-trained tiny model ``name`` (a key of :data:`PRETRAINED_TINY`)."""
     path = Path(__file__).resolve().parent.parent / "resources" / "models" / PRETRAINED_TINY[name]
     if not (path / "config.json").is_file():
-        raise ConfigError(f"model.name_or_path: tiny://{name} is not in this installation ({path} is missing); "
-                          f"rebuild it with `python -m vrft.models.pretrain_tiny {path}`")
+        raise ConfigError(
+            f"model.name_or_path: tiny://{name} is not in this installation ({path} is missing); "
+            f"rebuild it with `python -m vrft.models.pretrain_tiny {path}`"
+        )
     return path

@@ -41,8 +41,13 @@ DEFAULT_MIN_PIXELS = 56 * 56
 DEFAULT_MAX_PIXELS = 28 * 28 * 1280
 
 
-def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = DEFAULT_MIN_PIXELS,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+def smart_resize(
+    height: int,
+    width: int,
+    factor: int = 28,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[int, int]:
     """The Qwen-VL processors' resize rule, ``(height, width)`` -> resized ``(height, width)``.
 
     Delegates to transformers' own function so the two can never drift apart.
@@ -133,8 +138,12 @@ def processor_resize_params(image_processor: Any) -> dict[str, int]:
     size = getattr(image_processor, "size", None) or {}
     if not isinstance(size, dict):
         size = {k: getattr(size, k, None) for k in ("shortest_edge", "longest_edge")}
-    min_pixels = getattr(image_processor, "min_pixels", None) or size.get("shortest_edge") or DEFAULT_MIN_PIXELS
-    max_pixels = getattr(image_processor, "max_pixels", None) or size.get("longest_edge") or DEFAULT_MAX_PIXELS
+    min_pixels = (
+        getattr(image_processor, "min_pixels", None) or size.get("shortest_edge") or DEFAULT_MIN_PIXELS
+    )
+    max_pixels = (
+        getattr(image_processor, "max_pixels", None) or size.get("longest_edge") or DEFAULT_MAX_PIXELS
+    )
     return {"factor": patch * merge, "min_pixels": int(min_pixels), "max_pixels": int(max_pixels)}
 
 
@@ -170,4 +179,3 @@ def box_giou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = ix * iy if ix > 0 and iy > 0 else 0.0
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return max(-1.0, min(1.0, iou - (enclosing - union) / enclosing))
-

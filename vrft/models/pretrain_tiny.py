@@ -57,16 +57,31 @@ def colour_dataset_config(recipe: PretrainRecipe):
     from vrft.data.config import DatasetConfig, SourceConfig
 
     def source(n: int, seed: int) -> SourceConfig:
-        return SourceConfig(kind="shapes_classification", label="colour", n_images=n, image_size=recipe.image_size,
-                            shape_size=recipe.shape_size, generator_seed=seed)
+        return SourceConfig(
+            kind="shapes_classification",
+            label="colour",
+            n_images=n,
+            image_size=recipe.image_size,
+            shape_size=recipe.shape_size,
+            generator_seed=seed,
+        )
 
-    return DatasetConfig(train=source(recipe.train_per_class, recipe.train_generator_seed),
-                         eval=source(recipe.validation_per_class, recipe.validation_generator_seed),
-                         shots=None, noun=COLOUR_NOUN, seed=recipe.seed)
+    return DatasetConfig(
+        train=source(recipe.train_per_class, recipe.train_generator_seed),
+        eval=source(recipe.validation_per_class, recipe.validation_generator_seed),
+        shots=None,
+        noun=COLOUR_NOUN,
+        seed=recipe.seed,
+    )
 
 
-def pretrain_tiny_base(output_dir: str | Path, recipe: PretrainRecipe | None = None, *,
-                       work_dir: str | Path | None = None, evaluate: bool = True) -> Path:
+def pretrain_tiny_base(
+    output_dir: str | Path,
+    recipe: PretrainRecipe | None = None,
+    *,
+    work_dir: str | Path | None = None,
+    evaluate: bool = True,
+) -> Path:
     """Build the random ``base``-size model, SFT it on the colour task, write it to ``output_dir``.
 
     ``output_dir`` appears complete or not at all. ``work_dir`` keeps the intermediate dataset and
@@ -87,22 +102,45 @@ def pretrain_tiny_base(output_dir: str | Path, recipe: PretrainRecipe | None = N
         random_dir = build_tiny_model(work / "random", seed=recipe.seed, size="base", max_pixels=pixels)
         model = ModelConfig(name_or_path=str(random_dir), min_pixels=3136, max_pixels=pixels, dtype="float32")
         data = build_dataset(colour_dataset_config(recipe), work / "data", progress=False, overwrite=True)
-        sft = SFTStageConfig(max_steps=recipe.max_steps, learning_rate=recipe.learning_rate,
-                             lr_scheduler_type=recipe.lr_scheduler_type, warmup_steps=recipe.warmup_steps,
-                             weight_decay=recipe.weight_decay,
-                             per_device_train_batch_size=recipe.batch_size, gradient_accumulation_steps=1,
-                             gradient_checkpointing=False, lora=LoraSettings(enabled=False), seed=recipe.seed,
-                             save_steps=50, save_total_limit=2, resume="never")
+        sft = SFTStageConfig(
+            max_steps=recipe.max_steps,
+            learning_rate=recipe.learning_rate,
+            lr_scheduler_type=recipe.lr_scheduler_type,
+            warmup_steps=recipe.warmup_steps,
+            weight_decay=recipe.weight_decay,
+            per_device_train_batch_size=recipe.batch_size,
+            gradient_accumulation_steps=1,
+            gradient_checkpointing=False,
+            lora=LoraSettings(enabled=False),
+            seed=recipe.seed,
+            save_steps=50,
+            save_total_limit=2,
+            resume="never",
+        )
         shutil.rmtree(work / "sft", ignore_errors=True)
         trained = train_sft(sft, data.output_dir, work / "sft", model=model)
-        record = {"recipe": asdict(recipe), "train_loss": trained.metrics.get("train_loss"),
-                  "train_seconds_this_machine": round(time.monotonic() - started, 1)}
-        return write_base(trained.final_dir, output_dir, record,
-                          validation_data=data.output_dir if evaluate else None, work_dir=work)
+        record = {
+            "recipe": asdict(recipe),
+            "train_loss": trained.metrics.get("train_loss"),
+            "train_seconds_this_machine": round(time.monotonic() - started, 1),
+        }
+        return write_base(
+            trained.final_dir,
+            output_dir,
+            record,
+            validation_data=data.output_dir if evaluate else None,
+            work_dir=work,
+        )
 
 
-def write_base(trained_dir: str | Path, output_dir: str | Path, record: dict, *,
-               validation_data: str | Path | None, work_dir: str | Path) -> Path:
+def write_base(
+    trained_dir: str | Path,
+    output_dir: str | Path,
+    record: dict,
+    *,
+    validation_data: str | Path | None,
+    work_dir: str | Path,
+) -> Path:
     """Write the trained model of ``trained_dir`` to ``output_dir`` in fp16 with its processor, and
     ``recipe.json`` (``record`` plus the validation metrics when ``validation_data`` is given)."""
     import torch
@@ -122,16 +160,25 @@ def write_base(trained_dir: str | Path, output_dir: str | Path, record: dict, *,
                     shutil.copy2(item, staging / item.name)
         if validation_data is not None:
             pixels = record["recipe"]["image_size"][0] * record["recipe"]["image_size"][1]
-            result = evaluate_checkpoint(EvaluateConfig(batch_size=16, max_new_tokens=48, progress=False),
-                                         validation_data, Path(work_dir) / "eval-validation", overwrite=True,
-                                         label="base", model=ModelConfig(name_or_path=str(staging), max_pixels=pixels))
-            record["validation"] = {k: round(v, 4) for k, v in result.metrics.items() if not k.startswith("timing/")}
+            result = evaluate_checkpoint(
+                EvaluateConfig(batch_size=16, max_new_tokens=48, progress=False),
+                validation_data,
+                Path(work_dir) / "eval-validation",
+                overwrite=True,
+                label="base",
+                model=ModelConfig(name_or_path=str(staging), max_pixels=pixels),
+            )
+            record["validation"] = {
+                k: round(v, 4) for k, v in result.metrics.items() if not k.startswith("timing/")
+            }
         (staging / "recipe.json").write_text(dumps_deterministic(record), encoding="utf-8")
     return output
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vrft.models.pretrain_tiny", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vrft.models.pretrain_tiny", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("output_dir")
     parser.add_argument("--seed", type=int, default=PretrainRecipe.seed)
     parser.add_argument("--steps", type=int, default=PretrainRecipe.max_steps)
@@ -140,8 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape-size", type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
     parser.add_argument("--work-dir", default=None, help="keep the dataset and trainer outputs here")
     args = parser.parse_args(argv)
-    recipe = PretrainRecipe(seed=args.seed, max_steps=args.steps, learning_rate=args.learning_rate,
-                            train_per_class=args.train_per_class)
+    recipe = PretrainRecipe(
+        seed=args.seed,
+        max_steps=args.steps,
+        learning_rate=args.learning_rate,
+        train_per_class=args.train_per_class,
+    )
     if args.shape_size:
         recipe.shape_size = list(args.shape_size)
     out = pretrain_tiny_base(args.output_dir, recipe, work_dir=args.work_dir)

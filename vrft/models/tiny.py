@@ -46,12 +46,26 @@ Family = Literal["qwen2_vl", "qwen2_5_vl"]
 Size = Literal["test", "base"]
 _SIZES = {
     # head_dim 16 in both, so mrope_section [2, 3, 3] sums to 16 / 2.
-    "test": {"text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                      "num_attention_heads": 4, "num_key_value_heads": 2},
-             "vision": {"depth": 2, "embed_dim": 32, "num_heads": 2}},
-    "base": {"text": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
-                      "num_attention_heads": 8, "num_key_value_heads": 4},
-             "vision": {"depth": 4, "embed_dim": 64, "num_heads": 4}},
+    "test": {
+        "text": {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+        "vision": {"depth": 2, "embed_dim": 32, "num_heads": 2},
+    },
+    "base": {
+        "text": {
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+        },
+        "vision": {"depth": 4, "embed_dim": 64, "num_heads": 4},
+    },
 }
 
 #: Qwen2-VL's special tokens in their real order; here they take ids 0..13.
@@ -195,8 +209,11 @@ def chat_template() -> str:
     return FALLBACK_CHAT_TEMPLATE
 
 
-def _model_config(family: Family, tokenizer: PreTrainedTokenizerFast, size: Size = "test",
-                  ) -> Qwen2VLConfig | Qwen2_5_VLConfig:
+def _model_config(
+    family: Family,
+    tokenizer: PreTrainedTokenizerFast,
+    size: Size = "test",
+) -> Qwen2VLConfig | Qwen2_5_VLConfig:
     """Real architecture, toy sizes: text head_dim 16 so mrope_section [2, 3, 3] sums to 16 / 2."""
     ids = tokenizer.convert_tokens_to_ids
     dims = _SIZES[size]

@@ -8,26 +8,29 @@ self-contained HTML page. ``log_evaluation`` is how an evaluation becomes a run 
 
 from vrft._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "METHODS": "vrft.report.tracking",
-    "PaperTable": "vrft.report.paper",
-    "RegressionResult": "vrft.report.regression",
-    "ReportConfig": "vrft.report.config",
-    "ReportResult": "vrft.report.build",
-    "ReportTable": "vrft.report.tables",
-    "RunRecord": "vrft.report.tracking",
-    "RunTags": "vrft.report.tracking",
-    "TABLES": "vrft.report.paper",
-    "build_report": "vrft.report.build",
-    "build_tables": "vrft.report.tables",
-    "check_regression": "vrft.report.regression",
-    "compare_runs": "vrft.report.regression",
-    "evaluation_metrics": "vrft.report.tracking",
-    "evaluation_records": "vrft.report.artifacts",
-    "evaluation_tags": "vrft.report.tracking",
-    "log_evaluation": "vrft.report.tracking",
-    "paper_table": "vrft.report.paper",
-    "read_regression_summary": "vrft.report.build",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "METHODS": "vrft.report.tracking",
+        "PaperTable": "vrft.report.paper",
+        "RegressionResult": "vrft.report.regression",
+        "ReportConfig": "vrft.report.config",
+        "ReportResult": "vrft.report.build",
+        "ReportTable": "vrft.report.tables",
+        "RunRecord": "vrft.report.tracking",
+        "RunTags": "vrft.report.tracking",
+        "TABLES": "vrft.report.paper",
+        "build_report": "vrft.report.build",
+        "build_tables": "vrft.report.tables",
+        "check_regression": "vrft.report.regression",
+        "compare_runs": "vrft.report.regression",
+        "evaluation_metrics": "vrft.report.tracking",
+        "evaluation_records": "vrft.report.artifacts",
+        "evaluation_tags": "vrft.report.tracking",
+        "log_evaluation": "vrft.report.tracking",
+        "paper_table": "vrft.report.paper",
+        "read_regression_summary": "vrft.report.build",
+    },
+)
 
 __all__ = __dir__()

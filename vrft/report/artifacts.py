@@ -38,8 +38,15 @@ def evaluation_record(directory: str | Path, source: str = "") -> RunRecord:
     tags = {**context, **evaluation_tags(result), METHOD: result.label}
     tags.setdefault(CONFIG, "evaluation")
     tags.setdefault(MODEL, str((summary.get("model") or {}).get("name_or_path", "")))
-    return RunRecord(run_id=context.get("run_id", "") + f"/{directory.name}", experiment_id="", start_time=0,
-                     status="FINISHED", tags=tags, metrics=evaluation_metrics(result), source=source or str(directory))
+    return RunRecord(
+        run_id=context.get("run_id", "") + f"/{directory.name}",
+        experiment_id="",
+        start_time=0,
+        status="FINISHED",
+        tags=tags,
+        metrics=evaluation_metrics(result),
+        source=source or str(directory),
+    )
 
 
 def evaluation_records(directories: Sequence[str | Path], sources: Sequence[str] = ()) -> list[RunRecord]:

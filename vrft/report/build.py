@@ -42,7 +42,12 @@ from vrft.report.tracking import (
 )
 from vrft.tracking import TAG_REGRESSION_STATUS, Tracker
 
-REPORT_MD, REPORT_HTML, TABLES_JSON, REGRESSION_JSON = "report.md", "report.html", "tables.json", "regression.json"
+REPORT_MD, REPORT_HTML, TABLES_JSON, REGRESSION_JSON = (
+    "report.md",
+    "report.html",
+    "tables.json",
+    "regression.json",
+)
 
 
 @dataclass
@@ -70,8 +75,11 @@ def _reward_histories(client: Any, runs: list[RunRecord]) -> dict[str, dict[str,
     histories: dict[str, dict[str, History]] = {}
     for run in _latest_per_series(runs):
         label = run.method.upper() + (f" {run.shots}-shot" if run.shots else "")
-        series = {key: [(m.step, m.value) for m in client.get_metric_history(run.run_id, key)]
-                  for key in run.metrics if is_reward_metric(key)}
+        series = {
+            key: [(m.step, m.value) for m in client.get_metric_history(run.run_id, key)]
+            for key in run.metrics
+            if is_reward_metric(key)
+        }
         if series:
             histories[label] = series
     return histories
@@ -79,15 +87,29 @@ def _reward_histories(client: Any, runs: list[RunRecord]) -> dict[str, dict[str,
 
 def _history_previous(run: RunRecord, history: list[RunRecord], this_run: str) -> RunRecord | None:
     """The newest finished MLflow run of ``run``'s series, evaluated the same way, from another pipeline run."""
-    same = [h for h in history if h.series == run.series and h.status == "FINISHED"
-            and h.comparability == run.comparability and (not this_run or h.tags.get(RUN_ID) != this_run)
-            and (not run.seed or h.seed in ("", run.seed))]
+    same = [
+        h
+        for h in history
+        if h.series == run.series
+        and h.status == "FINISHED"
+        and h.comparability == run.comparability
+        and (not this_run or h.tags.get(RUN_ID) != this_run)
+        and (not run.seed or h.seed in ("", run.seed))
+    ]
     return max(same, key=lambda h: h.start_time, default=None)
 
 
-def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: str = "", experiment: str = "",
-                 evaluations: Sequence[str | Path] | None = None, sources: Sequence[str] = (), run_id: str = "",
-                 overwrite: bool = False) -> ReportResult:
+def build_report(
+    config: ReportConfig,
+    output_dir: str | Path,
+    *,
+    tracking_uri: str = "",
+    experiment: str = "",
+    evaluations: Sequence[str | Path] | None = None,
+    sources: Sequence[str] = (),
+    run_id: str = "",
+    overwrite: bool = False,
+) -> ReportResult:
     """Write the report into ``output_dir``.
 
     With ``evaluations`` (evaluation output directories: what a pipeline run hands its report) the
@@ -116,7 +138,9 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
             history = list(search_runs(client, [found.experiment_id], STAGE_EVALUATE))
             train_runs = list(search_runs(client, [found.experiment_id], STAGE_TRAIN))
     elif evaluations is None:
-        raise ValueError("build_report: pass the evaluations, or an MLflow tracking_uri and experiment to read")
+        raise ValueError(
+            "build_report: pass the evaluations, or an MLflow tracking_uri and experiment to read"
+        )
     if evaluations is not None:
         eval_runs = evaluation_records(list(evaluations), sources)
         if run_id:
@@ -125,17 +149,29 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
         eval_runs = history
     tables = build_tables(eval_runs, config)
     if not tables:
-        raise ValueError(f"experiment {experiment!r} has no finished evaluation runs (tag {STAGE}={STAGE_EVALUATE})"
-                         + (f" for configs {config.configs}" if config.configs else ""))
+        raise ValueError(
+            f"experiment {experiment!r} has no finished evaluation runs (tag {STAGE}={STAGE_EVALUATE})"
+            + (f" for configs {config.configs}" if config.configs else "")
+        )
     shown = {(t.config, t.model) for t in tables}
     if evaluations is not None:
-        regressions = [compare_runs(run, _history_previous(run, history, run_id), config.regression_threshold,
-                                    config.regression_metrics)
-                       for run in eval_runs if run.group in shown]
+        regressions = [
+            compare_runs(
+                run,
+                _history_previous(run, history, run_id),
+                config.regression_threshold,
+                config.regression_metrics,
+            )
+            for run in eval_runs
+            if run.group in shown
+        ]
     else:
-        regressions = [compare_runs(run, previous_run(run, eval_runs), config.regression_threshold,
-                                    config.regression_metrics)
-                       for run in _latest_per_series([r for r in eval_runs if r.group in shown])]
+        regressions = [
+            compare_runs(
+                run, previous_run(run, eval_runs), config.regression_threshold, config.regression_metrics
+            )
+            for run in _latest_per_series([r for r in eval_runs if r.group in shown])
+        ]
     train_by_group: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for run in train_runs:
         train_by_group[run.group].append(run)
@@ -149,18 +185,29 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
             shots_plot = plot_metric_vs_shots(table, tmp / "plots" / f"{name}-shots.png")
             if shots_plot is not None:
                 section.figures.append((f"{table.title}: {table.columns[0].label} vs shots", shots_plot))
-            histories = (_reward_histories(client, train_by_group.get((table.config, table.model), []))
-                         if client is not None else {})
-            rewards_plot = plot_reward_curves(histories, tmp / "plots" / f"{name}-rewards.png",
-                                              f"{table.title}: reward parts over training steps")
+            histories = (
+                _reward_histories(client, train_by_group.get((table.config, table.model), []))
+                if client is not None
+                else {}
+            )
+            rewards_plot = plot_reward_curves(
+                histories,
+                tmp / "plots" / f"{name}-rewards.png",
+                f"{table.title}: reward parts over training steps",
+            )
             if rewards_plot is not None:
                 section.figures.append((f"{table.title}: reward parts over training steps", rewards_plot))
             sections.append(section)
-        atomic_write_text(tmp / REPORT_MD, render_markdown(config.title, sections, regressions,
-                                                           config.regression_threshold, tmp))
-        atomic_write_text(tmp / REPORT_HTML, render_html(config.title, sections, regressions,
-                                                         config.regression_threshold))
-        atomic_write_text(tmp / TABLES_JSON, json.dumps([t.to_dict() for t in tables], indent=2, allow_nan=False))
+        atomic_write_text(
+            tmp / REPORT_MD,
+            render_markdown(config.title, sections, regressions, config.regression_threshold, tmp),
+        )
+        atomic_write_text(
+            tmp / REPORT_HTML, render_html(config.title, sections, regressions, config.regression_threshold)
+        )
+        atomic_write_text(
+            tmp / TABLES_JSON, json.dumps([t.to_dict() for t in tables], indent=2, allow_nan=False)
+        )
         summary = write_summary(regressions, config.regression_threshold, tmp / REGRESSION_JSON)
         write_manifest(tmp, {"format": "vrft.report/1", "experiment": experiment})
         plot_names = [path.relative_to(tmp) for s in sections for _, path in s.figures]
@@ -169,14 +216,25 @@ def build_report(config: ReportConfig, output_dir: str | Path, *, tracking_uri: 
     if config.log_to_mlflow and tracking_uri and experiment:
         tracker = Tracker(tracking_uri)
         tags = {TAG_REGRESSION_STATUS: summary["status"], **({RUN_ID: run_id} if run_id else {})}
-        with tracker.stage_run(STAGE_REPORT, tags=tags, run_name="report", experiment=experiment) as mlflow_run_id:
-            tracker.log_metrics({"regressions": float(len(summary["regressions"])), "tables": float(len(tables))})
+        with tracker.stage_run(
+            STAGE_REPORT, tags=tags, run_name="report", experiment=experiment
+        ) as mlflow_run_id:
+            tracker.log_metrics(
+                {"regressions": float(len(summary["regressions"])), "tables": float(len(tables))}
+            )
             tracker.log_artifacts(output_dir, "report")
-    return ReportResult(output_dir, output_dir / REPORT_MD, output_dir / REPORT_HTML,
-                        [output_dir / p for p in plot_names], tables, regressions, summary, mlflow_run_id)
+    return ReportResult(
+        output_dir,
+        output_dir / REPORT_MD,
+        output_dir / REPORT_HTML,
+        [output_dir / p for p in plot_names],
+        tables,
+        regressions,
+        summary,
+        mlflow_run_id,
+    )
 
 
 def read_regression_summary(report_dir: str | Path) -> dict[str, Any]:
     """The ``regression.json`` of a finished report (what a nightly job checks)."""
     return json.loads((Path(report_dir) / REGRESSION_JSON).read_text(encoding="utf-8"))
-

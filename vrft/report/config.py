@@ -28,7 +28,9 @@ class ReportConfig:
     paper_column: str = ""  # the primary metric's paper column where a table has several (Table 2, 6)
     configs: list[str] = field(default_factory=list)  # only these config tags; empty = all
     metrics: list[str] = field(default_factory=list)  # table columns; empty = primary + groups + per category
-    max_category_columns: int = 16  # more categories than this (e.g. 102 flowers): per-category columns left out
+    max_category_columns: int = (
+        16  # more categories than this (e.g. 102 flowers): per-category columns left out
+    )
     regression_threshold: float = 1.0  # percentage points a metric may drop before it is flagged
     regression_metrics: list[str] = field(default_factory=list)  # empty = every metric both runs have
     log_to_mlflow: bool = True  # log the report files as artifacts of a stage=report run
@@ -38,10 +40,14 @@ class ReportConfig:
             try:
                 key = paper_table(self.paper_table).key
             except ValueError as exc:
-                raise ConfigError(f"paper_table: {self.paper_table!r} is not one of {', '.join(TABLES)}") from exc
+                raise ConfigError(
+                    f"paper_table: {self.paper_table!r} is not one of {', '.join(TABLES)}"
+                ) from exc
             if self.paper_column and self.paper_column not in TABLES[key].columns:
-                raise ConfigError(f"paper_column: {self.paper_column!r} is not a column of {key} "
-                                  f"({', '.join(TABLES[key].columns)})")
+                raise ConfigError(
+                    f"paper_column: {self.paper_column!r} is not a column of {key} "
+                    f"({', '.join(TABLES[key].columns)})"
+                )
         if self.regression_threshold < 0:
             raise ConfigError(f"regression_threshold: must be >= 0 points, got {self.regression_threshold}")
         if self.max_category_columns < 0:

@@ -41,10 +41,14 @@ def _regression_lines(regressions: Sequence[RegressionResult]) -> list[str]:
     lines = []
     for result in regressions:
         s = result.series
-        name = f"{s['config']} / {s['model']} / {s['method']}" + (f" / {s['shots']}-shot" if s["shots"] else "")
+        name = f"{s['config']} / {s['model']} / {s['method']}" + (
+            f" / {s['shots']}-shot" if s["shots"] else ""
+        )
         if result.status == "regressed":
-            drops = ", ".join(f"{r.metric} {100 * r.previous:.1f} → {100 * r.current:.1f} (−{r.drop_points:.1f})"
-                              for r in result.regressions)
+            drops = ", ".join(
+                f"{r.metric} {100 * r.previous:.1f} → {100 * r.current:.1f} (−{r.drop_points:.1f})"
+                for r in result.regressions
+            )
             lines.append(f"REGRESSED {name}: {drops}")
         elif result.status == "ok":
             lines.append(f"ok {name}: {len(result.compared)} metrics compared")
@@ -53,11 +57,21 @@ def _regression_lines(regressions: Sequence[RegressionResult]) -> list[str]:
     return lines
 
 
-def render_markdown(title: str, sections: Sequence[Section], regressions: Sequence[RegressionResult],
-                    threshold_points: float, base_dir: Path) -> str:
+def render_markdown(
+    title: str,
+    sections: Sequence[Section],
+    regressions: Sequence[RegressionResult],
+    threshold_points: float,
+    base_dir: Path,
+) -> str:
     """Markdown with tables and image links relative to ``base_dir`` (the report directory)."""
-    out = [f"# {title}", "", "Values in %. Δ = RFT − SFT (the paper's own Δ rows are RFT − base); "
-           "`(paper)` columns are the published numbers.", ""]
+    out = [
+        f"# {title}",
+        "",
+        "Values in %. Δ = RFT − SFT (the paper's own Δ rows are RFT − base); "
+        "`(paper)` columns are the published numbers.",
+        "",
+    ]
     for section in sections:
         table = section.table
         out += [f"## {table.title}", ""]
@@ -83,37 +97,50 @@ def _html_table(table: ReportTable) -> str:
         if column.paper:
             paper_positions.add(position + 1)
         position += 2 if column.paper else 1
-    head = "".join(f'<th{" class=paper" if n in paper_positions else ""}>{html.escape(h)}</th>'
-                   for n, h in enumerate(table_header(table)))
+    head = "".join(
+        f"<th{' class=paper' if n in paper_positions else ''}>{html.escape(h)}</th>"
+        for n, h in enumerate(table_header(table))
+    )
     body = []
     for row, cells in zip(table.rows, table_cells(table), strict=True):
-        tds = "".join(f'<td{" class=paper" if n in paper_positions else ""}>{html.escape(c)}</td>'
-                      for n, c in enumerate(cells))
+        tds = "".join(
+            f"<td{' class=paper' if n in paper_positions else ''}>{html.escape(c)}</td>"
+            for n, c in enumerate(cells)
+        )
         body.append(f'<tr class="{row.method}">{tds}</tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def render_html(title: str, sections: Sequence[Section], regressions: Sequence[RegressionResult],
-                threshold_points: float) -> str:
+def render_html(
+    title: str, sections: Sequence[Section], regressions: Sequence[RegressionResult], threshold_points: float
+) -> str:
     """One self-contained page: every figure inlined as a base64 PNG."""
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             '<p class="note">Values in %. Δ = RFT − SFT (the paper\'s own Δ rows are RFT − base); '
-             "grey italic columns are the published numbers.</p>"]
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        '<p class="note">Values in %. Δ = RFT − SFT (the paper\'s own Δ rows are RFT − base); '
+        "grey italic columns are the published numbers.</p>",
+    ]
     for section in sections:
         table = section.table
         parts.append(f"<h2>{html.escape(table.title)}</h2>")
         if table.paper is not None:
-            parts.append(f'<p class="note">Compared with {html.escape(table.paper.title)}, '
-                         f"{html.escape(table.paper_model)}.</p>")
+            parts.append(
+                f'<p class="note">Compared with {html.escape(table.paper.title)}, '
+                f"{html.escape(table.paper_model)}.</p>"
+            )
         parts.append(_html_table(table))
         parts += [f'<p class="note">{html.escape(note)}</p>' for note in table.notes]
         for caption, path in section.figures:
-            parts.append(f'<figure><img alt="{html.escape(caption)}" src="{_data_uri(path)}">'
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img alt="{html.escape(caption)}" src="{_data_uri(path)}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
     parts.append(f"<h2>Regression check (threshold {threshold_points:g} points)</h2><ul>")
     for line in _regression_lines(regressions) or ["no runs checked"]:
         css = ' class="regressed"' if line.startswith("REGRESSED") else ""
         parts.append(f"<li{css}>{html.escape(line)}</li>")
     parts.append("</ul>")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )

@@ -61,8 +61,15 @@ def plot_metric_vs_shots(table: ReportTable, path: Path) -> Path | None:
         published = [(r.shots, r.paper.get(key)) for r in rows if r.paper.get(key) is not None]
         if published:
             xs, ys = zip(*published, strict=True)
-            axes.plot(xs, ys, "o--", color=COLOURS[method], markerfacecolor="white", alpha=0.8,
-                      label=f"{method.upper()} (paper)")
+            axes.plot(
+                xs,
+                ys,
+                "o--",
+                color=COLOURS[method],
+                markerfacecolor="white",
+                alpha=0.8,
+                label=f"{method.upper()} (paper)",
+            )
             highest = max(highest, *ys)
     if not plotted:
         return None
@@ -73,7 +80,9 @@ def plot_metric_vs_shots(table: ReportTable, path: Path) -> Path | None:
     if base is not None and base.paper.get(key) is not None:
         axes.axhline(base.paper[key], color=COLOURS["base"], linestyle="--", alpha=0.6, label="base (paper)")
         highest = max(highest, base.paper[key])
-    axes.set_ylim(0, highest * 1.15 if highest > 0 else 1.0)  # scores are >= 0; an all-zero run stays readable
+    axes.set_ylim(
+        0, highest * 1.15 if highest > 0 else 1.0
+    )  # scores are >= 0; an all-zero run stays readable
     shots = sorted(all_shots)
     if len(shots) > 1 and shots[-1] / shots[0] >= 4:
         axes.set_xscale("log", base=2)
@@ -89,8 +98,10 @@ def plot_metric_vs_shots(table: ReportTable, path: Path) -> Path | None:
 
 def plot_reward_curves(histories: dict[str, dict[str, History]], path: Path, title: str) -> Path | None:
     """``histories``: run label -> reward key -> [(step, value)]; ``None`` when there is nothing to draw."""
-    keys = sorted({k for series in histories.values() for k, points in series.items() if points},
-                  key=lambda k: (k == "reward" or k.endswith("/reward"), k))
+    keys = sorted(
+        {k for series in histories.values() for k, points in series.items() if points},
+        key=lambda k: (k == "reward" or k.endswith("/reward"), k),
+    )
     if not keys:
         return None
     columns = min(3, len(keys))

@@ -42,8 +42,9 @@ class RegressionResult:
         return asdict(self)
 
 
-def compare_runs(current: RunRecord, previous: RunRecord | None, threshold_points: float,
-                 metrics: Sequence[str] = ()) -> RegressionResult:
+def compare_runs(
+    current: RunRecord, previous: RunRecord | None, threshold_points: float, metrics: Sequence[str] = ()
+) -> RegressionResult:
     """Flag the metrics of ``current`` that are more than ``threshold_points`` below ``previous``.
 
     ``metrics`` restricts the comparison (default: every metric both runs logged, timing excepted).
@@ -60,18 +61,32 @@ def compare_runs(current: RunRecord, previous: RunRecord | None, threshold_point
         if drop > threshold_points:
             regressions.append(Regression(name, previous.metrics[name], current.metrics[name], drop))
     status = STATUS_REGRESSED if regressions else STATUS_OK
-    return RegressionResult(current.run_id, previous.run_id, series, threshold_points, status, names, regressions)
+    return RegressionResult(
+        current.run_id, previous.run_id, series, threshold_points, status, names, regressions
+    )
 
 
 def previous_run(run: RunRecord, candidates: Iterable[RunRecord]) -> RunRecord | None:
     """The newest finished run of ``run``'s series that started before it."""
-    earlier = [c for c in candidates if c.series == run.series and c.run_id != run.run_id
-               and c.status == "FINISHED" and c.start_time < run.start_time]
+    earlier = [
+        c
+        for c in candidates
+        if c.series == run.series
+        and c.run_id != run.run_id
+        and c.status == "FINISHED"
+        and c.start_time < run.start_time
+    ]
     return max(earlier, key=lambda c: c.start_time, default=None)
 
 
-def check_regression(run_id: str, *, tracking_uri: str | None = None, threshold_points: float = 1.0,
-                     metrics: Sequence[str] = (), output_path: str | Path | None = None) -> RegressionResult:
+def check_regression(
+    run_id: str,
+    *,
+    tracking_uri: str | None = None,
+    threshold_points: float = 1.0,
+    metrics: Sequence[str] = (),
+    output_path: str | Path | None = None,
+) -> RegressionResult:
     """Compare run ``run_id`` with the previous run of its series; write the result JSON if asked."""
     from mlflow.tracking import MlflowClient
 
@@ -88,19 +103,34 @@ def summarize(results: Sequence[RegressionResult], threshold_points: float) -> d
     """The nightly summary: overall status, every flagged metric as one flat entry (``regressions``:
     what a notification lists), and every checked run in full (``runs``)."""
     flagged = [
-        {"run_id": r.run_id, "previous_run_id": r.previous_run_id, **r.series,
-         "metric": f"{r.series['method']}/{item.metric}", "previous": item.previous, "current": item.current,
-         "drop": item.previous - item.current, "drop_points": item.drop_points}
-        for r in results for item in r.regressions
+        {
+            "run_id": r.run_id,
+            "previous_run_id": r.previous_run_id,
+            **r.series,
+            "metric": f"{r.series['method']}/{item.metric}",
+            "previous": item.previous,
+            "current": item.current,
+            "drop": item.previous - item.current,
+            "drop_points": item.drop_points,
+        }
+        for r in results
+        for item in r.regressions
     ]
     configs = sorted({r.series["config"] for r in results})
-    return {"status": STATUS_REGRESSED if flagged else STATUS_OK, "config": ", ".join(configs),
-            "threshold_points": threshold_points, "checked": len(results),
-            "regressed_runs": sum(r.status == STATUS_REGRESSED for r in results), "regressions": flagged,
-            "runs": [r.to_dict() for r in results]}
+    return {
+        "status": STATUS_REGRESSED if flagged else STATUS_OK,
+        "config": ", ".join(configs),
+        "threshold_points": threshold_points,
+        "checked": len(results),
+        "regressed_runs": sum(r.status == STATUS_REGRESSED for r in results),
+        "regressions": flagged,
+        "runs": [r.to_dict() for r in results],
+    }
 
 
-def write_summary(results: Sequence[RegressionResult], threshold_points: float, path: str | Path) -> dict[str, Any]:
+def write_summary(
+    results: Sequence[RegressionResult], threshold_points: float, path: str | Path
+) -> dict[str, Any]:
     summary = summarize(results, threshold_points)
     atomic_write_text(path, dumps_deterministic(summary))
     return summary

@@ -82,21 +82,44 @@ class ReportTable:
         return next((r for r in self.rows if r.method == method and r.shots == shots), None)
 
     def to_dict(self) -> dict:
-        return {"config": self.config, "model": self.model, "task": self.task,
-                "paper_table": self.paper.key if self.paper else None, "paper_model": self.paper_model,
-                "columns": [vars(c) for c in self.columns],
-                "rows": [{"method": r.method, "shots": r.shots, "values": r.values, "paper": r.paper,
-                          "run_id": r.run_id, "spread": r.spread, "n": r.n, "seeds": r.seeds, "sources": r.sources,
-                          "within_spread": r.within_spread} for r in self.rows],
-                "notes": self.notes}
+        return {
+            "config": self.config,
+            "model": self.model,
+            "task": self.task,
+            "paper_table": self.paper.key if self.paper else None,
+            "paper_model": self.paper_model,
+            "columns": [vars(c) for c in self.columns],
+            "rows": [
+                {
+                    "method": r.method,
+                    "shots": r.shots,
+                    "values": r.values,
+                    "paper": r.paper,
+                    "run_id": r.run_id,
+                    "spread": r.spread,
+                    "n": r.n,
+                    "seeds": r.seeds,
+                    "sources": r.sources,
+                    "within_spread": r.within_spread,
+                }
+                for r in self.rows
+            ],
+            "notes": self.notes,
+        }
 
 
 def _shots_key(shots: int | None) -> tuple[int, int]:
     return (0, 0) if shots is None else (1, shots)
 
 
-def _columns(runs: Sequence[RunRecord], task: str, config: ReportConfig, paper: PaperTable | None,
-             paper_column: str, notes: list[str]) -> list[Column]:
+def _columns(
+    runs: Sequence[RunRecord],
+    task: str,
+    config: ReportConfig,
+    paper: PaperTable | None,
+    paper_column: str,
+    notes: list[str],
+) -> list[Column]:
     present: set[str] = set().union(*(r.metrics for r in runs))
     primary = PRIMARY.get(task, "")
     if config.metrics:
@@ -110,14 +133,17 @@ def _columns(runs: Sequence[RunRecord], task: str, config: ReportConfig, paper: 
         prefix = PER_CATEGORY_PREFIX.get(task)
         per_category = sorted(k for k in present if prefix and k.startswith(prefix))
         if paper is not None:  # in the paper's column order, then the others by name
+
             def rank(key: str) -> tuple[int, str]:
                 column = paper.column_for(key)
                 return (paper.columns.index(column) if column in paper.columns else len(paper.columns), key)
 
             per_category.sort(key=rank)
         if len(per_category) > config.max_category_columns:
-            notes.append(f"{len(per_category)} per-category columns left out (max_category_columns = "
-                         f"{config.max_category_columns}); they are in each run's metrics.")
+            notes.append(
+                f"{len(per_category)} per-category columns left out (max_category_columns = "
+                f"{config.max_category_columns}); they are in each run's metrics."
+            )
             per_category = []
         keys += per_category
     if not keys:
@@ -150,10 +176,13 @@ def _mean_spread(values: list[float]) -> tuple[float | None, float | None]:
 def _differences(run: RunRecord, reference: dict[str, str]) -> list[str]:
     names = {EVAL_MODE: "eval mode", EVAL_SPLIT: "evaluated split", IMAGE_CAP: "image cap"}
     mine = run.comparability
+
     def short(key: str, value: str) -> str:
         return (value[:12] if key == EVAL_SPLIT else value) or "?"  # a split hash: its first 12 digits
 
-    return [f"{names[k]} {short(k, mine[k])} ≠ {short(k, reference[k])}" for k in names if mine[k] != reference[k]]
+    return [
+        f"{names[k]} {short(k, mine[k])} ≠ {short(k, reference[k])}" for k in names if mine[k] != reference[k]
+    ]
 
 
 def _protocol_notes(task: str, runs: Sequence[RunRecord], paper: PaperTable | None) -> list[str]:
@@ -164,16 +193,21 @@ def _protocol_notes(task: str, runs: Sequence[RunRecord], paper: PaperTable | No
     if cap and cap != "all":
         deviations.append(f"only the first {cap} eval images (the paper: the full set)")
     if task == "classification":
-        notes.append("Protocol: accuracy = the authors' rule (first <answer>, spaces and _ removed, two-way "
-                     "containment; paper-comparable); accuracy_strict = the reward's exact match.")
+        notes.append(
+            "Protocol: accuracy = the authors' rule (first <answer>, spaces and _ removed, two-way "
+            "containment; paper-comparable); accuracy_strict = the reward's exact match."
+        )
     elif task == "detection":
         mode = tags.get(EVAL_MODE, "")
         gate = tags.get(GATE_SOURCE, "")
-        recalls = sorted({round(r.metrics["existence/recall"] * 100, 1) for r in runs if "existence/recall" in r.metrics})
+        recalls = sorted(
+            {round(r.metrics["existence/recall"] * 100, 1) for r in runs if "existence/recall" in r.metrics}
+        )
         text = f"Protocol: detection mode {mode or '?'}"
         if gate:
-            text += (f"; one existence gate for every row, from {gate}"
-                     + (f" (recall {', '.join(f'{v:.1f}%' for v in recalls)})" if recalls else ""))
+            text += f"; one existence gate for every row, from {gate}" + (
+                f" (recall {', '.join(f'{v:.1f}%' for v in recalls)})" if recalls else ""
+            )
         text += f"; ground truth {tags.get(GROUND_TRUTH, '?')}."
         notes.append(text)
         if mode != "existence_gated":
@@ -185,8 +219,14 @@ def _protocol_notes(task: str, runs: Sequence[RunRecord], paper: PaperTable | No
     elif task == "grounding":
         notes.append("Protocol: box IoU of the first instruction per image (the authors' LISA evaluation).")
     if paper is not None:
-        notes.append("Paper columns: " + ("same protocol as ours." if not deviations else
-                                          "NOT the same protocol — ours differs: " + "; ".join(deviations) + "."))
+        notes.append(
+            "Paper columns: "
+            + (
+                "same protocol as ours."
+                if not deviations
+                else "NOT the same protocol — ours differs: " + "; ".join(deviations) + "."
+            )
+        )
     return notes
 
 
@@ -219,11 +259,16 @@ def build_table(runs: Sequence[RunRecord], config: ReportConfig) -> ReportTable:
     settings = [tuple(sorted(r.comparability.items())) for r in latest.values()]
     reference = dict(base[0].comparability if base else max(settings, key=settings.count))
     kept: dict[tuple[str, int | None], list[RunRecord]] = defaultdict(list)
-    for (method, shots, _), run in sorted(latest.items(), key=lambda kv: (kv[0][0], _shots_key(kv[0][1]), kv[0][2])):
+    for (method, shots, _), run in sorted(
+        latest.items(), key=lambda kv: (kv[0][0], _shots_key(kv[0][1]), kv[0][2])
+    ):
         differences = _differences(run, reference)
         if differences:
-            label = METHOD_LABELS.get(method, method) + (f" {shots}-shot" if shots else "") + (
-                f" seed {run.seed}" if run.seed else "")
+            label = (
+                METHOD_LABELS.get(method, method)
+                + (f" {shots}-shot" if shots else "")
+                + (f" seed {run.seed}" if run.seed else "")
+            )
             notes.append(f"Refused {label} ({run.source or run.run_id}): {'; '.join(differences)}.")
         else:
             kept[(method, shots)].append(run)
@@ -236,11 +281,22 @@ def build_table(runs: Sequence[RunRecord], config: ReportConfig) -> ReportTable:
         for c in columns:
             present = [100.0 * r.metrics[c.key] for r in group if c.key in r.metrics]
             values[c.key], spread[c.key] = _mean_spread(present)
-        published = {c.key: paper.value(paper_model, method, shots, c.paper) if paper and c.paper else None
-                     for c in columns}
+        published = {
+            c.key: paper.value(paper_model, method, shots, c.paper) if paper and c.paper else None
+            for c in columns
+        }
         seeds = sorted(r.seed for r in group if r.seed)
-        return TableRow(method, shots, values, published, ",".join(r.run_id for r in group), spread=spread,
-                        n=len(group), seeds=seeds, sources=[r.source for r in group if r.source])
+        return TableRow(
+            method,
+            shots,
+            values,
+            published,
+            ",".join(r.run_id for r in group),
+            spread=spread,
+            n=len(group),
+            seeds=seeds,
+            sources=[r.source for r in group if r.source],
+        )
 
     rows: list[TableRow] = []
     if ("base", None) in kept:
@@ -251,9 +307,13 @@ def build_table(runs: Sequence[RunRecord], config: ReportConfig) -> ReportTable:
         rows.extend(trained.values())
         if len(trained) == 2:
             sft, rft = trained["sft"], trained["rft"]
-            delta = TableRow("delta", shots, {k: _delta(rft.values[k], sft.values[k]) for k in rft.values},
-                             {k: _delta(rft.paper.get(k), sft.paper.get(k)) for k in rft.values},
-                             n=min(rft.n, sft.n))
+            delta = TableRow(
+                "delta",
+                shots,
+                {k: _delta(rft.values[k], sft.values[k]) for k in rft.values},
+                {k: _delta(rft.paper.get(k), sft.paper.get(k)) for k in rft.values},
+                n=min(rft.n, sft.n),
+            )
             for k, value in delta.values.items():
                 a, b = rft.spread.get(k), sft.spread.get(k)
                 if value is not None and a is not None and b is not None:
@@ -261,11 +321,15 @@ def build_table(runs: Sequence[RunRecord], config: ReportConfig) -> ReportTable:
                     delta.within_spread[k] = abs(value) <= a + b
             rows.append(delta)
     if any(r.n > 1 for r in rows if r.method != "delta"):
-        notes.append("± is the standard deviation over training seeds; a Δ marked ~ is inside the seeds' "
-                     "spread (|Δ| ≤ sd(RFT) + sd(SFT)): not an effect.")
+        notes.append(
+            "± is the standard deviation over training seeds; a Δ marked ~ is inside the seeds' "
+            "spread (|Δ| ≤ sd(RFT) + sd(SFT)): not an effect."
+        )
     elif shot_counts:
-        notes.append("One training seed per row: the seed-to-seed spread is unknown, so small Δ may be noise "
-                     "(set experiment.seeds to repeat).")
+        notes.append(
+            "One training seed per row: the seed-to-seed spread is unknown, so small Δ may be noise "
+            "(set experiment.seeds to repeat)."
+        )
     if paper is not None and not any(v is not None for r in rows for v in r.paper.values()):
         notes.append(f"{paper.key} has no row for model {paper_model!r} at these settings.")
     notes = _protocol_notes(task, [r for rs in kept.values() for r in rs], paper) + notes
@@ -327,6 +391,9 @@ def table_cells(table: ReportTable) -> list[list[str]]:
 
 def markdown_table(table: ReportTable) -> str:
     header = table_header(table)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([" --- "] * 2 + [" ---: "] * (len(header) - 2)) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([" --- "] * 2 + [" ---: "] * (len(header) - 2)) + "|",
+    ]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_cells(table)]
     return "\n".join(lines)

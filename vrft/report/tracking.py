@@ -93,9 +93,17 @@ class RunTags:
             raise ValueError("config and model tags are required: the report groups runs by them")
 
     def as_tags(self, stage: str) -> dict[str, str]:
-        tags = {STAGE: stage, METHOD: self.method, CONFIG: self.config, MODEL: self.model, DATASET: self.dataset,
-                SHOTS: "" if self.shots is None else str(self.shots), PAPER_TABLE: self.paper_table,
-                PAPER_MODEL: self.paper_model, PAPER_COLUMN: self.paper_column}
+        tags = {
+            STAGE: stage,
+            METHOD: self.method,
+            CONFIG: self.config,
+            MODEL: self.model,
+            DATASET: self.dataset,
+            SHOTS: "" if self.shots is None else str(self.shots),
+            PAPER_TABLE: self.paper_table,
+            PAPER_MODEL: self.paper_model,
+            PAPER_COLUMN: self.paper_column,
+        }
         return {k: v for k, v in tags.items() if v != ""}
 
 
@@ -130,8 +138,9 @@ def evaluation_metrics(result: Any) -> dict[str, float]:
     return metrics
 
 
-def log_evaluation(result: Any, tags: RunTags, *, experiment: str, tracking_uri: str | None = None,
-                   artifacts: bool = True) -> str:
+def log_evaluation(
+    result: Any, tags: RunTags, *, experiment: str, tracking_uri: str | None = None, artifacts: bool = True
+) -> str:
     """Log an :class:`~vrft.evaluate.EvalResult` as one finished MLflow run; return its run id.
 
     Tags: ``tags`` plus :func:`evaluation_tags`; metrics: :func:`evaluation_metrics`; params: the
@@ -145,8 +154,13 @@ def log_evaluation(result: Any, tags: RunTags, *, experiment: str, tracking_uri:
         raise ValueError("log_evaluation: no MLflow store: pass tracking_uri or set MLFLOW_TRACKING_URI")
     shots = "" if tags.shots is None else f"-{tags.shots}shot"
     params = {"evaluate": result.summary.get("config", {})}
-    with tracker.stage_run(STAGE_EVALUATE, params=params, tags={**tags.as_tags(STAGE_EVALUATE), **evaluation_tags(result)},
-                           run_name=f"eval-{tags.config}-{tags.method}{shots}", experiment=experiment) as run_id:
+    with tracker.stage_run(
+        STAGE_EVALUATE,
+        params=params,
+        tags={**tags.as_tags(STAGE_EVALUATE), **evaluation_tags(result)},
+        run_name=f"eval-{tags.config}-{tags.method}{shots}",
+        experiment=experiment,
+    ) as run_id:
         tracker.log_metrics(evaluation_metrics(result))
         if artifacts:
             tracker.log_artifacts(Path(result.output_dir), "evaluation")
@@ -196,17 +210,27 @@ class RunRecord:
 
 
 def run_record(run: Any) -> RunRecord:
-    return RunRecord(run_id=run.info.run_id, experiment_id=run.info.experiment_id,
-                     start_time=int(run.info.start_time or 0), status=run.info.status,
-                     tags=dict(run.data.tags), metrics=dict(run.data.metrics))
+    return RunRecord(
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        start_time=int(run.info.start_time or 0),
+        status=run.info.status,
+        tags=dict(run.data.tags),
+        metrics=dict(run.data.metrics),
+    )
 
 
 def search_runs(client: Any, experiment_ids: list[str], stage: str) -> Iterator[RunRecord]:
     """Every active run of ``stage`` in the experiments, newest first (all result pages)."""
     token = None
     while True:
-        page = client.search_runs(experiment_ids, filter_string=f"tags.{STAGE} = '{stage}'",
-                                  max_results=1000, order_by=["attributes.start_time DESC"], page_token=token)
+        page = client.search_runs(
+            experiment_ids,
+            filter_string=f"tags.{STAGE} = '{stage}'",
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
         yield from (run_record(run) for run in page)
         token = page.token
         if not token:

@@ -16,15 +16,18 @@ See docs/training.md for defaults, memory advice, multi-GPU launches and resume 
 
 from vrft._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "GRPOStageConfig": "vrft.train.config",
-    "LoraSettings": "vrft.train.config",
-    "SFTStageConfig": "vrft.train.config",
-    "Tracking": "vrft.train.callbacks",
-    "TrainResult": "vrft.train.runtime",
-    "latest_checkpoint": "vrft.train.checkpoints",
-    "train_grpo": "vrft.train.grpo",
-    "train_sft": "vrft.train.sft",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "GRPOStageConfig": "vrft.train.config",
+        "LoraSettings": "vrft.train.config",
+        "SFTStageConfig": "vrft.train.config",
+        "Tracking": "vrft.train.callbacks",
+        "TrainResult": "vrft.train.runtime",
+        "latest_checkpoint": "vrft.train.checkpoints",
+        "train_grpo": "vrft.train.grpo",
+        "train_sft": "vrft.train.sft",
+    },
+)
 
 __all__ = __dir__()

@@ -88,8 +88,14 @@ class JsonlLogCallback(TrainerCallback):
     def __init__(self, output_dir: Path) -> None:
         self.path = Path(output_dir) / TRAIN_LOG
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if state.is_world_process_zero and logs:
             append_jsonl(self.path, {"step": state.global_step, **logs})
 
@@ -115,7 +121,9 @@ class RolloutRecorder:
         if len(set(names)) != len(names):
             raise ValueError(f"reward functions need distinct names for logging, got {names}")
 
-        def wrapped_for(function: Callable[..., list[float | None]], name: str, last: bool) -> Callable[..., Any]:
+        def wrapped_for(
+            function: Callable[..., list[float | None]], name: str, last: bool
+        ) -> Callable[..., Any]:
             def wrapped(**kwargs: Any) -> list[float | None]:
                 values = list(function(**kwargs))
                 if self.is_main_process:
@@ -138,19 +146,28 @@ class RolloutRecorder:
         completions = kwargs.get("completions") or []
         # trl repeats each prompt num_generations times in a row: keep one entry per prompt.
         prompt_starts = [i for i in range(len(rows)) if i == 0 or rows[i] != rows[i - 1]]
-        append_jsonl(self.samples_path, {"step": step, "rows": [rows[i] for i in prompt_starts],
-                                         "image_ids": [image_ids[i] for i in prompt_starts if i < len(image_ids)]})
+        append_jsonl(
+            self.samples_path,
+            {
+                "step": step,
+                "rows": [rows[i] for i in prompt_starts],
+                "image_ids": [image_ids[i] for i in prompt_starts if i < len(image_ids)],
+            },
+        )
         for i in range(min(self.completions_per_step, len(completions))):
             parts = {name: values[i] for name, values in self._values.items()}
             known = [v for v in parts.values() if v is not None]
-            append_jsonl(self.completions_path, {
-                "step": step,
-                "row": rows[i] if i < len(rows) else None,
-                "image_id": image_ids[i] if i < len(image_ids) else None,
-                "completion": completion_text(completions[i]),
-                "rewards": parts,
-                "reward": sum(known) if known else None,
-            })
+            append_jsonl(
+                self.completions_path,
+                {
+                    "step": step,
+                    "row": rows[i] if i < len(rows) else None,
+                    "image_id": image_ids[i] if i < len(image_ids) else None,
+                    "completion": completion_text(completions[i]),
+                    "rewards": parts,
+                    "reward": sum(known) if known else None,
+                },
+            )
         self._values = {}
 
 
@@ -200,8 +217,9 @@ class MlflowCallback(TrainerCallback):
             return json.loads(self.run_file.read_text(encoding="utf-8"))["run_id"]
         active = mlflow.active_run()
         parent = self.tracking.parent_run_id or (active.info.run_id if active is not None else "")
-        run_id = self.tracker.create_run(self.tracking.experiment, self.tracking.run_name, self.tracking.tags,
-                                         parent_run_id=parent or None)
+        run_id = self.tracker.create_run(
+            self.tracking.experiment, self.tracking.run_name, self.tracking.tags, parent_run_id=parent or None
+        )
         assert run_id is not None  # the callback exists only when a tracking URI is known
         atomic_write_text(self.run_file, json.dumps({"run_id": run_id}) + "\n")
         return run_id
@@ -210,24 +228,35 @@ class MlflowCallback(TrainerCallback):
     def _owns_run(self) -> bool:
         return bool(self.run_id) and not self.tracking.run_id
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if not state.is_world_process_zero:
             return
         self.run_id = self._open_run()
         self.tracker.log_params(dict(self.params), run_id=self.run_id, skip_logged=True)
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not (state.is_world_process_zero and self.run_id and logs):
             return
-        metrics = {key: value for key, value in logs.items()
-                   if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
+        metrics = {
+            key: value
+            for key, value in logs.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        }
         if metrics:
             self.tracker.log_metrics(metrics, step=state.global_step, run_id=self.run_id)
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if state.is_world_process_zero and self._owns_run:
             self.tracker.end_run(self.run_id)
 

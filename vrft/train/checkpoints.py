@@ -71,13 +71,17 @@ def resolve_resume(resume: str, output_dir: Path, section: str) -> Path | None:
     if resume == "never":
         existing = checkpoints(output_dir)
         if existing:
-            raise ConfigError(f"{section}.resume: 'never', but {output_dir} already holds {existing[0].name}: "
-                              "use resume=auto to continue that run, or another output directory")
+            raise ConfigError(
+                f"{section}.resume: 'never', but {output_dir} already holds {existing[0].name}: "
+                "use resume=auto to continue that run, or another output directory"
+            )
         return None
     path = Path(resume)
     if not is_complete_checkpoint(path):
-        raise ConfigError(f"{section}.resume: {path} is not a complete checkpoint-N directory (it needs "
-                          "trainer_state.json and the optimizer state)")
+        raise ConfigError(
+            f"{section}.resume: {path} is not a complete checkpoint-N directory (it needs "
+            "trainer_state.json and the optimizer state)"
+        )
     return path
 
 
@@ -107,7 +111,9 @@ class CheckpointWeightsMixin:
 
         target = model if model is not None else self.model  # type: ignore[attr-defined]
         path = Path(resume_from_checkpoint)
-        full_weights = (path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file()
+        full_weights = (path / "model.safetensors").is_file() or (
+            path / "model.safetensors.index.json"
+        ).is_file()
         if isinstance(target, PeftModel) or not full_weights:
             super()._load_from_checkpoint(resume_from_checkpoint, model)  # type: ignore[misc]
             return
@@ -143,8 +149,9 @@ def _save_in_base_format(base: ModelConfig, staging: Path, target: Path) -> None
     model.save_pretrained(target)
 
 
-def save_final(trainer: Any, output_dir: Path, *, base: ModelConfig, lora: bool,
-               info: dict[str, Any]) -> tuple[Path, Path | None]:
+def save_final(
+    trainer: Any, output_dir: Path, *, base: ModelConfig, lora: bool, info: dict[str, Any]
+) -> tuple[Path, Path | None]:
     """Write ``output_dir/final`` (and ``output_dir/adapter`` with LoRA); return their paths.
 
     Every process must call this (the DeepSpeed gather is collective); only the main one writes.

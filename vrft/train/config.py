@@ -40,9 +40,20 @@ DEEPSPEED_PRESETS = ("zero2", "zero3")
 #: transformers' ``SchedulerType`` values (the pinned version's; tests/train/test_config.py checks that
 #: they agree). Listed here because importing ``transformers.trainer_utils`` also imports torch and peft:
 #: seconds in every process that only validates a config (the CLI, the dataset, evaluation and report stages).
-LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-                 "warmup_stable_decay", "greedy")
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "greedy",
+)
 #: The task each built-in reward scores (``format`` scores any task); plugins are not checked.
 REWARD_TASKS: dict[str, tuple[str, ...]] = {
     "detection": ("detection",),
@@ -100,8 +111,13 @@ class StageConfig:
 
     def validate(self) -> None:
         s = self.section
-        positive_ints = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-                         "logging_steps", "save_steps")
+        positive_ints = (
+            "max_steps",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "save_steps",
+        )
         for name in positive_ints:
             value = getattr(self, name)
             if value < 1:
@@ -113,39 +129,59 @@ class StageConfig:
         if self.weight_decay < 0:
             raise ConfigError(f"{s}.weight_decay: must be >= 0, got {self.weight_decay}")
         if not self.max_grad_norm > 0:
-            raise ConfigError(f"{s}.max_grad_norm: must be > 0 (1.0 is the authors'), got {self.max_grad_norm}")
+            raise ConfigError(
+                f"{s}.max_grad_norm: must be > 0 (1.0 is the authors'), got {self.max_grad_norm}"
+            )
         if self.save_total_limit is not None and self.save_total_limit < 1:
-            raise ConfigError(f"{s}.save_total_limit: must be >= 1 or null (keep all), got {self.save_total_limit}")
+            raise ConfigError(
+                f"{s}.save_total_limit: must be >= 1 or null (keep all), got {self.save_total_limit}"
+            )
         if not self.resume:
             raise ConfigError(f"{s}.resume: use 'auto', 'never' or a checkpoint directory")
         if self.lr_scheduler_type not in LR_SCHEDULERS:
-            raise ConfigError(f"{s}.lr_scheduler_type: {self.lr_scheduler_type!r} is not one of "
-                              f"{', '.join(LR_SCHEDULERS)}")
+            raise ConfigError(
+                f"{s}.lr_scheduler_type: {self.lr_scheduler_type!r} is not one of {', '.join(LR_SCHEDULERS)}"
+            )
         self._validate_lora()
-        if self.deepspeed and Path(self.deepspeed).suffix != ".json" and self.deepspeed not in DEEPSPEED_PRESETS:
-            raise ConfigError(f"{s}.deepspeed: {self.deepspeed!r} is neither {' nor '.join(DEEPSPEED_PRESETS)} "
-                              "nor a .json file")
+        if (
+            self.deepspeed
+            and Path(self.deepspeed).suffix != ".json"
+            and self.deepspeed not in DEEPSPEED_PRESETS
+        ):
+            raise ConfigError(
+                f"{s}.deepspeed: {self.deepspeed!r} is neither {' nor '.join(DEEPSPEED_PRESETS)} "
+                "nor a .json file"
+            )
 
     def _validate_lora(self) -> None:
         s = self.section
         lora = self.lora
         if not lora.enabled:
             defaults = LoraSettings()
-            changed = [f.name for f in dataclasses.fields(lora)
-                       if f.name != "enabled" and getattr(lora, f.name) != getattr(defaults, f.name)]
+            changed = [
+                f.name
+                for f in dataclasses.fields(lora)
+                if f.name != "enabled" and getattr(lora, f.name) != getattr(defaults, f.name)
+            ]
             if changed:
-                raise ConfigError(f"{s}.lora.{changed[0]} is set but {s}.lora.enabled is false: set "
-                                  f"{s}.lora.enabled=true to train LoRA adapters, or remove {s}.lora.{changed[0]}")
+                raise ConfigError(
+                    f"{s}.lora.{changed[0]} is set but {s}.lora.enabled is false: set "
+                    f"{s}.lora.enabled=true to train LoRA adapters, or remove {s}.lora.{changed[0]}"
+                )
             return
         if lora.r < 1 or lora.alpha < 1:
-            raise ConfigError(f"{s}.lora.r and {s}.lora.alpha: must be positive, got {lora.r} and {lora.alpha}")
+            raise ConfigError(
+                f"{s}.lora.r and {s}.lora.alpha: must be positive, got {lora.r} and {lora.alpha}"
+            )
         if not 0 <= lora.dropout < 1:
             raise ConfigError(f"{s}.lora.dropout: must be in [0, 1), got {lora.dropout}")
         if not lora.target_modules:
             raise ConfigError(f"{s}.lora.target_modules: empty; the default is {QWEN_VL_LORA_TARGETS}")
         if "lm_head" in lora.target_modules:
-            raise ConfigError(f"{s}.lora.target_modules: remove 'lm_head': adapters go into the language model's "
-                              "layers (and trl's GRPO reads lm_head's weight directly, so an adapter would never train)")
+            raise ConfigError(
+                f"{s}.lora.target_modules: remove 'lm_head': adapters go into the language model's "
+                "layers (and trl's GRPO reads lm_head's weight directly, so an adapter would never train)"
+            )
 
     @property
     def vision_tower_frozen(self) -> bool:
@@ -189,14 +225,18 @@ class GRPOStageConfig(StageConfig):
         super().validate()
         s = self.section
         if self.num_generations < 2:
-            raise ConfigError(f"{s}.num_generations: GRPO compares completions within a group, so it needs at "
-                              f"least 2, got {self.num_generations}")
+            raise ConfigError(
+                f"{s}.num_generations: GRPO compares completions within a group, so it needs at "
+                f"least 2, got {self.num_generations}"
+            )
         if self.beta < 0:
             raise ConfigError(f"{s}.beta: must be >= 0 (0 disables the KL term), got {self.beta}")
         if not self.temperature > 0:
             raise ConfigError(f"{s}.temperature: must be > 0, got {self.temperature}")
         if self.max_completion_length < 1:
-            raise ConfigError(f"{s}.max_completion_length: must be positive, got {self.max_completion_length}")
+            raise ConfigError(
+                f"{s}.max_completion_length: must be positive, got {self.max_completion_length}"
+            )
         if self.completions_per_step < 0:
             raise ConfigError(f"{s}.completions_per_step: must be >= 0, got {self.completions_per_step}")
         known_losses = ("grpo", "dr_grpo", "dapo", "bnpo")
@@ -263,8 +303,11 @@ def _smallest_multiple(start: int, unit: int, divisor: int) -> int:
 def check_batch_divisibility(config: GRPOStageConfig, processes: int) -> None:
     """trl 1.16 rule: per-device batch × accumulation steps × processes, counted in completions, must be
     a multiple of ``num_generations`` (each generation batch holds whole prompt groups)."""
-    per_device, accumulation, generations = (config.per_device_train_batch_size,
-                                             config.gradient_accumulation_steps, config.num_generations)
+    per_device, accumulation, generations = (
+        config.per_device_train_batch_size,
+        config.gradient_accumulation_steps,
+        config.num_generations,
+    )
     total = per_device * accumulation * processes
     if total % generations == 0:
         return
@@ -288,15 +331,20 @@ def check_batch_divisibility(config: GRPOStageConfig, processes: int) -> None:
 def check_prompts_per_step(config: GRPOStageConfig, processes: int, rows: int) -> None:
     """A step's generation batch must fit in the train split: trl's sampler only yields full batches,
     so with fewer rows than prompts per step an epoch is empty and training silently stops at step 0."""
-    prompts = (config.per_device_train_batch_size * config.gradient_accumulation_steps * processes
-               // config.num_generations)
+    prompts = (
+        config.per_device_train_batch_size
+        * config.gradient_accumulation_steps
+        * processes
+        // config.num_generations
+    )
     if prompts > rows:
         plural = "process" if processes == 1 else "processes"
         raise ConfigError(
             f"{config.section}: a step trains on {prompts} prompts (per_device_train_batch_size "
             f"{config.per_device_train_batch_size} × gradient_accumulation_steps {config.gradient_accumulation_steps} "
             f"× {processes} {plural} / num_generations {config.num_generations}) but the train split has {rows} rows: "
-            "lower gradient_accumulation_steps or use fewer processes, or build the dataset with more shots")
+            "lower gradient_accumulation_steps or use fewer processes, or build the dataset with more shots"
+        )
 
 
 def deepspeed_installed() -> bool:
@@ -320,8 +368,10 @@ def deepspeed_config_path(config: StageConfig, *, launched: bool = True) -> Path
         candidates = [root / "configs" / "deepspeed" / f"{name}.json" for root in roots]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
-            raise ConfigError(f"{s}.deepspeed: preset {name!r} not found at {candidates[0]}; run from the vrft "
-                              "source tree or give the JSON file's path")
+            raise ConfigError(
+                f"{s}.deepspeed: preset {name!r} not found at {candidates[0]}; run from the vrft "
+                "source tree or give the JSON file's path"
+            )
     else:
         path = Path(name)
         if not path.is_file():
@@ -332,15 +382,21 @@ def deepspeed_config_path(config: StageConfig, *, launched: bool = True) -> Path
         raise ConfigError(f"{s}.deepspeed: {path} is not readable JSON ({exc})") from None
     zero = ds.get("zero_optimization", {})
     if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save", False):
-        raise ConfigError(f"{s}.deepspeed: {path} is ZeRO-3 without stage3_gather_16bit_weights_on_model_save: "
-                          "set it to true so the final model is saved whole (loadable with from_pretrained)")
+        raise ConfigError(
+            f"{s}.deepspeed: {path} is ZeRO-3 without stage3_gather_16bit_weights_on_model_save: "
+            "set it to true so the final model is saved whole (loadable with from_pretrained)"
+        )
     if not launched:
         return path
     if not deepspeed_installed():
-        raise ConfigError(f"{s}.deepspeed: the deepspeed package is not installed: "
-                          "DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed==0.19.8")
+        raise ConfigError(
+            f"{s}.deepspeed: the deepspeed package is not installed: "
+            "DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed==0.19.8"
+        )
     if "WORLD_SIZE" not in os.environ:
-        raise ConfigError(f"{s}.deepspeed: DeepSpeed needs a distributed launch: run through `accelerate launch "
-                          "--num_processes N -m vrft.cli train ...` or `torchrun --nproc_per_node N -m vrft.cli "
-                          "train ...`")
+        raise ConfigError(
+            f"{s}.deepspeed: DeepSpeed needs a distributed launch: run through `accelerate launch "
+            "--num_processes N -m vrft.cli train ...` or `torchrun --nproc_per_node N -m vrft.cli "
+            "train ...`"
+        )
     return path

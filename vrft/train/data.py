@@ -20,8 +20,18 @@ from vrft.models.coords import BoxConvention
 from vrft.tasks import conversation, prompt_text, solution_columns, target_answer
 
 #: Columns the renderers read (see :mod:`vrft.data.schema`).
-REQUIRED_COLUMNS = ("image", "image_id", "width", "height", "task", "category", "gt_boxes", "aliases", "noun",
-                    "instruction")
+REQUIRED_COLUMNS = (
+    "image",
+    "image_id",
+    "width",
+    "height",
+    "task",
+    "category",
+    "gt_boxes",
+    "aliases",
+    "noun",
+    "instruction",
+)
 
 _MESSAGES = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
 #: Types of the columns added for training; fixed so an all-negative split is not typed as null lists.
@@ -53,16 +63,19 @@ def load_train_split(dataset_dir: str | Path) -> tuple[datasets.Dataset, str]:
     if missing:
         raise ConfigError(f"dataset_dir {path}: the train split lacks columns {missing}; {hint}")
     if not isinstance(train.features["image"], datasets.Image):
-        raise ConfigError(f"dataset_dir {path}: images are stored as paths (load_images: false); rebuild with "
-                          "load_images: true to train")
+        raise ConfigError(
+            f"dataset_dir {path}: images are stored as paths (load_images: false); rebuild with "
+            "load_images: true to train"
+        )
     tasks = sorted(set(train["task"]))
     if len(tasks) != 1:
         raise ConfigError(f"dataset_dir {path}: one task per training run, found {tasks}")
     return train, tasks[0]
 
 
-def _with_columns(train: datasets.Dataset, render: Callable[[int, Mapping[str, Any]], dict[str, Any]]
-                  ) -> datasets.Dataset:
+def _with_columns(
+    train: datasets.Dataset, render: Callable[[int, Mapping[str, Any]], dict[str, Any]]
+) -> datasets.Dataset:
     """``train`` plus the columns ``render(index, row)`` returns (rows read without their image).
 
     A rendered column that the split already has (e.g. ``aliases``) must equal it and is not added twice.
@@ -86,8 +99,11 @@ def grpo_dataset(train: datasets.Dataset, convention: BoxConvention) -> datasets
     every original column."""
 
     def render(index: int, row: Mapping[str, Any]) -> dict[str, Any]:
-        return {"prompt": conversation(prompt_text(row, convention)), "row_index": index,
-                **solution_columns(row, convention)}
+        return {
+            "prompt": conversation(prompt_text(row, convention)),
+            "row_index": index,
+            **solution_columns(row, convention),
+        }
 
     return _with_columns(train, render)
 
@@ -97,8 +113,10 @@ def sft_dataset(train: datasets.Dataset, convention: BoxConvention) -> datasets.
     exactly the format the prompt asks for, and the only part the loss is computed on."""
 
     def render(index: int, row: Mapping[str, Any]) -> dict[str, Any]:
-        return {"prompt": conversation(prompt_text(row, convention)),
-                "completion": [{"role": "assistant", "content": target_answer(row, convention)}],
-                "row_index": index}
+        return {
+            "prompt": conversation(prompt_text(row, convention)),
+            "completion": [{"role": "assistant", "content": target_answer(row, convention)}],
+            "row_index": index,
+        }
 
     return _with_columns(train, render)

@@ -69,13 +69,24 @@ class VrftGRPOTrainer(CheckpointWeightsMixin, GRPOTrainer):
 
     def _get_train_sampler(self, dataset: Any = None) -> RepeatSampler:
         base = super()._get_train_sampler(dataset)
-        return EpochSeededRepeatSampler(base.data_source, mini_repeat_count=base.mini_repeat_count,
-                                        batch_size=base.batch_size, repeat_count=base.repeat_count,
-                                        shuffle=base.shuffle, seed=base.seed)
+        return EpochSeededRepeatSampler(
+            base.data_source,
+            mini_repeat_count=base.mini_repeat_count,
+            batch_size=base.batch_size,
+            repeat_count=base.repeat_count,
+            shuffle=base.shuffle,
+            seed=base.seed,
+        )
 
 
-def train_grpo(config: GRPOStageConfig, dataset_dir: str | Path, output_dir: str | Path, *,
-               model: ModelConfig, tracking: Tracking | None = None) -> TrainResult:
+def train_grpo(
+    config: GRPOStageConfig,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    model: ModelConfig,
+    tracking: Tracking | None = None,
+) -> TrainResult:
     """Train ``model`` with GRPO on the ``train`` split of ``dataset_dir``; write ``output_dir``.
 
     ``output_dir`` receives ``checkpoint-N`` (resumable), ``final`` (the model), ``config.json``,
@@ -87,8 +98,10 @@ def train_grpo(config: GRPOStageConfig, dataset_dir: str | Path, output_dir: str
     check_prompts_per_step(config, world_size(), len(plan.train))
     reward = config.reward_name(plan.task)
     if plan.task not in REWARD_TASKS.get(reward, (plan.task,)):
-        raise ConfigError(f"grpo.reward: {reward!r} scores {'/'.join(REWARD_TASKS[reward])} answers but "
-                          f"{dataset_dir} is a {plan.task} dataset; leave grpo.reward empty for the task's reward")
+        raise ConfigError(
+            f"grpo.reward: {reward!r} scores {'/'.join(REWARD_TASKS[reward])} answers but "
+            f"{dataset_dir} is a {plan.task} dataset; leave grpo.reward empty for the task's reward"
+        )
     reward_functions = config.reward_functions(plan.task)
     # Logged every step at reward weight 0 (e.g. the share of degenerate detection answers), never trained on.
     monitors = monitor_functions_for_trainer(reward, **config.reward_options)

@@ -39,16 +39,35 @@ def needs_launcher(config: StageConfig, processes: int) -> bool:
     return processes > 1 or bool(config.deepspeed)
 
 
-def launch_command(method: str, config_path: str | Path, dataset_dir: str | Path, output_dir: str | Path,
-                   processes: int, *, overrides: Sequence[str] = (), tracking_run_id: str = "") -> list[str]:
+def launch_command(
+    method: str,
+    config_path: str | Path,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    processes: int,
+    *,
+    overrides: Sequence[str] = (),
+    tracking_run_id: str = "",
+) -> list[str]:
     """``python -m torch.distributed.run`` of ``vrft train`` with ``processes`` local processes."""
     if processes < 1:
         raise ValueError(f"processes={processes}: must be >= 1")
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
         f"--nproc_per_node={processes}",
-        "-m", "vrft.cli", "train", method, str(config_path),
-        "--dataset", str(dataset_dir), "--output-dir", str(output_dir),
+        "-m",
+        "vrft.cli",
+        "train",
+        method,
+        str(config_path),
+        "--dataset",
+        str(dataset_dir),
+        "--output-dir",
+        str(output_dir),
     ]
     if tracking_run_id:
         command += ["--tracking-run-id", tracking_run_id]
@@ -60,30 +79,49 @@ def child_error(lines: Sequence[str]) -> str:
     for prefix in ("vrft train: error:",):
         for line in reversed(lines):
             if prefix in line:
-                return line[line.index(prefix):].strip()
+                return line[line.index(prefix) :].strip()
     for line in reversed(lines):
         text = line.strip()
-        if text and (text.split(":", 1)[0].endswith(("Error", "Exception")) or "Error:" in text.split(" ", 1)[0]):
+        if text and (
+            text.split(":", 1)[0].endswith(("Error", "Exception")) or "Error:" in text.split(" ", 1)[0]
+        ):
             return text
     return next((line.strip() for line in reversed(lines) if line.strip()), "no output")
 
 
-def run_distributed(method: str, config_path: str | Path, dataset_dir: str | Path, output_dir: str | Path,
-                    processes: int, *, tracking_run_id: str = "", overrides: Sequence[str] = (),
-                    stream: TextIO | None = None, env: dict[str, str] | None = None) -> Path:
+def run_distributed(
+    method: str,
+    config_path: str | Path,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    processes: int,
+    *,
+    tracking_run_id: str = "",
+    overrides: Sequence[str] = (),
+    stream: TextIO | None = None,
+    env: dict[str, str] | None = None,
+) -> Path:
     """Train with ``processes`` local processes; stream their output; return ``output_dir``.
 
     Raises :class:`TrainingLaunchError` naming the exit status and the child's error line.
     """
     stream = stream or sys.stdout
-    command = launch_command(method, config_path, dataset_dir, output_dir, processes,
-                             overrides=overrides, tracking_run_id=tracking_run_id)
+    command = launch_command(
+        method,
+        config_path,
+        dataset_dir,
+        output_dir,
+        processes,
+        overrides=overrides,
+        tracking_run_id=tracking_run_id,
+    )
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     if "OMP_NUM_THREADS" not in child_env:  # torchrun would warn and set 1; keep the node's cores shared
         child_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                          env=child_env) as child:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=child_env
+    ) as child:
         assert child.stdout is not None
         for line in child.stdout:
             stream.write(line)
@@ -91,6 +129,8 @@ def run_distributed(method: str, config_path: str | Path, dataset_dir: str | Pat
         status = child.wait()
     stream.flush()
     if status != 0:
-        raise TrainingLaunchError(f"{method} training on {processes} processes failed (exit status {status}): "
-                                  f"{child_error(list(tail))}")
+        raise TrainingLaunchError(
+            f"{method} training on {processes} processes failed (exit status {status}): "
+            f"{child_error(list(tail))}"
+        )
     return Path(output_dir)

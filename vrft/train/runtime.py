@@ -65,12 +65,15 @@ class RunPlan:
     is_main_process: bool
 
 
-def preflight(config: StageConfig, dataset_dir: str | Path, output_dir: str | Path, model: ModelConfig
-              ) -> RunPlan:
+def preflight(
+    config: StageConfig, dataset_dir: str | Path, output_dir: str | Path, model: ModelConfig
+) -> RunPlan:
     """Check the launch, dataset, DeepSpeed config and resume point; raise a one-line ConfigError."""
     if not model.name_or_path:
-        raise ConfigError("model.name_or_path: empty: give a hub id (Qwen/Qwen2-VL-2B-Instruct) or a local "
-                          "checkpoint directory (e.g. one built by `vrft tiny-model DIR`)")
+        raise ConfigError(
+            "model.name_or_path: empty: give a hub id (Qwen/Qwen2-VL-2B-Instruct) or a local "
+            "checkpoint directory (e.g. one built by `vrft tiny-model DIR`)"
+        )
     check_output_apart(output_dir, {"dataset": dataset_dir})
     deepspeed = deepspeed_config_path(config)
     train, task = load_train_split(dataset_dir)
@@ -92,8 +95,10 @@ def training_dtype(config: StageConfig, model: ModelConfig, deepspeed: Path | No
     if full_bf16 and model.dtype == "auto":
         return torch.float32
     if full_bf16:
-        logger.warning("model.dtype bfloat16 with full fine-tuning and no DeepSpeed: AdamW updates below bf16 "
-                       "resolution are lost; use model.dtype=auto (fp32 weights, bf16 compute)")
+        logger.warning(
+            "model.dtype bfloat16 with full fine-tuning and no DeepSpeed: AdamW updates below bf16 "
+            "resolution are lost; use model.dtype=auto (fp32 weights, bf16 compute)"
+        )
     return dtype
 
 
@@ -101,16 +106,20 @@ def _component(model: torch.nn.Module, attribute: str) -> str:
     """The dotted name of the shallowest sub-module called ``attribute`` (``visual``, ``language_model``)."""
     names = [name for name, _ in model.named_modules() if name.split(".")[-1] == attribute]
     if not names:
-        raise ConfigError(f"model: {type(model).__name__} has no '{attribute}' part; vrft trains Qwen2-VL and "
-                          "Qwen2.5-VL models")
+        raise ConfigError(
+            f"model: {type(model).__name__} has no '{attribute}' part; vrft trains Qwen2-VL and "
+            "Qwen2.5-VL models"
+        )
     return min(names, key=lambda n: n.count("."))
 
 
 def lora_target_pattern(model: torch.nn.Module, config: StageConfig) -> str:
     """peft's ``target_modules`` regex: the configured module names inside the language model, and
     inside the vision tower too when it is not frozen. Fails if either part would get no adapter."""
-    hints = {"language_model": "its layers have q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
-             "visual": "e.g. Qwen2-VL's vision blocks have qkv, proj, fc1, fc2"}
+    hints = {
+        "language_model": "its layers have q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
+        "visual": "e.g. Qwen2-VL's vision blocks have qkv, proj, fc1, fc2",
+    }
     parts = ["language_model"] + ([] if config.vision_tower_frozen else ["visual"])
     scopes = [_component(model, part) for part in parts]
     names = "|".join(re.escape(t) for t in config.lora.target_modules)
@@ -118,21 +127,32 @@ def lora_target_pattern(model: torch.nn.Module, config: StageConfig) -> str:
     for part, scope in zip(parts, scopes):
         pattern = rf"^{re.escape(scope)}\..*\.(?:{names})$"
         if not any(re.fullmatch(pattern, name) for name in modules):
-            raise ConfigError(f"{config.section}.lora.target_modules: {config.lora.target_modules} match no module "
-                              f"in {scope}; {hints[part]}")
+            raise ConfigError(
+                f"{config.section}.lora.target_modules: {config.lora.target_modules} match no module "
+                f"in {scope}; {hints[part]}"
+            )
     return rf"^(?:{'|'.join(re.escape(s) for s in scopes)})\..*\.(?:{names})$"
 
 
 def load_policy(config: StageConfig, model: ModelConfig, deepspeed: Path | None) -> tuple[Any, Any]:
     """The model to train, with the vision tower frozen if configured, and the peft config (or None)."""
-    policy = load_model(model.name_or_path, training_dtype(config, model, deepspeed), None,
-                        model.attn_implementation, trust_remote_code=model.trust_remote_code)
+    policy = load_model(
+        model.name_or_path,
+        training_dtype(config, model, deepspeed),
+        None,
+        model.attn_implementation,
+        trust_remote_code=model.trust_remote_code,
+    )
     if config.lora.enabled:
         from peft import LoraConfig
 
         lora = config.lora
-        return policy, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                  target_modules=lora_target_pattern(policy, config))
+        return policy, LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora_target_pattern(policy, config),
+        )
     if config.vision_tower_frozen:
         policy.get_submodule(_component(policy, "visual")).requires_grad_(False)
     return policy, None
@@ -175,8 +195,9 @@ def trainer_arguments(config: StageConfig, plan: RunPlan, model: ModelConfig) ->
     }
 
 
-def run_record(method: str, config: StageConfig, model: ModelConfig, dataset_dir: str | Path,
-               plan: RunPlan) -> dict[str, Any]:
+def run_record(
+    method: str, config: StageConfig, model: ModelConfig, dataset_dir: str | Path, plan: RunPlan
+) -> dict[str, Any]:
     """The run's parameters as written to ``config.json`` (and, flattened, to MLflow)."""
     import transformers
     import trl
@@ -191,8 +212,11 @@ def run_record(method: str, config: StageConfig, model: ModelConfig, dataset_dir
         "task": plan.task,
         "train_rows": len(plan.train),
         "world_size": world_size(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "trl": trl.__version__},
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+        },
     }
 
 
@@ -214,7 +238,9 @@ def start_logs(plan: RunPlan, record: dict[str, Any]) -> None:
     atomic_write_text(path, dumps_deterministic(record))
     step = 0
     if plan.resume_from is not None:
-        step = json.loads((plan.resume_from / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+        step = json.loads((plan.resume_from / "trainer_state.json").read_text(encoding="utf-8"))[
+            "global_step"
+        ]
     for name in (TRAIN_LOG, SAMPLES_LOG, COMPLETIONS_LOG):
         truncate_jsonl(plan.output_dir / name, step)
 
@@ -228,8 +254,9 @@ def callbacks(plan: RunPlan, tracking: Tracking | None, record: dict[str, Any]) 
     return result
 
 
-def train_and_save(trainer: Any, method: str, config: StageConfig, model: ModelConfig, plan: RunPlan
-                   ) -> TrainResult:
+def train_and_save(
+    trainer: Any, method: str, config: StageConfig, model: ModelConfig, plan: RunPlan
+) -> TrainResult:
     """Train (resuming if planned), then write the final model directory."""
     try:
         output = trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
@@ -239,8 +266,14 @@ def train_and_save(trainer: Any, method: str, config: StageConfig, model: ModelC
                 callback.on_exception(exc)
         raise
     step = trainer.state.global_step
-    info = {"method": method, "base_model": model.name_or_path, "family": model.resolved_family(),
-            "global_step": step, "min_pixels": model.min_pixels, "max_pixels": model.max_pixels}
+    info = {
+        "method": method,
+        "base_model": model.name_or_path,
+        "family": model.resolved_family(),
+        "global_step": step,
+        "min_pixels": model.min_pixels,
+        "max_pixels": model.max_pixels,
+    }
     final, adapter = save_final(trainer, plan.output_dir, base=model, lora=config.lora.enabled, info=info)
     metrics = {k: float(v) for k, v in output.metrics.items() if isinstance(v, (int, float))}
     return TrainResult(method, plan.output_dir, final, adapter, step, plan.resume_from, metrics)

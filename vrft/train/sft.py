@@ -32,8 +32,14 @@ class VrftSFTTrainer(CheckpointWeightsMixin, SFTTrainer):
     """trl's SFTTrainer whose resume restores every weight (see :class:`CheckpointWeightsMixin`)."""
 
 
-def train_sft(config: SFTStageConfig, dataset_dir: str | Path, output_dir: str | Path, *,
-              model: ModelConfig, tracking: Tracking | None = None) -> TrainResult:
+def train_sft(
+    config: SFTStageConfig,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    model: ModelConfig,
+    tracking: Tracking | None = None,
+) -> TrainResult:
     """Fine-tune ``model`` on the target answers of ``dataset_dir``'s ``train`` split; write ``output_dir``
     (same layout as :func:`vrft.train.grpo.train_grpo`, without the rollout logs)."""
     plan = preflight(config, dataset_dir, output_dir, model)
