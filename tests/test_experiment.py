@@ -1,11 +1,15 @@
 """Every shipped experiment config loads and validates; the config round-trips through JSON."""
 
+import dataclasses
+import inspect
+import re
+import typing
 from pathlib import Path
 
 import pytest
 
-from vrft.config import ConfigError
-from vrft.experiment import experiment_from_json, load_experiment
+from vrft.config import ConfigError, field_docs
+from vrft.experiment import ExperimentConfig, experiment_from_json, load_experiment
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 PAPER_TABLES = {
@@ -50,3 +54,50 @@ def test_overrides_and_errors(tmp_path):
         load_experiment(path, ["pipeline.artifact_root=/no/scheme"])
     with pytest.raises(ConfigError, match="not valid JSON"):
         experiment_from_json("{")
+
+
+def _config_classes(cls=ExperimentConfig, seen=None):
+    """Every dataclass an experiment config is made of, with the bases that declare its fields."""
+    seen = [] if seen is None else seen
+    seen.extend(k for k in cls.__mro__ if dataclasses.is_dataclass(k) and k not in seen)
+    for tp in typing.get_type_hints(cls).values():
+        for inner in (tp, *typing.get_args(tp)):
+            if dataclasses.is_dataclass(inner) and inner not in seen:
+                _config_classes(inner, seen)
+    return seen
+
+
+def test_every_config_field_is_documented_once_in_a_class_docstring():
+    classes = _config_classes()
+    assert {"ExperimentConfig", "PipelineConfig", "StageConfig", "LoraSettings", "SourceConfig"} <= {
+        c.__name__ for c in classes
+    }
+    for cls in classes:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        docs, own = field_docs(cls), field_docs(cls, inherited=False)
+        assert fields <= set(docs), f"{cls.__name__}: document {sorted(fields - set(docs))} under Parameters:"
+        assert set(own) <= fields, (
+            f"{cls.__name__} documents what is not a field: {sorted(set(own) - fields)}"
+        )
+        for base in cls.__mro__[1:]:
+            twice = set(own) & set(field_docs(base, inherited=False))
+            assert not twice, f"{cls.__name__} documents {sorted(twice)} again (done in {base.__name__})"
+        assert all(len(text.split()) >= 3 for text in own.values()), cls.__name__
+        trailing = re.findall(r"^    (\w+): .*  # ", inspect.getsource(cls), re.M)
+        assert not trailing, f"{cls.__name__}: {trailing} documented in a comment, not the docstring"
+
+
+def test_the_documentation_check_sees_an_undocumented_field():
+    @dataclasses.dataclass
+    class Partly:
+        """Something.
+
+        Parameters:
+            documented: Has a text
+                over two lines.
+        """
+
+        documented: int = 0
+        forgotten: int = 1
+
+    assert field_docs(Partly) == {"documented": "Has a text over two lines."}

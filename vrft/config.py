@@ -1,35 +1,53 @@
-"""Typed experiment configuration: YAML files with command-line overrides.
+"""Typed experiment configuration: YAML files with command-line overrides, on OmegaConf.
 
 Every stage is one function taking one dataclass. An experiment YAML has one section per stage
-(``dataset:``, ``model:``, ``grpo:``, ...); :func:`load_config` reads a file, applies
-``section.key=value`` overrides (values are parsed as YAML, so ``grpo.beta=0.02`` is a float and
-``dataset.shots=[1,2,4]`` a list) and builds the dataclass, rejecting unknown keys and wrong types
-with an error that names the file and the key.
+(``dataset:``, ``model:``, ``grpo:``, ...). :func:`from_dict` is the one way a config is made, from a
+file (:func:`load_config`), JSON or another config:
+
+1. the data becomes an OmegaConf tree and ``section.key=value`` overrides are applied to it with
+   ``OmegaConf.update`` (values are read as YAML, so ``grpo.beta=0.02`` is a float and
+   ``dataset.shots=[1,2,4]`` a list; a mapping value replaces the mapping);
+2. every value given is checked against the dataclass annotations, strictly: OmegaConf alone
+   would turn ``image_tag: 1.10`` into ``"1.1"`` and ``enabled: 2`` into ``true``, and its errors
+   span lines. Unknown keys and wrong types are one-line errors naming the file and the key;
+3. the values are merged into the dataclass's OmegaConf schema, which fills in the defaults and
+   resolves ``${...}`` interpolations (``sft.max_steps: ${grpo.max_steps}``), and OmegaConf builds
+   the dataclasses;
+4. numbers must be finite and fit in 64 bits, then each dataclass's ``validate()`` runs.
 
 >>> from dataclasses import dataclass
 >>> @dataclass
 ... class Schedule:
 ...     lr: float = 1e-6
 ...     steps: int = 200
->>> cfg = from_dict(Schedule, {"steps": 25})
+...     warmup: int = 0
+>>> cfg = from_dict(Schedule, {"steps": 25}, ["warmup=${steps}"])
+>>> cfg
+Schedule(lr=1e-06, steps=25, warmup=25)
 >>> apply_overrides(cfg, ["lr=2e-6"])
-Schedule(lr=2e-06, steps=25)
+Schedule(lr=2e-06, steps=25, warmup=25)
 >>> from_dict(Schedule, {"stpes": 25}, source="exp.yaml")
 Traceback (most recent call last):
 ...
-vrft.config.ConfigError: exp.yaml: stpes: unknown key (known: lr, steps)
+vrft.config.ConfigError: exp.yaml: stpes: unknown key (known: lr, steps, warmup)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
+import re
+import stat
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
 
@@ -40,6 +58,8 @@ class ConfigError(ValueError):
 
 #: Integers beyond this are refused: no setting means anything there, and they overflow C types and floats.
 MAX_CONFIG_INT = 2**63 - 1
+#: Config files larger than this are refused before they are parsed (ours are a few kilobytes).
+MAX_CONFIG_BYTES = 4 * 2**20
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -89,123 +109,149 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{where}{problem}"
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+def _check(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked against the annotation ``tp``, as the plain data OmegaConf then merges.
 
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; build nested dataclasses."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
+    Only what a user wrote is checked here; ``${...}`` interpolations are resolved (and converted
+    to the field's type) by OmegaConf, and the final values are checked again by :func:`_check_numbers`.
+    """
+    if isinstance(value, str) and "${" in value:
         return value
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in (a for a in args if a is not type(None)):
             try:
-                return _coerce(value, arg, where)
+                return _check(value, arg, where)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(
-            errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {_type_name(tp)}"
-        )
+                errors.append(exc)
+        raise errors[0] if len(errors) == 1 else ConfigError(f"{where}: {value!r} matches none of {tp}")
     if origin is typing.Literal:
-        if value not in args:
+        if not any(type(value) is type(arg) and value == arg for arg in args):
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
     if dataclasses.is_dataclass(tp):
-        if dataclasses.is_dataclass(value):
-            return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
-        return from_dict(tp, value, prefix=where)
+        hints = typing.get_type_hints(tp)
+        known = sorted(f.name for f in dataclasses.fields(tp) if f.init)
+        for key in value:
+            if key not in known:
+                raise ConfigError(f"{_join(where, key)}: unknown key (known: {', '.join(known)})")
+        return {key: _check(item, hints[key], _join(where, key)) for key, item in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
+        return [_check(item, args[0] if args else Any, f"{where}[{i}]") for i, item in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        val_tp = args[1] if len(args) == 2 else Any
-        return {k: _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
-    if tp is float:
-        number: float | None = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                number = float(value)
-            except OverflowError:
-                raise ConfigError(f"{where}: {value!r} is too large for a number") from None
-        elif isinstance(value, str):
-            # YAML 1.1 reads "1e-6" (no dot) as a string; accept numeric strings for floats.
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-        if number is None:
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(number):
-            # .nan passes every `< 0` check and .inf overflows int(); no setting means either.
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return number
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        if abs(value) > MAX_CONFIG_INT:
-            raise ConfigError(f"{where}: {value} is too large (at most {MAX_CONFIG_INT})")
+        key_tp, item_tp = args or (Any, Any)
+        checked = {}
+        for key, item in value.items():
+            if key_tp is str and (isinstance(key, bool) or not isinstance(key, (str, int))):
+                raise ConfigError(f"{_join(where, key)}: expected a name as the key, got {key!r}")
+            key = str(key) if key_tp is str else key  # YAML reads `1:` as an integer key
+            checked[key] = _check(item, item_tp, _join(where, key))
+        return checked
+    expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path"}
+    if tp not in expected:
         return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp is Path:
-        if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{where}: expected a path, got {value!r}")
-        return Path(value)
+    if tp is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        # YAML 1.1 reads "1e-6" (no dot) as a string; accept numeric strings for floats.
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: {value!r} is too large for a number") from None
+        except ValueError:
+            pass
+    ok = {int: (int,), float: (float,), bool: (bool,), str: (str,), Path: (str, Path)}[tp]
+    if not isinstance(value, ok) or (isinstance(value, bool) and tp is not bool):
+        raise ConfigError(f"{where}: expected {expected[tp]}, got {value!r}")
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None, *, source: str = "", prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``, checking keys and types.
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
 
-    ``source`` (a file name) and ``prefix`` (the dotted path so far) go into error messages.
-    """
-    data = dict(data or {})
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{prefix}.{key}" if prefix else str(key)
-        if key not in fields:
-            msg = f"{where}: unknown key (known: {', '.join(sorted(fields))})"
-            raise ConfigError(f"{source}: {msg}" if source else msg)
-        try:
-            kwargs[key] = _coerce(value, hints[key], where)
-        except ConfigError as exc:
-            if source and not str(exc).startswith(source):
-                raise ConfigError(f"{source}: {exc}") from None
-            raise
-    try:
-        obj = cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        where = prefix or cls.__name__
-        raise ConfigError(f"{source + ': ' if source else ''}{where}: {exc}") from None
+
+def _check_numbers(data: Any, where: str) -> None:
+    """Numbers must be finite and fit in 64 bits: ``.nan`` passes every ``< 0`` check, ``.inf``
+    overflows ``int()``, and no setting means either."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise ConfigError(f"{where}: expected a finite number, got {data!r}")
+    if isinstance(data, int) and abs(data) > MAX_CONFIG_INT:
+        raise ConfigError(f"{where}: {data} is too large (at most {MAX_CONFIG_INT})")
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, item in items:
+        _check_numbers(item, f"{where}[{key}]" if isinstance(data, list) else _join(where, key))
+
+
+def _validate(obj: Any, where: str) -> None:
+    """Each dataclass's ``validate()``, innermost first; a message gains the section's path."""
+    for f in dataclasses.fields(obj):
+        if dataclasses.is_dataclass(child := getattr(obj, f.name)):
+            _validate(child, _join(where, f.name))
     validate = getattr(obj, "validate", None)
     if callable(validate):
         try:
             validate()
         except ConfigError as exc:
-            raise ConfigError(f"{source + ': ' if source else ''}{exc}") from None
-    return obj
+            message = str(exc)
+            if where and not message.startswith((f"{where}.", f"{where}:", f"{where}[")):
+                message = f"{where}.{message}"
+            raise ConfigError(message) from None
+
+
+def _escape(data: Any) -> Any:
+    """Data whose strings OmegaConf keeps verbatim: ``${`` escaped as ``\\${`` (backslashes before it doubled)."""
+    if isinstance(data, str):
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", data)
+    if isinstance(data, dict):
+        return {k: _escape(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_escape(v) for v in data]
+    return data
+
+
+@functools.cache
+def _schema(cls: type) -> Any:
+    return OmegaConf.structured(cls)  # defaults and types; OmegaConf.merge copies it
+
+
+def from_dict(
+    cls: type[T],
+    data: dict[str, Any] | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    source: str = "",
+    interpolate: bool = True,
+) -> T:
+    """Build dataclass ``cls`` from ``data`` plus ``key.sub=value`` overrides: the one config mechanism.
+
+    ``source`` (a file name) goes into error messages. ``interpolate=False`` keeps ``${...}`` in
+    ``data`` as text: data that is already a built config (JSON, :func:`to_dict`) is not resolved twice.
+    """
+    parsed = [parse_override(text) for text in overrides]  # syntax errors are the override's, not the file's
+    try:
+        tree = OmegaConf.create(_escape(data or {}) if not interpolate else data or {})
+        for keys, value in parsed:
+            OmegaConf.update(tree, ".".join(keys), value, merge=False)
+        given = _check(OmegaConf.to_container(tree), cls, "")
+        obj = OmegaConf.to_object(OmegaConf.merge(_schema(cls), given))
+        _check_numbers(to_dict(obj), "")
+        _validate(obj, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
+    except (
+        OmegaConfBaseException
+    ) as exc:  # an interpolation, or data OmegaConf cannot hold (a date, a null key)
+        key = f"{exc.full_key}: " if exc.full_key else ""
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{source + ': ' if source else ''}{key}{problem}") from None
+    return typing.cast(T, obj)
 
 
 def to_dict(obj: Any) -> Any:
@@ -256,24 +302,30 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
-    node = data
-    for key in keys[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = {}
-            node[key] = child
-        node = child
-    node[keys[-1]] = value
-
-
 def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...]) -> T:
     """A copy of dataclass ``cfg`` with ``key.sub=value`` overrides applied and re-validated."""
-    data = to_dict(cfg)
-    for text in overrides:
-        keys, value = parse_override(text)
-        _set_path(data, keys, value)
-    return from_dict(type(cfg), data, source="override")
+    return from_dict(type(cfg), to_dict(cfg), overrides, source="override", interpolate=False)
+
+
+def read_config_text(path: str | Path) -> str:
+    """The text of a config file, read with a bound: a device, FIFO or directory is refused without
+    reading, and so is a file larger than :data:`MAX_CONFIG_BYTES` (``vrft compile /dev/zero`` would
+    otherwise read until memory runs out)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{path}: not a regular file (a config is a YAML or JSON file)")
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB; a config is a few kilobytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -282,13 +334,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     An empty file (or one with only comments) is an error, not "all defaults": it is far more
     often a wrong or truncated file than a wish for the built-in experiment.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid YAML: not UTF-8 text") from None
+    text = read_config_text(path)
     try:
         data = safe_load_strict(text)
     except yaml.YAMLError as exc:
@@ -316,13 +362,39 @@ def load_config(
     data: dict[str, Any] = read_yaml(path) if path is not None else {}
     source = str(path) if path is not None else "defaults"
     if section is not None:
-        sub = data.get(section, {})
-        if not isinstance(sub, dict):
+        data = data.get(section, {})
+        if not isinstance(data, dict):
             raise ConfigError(f"{source}: section {section!r} must be a mapping")
-        data = dict(sub)
-    for text in overrides:
-        keys, value = parse_override(text)
-        if section is not None and keys[0] == section and len(keys) > 1:
-            keys = keys[1:]
-        _set_path(data, keys, value)
-    return from_dict(cls, data, source=source)
+        overrides = [text.removeprefix(f"{section}.") for text in overrides]
+    return from_dict(cls, data, overrides, source=source)
+
+
+def field_docs(cls: type, *, inherited: bool = True) -> dict[str, str]:
+    """The ``Parameters:`` section of a config dataclass's docstring, and its bases': field -> text.
+
+    Every field of every config dataclass is documented there, once (trl's habit); a test holds
+    every config class to it. ``inherited=False``: the class's own section only.
+
+    >>> from vrft.train.config import LoraSettings
+    >>> field_docs(LoraSettings)["r"]
+    'Rank of the adapter matrices.'
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__) if inherited else [cls]:
+        lines = (klass.__dict__.get("__doc__") or "").expandtabs().splitlines()
+        start = next((i for i, line in enumerate(lines) if line.strip() == "Parameters:"), len(lines))
+        indent, name = None, None
+        for line in lines[start + 1 :]:
+            if not line.strip():
+                continue
+            depth = len(line) - len(line.lstrip())
+            indent = depth if indent is None else indent
+            if depth < indent:
+                break
+            match = re.fullmatch(r"(\w+):\s*(.*)", line.strip()) if depth == indent else None
+            if match:
+                name = match[1]
+                docs[name] = match[2]
+            elif name is not None:
+                docs[name] += " " + line.strip()
+    return docs

@@ -11,7 +11,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from vrft.config import ConfigError, from_dict, parse_override, read_yaml, to_dict
 from vrft.data.config import DatasetConfig
@@ -23,19 +22,27 @@ from vrft.train.config import GRPOStageConfig, SFTStageConfig
 
 @dataclass
 class ExperimentInfo:
-    """What the experiment is called (the MLflow experiment and the report's ``config`` tag)."""
+    """What the experiment is called (the MLflow experiment and the report's ``config`` tag).
+
+    Parameters:
+        name: The experiment's name: the MLflow experiment and the report's ``config`` tag.
+        description: The Kubeflow pipeline's description (default: "Visual-RFT vs SFT").
+        shots: A sweep over ``dataset.shots``: one pipeline run builds, trains and evaluates each
+            shot count, and one report compares them; empty: just ``dataset.shots``.
+        seeds: Repeat RFT and SFT with these training seeds (``grpo.seed`` = ``sft.seed`` = each):
+            the report shows the mean ± standard deviation over seeds and says when RFT − SFT is
+            inside that spread. Empty: once, with ``grpo.seed`` / ``sft.seed`` as configured. The
+            few-shot sample (``dataset.seed``) stays the same.
+        shot_overrides: Overrides for one shot count of the sweep, e.g.
+            ``{1: ["grpo.gradient_accumulation_steps=1"]}`` where 1 shot × 8 categories cannot fill
+            the 16 prompts of a step on 8 GPUs. They follow the rules of command-line overrides.
+        tags: Extra MLflow tags on every run of the experiment.
+    """
 
     name: str = "default"
     description: str = ""
-    shots: list[int] = field(
-        default_factory=list
-    )  # a sweep over dataset.shots (one pipeline run, one report)
-    # Repeat RFT and SFT with these training seeds (grpo.seed = sft.seed = each): the report shows the
-    # mean ± standard deviation over seeds and says when RFT − SFT is inside that spread. [] = once,
-    # with grpo.seed / sft.seed as configured. The few-shot sample (dataset.seed) stays the same.
+    shots: list[int] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
-    # Overrides for one shot count of the sweep, e.g. {1: ["grpo.gradient_accumulation_steps=1"]} where
-    # 1 shot x 8 categories cannot fill the 16 prompts of a step on 8 GPUs.
     shot_overrides: dict[str, list[str]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -54,12 +61,19 @@ class ExperimentInfo:
 
 @dataclass
 class Resources:
-    """Kubernetes resources of one stage (ignored by the local runner)."""
+    """Kubernetes resources of one stage (ignored by the local runner).
+
+    Parameters:
+        cpu: The pod's CPU request (a Kubernetes quantity, e.g. ``4`` or ``500m``).
+        memory: The pod's memory request (a Kubernetes quantity, e.g. ``16Gi``).
+        gpus: GPUs of the pod (per node for multi-node training).
+        accelerator: The GPU resource name; node selection is in ``k8s/``.
+    """
 
     cpu: str = "4"
     memory: str = "16Gi"
     gpus: int = 0
-    accelerator: str = "nvidia.com/gpu"  # the resource name; node selection is in k8s/
+    accelerator: str = "nvidia.com/gpu"
 
     def validate(self) -> None:
         if self.gpus < 0:
@@ -72,6 +86,12 @@ class StageTimeouts:
 
     A hung stage would otherwise hold its GPUs and, with a nightly schedule's ``max_concurrency``
     of 1, block every later run.
+
+    Parameters:
+        dataset: Seconds for the dataset stage.
+        train: Seconds for each GRPO and SFT training stage.
+        evaluate: Seconds for each evaluation.
+        report: Seconds for the report stage.
     """
 
     dataset: int = 2 * 3600
@@ -89,19 +109,43 @@ class StageTimeouts:
 
 @dataclass
 class PipelineConfig:
-    """Where artifacts and runs go, which images run the stages, and with what resources."""
+    """Where artifacts and runs go, which images run the stages, and with what resources.
 
-    artifact_root: str = ""  # s3://bucket/prefix or file:///abs/path; `vrft run` uses its local S3 when empty
-    tracking_uri: str = ""  # MLflow; `vrft run` uses its local store when empty
+    Parameters:
+        artifact_root: Where stages exchange artifacts: ``s3://bucket/prefix`` or
+            ``file:///abs/path``; empty: ``vrft run`` uses its local S3.
+        tracking_uri: The MLflow tracking URI; empty: ``vrft run`` uses its local store.
+        image_registry: The registry of the stage images (``REGISTRY/vrft:TAG``, ``REGISTRY/vrft-cpu:TAG``).
+        image_tag: The stage images' tag: an immutable version or commit, never ``latest``.
+        retries: Kubeflow's retries of the dataset and evaluation stages on a cluster (training is
+            not retried; run again, it resumes from its last checkpoint).
+        caching: Let Kubeflow reuse the outputs of a stage whose inputs did not change.
+        evaluate_base: Evaluate the base model too (``existence_gated`` detection always does: its
+            answers are the gate every checkpoint shares).
+        train_nodes: Training on more than one node runs as a Kubeflow PyTorchJob (DeepSpeed ZeRO-3
+            across nodes); ``train_resources.gpus`` is then per node.
+        shared_pvc: Multi-node training: a ReadWriteMany PersistentVolumeClaim every training pod
+            mounts (ZeRO-3 shards are written there).
+        shared_mount: Where ``shared_pvc`` is mounted in the training pods.
+        dataset_resources: Resources of the dataset stage.
+        train_resources: Resources of each training stage.
+        evaluate_resources: Resources of each evaluation.
+        report_resources: Resources of the report stage.
+        timeouts: Seconds each stage may run on a cluster.
+        shm_size: GPU tasks on a cluster: the size of a memory-backed ``/dev/shm`` (the 64 MiB
+            default kills DataLoader workers and NCCL).
+        scratch_size: GPU tasks on a cluster: a scratch volume for checkpoints and downloads (a
+            generic ephemeral volume: its storage request is scheduled like any PVC).
+        scratch_storage_class: The scratch volume's StorageClass; empty: the cluster's default.
+    """
+
+    artifact_root: str = ""
+    tracking_uri: str = ""
     image_registry: str = "ghcr.io/vrft"
     image_tag: str = "0.1.0"
-    retries: int = (
-        1  # retries of the stages that can be retried (all but training on spot nodes: still safe, resume)
-    )
+    retries: int = 1
     caching: bool = True
     evaluate_base: bool = True
-    # Training on more than one node runs as a Kubeflow PyTorchJob (DeepSpeed ZeRO-3 across nodes);
-    # train_resources.gpus is then per node and every pod mounts the ReadWriteMany `shared_pvc`.
     train_nodes: int = 1
     shared_pvc: str = ""
     shared_mount: str = "/shared"
@@ -110,9 +154,6 @@ class PipelineConfig:
     evaluate_resources: Resources = field(default_factory=lambda: Resources(cpu="8", memory="64Gi", gpus=1))
     report_resources: Resources = field(default_factory=lambda: Resources(cpu="1", memory="4Gi"))
     timeouts: StageTimeouts = field(default_factory=StageTimeouts)
-    # GPU tasks on a cluster: a memory-backed /dev/shm (the 64 MiB default kills DataLoader workers
-    # and NCCL) and a scratch volume for checkpoints and downloads (a generic ephemeral volume:
-    # its storage request is scheduled like any PVC; "" uses the cluster's default StorageClass).
     shm_size: str = "16Gi"
     scratch_size: str = "200Gi"
     scratch_storage_class: str = ""
@@ -152,7 +193,18 @@ class PipelineConfig:
 
 @dataclass
 class ExperimentConfig:
-    """Every stage's configuration; each stage function takes its own section."""
+    """Every stage's configuration; each stage function takes its own section.
+
+    Parameters:
+        experiment: What the experiment is called, and its shot and seed sweeps.
+        model: The base checkpoint that GRPO and SFT start from and evaluation compares against.
+        dataset: Stage 1: the few-shot dataset.
+        grpo: Stage 2: GRPO (RFT).
+        sft: Stage 3: the SFT baseline.
+        evaluate: Stage 4: evaluation of the base, SFT and RFT checkpoints.
+        report: Stage 5: the RFT-vs-SFT report.
+        pipeline: Where artifacts and runs go, and the cluster's images and resources.
+    """
 
     experiment: ExperimentInfo = field(default_factory=ExperimentInfo)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -178,31 +230,19 @@ class ExperimentConfig:
         data["dataset"]["shots"] = shots
         data["experiment"]["shots"] = []
         overrides = data["experiment"].pop("shot_overrides").get(str(shots), [])
-        return from_dict(ExperimentConfig, _apply_overrides(data, overrides), source=f"shots {shots}")
+        return from_dict(ExperimentConfig, data, overrides, source=f"shots {shots}", interpolate=False)
 
     def with_seed(self, seed: int) -> ExperimentConfig:
         """This config trained with ``seed`` (RFT and SFT), as one repeat of ``experiment.seeds``."""
         data = to_dict(self)
         data["grpo"]["seed"] = data["sft"]["seed"] = seed
         data["experiment"]["seeds"] = [seed]  # one repeat: its artifacts go under a seed-specific prefix
-        return from_dict(ExperimentConfig, data)
+        return from_dict(ExperimentConfig, data, interpolate=False)
 
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """An experiment YAML plus ``section.key=value`` overrides, validated before anything runs."""
-    return from_dict(ExperimentConfig, _apply_overrides(read_yaml(path), overrides), source=str(path))
-
-
-def _apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {key} is not a section")
-        node[keys[-1]] = value
-    return data
+    return from_dict(ExperimentConfig, read_yaml(path), overrides, source=str(path))
 
 
 def experiment_from_json(text: str, source: str = "config") -> ExperimentConfig:
@@ -215,4 +255,4 @@ def experiment_from_json(text: str, source: str = "config") -> ExperimentConfig:
         raise ConfigError(f"{source}: not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections")
-    return from_dict(ExperimentConfig, data, source=source)
+    return from_dict(ExperimentConfig, data, source=source, interpolate=False)

@@ -44,30 +44,46 @@ class SourceConfig:
     ``lisa`` (reasoning grounding), ``image_folder`` / ``manifest`` / ``hf`` (classification),
     and the synthetic ``shapes`` / ``shapes_classification``, which generate their files into
     ``path`` (or a cache directory) and are then read exactly like ``coco`` / ``image_folder``.
+
+    Parameters:
+        kind: The reader (above); it decides the task and which of the fields below are needed.
+        annotations: coco/lvis: the instances JSON; manifest: the CSV (``.csv``, header row) or JSON
+            (``.json``) list of (file, label).
+        images: coco/lvis/manifest: the image root (LVIS: the COCO root holding ``train2017/`` and
+            ``val2017/``; manifest default: the manifest's directory).
+        path: lisa: the directory of image + JSON pairs; image_folder: the root holding one
+            sub-directory per class; hf: a ``save_to_disk`` directory or a hub dataset name;
+            shapes: where the generated files go (default: a cache directory).
+        split: hf: which split of a ``DatasetDict``.
+        file_column: manifest: the column with the image path.
+        label_column: manifest/hf: the column with the class (a name or an integer index).
+        image_column: hf: the column with the image.
+        label_base: Integer labels: the number that means the first class (1 for the Flowers102
+            ``.mat`` labels and the Pets ``list.txt`` ids).
+        name: The value of the rows' ``source`` column; default: the kind.
+        n_images: Synthetic sources: images to generate (shapes_classification: per class).
+        image_size: Synthetic sources: ``[width, height]`` of the generated images.
+        generator_seed: Synthetic sources: the seed of the generator (not of the few-shot sample).
+        label: shapes_classification: whether the class is the shape's kind or its colour.
+        shape_size: shapes_classification: ``[min, max]`` radius of the shape as a fraction of the
+            image's shorter side.
     """
 
     kind: SourceKind = "shapes"
-    annotations: str = ""  # coco/lvis instances JSON; manifest CSV (.csv) or JSON (.json)
-    images: str = ""  # image root for coco/lvis/manifest (manifest default: the manifest's directory)
-    path: str = ""  # lisa/image_folder root, hf directory or hub name, shapes output directory
-    split: str = ""  # hf: which split of a DatasetDict
-    file_column: str = "file"  # manifest: column with the image path
-    label_column: str = "label"  # manifest/hf: column with the class (name or integer index)
-    image_column: str = "image"  # hf: column with the image
-    label_base: int = (
-        0  # integer labels: the number that means the first class (1 for Flowers102 .mat labels)
-    )
-    name: str = ""  # value of the `source` column; default: the kind
-    # Synthetic sources only: what to generate.
-    n_images: int = 96  # shapes: images; shapes_classification: images per class
+    annotations: str = ""
+    images: str = ""
+    path: str = ""
+    split: str = ""
+    file_column: str = "file"
+    label_column: str = "label"
+    image_column: str = "image"
+    label_base: int = 0
+    name: str = ""
+    n_images: int = 96
     image_size: list[int] = field(default_factory=lambda: [128, 96])
     generator_seed: int = 0
-    label: Literal["shape", "colour"] = (
-        "shape"  # shapes_classification: the class is the shape's kind or colour
-    )
-    shape_size: list[float] = field(
-        default_factory=lambda: [0.08, 0.22]
-    )  # shapes_classification: radius / short side
+    label: Literal["shape", "colour"] = "shape"
+    shape_size: list[float] = field(default_factory=lambda: [0.08, 0.22])
 
     def check(self, where: str) -> None:
         """Raise ConfigError if a field the kind needs is missing; ``where`` is ``train``/``eval``."""
@@ -115,11 +131,36 @@ TASK_OF_KIND = {
 class DatasetConfig:
     """One experiment's train and eval sets. The task follows from the source kind.
 
-    ``shots`` is k: images per category (detection) or per class (classification), or images in
-    total (grounding); ``null`` takes every candidate. ``mode: ovd`` instead samples
-    ``ovd_annotations`` annotations from ``categories``. Empty ``categories`` means the preset's, or
-    every category of the source. ``eval`` empty: eval images come from the train source, never
-    overlapping the train images.
+    Parameters:
+        train: The source of the train split.
+        eval: The source of the eval split; ``null``: eval images come from the train source,
+            never overlapping the train images. Its kind must be of the train source's task.
+        preset: A paper setting (``coco_8``, ``lvis_6_rare``, ``coco_ovd``, ``flowers102``, ...) that
+            fills ``categories``, ``eval_categories``, ``mode`` and ``noun`` where they are left empty.
+        categories: Categories (detection) or classes (classification) to sample; empty: the
+            preset's, else every category of the source.
+        eval_categories: Detection: the categories of the eval split (OVD: the novel ones); empty:
+            the preset's, else ``categories``.
+        mode: ``k_shot`` samples ``shots`` images per category; ``ovd`` samples ``ovd_annotations``
+            annotations of ``categories``; ``null``: the preset's mode, else ``k_shot``.
+        shots: k: images per category (detection) or per class (classification), or images in total
+            (grounding); ``null`` takes every candidate.
+        ovd_annotations: ``mode: ovd``: annotations sampled from the base categories.
+        negative_ratio: Detection: "No Objects" samples per positive sample, per category.
+        on_insufficient: Fewer candidates than requested: ``error``, or ``use_all`` of them.
+        eval_max_per_category: Cap on eval images per category/class (grounding: in total), for quick
+            runs; ``null``: no cap.
+        lvis_frequencies: LVIS without ``categories``: take every category of these frequencies
+            (``r``, ``c``, ``f``).
+        lvis_exhaustive_only: LVIS: skip training positives whose category is not exhaustively
+            annotated in their image.
+        box_tolerance: Pixels a box may stick out of its image (it is clipped); more is an error.
+        noun: The classification prompt's noun (``plant``, ``pet``, ...); default: the preset's.
+        aliases: Extra accepted names per category/class, e.g. ``{sweet pea: [lathyrus]}``.
+        seed: Every random choice of the few-shot sample derives from it.
+        verify_images: Open every used image: it must be readable and the size the annotations say.
+        load_images: Embed the image bytes in the dataset; ``false`` stores paths (benchmarks and dry
+            runs only).
     """
 
     train: SourceConfig = field(default_factory=SourceConfig)
@@ -127,20 +168,20 @@ class DatasetConfig:
     preset: str = ""
     categories: list[str] = field(default_factory=list)
     eval_categories: list[str] = field(default_factory=list)
-    mode: Literal["k_shot", "ovd"] | None = None  # None: the preset's mode, else k_shot
+    mode: Literal["k_shot", "ovd"] | None = None
     shots: int | None = 4
     ovd_annotations: int = 6000
-    negative_ratio: float = 0.0  # detection: "No Objects" samples per positive sample, per category
+    negative_ratio: float = 0.0
     on_insufficient: Literal["error", "use_all"] = "error"
-    eval_max_per_category: int | None = None  # cap on eval images per category/class (grounding: in total)
-    lvis_frequencies: list[Literal["r", "c", "f"]] = field(default_factory=list)  # LVIS, no categories: these
-    lvis_exhaustive_only: bool = True  # LVIS: skip positives whose category is not exhaustively annotated
-    box_tolerance: float = 1.0  # pixels a box may stick out of its image (clipped); more is an error
-    noun: str = ""  # classification prompt noun; default: the preset's
-    aliases: dict[str, list[str]] = field(default_factory=dict)  # extra accepted names per category/class
+    eval_max_per_category: int | None = None
+    lvis_frequencies: list[Literal["r", "c", "f"]] = field(default_factory=list)
+    lvis_exhaustive_only: bool = True
+    box_tolerance: float = 1.0
+    noun: str = ""
+    aliases: dict[str, list[str]] = field(default_factory=dict)
     seed: int = 0
-    verify_images: bool = True  # open every used image: readable, and the size the annotations say
-    load_images: bool = True  # embed image bytes; false stores paths (benchmarks and dry runs only)
+    verify_images: bool = True
+    load_images: bool = True
 
     def validate(self) -> None:
         self.train.check("train")

@@ -36,39 +36,67 @@ class EvaluateConfig:
       capped by the existence answer);
     * ``gt_present`` — ask for boxes only for the categories present in the ground truth (an upper
       bound that isolates localisation from recognition).
+
+    Parameters:
+        batch_size: Requests per ``generate`` call.
+        max_new_tokens: Tokens a model may generate per answer (1024: the authors' evaluation setting).
+        temperature: 0: greedy decoding; > 0 samples (with ``top_p`` and ``seed``).
+        top_p: Nucleus sampling's probability mass when sampling.
+        seed: The sampling seed when ``temperature`` > 0.
+        repetition_penalty: transformers' repetition penalty; ``null`` keeps the checkpoint's
+            ``generation_config`` value.
+        detection_mode: Which (image, category) pairs are asked for boxes (above).
+        max_eval_images: Only the first N distinct images of the eval split (with all their rows);
+            ``null``: all.
+        backend: ``hf`` (transformers' ``generate``), ``vllm``, or ``auto``: vLLM when importable.
+        device: Where the model runs; ``auto``: cuda when available, else cpu.
+        metric: Detection AP: ``coco``, ``lvis`` (the LVIS API), or ``auto``: lvis when the dataset's
+            eval source is LVIS.
+        lvis_max_detections: Detections kept per image for LVIS AP (300: the LVIS API's limit).
+        category_groups: Extra ``mAP/<group>`` metrics over these categories, e.g. OVD's
+            ``{novel: [...], base: [...]}``.
+        ground_truth: Detection: ``official`` scores against the dataset's ``eval_ground_truth.json``
+            (the source file cut to the eval images and categories, crowd regions and LVIS
+            not-exhaustive lists kept) where the build wrote one; ``rebuilt`` against a ground truth
+            rebuilt from the rows (no crowd regions; a documented deviation).
+        gate_source: ``existence_gated``: who fills the gate (above).
+        system_prompt: ``r1``: the R1 system turn the authors' LISA evaluation uses; empty: none.
+        require_answer_tags: A completion without ``<answer>…</answer>`` counts as no answer.
+        grounding_instructions: LISA: score the ``first`` instruction per image (the authors), or
+            ``all`` of them.
+        iou_threshold: Grounding: a box with IoU >= this counts as correct (Acc@IoU).
+        sam_checkpoint: Grounding: SAM weights; when set, masks from the predicted box give gIoU.
+        sam_model_type: The SAM architecture of ``sam_checkpoint`` (``vit_h``, ``vit_l``, ``vit_b``).
+        masks_dir: Grounding with SAM: the LISA directory whose JSON polygons give the true masks.
+        vllm_gpu_memory_utilization: vLLM: the fraction of GPU memory it may take.
+        sort_by_size: Batch similar-sized requests together (less padding); outputs keep row order.
+        progress: Show progress bars.
     """
 
     batch_size: int = 8
-    max_new_tokens: int = 1024  # the authors' evaluation setting
-    temperature: float = 0.0  # 0 = greedy decoding; > 0 samples (with top_p and seed)
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
-    repetition_penalty: float | None = None  # None keeps the checkpoint's generation_config value
+    repetition_penalty: float | None = None
     detection_mode: DetectionMode = "existence_gated"
-    max_eval_images: int | None = None  # the first N distinct images of the eval split; None = all
-    backend: Literal["auto", "hf", "vllm"] = "hf"  # auto: vLLM when importable, else HF generate
-    device: str = "auto"  # auto: cuda when available, else cpu
-    metric: Literal["auto", "coco", "lvis"] = "auto"  # auto: lvis when the dataset's eval source is LVIS
-    lvis_max_detections: int = 300  # per image, the LVIS API's official limit
-    category_groups: dict[str, list[str]] = field(
-        default_factory=dict
-    )  # extra mAP/<group>, e.g. OVD novel/base
-    # detection: "official" scores against the dataset's eval_ground_truth.json (the source file cut to the
-    # eval images and categories: crowd regions, LVIS not-exhaustive lists kept) where the build wrote one;
-    # "rebuilt" against a ground truth rebuilt from the rows (no crowd regions; a documented deviation).
+    max_eval_images: int | None = None
+    backend: Literal["auto", "hf", "vllm"] = "hf"
+    device: str = "auto"
+    metric: Literal["auto", "coco", "lvis"] = "auto"
+    lvis_max_detections: int = 300
+    category_groups: dict[str, list[str]] = field(default_factory=dict)
     ground_truth: Literal["official", "rebuilt"] = "official"
-    gate_source: Literal["base_model", "ground_truth"] = "base_model"  # existence_gated: who fills the gate
-    system_prompt: Literal["", "r1"] = ""  # "r1": the R1 system turn the authors' LISA evaluation uses
-    require_answer_tags: bool = False  # True: a completion without <answer>…</answer> counts as no answer
-    grounding_instructions: Literal["first", "all"] = (
-        "first"  # LISA: the authors score the first instruction per image
-    )
-    iou_threshold: float = 0.5  # grounding: a box with IoU >= this counts as correct (Acc@IoU)
-    sam_checkpoint: str = ""  # grounding: SAM weights; when set, masks from the predicted box give gIoU
+    gate_source: Literal["base_model", "ground_truth"] = "base_model"
+    system_prompt: Literal["", "r1"] = ""
+    require_answer_tags: bool = False
+    grounding_instructions: Literal["first", "all"] = "first"
+    iou_threshold: float = 0.5
+    sam_checkpoint: str = ""
     sam_model_type: str = "vit_h"
-    masks_dir: str = ""  # grounding with SAM: the LISA directory whose JSON polygons give the true masks
+    masks_dir: str = ""
     vllm_gpu_memory_utilization: float = 0.85
-    sort_by_size: bool = True  # batch similar-sized requests together (less padding); outputs keep row order
+    sort_by_size: bool = True
     progress: bool = True
 
     @property

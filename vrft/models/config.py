@@ -27,7 +27,18 @@ class ModelConfig:
     ``tiny://qwen2_vl`` or ``tiny://qwen2_5_vl`` names the tiny random model that vrft builds offline
     (tests); :meth:`materialized` builds it into a cache directory. ``tiny://qwen2_vl-colours`` is
     the small pre-trained base of the default run, shipped with the package.
-    ``family`` is read from the checkpoint's config when left empty; it decides the box convention.
+
+    Parameters:
+        name_or_path: The checkpoint: a hub id, a local directory or a ``tiny://`` name (above).
+        family: ``qwen2_vl`` or ``qwen2_5_vl``; it decides the box convention. Empty: read from the
+            checkpoint's ``config.json`` (its ``model_type``).
+        min_pixels: The processor's lower bound on an image's pixels (it resizes images up to it).
+        max_pixels: The processor's upper bound on an image's pixels; the authors trained at 401408
+            (512 × 28 × 28).
+        dtype: Weights' precision; ``auto``: bfloat16 on CUDA, float32 on CPU.
+        attn_implementation: transformers' attention kernel (``sdpa``, ``eager``, ``flash_attention_2``).
+        trust_remote_code: Let transformers run code shipped with the checkpoint (off: only the
+            installed transformers' model classes load).
     """
 
     name_or_path: str = ""

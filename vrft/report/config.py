@@ -20,20 +20,35 @@ from vrft.report.paper import QWEN2_VL_2B, TABLES, paper_table
 @dataclass
 class ReportConfig:
     """What the RFT-vs-SFT report shows. Run tags (``paper_table``, ``paper_model``, ``paper_column``)
-    override the paper fields per table, so one report can hold several paper settings."""
+    override the paper fields per table, so one report can hold several paper settings.
+
+    Parameters:
+        title: The report's heading.
+        paper_table: ``table2`` ... ``table8``: show the paper's numbers of that table beside ours.
+        paper_model: Which of the paper's row groups (Qwen2-VL-2B or Qwen2-VL-7B).
+        paper_column: The primary metric's paper column where a table has several (Tables 2 and 6).
+        configs: Only runs of these config tags; empty: all.
+        metrics: The tables' columns; empty: the primary metric, the category groups and one
+            column per category.
+        max_category_columns: With more categories than this (e.g. 102 flowers) the per-category
+            columns are left out.
+        regression_threshold: Percentage points a metric may drop from the previous run before it
+            is flagged as a regression.
+        regression_metrics: The metrics the regression check compares; empty: every metric both
+            runs have.
+        log_to_mlflow: Log the report files as artifacts of a ``stage=report`` MLflow run.
+    """
 
     title: str = "Visual-RFT: RFT vs SFT"
-    paper_table: str = ""  # table2 ... table8: show the paper's numbers beside ours
-    paper_model: str = QWEN2_VL_2B  # which of the paper's row groups (Qwen2-VL-2B / Qwen2-VL-7B)
-    paper_column: str = ""  # the primary metric's paper column where a table has several (Table 2, 6)
-    configs: list[str] = field(default_factory=list)  # only these config tags; empty = all
-    metrics: list[str] = field(default_factory=list)  # table columns; empty = primary + groups + per category
-    max_category_columns: int = (
-        16  # more categories than this (e.g. 102 flowers): per-category columns left out
-    )
-    regression_threshold: float = 1.0  # percentage points a metric may drop before it is flagged
-    regression_metrics: list[str] = field(default_factory=list)  # empty = every metric both runs have
-    log_to_mlflow: bool = True  # log the report files as artifacts of a stage=report run
+    paper_table: str = ""
+    paper_model: str = QWEN2_VL_2B
+    paper_column: str = ""
+    configs: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    max_category_columns: int = 16
+    regression_threshold: float = 1.0
+    regression_metrics: list[str] = field(default_factory=list)
+    log_to_mlflow: bool = True
 
     def validate(self) -> None:
         if self.paper_table:

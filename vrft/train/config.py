@@ -71,6 +71,14 @@ class LoraSettings:
 
     ``target_modules`` are module-name suffixes inside the language model; the vision tower gets
     adapters too only when the stage's ``freeze_vision_tower`` is explicitly ``false``.
+
+    Parameters:
+        enabled: Train LoRA adapters instead of all weights; the other fields may only be set then.
+        r: Rank of the adapter matrices.
+        alpha: LoRA's scaling numerator (the update is scaled by alpha / r).
+        dropout: Dropout on the adapters' input.
+        target_modules: Module-name suffixes that get adapters (default: the attention and MLP
+            projections of Qwen2-VL / Qwen2.5-VL's language model).
     """
 
     enabled: bool = False
@@ -82,7 +90,32 @@ class LoraSettings:
 
 @dataclass
 class StageConfig:
-    """Settings shared by GRPO and the SFT baseline; the subclasses set the authors' defaults."""
+    """Settings shared by GRPO and the SFT baseline; the subclasses set the authors' defaults.
+
+    Parameters:
+        max_steps: Optimizer steps to train.
+        learning_rate: AdamW's peak learning rate.
+        lr_scheduler_type: transformers' learning-rate schedule (``linear``, ``cosine``, ...).
+        warmup_steps: Steps of linear warm-up to ``learning_rate``.
+        weight_decay: AdamW's weight decay.
+        max_grad_norm: Gradients are clipped to this norm (1.0 is the authors').
+        per_device_train_batch_size: Samples per device per micro-step (GRPO: completions, not prompts).
+        gradient_accumulation_steps: Micro-steps per optimizer step.
+        seed: The training seed (initialisation of adapters, data order, sampling).
+        freeze_vision_tower: Keep the vision tower (patch embedding, blocks and merger) frozen;
+            ``null``: train it under full fine-tuning (the authors), keep it frozen under LoRA.
+        gradient_checkpointing: Recompute activations in the backward pass (less memory, more time).
+        lora: LoRA adapters instead of full fine-tuning.
+        deepspeed: ``""`` (none), ``zero2``, ``zero3`` (the shipped ``configs/deepspeed/*.json``) or
+            the path of a DeepSpeed JSON.
+        logging_steps: Log metrics every this many steps.
+        save_steps: Save a checkpoint every this many steps.
+        save_total_limit: Checkpoints kept (each holds optimizer state: about 8 bytes per trained
+            parameter); ``null`` keeps all.
+        resume: ``auto``: continue from the newest complete ``checkpoint-N`` in the output directory,
+            if any; ``never``: start fresh (refused when checkpoints exist); otherwise a checkpoint
+            directory to continue from.
+    """
 
     section: ClassVar[str] = "train"
 
@@ -95,18 +128,13 @@ class StageConfig:
     per_device_train_batch_size: int = 1
     gradient_accumulation_steps: int = 2
     seed: int = 0
-    #: ``null``: train the vision tower under full fine-tuning (the authors), keep it frozen under LoRA.
     freeze_vision_tower: bool | None = None
     gradient_checkpointing: bool = True
     lora: LoraSettings = field(default_factory=LoraSettings)
-    #: ``""`` (none), ``zero2``, ``zero3`` (the shipped configs/deepspeed/*.json) or a JSON path.
     deepspeed: str = ""
     logging_steps: int = 1
     save_steps: int = 50
-    #: Checkpoints kept (each holds optimizer state: about 8 bytes per trained parameter); null keeps all.
     save_total_limit: int | None = 2
-    #: ``auto``: continue from the newest complete ``checkpoint-N`` in the output directory, if any;
-    #: ``never``: start fresh (refused when checkpoints exist); otherwise a checkpoint directory.
     resume: str = "auto"
 
     def validate(self) -> None:
@@ -196,6 +224,26 @@ class GRPOStageConfig(StageConfig):
     trl counts ``per_device_train_batch_size`` in *completions*, not prompts: the default 8 is one
     prompt's group of ``num_generations`` 8 per device per micro-step, so with gradient accumulation
     2 a step trains on 2 prompts per process (16 on 8 GPUs, as the authors).
+
+    Parameters:
+        num_generations: Completions sampled per prompt (the group GRPO compares; G in the paper).
+        beta: Weight of the KL term to the frozen starting model; 0 drops the reference model.
+        temperature: Rollout sampling temperature.
+        max_completion_length: Tokens a rollout may generate.
+        loss_type: trl's token aggregation: ``grpo`` (mean per sequence, then over sequences; the
+            authors'), ``dr_grpo``, ``dapo`` or ``bnpo``.
+        top_k: Rollout sampling's top-k: the authors' rollouts had transformers' old default 50
+            (trl's is 0 = off).
+        use_bias_correction_kl: trl >= 1.x adds beta·k3·∇logπ to the authors' beta·∇k3 unless this
+            is false (false: the authors' gradient).
+        reward: ``""``: the task's reward (detection, classification, grounding_iou); a registered
+            name such as ``grounding_giou``; or a plugin ``package.module:function``.
+        reward_options: Keyword options for the reward's constructor, e.g.
+            ``{tau: 0.5, iou_normalization: predictions}``.
+        think_prefilled: The chat template already ends the prompt with ``<think>``: the format
+            check adds it back.
+        completions_per_step: Completions written to ``completions.jsonl`` per step (the first
+            prompt's group); 0: none.
     """
 
     section: ClassVar[str] = "grpo"
@@ -205,20 +253,12 @@ class GRPOStageConfig(StageConfig):
     beta: float = 0.04
     temperature: float = 1.0
     max_completion_length: int = 256
-    #: trl's token aggregation; ``grpo`` (mean per sequence, then over sequences) is the authors'.
     loss_type: str = "grpo"
-    #: Rollout sampling: the authors' rollouts had transformers' old default top_k 50 (trl's is 0 = off).
     top_k: int = 50
-    #: trl >= 1.x adds beta·k3·∇logπ to the authors' beta·∇k3 unless this is False (the authors' gradient).
     use_bias_correction_kl: bool = False
-    #: ``""``: the task's reward (detection, classification, grounding_iou); a registered name such as
-    #: ``grounding_giou``; or a plugin ``package.module:function``.
     reward: str = ""
-    #: Keyword options for the reward's constructor, e.g. ``{tau: 0.5, iou_normalization: predictions}``.
     reward_options: dict[str, Any] = field(default_factory=dict)
-    #: The chat template already ends the prompt with ``<think>``: the format check adds it back.
     think_prefilled: bool = False
-    #: Completions written to ``completions.jsonl`` per step (the first prompt's group); 0: none.
     completions_per_step: int = 8
 
     def validate(self) -> None:
@@ -271,6 +311,10 @@ class SFTStageConfig(StageConfig):
 
     Defaults are the paper's SFT baseline: LoRA, warmup 100, weight decay 0.1, batch 1 × accumulation
     8, and the same 200 steps as GRPO (a matched budget in optimizer steps).
+
+    Parameters:
+        max_length: Token budget per sequence; ``null`` never truncates (truncation would cut image
+            tokens).
     """
 
     section: ClassVar[str] = "sft"
@@ -280,7 +324,6 @@ class SFTStageConfig(StageConfig):
     weight_decay: float = 0.1
     gradient_accumulation_steps: int = 8
     lora: LoraSettings = field(default_factory=lambda: LoraSettings(enabled=True))
-    #: Token budget per sequence; null never truncates (truncation would cut image tokens).
     max_length: int | None = None
 
     def validate(self) -> None:
