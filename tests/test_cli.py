@@ -1,6 +1,7 @@
 """The command line: help lists every command; errors are one line; small commands work."""
 
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -64,6 +65,27 @@ def test_config_errors_name_file_and_key(tmp_path, capsys):
     assert main(["compile", str(bad), "-o", str(tmp_path / "p.yaml")]) == 1
     err = capsys.readouterr().err
     assert f"{bad}: grpo.num_generatoins: unknown key" in err
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_compile_of_dev_zero_fails_in_one_line_without_reading_it(tmp_path):
+    # It used to read /dev/zero until the OOM killer came (23 GB); the limit turns a regression into
+    # a MemoryError here instead of a killed machine.
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "vrft.cli", "compile", "/dev/zero", "-o", str(tmp_path / "p.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_memory,
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == "vrft compile: error: /dev/zero: not a regular file (a config is a YAML or JSON file)\n"
+    )
     assert not (tmp_path / "p.yaml").exists()
 
 

@@ -1,12 +1,22 @@
 """Typed configs: YAML + overrides, with errors that name the file and key."""
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
-from vrft.config import ConfigError, apply_overrides, flatten, from_dict, load_config, to_dict
+from vrft.config import (
+    MAX_CONFIG_BYTES,
+    ConfigError,
+    apply_overrides,
+    flatten,
+    from_dict,
+    load_config,
+    to_dict,
+)
 
 
 @dataclass
@@ -178,3 +188,42 @@ def test_every_float_setting_of_an_experiment_refuses_nan_and_inf(tmp_path):
         value = (".nan", ".inf", "-.inf")[i % 3]
         with pytest.raises(ConfigError, match=f"{key}: expected a finite number"):
             load_experiment(path, [f"{key}={value}"])
+
+
+# -- bounded reading (issue 21, "bound what is read"): one line, nothing read past the bound ------
+
+
+@pytest.mark.timeout(60)
+def test_a_device_a_fifo_and_a_directory_are_refused_without_reading(tmp_path):
+    fifo = tmp_path / "exp.fifo"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer; reading /dev/zero never ends
+    for path in (Path("/dev/zero"), fifo, tmp_path):
+        with pytest.raises(ConfigError) as info:
+            load_config(Train, path)
+        assert str(info.value) == f"{path}: not a regular file (a config is a YAML or JSON file)"
+
+
+@pytest.mark.timeout(60)
+def test_a_config_larger_than_the_bound_is_refused(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("train:\n  steps: 5\n" + "# padding\n" * (MAX_CONFIG_BYTES // 10))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: larger than 4 MiB; a config is a few"):
+        load_config(Train, path, section="train")
+    path.write_text("train:\n  steps: 5\n" + "#\n" * 1000)
+    assert load_config(Train, path, section="train").steps == 5
+    path.write_bytes(b"train: {model: \xff}\n")
+    with pytest.raises(ConfigError, match="big.yaml: not UTF-8 text"):
+        load_config(Train, path, section="train")
+
+
+@pytest.mark.timeout(60)
+def test_a_deepspeed_config_is_read_with_the_same_bound(tmp_path):
+    from vrft.train.config import GRPOStageConfig, deepspeed_config_path
+
+    big = tmp_path / "ds.json"
+    big.write_text('{"zero_optimization": {}}' + " " * MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigError, match=r"^grpo.deepspeed: .*ds.json: larger than 4 MiB"):
+        deepspeed_config_path(GRPOStageConfig(deepspeed=str(big)), launched=False)
+    big.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        deepspeed_config_path(GRPOStageConfig(deepspeed=str(big)), launched=False)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from vrft.config import ConfigError
+from vrft.config import ConfigError, read_config_text
 
 #: The language-model projections of Qwen2-VL / Qwen2.5-VL: LoRA's usual targets for these models.
 QWEN_VL_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -420,9 +420,13 @@ def deepspeed_config_path(config: StageConfig, *, launched: bool = True) -> Path
         if not path.is_file():
             raise ConfigError(f"{s}.deepspeed: {path} does not exist")
     try:
-        ds = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        ds = json.loads(read_config_text(path))
+    except ConfigError as exc:  # unreadable, not a regular file, or too large
+        raise ConfigError(f"{s}.deepspeed: {exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(f"{s}.deepspeed: {path} is not readable JSON ({exc})") from None
+    if not isinstance(ds, dict):
+        raise ConfigError(f"{s}.deepspeed: {path} is not a DeepSpeed config (expected a JSON object)")
     zero = ds.get("zero_optimization", {})
     if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save", False):
         raise ConfigError(
