@@ -34,6 +34,8 @@ class Train:
     shots: list[int] = field(default_factory=lambda: [1, 2])
     output: Path | None = None
     lora: Lora = field(default_factory=Lora)
+    extra: Lora | None = None
+    aliases: dict[str, list[str]] = field(default_factory=dict)
 
     def validate(self):
         if self.steps <= 0:
@@ -227,3 +229,74 @@ def test_a_deepspeed_config_is_read_with_the_same_bound(tmp_path):
     big.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="expected a JSON object"):
         deepspeed_config_path(GRPOStageConfig(deepspeed=str(big)), launched=False)
+
+
+# -- what OmegaConf alone would accept silently, or report over several lines -----------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"model": 1.10}, "model: expected a string, got 1.1"),  # OmegaConf: "1.1"
+        ({"model": True}, "model: expected a string, got True"),  # OmegaConf: "True"
+        ({"lora": {"enabled": 1}}, "lora.enabled: expected true or false, got 1"),  # OmegaConf: True
+        ({"lora": {"enabled": "yes"}}, "lora.enabled: expected true or false, got 'yes'"),
+        ({"steps": "5"}, "steps: expected an integer, got '5'"),  # OmegaConf: 5
+        ({"steps": True}, "steps: expected an integer, got True"),
+        ({"beta": True}, "beta: expected a number, got True"),
+        ({"steps": None}, "steps: expected an integer, got None"),
+        ({"lora": None}, "lora: expected a mapping for Lora, got NoneType"),
+        ({"shots": 5}, "shots: expected a list, got 5"),
+        ({"aliases": [1]}, r"aliases: expected a mapping, got \[1\]"),
+        ({"aliases": {1.5: ["x"]}}, "aliases.1.5: expected a name as the key, got 1.5"),
+        ({"aliases": {"a": "b"}}, "aliases.a: expected a list, got 'b'"),
+        ({"extra": {"zz": 1}}, r"extra.zz: unknown key \(known: enabled, r\)"),
+        ({"output": 3}, "output: 3 matches none of|output: expected a path, got 3"),
+        ({"mode": True}, "mode: True is not one of 'full', 'lora'"),
+    ],
+)
+def test_values_omegaconf_would_convert_are_refused(data, message):
+    with pytest.raises(ConfigError, match=f"^exp.yaml: ({message})") as info:
+        from_dict(Train, data, source="exp.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_values_omegaconf_cannot_hold_are_one_line_errors_naming_the_key(tmp_path):
+    path = tmp_path / "exp.yaml"
+    for text, key in (
+        ("train: {model: 2024-01-01}\n", "model"),
+        ("train: {aliases: !!set {a, b}}\n", "aliases"),
+        ("train: {lora: {null: 1}}\n", "lora"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_config(Train, path, section="train")
+        assert str(info.value).startswith(f"{path}: {key}") and "\n" not in str(info.value), info.value
+
+
+def test_overrides_replace_a_mapping_create_an_empty_section_and_index_a_list(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  lora: {enabled: true, r: 4}\n  aliases: {a: [b]}\n")
+    cfg = load_config(Train, path, ["lora={r: 16}", "extra.r=3", "aliases={}"], section="train")
+    assert (cfg.lora, cfg.extra, cfg.aliases) == (Lora(False, 16), Lora(False, 3), {})
+    with pytest.raises(ConfigError, match=r"exp.yaml: beta: expected a number, got \{'x': 1\}"):
+        load_config(Train, path, ["beta.x=1"], section="train")
+
+
+def test_interpolation_sees_defaults_files_and_overrides_and_its_errors_are_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  steps: ${lora.r}\n  model: run-${steps}\n")
+    cfg = load_config(Train, path, ["lora.r=12"], section="train")
+    assert (cfg.steps, cfg.model) == (12, "run-12")
+    path.write_text("train:\n  model: run\n")
+    monkeypatch.setenv("VRFT_TEST_BETA", "nan")
+    for override, message in (
+        ("steps=${nope}", "steps: Interpolation key 'nope' not found"),
+        ("steps=${model}", "steps: While dereferencing interpolation '\\$\\{model\\}': Value 'run' of type"),
+        ("beta=${oc.env:VRFT_TEST_BETA}", "beta: expected a finite number, got nan"),  # checked once resolved
+        ("model=${", "model: .*"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_config(Train, path, [override], section="train")
+        assert re.match(f"{re.escape(str(path))}: {message}", str(info.value)), info.value
+        assert "\n" not in str(info.value)

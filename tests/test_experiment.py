@@ -2,13 +2,17 @@
 
 import dataclasses
 import inspect
+import json
 import re
 import typing
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from vrft.config import ConfigError, field_docs
+from vrft.config import ConfigError, apply_overrides, field_docs
 from vrft.experiment import ExperimentConfig, experiment_from_json, load_experiment
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -101,3 +105,38 @@ def test_the_documentation_check_sees_an_undocumented_field():
         forgotten: int = 1
 
     assert field_docs(Partly) == {"documented": "Has a text over two lines."}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    text=st.text() | st.text(alphabet="${}\\?.:a"),  # OmegaConf's syntax characters, often
+    key=st.text(min_size=1),
+)
+def test_any_text_survives_the_json_round_trip_verbatim(text, key):
+    # ${...} and ??? mean something to OmegaConf; a config that is already built is never resolved twice.
+    config = ExperimentConfig()
+    config.experiment.description = text
+    config.experiment.tags = {key: text}
+    again = experiment_from_json(config.to_json())
+    assert (again.experiment.description, again.experiment.tags) == (text, {key: text})
+    assert again.digest() == config.digest()
+
+
+def test_equal_configs_have_equal_digests_whatever_the_route(tmp_path):
+    from vrft.components.runtime import STAGE_SECTIONS, stage_config_json
+
+    default = CONFIGS[[p.stem for p in CONFIGS].index("default")]
+    direct = load_experiment(default, ["grpo.max_steps=3", "sft.max_steps=3"])
+    written = tmp_path / "same.yaml"  # the same values, sections in reverse order, nothing left to defaults
+    written.write_text(yaml.safe_dump(dict(reversed(json.loads(direct.to_json()).items())), sort_keys=False))
+    routes = [
+        load_experiment(written),
+        experiment_from_json(direct.to_json()),
+        load_experiment(default, ["sft.max_steps=3", "grpo.max_steps=${sft.max_steps}"]),
+        load_experiment(default, ["grpo.max_steps=4", "grpo.max_steps=3", "sft.max_steps=3"]),
+        apply_overrides(load_experiment(default), ["grpo.max_steps=3", "sft.max_steps=3"]),
+    ]
+    for config in routes:
+        assert config == direct and config.digest() == direct.digest()
+        assert all(stage_config_json(config, s) == stage_config_json(direct, s) for s in STAGE_SECTIONS)
+    assert load_experiment(default, ["grpo.max_steps=4"]).digest() != direct.digest()

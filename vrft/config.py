@@ -206,8 +206,11 @@ def _validate(obj: Any, where: str) -> None:
 
 
 def _escape(data: Any) -> Any:
-    """Data whose strings OmegaConf keeps verbatim: ``${`` escaped as ``\\${`` (backslashes before it doubled)."""
+    """Data whose strings OmegaConf keeps verbatim: ``${`` escaped as ``\\${`` (backslashes before it
+    doubled), and ``???`` (OmegaConf's "missing") as ``\\???``."""
     if isinstance(data, str):
+        if re.fullmatch(r"\\*\?\?\?", data):
+            return "\\" + data
         return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", data)
     if isinstance(data, dict):
         return {k: _escape(v) for k, v in data.items()}
