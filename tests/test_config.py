@@ -251,7 +251,7 @@ def test_a_deepspeed_config_is_read_with_the_same_bound(tmp_path):
         ({"aliases": {1.5: ["x"]}}, "aliases.1.5: expected a name as the key, got 1.5"),
         ({"aliases": {"a": "b"}}, "aliases.a: expected a list, got 'b'"),
         ({"extra": {"zz": 1}}, r"extra.zz: unknown key \(known: enabled, r\)"),
-        ({"output": 3}, "output: 3 matches none of|output: expected a path, got 3"),
+        ({"output": 3}, "output: expected a path, got 3"),
         ({"mode": True}, "mode: True is not one of 'full', 'lora'"),
     ],
 )
