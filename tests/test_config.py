@@ -263,8 +263,11 @@ def test_values_omegaconf_would_convert_are_refused(data, message):
 
 def test_yaml_values_omegaconf_cannot_hold_are_one_line_errors_naming_the_key(tmp_path):
     path = tmp_path / "exp.yaml"
+    path.write_text("train: {model: 2024-01-01, steps: 2024-01-01}\n")  # dates stay text (OmegaConf's habit)
+    with pytest.raises(ConfigError, match="steps: expected an integer, got '2024-01-01'"):
+        load_config(Train, path, section="train")
     for text, key in (
-        ("train: {model: 2024-01-01}\n", "model"),
+        ("train: {model: !!binary aGk=}\n", "model: expected a string, got b'hi'"),
         ("train: {aliases: !!set {a, b}}\n", "aliases"),
         ("train: {lora: {null: 1}}\n", "lora"),
     ):

@@ -87,6 +87,13 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# Dates stay text, as in OmegaConf's own loader: `name: 2024-01-01` is a name, not a datetime.date.
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def safe_load_strict(text: str) -> Any:
     """``yaml.safe_load`` that also refuses duplicate keys (see :class:`_StrictLoader`).
 
