@@ -39,7 +39,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("experiment:\n  shots: 4\n", [], ["{file}", "experiment.shots"]),
     ("grpo: 3\n", [], ["{file}", "grpo"]),
     ("dataset:\n  aliases: {cat: kitty}\n", [], ["{file}", "dataset.aliases.cat"]),
-    ("experiment:\n  name: 2024-01-01\n", [], ["{file}", "experiment.name"]),
+    ("grpo:\n  max_steps: 2024-01-01\n", [], ["{file}", "grpo.max_steps"]),
     ("grpo:\n  max_steps: 5\n  beta: 0.1\n  max_steps: 500\n", [], ["{file}", "max_steps", "line 4"]),
     ("grpo: {}\nsft: {}\ngrpo: {max_steps: 5}\n", [], ["{file}", "grpo", "line 3"]),
     ("", [], ["{file}", "empty"]),
