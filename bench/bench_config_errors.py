@@ -1,6 +1,6 @@
 """Hostile experiment configs through OmegaConf alone and through vrft's config mechanism.
 
-What docs/pipeline.md ("Configuration") quotes to explain why vrft checks values itself before
+What docs/configuration.md ("What is refused") quotes to explain why vrft checks values itself before
 OmegaConf merges them: each case is a YAML file (and overrides) for the whole experiment, loaded
 
 * the way torchtune and EasyR1 do: ``OmegaConf.merge(OmegaConf.structured(ExperimentConfig),

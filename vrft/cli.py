@@ -341,7 +341,12 @@ def _config_args(parser: argparse.ArgumentParser, *, optional: bool = False) -> 
         )
     else:
         parser.add_argument("config", type=Path, help="experiment YAML (see configs/)")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. grpo.max_steps=25")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="section.key=value, e.g. grpo.max_steps=25; every field is documented in its section's "
+        "dataclass (python -m pydoc vrft.experiment.ExperimentConfig)",
+    )
 
 
 def _kfp_args(parser: argparse.ArgumentParser) -> None:
