@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vrft.config import (
     MAX_CONFIG_BYTES,
@@ -303,3 +306,43 @@ def test_interpolation_sees_defaults_files_and_overrides_and_its_errors_are_one_
             load_config(Train, path, [override], section="train")
         assert re.match(f"{re.escape(str(path))}: {message}", str(info.value)), info.value
         assert "\n" not in str(info.value)
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.sampled_from(["${grpo.beta}", "${nope}", "${", "???", "\\${x}", "coco", "zero2", "table3"])
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6) | st.integers(), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_SECTIONS = ("experiment", "model", "dataset", "grpo", "sft", "evaluate", "report", "pipeline")
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.dictionaries(
+        st.sampled_from(_SECTIONS),
+        st.dictionaries(
+            st.sampled_from(["shots", "seed", "train", "lora", "name", "tags", "beta", "x"]), _VALUES
+        ),
+        max_size=3,
+    )
+)
+def test_any_yaml_loads_or_fails_in_one_line(tmp_path_factory, data):
+    from vrft.experiment import load_experiment
+
+    path = tmp_path_factory.mktemp("fuzz") / "exp.yaml"
+    path.write_text(yaml.safe_dump(data) if data else "{}\n")
+    try:
+        load_experiment(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(f"{path}: "), str(exc)

@@ -255,9 +255,8 @@ def from_dict(
         _validate(obj, "")
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
-    except (
-        OmegaConfBaseException
-    ) as exc:  # an interpolation, or data OmegaConf cannot hold (a date, a null key)
+    except OmegaConfBaseException as exc:
+        # An interpolation that fails, or a value OmegaConf cannot hold (a YAML !!set, a null key).
         key = f"{exc.full_key}: " if exc.full_key else ""
         problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{source + ': ' if source else ''}{key}{problem}") from None
