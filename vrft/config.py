@@ -29,12 +29,13 @@ Schedule(lr=2e-06, steps=25, warmup=25)
 >>> from_dict(Schedule, {"stpes": 25}, source="exp.yaml")
 Traceback (most recent call last):
 ...
-vrft.config.ConfigError: exp.yaml: stpes: unknown key (known: lr, steps, warmup)
+vrft.config.ConfigError: exp.yaml: stpes: unknown key, did you mean steps? (known: lr, steps, warmup)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import os
@@ -146,7 +147,9 @@ def _check(value: Any, tp: Any, where: str) -> Any:
         known = sorted(f.name for f in dataclasses.fields(tp) if f.init)
         for key in value:
             if key not in known:
-                raise ConfigError(f"{_join(where, key)}: unknown key (known: {', '.join(known)})")
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f", did you mean {close[0]}?" if close else ""
+                raise ConfigError(f"{_join(where, key)}: unknown key{hint} (known: {', '.join(known)})")
         return {key: _check(item, hints[key], _join(where, key)) for key, item in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
