@@ -280,7 +280,7 @@ def test_yaml_values_omegaconf_cannot_hold_are_one_line_errors_naming_the_key(tm
         assert str(info.value).startswith(f"{path}: {key}") and "\n" not in str(info.value), info.value
 
 
-def test_overrides_replace_a_mapping_create_an_empty_section_and_index_a_list(tmp_path):
+def test_overrides_replace_a_mapping_and_create_an_absent_section(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("train:\n  lora: {enabled: true, r: 4}\n  aliases: {a: [b]}\n")
     cfg = load_config(Train, path, ["lora={r: 16}", "extra.r=3", "aliases={}"], section="train")
