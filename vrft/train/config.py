@@ -59,6 +59,7 @@ REWARD_TASKS: dict[str, tuple[str, ...]] = {
     "detection": ("detection",),
     "detection_hardened": ("detection",),
     "classification": ("classification",),
+    "classification_containment": ("classification",),
     "grounding_iou": ("grounding",),
     "grounding_giou": ("grounding",),
     "format": ("detection", "classification", "grounding"),
