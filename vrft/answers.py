@@ -331,6 +331,25 @@ def parse_single_box(answer: str | None) -> tuple[float, float, float, float] | 
     return as_box(data)
 
 
+_INTEGER_PAIR = re.compile(r"\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*,\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)")
+
+
+def first_integer_pair_box(text: str | None) -> tuple[float, float, float, float] | None:
+    """The first ``(x1,y1),(x2,y2)`` of non-negative integers anywhere in ``text`` (think block
+    included), as the authors' LISA evaluation reads a completion; ``None`` if there is none or the box
+    is empty.
+
+    >>> first_integer_pair_box("<think>(1,2),(3,4) maybe</think><answer>(10,20),(30,40)</answer>")
+    (1.0, 2.0, 3.0, 4.0)
+    >>> first_integer_pair_box("<answer>(1.5,2),(3,4)</answer>") is None
+    True
+    """
+    if text is None or len(text) > MAX_ANSWER_CHARS:
+        return None
+    match = _INTEGER_PAIR.search(text)
+    return as_box([float(v) for v in match.groups()]) if match else None
+
+
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
 
 

@@ -32,12 +32,21 @@ class ExperimentInfo:
     )  # a sweep over dataset.shots (one pipeline run, one report)
     # Repeat RFT and SFT with these training seeds (grpo.seed = sft.seed = each): the report shows the
     # mean ± standard deviation over seeds and says when RFT − SFT is inside that spread. [] = once,
-    # with grpo.seed / sft.seed as configured. The few-shot sample (dataset.seed) stays the same.
+    # with grpo.seed / sft.seed as configured. The few-shot sample (dataset.seed) stays the same
+    # unless seeds_vary_sample.
     seeds: list[int] = field(default_factory=list)
     # Overrides for one shot count of the sweep, e.g. {1: ["grpo.gradient_accumulation_steps=1"]} where
     # 1 shot x 8 categories cannot fill the 16 prompts of a step on 8 GPUs.
     shot_overrides: dict[str, list[str]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    # Paper mode: every point where vrft's default differs from the authors' code takes the authors'
+    # value (vrft.paper_mode.POINTS; docs/evaluation.md lists them). Set in every paper config.
+    paper_mode: bool = False
+    # Points (vrft.paper_mode.POINT_NAMES) that keep vrft's choice under paper mode; the report names them.
+    keep_ours: list[str] = field(default_factory=list)
+    # With seeds: also draw a new few-shot sample per seed (dataset.seed = the seed), not only a new
+    # training seed. The eval split must not depend on it (a separate, uncapped eval source).
+    seeds_vary_sample: bool = False
 
     def validate(self) -> None:
         if len(set(self.seeds)) != len(self.seeds):
@@ -163,6 +172,11 @@ class ExperimentConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
+    def validate(self) -> None:
+        from vrft.paper_mode import apply_paper_mode
+
+        apply_paper_mode(self)
+
     def to_json(self) -> str:
         """The whole config as canonical one-line JSON: what components receive (a multi-line
         string would break the comment header of kfp's compiled YAML), stable for caching."""
@@ -184,13 +198,22 @@ class ExperimentConfig:
         """This config trained with ``seed`` (RFT and SFT), as one repeat of ``experiment.seeds``."""
         data = to_dict(self)
         data["grpo"]["seed"] = data["sft"]["seed"] = seed
+        if self.experiment.seeds_vary_sample:
+            data["dataset"]["seed"] = seed
         data["experiment"]["seeds"] = [seed]  # one repeat: its artifacts go under a seed-specific prefix
         return from_dict(ExperimentConfig, data)
 
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """An experiment YAML plus ``section.key=value`` overrides, validated before anything runs."""
-    return from_dict(ExperimentConfig, _apply_overrides(read_yaml(path), overrides), source=str(path))
+    from vrft.paper_mode import check_paper_data
+
+    config = from_dict(ExperimentConfig, _apply_overrides(read_yaml(path), overrides), source=str(path))
+    try:
+        check_paper_data(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config
 
 
 def _apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

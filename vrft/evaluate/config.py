@@ -57,7 +57,29 @@ class EvaluateConfig:
     # eval images and categories: crowd regions, LVIS not-exhaustive lists kept) where the build wrote one;
     # "rebuilt" against a ground truth rebuilt from the rows (no crowd regions; a documented deviation).
     ground_truth: Literal["official", "rebuilt"] = "official"
-    gate_source: Literal["base_model", "ground_truth"] = "base_model"  # existence_gated: who fills the gate
+    # existence_gated: who fills the gate. base_model: the base model's yes/no answers (gate.json, shared);
+    # ground_truth: open exactly on annotated pairs; authors_file: the authors' per-image category lists
+    # (gate_file), as their COCO/LVIS evaluation read them.
+    gate_source: Literal["base_model", "ground_truth", "authors_file"] = "base_model"
+    # gate_source authors_file: their exist_map_*.json ({image id: [category names]}), a path or a shipped
+    # paper: name (paper:gates/exist_map_coco_Qwen2_vl_2B_baseline.json.gz).
+    gate_file: str = ""
+    # The processor's pixel budget while evaluating; null: the model section's max_pixels (the training
+    # resolution). The authors evaluated at the processor default, 12845056 (12.8 MP).
+    max_pixels: int | None = None
+    # Put the literal text "<image>\n" before detection and classification prompts, as the authors' evaluation
+    # scripts do (the image itself is still passed as the chat template's image).
+    image_placeholder: bool = False
+    # LVIS per-category AP: area_all averages precision over IoU and recall at area "all" (COCO's and the lvis
+    # API's AP); area_ranges also over the four area ranges (all, small, medium, large), as the authors'
+    # LVIS notebook does; mAP is then the mean of those per-category APs.
+    lvis_ap_average: Literal["area_all", "area_ranges"] = "area_all"
+    # LISA: answer_block reads the box from the last <answer> block (or the whole completion without one);
+    # first_pair takes the first integer "(x1,y1),(x2,y2)" anywhere in the completion (the authors').
+    grounding_answer: Literal["answer_block", "first_pair"] = "answer_block"
+    # LISA gIoU: polygons = the union of the polygons, pixels of "ignore" polygons left out; first_polygon
+    # = the first shape's polygon only, no ignore handling (the authors' mask_iou.py).
+    grounding_mask: Literal["polygons", "first_polygon"] = "polygons"
     system_prompt: Literal["", "r1"] = ""  # "r1": the R1 system turn the authors' LISA evaluation uses
     require_answer_tags: bool = False  # True: a completion without <answer>…</answer> counts as no answer
     grounding_instructions: Literal["first", "all"] = (
@@ -95,6 +117,17 @@ class EvaluateConfig:
                 "masks_dir: gIoU with sam_checkpoint needs the LISA directory holding the "
                 "ground-truth polygons (the dataset rows only keep boxes)"
             )
+        if (
+            self.gate_source == "authors_file"
+            and not self.gate_file
+            and self.detection_mode == "existence_gated"
+        ):
+            raise ConfigError(
+                "gate_file: gate_source authors_file needs the authors' gate list (their exist_map_*.json; "
+                "paper:gates/exist_map_coco_Qwen2_vl_2B_baseline.json.gz ships with vrft)"
+            )
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ConfigError(f"max_pixels: must be positive or null (the model's), got {self.max_pixels}")
         for name, members in self.category_groups.items():
             if not members:
                 raise ConfigError(f"category_groups.{name}: empty group")

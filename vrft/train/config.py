@@ -29,7 +29,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from vrft.config import ConfigError
 
@@ -106,6 +106,10 @@ class StageConfig:
     save_steps: int = 50
     #: Checkpoints kept (each holds optimizer state: about 8 bytes per trained parameter); null keeps all.
     save_total_limit: int | None = 2
+    #: Prompts (and, for SFT, targets) trained on: ``vrft`` or ``authors``, which differs for LISA only:
+    #: GRPO's prompt has no "." after the instruction (their grpo_lisa.py); SFT's prompt has no think
+    #: instruction and its target is the bare box ``(x1,y1),(x2,y2)`` (their gen_sft.py).
+    prompt_style: Literal["vrft", "authors"] = "vrft"
     #: ``auto``: continue from the newest complete ``checkpoint-N`` in the output directory, if any;
     #: ``never``: start fresh (refused when checkpoints exist); otherwise a checkpoint directory.
     resume: str = "auto"
