@@ -242,11 +242,38 @@ def training_objective(config: Any, method: str) -> str:
     'sft:vrft'
     """
     if method == "rft":
-        name = config.grpo.reward_name(config.dataset.task)
-        options = ",".join(f"{k}={v}" for k, v in sorted(config.grpo.reward_options.items()))
-        return f"reward:{name}" + (f"[{options}]" if options else "")
+        return _reward_objective(config.grpo.reward_name(config.dataset.task), config.grpo.reward_options)
     if method == "sft":
         return f"sft:{config.sft.prompt_style}"
+    return ""
+
+
+def _reward_objective(name: str, options: dict[str, Any]) -> str:
+    listed = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+    return f"reward:{name}" + (f"[{listed}]" if listed else "")
+
+
+def recorded_training(record: dict[str, Any]) -> str:
+    """The ``training`` tag of a checkpoint from the ``config.json`` its training run wrote (the
+    truth about what trained it, whatever config evaluates it); ``""`` when the record says nothing.
+
+    >>> recorded_training({"method": "grpo", "task": "classification", "grpo": {"reward": ""}})
+    'reward:classification'
+    >>> recorded_training({"method": "sft", "sft": {"prompt_style": "authors"}})
+    'sft:authors'
+    """
+    from vrft.tasks import reward_name
+
+    method = record.get("method")
+    section = record.get(method) if isinstance(method, str) else None
+    if not isinstance(section, dict):
+        return ""
+    if method == "grpo":
+        task = record.get("task", "")
+        name = section.get("reward") or (reward_name(task) if task else "")
+        return _reward_objective(name, section.get("reward_options") or {}) if name else ""
+    if method == "sft":
+        return f"sft:{section.get('prompt_style', 'vrft')}"
     return ""
 
 

@@ -194,3 +194,26 @@ def test_evaluation_resolution_and_the_recorded_protocol(
     }
     tags = evaluation_tags(result)
     assert tags["protocol.max_pixels"] == "8192" and tags["protocol.image_placeholder"] == "yes"
+
+
+def test_the_training_tag_comes_from_the_checkpoints_own_record(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from vrft.evaluate.run import checkpoint_training
+
+    out = tmp_path / "rft"
+    (out / "final").mkdir(parents=True)
+    (out / "final" / "config.json").write_text('{"model_type": "qwen2_vl"}')  # the model's own config
+    record = {"method": "grpo", "task": "classification", "grpo": {"reward": "", "reward_options": {}}}
+    (out / "config.json").write_text(json.dumps(record))  # what `vrft train` writes beside final/
+    assert checkpoint_training(out / "final") == "reward:classification"
+    record["grpo"] = {"reward": "classification_containment", "reward_options": {}}
+    (out / "config.json").write_text(json.dumps(record))
+    assert checkpoint_training(out / "final") == "reward:classification_containment"
+    assert checkpoint_training(tmp_path / "elsewhere") == "" and checkpoint_training(None) == ""
+    result = SimpleNamespace(
+        task="classification",
+        label="rft",
+        summary={"training": "reward:classification_containment", "details": {}, "dataset": {}, "config": {}},
+    )
+    assert evaluation_tags(result)["training"] == "reward:classification_containment"

@@ -41,6 +41,7 @@ from vrft.io import (
 )
 from vrft.models.config import ModelConfig
 from vrft.paper_files import is_paper_name
+from vrft.paper_mode import recorded_training
 
 RESULT_FORMAT = "vrft.evaluation/1"
 METRICS_FILE = "metrics.json"
@@ -82,6 +83,22 @@ def evaluation_model(config: EvaluateConfig, model: ModelConfig) -> ModelConfig:
             f"evaluate.max_pixels: {config.max_pixels} is below model.min_pixels {model.min_pixels}"
         )
     return replace(model, max_pixels=config.max_pixels)
+
+
+def checkpoint_training(checkpoint: Path | None) -> str:
+    """What trained ``checkpoint`` (``reward:<name>``, ``sft:<style>``), read from the ``config.json``
+    its training run wrote beside it (``<output>/final`` -> ``<output>/config.json``); ``""`` for a
+    base model or a checkpoint without that record."""
+    if checkpoint is None:
+        return ""
+    for record_path in (checkpoint / "config.json", checkpoint.parent / "config.json"):
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("method") in ("grpo", "sft"):
+            return recorded_training(record)
+    return ""
 
 
 def evaluation_protocol(
@@ -221,6 +238,7 @@ def evaluate_checkpoint(
             "per_category": output.per_category,
             "details": output.details,
             "protocol": evaluation_protocol(config, model, task, split.manifest, output.details),
+            "training": checkpoint_training(checkpoint),
             "timing": {
                 "seconds": seconds,
                 "requests": output.num_requests,

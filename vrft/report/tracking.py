@@ -132,6 +132,8 @@ def evaluation_tags(result: Any) -> dict[str, str]:
         tags[GROUND_TRUTH] = details["ground_truth"]
     for key, value in (summary.get("protocol") or {}).items():
         tags[PROTOCOL_PREFIX + key] = str(value)
+    if summary.get("training"):  # read from the checkpoint's own training record: it wins over the config
+        tags[TRAINING] = str(summary["training"])
     return tags
 
 
