@@ -9,6 +9,7 @@ from vrft.answers import MAX_ANSWER_CHARS, extract_answer, extract_think, is_wel
 from vrft.rewards import (
     HardenedDetectionReward,
     classification,
+    classification_containment,
     detection,
     detection_hardened,
     grounding_giou,
@@ -39,6 +40,7 @@ def test_adversarial_completions_score_in_linear_time(case):
         (detection, {"solution_boxes": [[[0, 0, 10, 10]]]}),
         (detection_hardened, {"solution_boxes": [[[0, 0, 10, 10]]]}),
         (classification, {"class_name": ["cat"]}),
+        (classification_containment, {"class_name": ["cat"]}),
         (grounding_giou, {"solution_box": [[0, 0, 10, 10]]}),
     ):
         (value,) = reward([text], **columns)

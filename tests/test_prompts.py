@@ -97,4 +97,32 @@ def test_errors():
         render_prompt("nope")
     with pytest.raises(ValueError, match="needs values for: category"):
         render_prompt("existence")
-    assert set(TEMPLATES) == {"detection", "classification", "existence", "grounding"}
+    assert set(TEMPLATES) == {
+        "detection",
+        "classification",
+        "existence",
+        "grounding",
+        "grounding_train_authors",
+        "grounding_sft_authors",
+    }
+
+
+# The authors' LISA training prompts (grpo_lisa.py on gen_sft.py's data): QUESTION_TEMPLATE wraps the
+# SFT question, so there is no "." after the instruction; the SFT question has no think instruction.
+AUTHORS_LISA_TRAIN = (
+    "Output the bounding box in the image corresponding to the instruction: the pokeymon that can perform "
+    "Thunderbolt Output the thinking process in <think> </think> and your grouding box. Following "
+    '"<think> thinking process </think>\n<answer>(x1,y1),(x2,y2)</answer>)" format.'
+)
+AUTHORS_LISA_SFT = "Output the bounding box in the image corresponding to the instruction: the pokeymon that can perform Thunderbolt"
+
+
+def test_lisa_training_prompts_are_the_authors():
+    instruction = "the pokeymon that can perform Thunderbolt"
+    convention = BoxConvention()
+    assert render_prompt("grounding_train_authors", instruction=instruction, convention=convention) == (
+        AUTHORS_LISA_TRAIN
+    )
+    assert render_prompt("grounding_sft_authors", instruction=instruction, convention=convention) == (
+        AUTHORS_LISA_SFT
+    )

@@ -71,6 +71,7 @@ COLUMNS = {
         "class_name": [draw(st.text(max_size=20))],
         "aliases": [draw(st.lists(st.text(max_size=10), max_size=2))],
     },
+    "classification_containment": lambda draw: {"class_name": [draw(st.text(max_size=20))]},
     "grounding_iou": lambda draw: {"solution_box": [draw(GT_BOXES.filter(bool))[0]]},
     "grounding_giou": lambda draw: {"solution_box": [draw(GT_BOXES.filter(bool))[0]]},
 }

@@ -240,3 +240,38 @@ def test_parts_for_trainer_sum_to_the_reward():
     means = breakdown_means(rewards.detection.breakdown(completions, **cols))
     assert set(means) == {"overall", "format", "iou", "conf"}
     assert means["format"] == pytest.approx(2 / 3)
+
+
+# -- the authors' Table 2 training reward (issue 22, point 1) ----------------------------------------
+
+# (completion, class name, the authors' accuracy): their grpo_classification.py, string branch.
+CONTAINMENT_CASES = [
+    ("<think>x</think><answer>2012 BMW M3 Coupe</answer>", "2012 BMW M3 Coupe", 1.0),
+    ("<think>x</think><answer>BMW</answer>", "2012 BMW M3 Coupe", 1.0),  # the answer is inside the name
+    ("<think>x</think><answer></answer>", "2012 BMW M3 Coupe", 1.0),  # "" is inside every name
+    ("<think>x</think><answer>Audi S4, BMW M3 Coupe 2012</answer>", "BMW M3 Coupe", 1.0),  # a list
+    ("<think>x</think><answer>american bulldog</answer>", "american_bulldog", 1.0),  # spaces and _ go
+    ("<think>x</think><answer>Audi S4</answer>", "2012 BMW M3 Coupe", 0.0),
+    ("the answer is 2012 BMW M3 Coupe", "2012 BMW M3 Coupe", 1.0),  # no block: the whole completion
+    ("<think>x</think><answer>BMW\nM3</answer>", "2012 BMW M3 Coupe", 0.0),  # no one-line block
+]
+
+
+@pytest.mark.parametrize(("completion", "name", "accuracy"), CONTAINMENT_CASES)
+def test_classification_containment_is_the_authors_two_way_containment(completion, name, accuracy):
+    (b,) = rewards.classification_containment.breakdown([completion], class_name=[name])
+    assert b.accuracy == accuracy
+    assert b.overall == b.accuracy + b.format
+
+
+def test_containment_format_is_the_authors_and_strict_classification_stays_the_default():
+    lax = "<think>x</think>\n<answer>a</answer><answer>BMW</answer>"  # two answer blocks
+    (b,) = rewards.classification_containment.breakdown([lax], class_name=["2012 BMW M3 Coupe"])
+    assert b.format == 1.0  # their regex accepts it; vrft's format reward does not
+    assert rewards.format_reward([lax]) == [0.0]
+    # The strict reward (vrft's default for classification) does not pay the empty answer or the list.
+    assert rewards.classification(["<think>x</think><answer></answer>"], class_name=["cat"]) == [1.0]
+    from vrft.tasks import reward_name
+
+    assert reward_name("classification") == "classification"
+    assert resolve_reward("classification_containment").name == "classification_containment"

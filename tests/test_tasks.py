@@ -89,3 +89,20 @@ def test_bad_rows():
         solution_columns({"task": "segmentation"}, CONVENTIONS[0])
     with pytest.raises(ValueError, match="exactly one gt box"):
         solution_columns({**ROWS["grounding"], "gt_boxes": []}, CONVENTIONS[0])
+
+
+def test_authors_style_changes_lisa_training_only():
+    from vrft.tasks import training_prompt_text
+
+    qwen2 = CONVENTIONS[0]
+    grounding = ROWS["grounding"]
+    grpo = training_prompt_text(grounding, qwen2, style="authors", stage="grpo")
+    assert "soup? Output the thinking" in grpo and grpo != prompt_text(grounding, qwen2)
+    sft = training_prompt_text(grounding, qwen2, style="authors", stage="sft")
+    assert sft.endswith("instruction: What holds the soup?") and "<think>" not in sft
+    assert target_answer(grounding, qwen2, "authors") == "(50,62),(500,750)"  # the bare box
+    assert target_answer(grounding, qwen2).startswith("<think>")
+    for name in ("detection", "classification"):  # the authors trained these on the evaluation prompts
+        row = ROWS[name]
+        assert training_prompt_text(row, qwen2, style="authors", stage="sft") == prompt_text(row, qwen2)
+        assert target_answer(row, qwen2, "authors") == target_answer(row, qwen2)

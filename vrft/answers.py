@@ -331,6 +331,25 @@ def parse_single_box(answer: str | None) -> tuple[float, float, float, float] | 
     return as_box(data)
 
 
+_INTEGER_PAIR = re.compile(r"\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*,\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)")
+
+
+def first_integer_pair_box(text: str | None) -> tuple[float, float, float, float] | None:
+    """The first ``(x1,y1),(x2,y2)`` of non-negative integers anywhere in ``text`` (think block
+    included), as the authors' LISA evaluation reads a completion; ``None`` if there is none or the box
+    is empty.
+
+    >>> first_integer_pair_box("<think>(1,2),(3,4) maybe</think><answer>(10,20),(30,40)</answer>")
+    (1.0, 2.0, 3.0, 4.0)
+    >>> first_integer_pair_box("<answer>(1.5,2),(3,4)</answer>") is None
+    True
+    """
+    if text is None or len(text) > MAX_ANSWER_CHARS:
+        return None
+    match = _INTEGER_PAIR.search(text)
+    return as_box([float(v) for v in match.groups()]) if match else None
+
+
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
 
 
@@ -378,17 +397,100 @@ def labels_match(answer: str | None, class_name: str, aliases: Iterable[str] | N
     return any(normalized == normalize_label(c) for c in candidates if isinstance(c, str) and c.strip())
 
 
+_WHITESPACE = re.compile(r"\s*")
+_LEADING_WORD = re.compile(r"[^\w]*([^\W\d_]+)")
+
+
 def parse_yes_no(answer: str | None) -> bool | None:
-    """The existence answer: ``True`` for yes, ``False`` for no, ``None`` if neither.
+    """The existence answer from its leading word: ``True`` for yes, ``False`` for no, ``None`` if
+    neither. Models answer in sentences ("Yes, there is a stop sign."), so only the first word
+    counts; "Yesterday" or "Not sure" are neither.
 
     >>> parse_yes_no(" Yes."), parse_yes_no("no"), parse_yes_no("maybe")
+    (True, False, None)
+    >>> parse_yes_no("Yes, there is a stop sign."), parse_yes_no("No objects."), parse_yes_no("Not sure")
     (True, False, None)
     """
     if answer is None:
         return None
-    word = answer.strip().strip(".!").strip().lower()
+    match = _LEADING_WORD.match(fold_unicode(answer[:256]))  # the first word is all that counts
+    word = match.group(1).casefold() if match else ""
     if word in ("yes", "true", "present"):
         return True
-    if word in ("no", "false", "absent", "no objects"):
+    if word in ("no", "false", "absent"):
         return False
     return None
+
+
+# -- the authors' classification rules (grpo_classification.py and their evaluation script) ---------
+
+
+def first_line_answer(text: str) -> str | None:
+    """The content of the first ``<answer>…</answer>`` block that opens and closes on one line, as
+    the authors' ``re.search(r"<answer>(.*?)</answer>", text)`` finds it; ``None`` if there is none.
+
+    Linear in the text (the regex is quadratic on a line of unclosed ``<answer>`` tags): on each line
+    only the first opening tag can start a match, since a closing tag after a later one also follows it.
+
+    >>> first_line_answer("<think>a</think><answer>Boeing 737</answer>"), first_line_answer("737-800")
+    ('Boeing 737', None)
+    >>> first_line_answer("<answer>Pink\\nPrimrose</answer> <answer>rose</answer>")
+    'rose'
+    """
+    if len(text) > MAX_ANSWER_CHARS:
+        return None
+    position = 0
+    while (start := text.find("<answer>", position)) >= 0:
+        line_end = text.find("\n", start)
+        line_end = len(text) if line_end < 0 else line_end
+        end = text.find("</answer>", start + len("<answer>"), line_end)
+        if end >= 0:
+            return text[start + len("<answer>") : end]
+        position = line_end + 1
+    return None
+
+
+def squash_label(text: str) -> str:
+    """The authors' normalisation: spaces and underscores removed, lower case.
+
+    >>> squash_label("American_Pit Bull")
+    'americanpitbull'
+    """
+    return text.replace(" ", "").replace("_", "").lower()
+
+
+def contains_either_way(answer: str, class_name: str) -> bool:
+    """The authors' accuracy test: after :func:`squash_label`, either string contains the other. An
+    empty answer is contained in every class name, so it is right; so is a list of every class.
+
+    >>> contains_either_way("Boeing 737-800", "737-800"), contains_either_way("", "cat")
+    (True, True)
+    >>> contains_either_way("Airbus A320", "737-800")
+    False
+    """
+    truth, said = squash_label(class_name), squash_label(answer)
+    return truth in said or said in truth
+
+
+def authors_well_formed(text: str) -> bool:
+    """The authors' format reward: ``re.fullmatch(r"<think>.*?</think>\\s*<answer>.*?</answer>",
+    text, re.DOTALL)``, computed in linear time. Laxer than :func:`is_well_formed`: the text is not
+    stripped, and tags inside the blocks (a second answer block) are allowed.
+
+    >>> authors_well_formed("<think>x</think>\\n<answer>a</answer><answer>b</answer>")
+    True
+    >>> authors_well_formed(" <think>x</think><answer>a</answer>"), authors_well_formed("<think>x</think>")
+    (False, False)
+    """
+    if len(text) > MAX_ANSWER_CHARS or not text.startswith("<think>") or not text.endswith("</answer>"):
+        return False
+    # The earliest "</think>" + whitespace + "<answer>" leaves the most room before the final
+    # "</answer>"; if it leaves none, no later one does.
+    position = len("<think>")
+    limit = len(text) - len("</answer>")
+    while (close := text.find("</think>", position)) >= 0:
+        opening = _WHITESPACE.match(text, close + len("</think>")).end()  # type: ignore[union-attr]
+        if text.startswith("<answer>", opening):
+            return opening + len("<answer>") <= limit
+        position = close + 1
+    return False

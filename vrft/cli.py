@@ -114,6 +114,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vrft.evaluate import evaluate_checkpoint
+    from vrft.paper_mode import training_objective
 
     config = _experiment(args)
     model = config.model.materialized()
@@ -126,6 +127,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "model": config.model.name_or_path,
         "shots": "" if config.dataset.shots is None or args.label == "base" else str(config.dataset.shots),
         "paper_table": config.report.paper_table,
+        "training": training_objective(config, args.label),
     }
     if args.label != "base":
         context["seed"] = str(config.grpo.seed if args.label == "rft" else config.sft.seed)
@@ -151,6 +153,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             paper_table=config.report.paper_table,
             paper_model=config.report.paper_model,
             paper_column=config.report.paper_column,
+            training=context["training"],
         )
         log_evaluation(
             result, tags, experiment=config.experiment.name, tracking_uri=os.environ["MLFLOW_TRACKING_URI"]

@@ -32,11 +32,19 @@ class ExperimentInfo:
         seeds: Repeat RFT and SFT with these training seeds (``grpo.seed`` = ``sft.seed`` = each):
             the report shows the mean ± standard deviation over seeds and says when RFT − SFT is
             inside that spread. Empty: once, with ``grpo.seed`` / ``sft.seed`` as configured. The
-            few-shot sample (``dataset.seed``) stays the same.
+            few-shot sample (``dataset.seed``) stays the same unless ``seeds_vary_sample``.
         shot_overrides: Overrides for one shot count of the sweep, e.g.
             ``{1: ["grpo.gradient_accumulation_steps=1"]}`` where 1 shot × 8 categories cannot fill
             the 16 prompts of a step on 8 GPUs. They follow the rules of command-line overrides.
         tags: Extra MLflow tags on every run of the experiment.
+        paper_mode: Every point where vrft's default differs from the authors' code takes the
+            authors' value (``vrft.paper_mode.POINTS``; docs/evaluation.md lists them). Set in every
+            paper config.
+        keep_ours: Points (``vrft.paper_mode.POINT_NAMES``) that keep vrft's choice under paper mode;
+            the report names them.
+        seeds_vary_sample: With ``seeds``: also draw a new few-shot sample per seed
+            (``dataset.seed`` = the seed), not only a new training seed. The eval split must not
+            depend on it (a separate, uncapped eval source).
     """
 
     name: str = "default"
@@ -45,6 +53,9 @@ class ExperimentInfo:
     seeds: list[int] = field(default_factory=list)
     shot_overrides: dict[str, list[str]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    paper_mode: bool = False
+    keep_ours: list[str] = field(default_factory=list)
+    seeds_vary_sample: bool = False
 
     def validate(self) -> None:
         if len(set(self.seeds)) != len(self.seeds):
@@ -215,6 +226,11 @@ class ExperimentConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
+    def validate(self) -> None:
+        from vrft.paper_mode import apply_paper_mode
+
+        apply_paper_mode(self)
+
     def to_json(self) -> str:
         """The whole config as canonical one-line JSON: what components receive (a multi-line
         string would break the comment header of kfp's compiled YAML), stable for caching."""
@@ -236,13 +252,22 @@ class ExperimentConfig:
         """This config trained with ``seed`` (RFT and SFT), as one repeat of ``experiment.seeds``."""
         data = to_dict(self)
         data["grpo"]["seed"] = data["sft"]["seed"] = seed
+        if self.experiment.seeds_vary_sample:
+            data["dataset"]["seed"] = seed
         data["experiment"]["seeds"] = [seed]  # one repeat: its artifacts go under a seed-specific prefix
         return from_dict(ExperimentConfig, data, interpolate=False)
 
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """An experiment YAML plus ``section.key=value`` overrides, validated before anything runs."""
-    return from_dict(ExperimentConfig, read_yaml(path), overrides, source=str(path))
+    from vrft.paper_mode import check_paper_data
+
+    config = from_dict(ExperimentConfig, read_yaml(path), overrides, source=str(path))
+    try:
+        check_paper_data(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config
 
 
 def experiment_from_json(text: str, source: str = "config") -> ExperimentConfig:

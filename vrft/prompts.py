@@ -46,6 +46,13 @@ AUTHORS_LISA = (
     "Output the thinking process in <think> </think> and your grouding box. "
     'Following "<think> thinking process </think>\n<answer>(x1,y1),(x2,y2)</answer>)" format.'
 )
+# The authors' LISA *training* prompts (grpo_lisa.py on gen_sft.py's data): their GRPO prompt has no "."
+# after the instruction; their SFT prompt is the question alone, and its target a bare box.
+AUTHORS_LISA_QUESTION = "Output the bounding box in the image corresponding to the instruction: {instruction}"
+AUTHORS_LISA_TRAIN = (
+    AUTHORS_LISA_QUESTION + "{coordinates_note} Output the thinking process in <think> </think> and your "
+    'grouding box. Following "<think> thinking process </think>\n<answer>(x1,y1),(x2,y2)</answer>)" format.'
+)
 R1_SYSTEM_PROMPT = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The assistant "
     "first thinks about the reasoning process in the mind and then provides the user with the answer. The reasoning "
@@ -100,6 +107,18 @@ TEMPLATES: dict[str, PromptTemplate] = {
             task="grounding",
             description="The authors' LISA reasoning-grounding prompt: one box as (x1,y1),(x2,y2).",
             text=AUTHORS_LISA,
+        ),
+        PromptTemplate(
+            name="grounding_train_authors",
+            task="grounding",
+            description="The authors' LISA GRPO training prompt (no '.' after the instruction).",
+            text=AUTHORS_LISA_TRAIN,
+        ),
+        PromptTemplate(
+            name="grounding_sft_authors",
+            task="grounding",
+            description="The authors' LISA SFT prompt: the question alone, no think instruction.",
+            text=AUTHORS_LISA_QUESTION + "{coordinates_note}",
         ),
     )
 }

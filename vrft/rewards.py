@@ -10,14 +10,15 @@ separate series (``rewards/detection_iou/mean``, ...) while their sum is the rew
 
 Columns read (the training stage writes them in the model's coordinate convention):
 
-============================  ==========================================================
-reward                        columns
-============================  ==========================================================
-``format``                    none
-``detection``                 ``solution_boxes``: list of ``[x1, y1, x2, y2]`` (may be empty)
-``classification``            ``class_name``; optional ``aliases`` (list of strings)
-``grounding_iou`` / ``_giou`` ``solution_box``: ``[x1, y1, x2, y2]``
-============================  ==========================================================
+==============================  ==========================================================
+reward                          columns
+==============================  ==========================================================
+``format``                      none
+``detection``                   ``solution_boxes``: list of ``[x1, y1, x2, y2]`` (may be empty)
+``classification``              ``class_name``; optional ``aliases`` (list of strings)
+``classification_containment``  ``class_name``
+``grounding_iou`` / ``_giou``   ``solution_box``: ``[x1, y1, x2, y2]``
+==============================  ==========================================================
 
 >>> good = '<think>x</think><answer>[{"Position": [100, 100, 200, 200], "Confidence": 0.9}]</answer>'
 >>> detection([good], solution_boxes=[[[100, 100, 200, 200]]])
@@ -38,9 +39,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from vrft.answers import (
+    MAX_ANSWER_CHARS,
     DetectionAnswer,
+    authors_well_formed,
     completion_text,
+    contains_either_way,
     extract_answer,
+    first_line_answer,
     is_well_formed,
     labels_match,
     parse_detections,
@@ -407,6 +412,47 @@ class ClassificationReward(Reward):
         return results
 
 
+class ClassificationContainmentReward(Reward):
+    """``classification_containment``: the authors' Table 2 training reward (``grpo_classification.py``),
+    in [0, 2] — for paper runs only.
+
+    Accuracy: the first ``<answer>…</answer>`` block on one line, else the whole completion, stripped;
+    it and the class name lose spaces and underscores and are lower-cased; right when either contains
+    the other. So an empty answer, a list of every class, or "BMW" for a BMW model is right: a policy
+    can learn to game it, which is why vrft's ``classification`` (exact match) is the default. Format:
+    the authors' check (:func:`vrft.answers.authors_well_formed`), laxer than vrft's. Aliases are not
+    consulted (the authors had one name per class). Not reproduced: before the containment test the
+    authors' code tries ``math_verify`` (symbolic equality of the numbers in answer and class name).
+
+    >>> r = ClassificationContainmentReward()
+    >>> r(["<think>.</think><answer></answer>", "<think>.</think><answer>BMW</answer>", "Audi"],
+    ...   class_name=["2012 BMW M3 coupe"] * 3)
+    [2.0, 2.0, 0.0]
+    """
+
+    name = "classification_containment"
+    parts = ("accuracy", "format")
+    range = (0.0, 2.0)
+
+    def __init__(self, think_prefilled: bool = False) -> None:
+        super().__init__()
+        self.format = FormatReward(think_prefilled=think_prefilled)
+
+    def breakdown(self, completions: Sequence[Any], **columns: Any) -> list[RewardBreakdown]:
+        names = _column(columns, "class_name", len(completions), self.name)
+        results = []
+        for completion, class_name in zip(completions, names):
+            text = self.format.text(completion)
+            fmt = 1.0 if authors_well_formed(text) else 0.0
+            answer = first_line_answer(text)
+            said = (answer if answer is not None else text).strip()
+            # Past MAX_ANSWER_CHARS a completion is unparsable, as for every other reward.
+            correct = len(text) <= MAX_ANSWER_CHARS and contains_either_way(said, str(class_name).strip())
+            acc = 1.0 if correct else 0.0
+            results.append(RewardBreakdown(overall=acc + fmt, format=fmt, accuracy=acc))
+        return results
+
+
 class GroundingReward(Reward):
     """Reasoning grounding (LISA): one box per answer, plus the format reward.
 
@@ -451,6 +497,7 @@ format_reward = FormatReward()
 detection = DetectionReward()
 detection_hardened = HardenedDetectionReward()
 classification = ClassificationReward()
+classification_containment = ClassificationContainmentReward()
 grounding_iou = GroundingReward("iou")
 grounding_giou = GroundingReward("giou")
 
@@ -459,6 +506,7 @@ _REGISTRY: dict[str, Callable[..., Reward]] = {
     "detection": DetectionReward,
     "detection_hardened": HardenedDetectionReward,
     "classification": ClassificationReward,
+    "classification_containment": ClassificationContainmentReward,
     "grounding_iou": lambda **kw: GroundingReward("iou", **kw),
     "grounding_giou": lambda **kw: GroundingReward("giou", **kw),
 }
@@ -488,7 +536,7 @@ def resolve_reward(spec: str | Callable[..., Any], **options: Any) -> Callable[.
     >>> resolve_reward("nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown reward 'nope': use one of classification, detection, detection_hardened, format, grounding_giou, grounding_iou, or 'package.module:function'
+    ValueError: unknown reward 'nope': use one of classification, classification_containment, detection, detection_hardened, format, grounding_giou, grounding_iou, or 'package.module:function'
     """
     if callable(spec):
         return spec

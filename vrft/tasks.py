@@ -71,6 +71,24 @@ def prompt_text(row: Mapping[str, Any], convention: BoxConvention, *, prompt: st
     )
 
 
+def training_prompt_text(row: Mapping[str, Any], convention: BoxConvention, *, style: str, stage: str) -> str:
+    """The prompt a training stage (``grpo`` or ``sft``) shows for ``row``: :func:`prompt_text`, except
+    under ``style="authors"`` for grounding, where the authors trained GRPO on a prompt without the "."
+    after the instruction and SFT on the question alone (no think instruction).
+
+    >>> from vrft.models.coords import BoxConvention
+    >>> row = {"task": "grounding", "instruction": "the cup", "width": 8, "height": 8}
+    >>> training_prompt_text(row, BoxConvention("relative_1000"), style="authors", stage="sft")
+    'Output the bounding box in the image corresponding to the instruction: the cup'
+    >>> training_prompt_text(row, BoxConvention("relative_1000"), style="authors", stage="grpo")[71:111]
+    'the cup Output the thinking process in <'
+    """
+    if style == "authors" and _task(row) == "grounding":
+        name = "grounding_sft_authors" if stage == "sft" else "grounding_train_authors"
+        return prompt_text(row, convention, prompt=name)
+    return prompt_text(row, convention)
+
+
 def conversation(text: str) -> list[dict[str, Any]]:
     """trl's conversational prompt: one user turn with string content. trl inserts the image
     (from the ``image`` column) itself, so no image placeholder goes here."""
@@ -105,9 +123,12 @@ def answer_text(row: Mapping[str, Any], convention: BoxConvention) -> str:
     return str(row["category"])
 
 
-def target_answer(row: Mapping[str, Any], convention: BoxConvention) -> str:
-    """The SFT target completion: a short think block and the correct answer, well formed."""
+def target_answer(row: Mapping[str, Any], convention: BoxConvention, style: str = "vrft") -> str:
+    """The SFT target completion: a short think block and the correct answer, well formed; under
+    ``style="authors"`` a grounding target is the bare box, as the authors' LISA SFT data (gen_sft.py)."""
     task = _task(row)
+    if style == "authors" and task == "grounding":
+        return answer_text(row, convention)
     key = "no_objects" if task == "detection" and not row["gt_boxes"] else task
     think = SFT_THINK[key].format(category=row.get("category", ""), noun=row.get("noun", "") or "object")
     return f"<think>{think}</think> <answer>{answer_text(row, convention)}</answer>"

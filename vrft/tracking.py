@@ -54,6 +54,9 @@ TAG_REGRESSION_STATUS = "regression_status"
 # What makes two evaluations comparable (the report refuses a row whose values differ from its table's):
 TAG_EVAL_SPLIT, TAG_IMAGE_CAP, TAG_SEED = "eval_split_sha256", "max_eval_images", "seed"
 TAG_GATE_SOURCE, TAG_GROUND_TRUTH = "gate_source", "ground_truth"
+# What trained a row (vrft.paper_mode.training_objective: "reward:<name>", "sft:<prompt style>"), and
+# the evaluation's protocol entries (vrft.evaluate.run.evaluation_protocol) as "protocol.<entry>".
+TAG_TRAINING, TAG_PROTOCOL_PREFIX = "training", "protocol."
 TAG_ERROR = "error"  # on a FAILED / KILLED run: the (redacted) exception
 ARTIFACT_TAG_PREFIX = "artifact."
 STANDARD_TAG_KEYS = (TAG_CONFIG, TAG_DATASET, TAG_SHOTS, TAG_METHOD, TAG_MODEL, TAG_GIT_COMMIT)
@@ -81,6 +84,8 @@ def report_method(training_method: str) -> str:
 def experiment_tags(config: Any, *, method: str = "", run_id: str = "") -> dict[str, str]:
     """The tags of every run of an :class:`~vrft.experiment.ExperimentConfig` (the report groups
     runs by them), empty values left out; ``method`` is a report method (base, sft, rft)."""
+    from vrft.paper_mode import training_objective
+
     tags = {
         TAG_CONFIG: config.experiment.name,
         TAG_MODEL: config.model.name_or_path,
@@ -93,6 +98,7 @@ def experiment_tags(config: Any, *, method: str = "", run_id: str = "") -> dict[
         TAG_PAPER_MODEL: config.report.paper_model,
         TAG_PAPER_COLUMN: config.report.paper_column,
         TAG_METHOD: method,
+        TAG_TRAINING: training_objective(config, method),
         **config.experiment.tags,
     }
     return {k: str(v) for k, v in tags.items() if v not in ("", None)}

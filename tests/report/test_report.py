@@ -212,7 +212,11 @@ def test_table3_config_gets_paper_columns_and_delta_rows(report, populated: dict
     assert table.row("delta", 1).values["mAP"] > 0  # less noise, better boxes
 
     markdown = report.markdown.read_text()
-    assert "| Method | Shots | mAP | mAP (paper) | bus | bus (paper) |" in markdown
+    # paper columns name the table and the column; the notes name the paper's rows
+    assert (
+        "| Method | Shots | mAP | mAP (paper: Table 3, mAP) | bus | bus (paper: Table 3, bus) |" in markdown
+    )
+    assert "Paper values: Table 3, rows Qwen2-VL-2B Base, Qwen2-VL-2B SFT 1-shot" in markdown
     assert re.search(r"\| Base \| – \| \d+\.\d \| 19\.6 \|", markdown)
     assert re.search(r"\| Δ \(RFT − SFT\) \| 4 \| [+-]\d+\.\d \| \+15\.4 \|", markdown)
 
@@ -253,7 +257,7 @@ def test_plots_and_html_are_valid_and_self_contained(report) -> None:
     inlined = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(inlined) == len(report.plots)
     assert base64.b64decode(inlined[0]) == report.plots[0].read_bytes()
-    assert "<td>Δ (RFT − SFT)</td>" in page and "mAP (paper)" in page
+    assert "<td>Δ (RFT − SFT)</td>" in page and "mAP (paper: Table 3, mAP)" in page
     markdown = report.markdown.read_text()
     for path in report.plots:
         assert f"]({path.relative_to(report.output_dir).as_posix()})" in markdown

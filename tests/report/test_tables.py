@@ -135,3 +135,127 @@ def test_paper_lookup_and_config_validation() -> None:
         from_dict(ReportConfig, {"paper_table": "table2", "paper_column": "Flowers"})
     with pytest.raises(ValueError, match="method"):
         RunTags(method="grpo", config="c", model="m").validate()
+
+
+# -- honest labels and refusals (issue 22, point 8) ------------------------------------------------
+
+AUTHORS_CLS = {  # the protocol a paper-mode Table 2 evaluation records
+    "protocol.system_prompt": "none",
+    "protocol.max_new_tokens": "1024",
+    "protocol.max_pixels": "12845056",
+    "protocol.image_placeholder": "yes",
+    "protocol.class_names": "authors",
+    "protocol.test_list": "paper:test_lists/stanford_cars.csv",
+}
+
+
+def cls_run(method: str, shots: int | None, accuracy: float, **tags: str) -> RunRecord:
+    training = {"rft": "reward:classification_containment", "sft": "sft:vrft"}.get(method, "")
+    merged = {
+        **AUTHORS_CLS,
+        "eval_split_sha256": "split-a",
+        **({"training": training} if training else {}),
+        **tags,
+    }
+    return run(method, shots, {"accuracy": accuracy}, task="classification", paper_table="table2", **merged)
+
+
+def test_paper_columns_name_table_row_and_column_and_unknown_shot_counts_get_none() -> None:
+    runs = [
+        cls_run("base", None, 0.5),
+        cls_run("sft", 4, 0.6),
+        cls_run("rft", 4, 0.8),
+        cls_run("rft", 3, 0.7),
+    ]
+    config = from_dict(ReportConfig, {"paper_column": "Cars196"})
+    table = build_table(runs, config)
+    assert table.columns[0].paper_label == "Table 2, Cars196"
+    assert "accuracy (paper: Table 2, Cars196)" in markdown_table(table)
+    assert (
+        table.row("rft", 4).paper_row == "Qwen2-VL-2B RFT 4-shot"
+        and table.row("rft", 4).paper["accuracy"] == 95.3
+    )
+    # 3-shot is no row of the paper: no paper value (formerly any count fell back to some row)
+    assert table.row("rft", 3).paper["accuracy"] is None and table.row("rft", 3).paper_row == ""
+    assert any("the paper has no row for RFT 3-shot" in n for n in table.notes)
+    lvis = build_table(
+        [
+            run("rft", 4, {"mAP": 0.2}, paper_table="table4"),
+            run("rft", 10, {"mAP": 0.3}, paper_table="table4"),
+        ],
+        ReportConfig(),
+    )
+    assert lvis.row("rft", 4).paper["mAP"] is None and lvis.row("rft", 10).paper["mAP"] == 19.4
+    # the paper's protocol, followed everywhere: said so, and which reward trained the rows
+    assert "Paper columns: same protocol as ours." in table.notes
+    assert "Trained with: RFT rows: reward:classification_containment; SFT rows: sft:vrft." in table.notes
+
+
+@pytest.mark.parametrize(
+    ("tags", "line"),
+    [
+        ({"protocol.max_pixels": "401408"}, "max_pixels 401408 ≠ 12845056"),
+        ({"protocol.system_prompt": "r1"}, "system_prompt r1 ≠ none"),
+        ({"protocol.max_new_tokens": "256"}, "max_new_tokens 256 ≠ 1024"),
+        (
+            {"protocol.gate": "authors_file@bbbbbbbbbbbb"},
+            "gate authors_file@bbbbbbbbbbbb ≠ authors_file@aaaaaaaaaaaa",
+        ),
+        ({"protocol.ground_truth_sha256": "c" * 64}, "ground_truth_sha256 cccccccccccc ≠ dddddddddddd"),
+        ({"training": "reward:detection[tau=0.3]"}, "training reward:detection[tau=0.3] ≠ reward:detection"),
+    ],
+)
+def test_a_row_evaluated_or_trained_otherwise_is_refused_with_one_line_naming_the_difference(
+    tags, line
+) -> None:
+    same = {
+        "protocol.system_prompt": "none",
+        "protocol.max_new_tokens": "1024",
+        "protocol.max_pixels": "12845056",
+        "protocol.gate": "authors_file@aaaaaaaaaaaa",
+        "protocol.ground_truth_sha256": "d" * 64,
+    }
+
+    def det(method: str, shots: int | None, mAP: float, **extra: str) -> RunRecord:
+        training = {"rft": "reward:detection", "sft": "sft:vrft"}.get(method, "")
+        return run(
+            method, shots, {"mAP": mAP}, paper_table="table3", **{"training": training, **same, **extra}
+        )
+
+    # the reference is the base row's protocol, and the training most RFT rows share
+    runs = [
+        det("base", None, 0.2),
+        det("rft", 2, 0.4),
+        det("sft", 2, 0.3),
+        det("rft", 8, 0.45),
+        det("rft", 4, 0.5, **tags),
+    ]
+    table = build_table(runs, ReportConfig())
+    assert table.row("rft", 4) is None and table.row("rft", 2) is not None
+    refused = [n for n in table.notes if n.startswith("Refused RFT 4-shot")]
+    assert len(refused) == 1 and line in refused[0] and "\n" not in refused[0]
+
+
+def test_notes_come_from_every_row_and_name_our_own_choices() -> None:
+    runs = [
+        cls_run("base", None, 0.5),
+        cls_run("sft", 4, 0.6),
+        cls_run("rft", 4, 0.8, **{"training": "reward:classification"}),
+    ]
+    table = build_table(runs, from_dict(ReportConfig, {"paper_column": "Cars196"}))
+    notes = " ".join(table.notes)
+    assert "NOT the same protocol" in notes
+    assert "RFT training reward:classification (the authors': reward:classification_containment)" in notes
+    # a value recorded by a later row only (the first row's tags used to decide the notes)
+    det = [
+        run("base", None, {"mAP": 0.2}, ground_truth="official", paper_table="table3"),
+        run("rft", 4, {"mAP": 0.3}, ground_truth="rebuilt", paper_table="table3"),
+    ]
+    notes = " ".join(build_table(det, ReportConfig()).notes)
+    assert "ground truth official / rebuilt" in notes and "ground truth rebuilt from rows" in notes
+    ours = [cls_run("base", None, 0.5, **{"protocol.max_pixels": "401408", "protocol.class_names": "vrft"})]
+    notes = " ".join(build_table(ours, from_dict(ReportConfig, {"paper_column": "Cars196"})).notes)
+    assert (
+        "max_pixels 401408 (the authors': 12845056)" in notes
+        and "class_names vrft (the authors': authors)" in notes
+    )

@@ -22,7 +22,7 @@ from datasets.table import InMemoryTable
 
 from vrft.config import ConfigError, to_dict
 from vrft.data.classification import ClassificationSource, LabelMap
-from vrft.data.classnames import CLASS_LISTS, ClassList, normalize_label
+from vrft.data.classnames import CLASS_LISTS, ClassList, authors_class_list, normalize_label
 from vrft.data.coco import Category, DetectionSource
 from vrft.data.common import LoadedImage, Source, id_sort_key, progress
 from vrft.data.config import DatasetConfig
@@ -98,6 +98,9 @@ def resolve_plan(config: DatasetConfig) -> Plan:
             "noun: classification needs the prompt noun (plant, pet, aircraft, car, ...) or a preset"
         )
     class_list = CLASS_LISTS[preset.class_list] if preset and preset.class_list else None
+    if class_list is not None and config.class_names == "authors":
+        # The authors' wording as names, vrft's as aliases: `categories` written either way still match.
+        class_list = authors_class_list(preset.class_list)
     return Plan(
         task, mode, categories, categories_from, eval_categories, eval_from, eval_key, noun, class_list
     )

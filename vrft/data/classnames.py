@@ -500,6 +500,43 @@ CLASS_LISTS: dict[str, ClassList] = {
 
 NOUN_FIELDS = {c.noun: c.field for c in CLASS_LISTS.values()}
 
+#: The authors' class-name lists (their ``classification/val_data/<name>.txt``, shipped verbatim as
+#: ``paper:classnames/<name>.txt``), in the same label order as the lists above. Their wording differs:
+#: every Cars196 name puts the year first ("2000 AM General Hummer SUV"), Flowers102 has "colts foot",
+#: Pets37 keeps the file-name form ("american_bulldog"). The authors' containment test compares
+#: against their wording, so paper runs (``dataset.class_names: authors``) use it.
+AUTHORS_CLASS_FILES = {
+    "flowers102": "paper:classnames/oxford_flowers.txt",
+    "pets37": "paper:classnames/pets.txt",
+    "fgvc_aircraft": "paper:classnames/fgvc_aircraft.txt",
+    "cars196": "paper:classnames/stanford_cars.txt",
+}
+
+
+def authors_class_list(key: str) -> ClassList:
+    """The class list ``key`` with the authors' names as the names and vrft's names (and their aliases)
+    as aliases, so labels written either way still map to the same class.
+
+    >>> cars = authors_class_list("cars196")
+    >>> cars.classes[0], cars.aliases[cars.classes[0]]
+    ('2000 AM General Hummer SUV', ('AM General Hummer SUV 2000',))
+    >>> authors_class_list("flowers102").aliases["colts foot"]
+    ("colt's foot",)
+    """
+    from vrft.paper_files import read_text
+
+    ours = CLASS_LISTS[key]
+    source = AUTHORS_CLASS_FILES[key]
+    names = tuple(line.strip() for line in read_text(source).splitlines() if line.strip())
+    if len(names) != len(ours.classes):
+        raise ValueError(f"{source}: {len(names)} class names, expected {len(ours.classes)}")
+    aliases = {}
+    for theirs, mine in zip(names, ours.classes, strict=True):
+        others = tuple(a for a in (mine, *ours.aliases.get(mine, ())) if a != theirs)
+        if others:
+            aliases[theirs] = others
+    return ClassList(ours.name, ours.noun, ours.field, names, aliases)
+
 
 def normalize_label(text: str) -> str:
     """Fold Unicode forms (NFKC, invisible format characters dropped), case and runs of

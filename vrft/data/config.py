@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vrft.config import ConfigError
+from vrft.data.classnames import AUTHORS_CLASS_FILES
 from vrft.data.presets import PRESETS
 
 SourceKind = Literal[
@@ -157,6 +158,12 @@ class DatasetConfig:
         box_tolerance: Pixels a box may stick out of its image (it is clipped); more is an error.
         noun: The classification prompt's noun (``plant``, ``pet``, ...); default: the preset's.
         aliases: Extra accepted names per category/class, e.g. ``{sweet pea: [lathyrus]}``.
+        class_names: Classification presets: ``vrft`` names the classes as ``vrft.data.classnames``
+            does; ``authors`` uses the authors' class-name files (``paper:classnames/*.txt``; vrft's
+            names become aliases), as paper runs do.
+        lisa_box: LISA: which polygon gives the box. ``first_polygon``: the first one not labelled
+            "ignore" (vrft); ``first_shape``: the first shape whatever its label (the authors');
+            ``all_polygons``: the box around every polygon not labelled "ignore".
         seed: Every random choice of the few-shot sample derives from it.
         verify_images: Open every used image: it must be readable and the size the annotations say.
         load_images: Embed the image bytes in the dataset; ``false`` stores paths (benchmarks and dry
@@ -179,6 +186,8 @@ class DatasetConfig:
     box_tolerance: float = 1.0
     noun: str = ""
     aliases: dict[str, list[str]] = field(default_factory=dict)
+    class_names: Literal["vrft", "authors"] = "vrft"
+    lisa_box: Literal["first_polygon", "first_shape", "all_polygons"] = "first_polygon"
     seed: int = 0
     verify_images: bool = True
     load_images: bool = True
@@ -210,6 +219,13 @@ class DatasetConfig:
                     raise ConfigError(f"{key}[{i}]: {name!r} is listed twice")
                 seen.add(name)
         train_task = TASK_OF_KIND[self.train.kind]
+        if self.class_names == "authors" and (
+            not self.preset or PRESETS[self.preset].class_list not in AUTHORS_CLASS_FILES
+        ):
+            raise ConfigError(
+                "class_names: 'authors' needs one of the paper's classification presets "
+                f"({', '.join(p.name for p in PRESETS.values() if p.class_list in AUTHORS_CLASS_FILES)})"
+            )
         if self.eval is not None and TASK_OF_KIND[self.eval.kind] != train_task:
             raise ConfigError(
                 f"eval.kind: {self.eval.kind!r} is a {TASK_OF_KIND[self.eval.kind]} source but "

@@ -2,8 +2,9 @@
 
 Each JSON (LabelMe style, as in the LISA release) has ``text`` (a list of instructions, or one
 string) and ``shapes``: polygons with ``label`` and ``points``. Shapes labelled ``ignore`` are
-dropped; the box is that of the FIRST remaining polygon (the authors' conversion, which produced
-the paper's Table 6; ``box_from="all_polygons"`` encloses every remaining polygon instead), and
+dropped; the box is that of the FIRST remaining polygon (``box_from="all_polygons"`` encloses every
+remaining polygon instead; ``"first_shape"`` is the authors' conversion behind Table 6, their
+``gen_box_ann.py``: the first shape's box whatever its label, ``ignore`` included), and
 every instruction becomes one sample with that box. JSON files without an
 image next to them are an error; images without a JSON are not samples and are ignored.
 """
@@ -71,7 +72,7 @@ def _polygon_box(
         rec = f"shapes[{i}]"
         if not isinstance(shape, dict):
             raise InvalidValueError(file, rec, "", "expected an object")
-        if str(shape.get("label", "")).strip().lower() == "ignore":
+        if box_from != "first_shape" and str(shape.get("label", "")).strip().lower() == "ignore":
             continue
         if "points" not in shape:
             raise MissingFieldError(file, rec, "points", "missing")
@@ -86,7 +87,7 @@ def _polygon_box(
                 )
             xs.append(point[0])
             ys.append(point[1])
-        if box_from == "first_polygon":
+        if box_from in ("first_polygon", "first_shape"):
             break
     if not xs:
         raise InvalidValueError(

@@ -25,6 +25,7 @@ from vrft.data.lisa import load_lisa
 from vrft.data.lvis import load_lvis
 from vrft.data.shapes import generate_shapes_classification, generate_shapes_coco
 from vrft.io import atomic_directory, atomic_write_text, dumps_deterministic
+from vrft.paper_files import resolve_path
 
 STAMP = "shapes.json"
 GENERATOR_VERSION = 1  # bump when the generator's output changes, so caches are regenerated
@@ -62,12 +63,12 @@ def input_paths(cfg: SourceConfig, where: str) -> dict[str, Path]:
     if cfg.kind in ("shapes", "shapes_classification"):
         return {f"{where}.path (generated {cfg.kind} files)": _shapes_directory(cfg)}
     paths = {
-        f"{where}.{key}": Path(getattr(cfg, key))
+        f"{where}.{key}": resolve_path(getattr(cfg, key))
         for key in ("annotations", "images", "path")
         if getattr(cfg, key)
     }
     if cfg.kind == "manifest" and not cfg.images:
-        paths[f"{where}.images (default: the manifest's directory)"] = Path(cfg.annotations).parent
+        paths[f"{where}.images (default: the manifest's directory)"] = resolve_path(cfg.annotations).parent
     if cfg.kind == "hf" and not Path(cfg.path).exists():
         paths.pop(f"{where}.path", None)  # a hub name, not a local path
     return paths
@@ -137,12 +138,14 @@ def open_source(cfg: SourceConfig, dataset: DatasetConfig, *, show_progress: boo
             exhaustive_only=dataset.lvis_exhaustive_only,
         )
     if cfg.kind == "lisa":
-        return load_lisa(Path(cfg.path), name=name, tolerance=tol, show_progress=show_progress)
+        return load_lisa(
+            Path(cfg.path), name=name, tolerance=tol, show_progress=show_progress, box_from=dataset.lisa_box
+        )
     if cfg.kind == "image_folder":
         return load_image_folder(Path(cfg.path), name=name)
     if cfg.kind == "manifest":
         return load_manifest(
-            Path(cfg.annotations),
+            resolve_path(cfg.annotations),
             Path(cfg.images) if cfg.images else None,
             name=name,
             file_column=cfg.file_column,

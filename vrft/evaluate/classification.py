@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
-from vrft.answers import labels_match
-from vrft.evaluate.common import TaskOutput, answer_of, format_rate
+from vrft.answers import contains_either_way, first_line_answer, labels_match
+from vrft.evaluate.common import TaskOutput, answer_of, eval_prompt, format_rate
 from vrft.evaluate.config import EvaluateConfig
 from vrft.evaluate.data import EvalSplit
 from vrft.evaluate.inference import Generator, Request
@@ -25,8 +24,6 @@ from vrft.tasks import prompt_text
 PAPER_PROTOCOL = "authors: first <answer> on one line, spaces/underscores removed, two-way containment"
 STRICT_PROTOCOL = "reward: normalised exact match with the class name or an alias"
 
-_AUTHORS_ANSWER = re.compile(r"<answer>(.*?)</answer>")  # no DOTALL, first match: as the authors parse
-
 
 def authors_answer(completion: str) -> str | None:
     """The answer as the authors' evaluation reads it: the first one-line ``<answer>`` block.
@@ -34,12 +31,7 @@ def authors_answer(completion: str) -> str | None:
     >>> authors_answer("<think>a</think><answer>Boeing 737</answer>"), authors_answer("737-800")
     ('Boeing 737', None)
     """
-    match = _AUTHORS_ANSWER.search(completion)
-    return match.group(1) if match else None
-
-
-def _squash(text: str) -> str:
-    return text.replace(" ", "").replace("_", "").lower()
+    return first_line_answer(completion)
 
 
 def authors_correct(answer: str | None, class_name: str) -> bool:
@@ -50,17 +42,19 @@ def authors_correct(answer: str | None, class_name: str) -> bool:
     >>> authors_correct("", "cat"), authors_correct("Airbus A320", "737-800"), authors_correct(None, "cat")
     (True, False, False)
     """
-    if answer is None:
-        return False
-    truth, said = _squash(class_name), _squash(answer)
-    return truth in said or said in truth
+    return answer is not None and contains_either_way(answer, class_name)
 
 
 def evaluate_classification(
     split: EvalSplit, generator: Generator, convention: BoxConvention, config: EvaluateConfig
 ) -> TaskOutput:
     requests = [
-        Request(f"{row['image_id']}|{i}", i, prompt_text(row, convention), row["width"] * row["height"])
+        Request(
+            f"{row['image_id']}|{i}",
+            i,
+            eval_prompt(prompt_text(row, convention), config),
+            row["width"] * row["height"],
+        )
         for i, row in enumerate(split.rows)
     ]
     texts = generator.generate(requests, split.load_image, desc="classification")

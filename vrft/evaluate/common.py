@@ -27,6 +27,20 @@ def answer_of(completion: str, require_tags: bool) -> str | None:
     return answer
 
 
+#: The literal text the authors' COCO, LVIS and classification evaluation put before the question.
+IMAGE_PLACEHOLDER = "<image>\n"
+
+
+def eval_prompt(text: str, config: Any) -> str:
+    """A detection/classification prompt as evaluated: after ``<image>\\n`` with ``image_placeholder``.
+
+    >>> from vrft.evaluate.config import EvaluateConfig
+    >>> eval_prompt("Detect", EvaluateConfig(image_placeholder=True))
+    '<image>\\nDetect'
+    """
+    return IMAGE_PLACEHOLDER + text if config.image_placeholder else text
+
+
 def format_rate(completions: list[str]) -> float:
     """Share of completions that follow the ``<think>…</think><answer>…</answer>`` contract."""
     return sum(is_well_formed(c) for c in completions) / len(completions) if completions else 0.0

@@ -59,7 +59,26 @@ class EvaluateConfig:
             (the source file cut to the eval images and categories, crowd regions and LVIS
             not-exhaustive lists kept) where the build wrote one; ``rebuilt`` against a ground truth
             rebuilt from the rows (no crowd regions; a documented deviation).
-        gate_source: ``existence_gated``: who fills the gate (above).
+        gate_source: ``existence_gated``: who fills the gate (above); ``authors_file``: the authors'
+            per-image category lists (``gate_file``), as their COCO/LVIS evaluation read them.
+        gate_file: ``gate_source: authors_file``: their ``exist_map_*.json`` (``{image id: [category
+            names]}``), a path or a shipped ``paper:`` name
+            (``paper:gates/exist_map_coco_Qwen2_vl_2B_baseline.json.gz``).
+        max_pixels: The processor's pixel budget while evaluating; ``null``: the model section's
+            ``max_pixels`` (the training resolution). The authors evaluated at the processor default,
+            12845056 (12.8 MP).
+        image_placeholder: Put the literal text ``"<image>\\n"`` before detection and classification
+            prompts, as the authors' evaluation scripts do (the image is still passed as the chat
+            template's image).
+        lvis_ap_average: LVIS per-category AP: ``area_all`` averages precision over IoU and recall at
+            area "all" (COCO's and the lvis API's AP); ``area_ranges`` also over the four area ranges
+            (all, small, medium, large), as the authors' LVIS notebook does.
+        grounding_answer: LISA: ``answer_block`` reads the box from the last ``<answer>`` block (or the
+            whole completion without one); ``first_pair`` takes the first integer ``(x1,y1),(x2,y2)``
+            anywhere in the completion (the authors').
+        grounding_mask: LISA gIoU: ``polygons`` = the union of the polygons, pixels of "ignore"
+            polygons left out; ``first_polygon`` = the first shape's polygon only, no ignore handling
+            (the authors').
         system_prompt: ``r1``: the R1 system turn the authors' LISA evaluation uses; empty: none.
         require_answer_tags: A completion without ``<answer>…</answer>`` counts as no answer.
         grounding_instructions: LISA: score the ``first`` instruction per image (the authors), or
@@ -87,7 +106,13 @@ class EvaluateConfig:
     lvis_max_detections: int = 300
     category_groups: dict[str, list[str]] = field(default_factory=dict)
     ground_truth: Literal["official", "rebuilt"] = "official"
-    gate_source: Literal["base_model", "ground_truth"] = "base_model"
+    gate_source: Literal["base_model", "ground_truth", "authors_file"] = "base_model"
+    gate_file: str = ""
+    max_pixels: int | None = None
+    image_placeholder: bool = False
+    lvis_ap_average: Literal["area_all", "area_ranges"] = "area_all"
+    grounding_answer: Literal["answer_block", "first_pair"] = "answer_block"
+    grounding_mask: Literal["polygons", "first_polygon"] = "polygons"
     system_prompt: Literal["", "r1"] = ""
     require_answer_tags: bool = False
     grounding_instructions: Literal["first", "all"] = "first"
@@ -123,6 +148,17 @@ class EvaluateConfig:
                 "masks_dir: gIoU with sam_checkpoint needs the LISA directory holding the "
                 "ground-truth polygons (the dataset rows only keep boxes)"
             )
+        if (
+            self.gate_source == "authors_file"
+            and not self.gate_file
+            and self.detection_mode == "existence_gated"
+        ):
+            raise ConfigError(
+                "gate_file: gate_source authors_file needs the authors' gate list (their exist_map_*.json; "
+                "paper:gates/exist_map_coco_Qwen2_vl_2B_baseline.json.gz ships with vrft)"
+            )
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ConfigError(f"max_pixels: must be positive or null (the model's), got {self.max_pixels}")
         for name, members in self.category_groups.items():
             if not members:
                 raise ConfigError(f"category_groups.{name}: empty group")

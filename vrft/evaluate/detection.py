@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,10 +29,10 @@ from pycocotools.cocoeval import COCOeval
 
 from vrft.answers import parse_detections
 from vrft.config import ConfigError
-from vrft.evaluate.common import TaskOutput, answer_of, format_rate, quiet
+from vrft.evaluate.common import TaskOutput, answer_of, eval_prompt, format_rate, quiet
 from vrft.evaluate.config import EvaluateConfig
 from vrft.evaluate.data import EvalSplit
-from vrft.evaluate.gate import GATE_FILE, Gate, answered_gate, ground_truth_gate
+from vrft.evaluate.gate import GATE_FILE, Gate, answered_gate, authors_file_gate, ground_truth_gate
 from vrft.evaluate.inference import Generator, Request
 from vrft.models.coords import BoxConvention
 from vrft.tasks import prompt_text
@@ -179,12 +180,18 @@ def _load_json(data: dict[str, Any] | list[Any] | str | Path) -> Any:
     return copy.deepcopy(data)  # the APIs add fields to what they are given
 
 
-def _per_category(precision: np.ndarray, category_ids: Sequence[int]) -> dict[int, dict[str, float | None]]:
-    """AP and AP50 per category from an accumulated precision array [T, R, K, ...] (area 'all',
-    the largest max-detections setting), as COCOeval/LVISEval average it: over entries > -1."""
+def _per_category(
+    precision: np.ndarray, category_ids: Sequence[int], area_ranges: bool = False
+) -> dict[int, dict[str, float | None]]:
+    """AP and AP50 per category from an accumulated precision array [T, R, K, A(, M)] (area 'all',
+    the largest max-detections setting), as COCOeval/LVISEval average it: over entries > -1.
+    ``area_ranges`` (LVIS only) averages over every area range instead, as the authors' LVIS notebook."""
     out: dict[int, dict[str, float | None]] = {}
     for k, cat_id in enumerate(category_ids):
-        p = precision[:, :, k, 0, -1] if precision.ndim == 5 else precision[:, :, k, 0]
+        if area_ranges:
+            p = precision[:, :, k, :]
+        else:
+            p = precision[:, :, k, 0, -1] if precision.ndim == 5 else precision[:, :, k, 0]
         valid = p[p > -1]
         valid50 = p[0][p[0] > -1]
         out[int(cat_id)] = {
@@ -250,13 +257,18 @@ def numpy_float_alias() -> Iterator[None]:
 
 
 def lvis_metrics(
-    gt_path: str | Path, results: list[dict[str, Any]] | str | Path, max_detections: int = 300
+    gt_path: str | Path,
+    results: list[dict[str, Any]] | str | Path,
+    max_detections: int = 300,
+    average: str = "area_all",
 ) -> DetectionMetrics:
     """LVIS (federated) bbox AP with the lvis API, at most ``max_detections`` per image.
 
     ``mAP`` is ``LVISEval.results["AP"]``. Detections of a category that an image neither contains
     nor lists as verified absent are ignored, as in the official evaluation. With no detections at
     all (``LVISResults`` cannot take an empty list) every category with ground truth scores 0.
+    ``average="area_ranges"``: per-category AP averaged over all four area ranges too, and ``mAP``
+    (``AP50``) the mean of those per-category values — the authors' LVIS notebook.
     """
     try:
         from lvis import LVIS, LVISEval, LVISResults
@@ -280,6 +292,14 @@ def lvis_metrics(
     with numpy_float_alias():
         evaluator.run()
     ap, ap50 = evaluator.results["AP"], evaluator.results["AP50"]
+    if average == "area_ranges":
+        per_category = _per_category(evaluator.eval["precision"], evaluator.params.cat_ids, area_ranges=True)
+        values = {k: [v[k] for v in per_category.values() if v[k] is not None] for k in ("AP", "AP50")}
+        return DetectionMetrics(
+            mAP=float(np.mean(values["AP"])) if values["AP"] else None,
+            AP50=float(np.mean(values["AP50"])) if values["AP50"] else None,
+            per_category=per_category,
+        )
     return DetectionMetrics(
         mAP=float(ap) if ap > -1 else None,
         AP50=float(ap50) if ap50 > -1 else None,
@@ -398,8 +418,11 @@ def evaluate_detection(
 
     def request(i: int, c: int, step: str) -> Request:
         image, cat = images[i], categories[c]
-        prompt = prompt_text(
-            _row_for(image, cat), convention, prompt="existence" if step == "existence" else None
+        prompt = eval_prompt(
+            prompt_text(
+                _row_for(image, cat), convention, prompt="existence" if step == "existence" else None
+            ),
+            config,
         )
         return Request(f"{image.image_id}|{cat.name}|{step}", image.row, prompt, image.width * image.height)
 
@@ -408,6 +431,8 @@ def evaluate_detection(
     if mode == "existence_gated":
         if gate is None and config.gate_source == "ground_truth":
             gate = ground_truth_gate(keys, present, split.manifest_sha256, absent)
+        elif gate is None and config.gate_source == "authors_file":
+            gate = authors_file_gate(config.gate_file, keys, present, absent)
         elif gate is None:
             asked = [request(i, c, "existence") for i, c in pairs]
             answers = generator.generate(asked, split.load_image, desc="existence")
@@ -494,10 +519,11 @@ def evaluate_detection(
         predictions.append(line)
 
     gt_name = f"{metric}_gt.json"
-    (out_dir / gt_name).write_text(json.dumps(gt), encoding="utf-8")
+    gt_text = json.dumps(gt)
+    (out_dir / gt_name).write_text(gt_text, encoding="utf-8")
     category_ids = [c.id for c in categories]
     if metric == "lvis":
-        scores = lvis_metrics(out_dir / gt_name, results, config.lvis_max_detections)
+        scores = lvis_metrics(out_dir / gt_name, results, config.lvis_max_detections, config.lvis_ap_average)
     else:
         scores = coco_metrics(gt, results, category_ids)
 
@@ -525,11 +551,14 @@ def evaluate_detection(
         "num_detections": len(results),
         "gt_file": gt_name,
         "ground_truth": gt_origin,
+        "ground_truth_sha256": hashlib.sha256(gt_text.encode("utf-8")).hexdigest(),
         "results_file": "coco_results.json",
         "images": len(images),
     }
     if gate is not None:
         details["gate"] = {"source": gate.source, "file": GATE_FILE, **gate.metrics}
+        if gate.file_sha256:
+            details["gate"]["file_sha256"] = gate.file_sha256
     return TaskOutput(
         metrics=metrics,
         per_category=per_name,

@@ -4,9 +4,14 @@ The authors decided once per evaluation set, from a fixed per-image category lis
 to ask each checkpoint to detect — the same list for the base model, SFT and RFT. Letting every
 checkpoint answer its own yes/no prompt instead would let a checkpoint lose AP at the gate (SFT
 never trains on the yes/no prompt) rather than at detection. So the gate is computed once — from
-the base model's answers, or from the ground truth — written as ``gate.json`` and shared by every
-checkpoint evaluated on the same split; its recall (share of annotated pairs it lets through, an
-upper bound on detection recall) travels with every result and into the report.
+the base model's answers, from the ground truth, or read from the authors' own list — written as
+``gate.json`` and shared by every checkpoint evaluated on the same split; its recall (share of
+annotated pairs it lets through, an upper bound on detection recall) travels with every result and
+into the report.
+
+The authors' lists (``exist_map_coco_Qwen2_vl_2B_baseline.json``: COCO val2017, 5,000 images;
+``exist_map_lvis_Qwen2_vl_2B_baseline.json``: LVIS v1 val, 19,809 images) map an image id to the
+category names the base model said were there; a pair is open when its category is listed.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from vrft.answers import parse_yes_no
+from vrft.answers import normalize_label, parse_yes_no
 from vrft.config import ConfigError
+from vrft.paper_files import content_sha256, read_text
 
 GATE_FILE = "gate.json"
 GATE_FORMAT = "vrft.gate/1"
@@ -38,6 +44,7 @@ class Gate:
     answers: dict[tuple[str, str], str | None] | None = (
         None  # the base model's parsed yes/no, when it decided
     )
+    file_sha256: str = ""  # the authors' gate list it was read from (decompressed content)
 
     def to_json(self) -> dict[str, Any]:
         pairs = [
@@ -53,6 +60,7 @@ class Gate:
             "format": GATE_FORMAT,
             "source": self.source,
             "manifest_sha256": self.manifest_sha256,
+            **({"file_sha256": self.file_sha256} if self.file_sha256 else {}),
             "metrics": self.metrics,
             "pairs": pairs,
         }
@@ -102,6 +110,7 @@ def load_gate(path: str | Path) -> Gate:
         open_,
         {k: float(v) for k, v in (data.get("metrics") or {}).items()},
         answers or None,
+        str(data.get("file_sha256", "")),
     )
 
 
@@ -149,4 +158,49 @@ def answered_gate(
     open_ = {p: parse_yes_no(a) is True for p, a in zip(pairs, answers, strict=True)}
     return Gate(
         source, manifest_sha256, open_, gate_metrics(open_, present, known_absent), dict(zip(pairs, answers))
+    )
+
+
+def read_authors_gate(path: str) -> dict[str, set[str]]:
+    """The authors' gate list: image id -> normalised category names the base model said are there.
+
+    ``path`` is a file or a shipped ``paper:`` name; anything but a JSON object of lists of names is a
+    one-line error naming the file and the entry.
+    """
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected an object {{image id: [category names]}}, got {type(data).__name__}"
+        )
+    listed = {}
+    for image_id, names in data.items():
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{path}: image {image_id!r}: expected a list of category names, got {names!r}")
+        listed[str(image_id)] = {normalize_label(n) for n in names}
+    return listed
+
+
+def authors_file_gate(
+    path: str,
+    pairs: Sequence[tuple[str, str]],
+    present: set[tuple[str, str]],
+    known_absent: set[tuple[str, str]] | None = None,
+) -> Gate:
+    """A gate from the authors' list: open where the image lists the category (names compared after
+    :func:`vrft.answers.normalize_label`, so ``kitchen_table`` is ``kitchen table``). An image the list
+    does not have is an error: it was made for another image set."""
+    listed = read_authors_gate(path)
+    missing = sorted({image for image, _ in pairs if image not in listed})
+    if missing:
+        raise ConfigError(
+            f"{path}: no entry for {len(missing)} eval image(s), e.g. {missing[0]!r}: the authors' lists "
+            "cover COCO val2017 and LVIS v1 val only"
+        )
+    open_ = {(image, category): normalize_label(category) in listed[image] for image, category in pairs}
+    source = f"authors_file:{Path(str(path).split(':', 1)[-1]).name}"
+    return Gate(
+        source, "", open_, gate_metrics(open_, present, known_absent), file_sha256=content_sha256(path)
     )

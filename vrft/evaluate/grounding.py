@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from vrft.answers import parse_single_box
+from vrft.answers import first_integer_pair_box, parse_single_box
 from vrft.config import ConfigError
 from vrft.evaluate.common import TaskOutput, answer_of, format_rate
 from vrft.evaluate.config import EvaluateConfig
@@ -56,6 +56,22 @@ def polygon_masks(annotation: dict[str, Any], width: int, height: int) -> tuple[
         else:
             target |= mask
     return target & ~ignore, ignore
+
+
+def first_polygon_mask(annotation: dict[str, Any], width: int, height: int) -> np.ndarray | None:
+    """The authors' gIoU ground truth (their ``mask_iou.py``): the first shape's polygon, whatever its
+    label, drawn filled with PIL; ``None`` when the annotation has no shape (they skip such images).
+
+    >>> mask = first_polygon_mask({"shapes": [{"label": "ignore", "points": [[0, 0], [3, 0], [3, 3], [0, 3]]}]}, 8, 8)
+    >>> int(mask.sum())
+    16
+    """
+    shapes = annotation.get("shapes") or []
+    if not shapes or len(shapes[0].get("points") or []) < 2:
+        return None
+    canvas = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(map(float, p)) for p in shapes[0]["points"]], outline=1, fill=1)
+    return np.asarray(canvas, dtype=bool)
 
 
 def mask_iou(predicted: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None) -> float:
@@ -133,7 +149,10 @@ def evaluate_grounding(
     predictions, completions, ious, mask_ious = [], [], [], []
     for i, row, req, text in zip(indices, rows, requests, texts, strict=True):
         width, height = int(row["width"]), int(row["height"])
-        model_box = parse_single_box(answer_of(text, config.require_answer_tags))
+        if config.grounding_answer == "first_pair":
+            model_box = first_integer_pair_box(text)
+        else:
+            model_box = parse_single_box(answer_of(text, config.require_answer_tags))
         box = convention.to_original(model_box, width, height) if model_box is not None else None
         gt_box = list(row["gt_boxes"][0])
         iou = box_iou(box, gt_box) if box is not None else 0.0
@@ -146,12 +165,18 @@ def evaluate_grounding(
             "iou": iou,
         }
         if mask_predictor is not None:
-            target, ignore = polygon_masks(
-                _lisa_annotation(Path(config.masks_dir), row["file_name"]), width, height
-            )
-            predicted = mask_predictor(split.load_image(i), box) if box is not None else np.zeros_like(target)
-            line["mask_iou"] = mask_iou(predicted, target, ignore)
-            mask_ious.append(line["mask_iou"])
+            annotation = _lisa_annotation(Path(config.masks_dir), row["file_name"])
+            if config.grounding_mask == "first_polygon":
+                first = first_polygon_mask(annotation, width, height)
+                target, ignore = (first, None) if first is not None else (None, None)
+            else:
+                target, ignore = polygon_masks(annotation, width, height)
+            if target is not None:  # the authors leave an image without a shape out of gIoU
+                predicted = (
+                    mask_predictor(split.load_image(i), box) if box is not None else np.zeros_like(target)
+                )
+                line["mask_iou"] = mask_iou(predicted, target, ignore)
+                mask_ious.append(line["mask_iou"])
         predictions.append(line)
         completions.append(
             {
@@ -167,7 +192,7 @@ def evaluate_grounding(
         "box_accuracy": float(np.mean([iou >= config.iou_threshold for iou in ious])),
         "format_rate": format_rate(texts),
     }
-    if mask_predictor is not None:
+    if mask_predictor is not None and mask_ious:
         metrics["gIoU"] = float(np.mean(mask_ious))
     return TaskOutput(
         metrics=metrics,
@@ -178,6 +203,8 @@ def evaluate_grounding(
             "iou_threshold": config.iou_threshold,
             "masks": mask_predictor is not None,
             "instructions": config.grounding_instructions,
+            "answer": config.grounding_answer,
+            "mask": config.grounding_mask,
             "rows_scored": len(rows),
         },
         num_requests=len(requests),

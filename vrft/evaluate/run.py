@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ from vrft.io import (
     write_manifest,
 )
 from vrft.models.config import ModelConfig
+from vrft.paper_files import is_paper_name
+from vrft.paper_mode import recorded_training
 
 RESULT_FORMAT = "vrft.evaluation/1"
 METRICS_FILE = "metrics.json"
@@ -67,6 +69,80 @@ def _jsonl(records: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
 
 
+def evaluation_model(config: EvaluateConfig, model: ModelConfig) -> ModelConfig:
+    """``model`` at the evaluation's resolution: ``evaluate.max_pixels`` when set (the authors
+    evaluated at the processor default, 12.8 MP, and trained at 401,408 pixels).
+
+    >>> evaluation_model(EvaluateConfig(max_pixels=12845056), ModelConfig(max_pixels=401408)).max_pixels
+    12845056
+    """
+    if config.max_pixels is None:
+        return model
+    if config.max_pixels < model.min_pixels:
+        raise ConfigError(
+            f"evaluate.max_pixels: {config.max_pixels} is below model.min_pixels {model.min_pixels}"
+        )
+    return replace(model, max_pixels=config.max_pixels)
+
+
+def checkpoint_training(checkpoint: Path | None) -> str:
+    """What trained ``checkpoint`` (``reward:<name>``, ``sft:<style>``), read from the ``config.json``
+    its training run wrote beside it (``<output>/final`` -> ``<output>/config.json``); ``""`` for a
+    base model or a checkpoint without that record."""
+    if checkpoint is None:
+        return ""
+    for record_path in (checkpoint / "config.json", checkpoint.parent / "config.json"):
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("method") in ("grpo", "sft"):
+            return recorded_training(record)
+    return ""
+
+
+def evaluation_protocol(
+    config: EvaluateConfig, model: ModelConfig, task: str, manifest: dict[str, Any], details: dict[str, Any]
+) -> dict[str, str]:
+    """What decides the numbers beyond the evaluated split, as text: the report refuses to put rows that
+    differ here side by side, and names where they differ from the authors' protocol.
+
+    Every task: ``system_prompt``, ``max_new_tokens``, ``max_pixels``. Detection: ``gate`` (who
+    decided, and the authors' list's SHA-256), ``ground_truth_sha256``, ``image_placeholder``, and
+    for LVIS ``lvis_ap``. Classification: ``image_placeholder``, ``class_names``, ``test_list`` (the
+    shipped authors' list the eval split was read from, or ``none``). Grounding: ``lisa_box``,
+    ``grounding_answer`` and, with gIoU, ``grounding_mask``.
+    """
+    dataset = manifest.get("config") or {}
+    protocol = {
+        "system_prompt": config.system_prompt or "none",
+        "max_new_tokens": str(config.max_new_tokens),
+        "max_pixels": str(model.max_pixels),
+    }
+    if task in ("detection", "classification"):
+        protocol["image_placeholder"] = "yes" if config.image_placeholder else "no"
+    if task == "detection":
+        gate = details.get("gate") or {}
+        if gate:
+            source = str(gate.get("source", ""))
+            kind = source.split(":", 1)[0]
+            protocol["gate"] = kind + (f"@{gate['file_sha256'][:12]}" if gate.get("file_sha256") else "")
+        protocol["ground_truth_sha256"] = str(details.get("ground_truth_sha256", ""))
+        if details.get("metric") == "lvis":
+            protocol["lvis_ap"] = config.lvis_ap_average
+    elif task == "classification":
+        protocol["class_names"] = str(dataset.get("class_names", "vrft"))
+        source = dataset.get("eval") or dataset.get("train") or {}
+        annotations = str(source.get("annotations", ""))
+        protocol["test_list"] = annotations if is_paper_name(annotations) else "none"
+    else:
+        protocol["lisa_box"] = str(dataset.get("lisa_box", "first_polygon"))
+        protocol["grounding_answer"] = config.grounding_answer
+        if details.get("masks"):
+            protocol["grounding_mask"] = config.grounding_mask
+    return protocol
+
+
 def evaluate_checkpoint(
     config: EvaluateConfig,
     dataset_dir: str | Path,
@@ -92,6 +168,7 @@ def evaluate_checkpoint(
     ``context`` (the pipeline's run tags: config name, shots, seed, ...) is stored in
     ``metrics.json`` so the report can place the result without asking MLflow.
     """
+    config.validate()  # a config changed after it was read (paper mode sets fields) is checked again
     output_dir = Path(output_dir)
     checkpoint = (
         Path(model.name_or_path) if model.name_or_path and Path(model.name_or_path).exists() else None
@@ -118,6 +195,7 @@ def evaluate_checkpoint(
     mask_predictor: MaskPredictor | None = None
     if task == "grounding" and config.sam_checkpoint:  # fail before the long part, not after
         mask_predictor = sam_predictor(config.sam_checkpoint, config.sam_model_type, config.device)
+    model = evaluation_model(config, model)
     processor = model.load_processor()
     convention = model.convention(processor)
     generator, backend = make_generator(config, model, processor)
@@ -159,6 +237,8 @@ def evaluate_checkpoint(
             "metrics": output.metrics,
             "per_category": output.per_category,
             "details": output.details,
+            "protocol": evaluation_protocol(config, model, task, split.manifest, output.details),
+            "training": checkpoint_training(checkpoint),
             "timing": {
                 "seconds": seconds,
                 "requests": output.num_requests,

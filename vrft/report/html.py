@@ -69,7 +69,7 @@ def render_markdown(
         f"# {title}",
         "",
         "Values in %. Δ = RFT − SFT (the paper's own Δ rows are RFT − base); "
-        "`(paper)` columns are the published numbers.",
+        "`(paper: Table N, column)` columns are the published numbers of that table and column, row by row the paper's row of the same method and shot count.",
         "",
     ]
     for section in sections:

@@ -43,13 +43,30 @@ class PaperTable:
     metric_columns: dict[str, str] = field(default_factory=dict)
 
     def row(self, model: str, method: str, shots: int | None) -> dict[str, float] | None:
-        """The row for a run; a method the paper reports at a single shot count matches any shot count
-        (e.g. Table 4's "10-shot" is the 1-10 images LVIS has per rare category)."""
-        exact = self.rows.get((model, method, shots))
-        if exact is not None or method == "base":
-            return exact if exact is not None else self.rows.get((model, "base", None))
-        candidates = [k for k in self.rows if k[0] == model and k[1] == method]
-        return self.rows[candidates[0]] if len(candidates) == 1 else None
+        """The paper's row for a run: the same model, method and shot count (base: the base row), or
+        ``None`` — a shot count the paper did not run has no paper value (Table 4's 10-shot row is
+        not a 4-shot row).
+
+        >>> TABLES["table4"].row("Qwen2-VL-2B", "rft", 4) is None, TABLES["table4"].row("Qwen2-VL-2B", "rft", 10)["mAP"]
+        (True, 19.4)
+        """
+        return self.rows.get((model, method, None if method == "base" else shots))
+
+    def row_label(self, model: str, method: str, shots: int | None) -> str:
+        """The paper's row, as the report names it (``""`` when the paper has none).
+
+        >>> TABLES["table2"].row_label("Qwen2-VL-2B", "rft", 4), TABLES["table2"].row_label("Qwen2-VL-2B", "rft", 3)
+        ('Qwen2-VL-2B RFT 4-shot', '')
+        """
+        if self.row(model, method, shots) is None:
+            return ""
+        shot_text = f" {shots}-shot" if shots is not None and method != "base" else ""
+        return f"{model} {method.upper() if method != 'base' else 'Base'}{shot_text}"
+
+    @property
+    def name(self) -> str:
+        """``Table 2`` from ``table2``."""
+        return "Table " + self.key.removeprefix("table")
 
     def value(self, model: str, method: str, shots: int | None, column: str) -> float | None:
         row = self.row(model, method, shots)

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from vrft.paper_mode import authors_protocol, authors_training
 from vrft.report.config import ReportConfig
 from vrft.report.paper import PaperTable, paper_table
 from vrft.report.tracking import (
@@ -25,6 +26,7 @@ from vrft.report.tracking import (
     PAPER_COLUMN,
     PAPER_MODEL,
     PAPER_TABLE,
+    PROTOCOL_PREFIX,
     TASK,
     RunRecord,
 )
@@ -39,6 +41,7 @@ class Column:
     key: str  # the metric key in MLflow
     label: str  # the header
     paper: str | None = None  # the paper column it corresponds to
+    paper_label: str = ""  # where the paper's values come from: "Table 2, Cars196"
 
 
 @dataclass
@@ -53,6 +56,8 @@ class TableRow:
     seeds: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # the evaluation artifacts read
     within_spread: dict[str, bool] = field(default_factory=dict)  # Δ rows: |Δ| inside the seeds' spread
+    paper_row: str = ""  # the paper's row its paper values come from ("Qwen2-VL-2B RFT 4-shot"); "" for none
+    training: str = ""  # what trained the row: "reward:<name>" (RFT), "sft:<style>" (SFT)
 
     @property
     def label(self) -> str:
@@ -95,6 +100,8 @@ class ReportTable:
                     "shots": r.shots,
                     "values": r.values,
                     "paper": r.paper,
+                    "paper_row": r.paper_row,
+                    "training": r.training,
                     "run_id": r.run_id,
                     "spread": r.spread,
                     "n": r.n,
@@ -151,7 +158,9 @@ def _columns(
     columns = []
     for key in keys:
         label = key.split("/", 1)[1] if key.startswith(("AP/", "accuracy/")) else key
-        columns.append(Column(key, label, paper.column_for(key, paper_column) if paper else None))
+        published = paper.column_for(key, paper_column) if paper else None
+        where = f"{paper.name}, {published}" if paper and published else ""
+        columns.append(Column(key, label, published, where))
     return columns
 
 
@@ -173,52 +182,113 @@ def _mean_spread(values: list[float]) -> tuple[float | None, float | None]:
     return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
+_NAMES = {EVAL_MODE: "eval mode", EVAL_SPLIT: "evaluated split", IMAGE_CAP: "image cap"}
+
+
+def _short(key: str, value: str) -> str:
+    """A value as a refusal line shows it: hashes by their first 12 digits."""
+    if key == EVAL_SPLIT or key.endswith("sha256"):
+        return value[:12] or "?"
+    return value or "?"
+
+
+def _name(key: str) -> str:
+    return _NAMES.get(key, key.removeprefix(PROTOCOL_PREFIX))
+
+
 def _differences(run: RunRecord, reference: dict[str, str]) -> list[str]:
-    names = {EVAL_MODE: "eval mode", EVAL_SPLIT: "evaluated split", IMAGE_CAP: "image cap"}
+    """``name mine ≠ reference`` for each comparability entry where ``run`` differs from ``reference``."""
     mine = run.comparability
-
-    def short(key: str, value: str) -> str:
-        return (value[:12] if key == EVAL_SPLIT else value) or "?"  # a split hash: its first 12 digits
-
+    keys = list(dict.fromkeys([*reference, *mine]))
     return [
-        f"{names[k]} {short(k, mine[k])} ≠ {short(k, reference[k])}" for k in names if mine[k] != reference[k]
+        f"{_name(k)} {_short(k, mine.get(k, ''))} ≠ {_short(k, reference.get(k, ''))}"
+        for k in keys
+        if mine.get(k, "") != reference.get(k, "")
     ]
 
 
+def _values(runs: Sequence[RunRecord], key: str) -> list[str]:
+    """The distinct values of tag ``key`` over ``runs`` (every row, not only the first), in order."""
+    return list(dict.fromkeys(r.tags.get(key, "") for r in runs if r.tags.get(key, "")))
+
+
+def _one(runs: Sequence[RunRecord], key: str, missing: str = "?") -> str:
+    values = _values(runs, key)
+    return " / ".join(values) if values else missing
+
+
+def _authors_deviations(task: str, runs: Sequence[RunRecord]) -> list[str]:
+    """Where the rows' recorded protocol and training differ from the authors' code: vrft's own
+    (often stricter) choices, named."""
+    protocol = {k.removeprefix(PROTOCOL_PREFIX): _one(runs, k, "") for k in _protocol_keys(runs)}
+    metric = "lvis" if "lvis_ap" in protocol else ""
+    authors = authors_protocol(task, metric, masks="grounding_mask" in protocol)
+    out = []
+    for key, theirs in authors.items():
+        ours = protocol.get(key, "")
+        if ours and ours.split("@", 1)[0] != theirs:
+            out.append(f"{key} {ours} (the authors': {theirs})")
+    if task == "classification" and protocol.get("test_list") == "none":
+        out.append("eval split not read from the authors' test list")
+    for method in ("rft", "sft"):
+        theirs = authors_training(task, method)
+        ours = _one([r for r in runs if r.method == method], "training", "")
+        if theirs and ours and ours != theirs:
+            out.append(f"{method.upper()} training {ours} (the authors': {theirs})")
+    return out
+
+
+def _protocol_keys(runs: Sequence[RunRecord]) -> list[str]:
+    return sorted({k for r in runs for k in r.tags if k.startswith(PROTOCOL_PREFIX)})
+
+
 def _protocol_notes(task: str, runs: Sequence[RunRecord], paper: PaperTable | None) -> list[str]:
-    """How the numbers were computed, and where that differs from the paper's protocol."""
-    tags = runs[0].tags if runs else {}
+    """How the numbers were computed — read from every row — and where that differs from the paper's
+    protocol."""
     notes, deviations = [], []
-    cap = tags.get(IMAGE_CAP, "")
-    if cap and cap != "all":
-        deviations.append(f"only the first {cap} eval images (the paper: the full set)")
+    caps = [c for c in _values(runs, IMAGE_CAP) if c != "all"]
+    if caps:
+        deviations.append(f"only the first {' / '.join(caps)} eval images (the paper: the full set)")
     if task == "classification":
         notes.append(
             "Protocol: accuracy = the authors' rule (first <answer>, spaces and _ removed, two-way "
             "containment; paper-comparable); accuracy_strict = the reward's exact match."
         )
     elif task == "detection":
-        mode = tags.get(EVAL_MODE, "")
-        gate = tags.get(GATE_SOURCE, "")
+        modes = _values(runs, EVAL_MODE)
+        gates = _values(runs, GATE_SOURCE)
         recalls = sorted(
             {round(r.metrics["existence/recall"] * 100, 1) for r in runs if "existence/recall" in r.metrics}
         )
-        text = f"Protocol: detection mode {mode or '?'}"
-        if gate:
-            text += f"; one existence gate for every row, from {gate}" + (
+        text = f"Protocol: detection mode {' / '.join(modes) or '?'}"
+        if gates:
+            text += f"; one existence gate for every row, from {' / '.join(gates)}" + (
                 f" (recall {', '.join(f'{v:.1f}%' for v in recalls)})" if recalls else ""
             )
-        text += f"; ground truth {tags.get(GROUND_TRUTH, '?')}."
+        text += f"; ground truth {_one(runs, GROUND_TRUTH)}."
         notes.append(text)
-        if mode != "existence_gated":
-            deviations.append(f"mode {mode} (the paper gates with the base model's category list)")
-        elif gate == "ground_truth":
+        if any(m != "existence_gated" for m in modes):
+            deviations.append(
+                f"mode {' / '.join(modes)} (the paper gates with the base model's category list)"
+            )
+        elif any(g == "ground_truth" for g in gates):
             deviations.append("gate from the ground truth (the paper: from the base model)")
-        if tags.get(GROUND_TRUTH) == "rebuilt":
+        if "rebuilt" in _values(runs, GROUND_TRUTH):
             deviations.append("ground truth rebuilt from rows (crowd regions dropped)")
     elif task == "grounding":
         notes.append("Protocol: box IoU of the first instruction per image (the authors' LISA evaluation).")
+    protocol = [f"{_name(k)} {_short(k, _one(runs, k))}" for k in _protocol_keys(runs)]
+    if protocol:
+        notes.append("Evaluated with: " + "; ".join(protocol) + ".")
+    trained = [
+        f"{m.upper()} rows: {_one([r for r in runs if r.method == m], 'training')}"
+        for m in ("rft", "sft")
+        if any(r.method == m for r in runs)
+    ]
+    if trained:
+        notes.append("Trained with: " + "; ".join(trained) + ".")
     if paper is not None:
+        deviations += _authors_deviations(task, runs)
         notes.append(
             "Paper columns: "
             + (
@@ -228,6 +298,17 @@ def _protocol_notes(task: str, runs: Sequence[RunRecord], paper: PaperTable | No
             )
         )
     return notes
+
+
+def _reference_training(runs: Sequence[RunRecord]) -> dict[str, str]:
+    """Per method, the training most of its rows share (the newest on a tie): rows trained otherwise
+    are refused, so a table never mixes rewards."""
+    out = {}
+    for method in ("sft", "rft"):
+        values = [r.training for r in runs if r.method == method]
+        if values:
+            out[method] = max(dict.fromkeys(values), key=values.count)
+    return out
 
 
 def build_table(runs: Sequence[RunRecord], config: ReportConfig) -> ReportTable:
@@ -258,11 +339,14 @@ def build_table(runs: Sequence[RunRecord], config: ReportConfig) -> ReportTable:
     base = [r for (m, _, _), r in latest.items() if m == "base"]
     settings = [tuple(sorted(r.comparability.items())) for r in latest.values()]
     reference = dict(base[0].comparability if base else max(settings, key=settings.count))
+    training = _reference_training(list(latest.values()))
     kept: dict[tuple[str, int | None], list[RunRecord]] = defaultdict(list)
     for (method, shots, _), run in sorted(
         latest.items(), key=lambda kv: (kv[0][0], _shots_key(kv[0][1]), kv[0][2])
     ):
         differences = _differences(run, reference)
+        if method in training and run.training != training[method]:
+            differences.append(f"training {run.training or '?'} ≠ {training[method] or '?'}")
         if differences:
             label = (
                 METHOD_LABELS.get(method, method)
@@ -296,6 +380,8 @@ def build_table(runs: Sequence[RunRecord], config: ReportConfig) -> ReportTable:
             n=len(group),
             seeds=seeds,
             sources=[r.source for r in group if r.source],
+            paper_row=paper.row_label(paper_model, method, shots) if paper else "",
+            training=group[0].training,
         )
 
     rows: list[TableRow] = []
@@ -331,7 +417,16 @@ def build_table(runs: Sequence[RunRecord], config: ReportConfig) -> ReportTable:
             "(set experiment.seeds to repeat)."
         )
     if paper is not None and not any(v is not None for r in rows for v in r.paper.values()):
-        notes.append(f"{paper.key} has no row for model {paper_model!r} at these settings.")
+        notes.append(f"{paper.name} has no row for model {paper_model!r} at these settings.")
+    elif paper is not None:
+        cited = [r for r in rows if r.method != "delta"]
+        missing = [f"{r.label} {r.shots}-shot" for r in cited if not r.paper_row and r.shots is not None]
+        notes.append(
+            f"Paper values: {paper.name}, rows "
+            + ", ".join(dict.fromkeys(r.paper_row for r in cited if r.paper_row))
+            + (f"; the paper has no row for {', '.join(missing)} (no paper value shown)" if missing else "")
+            + "."
+        )
     notes = _protocol_notes(task, [r for rs in kept.values() for r in rs], paper) + notes
     return ReportTable(config_name, model, task, columns, rows, paper, paper_model, notes)
 
@@ -365,7 +460,11 @@ def table_header(table: ReportTable) -> list[str]:
     for column in table.columns:
         header.append(column.label)
         if column.paper:
-            header.append(f"{column.label} (paper)")
+            header.append(
+                f"{column.label} (paper: {column.paper_label})"
+                if column.paper_label
+                else f"{column.label} (paper)"
+            )
     return header
 
 

@@ -29,11 +29,13 @@ from vrft.tracking import TAG_MODEL as MODEL
 from vrft.tracking import TAG_PAPER_COLUMN as PAPER_COLUMN
 from vrft.tracking import TAG_PAPER_MODEL as PAPER_MODEL
 from vrft.tracking import TAG_PAPER_TABLE as PAPER_TABLE
+from vrft.tracking import TAG_PROTOCOL_PREFIX as PROTOCOL_PREFIX
 from vrft.tracking import TAG_RUN_ID as RUN_ID
 from vrft.tracking import TAG_SEED as SEED
 from vrft.tracking import TAG_SHOTS as SHOTS
 from vrft.tracking import TAG_STAGE as STAGE
 from vrft.tracking import TAG_TASK as TASK
+from vrft.tracking import TAG_TRAINING as TRAINING
 
 __all__ = [
     "CONFIG",
@@ -58,6 +60,8 @@ __all__ = [
     "STAGE_REPORT",
     "STAGE_TRAIN",
     "TASK",
+    "TRAINING",
+    "PROTOCOL_PREFIX",
 ]
 TIMING_PREFIX = "timing/"  # logged for information; never a regression
 
@@ -85,6 +89,7 @@ class RunTags:
     paper_table: str = ""  # e.g. table3, when the config reproduces a paper table
     paper_model: str = ""  # the paper's row group, e.g. Qwen2-VL-2B
     paper_column: str = ""  # Table 2 dataset / Table 6 split of the primary metric
+    training: str = ""  # what trained the row: "reward:<name>" (RFT), "sft:<prompt style>" (SFT)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -103,6 +108,7 @@ class RunTags:
             PAPER_TABLE: self.paper_table,
             PAPER_MODEL: self.paper_model,
             PAPER_COLUMN: self.paper_column,
+            TRAINING: self.training,
         }
         return {k: v for k, v in tags.items() if v != ""}
 
@@ -124,6 +130,10 @@ def evaluation_tags(result: Any) -> dict[str, str]:
         tags[GATE_SOURCE] = str(details["gate"].get("source", ""))
     if details.get("ground_truth"):
         tags[GROUND_TRUTH] = details["ground_truth"]
+    for key, value in (summary.get("protocol") or {}).items():
+        tags[PROTOCOL_PREFIX + key] = str(value)
+    if summary.get("training"):  # read from the checkpoint's own training record: it wins over the config
+        tags[TRAINING] = str(summary["training"])
     return tags
 
 
@@ -195,8 +205,21 @@ class RunRecord:
 
     @property
     def comparability(self) -> dict[str, str]:
-        """What must agree between rows of one table (eval mode, evaluated split, image cap)."""
-        return {k: self.tags.get(k, "") for k in (EVAL_MODE, EVAL_SPLIT, IMAGE_CAP)}
+        """What must agree between rows of one table: eval mode, evaluated split, image cap, and every
+        ``protocol.*`` entry the evaluation recorded (gate and its file, ground truth, system prompt,
+        max_new_tokens, max_pixels, ...). A run that recorded no protocol has none to compare."""
+        keys = [
+            EVAL_MODE,
+            EVAL_SPLIT,
+            IMAGE_CAP,
+            *sorted(k for k in self.tags if k.startswith(PROTOCOL_PREFIX)),
+        ]
+        return {k: self.tags.get(k, "") for k in keys}
+
+    @property
+    def training(self) -> str:
+        """What trained the row (``reward:<name>``, ``sft:<style>``); "" for the base model or unknown."""
+        return self.tags.get(TRAINING, "")
 
     @property
     def group(self) -> tuple[str, str]:

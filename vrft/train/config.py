@@ -29,7 +29,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from vrft.config import ConfigError, read_config_text
 
@@ -59,6 +59,7 @@ REWARD_TASKS: dict[str, tuple[str, ...]] = {
     "detection": ("detection",),
     "detection_hardened": ("detection",),
     "classification": ("classification",),
+    "classification_containment": ("classification",),
     "grounding_iou": ("grounding",),
     "grounding_giou": ("grounding",),
     "format": ("detection", "classification", "grounding"),
@@ -112,6 +113,9 @@ class StageConfig:
         save_steps: Save a checkpoint every this many steps.
         save_total_limit: Checkpoints kept (each holds optimizer state: about 8 bytes per trained
             parameter); ``null`` keeps all.
+        prompt_style: Prompts (and, for SFT, targets) trained on: ``vrft`` or ``authors``, which
+            differs for LISA only: GRPO's prompt has no "." after the instruction; SFT's prompt has no
+            think instruction and its target is the bare box ``(x1,y1),(x2,y2)`` (the authors').
         resume: ``auto``: continue from the newest complete ``checkpoint-N`` in the output directory,
             if any; ``never``: start fresh (refused when checkpoints exist); otherwise a checkpoint
             directory to continue from.
@@ -135,6 +139,7 @@ class StageConfig:
     logging_steps: int = 1
     save_steps: int = 50
     save_total_limit: int | None = 2
+    prompt_style: Literal["vrft", "authors"] = "vrft"
     resume: str = "auto"
 
     def validate(self) -> None:

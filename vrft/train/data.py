@@ -17,7 +17,7 @@ import datasets
 
 from vrft.config import ConfigError
 from vrft.models.coords import BoxConvention
-from vrft.tasks import conversation, prompt_text, solution_columns, target_answer
+from vrft.tasks import conversation, solution_columns, target_answer, training_prompt_text
 
 #: Columns the renderers read (see :mod:`vrft.data.schema`).
 REQUIRED_COLUMNS = (
@@ -93,14 +93,14 @@ def _with_columns(
     return datasets.concatenate_datasets([train, added], axis=1)
 
 
-def grpo_dataset(train: datasets.Dataset, convention: BoxConvention) -> datasets.Dataset:
+def grpo_dataset(train: datasets.Dataset, convention: BoxConvention, style: str = "vrft") -> datasets.Dataset:
     """trl GRPO rows: a conversational ``prompt`` (trl inserts the ``image`` itself), the reward's
     solution columns in the model's convention, ``row_index`` (for the per-step sample record) and
-    every original column."""
+    every original column. ``style``: the stage's ``prompt_style``."""
 
     def render(index: int, row: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "prompt": conversation(prompt_text(row, convention)),
+            "prompt": conversation(training_prompt_text(row, convention, style=style, stage="grpo")),
             "row_index": index,
             **solution_columns(row, convention),
         }
@@ -108,14 +108,15 @@ def grpo_dataset(train: datasets.Dataset, convention: BoxConvention) -> datasets
     return _with_columns(train, render)
 
 
-def sft_dataset(train: datasets.Dataset, convention: BoxConvention) -> datasets.Dataset:
+def sft_dataset(train: datasets.Dataset, convention: BoxConvention, style: str = "vrft") -> datasets.Dataset:
     """trl SFT prompt/completion rows with the image: the completion is :func:`vrft.tasks.target_answer`,
-    exactly the format the prompt asks for, and the only part the loss is computed on."""
+    exactly the format the prompt asks for, and the only part the loss is computed on. ``style``: the
+    stage's ``prompt_style``."""
 
     def render(index: int, row: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "prompt": conversation(prompt_text(row, convention)),
-            "completion": [{"role": "assistant", "content": target_answer(row, convention)}],
+            "prompt": conversation(training_prompt_text(row, convention, style=style, stage="sft")),
+            "completion": [{"role": "assistant", "content": target_answer(row, convention, style)}],
             "row_index": index,
         }
 

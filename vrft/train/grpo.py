@@ -106,7 +106,7 @@ def train_grpo(
     # Logged every step at reward weight 0 (e.g. the share of degenerate detection answers), never trained on.
     monitors = monitor_functions_for_trainer(reward, **config.reward_options)
     processor = model.load_processor()
-    dataset = grpo_dataset(plan.train, model.convention(processor))
+    dataset = grpo_dataset(plan.train, model.convention(processor), config.prompt_style)
     record = run_record("grpo", config, model, dataset_dir, plan)
     start_logs(plan, record)
 

@@ -44,7 +44,7 @@ def train_sft(
     (same layout as :func:`vrft.train.grpo.train_grpo`, without the rollout logs)."""
     plan = preflight(config, dataset_dir, output_dir, model)
     processor = model.load_processor()
-    dataset = sft_dataset(plan.train, model.convention(processor))
+    dataset = sft_dataset(plan.train, model.convention(processor), config.prompt_style)
     record = run_record("sft", config, model, dataset_dir, plan)
     start_logs(plan, record)
 
