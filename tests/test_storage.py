@@ -260,3 +260,14 @@ def test_uris_and_run_prefixes() -> None:
         store.resolve("s3://other/x")
     with pytest.raises(ValueError, match="'..'"):
         store.resolve("a/../../etc")
+
+
+def test_children_and_delete_dir(store: ArtifactStore, tmp_path: Path) -> None:
+    make_tree(tmp_path / "a")
+    store.upload_dir(tmp_path / "a", "set/one")
+    store.upload_dir(tmp_path / "a", "set/two")
+    assert store.children("set") == ["one", "two"]
+    assert store.delete_dir("set/one") > 1
+    assert store.children("set") == ["two"] and not store.exists("set/one") and store.exists("set/two")
+    with pytest.raises(ValueError, match="root of the store"):
+        store.delete_dir("")

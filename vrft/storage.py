@@ -305,6 +305,25 @@ class ArtifactStore(ABC):
         """Whether a complete artifact (its manifest) is at ``target``."""
         return self._exists(self.resolve(target).key + "/" + MANIFEST_NAME)
 
+    def children(self, target: str = "") -> list[str]:
+        """The names of the directories directly under ``target`` (complete artifacts or not), sorted."""
+        prefix = self.resolve(target).key + "/"
+        return sorted(
+            {key[len(prefix) :].split("/", 1)[0] for key in self._list(prefix) if "/" in key[len(prefix) :]}
+        )
+
+    def delete_dir(self, target: str) -> int:
+        """Delete the artifact at ``target``: its manifest first (readers then see it as incomplete),
+        then every other object under it. Returns the number of objects deleted."""
+        loc = self.resolve(target)
+        if not loc.key:
+            raise ValueError(f"{loc.uri}: refusing to delete the root of the store")
+        prefix = loc.key + "/"
+        keys = list(self._list(prefix))
+        self._delete([prefix + MANIFEST_NAME])
+        self._delete(sorted(set(keys) - {prefix + MANIFEST_NAME}))
+        return len(keys)
+
     def _check_size(self, key: str, recorded: int, found: int) -> None:
         if found != recorded:
             what = "truncated" if found < recorded else "longer than recorded"
