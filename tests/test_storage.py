@@ -20,6 +20,7 @@ from vrft.storage import (
     ArtifactIntegrityError,
     ArtifactNotFoundError,
     ArtifactStore,
+    Location,
     MiB,
     S3ArtifactStore,
     download_dir,
@@ -269,5 +270,7 @@ def test_children_and_delete_dir(store: ArtifactStore, tmp_path: Path) -> None:
     assert store.children("set") == ["one", "two"]
     assert store.delete_dir("set/one") > 1
     assert store.children("set") == ["two"] and not store.exists("set/one") and store.exists("set/two")
+    bucket_root = type(store).__new__(type(store))
+    bucket_root.root = Location(store.root.scheme, store.root.container, "")
     with pytest.raises(ValueError, match="root of the store"):
-        store.delete_dir("")
+        bucket_root.delete_dir("")
