@@ -163,8 +163,10 @@ def _train_multi_node(stage, method: str, dataset, checkpoint) -> str:
     publish what it wrote to the shared volume (this pod only orchestrates; it needs no GPU).
 
     The job's name and shared directory are unique per run, sweep iteration and method, so the
-    iterations of a shot sweep never collide; the job is owned by this pod (deleted with it) and
-    waited for at most ``pipeline.train_timeout_s``.
+    iterations of a shot sweep never collide; the job is owned by this pod (deleted with it),
+    waited for at most ``pipeline.timeouts.train``, deleted when this stage is stopped, and adopted
+    or replaced by a retry of this task. Its ranks log into this stage's MLflow run (rank 0 writes)
+    and, with mirroring on, rank 0 uploads each checkpoint to this stage's prefix.
     """
     from pathlib import Path
 
@@ -183,6 +185,8 @@ def _train_multi_node(stage, method: str, dataset, checkpoint) -> str:
     shared.mkdir(parents=True, exist_ok=True)
     config_path = shared / "experiment.json"  # JSON is YAML: `vrft train` reads it as the experiment
     atomic_write_text(config_path, stage.config.to_json())
+    # The shared volume keeps checkpoints across attempts; the store's copy covers a lost volume.
+    mirror = _restore_checkpoint(stage, method, shared / "output")
     job = MultiNodeTraining(
         name=job_name(method, stage.run_id, stage.iteration),
         method=method,
@@ -199,9 +203,17 @@ def _train_multi_node(stage, method: str, dataset, checkpoint) -> str:
         dataset_manifest_sha256=dataset.metadata.get("manifest_sha256", ""),
         active_deadline_s=p.timeout_s("train"),
         owner_pod=owner_from_env(),
+        tracking_run_id=stage.mlflow_run_id or "",
+        tracking_uri=stage.tracker.tracking_uri if stage.mlflow_run_id else "",
+        checkpoint_uri=mirror,
     )
     run_pytorchjob(pytorchjob_manifest(job), timeout_s=p.timeout_s("train"))
-    return stage.publish(shared / "output", checkpoint, method, exclude=("checkpoint-*",))
+    uri = stage.publish(shared / "output", checkpoint, method, exclude=("checkpoint-*",))
+    if mirror:
+        from vrft.train.remote_checkpoints import delete_all
+
+        delete_all(mirror)
+    return uri
 
 
 def grpo_component(image: str):

@@ -115,11 +115,14 @@ def secret_env_spec(stage: str | None = None) -> dict[str, dict[str, str]]:
 
     The DAG applies each entry with ``kfp.kubernetes.use_secret_as_env(task, name, mapping)``; the
     templates in ``k8s/base/secrets`` define exactly these keys. S3 credentials are read by boto3
-    and MLflow; MLflow credentials only matter when the tracking server sits behind basic auth; the
-    webhook URL of the nightly regression notice (it embeds a token) only reaches the report stage.
+    and MLflow; MLflow credentials log in to the tracking server (basic auth, ``k8s/base/mlflow``); the
+    webhook URL of the nightly regression notice (it embeds a token) only reaches the report stage,
+    and the task that collects one iteration's evaluation URIs for it (``collect``) gets none.
     """
+    if stage == "collect":  # only passes its evaluations' URIs on: reads no store, logs no run
+        return {}
     if stage is not None and stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
+        raise ValueError(f"unknown stage {stage!r} (known: {', '.join(STAGES)}, collect)")
     spec = {
         S3_SECRET: {
             "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",

@@ -56,10 +56,13 @@ class ExperimentInfo:
 class Resources:
     """Kubernetes resources of one stage (ignored by the local runner)."""
 
-    cpu: str = "4"
-    memory: str = "16Gi"
+    cpu: str = "4"  # limit
+    memory: str = "16Gi"  # limit
     gpus: int = 0
     accelerator: str = "nvidia.com/gpu"  # the resource name; node selection is in k8s/
+    # What the scheduler reserves ("": 7/8 of the limit, so that a 512Gi limit fits a 512 GiB node).
+    cpu_request: str = ""
+    memory_request: str = ""
 
     def validate(self) -> None:
         if self.gpus < 0:
@@ -116,6 +119,14 @@ class PipelineConfig:
     shm_size: str = "16Gi"
     scratch_size: str = "200Gi"
     scratch_storage_class: str = ""
+    dataset_scratch_size: str = "50Gi"  # the dataset task's scratch volume (source downloads, caches)
+    # Retries of a GRPO/SFT task on a cluster (a preempted pod): the retry resumes from the newest
+    # checkpoint the stage uploaded to its iteration's prefix.
+    train_retries: int = 2
+    # An existing PersistentVolumeClaim with source data, mounted on the dataset task at data_mount
+    # (source paths then name files under it); empty: sources come from s3:// only.
+    data_pvc: str = ""
+    data_mount: str = "/data"
 
     def validate(self) -> None:
         for name, value in (("artifact_root", self.artifact_root),):
@@ -125,6 +136,12 @@ class PipelineConfig:
                 )
         if self.retries < 0:
             raise ConfigError(f"pipeline.retries: must be >= 0, got {self.retries}")
+        if self.train_retries < 0:
+            raise ConfigError(f"pipeline.train_retries: must be >= 0, got {self.train_retries}")
+        if not self.data_mount.startswith("/") or self.data_mount.rstrip("/") in ("", "/tmp", "/scratch"):
+            raise ConfigError(
+                f"pipeline.data_mount: an absolute path of its own (e.g. /data), got {self.data_mount!r}"
+            )
         if self.train_nodes < 1:
             raise ConfigError(f"pipeline.train_nodes: must be >= 1, got {self.train_nodes}")
         if self.train_nodes > 1 and not self.shared_pvc:

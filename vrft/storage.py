@@ -312,6 +312,33 @@ class ArtifactStore(ABC):
             {key[len(prefix) :].split("/", 1)[0] for key in self._list(prefix) if "/" in key[len(prefix) :]}
         )
 
+    def list_objects(self, target: str = "") -> dict[str, int]:
+        """``{relative name: size}`` of every object under ``target`` (any files, not only artifacts)."""
+        prefix = self.resolve(target).key + "/"
+        return {key[len(prefix) :]: size for key, size in self._list(prefix).items()}
+
+    def fetch_object(self, target: str, dest: str | Path) -> bool:
+        """Download the single object at ``target`` to ``dest`` (atomically); False if there is none.
+
+        For source data, which carries no manifest (botocore checks each body against its
+        Content-Length, so a cut connection is an error, not a short file).
+        """
+        key = self.resolve(target).key
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.downloading-{secrets.token_hex(6)}")
+        try:
+            try:
+                self._get(key, tmp)
+            except Exception:
+                if not self._exists(key):
+                    return False
+                raise
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
     def delete_dir(self, target: str) -> int:
         """Delete the artifact at ``target``: its manifest first (readers then see it as incomplete),
         then every other object under it. Returns the number of objects deleted."""
