@@ -70,13 +70,21 @@ def test_a_stage_logs_with_the_pipeline_credentials_and_nothing_gets_in_without(
     )
     assert "--app-name=basic-auth" in server["args"]
 
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri, "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini)}
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+    for name in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_AUTH_CONFIG_PATH",
+    ):
         env.pop(name, None)
-    for container in (migrate, wait):  # the Job's migration, then the init container
+    for container in (migrate, wait):  # the Job's migration, then the init container, with their variables
         assert container["command"][:2] == ["python", "-c"]
-        done = subprocess.run([sys.executable, "-c", container["command"][2]], env=env, capture_output=True,
-                              text=True, timeout=180)  # fmt: skip
+        own = {e["name"] for e in container["env"]}
+        assert "MLFLOW_AUTH_CONFIG_PATH" not in own  # importing mlflow.server.auth would read it
+        extra = {"AUTH_CONFIG_OUT": str(auth_ini)} if "AUTH_CONFIG_OUT" in own else {}
+        done = subprocess.run([sys.executable, "-c", container["command"][2]], env={**env, **extra},
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
     assert "database_uri = sqlite" in auth_ini.read_text() and oct(auth_ini.stat().st_mode)[-3:] == "600"
 
