@@ -119,7 +119,7 @@ def _checkpoint_uri(uri: str):
     """``$VRFT_CHECKPOINT_URI`` for the training in this process and the processes it launches."""
     import os
 
-    from vrft.train.remote_checkpoints import CHECKPOINT_URI_ENV
+    from vrft.train.checkpoints import CHECKPOINT_URI_ENV
 
     previous = os.environ.get(CHECKPOINT_URI_ENV)
     if uri:

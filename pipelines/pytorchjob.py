@@ -55,6 +55,7 @@ from vrft.pipelines.kfp_client import (
     secret_env_spec,
 )
 from vrft.pipelines.resources import CACHE_ENV, POD_USER, SCRATCH_MOUNT, requests_for
+from vrft.train.checkpoints import CHECKPOINT_URI_ENV
 
 API_GROUP, API_VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 CONTAINER_NAME = "pytorch"
@@ -62,9 +63,6 @@ CONTAINER_NAME = "pytorch"
 PORT_NAME, DEFAULT_PORT = "pytorchjob-port", 23456
 SPEC_ANNOTATION = "vrft.dev/spec-sha256"
 """The SHA-256 of the job's spec: a retried task adopts a job only if it would create the same one."""
-CHECKPOINT_URI_ENV = (
-    "VRFT_CHECKPOINT_URI"  # vrft.train.remote_checkpoints reads it (not imported: no torch here)
-)
 METHODS = ("grpo", "sft")
 DATA_MOUNT = "/data"
 DATASET_DIR = f"{DATA_MOUNT}/dataset"

@@ -29,6 +29,9 @@ from vrft.models.config import ModelConfig
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_URI_ENV = "VRFT_CHECKPOINT_URI"
+"""The store prefix a training run mirrors its checkpoints to (:mod:`vrft.train.remote_checkpoints`);
+unset: checkpoints stay local."""
 FINAL_DIR = "final"
 ADAPTER_DIR = "adapter"
 MODEL_FORMAT = "vrft.model/1"

@@ -33,12 +33,15 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from vrft.storage import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactStore
 from vrft.train.callbacks import COMPLETIONS_LOG, SAMPLES_LOG, TRAIN_LOG
-from vrft.train.checkpoints import CHECKPOINT_PATTERN, is_complete_checkpoint, latest_checkpoint
+from vrft.train.checkpoints import (
+    CHECKPOINT_PATTERN,
+    CHECKPOINT_URI_ENV,
+    is_complete_checkpoint,
+    latest_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_URI_ENV = "VRFT_CHECKPOINT_URI"
-"""The store prefix a training run mirrors its checkpoints to (unset: checkpoints stay local)."""
 CHECKPOINT_PART = "checkpoint"
 LOGS_PART = "logs"
 RUN_FILES = (TRAIN_LOG, SAMPLES_LOG, COMPLETIONS_LOG, "config.json")
