@@ -6,6 +6,8 @@ GPU with ``torchrun`` (:mod:`vrft.train.launch`); more than one node runs a PyTo
 (:mod:`vrft.pipelines.pytorchjob`). Each publishes the final model and the logs the same way.
 """
 
+import contextlib
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -45,26 +47,95 @@ def run(method: str, config_json: str, run_id: str, dataset, checkpoint, *, iter
         if stage.config.pipeline.train_nodes > 1:
             return _train_multi_node(stage, method, dataset, checkpoint)
         data_dir = stage.fetch(dataset, "dataset")
+        output_dir = stage.local_dir(method)
+        mirror = _restore_checkpoint(stage, method, output_dir)
         processes = stage.config.pipeline.training_processes()
-        if needs_launcher(getattr(stage.config, method), processes):
-            output_dir = _train_on_all_gpus(stage, method, data_dir, processes)
+        with _checkpoint_uri(mirror):
+            if needs_launcher(getattr(stage.config, method), processes):
+                _train_on_all_gpus(stage, method, data_dir, output_dir, processes)
+            else:
+                tracking = None
+                if stage.mlflow_run_id:
+                    tracking = Tracking(uri=stage.tracker.tracking_uri, run_id=stage.mlflow_run_id)
+                train(
+                    getattr(stage.config, method),
+                    data_dir,
+                    output_dir,
+                    model=stage.config.model.materialized(),
+                    tracking=tracking,
+                )
+        # The resumable checkpoint-N states (optimizer included) are not part of the published
+        # artifact: it is the final Hugging Face model plus the run's logs.
+        uri = stage.publish(output_dir, checkpoint, method, exclude=("checkpoint-*",))
+        if mirror:  # they served a restart of this stage only
+            from vrft.train.remote_checkpoints import delete_all
+
+            delete_all(mirror)
+        return uri
+
+
+UPLOAD_CHECKPOINTS_ENV = "VRFT_UPLOAD_CHECKPOINTS"
+"""Set to 1 by the DAG on a cluster's training tasks: mirror checkpoints to the run's store prefix."""
+
+
+def checkpoint_prefix(stage) -> str:
+    """Where the stage mirrors its checkpoints, under its iteration's prefix (empty when it does not)."""
+    import os
+
+    return stage.prefix("checkpoints") if os.environ.get(UPLOAD_CHECKPOINTS_ENV) == "1" else ""
+
+
+def _restore_checkpoint(stage, method: str, output_dir) -> str:
+    """With checkpoint mirroring on: put the newest complete mirrored checkpoint of an earlier attempt
+    of this stage into ``output_dir`` (so ``resume: auto`` continues it) and copy that attempt's
+    per-step metrics into this attempt's MLflow run. Returns the mirror prefix ("" when off)."""
+    from vrft.train.callbacks import TRAIN_LOG, read_jsonl
+    from vrft.train.remote_checkpoints import restore_latest
+
+    mirror = checkpoint_prefix(stage)
+    if not mirror:
+        return ""
+    restored = restore_latest(mirror, output_dir)
+    for line in restored.skipped:
+        print(f"{method}: {line}", flush=True)
+    if restored.checkpoint is None:
+        return mirror
+    step = int(restored.checkpoint.name.rsplit("-", 1)[1])
+    print(f"{method}: resuming from {mirror}{restored.checkpoint.name}/ (step {step})", flush=True)
+    if stage.mlflow_run_id:
+        for record in read_jsonl(output_dir / TRAIN_LOG):
+            metrics = {
+                k: v
+                for k, v in record.items()
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+            if metrics and 0 < record.get("step", 0) <= step:
+                stage.tracker.log_metrics(metrics, step=record["step"], run_id=stage.mlflow_run_id)
+    return mirror
+
+
+@contextlib.contextmanager
+def _checkpoint_uri(uri: str):
+    """``$VRFT_CHECKPOINT_URI`` for the training in this process and the processes it launches."""
+    import os
+
+    from vrft.train.checkpoints import CHECKPOINT_URI_ENV
+
+    previous = os.environ.get(CHECKPOINT_URI_ENV)
+    if uri:
+        os.environ[CHECKPOINT_URI_ENV] = uri
+    else:
+        os.environ.pop(CHECKPOINT_URI_ENV, None)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CHECKPOINT_URI_ENV, None)
         else:
-            tracking = None
-            if stage.mlflow_run_id:
-                tracking = Tracking(uri=stage.tracker.tracking_uri, run_id=stage.mlflow_run_id)
-            output_dir = train(
-                getattr(stage.config, method),
-                data_dir,
-                stage.local_dir(method),
-                model=stage.config.model.materialized(),
-                tracking=tracking,
-            ).output_dir
-        # The resumable checkpoint-N states (optimizer included) stay on the stage's disk; the
-        # published artifact is the final Hugging Face model plus the run's logs.
-        return stage.publish(output_dir, checkpoint, method, exclude=("checkpoint-*",))
+            os.environ[CHECKPOINT_URI_ENV] = previous
 
 
-def _train_on_all_gpus(stage, method: str, data_dir, processes: int):
+def _train_on_all_gpus(stage, method: str, data_dir, output_dir, processes: int):
     """One process per GPU of this node (torchrun), logging into this stage's MLflow run."""
     from dataclasses import replace
 
@@ -80,7 +151,7 @@ def _train_on_all_gpus(stage, method: str, data_dir, processes: int):
         method,
         config_path,
         data_dir,
-        stage.local_dir(method),
+        output_dir,
         processes,
         tracking_run_id=stage.mlflow_run_id or "",
         env=env,
@@ -92,8 +163,10 @@ def _train_multi_node(stage, method: str, dataset, checkpoint) -> str:
     publish what it wrote to the shared volume (this pod only orchestrates; it needs no GPU).
 
     The job's name and shared directory are unique per run, sweep iteration and method, so the
-    iterations of a shot sweep never collide; the job is owned by this pod (deleted with it) and
-    waited for at most ``pipeline.train_timeout_s``.
+    iterations of a shot sweep never collide; the job is owned by this pod (deleted with it),
+    waited for at most ``pipeline.timeouts.train``, deleted when this stage is stopped, and adopted
+    or replaced by a retry of this task. Its ranks log into this stage's MLflow run (rank 0 writes)
+    and, with mirroring on, rank 0 uploads each checkpoint to this stage's prefix.
     """
     from pathlib import Path
 
@@ -112,6 +185,8 @@ def _train_multi_node(stage, method: str, dataset, checkpoint) -> str:
     shared.mkdir(parents=True, exist_ok=True)
     config_path = shared / "experiment.json"  # JSON is YAML: `vrft train` reads it as the experiment
     atomic_write_text(config_path, stage.config.to_json())
+    # The shared volume keeps checkpoints across attempts; the store's copy covers a lost volume.
+    mirror = _restore_checkpoint(stage, method, shared / "output")
     job = MultiNodeTraining(
         name=job_name(method, stage.run_id, stage.iteration),
         method=method,
@@ -128,9 +203,17 @@ def _train_multi_node(stage, method: str, dataset, checkpoint) -> str:
         dataset_manifest_sha256=dataset.metadata.get("manifest_sha256", ""),
         active_deadline_s=p.timeout_s("train"),
         owner_pod=owner_from_env(),
+        tracking_run_id=stage.mlflow_run_id or "",
+        tracking_uri=stage.tracker.tracking_uri if stage.mlflow_run_id else "",
+        checkpoint_uri=mirror,
     )
     run_pytorchjob(pytorchjob_manifest(job), timeout_s=p.timeout_s("train"))
-    return stage.publish(shared / "output", checkpoint, method, exclude=("checkpoint-*",))
+    uri = stage.publish(shared / "output", checkpoint, method, exclude=("checkpoint-*",))
+    if mirror:
+        from vrft.train.remote_checkpoints import delete_all
+
+        delete_all(mirror)
+    return uri
 
 
 def grpo_component(image: str):

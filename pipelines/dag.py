@@ -41,6 +41,7 @@ from vrft.pipelines.kfp_client import (
     secret_env_spec,
 )
 from vrft.pipelines.pytorchjob import POD_NAME_ENV, POD_UID_ENV
+from vrft.pipelines.resources import CACHE_ENV, POD_USER, SCRATCH_MOUNT, requests_for
 
 Target = Literal["local", "cluster"]
 
@@ -48,7 +49,6 @@ Target = Literal["local", "cluster"]
 #: through the downward API it stays out of the task inputs, and so out of KFP's cache key.
 RUN_ID_FIELD_PATH = "metadata.labels['pipeline/runid']"
 SHM_MOUNT = "/dev/shm"
-SCRATCH_MOUNT = "/scratch"
 SCRATCH_VOLUME = "scratch"
 
 
@@ -85,46 +85,80 @@ def _place(
     pipeline: PipelineConfig,
     retries: int = 0,
 ) -> dsl.PipelineTask:
-    """Resources, retries, caching and (on a cluster) run id, secrets, timeout, GPU scheduling and
-    the volumes PyTorch needs on GPU nodes, for one task."""
+    """Resources, retries, caching and (on a cluster) run id, secrets, security context, timeout, GPU
+    scheduling, the volumes PyTorch needs on GPU nodes and the source data volume, for one task.
+
+    ``stage`` is the task's kind (``dataset``, ``grpo``, ``sft``, ``evaluate``, ``report`` or
+    ``collect``): it decides which secrets the pod gets and its timeout. GRPO/SFT tasks get
+    ``pipeline.train_retries`` retries on a cluster (they resume from their uploaded checkpoints).
+    """
+    cpu_request, memory_request = requests_for(
+        resources.cpu, resources.memory, resources.cpu_request, resources.memory_request
+    )
     task.set_cpu_limit(resources.cpu).set_memory_limit(resources.memory)
+    task.set_cpu_request(cpu_request).set_memory_request(memory_request)
     if resources.gpus:
         task.set_accelerator_type(resources.accelerator).set_accelerator_limit(resources.gpus)
+    if stage in TRAIN_STAGES:
+        retries = pipeline.train_retries
     if retries and target == "cluster":  # locally a deterministic failure would only wait and fail again
         task.set_retry(num_retries=retries, backoff_duration="60s", backoff_factor=2.0)
     task.set_caching_options(pipeline.caching)
     if target == "cluster":
-        from kfp import kubernetes
+        _place_on_cluster(task, resources, stage=stage, pipeline=pipeline)
+    return task
 
-        kubernetes.add_pod_label(task, *CLIENT_POD_LABEL)  # admitted to S3 and MLflow (k8s NetworkPolicies)
-        task.set_env_variable(IMAGE_ENV, task.component_spec.implementation.container.image)
-        kubernetes.use_field_path_as_env(task, env_name=RUN_ID_ENV, field_path=RUN_ID_FIELD_PATH)
-        for secret, keys in secret_env_spec(stage).items():
-            kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
+
+TRAIN_STAGES = ("grpo", "sft")
+
+
+def _place_on_cluster(task: dsl.PipelineTask, resources: Resources, *, stage: str, pipeline: PipelineConfig):
+    from kfp import kubernetes
+
+    from vrft.components.train import UPLOAD_CHECKPOINTS_ENV
+
+    kubernetes.add_pod_label(task, *CLIENT_POD_LABEL)  # admitted to S3 and MLflow (k8s NetworkPolicies)
+    task.set_env_variable(IMAGE_ENV, task.component_spec.implementation.container.image)
+    kubernetes.use_field_path_as_env(task, env_name=RUN_ID_ENV, field_path=RUN_ID_FIELD_PATH)
+    for secret, keys in secret_env_spec(stage).items():
+        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
+    if stage != "collect":  # it reads no store and logs no run
         for config_map, keys in config_map_env_spec().items():
             kubernetes.use_config_map_as_env(task, config_map_name=config_map, config_map_key_to_env=keys)
-        if pipeline.timeout_s(stage):
-            kubernetes.set_timeout(task, pipeline.timeout_s(stage))
-        if resources.gpus:  # the same selector and toleration as k8s/components/gpu
-            for label, value in GPU_NODE_SELECTOR.items():
-                kubernetes.add_node_selector(task, label_key=label, label_value=value)
-            for toleration in GPU_TOLERATIONS:
-                kubernetes.add_toleration(task, **toleration)
-            # The container default /dev/shm is 64 MiB: DataLoader workers and NCCL need more.
-            kubernetes.empty_dir_mount(
-                task, volume_name="dshm", mount_path=SHM_MOUNT, medium="Memory", size_limit=pipeline.shm_size
-            )
-            # Checkpoints and downloads go to a sized scratch volume, not the container's root fs.
-            kubernetes.add_ephemeral_volume(
-                task,
-                volume_name=SCRATCH_VOLUME,
-                mount_path=SCRATCH_MOUNT,
-                access_modes=["ReadWriteOnce"],
-                size=pipeline.scratch_size,
-                storage_class_name=pipeline.scratch_storage_class or None,
-            )
-            task.set_env_variable(WORK_DIR_ENV, SCRATCH_MOUNT)
-    return task
+    # Non-root as the images' own user; the backend adds no privilege escalation, no capabilities
+    # and the RuntimeDefault seccomp profile (KFP >= 2.16, see vrft.pipelines.backend_version).
+    kubernetes.set_security_context(task, run_as_user=POD_USER, run_as_group=POD_USER, run_as_non_root=True)
+    timeout = pipeline.timeout_s("report" if stage == "collect" else stage)
+    if timeout:
+        kubernetes.set_timeout(task, timeout)
+    if resources.gpus:  # the same selector and toleration as k8s/components/gpu
+        for label, value in GPU_NODE_SELECTOR.items():
+            kubernetes.add_node_selector(task, label_key=label, label_value=value)
+        for toleration in GPU_TOLERATIONS:
+            kubernetes.add_toleration(task, **toleration)
+        # The container default /dev/shm is 64 MiB: DataLoader workers and NCCL need more.
+        kubernetes.empty_dir_mount(
+            task, volume_name="dshm", mount_path=SHM_MOUNT, medium="Memory", size_limit=pipeline.shm_size
+        )
+    if resources.gpus or stage == "dataset":
+        # Checkpoints, downloads and caches go to a sized scratch volume, not the container's root fs.
+        kubernetes.add_ephemeral_volume(
+            task,
+            volume_name=SCRATCH_VOLUME,
+            mount_path=SCRATCH_MOUNT,
+            access_modes=["ReadWriteOnce"],
+            size=pipeline.dataset_scratch_size if stage == "dataset" else pipeline.scratch_size,
+            storage_class_name=pipeline.scratch_storage_class or None,
+        )
+        task.set_env_variable(WORK_DIR_ENV, SCRATCH_MOUNT)
+        for name, value in CACHE_ENV.items():
+            task.set_env_variable(name, value)
+    if stage == "dataset" and pipeline.data_pvc:
+        # Read-only by the claim's access mode (ReadOnlyMany) or the volume: KFP's PVC mount has no
+        # readOnly field (kfp-kubernetes 2.17); the dataset stage only reads sources.
+        kubernetes.mount_pvc(task, pvc_name=pipeline.data_pvc, mount_path=pipeline.data_mount)
+    if stage in TRAIN_STAGES:
+        task.set_env_variable(UPLOAD_CHECKPOINTS_ENV, "1")
 
 
 def build_pipeline(
@@ -220,7 +254,7 @@ def build_pipeline(
         )
         place(rft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate RFT")
         collected = collect(sft=sft_eval.outputs["evaluation"], rft=rft_eval.outputs["evaluation"], **base)
-        _place(collected, p.report_resources, target=target, stage="report", pipeline=p)
+        _place(collected, p.report_resources, target=target, stage="collect", pipeline=p)
         collected.set_display_name("This run's evaluations")
         return collected.outputs["evaluations"]
 

@@ -27,6 +27,7 @@ import contextlib
 import io
 import json
 import socket
+import sys
 import urllib.error
 import urllib.request
 import warnings
@@ -114,11 +115,14 @@ def secret_env_spec(stage: str | None = None) -> dict[str, dict[str, str]]:
 
     The DAG applies each entry with ``kfp.kubernetes.use_secret_as_env(task, name, mapping)``; the
     templates in ``k8s/base/secrets`` define exactly these keys. S3 credentials are read by boto3
-    and MLflow; MLflow credentials only matter when the tracking server sits behind basic auth; the
-    webhook URL of the nightly regression notice (it embeds a token) only reaches the report stage.
+    and MLflow; MLflow credentials log in to the tracking server (basic auth, ``k8s/base/mlflow``); the
+    webhook URL of the nightly regression notice (it embeds a token) only reaches the report stage,
+    and the task that collects one iteration's evaluation URIs for it (``collect``) gets none.
     """
+    if stage == "collect":  # only passes its evaluations' URIs on: reads no store, logs no run
+        return {}
     if stage is not None and stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
+        raise ValueError(f"unknown stage {stage!r} (known: {', '.join(STAGES)}, collect)")
     spec = {
         S3_SECRET: {
             "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
@@ -172,8 +176,12 @@ def run_url(host: str, run_id: str) -> str:
     return f"{host.rstrip('/')}/#/runs/details/{run_id}"
 
 
-def check_host(host: str, *, existing_token: str | None = None, timeout: float = 10.0) -> None:
-    """Probe the KFP API's healthz endpoint; raise :class:`KfpError` with the reason when it fails."""
+def check_host(host: str, *, existing_token: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """Probe the KFP API's healthz endpoint; raise :class:`KfpError` with the reason when it fails.
+
+    Returns the healthz answer (``tag_name``: the backend version, ``multi_user``), ``{}`` if it is
+    not a JSON object.
+    """
     if not host.startswith(("http://", "https://")):
         raise KfpError(f"KFP host {host!r}: give a URL with its scheme, e.g. http://localhost:8080")
     url = host.rstrip("/") + HEALTHZ_PATH
@@ -183,7 +191,7 @@ def check_host(host: str, *, existing_token: str | None = None, timeout: float =
     opener = urllib.request.build_opener(_NoRedirect)
     try:
         with opener.open(request, timeout=timeout) as response:
-            response.read()
+            body = response.read()
     except urllib.error.HTTPError as exc:
         raise KfpError(_http_error_message(host, exc.code, exc.headers.get("Location"))) from None
     except TimeoutError:
@@ -192,6 +200,30 @@ def check_host(host: str, *, existing_token: str | None = None, timeout: float =
         raise KfpError(f"cannot reach Kubeflow Pipelines at {host}: {_reason(exc.reason)}") from None
     except OSError as exc:
         raise KfpError(f"cannot reach Kubeflow Pipelines at {host}: {_reason(exc)}") from None
+    try:
+        health = json.loads(body)
+    except ValueError:
+        return {}
+    return health if isinstance(health, dict) else {}
+
+
+def check_backend_version(
+    package_path: str | Path, host: str, health: Mapping[str, Any], backend_version: str | None = None
+) -> None:
+    """Refuse (one-line :class:`KfpError`) a backend older than the compiled package needs; print
+    one warning line per feature it would silently drop (:mod:`vrft.pipelines.backend_version`).
+
+    ``backend_version`` replaces the version the server reports (for servers that report none).
+    """
+    from vrft.pipelines.backend_version import check_backend, load_package, requirements
+
+    spec, platform = load_package(package_path)
+    tag = backend_version or str(health.get("tag_name") or "")
+    result = check_backend(tag, requirements(spec, platform), host=host)
+    if result.problem:
+        raise KfpError(result.problem)
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def connect(
@@ -223,8 +255,11 @@ def submit(
     existing_token: str | None = None,
     create_experiment: bool = True,
     service_account: str | None = PIPELINE_SERVICE_ACCOUNT,
+    backend_version: str | None = None,
 ) -> str:
     """Create a run of a compiled pipeline package in ``experiment``; return the run id.
+
+    Nothing is created on a backend older than the package needs (:func:`check_backend_version`).
 
     The experiment is created when missing unless ``create_experiment`` is false, in which case a
     missing experiment is a :class:`KfpError`. ``params`` are the pipeline parameters; secrets are
@@ -232,7 +267,7 @@ def submit(
     ``service_account=None`` leaves the choice to KFP (``pipeline-runner`` / ``default-editor``).
     """
     package = _package(package_path)
-    client = connect(host, namespace, existing_token=existing_token)
+    client = _connect_for(package, host, namespace, existing_token, backend_version)
     with _translate_errors(host), contextlib.redirect_stdout(io.StringIO()):  # kfp prints UI links
         experiment_id = _experiment_id(client, experiment, namespace, create=create_experiment, host=host)
         result = client.create_run_from_pipeline_package(
@@ -260,18 +295,20 @@ def schedule(
     create_experiment: bool = True,
     replace: bool = False,
     service_account: str | None = PIPELINE_SERVICE_ACCOUNT,
+    backend_version: str | None = None,
 ) -> str:
     """Create a recurring run (e.g. the nightly benchmark rerun); return its id.
 
     ``cron`` may have five fields (converted by :func:`to_kfp_cron`) or six. ``no_catchup`` keeps a
     paused schedule from backfilling every missed night when it resumes. A schedule of the same name
-    in the experiment is an error, or is deleted first when ``replace`` is true.
+    in the experiment is an error, or is deleted first when ``replace`` is true. Nothing is
+    created on a backend older than the package needs (:func:`check_backend_version`).
     """
     package = _package(package_path)
     kfp_cron = to_kfp_cron(cron)
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-    client = connect(host, namespace, existing_token=existing_token)
+    client = _connect_for(package, host, namespace, existing_token, backend_version)
     with _translate_errors(host), contextlib.redirect_stdout(io.StringIO()):  # kfp prints UI links
         experiment_id = _experiment_id(client, experiment, namespace, create=create_experiment, host=host)
         for existing in _recurring_runs(client, experiment_id=experiment_id):
@@ -356,6 +393,15 @@ def list_runs(
         RunInfo(run.run_id, run.display_name or "", run.state or "UNKNOWN", run.created_at)
         for run in (response.runs or [])[:limit]
     ]
+
+
+def _connect_for(
+    package: Path, host: str, namespace: str | None, token: str | None, backend_version: str | None
+) -> kfp.Client:
+    """:func:`connect` after checking that the backend can run ``package``."""
+    health = check_host(host, existing_token=token)
+    check_backend_version(package, host, health, backend_version)
+    return connect(host, namespace, existing_token=token)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -2,7 +2,8 @@
 
 :func:`check_for_cluster` refuses a config whose stages would fail on the cluster for reasons
 known before anything runs: no artifact root (the pods share nothing else), the images' registry
-still a placeholder (every pod would sit in ``ImagePullBackOff``), or a GRPO/SFT stage whose own
+still a placeholder (every pod would sit in ``ImagePullBackOff``), source data at paths no pod
+can read (relative, or local outside the data volume), requests above limits, or a GRPO/SFT stage whose own
 preflight would fail with the number of processes its pod will launch: the batch arithmetic of
 trl (:func:`vrft.train.config.check_batch_divisibility`), the DeepSpeed file, and whether the
 train split, whose size follows from the dataset config (k shots × categories), can fill one
@@ -79,6 +80,62 @@ def training_problems(config: ExperimentConfig) -> list[str]:
     return problems
 
 
+def source_problems(config: ExperimentConfig) -> list[str]:
+    """Source paths no cluster pod can read: relative paths, and local paths outside the data volume.
+
+    A pod sees ``s3://`` objects (through the store's credentials) and, when ``pipeline.data_pvc``
+    is set, the files under ``pipeline.data_mount``; nothing of the machine that compiled the run.
+    """
+    import posixpath
+
+    from vrft.data.remote import is_remote
+
+    p = config.pipeline
+    mount = posixpath.normpath(p.data_mount)
+    hint = (
+        f"use s3://bucket/key, or a path under pipeline.data_mount ({mount}/...)"
+        if p.data_pvc
+        else "use s3://bucket/key, or set pipeline.data_pvc (a PersistentVolumeClaim with the data) "
+        f"and a path under pipeline.data_mount ({mount}/...)"
+    )
+    problems = []
+    for where, source in (("train", config.dataset.train), ("eval", config.dataset.eval)):
+        if source is None:
+            continue
+        if source.kind in ("shapes", "shapes_classification"):  # generated: its path is an output
+            if source.path and not source.path.startswith("/"):
+                problems.append(
+                    f"dataset.{where}.path {source.path!r} is relative: leave it empty on a cluster "
+                    "(the files are generated into the pod's scratch volume)"
+                )
+            continue
+        for key in ("annotations", "images", "path"):
+            value = getattr(source, key)
+            if not value or is_remote(value):
+                continue
+            if not value.startswith("/"):
+                problems.append(f"dataset.{where}.{key} {value!r} is a relative path no pod has: {hint}")
+            elif not (p.data_pvc and posixpath.normpath(value).startswith(mount + "/")):
+                problems.append(
+                    f"dataset.{where}.{key} {value!r} is a local path no pod mounts"
+                    + (f" (the data volume is at {mount})" if p.data_pvc else "")
+                    + f": {hint}"
+                )
+    return problems
+
+
+def resource_problems(config: ExperimentConfig) -> list[str]:
+    """Requests above limits, or quantities Kubernetes would reject."""
+    from vrft.pipelines.resources import request_problems
+
+    p = config.pipeline
+    problems = []
+    for name in ("dataset_resources", "train_resources", "evaluate_resources", "report_resources"):
+        r = getattr(p, name)
+        problems += request_problems(name, r.cpu, r.memory, r.cpu_request, r.memory_request)
+    return problems
+
+
 def cluster_problems(config: ExperimentConfig) -> list[str]:
     """Everything :func:`check_for_cluster` would refuse, one sentence each."""
     from vrft.pipelines.dag import sweep_configs
@@ -100,6 +157,8 @@ def cluster_problems(config: ExperimentConfig) -> list[str]:
             f"pipeline.image_registry {p.image_registry!r} is a placeholder: set the registry "
             "`make images VRFT_REGISTRY=...` pushed to"
         )
+    problems += source_problems(config)
+    problems += resource_problems(config)
     for per_shot in sweep_configs(config):
         problems += training_problems(per_shot)
     return problems

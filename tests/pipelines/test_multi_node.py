@@ -61,6 +61,8 @@ def test_train_component_runs_a_pytorchjob_and_publishes_the_final_model(tmp_pat
     dataset = SimpleNamespace(metadata={"uri": f"file://{dataset_dir}/", "manifest_sha256": "cd" * 32})
     checkpoint = SimpleNamespace(metadata={}, path=str(tmp_path / "kfp" / "checkpoint"))
 
+    monkeypatch.setenv("VRFT_UPLOAD_CHECKPOINTS", "1")  # as the DAG sets it on a cluster
+    iteration = f"shots-{config.dataset.shots}"
     uri = train_component.run("grpo", config.to_json(), "r1", dataset, checkpoint)
 
     (manifest,) = fake.created
@@ -68,16 +70,21 @@ def test_train_component_runs_a_pytorchjob_and_publishes_the_final_model(tmp_pat
     assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 1
     container = replicas["Worker"]["template"]["spec"]["containers"][0]
     assert str(container["resources"]["limits"]["nvidia.com/gpu"]) == "8"
-    assert container["command"][container["command"].index("--num_processes") + 1] == "16"
-    assert container["command"][container["command"].index("-m") + 3] == "grpo"
-    config_path = Path(container["command"][container["command"].index("grpo") + 1])
+    command = container["command"]
+    assert (
+        command[command.index("--nnodes") + 1] == "2"
+        and command[command.index("--nproc_per_node") + 1] == "8"
+    )
+    assert command[command.index("vrft.cli") + 2] == "grpo"
+    config_path = Path(command[command.index("grpo") + 1])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["VRFT_CHECKPOINT_URI"] == f"file://{tmp_path / 'store'}/runs/r1/{iteration}/grpo/checkpoints/"
     assert json.loads(config_path.read_text())["pipeline"]["train_nodes"] == 2
     published = Path(uri.removeprefix("file://"))
     assert (published / "final" / "model.safetensors").read_bytes() == b"weights"
     assert not (published / "checkpoint-2").exists()
     assert json.loads(Path(checkpoint.path).read_text())["uri"] == uri
     # Unique per run and shot iteration, owned by the launcher pod, bounded in time.
-    iteration = f"shots-{config.dataset.shots}"
     assert manifest["metadata"]["name"] == pytorchjob.job_name("grpo", "r1", iteration)
     assert str(config_path.parent) == str(tmp_path / "shared" / "runs" / "r1" / iteration / "grpo")
     assert manifest["metadata"]["ownerReferences"][0]["uid"] == "5a1d-uid"

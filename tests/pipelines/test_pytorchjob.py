@@ -11,7 +11,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from accelerate.commands.launch import launch_command_parser
+from kubernetes.client.rest import ApiException
+from torch.distributed.run import get_args_parser
 
 from vrft import storage
 from vrft.cli import build_parser
@@ -22,14 +23,17 @@ from vrft.pipelines.pytorchjob import (
     DATASET_DIR,
     MultiNodeTraining,
     PyTorchJobError,
+    create_or_adopt,
     fetch_dataset_command,
     job_name,
     launch_command,
     owner_from_env,
     pytorchjob_manifest,
     run_pytorchjob,
+    spec_digest,
     to_yaml,
 )
+from vrft.pipelines.resources import CACHE_ENV
 
 IMAGE = kfp_client.image_refs("registry.example.com/ml", "0.1.0")["grpo"]
 
@@ -55,6 +59,8 @@ def test_one_master_and_nodes_minus_one_workers_with_a_gpu_each_process() -> Non
     manifest = pytorchjob_manifest(_job())
 
     assert manifest["apiVersion"] == "kubeflow.org/v1" and manifest["kind"] == "PyTorchJob"
+    annotations = manifest["metadata"].pop("annotations")
+    assert annotations == {"vrft.dev/spec-sha256": spec_digest(manifest["spec"])}
     assert manifest["metadata"] == {
         "name": "coco-grpo-3n",
         "namespace": "kubeflow",
@@ -87,15 +93,32 @@ def test_the_pods_run_on_gpu_nodes_with_the_pipeline_secrets_and_a_shared_volume
     for each in (container, *pod["initContainers"]):
         secrets: dict[str, dict[str, str]] = {}
         for env in each["env"]:
-            ref = env["valueFrom"]["secretKeyRef"]
-            secrets.setdefault(ref["name"], {})[ref["key"]] = env["name"]
+            if "valueFrom" in env:
+                ref = env["valueFrom"]["secretKeyRef"]
+                secrets.setdefault(ref["name"], {})[ref["key"]] = env["name"]
         assert secrets == kfp_client.secret_env_spec("grpo")
         assert each["envFrom"] == [{"configMapRef": {"name": kfp_client.ENDPOINTS_CONFIG_MAP}}]
+        # Non-root on a read-only root file system: what it writes goes to volumes.
+        assert each["securityContext"]["readOnlyRootFilesystem"] is True
+        assert each["securityContext"]["runAsNonRoot"] is True
+        assert each["securityContext"]["allowPrivilegeEscalation"] is False
+        assert {"name": "tmp", "mountPath": "/tmp"} in each["volumeMounts"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["shared"]["persistentVolumeClaim"] == {"claimName": "vrft-shared"}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert mounts == {"shared": "/shared", "dshm": "/dev/shm", "dataset": "/data"}
+    assert mounts == {
+        "shared": "/shared",
+        "dshm": "/dev/shm",
+        "dataset": "/data",
+        "scratch": "/scratch",
+        "tmp": "/tmp",
+    }
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert {k: env[k] for k in CACHE_ENV} == CACHE_ENV  # caches on the scratch volume
+    requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+    assert (requests["memory"], limits["memory"]) == ("56Gi", "64Gi")  # requests fit the node, limits cap
+    assert requests[kfp_client.GPU_RESOURCE] == limits[kfp_client.GPU_RESOURCE] == "8"
 
 
 def test_an_artifact_dataset_is_fetched_by_an_init_container_into_each_pod() -> None:
@@ -104,7 +127,10 @@ def test_an_artifact_dataset_is_fetched_by_an_init_container_into_each_pod() -> 
     assert init["image"] == IMAGE
     assert init["command"] == fetch_dataset_command("s3://vrft/runs/r1/dataset/dataset/")
     assert init["command"][-1] == DATASET_DIR == "/data/dataset"
-    assert init["volumeMounts"] == [{"name": "dataset", "mountPath": "/data"}]
+    assert init["volumeMounts"] == [
+        {"name": "dataset", "mountPath": "/data"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
     assert {v["name"]: v for v in pod["volumes"]}["dataset"] == {"name": "dataset", "emptyDir": {}}
     assert pod["containers"][0]["command"][-5:-1] == [
         "--dataset",
@@ -120,7 +146,7 @@ def test_a_dataset_on_the_shared_volume_is_read_in_place() -> None:
     ]
     spec = pod["template"]["spec"]
     assert "initContainers" not in spec
-    assert {v["name"] for v in spec["volumes"]} == {"shared", "dshm"}
+    assert {v["name"] for v in spec["volumes"]} == {"shared", "dshm", "scratch", "tmp"}
     command = spec["containers"][0]["command"]
     assert command[command.index("--dataset") + 1] == "/shared/runs/r1/dataset"
 
@@ -163,8 +189,10 @@ def _expand(command: list[str], env: dict[str, str]) -> list[str]:
     return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg) for arg in command]
 
 
-def test_each_pod_launches_deepspeed_across_all_nodes_through_accelerate() -> None:
-    job = _job()
+def test_each_pod_runs_the_single_node_launcher_across_all_nodes() -> None:
+    """torch.distributed.run as on one node; no DeepSpeed file on the command line: the stage's own
+    (grpo.deepspeed / sft.deepspeed) reaches the processes through the trainer arguments."""
+    job = _job(tracking_run_id="0a1b2c")
     operator_env = {"MASTER_ADDR": "coco-grpo-3n-master-0", "MASTER_PORT": "23456", "PET_NODE_RANK": "2"}
     command = _expand(
         pytorchjob_manifest(job)["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][
@@ -172,19 +200,35 @@ def test_each_pod_launches_deepspeed_across_all_nodes_through_accelerate() -> No
         ]["command"],
         operator_env,
     )
-    assert command[:2] == ["accelerate", "launch"]
+    assert command[:3] == ["python", "-m", "torch.distributed.run"]
 
-    args = launch_command_parser().parse_args(command[2:])
+    args = get_args_parser().parse_args(command[3:])
 
-    assert (args.num_machines, args.num_processes, args.machine_rank) == (3, 24, 2)
-    assert (args.main_process_ip, args.main_process_port) == ("coco-grpo-3n-master-0", 23456)
-    assert args.use_deepspeed and args.deepspeed_config_file == "configs/deepspeed/zero3.json"
-    assert args.deepspeed_multinode_launcher == "standard"  # not pdsh: pods do not ssh to each other
+    assert (args.nnodes, args.nproc_per_node, args.node_rank) == ("3", "8", 2)
+    assert (args.master_addr, args.master_port) == ("coco-grpo-3n-master-0", 23456)
     assert args.module and args.training_script == "vrft.cli"
     assert args.training_script_args == [
-        "train", "grpo", "configs/coco_8cat.yaml",
-        "--dataset", "/data/dataset", "--output-dir", "/shared/runs/r1/grpo", "grpo.max_steps=200",
+        "train", "grpo", "configs/coco_8cat.yaml", "--dataset", "/data/dataset",
+        "--output-dir", "/shared/runs/r1/grpo", "--tracking-run-id", "0a1b2c", "grpo.max_steps=200",
     ]  # fmt: skip
+    assert not any("deepspeed" in arg or "zero3" in arg for arg in command)
+
+
+def test_the_stage_tracking_server_and_checkpoint_mirror_reach_every_rank() -> None:
+    job = _job(
+        tracking_run_id="0a1b2c",
+        tracking_uri="http://vrft-mlflow.vrft.svc:5000",
+        checkpoint_uri="s3://vrft/runs/r1/shots-4/grpo/checkpoints/",
+    )
+    container = pytorchjob_manifest(job)["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"][
+        "containers"
+    ][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://vrft-mlflow.vrft.svc:5000"
+    assert env["VRFT_CHECKPOINT_URI"] == "s3://vrft/runs/r1/shots-4/grpo/checkpoints/"
+    plain = pytorchjob_manifest(_job())["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
+    names = {e["name"] for e in plain["containers"][0]["env"]}
+    assert "VRFT_CHECKPOINT_URI" not in names and "MLFLOW_TRACKING_URI" not in names  # the ConfigMap's
 
 
 def test_the_training_arguments_are_a_vrft_command() -> None:
@@ -218,35 +262,58 @@ def test_yaml_round_trip() -> None:
 
 
 class FakeCustomObjects:
-    """Stands in for kubernetes.client.CustomObjectsApi: stores the job, replays statuses."""
+    """Stands in for kubernetes.client.CustomObjectsApi: stores the job, replays statuses.
 
-    def __init__(self, statuses: list[dict[str, Any]]) -> None:
+    ``existing``: a job of the same name already there (an earlier attempt): create answers 409
+    while it exists; a delete removes it after ``deletes_after`` further polls (foreground deletion).
+    """
+
+    def __init__(
+        self, statuses: list[dict[str, Any]], existing: dict[str, Any] | None = None, deletes_after: int = 1
+    ) -> None:
         self.statuses = statuses
+        self.existing = existing
+        self.deletes_after = deletes_after
+        self.deleting: int | None = None
         self.created: list[tuple[str, str, str, str, dict[str, Any]]] = []
-        self.deleted: list[tuple[str, str]] = []
+        self.deleted: list[tuple[str, str, str]] = []
+        self.patched: list[dict[str, Any]] = []
         self.polls = 0
 
     def delete_namespaced_custom_object(
-        self, group: str, version: str, namespace: str, plural: str, name: str
+        self, group: str, version: str, namespace: str, plural: str, name: str, propagation_policy: str = ""
     ) -> dict:
-        self.deleted.append((namespace, name))
+        self.deleted.append((namespace, name, propagation_policy))
+        if self.existing is not None:
+            self.deleting = self.deletes_after
         return {}
+
+    def patch_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: dict
+    ) -> dict:
+        self.patched.append(body)
+        return body
 
     def create_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, body: dict
     ) -> dict:
+        if self.existing is not None:
+            raise ApiException(status=409, reason="AlreadyExists")
         self.created.append((group, version, namespace, plural, body))
         return body
 
     def get_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, name: str
     ) -> dict:
-        assert (group, version, plural, name) == (
-            "kubeflow.org",
-            "v1",
-            "pytorchjobs",
-            self.created[0][4]["metadata"]["name"],
-        )
+        assert (group, version, plural) == ("kubeflow.org", "v1", "pytorchjobs")
+        if self.existing is not None:
+            if self.deleting is not None:
+                if self.deleting == 0:
+                    self.existing = None
+                    raise ApiException(status=404, reason="NotFound")
+                self.deleting -= 1
+            return self.existing
+        assert name == self.created[0][4]["metadata"]["name"]
         status = self.statuses[min(self.polls, len(self.statuses) - 1)]
         self.polls += 1
         return {"status": status}
@@ -279,8 +346,58 @@ def test_run_pytorchjob_reports_failure_and_timeout() -> None:
     with pytest.raises(PyTorchJobError, match="did not finish within 3 s; deleted it"):
         run_pytorchjob(pytorchjob_manifest(_job()), api=stuck, poll_s=1, timeout_s=3, sleep=lambda s: None)
     assert stuck.polls == 4
-    assert stuck.deleted == [("kubeflow", "coco-grpo-3n")]  # its pods free their GPUs
+    assert stuck.deleted == [("kubeflow", "coco-grpo-3n", "Foreground")]  # its pods free their GPUs
     assert not failed.deleted
+
+
+def test_a_stopped_stage_deletes_its_job() -> None:
+    """KFP terminates a run by deleting its pods: the launcher gets SIGTERM, which the stage turns
+    into KeyboardInterrupt (vrft.components.runtime); the job must not run on for up to 24 h."""
+    running = FakeCustomObjects([_conditions("Running")])
+
+    def terminated(seconds: float) -> None:
+        raise KeyboardInterrupt("stopped by signal 15")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pytorchjob(pytorchjob_manifest(_job()), api=running, poll_s=1, sleep=terminated)
+    assert running.deleted == [("kubeflow", "coco-grpo-3n", "Foreground")]
+
+
+def _earlier_attempt(manifest: dict[str, Any], *conditions: str, **metadata: Any) -> dict[str, Any]:
+    return {
+        "metadata": {**manifest["metadata"], **metadata},
+        "spec": manifest["spec"],
+        "status": _conditions(*conditions),
+    }
+
+
+def test_a_retried_task_adopts_its_running_job_and_becomes_its_owner() -> None:
+    manifest = pytorchjob_manifest(_job(owner_pod=("launcher-attempt-2", "uid-2")))
+    earlier = _earlier_attempt(
+        manifest,
+        "Created",
+        "Running",
+        ownerReferences=[{"kind": "Pod", "name": "launcher-1", "uid": "uid-1"}],
+    )
+    api = FakeCustomObjects([], existing=earlier)
+    assert create_or_adopt(api, manifest, "kubeflow", sleep=lambda s: None) == "adopted"
+    assert api.patched == [{"metadata": {"ownerReferences": manifest["metadata"]["ownerReferences"]}}]
+    assert not api.deleted and not api.created
+
+
+@pytest.mark.parametrize("why", ["failed", "other spec"])
+def test_a_failed_or_different_job_of_the_same_name_is_replaced(why: str) -> None:
+    manifest = pytorchjob_manifest(_job())
+    if why == "failed":
+        earlier = _earlier_attempt(manifest, "Failed")
+    else:
+        earlier = _earlier_attempt(manifest, "Running", annotations={"vrft.dev/spec-sha256": "0" * 64})
+    api = FakeCustomObjects([_conditions("Succeeded")], existing=earlier, deletes_after=2)
+    sleeps: list[float] = []
+    assert create_or_adopt(api, manifest, "kubeflow", poll_s=5, sleep=sleeps.append) == "replaced"
+    assert api.deleted == [("kubeflow", "coco-grpo-3n", "Foreground")]
+    assert sleeps == [5, 5]  # waited until the old job and its pods were gone
+    assert [c[4] for c in api.created] == [manifest]
 
 
 def test_owner_deadline_and_verified_dataset() -> None:

@@ -18,6 +18,7 @@ What is verified, against an uninterrupted run with the same seed:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -25,13 +26,16 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from vrft.config import from_dict, to_dict
+from vrft.io import sha256_file
 from vrft.models.config import ModelConfig
 from vrft.train import GRPOStageConfig, SFTStageConfig, latest_checkpoint, train_grpo, train_sft
 from vrft.train.callbacks import read_jsonl
@@ -154,3 +158,142 @@ def test_sft_lora_resume_matches_an_uninterrupted_run(
     expected = load_file(reference.final_dir / "model.safetensors")
     actual = load_file(resumed.final_dir / "model.safetensors")
     assert all(torch.allclose(expected[k], actual[k], atol=1e-6) for k in expected)
+
+
+# --- the GRPO stage killed on its pod and run again on a fresh one (vrft.train.remote_checkpoints) ---
+
+STAGE_RUNNER = textwrap.dedent("""
+    import json, sys, torch
+    torch.set_num_threads(1)
+    from kfp import dsl
+    from vrft.components.train import grpo_stage
+    config_json, iteration, dataset_metadata, output = json.loads(sys.argv[1])
+    dataset = dsl.Dataset(name="dataset", uri=dataset_metadata["uri"], metadata=dataset_metadata)
+    checkpoint = dsl.Model(name="checkpoint", uri=output)
+    grpo_stage(config_json, iteration, dataset, checkpoint)
+    print("PUBLISHED " + json.dumps(checkpoint.metadata))
+""")
+BUCKET = "vrft-resume"
+
+
+@pytest.fixture
+def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """moto's S3 server on a loopback port: the environment a cluster pod gets for its store."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing-key",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    for name in ("AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL", "AWS_PROFILE", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=BUCKET)
+    try:
+        yield env
+    finally:
+        server.stop()
+
+
+def _stage_process(arguments: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", STAGE_RUNNER, arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _published(process: subprocess.Popen, timeout: float = 600) -> tuple[dict[str, str], str]:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+    line = next(line for line in out.splitlines() if line.startswith("PUBLISHED "))
+    return json.loads(line.removeprefix("PUBLISHED ")), out
+
+
+def test_the_grpo_stage_killed_on_its_pod_resumes_on_a_fresh_one_step_for_step(
+    tiny_model: ModelConfig,
+    shapes_dataset: Path,
+    tmp_path: Path,
+    token_reward: str,
+    fast_grpo: dict[str, Any],
+    s3_server: dict[str, str],
+) -> None:
+    """The stage as KFP runs it on a cluster (checkpoint mirroring on, a scratch work dir, the run id
+    from the environment) is SIGKILLed after its step-6 checkpoint reached the store; its scratch is
+    deleted (a new pod gets an empty volume); the same command runs again and must give the
+    uninterrupted run's losses, rewards, data rows and weights, step for step."""
+    from vrft.components.runtime import RUN_ID_ENV, WORK_DIR_ENV, stage_config_json
+    from vrft.components.train import UPLOAD_CHECKPOINTS_ENV
+    from vrft.experiment import ExperimentConfig
+    from vrft.storage import ArtifactStore, download_dir, run_prefix, upload_dir
+
+    root = f"s3://{BUCKET}/artifacts"
+    dataset_uri = upload_dir(shapes_dataset, f"{root}/datasets/shapes/")
+    dataset = {"uri": dataset_uri, "manifest_sha256": sha256_file(shapes_dataset / "manifest.json")}
+    settings = {**fast_grpo, "reward": token_reward, "learning_rate": 1e-2, "max_steps": 8, "save_steps": 3}
+    config = from_dict(
+        ExperimentConfig,
+        {"experiment": {"name": "resume"}, "model": to_dict(tiny_model), "grpo": settings,
+         "pipeline": {"artifact_root": root, "train_resources": {"gpus": 0}}},  # one process, as on one GPU
+    )  # fmt: skip
+    config_json, iteration = stage_config_json(config, "grpo"), "shots-2"
+
+    def run_env(run_id: str, scratch: Path) -> dict[str, str]:
+        return {RUN_ID_ENV: run_id, WORK_DIR_ENV: str(scratch), UPLOAD_CHECKPOINTS_ENV: "1"}
+
+    def arguments(name: str) -> str:
+        return json.dumps([config_json, iteration, dataset, str(tmp_path / "kfp" / name / "checkpoint")])
+
+    reference, _ = _published(_stage_process(arguments("reference"), run_env("reference", tmp_path / "s0")))
+
+    scratch = tmp_path / "scratch"
+    mirror = ArtifactStore.from_uri(run_prefix(root, "attempts", iteration, "grpo", "checkpoints"))
+    first = _stage_process(arguments("attempt"), run_env("attempts", scratch))
+    deadline = time.monotonic() + 300
+    while True:
+        assert first.poll() is None, (
+            f"the stage ended before it could be killed:\n{first.stderr.read()[-3000:]}"
+        )
+        assert time.monotonic() < deadline, "checkpoint-6 never reached the store"
+        logs = list(scratch.glob("vrft-grpo-*/grpo/samples.jsonl"))
+        if mirror.exists("checkpoint-6") and logs and any(r["step"] == 7 for r in read_jsonl(logs[0])):
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    assert mirror.children() == ["checkpoint-3", "checkpoint-6"]  # keep N = save_total_limit (2)
+    shutil.rmtree(scratch)  # the new pod's scratch volume is empty
+
+    second, output = _published(_stage_process(arguments("attempt"), run_env("attempts", scratch)))
+    assert f"resuming from {mirror.root_uri}checkpoint-6/ (step 6)" in output
+    assert mirror.children() == []  # the mirrored checkpoints go once the model is published
+
+    published = {name: download_dir(meta["uri"], tmp_path / name) for name, meta in
+                 (("reference", reference), ("resumed", second))}  # fmt: skip
+    for key in ("loss", "reward", "learning_rate"):
+        expected = by_step(published["reference"] / "train_log.jsonl", key)
+        assert sorted(expected) == list(range(1, 9))
+        assert by_step(published["resumed"] / "train_log.jsonl", key) == pytest.approx(expected, abs=1e-6), (
+            key
+        )
+    assert by_step(published["resumed"] / "samples.jsonl", "rows") == by_step(
+        published["reference"] / "samples.jsonl", "rows"
+    )
+    expected, actual = (
+        load_file(published[n] / "final" / "model.safetensors") for n in ("reference", "resumed")
+    )
+    assert expected.keys() == actual.keys()
+    assert all(torch.allclose(expected[k], actual[k], atol=1e-6) for k in expected)
+    base = load_file(Path(tiny_model.name_or_path) / "model.safetensors")
+    assert not all(torch.equal(base[k], actual[k]) for k in base), "nothing was trained: the check is vacuous"

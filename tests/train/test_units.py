@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 from peft import get_peft_model
 
 from vrft.config import ConfigError
@@ -24,8 +25,8 @@ from vrft.train.runtime import load_policy
 def fake_checkpoint(root: Path, step: int, *, state: str | None = None, optimizer: bool = True) -> Path:
     path = root / f"checkpoint-{step}"
     path.mkdir(parents=True)
-    if optimizer:
-        (path / "optimizer.pt").write_bytes(b"x")
+    if optimizer:  # a real torch file: a truncated one (no zip directory) counts as incomplete
+        torch.save({"state": {}}, path / "optimizer.pt")
     (path / "trainer_state.json").write_text(json.dumps({"global_step": step}) if state is None else state)
     return path
 

@@ -30,6 +30,7 @@ from vrft.data.errors import EmptySourceError, InvalidValueError, UnknownCategor
 from vrft.data.lisa import GroundingSource
 from vrft.data.lvis import LvisSource
 from vrft.data.presets import PRESETS
+from vrft.data.remote import with_source_mirror
 from vrft.data.sampling import (
     Selection,
     classification_split,
@@ -368,6 +369,7 @@ def _split_summary(sel: Selection) -> dict[str, Any]:
     return summary
 
 
+@with_source_mirror
 def build_dataset(
     config: DatasetConfig, output_dir: str | Path, *, progress: bool = True, overwrite: bool = False
 ) -> DatasetBuildResult:

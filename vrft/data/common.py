@@ -9,7 +9,7 @@ import math
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -193,6 +193,8 @@ class Source(ABC):
     """Base of every reader: image location, hashing and reading; subclasses add the labels."""
 
     task = ""
+    #: Called with an image's path before it is read (an s3:// source fetches it into its mirror).
+    fetch: Callable[[str], None] | None = None
 
     def __init__(self, kind: str, name: str, file: Path, root: Path | None, hashed_files: list[Path]) -> None:
         self.kind = kind
@@ -219,6 +221,8 @@ class Source(ABC):
 
     def read_image_bytes(self, ref: ImageRef) -> bytes:
         path = self.image_path(ref)
+        if self.fetch is not None:
+            self.fetch(path)
         try:
             with open(path, "rb") as f:
                 return f.read()

@@ -23,6 +23,7 @@ from vrft.data.config import DatasetConfig, SourceConfig
 from vrft.data.errors import InvalidFileError
 from vrft.data.lisa import load_lisa
 from vrft.data.lvis import load_lvis
+from vrft.data.remote import current_mirror, is_remote, remote_fields
 from vrft.data.shapes import generate_shapes_classification, generate_shapes_coco
 from vrft.io import atomic_directory, atomic_write_text, dumps_deterministic
 from vrft.paper_files import resolve_path
@@ -65,9 +66,9 @@ def input_paths(cfg: SourceConfig, where: str) -> dict[str, Path]:
     paths = {
         f"{where}.{key}": resolve_path(getattr(cfg, key))
         for key in ("annotations", "images", "path")
-        if getattr(cfg, key)
+        if getattr(cfg, key) and not is_remote(getattr(cfg, key))  # s3:// is never a local output
     }
-    if cfg.kind == "manifest" and not cfg.images:
+    if cfg.kind == "manifest" and not cfg.images and not is_remote(cfg.annotations):
         paths[f"{where}.images (default: the manifest's directory)"] = resolve_path(cfg.annotations).parent
     if cfg.kind == "hf" and not Path(cfg.path).exists():
         paths.pop(f"{where}.path", None)  # a hub name, not a local path
@@ -109,7 +110,24 @@ def materialize_shapes(cfg: SourceConfig) -> Path:
 
 
 def open_source(cfg: SourceConfig, dataset: DatasetConfig, *, show_progress: bool) -> Source:
-    """Read and validate one source; every problem is a DatasetError naming file, record and field."""
+    """Read and validate one source; every problem is a DatasetError naming file, record and field.
+
+    ``s3://`` fields are read through the mirror of the build in progress (:mod:`vrft.data.remote`).
+    """
+    remote = remote_fields(cfg)
+    if not remote:
+        return _open_local(cfg, dataset, show_progress=show_progress)
+    mirror = current_mirror()
+    if mirror is None:
+        raise ValueError("s3:// sources are read inside a dataset build (vrft.data.build_dataset)")
+    source = _open_local(mirror.stage(cfg, show_progress=show_progress), dataset, show_progress=show_progress)
+    source.fetch = mirror.ensure
+    if cfg.kind == "hf":  # what the manifest and errors name: the S3 prefix, not the mirror
+        source.path = cfg.path  # type: ignore[attr-defined]
+    return source
+
+
+def _open_local(cfg: SourceConfig, dataset: DatasetConfig, *, show_progress: bool) -> Source:
     name = cfg.display_name
     tol = dataset.box_tolerance
     if cfg.kind == "shapes":

@@ -29,22 +29,65 @@ from vrft.models.config import ModelConfig
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_URI_ENV = "VRFT_CHECKPOINT_URI"
+"""The store prefix a training run mirrors its checkpoints to (:mod:`vrft.train.remote_checkpoints`);
+unset: checkpoints stay local."""
 FINAL_DIR = "final"
 ADAPTER_DIR = "adapter"
 MODEL_FORMAT = "vrft.model/1"
 
 
 def is_complete_checkpoint(path: Path) -> bool:
-    """Whether ``path`` holds a full training state: a readable ``trainer_state.json`` for its step
-    and optimizer state (``optimizer.pt``, or DeepSpeed's ``global_stepN/``)."""
+    """Whether ``path`` holds a full training state: a readable ``trainer_state.json`` for its step,
+    optimizer state (``optimizer.pt``, or DeepSpeed's ``global_stepN/``), and no file cut short.
+
+    ``trainer_state.json`` is written last, but a checkpoint can still be truncated afterwards (a
+    partial copy or download, a file system that lost unflushed pages): every safetensors file's
+    header must cover the file (:func:`truncated_file`), and every torch ``.pt``/``.pth`` file
+    (a zip archive) must end with its central directory.
+    """
+    return incomplete_reason(path) == ""
+
+
+def incomplete_reason(path: Path) -> str:
+    """Why ``path`` is not a complete checkpoint, or ``""`` (see :func:`is_complete_checkpoint`)."""
     match = CHECKPOINT_PATTERN.match(path.name)
+    if match is None:
+        return "not named checkpoint-N"
     try:
         state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return False
-    if match is None or state.get("global_step") != int(match.group(1)):
-        return False
-    return (path / "optimizer.pt").is_file() or any(p.is_dir() for p in path.glob("global_step*"))
+        return "no readable trainer_state.json"
+    if not isinstance(state, dict) or state.get("global_step") != int(match.group(1)):
+        return f"trainer_state.json is not the state of step {match.group(1)}"
+    if not (path / "optimizer.pt").is_file() and not any(p.is_dir() for p in path.glob("global_step*")):
+        return "no optimizer state (optimizer.pt or global_step*/)"
+    for file in sorted(path.rglob("*")):
+        problem = truncated_file(file) if file.is_file() else ""
+        if problem:
+            return f"{file.relative_to(path)} {problem}"
+    return ""
+
+
+def truncated_file(file: Path) -> str:
+    """Why a safetensors or torch-pickle file is cut short or unreadable, or ``""`` (others: ``""``).
+
+    Only headers are read: the safetensors header names every tensor's byte range, a torch zip
+    archive ends with its central directory, so a truncated file is caught without loading it.
+    """
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(file), framework="pt"):
+                return ""
+        except Exception as exc:  # SafetensorError and OSError alike: the file cannot be loaded
+            return f"is not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    if file.suffix in (".pt", ".pth"):
+        import zipfile
+
+        return "" if zipfile.is_zipfile(file) else "is cut short (no zip central directory)"
+    return ""
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
@@ -58,9 +101,12 @@ def checkpoints(output_dir: Path) -> list[Path]:
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest complete checkpoint in ``output_dir``, or None."""
     for path in checkpoints(Path(output_dir)):
-        if is_complete_checkpoint(path):
+        reason = incomplete_reason(path)
+        if not reason:
             return path
-        logger.warning("skipping %s: incomplete (the run was probably killed while saving it)", path)
+        logger.warning(
+            "skipping %s: incomplete, %s (the run was probably killed while saving it)", path, reason
+        )
     return None
 
 
@@ -77,10 +123,11 @@ def resolve_resume(resume: str, output_dir: Path, section: str) -> Path | None:
             )
         return None
     path = Path(resume)
-    if not is_complete_checkpoint(path):
+    reason = incomplete_reason(path)
+    if reason:
         raise ConfigError(
-            f"{section}.resume: {path} is not a complete checkpoint-N directory (it needs "
-            "trainer_state.json and the optimizer state)"
+            f"{section}.resume: {path} is not a complete checkpoint-N directory: {reason} (it needs "
+            "trainer_state.json, the optimizer state and whole weight files)"
         )
     return path
 

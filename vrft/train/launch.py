@@ -59,19 +59,32 @@ def launch_command(
         "--standalone",
         "--nnodes=1",
         f"--nproc_per_node={processes}",
-        "-m",
-        "vrft.cli",
-        "train",
-        method,
-        str(config_path),
-        "--dataset",
-        str(dataset_dir),
-        "--output-dir",
-        str(output_dir),
     ]
+    return [
+        *command,
+        *train_module_args(
+            method, config_path, dataset_dir, output_dir, overrides=overrides, tracking_run_id=tracking_run_id
+        ),
+    ]
+
+
+def train_module_args(
+    method: str,
+    config_path: str | Path,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    tracking_run_id: str = "",
+) -> list[str]:
+    """``-m vrft.cli train METHOD CONFIG ...``: what every launcher (torchrun on one node, each pod of
+    a multi-node PyTorchJob) runs in each process. With ``tracking_run_id`` the processes log into
+    that MLflow run (rank 0 only), not one run each."""
+    args = ["-m", "vrft.cli", "train", method, str(config_path), "--dataset", str(dataset_dir)]
+    args += ["--output-dir", str(output_dir)]
     if tracking_run_id:
-        command += ["--tracking-run-id", tracking_run_id]
-    return [*command, *overrides]
+        args += ["--tracking-run-id", tracking_run_id]
+    return [*args, *overrides]
 
 
 def child_error(lines: Sequence[str]) -> str:

@@ -63,6 +63,7 @@ class RunPlan:
     resume_from: Path | None
     deepspeed: Path | None
     is_main_process: bool
+    checkpoints_kept: int | None = None  # the stage's save_total_limit: also how many mirrored ones stay
 
 
 def preflight(
@@ -79,7 +80,15 @@ def preflight(
     train, task = load_train_split(dataset_dir)
     output = Path(output_dir).absolute()
     resume_from = resolve_resume(config.resume, output, config.section)
-    return RunPlan(train, task, output, resume_from, deepspeed, int(os.environ.get("RANK", "0")) == 0)
+    return RunPlan(
+        train,
+        task,
+        output,
+        resume_from,
+        deepspeed,
+        int(os.environ.get("RANK", "0")) == 0,
+        config.save_total_limit,
+    )
 
 
 def training_dtype(config: StageConfig, model: ModelConfig, deepspeed: Path | None) -> torch.dtype:
@@ -246,11 +255,17 @@ def start_logs(plan: RunPlan, record: dict[str, Any]) -> None:
 
 
 def callbacks(plan: RunPlan, tracking: Tracking | None, record: dict[str, Any]) -> list[Any]:
-    """The local JSONL log always; MLflow when a tracking URI is configured."""
+    """The local JSONL log always; MLflow when a tracking URI is configured; the checkpoint upload
+    when ``$VRFT_CHECKPOINT_URI`` names a store prefix (:mod:`vrft.train.remote_checkpoints`)."""
+    from vrft.train.remote_checkpoints import uploader_from_env
+
     result: list[Any] = [JsonlLogCallback(plan.output_dir)]
     tracking = tracking or Tracking()
     if tracking.resolved_uri():
         result.append(MlflowCallback(tracking, flatten(record), plan.output_dir))
+    uploader = uploader_from_env(plan.checkpoints_kept)
+    if uploader is not None:  # after the logs: the upload carries them up to the saved step
+        result.append(uploader)
     return result
 
 
