@@ -116,6 +116,9 @@ class PipelineConfig:
     shm_size: str = "16Gi"
     scratch_size: str = "200Gi"
     scratch_storage_class: str = ""
+    # GiB of memory per GPU of the training and evaluation tasks: what `vrft preflight` checks its
+    # per-rank memory estimate against (80: an A100/H100 80 GB; an H200 has 141).
+    gpu_memory: float = 80.0
 
     def validate(self) -> None:
         for name, value in (("artifact_root", self.artifact_root),):
@@ -125,6 +128,8 @@ class PipelineConfig:
                 )
         if self.retries < 0:
             raise ConfigError(f"pipeline.retries: must be >= 0, got {self.retries}")
+        if not self.gpu_memory > 0:
+            raise ConfigError(f"pipeline.gpu_memory: GiB per GPU, must be > 0, got {self.gpu_memory}")
         if self.train_nodes < 1:
             raise ConfigError(f"pipeline.train_nodes: must be >= 1, got {self.train_nodes}")
         if self.train_nodes > 1 and not self.shared_pvc:
