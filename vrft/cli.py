@@ -210,13 +210,17 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def _preflight(args: argparse.Namespace) -> None:
-    """The preflight of `vrft run/submit/schedule`: refuses in one line before anything starts."""
+    """The preflight of `vrft run/submit/schedule`: refuses in one line before anything starts.
+
+    Its one-line summary goes to standard output for `vrft run` (progress) and to standard error
+    for `vrft submit/schedule`, whose standard output carries the run or schedule id.
+    """
     if args.ignore_preflight:
         return
     from vrft.pipelines.preflight import check_preflight
 
     report = check_preflight(_experiment(args), source=str(args.config))
-    print(report.summary(), file=sys.stderr)
+    print(report.summary(), file=sys.stdout if args.func is _cmd_run else sys.stderr)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -345,29 +345,43 @@ def block_bytes_per_patch(shape: ModelShape, weights: str) -> float:
     return per_patch * (2 if weights == "fp32" else 1)
 
 
-def activation_bytes(shape: ModelShape, setup: TrainingSetup) -> float:
-    """Activations saved for backward by one micro-step (what checkpointing trades for recompute)."""
+def activation_parts(shape: ModelShape, setup: TrainingSetup) -> tuple[float, float]:
+    """Activations of one micro-step: what the forward saves for backward, and what checkpointing's
+    recompute of one layer (and one vision block) adds on top during backward (0 without it)."""
     seq = setup.sequences
     tokens = setup.batch * seq.length
     patches = setup.batch * seq.image_tokens * shape.merge_size**2
-    residual = 2 if setup.weights == "bf16" else 4
+    bf16, fp32 = setup.weights == "bf16", setup.weights == "fp32"
+    scale = 2 if fp32 else 1
+    residual = 2 if bf16 else 4  # the language model's residual stream: fp32 unless the weights are bf16
+    vision_residual = 4 if fp32 else 2  # the vision tower's: bf16 under autocast too
     layer = layer_bytes_per_token(shape, setup.weights)
-    # Outside the layers: the embedding output, final norm and head input per token; the patch
-    # embedding's input and the merger per patch (measured with the coefficients above).
-    rest_token = 8 * shape.hidden
-    rest_patch = 10 * shape.vision_embed + 2 * shape.patch_values
-    if setup.gradient_checkpointing:
-        text = tokens * (shape.layers * residual * shape.hidden + layer + rest_token)
-    else:
-        text = tokens * (shape.layers * layer + rest_token)
-    if setup.vision_frozen:
-        return text
-    block = block_bytes_per_patch(shape, setup.weights)
-    if setup.gradient_checkpointing:
-        vision = patches * (shape.vision_depth * residual * shape.vision_embed + block + rest_patch)
-    else:
-        vision = patches * (shape.vision_depth * block + rest_patch)
-    return text + vision
+    checkpointing = setup.gradient_checkpointing
+    # Outside the layers and blocks (measured like their coefficients): the final norm and the image
+    # features' scatter per token; the merger per patch, and the patch embedding's bf16 input.
+    rest_token = (((6 if bf16 else 8) if checkpointing else (7 if bf16 else 10)) * shape.hidden + 16) * scale
+    saved = tokens * ((residual * shape.hidden if checkpointing else layer) * shape.layers + rest_token)
+    recompute = tokens * layer if checkpointing else 0.0
+    e, depth = shape.vision_embed, shape.vision_depth
+    if not setup.vision_frozen:
+        merger = (
+            (12 if shape.gated_vision_mlp else 8) if checkpointing else (16 if shape.gated_vision_mlp else 20)
+        )
+        rest_patch = (2 * shape.patch_values + merger * e + 8) * scale
+        block = block_bytes_per_patch(shape, setup.weights)
+        per_block = vision_residual * e if checkpointing else block
+        saved += patches * (per_block * depth + rest_patch)
+        recompute += patches * block if checkpointing else 0.0
+    elif checkpointing:  # checkpointing keeps each block's input even for a frozen tower
+        saved += patches * (
+            vision_residual * e * depth + ((6 if shape.gated_vision_mlp else 4) * e + 4) * scale
+        )
+    return saved, recompute
+
+
+def activation_bytes(shape: ModelShape, setup: TrainingSetup) -> float:
+    """Activations held at the peak of one micro-step (what checkpointing trades for recompute)."""
+    return sum(activation_parts(shape, setup))
 
 
 def _trained_parameters(shape: ModelShape, setup: TrainingSetup) -> int:
@@ -411,7 +425,8 @@ def training_estimate(shape: ModelShape, setup: TrainingSetup) -> Estimate:
     autocast_copies = 0.0
     if setup.weights == "fp32-autocast" and not setup.lora:
         linear = shape.linear_parameters - (shape.vision_linear_parameters if setup.vision_frozen else 0)
-        autocast_copies = 2 * linear
+        patch_embedding = 0 if setup.vision_frozen else shape.vision_embed * shape.patch_values
+        autocast_copies = 2 * (linear + patch_embedding)
     completion_tokens = setup.batch * seq.completion_tokens
     head = 2 * min(completion_tokens, LOGPROB_TOKEN_TILE) * min(shape.vocab, LOGPROB_VOCAB_TILE)
     head += 4 * completion_tokens * shape.hidden
