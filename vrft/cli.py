@@ -212,15 +212,16 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
 def _preflight(args: argparse.Namespace) -> None:
     """The preflight of `vrft run/submit/schedule`: refuses in one line before anything starts.
 
-    Its one-line summary goes to standard output for `vrft run` (progress) and to standard error
-    for `vrft submit/schedule`, whose standard output carries the run or schedule id.
+    `vrft run` prints its one-line summary with its progress; `vrft submit/schedule` stay quiet on
+    success (their output is the run or schedule id; `vrft preflight` shows the whole report).
     """
     if args.ignore_preflight:
         return
     from vrft.pipelines.preflight import check_preflight
 
     report = check_preflight(_experiment(args), source=str(args.config))
-    print(report.summary(), file=sys.stdout if args.func is _cmd_run else sys.stderr)
+    if args.func is _cmd_run:
+        print(report.summary(), flush=True)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
