@@ -398,7 +398,8 @@ def training_estimate(shape: ModelShape, setup: TrainingSetup) -> Estimate:
     weight_bytes = 4 if setup.weights in ("fp32-autocast", "fp32") else 2
     shard3 = n if ds.stage == 3 else 1
     if ds.stage:
-        weights = 0.0 if (ds.stage == 3 and ds.offload_param) else 2 * p / shard3
+        adapters = trained if setup.lora else 0
+        weights = 0.0 if (ds.stage == 3 and ds.offload_param) else 2 * (p + adapters) / shard3
         # LoRA adapters are fp32 parameters; DeepSpeed partitions their gradients and states alike.
         gradients = 2 * trained / n
         optimizer = 0.0 if ds.offload_optimizer else 12 * trained / n
