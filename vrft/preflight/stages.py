@@ -131,9 +131,8 @@ def stage_prompts(
             train_categories = eval_categories = [""]
         for name in train_categories:
             row = _row(task, worst["train"], category=name)
-            row["gt_boxes"] = [
-                [0.0, 0.0, row["width"] / 2, row["height"] / 2]
-            ]  # one box: the shortest target
+            # One box: the shortest target answer (rows with more boxes have longer ones).
+            row["gt_boxes"] = [[0.0, 0.0, row["width"] / 2, row["height"] / 2]]
             train.append(
                 Prompt(
                     f"detection, category {name!r}",
