@@ -58,13 +58,13 @@ def eval_row(r: dict[str, Any]) -> str:
 
 def memory_row(r: dict[str, Any]) -> str:
     def pair(predicted: Any, measured: Any) -> str:
-        return f"{fmt(predicted, '{:.1f}')} / {fmt(measured, '{:.1f}')}"
+        return f"{fmt(predicted, '{:.2f}')} / {fmt(measured, '{:.2f}')}"
 
     cells = [
         f"{r['shape']} on {r['device']}, G {r['num_generations']}, checkpointing "
         f"{'on' if r['gradient_checkpointing'] else 'off'}, {r['prompt_tokens']:,} + {r['max_completion_length']} tokens",
-        f"{r['predicted_gib']:.1f} GiB ({r['predicted_phase']})",
-        fmt(r["measured_gib"], "{:.1f} GiB"),
+        f"{r['predicted_gib']:.2f} GiB ({r['predicted_phase']})",
+        fmt(r["measured_gib"], "{:.2f} GiB"),
         pair(r["predicted_rollout_gib"], r["measured_rollout_gib"]),
         pair(r["predicted_train_gib"], r["measured_train_gib"]),
         fmt(r["ratio"], "{:.2f}"),
@@ -106,7 +106,13 @@ def main(argv: list[str]) -> int:
         lines += [eval_row(r) for r in _load(out / "eval.json")] or ["no evaluation result"]
     if "memory-2b" in ran or (out / "memory.json").is_file():
         lines += ["", "Preflight memory, predicted vs measured (docs/training.md):", ""]
-        lines += [memory_row(r) for r in _load(out / "memory.json")] or ["no memory result"]
+        memory = [memory_row(r) for r in _load(out / "memory.json")]
+        header = [
+            "| setting | predicted peak | measured peak | rollout predicted / measured GiB "
+            "| training predicted / measured GiB | ratio | within 20 % |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += header + memory if memory else ["no memory result"]
     print("\n".join(lines))
     return 0
 

@@ -45,10 +45,11 @@ def test_memory_mode_prints_only_the_memory_rows(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "GRPO (docs/training.md)" not in out and "gpu tests" not in out
     assert (
-        "| 2b on NVIDIA H200, G 8, checkpointing on, 514 + 256 tokens | 60.0 GiB (training micro-step) | 55.0 GiB | 45.0 / 44.0 | 60.0 / 55.0 | 1.09 | yes |"
+        "| 2b on NVIDIA H200, G 8, checkpointing on, 514 + 256 tokens | 60.00 GiB (training micro-step) | 55.00 GiB | 45.00 / 44.00 | 60.00 / 55.00 | 1.09 | yes |"
         in out
     )
     assert "| n/a | n/a |" in out  # a row measured on no GPU says so
+    assert "| setting | predicted peak | measured peak |" in out
 
 
 def test_a_failed_memory_stage_says_no_result(tmp_path, capsys):
