@@ -1,14 +1,12 @@
 """How long the preflight's source scan takes on a COCO-train-sized instances file, and its image tokens.
 
 Writes a made-up instances JSON with COCO train2017's counts (118,287 images of COCO-like sizes,
-860,001 annotations with short polygons, 80 categories: about 200 MB, where COCO's longer polygons make
-448 MB), once in the real file's order (images, then
-annotations) and once with the images last (the worst case: the scan reads past every annotation),
-and times
-``vrft.preflight.images.scan_source`` reading its ``images`` and ``categories`` arrays (what the preflight
-parses) and
-counting every image's tokens with a checkpoint's image processor. ``--json-load`` also times a plain
-``json.load`` of the whole file for comparison (several GB of memory).
+860,001 annotations with short polygons, 80 categories: about 200 MB, where COCO's longer polygons
+make 448 MB), once in the real file's order (images, then annotations) and once with the images last
+(the worst case: the scan reads past every annotation), and times what the preflight does with it:
+``vrft.preflight.images.scan_source`` reading the ``images`` and ``categories`` arrays, then every
+image's tokens from a checkpoint's image processor. ``--json-load`` also times a plain ``json.load``
+of the whole file for comparison (a few GB of memory).
 
     python bench/bench_preflight.py [--images 118287] [--annotations 860001] [--json-load]
 """
