@@ -202,9 +202,35 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 3 if flagged and args.fail_on_regression else 0
 
 
+def _cmd_preflight(args: argparse.Namespace) -> int:
+    from vrft.pipelines.preflight import PreflightError, run_preflight
+
+    report = run_preflight(_experiment(args), source=str(args.config))
+    print(report.text())
+    if not report.ok:
+        raise PreflightError(report.refusal())
+    return 0
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """The preflight of `vrft run/submit/schedule`: refuses in one line before anything starts.
+
+    `vrft run` prints its one-line summary with its progress; `vrft submit/schedule` stay quiet on
+    success (their output is the run or schedule id; `vrft preflight` shows the whole report).
+    """
+    if args.ignore_preflight:
+        return
+    from vrft.pipelines.preflight import check_preflight
+
+    report = check_preflight(_experiment(args), source=str(args.config))
+    if args.func is _cmd_run:
+        print(report.summary(), flush=True)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from vrft.pipelines.local import run_local, summary
 
+    _preflight(args)
     result = run_local(
         args.config, args.overrides, state_dir=args.state_dir, output_dir=args.output_dir, runner=args.runner
     )
@@ -245,6 +271,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from vrft.pipelines.kfp_client import run_url, submit
 
     config = _experiment(args)
+    _preflight(args)
     with tempfile.TemporaryDirectory() as tmp:
         run_id = submit(
             _compiled(args, tmp),
@@ -277,6 +304,7 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     if not args.config or not args.cron:
         raise CommandError("schedule needs CONFIG and --cron (or --list / --delete ID)")
     config = _experiment(args)
+    _preflight(args)
     with tempfile.TemporaryDirectory() as tmp:
         schedule_id = kfp_client.schedule(
             _compiled(args, tmp),
@@ -378,6 +406,15 @@ def _kfp_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _ignore_preflight_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ignore-preflight",
+        action="store_true",
+        help="start even if `vrft preflight` finds a problem (memory estimate over pipeline.gpu_memory, "
+        "prompts that cannot hold their image tokens); the check is skipped",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vrft",
@@ -408,7 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="subprocess: stages in this environment (default); docker: each stage in its own "
         "container of the CPU image named by pipeline.image_registry/image_tag (DOCKER_HOST)",
     )
+    _ignore_preflight_arg(run)
     run.set_defaults(func=_cmd_run)
+
+    preflight = sub.add_parser(
+        "preflight",
+        help="image tokens, prompt lengths, peak GPU memory per rank and GPUs at once, before anything runs",
+    )
+    _config_args(preflight, optional=True)
+    preflight.set_defaults(func=_cmd_preflight)
 
     dataset = sub.add_parser("dataset", help="stage 1: few-shot dataset construction")
     dataset_sub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
@@ -511,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     _kfp_args(submit)
     submit.add_argument("--run-name", default="")
     _backend_version_arg(submit)
+    _ignore_preflight_arg(submit)
     submit.set_defaults(func=_cmd_submit)
 
     schedule = sub.add_parser("schedule", help="create, list or delete nightly recurring runs")
@@ -523,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--list", action="store_true", help="list recurring runs")
     schedule.add_argument("--delete", metavar="ID_OR_NAME", help="delete a recurring run")
     _backend_version_arg(schedule)
+    _ignore_preflight_arg(schedule)
     schedule.set_defaults(func=_cmd_schedule)
 
     runs = sub.add_parser("runs", help="list recent Kubeflow runs with their status")
@@ -632,7 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:  # pragma: no cover - main() called from a worker thread (embedding): no signal handling
         previous_sigterm = None
     config = getattr(args, "config", None)
-    if args.func is _cmd_run and isinstance(config, str) and "=" in config and not Path(config).exists():
+    optional_config = args.func in (_cmd_run, _cmd_preflight)
+    if optional_config and isinstance(config, str) and "=" in config and not Path(config).exists():
         # `vrft run grpo.max_steps=3`: no config given, only overrides of the default.
         args.config, args.overrides = DEFAULT_CONFIG, [config, *args.overrides]
     try:

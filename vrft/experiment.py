@@ -160,6 +160,9 @@ class PipelineConfig:
             ``data_mount`` (source paths then name files under it); empty: sources come from
             ``s3://`` only.
         data_mount: Where ``data_pvc`` is mounted.
+        gpu_memory: GiB of memory per GPU of the training and evaluation tasks: what
+            ``vrft preflight`` checks its per-rank memory estimate against (80: an A100/H100 80 GB;
+            an H200 has 141).
     """
 
     artifact_root: str = ""
@@ -184,6 +187,7 @@ class PipelineConfig:
     train_retries: int = 2
     data_pvc: str = ""
     data_mount: str = "/data"
+    gpu_memory: float = 80.0
 
     def validate(self) -> None:
         for name, value in (("artifact_root", self.artifact_root),):
@@ -199,6 +203,8 @@ class PipelineConfig:
             raise ConfigError(
                 f"pipeline.data_mount: an absolute path of its own (e.g. /data), got {self.data_mount!r}"
             )
+        if not self.gpu_memory > 0:
+            raise ConfigError(f"pipeline.gpu_memory: GiB per GPU, must be > 0, got {self.gpu_memory}")
         if self.train_nodes < 1:
             raise ConfigError(f"pipeline.train_nodes: must be >= 1, got {self.train_nodes}")
         if self.train_nodes > 1 and not self.shared_pvc:

@@ -7,21 +7,31 @@
 #                                  can be found) and run every stage CPU-sized (a narrow two-layer model
 #                                  of the same architecture) into .gpu-out/dry-run/
 #   bench/gpu/check.sh             on the GPU machine (a device call carrying .gpu-wheels)
+#   bench/gpu/check.sh --memory    on the GPU machine, a second call: the preflight's predicted vs
+#                                  measured peak memory of the 2B-shaped GRPO step (bench/bench_memory.py)
+#                                  at MEMORY_SETTINGS (G:checkpointing, default 8:on,4:on,8:off) into memory.json
+#   bench/gpu/check.sh --dry-run --memory   here: that stage alone, CPU-sized (nothing measured)
 #
 # Stage sizes and limits fit one 10-minute call (timeout_s 600): about 20 s to install, then at most
 # 30 + 240 + 160 + 120 s; override the sizes with GRPO_STEPS, EVAL_REQUESTS, EVAL_BATCH, EVAL_TOKENS.
+# --memory: about 20 s to install, then at most 30 + 480 s.
 # Each stage has its own time limit, and a failing stage does not stop the others.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$PWD
 MODE=device
-case "${1:-}" in
-  --dry-run) MODE=dry-run ;;
-  "") ;;
-  *) echo "usage: bench/gpu/check.sh [--dry-run]" >&2; exit 2 ;;
-esac
-OUT=${OUT:-$ROOT/.gpu-out/$MODE}
-mkdir -p "$OUT" && rm -f "$OUT"/{check.log,env.txt,stages.tsv,grpo.json,eval.json,gpu-tests.xml,summary.md}
+MEMORY=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) MODE=dry-run ;;
+    --memory) MEMORY=1 ;;
+    *) echo "usage: bench/gpu/check.sh [--dry-run] [--memory]" >&2; exit 2 ;;
+  esac
+done
+SUFFIX=""
+[[ $MEMORY == 1 ]] && SUFFIX=-memory
+OUT=${OUT:-$ROOT/.gpu-out/$MODE$SUFFIX}
+mkdir -p "$OUT" && rm -f "$OUT"/{check.log,env.txt,stages.tsv,grpo.json,eval.json,memory.json,gpu-tests.xml,summary.md}
 LOG=$OUT/check.log
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
@@ -49,6 +59,12 @@ if [[ $MODE == device ]]; then
   { nvidia-smi; $PY -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'; } >"$OUT/env.txt" 2>&1
   stage requirements 30 $PY bench/gpu/wheels.py check
   cat "$OUT/env.txt" >>"$LOG"
+  if [[ $MEMORY == 1 ]]; then
+    stage memory-2b 480 $PY bench/bench_memory.py --settings "${MEMORY_SETTINGS:-8:on,4:on,8:off}" --json "$OUT/memory.json"
+    "$PY" bench/gpu/summary.py "$OUT" | tee "$OUT/summary.md"
+    ! cut -f2 "$OUT/stages.tsv" | grep -qv '^0$'
+    exit
+  fi
   stage grpo-2b 240 $PY bench/bench_grpo.py --case qwen2-vl-2b --steps "${GRPO_STEPS:-3}" --json "$OUT/grpo.json"
   stage eval-2b 160 $PY bench/bench_eval.py --shaped-only --gpu-requests "${EVAL_REQUESTS:-32}" \
     --gpu-batch-size "${EVAL_BATCH:-16}" --gpu-max-new-tokens "${EVAL_TOKENS:-64}" --json "$OUT/eval.json"
@@ -56,6 +72,17 @@ if [[ $MODE == device ]]; then
 else
   PY=$ROOT/.venv/bin/python
   [[ -x $PY ]] || PY=python3
+  if [[ $MEMORY == 1 ]]; then
+    # The memory stage's path on the CPU: a narrow two-layer model of the same architecture; the
+    # wheel set and its checks are the plain dry run's.
+    "$PY" -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "(no CUDA: dry run)")' \
+      >"$OUT/env.txt" 2>&1
+    stage memory-2b 900 "$PY" bench/bench_memory.py --shape mini --settings 4:on,2:off --completion-tokens 8 \
+      --image-size 64 48 --max-pixels 12544 --json "$OUT/memory.json"
+    "$PY" bench/gpu/summary.py "$OUT" | tee "$OUT/summary.md"
+    ! cut -f2 "$OUT/stages.tsv" | grep -qv '^0$'
+    exit
+  fi
   stage wheel-set 600 "$PY" bench/gpu/wheels.py build
   # The machine's Python is 3.12: install the wheels there the way the device call does, over the
   # machine's recorded versions of what they need (torch-free: torch 2.11 for 3.12 is a GPU build here).

@@ -1,5 +1,6 @@
 """Summarise a bench/gpu/check.sh run from its output folder: each stage's exit status, the gpu tests'
-outcome, and the benchmark numbers as the rows of docs/training.md's and docs/evaluation.md's tables.
+outcome, and the benchmark numbers as the rows of docs/training.md's and docs/evaluation.md's tables
+(with ``--memory``: the preflight's predicted vs measured peak memory rows).
 
     python bench/gpu/summary.py OUT
 """
@@ -55,6 +56,23 @@ def eval_row(r: dict[str, Any]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def memory_row(r: dict[str, Any]) -> str:
+    def pair(predicted: Any, measured: Any) -> str:
+        return f"{fmt(predicted, '{:.2f}')} / {fmt(measured, '{:.2f}')}"
+
+    cells = [
+        f"{r['shape']} on {r['device']}, G {r['num_generations']}, checkpointing "
+        f"{'on' if r['gradient_checkpointing'] else 'off'}, {r['prompt_tokens']:,} + {r['max_completion_length']} tokens",
+        f"{r['predicted_gib']:.2f} GiB ({r['predicted_phase']})",
+        fmt(r["measured_gib"], "{:.2f} GiB"),
+        pair(r["predicted_rollout_gib"], r["measured_rollout_gib"]),
+        pair(r["predicted_train_gib"], r["measured_train_gib"]),
+        fmt(r["ratio"], "{:.2f}"),
+        "n/a" if r["within_20_percent"] is None else ("yes" if r["within_20_percent"] else "no"),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
 def tests_line(path: Path) -> str:
     if not path.is_file():
         return "gpu tests: no report"
@@ -77,12 +95,24 @@ def main(argv: list[str]) -> int:
     out = Path(argv[0])
     lines = ["## bench/gpu/check.sh", "", "| stage | exit | seconds |", "| --- | --- | --- |"]
     stages = out / "stages.tsv"
-    for row in stages.read_text().splitlines() if stages.is_file() else []:
-        lines.append("| " + " | ".join(row.split("\t")) + " |")
-    lines += ["", tests_line(out / "gpu-tests.xml"), "", "GRPO (docs/training.md):", ""]
-    lines += [grpo_row(r) for r in _load(out / "grpo.json")] or ["no GRPO result"]
-    lines += ["", "Evaluation (docs/evaluation.md):", ""]
-    lines += [eval_row(r) for r in _load(out / "eval.json")] or ["no evaluation result"]
+    rows = stages.read_text().splitlines() if stages.is_file() else []
+    lines += ["| " + " | ".join(row.split("\t")) + " |" for row in rows]
+    ran = {row.split("\t")[0] for row in rows}
+    memory_only = ran and "memory-2b" in ran and "grpo-2b" not in ran  # check.sh --memory
+    if not memory_only:
+        lines += ["", tests_line(out / "gpu-tests.xml"), "", "GRPO (docs/training.md):", ""]
+        lines += [grpo_row(r) for r in _load(out / "grpo.json")] or ["no GRPO result"]
+        lines += ["", "Evaluation (docs/evaluation.md):", ""]
+        lines += [eval_row(r) for r in _load(out / "eval.json")] or ["no evaluation result"]
+    if "memory-2b" in ran or (out / "memory.json").is_file():
+        lines += ["", "Preflight memory, predicted vs measured (docs/training.md):", ""]
+        memory = [memory_row(r) for r in _load(out / "memory.json")]
+        header = [
+            "| setting | predicted peak | measured peak | rollout predicted / measured GiB "
+            "| training predicted / measured GiB | ratio | within 20 % |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += header + memory if memory else ["no memory result"]
     print("\n".join(lines))
     return 0
 
