@@ -163,6 +163,23 @@ class ExperimentConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
+    def validate(self) -> None:
+        """What no single section can check: GRPO's batch arithmetic with the number of processes the
+        pipeline's training stage launches (``pipeline.train_resources.gpus`` × ``train_nodes``).
+
+        trl refuses a generation batch that is not whole groups of ``num_generations`` completions
+        only when GRPO starts — minutes into a run, after the dataset and the base evaluation; here
+        it is refused with the config. Each shot count of a sweep is checked with its own overrides
+        (:meth:`with_shots` validates the per-shot config).
+        """
+        from vrft.train.config import check_batch_divisibility
+
+        if self.experiment.shots:
+            for shots in self.experiment.shots:
+                self.with_shots(shots)
+        else:
+            check_batch_divisibility(self.grpo, self.pipeline.training_processes())
+
     def to_json(self) -> str:
         """The whole config as canonical one-line JSON: what components receive (a multi-line
         string would break the comment header of kfp's compiled YAML), stable for caching."""
