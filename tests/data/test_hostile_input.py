@@ -416,7 +416,7 @@ def test_cli_refuses_overlap_in_one_line(fx, capsys):
     before = _snapshot(fx.root / "coco")
     assert main(["dataset", "build", str(config), "-o", src["images"], "--overwrite"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "output is the train.images" in err, err
+    assert err.count("\n") == 1 and "output is the dataset.train.images" in err, err
     assert _snapshot(fx.root / "coco") == before
 
 

@@ -25,6 +25,4 @@ def verify_dataset(dataset_dir: str | Path) -> dict[str, Any]:
     try:
         return verify_manifest(path)
     except ManifestError as exc:
-        raise ManifestError(
-            f"{exc}: not the dataset `vrft dataset build` wrote; rebuild it (`vrft dataset build CONFIG -o {path}`)"
-        ) from None
+        raise ManifestError(f"{exc}; rebuild it with `vrft dataset build CONFIG -o {path}`") from None
