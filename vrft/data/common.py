@@ -138,6 +138,8 @@ def read_json(path: Path, show_progress: bool = False) -> Any:
         raise InvalidFileError(path, "", "", "file not found") from None
     except IsADirectoryError:
         raise InvalidFileError(path, "", "", "is a directory, expected a JSON file") from None
+    except OSError as exc:
+        raise InvalidFileError(path, "", "", f"cannot read ({exc.strerror or exc})") from None
     except json.JSONDecodeError as exc:
         raise InvalidFileError(
             path, f"line {exc.lineno} column {exc.colno}", "", f"not valid JSON ({exc.msg})"

@@ -38,13 +38,13 @@ Dtype = Literal["auto", "bfloat16", "float32"]
 
 logger = logging.getLogger(__name__)
 
-#: Weight files one of which a checkpoint directory must hold (sharded ones come with an index).
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
+#: What a checkpoint directory must hold, each as one of these files (sharded weights come with an
+#: index): without them loading fails with a message that names no file.
+_NEEDED_FILES = {
+    "weights": ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"),
+    "tokenizer": ("tokenizer.json", "vocab.json"),
+    "image processor settings": ("processor_config.json", "preprocessor_config.json"),
+}
 #: Text files of a checkpoint that tokenizers and processors decode as UTF-8.
 _TEXT_SUFFIXES = (".jinja", ".txt")
 #: A safetensors header larger than this is not a header (safetensors itself refuses above 100 MB).
@@ -126,10 +126,11 @@ def check_checkpoint(name_or_path: str | os.PathLike[str]) -> None:
 
     A hub id (not a local path) is left to ``from_pretrained``. A directory written by vrft's
     training carries a ``manifest.json``: every file is checked against it (size and SHA-256).
-    Any checkpoint directory must hold a readable ``config.json`` and weights; its JSON files must
-    parse, its text files decode, and each safetensors file's header must parse and cover the file
-    exactly — which is what a save cut short (or a copy interrupted) breaks, and what transformers
-    otherwise reports as a long traceback without the file's name.
+    Any checkpoint directory must hold a readable ``config.json``, weights, a tokenizer, the image
+    processor's settings and a chat template; its JSON files must parse, its text files decode, and
+    each safetensors file's header must parse and cover the file exactly — which is what a save cut
+    short (or a copy interrupted) breaks, and what transformers otherwise reports as a long
+    traceback without the file's name.
     """
     from vrft.io import MANIFEST_NAME, verify_manifest
 
@@ -144,8 +145,11 @@ def check_checkpoint(name_or_path: str | os.PathLike[str]) -> None:
         raise CheckpointError(
             f"{path / 'config.json'}: missing; a checkpoint directory holds config.json and weights"
         )
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise CheckpointError(f"{path}: no weights (expected {' or '.join(WEIGHT_FILES[:2])})")
+    for needed, names in _NEEDED_FILES.items():
+        if not any((path / name).is_file() for name in names):
+            raise CheckpointError(
+                f"{path / names[0]} (or {', '.join(names[1:])}): missing; a checkpoint needs its {needed}"
+            )
     for file in sorted(path.iterdir()):
         if not file.is_file():
             continue
@@ -160,6 +164,23 @@ def check_checkpoint(name_or_path: str | os.PathLike[str]) -> None:
                 _read(file).decode("utf-8")
             except UnicodeDecodeError:
                 raise CheckpointError(f"{file}: not UTF-8 text; the checkpoint is damaged") from None
+    if not _has_chat_template(path):
+        raise CheckpointError(
+            f"{path / 'chat_template.jinja'}: missing; a checkpoint needs its chat template (every prompt "
+            "is rendered with it): chat_template.jinja, chat_template.json or a chat_template entry in "
+            "tokenizer_config.json"
+        )
+
+
+def _has_chat_template(path: Path) -> bool:
+    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+        return True
+    for name in ("tokenizer_config.json", "processor_config.json", "preprocessor_config.json"):
+        if (path / name).is_file():
+            data = json.loads(_read(path / name).decode("utf-8"))
+            if isinstance(data, dict) and data.get("chat_template"):
+                return True
+    return False
 
 
 class _ImageOnlyMixin:
@@ -241,6 +262,7 @@ def load_processor(
     every image processor call, which is deprecated.
     """
     processor = _stock_or_image_only(name_or_path, trust_remote_code)
+    _check_chat_template(processor, name_or_path)
     if min_pixels is not None or max_pixels is not None:
         size = dict(processor.image_processor.size)
         size["shortest_edge"] = min_pixels if min_pixels is not None else size["shortest_edge"]
@@ -249,6 +271,23 @@ def load_processor(
             raise ValueError(f"min_pixels {size['shortest_edge']} exceeds max_pixels {size['longest_edge']}")
         processor.image_processor.size = SizeDict(**size)
     return processor
+
+
+def _check_chat_template(processor: ProcessorMixin, name_or_path: str | os.PathLike[str]) -> None:
+    """Render one prompt now: a damaged or empty template fails here, naming its file, rather than
+    inside a trainer or the first evaluation batch."""
+    probe = [{"role": "user", "content": [{"type": "text", "text": "?"}]}]
+    try:
+        processor.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # noqa: BLE001 - jinja2's errors, or ValueError for no template at all
+        path = Path(name_or_path)
+        names = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+        where = next((path / n for n in names if (path / n).is_file()), f"{name_or_path} (its chat template)")
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(
+            f"{where}: the chat template does not render a prompt ({type(exc).__name__}: {first}); "
+            "the checkpoint is damaged"
+        ) from None
 
 
 def _stock_or_image_only(name_or_path: str | os.PathLike[str], trust_remote_code: bool) -> ProcessorMixin:

@@ -33,7 +33,7 @@ def evaluation_record(directory: str | Path, source: str = "") -> RunRecord:
     try:
         verify_manifest(directory)  # what the evaluation wrote, unchanged since
     except ManifestError as exc:
-        raise ManifestError(f"{exc}: not the evaluation `vrft evaluate` wrote") from None
+        raise ManifestError(f"{exc}; {directory} is not what `vrft evaluate` wrote: evaluate again") from None
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
         result = _Summary(summary)
