@@ -62,9 +62,10 @@ def run(
         data_dir = stage.fetch(dataset, "dataset")
         model = stage.config.model.materialized()
         if checkpoint is not None:
-            # A trained checkpoint keeps the base model's family and resolution settings.
+            # A trained checkpoint keeps the base model's resolution settings; its family is its own
+            # (a family set in the config must agree with it: evaluate_checkpoint refuses otherwise).
             trained = stage.fetch(checkpoint, "checkpoint") / "final"
-            model = replace(model, name_or_path=str(trained), family=model.resolved_family())
+            model = replace(model, name_or_path=str(trained))
         gate_dir = stage.fetch(gate, "gate") if gate is not None else None
         context = {**stage.tags(method=label), "run_id": stage.run_id}
         if label != "base":  # the training seed: repeats over experiment.seeds differ only here

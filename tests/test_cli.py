@@ -1,6 +1,7 @@
 """The command line: help lists every command; errors are one line; small commands work."""
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -8,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from vrft.cli import main
+from vrft.io import write_manifest
 
 COMMANDS = [
     "run",
@@ -183,3 +187,161 @@ def test_run_without_a_config_uses_the_packaged_default_from_any_directory(tmp_p
     assert seen[0].experiment.name == "default" and seen[0].grpo.max_steps == 3
     packaged = Path(vrft.__file__).parent / "resources" / "default.yaml"
     assert (Path(__file__).parents[1] / "configs" / "default.yaml").resolve() == packaged.resolve()
+
+
+# -- every failure one line (issue 21) -------------------------------------------------------------
+
+DEFAULT = str(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
+
+
+def _one_line(err: str, command: str) -> str:
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"vrft {command}: error: "), err
+    return lines[0]
+
+
+def test_prompt_refuses_image_sizes_that_are_not_positive(capsys):
+    argv = ["prompt", "detection", "category=cat", "--family", "qwen2_5_vl", "--width", "-5", "--height", "0"]
+    assert main(argv) == 1
+    assert "--width -5: an image side is a whole number of pixels" in _one_line(
+        capsys.readouterr().err, "prompt"
+    )
+
+
+def test_a_plugin_reward_that_returns_or_raises_the_wrong_thing_is_one_line(capsys):
+    assert main(["reward", "builtins:print", "hi"]) == 1
+    line = _one_line(capsys.readouterr().err, "reward")
+    assert "reward builtins:print: returned None; a reward returns a list of one finite number" in line
+    assert main(["reward", "builtins:print", "hi", "x=1"]) == 1
+    line = _one_line(capsys.readouterr().err, "reward")
+    assert "reward builtins:print: raised TypeError: 'x' is an invalid keyword argument" in line
+
+
+def test_an_unexpected_error_is_one_line_with_its_type(capsys, monkeypatch):
+    import vrft.cli
+
+    def broken(args):
+        raise RuntimeError("first line\nsecond line")
+
+    monkeypatch.setattr(vrft.cli, "_cmd_prompt", broken)
+    assert main(["prompt", "existence", "category=cat"]) == 1
+    line = _one_line(capsys.readouterr().err, "prompt")
+    assert (
+        "RuntimeError: first line | second line (unexpected; `vrft --debug prompt ...` shows where)" in line
+    )
+
+
+def test_a_closed_standard_output_ends_the_command_quietly():
+    """`vrft up | head -1`: the reader went away; no "Broken pipe", no failure."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "vrft.cli", "prompt", "existence", "category=cat"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_an_argument_that_is_not_utf8_is_one_line_naming_it(tmp_path, capsys):
+    name = str(tmp_path / b"caf\xe9.yaml".decode("utf-8", "surrogateescape"))
+    assert main(["dataset", "build", name, "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vrft: error: argument '") and "caf\\xe9.yaml' is not UTF-8 text" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        ("{tmp}/plain", "a plain path or file:// is MLflow's file store"),
+        ("gopher://x", "not an MLflow tracking URI"),
+        ("sqlite:///{tmp}/missing.db", "no MLflow store at"),
+        ("http://127.0.0.1:{port}", "no MLflow server answers there"),
+    ],
+    ids=["plain path", "unknown scheme", "missing sqlite file", "dead server"],
+)
+def test_report_on_a_tracking_uri_it_cannot_read_is_one_line_and_creates_nothing(
+    tmp_path, capsys, uri, words
+):
+    import socket
+
+    with socket.socket() as closed:  # bound but never listening: connections to it are refused
+        closed.bind(("127.0.0.1", 0))
+        uri = uri.format(tmp=tmp_path, port=closed.getsockname()[1])
+        assert main(["report", DEFAULT, "-o", str(tmp_path / "report"), "--tracking-uri", uri]) == 1
+    assert f"--tracking-uri {uri}: {words}" in _one_line(capsys.readouterr().err, "report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _evaluation(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    summary = {
+        "format": "vrft.evaluation/1",
+        "label": "base",
+        "task": "classification",
+        "metrics": {"accuracy": 0.5},
+    }
+    (directory / "metrics.json").write_text(json.dumps(summary))
+    (directory / "predictions.jsonl").write_text("{}\n")
+    write_manifest(directory, {"format": "vrft.evaluation/1"})
+    return directory
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_report_never_writes_over_its_own_evaluations(tmp_path, capsys):
+    evaluation = _evaluation(tmp_path / "ev")
+    before = _tree(tmp_path)
+    argv = ["report", DEFAULT, "-o", str(evaluation), "--evaluations", str(evaluation), "--overwrite"]
+    assert main(argv) == 1
+    assert "output is the evaluations[0]" in _one_line(capsys.readouterr().err, "report")
+    assert _tree(tmp_path) == before
+
+
+def test_dataset_build_keeps_its_config_and_files_it_did_not_write(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VRFT_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    (folder / "exp.yaml").write_text(Path(DEFAULT).read_text())
+    (folder / "unrelated.txt").write_text("mine")
+    assert main(["dataset", "build", str(folder / "exp.yaml"), "-o", str(folder), "--overwrite"]) == 1
+    assert "output contains the config file" in _one_line(capsys.readouterr().err, "dataset")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "unrelated.txt").write_text("mine")
+    assert main(["dataset", "build", str(folder / "exp.yaml"), "-o", str(other), "--overwrite"]) == 1
+    line = _one_line(capsys.readouterr().err, "dataset")
+    assert "--overwrite replaces only an earlier dataset written by vrft, and this holds other files" in line
+    assert sorted(p.name for p in folder.iterdir()) == ["exp.yaml", "unrelated.txt"]
+    assert (other / "unrelated.txt").read_text() == "mine" and len(list(other.iterdir())) == 1
+
+
+def test_an_indivisible_grpo_batch_stops_vrft_run_before_any_service(tmp_path, capsys, monkeypatch):
+    from vrft.services import LocalServices
+
+    def refuse(self, **kwargs):
+        raise AssertionError("services would have started")
+
+    monkeypatch.setattr(LocalServices, "start", refuse)
+    assert main(["run", DEFAULT, "grpo.num_generations=3", "--state-dir", str(tmp_path / "state")]) == 1
+    line = _one_line(capsys.readouterr().err, "run")
+    assert "grpo: the generation batch (per_device_train_batch_size 8" in line and "num_generations 3" in line
+    assert not (tmp_path / "state").exists()
+
+
+def test_credentials_that_are_not_a_credentials_file_are_one_line_naming_it(tmp_path, capsys):
+    services = tmp_path / "services"
+    services.mkdir()
+    (services / "aws-credentials").write_text("garbage\n")
+    assert main(["up", "--state-dir", str(tmp_path)]) == 1
+    assert str(services / "aws-credentials") in _one_line(capsys.readouterr().err, "up")
+    assert not (services / "services.json").exists()

@@ -1,10 +1,12 @@
 """The stage commands one after another, as a user runs them by hand, tracked in a local MLflow store."""
 
+import json
 from pathlib import Path
 
 import pytest
 
 from vrft.cli import main
+from vrft.models.tiny import build_tiny_model
 
 pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +98,73 @@ def test_a_failing_train_command_ends_its_mlflow_run_failed(tmp_path, monkeypatc
     ]
     assert "missing" in runs[0].data.tags["error"]
     assert runs[0].data.params["grpo.max_steps"] == "2"
+
+
+# -- `vrft evaluate -m`: names as configs take them, the checkpoint's own family, damage named (issue 21)
+
+
+@pytest.fixture(scope="module")
+def colours_dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("colours")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VRFT_CACHE_DIR", str(root / "cache"))
+        assert (
+            main(
+                ["dataset", "build", str(ROOT / "configs" / "default.yaml"), "-o", str(root / "data"), *FAST]
+            )
+            == 0
+        )
+    return root / "data"
+
+
+def _evaluate(config_overrides, checkpoint, dataset, out) -> list[str]:
+    return [
+        "evaluate",
+        str(ROOT / "configs" / "default.yaml"),
+        "-d",
+        str(dataset),
+        "-m",
+        str(checkpoint),
+        "-o",
+        str(out),
+        "evaluate.max_eval_images=1",
+        *config_overrides,
+    ]
+
+
+def _error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    (line,) = err.split("\r")[-1].strip().splitlines()
+    assert line.startswith("vrft evaluate: error: "), err
+    return line
+
+
+def test_evaluate_takes_a_tiny_model_by_the_name_configs_use(colours_dataset, tmp_path, capsys):
+    assert main(_evaluate([], "tiny://qwen2_vl-colours", colours_dataset, tmp_path / "eval")) == 0
+    model = json.loads((tmp_path / "eval" / "metrics.json").read_text())["model"]
+    assert model["name_or_path"].endswith("tiny-qwen2_vl-colours") and model["family"] == "qwen2_vl"
+
+
+def test_a_checkpoint_is_scored_in_its_own_family_or_refused(colours_dataset, tmp_path, capsys):
+    """A Qwen2.5-VL checkpoint with the default (Qwen2-VL) config: its own convention, not the config's."""
+    checkpoint = build_tiny_model(tmp_path / "q25", family="qwen2_5_vl")
+    assert main(_evaluate([], checkpoint, colours_dataset, tmp_path / "eval")) == 0
+    model = json.loads((tmp_path / "eval" / "metrics.json").read_text())["model"]
+    assert (model["family"], model["convention"]) == ("qwen2_5_vl", "resized_absolute")
+    capsys.readouterr()
+    assert main(_evaluate(["model.family=qwen2_vl"], checkpoint, colours_dataset, tmp_path / "refused")) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert f"model.family: 'qwen2_vl', but the checkpoint {checkpoint} is a 'qwen2_5_vl' model" in line
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_checkpoint_cut_short_is_one_line_naming_its_file(colours_dataset, tmp_path, capsys):
+    checkpoint = build_tiny_model(tmp_path / "cut", family="qwen2_vl")
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:20000])  # what a save killed mid-write leaves
+    capsys.readouterr()
+    assert main(_evaluate([], checkpoint, colours_dataset, tmp_path / "eval")) == 1
+    assert f"{weights}: truncated or padded" in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "eval").exists()
+    assert main(_evaluate([], tmp_path / "no" / "such" / "dir", colours_dataset, tmp_path / "eval")) == 1
+    assert "no such checkpoint directory" in _error_line(capsys.readouterr().err)

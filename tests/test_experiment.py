@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from vrft.config import ConfigError, apply_overrides, field_docs
 from vrft.experiment import ExperimentConfig, experiment_from_json, load_experiment
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 PAPER_TABLES = {
     "cls_flowers102": "table2",
     "cls_pets37": "table2",
@@ -140,3 +141,25 @@ def test_equal_configs_have_equal_digests_whatever_the_route(tmp_path):
         assert config == direct and config.digest() == direct.digest()
         assert all(stage_config_json(config, s) == stage_config_json(direct, s) for s in STAGE_SECTIONS)
     assert load_experiment(default, ["grpo.max_steps=4"]).digest() != direct.digest()
+
+
+def test_a_grpo_batch_that_is_not_whole_groups_is_refused_with_the_config():
+    """trl refuses it only when GRPO starts, minutes into a run (issue 21): the config load refuses it."""
+    config = str(ROOT / "configs" / "default.yaml")
+    with pytest.raises(
+        ConfigError,
+        match=r"default.yaml: grpo: the generation batch .* = 8 completions\) must be divisible by num_generations 3",
+    ):
+        load_experiment(config, ["grpo.num_generations=3"])
+    # With the processes the pipeline launches: 8 x 1 x 3 GPUs = 24 completions are whole groups of 3.
+    load_experiment(config, ["grpo.num_generations=3", "pipeline.train_resources.gpus=3"])
+
+
+def test_each_shot_count_of_a_sweep_is_checked_with_its_own_overrides():
+    config = str(ROOT / "configs" / "default.yaml")
+    sweep = ["experiment.shots=[1,2]", "grpo.num_generations=3", "grpo.gradient_accumulation_steps=3"]
+    load_experiment(config, sweep)
+    with pytest.raises(ConfigError, match=r"shots 2: grpo: the generation batch"):
+        load_experiment(
+            config, [*sweep, "experiment.shot_overrides={2: [grpo.gradient_accumulation_steps=1]}"]
+        )

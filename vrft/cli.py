@@ -8,6 +8,7 @@ Every stage command calls the same library function as the Kubeflow component of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -34,6 +35,40 @@ def _experiment(args: argparse.Namespace):
     return load_experiment(args.config, args.overrides)
 
 
+def _check_outputs(
+    args: argparse.Namespace,
+    config,
+    output: Path | str | None,
+    *,
+    kind: str = "",
+    checkpoint: Path | str | None = None,
+    tracking_uri: str = "",
+) -> None:
+    """Refuse the command's output where it would replace one of its inputs (see :mod:`vrft.inputs`),
+    before anything is read or written; every command that writes goes through here."""
+    from vrft.inputs import check_outputs, command_inputs
+
+    if output is None:
+        return
+    inputs = command_inputs(
+        getattr(args, "config", None),
+        config,
+        dataset=getattr(args, "dataset", None),
+        checkpoint=checkpoint,
+        gate=getattr(args, "gate", None),
+        evaluations=getattr(args, "evaluations", None) or (),
+        tracking_uri=tracking_uri,
+    )
+    check_outputs(output, inputs, overwrite=getattr(args, "overwrite", False), kind=kind)
+
+
+def _check_tracking_environment() -> None:
+    """A command that logs to ``MLFLOW_TRACKING_URI`` checks it before its work, not at its first log."""
+    from vrft.inputs import check_tracking_uri
+
+    check_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", ""), what="MLFLOW_TRACKING_URI")
+
+
 def _cmd_tiny_model(args: argparse.Namespace) -> int:
     from vrft.models.tiny import build_tiny_model
 
@@ -45,6 +80,7 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
     from vrft.data.build import build_dataset
 
     config = _experiment(args)
+    _check_outputs(args, config, args.output_dir, kind="dataset")
     result = build_dataset(config.dataset, args.output_dir, overwrite=args.overwrite)
     counts = ", ".join(f"{split}: {n}" for split, n in result.num_rows.items())
     print(f"{result.output_dir} ({counts})")
@@ -58,6 +94,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from vrft.train.callbacks import MLFLOW_RUN_FILE
 
     config = _experiment(args)
+    _check_outputs(args, config, args.output_dir)
+    _check_tracking_environment()
     method = args.train_command
     train = {"grpo": train_grpo, "sft": train_sft}[method]
     if args.tracking_run_id:  # launched by a pipeline stage: its processes log into the stage's MLflow run
@@ -117,11 +155,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vrft.paper_mode import training_objective
 
     config = _experiment(args)
+    checkpoint = _checkpoint_argument(args.checkpoint)
+    _check_outputs(args, config, args.output_dir, kind="evaluation", checkpoint=checkpoint)
+    _check_tracking_environment()
     model = config.model.materialized()
-    if args.checkpoint:
-        model = replace(
-            model, name_or_path=str(args.checkpoint), family=model.family or model.resolved_family()
-        )
+    if checkpoint is not None:
+        # The checkpoint's own family decides how its boxes are read; a family set in the config
+        # must agree with it (evaluate_checkpoint refuses a contradiction in one line).
+        model = replace(model, name_or_path=str(checkpoint))
     context = {
         "config": config.experiment.name,
         "model": config.model.name_or_path,
@@ -171,26 +212,64 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_argument(value: str | None) -> Path | None:
+    """``-m``: a model directory, or a ``tiny://`` name as configs accept it (resolved to its directory)."""
+    from vrft.models.config import TINY_SCHEME, ModelConfig
+
+    if not value:
+        return None
+    if value.startswith(TINY_SCHEME):
+        return Path(ModelConfig(name_or_path=value).materialized().name_or_path)
+    path = Path(value)
+    if not path.exists() and (value.count("/") > 1 or value.startswith(("/", ".", "~"))):
+        raise CommandError(f"-m {value}: no such checkpoint directory")
+    return path
+
+
+@contextlib.contextmanager
+def _bounded_mlflow_http():
+    """MLflow retries a failing HTTP request for minutes by default; a report gives up within one."""
+    bounds = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+    previous = {key: os.environ.get(key) for key in bounds}
+    for key, value in bounds.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
+    from vrft.inputs import check_tracking_uri
     from vrft.report import build_report
 
     config = _experiment(args)
-    tracking_uri = (
-        args.tracking_uri or config.pipeline.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    sources = (
+        ("--tracking-uri", args.tracking_uri),
+        ("pipeline.tracking_uri", config.pipeline.tracking_uri),
+        ("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", "")),
     )
+    given_by, tracking_uri = next(((what, uri) for what, uri in sources if uri), ("", ""))
     if not tracking_uri and not args.evaluations:
         raise CommandError(
             "the report reads MLflow runs: pass --tracking-uri or set MLFLOW_TRACKING_URI "
             "(or name the evaluation directories with --evaluations)"
         )
-    result = build_report(
-        config.report,
-        args.output_dir,
-        tracking_uri=tracking_uri,
-        experiment=args.experiment or config.experiment.name,
-        overwrite=args.overwrite,
-        evaluations=args.evaluations or None,
-    )
+    _check_outputs(args, config, args.output_dir, kind="report", tracking_uri=tracking_uri)
+    check_tracking_uri(tracking_uri, what=given_by, must_exist=True)
+    with _bounded_mlflow_http():
+        result = build_report(
+            config.report,
+            args.output_dir,
+            tracking_uri=tracking_uri,
+            experiment=args.experiment or config.experiment.name,
+            overwrite=args.overwrite,
+            evaluations=args.evaluations or None,
+        )
     print(result.html)
     print(result.markdown)
     flagged = len(result.regression_summary.get("regressions", []))
@@ -230,6 +309,8 @@ def _preflight(args: argparse.Namespace) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from vrft.pipelines.local import run_local, summary
 
+    if args.output_dir:
+        _check_outputs(args, _experiment(args), args.output_dir)
     _preflight(args)
     result = run_local(
         args.config, args.overrides, state_dir=args.state_dir, output_dir=args.output_dir, runner=args.runner
@@ -257,6 +338,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
 def _cmd_compile(args: argparse.Namespace) -> int:
     from vrft.pipelines.dag import compile_pipeline
 
+    _check_outputs(args, _experiment(args), args.output)
     print(compile_pipeline(args.config, args.output, args.overrides, target=args.target))
     return 0
 
@@ -345,13 +427,41 @@ def _cmd_reward(args: argparse.Namespace) -> int:
     if isinstance(reward, Reward):
         result = reward.breakdown([text], **columns)[0].as_dict()
     else:
-        result = {"overall": reward([text], **columns)[0]}
+        result = {"overall": _plugin_score(args.name, reward, text, columns)}
     print(json.dumps(result))
     return 0
 
 
+def _plugin_score(name: str, reward, text: str, columns: dict) -> float:
+    """Call a plugin reward as trl does (``f(completions, **columns) -> list[float]``); what it raises
+    or returns instead is the plugin's fault, said in one line."""
+    import math
+
+    if not callable(reward):
+        raise CommandError(f"reward {name}: {type(reward).__name__} is not callable")
+    try:
+        scores = reward([text], **columns)
+    except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CommandError(f"reward {name}: raised {type(exc).__name__}: {first}") from None
+    valid = isinstance(scores, (list, tuple)) and len(scores) == 1
+    score = scores[0] if valid else None
+    if not (isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)):
+        raise CommandError(
+            f"reward {name}: returned {_short(scores)}; a reward returns a list of one finite number "
+            "per completion"
+        )
+    return float(score)
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _cmd_prompt(args: argparse.Namespace) -> int:
     from vrft.config import parse_override
+    from vrft.data.common import MAX_IMAGE_SIDE
     from vrft.models.coords import BoxConvention
     from vrft.prompts import render_prompt
 
@@ -359,6 +469,11 @@ def _cmd_prompt(args: argparse.Namespace) -> int:
     for item in args.value:
         keys, value = parse_override(item)
         values[".".join(keys)] = str(value)
+    for flag, value in (("--width", args.width), ("--height", args.height)):
+        if value is not None and not 0 < value <= MAX_IMAGE_SIDE:
+            raise CommandError(
+                f"{flag} {value}: an image side is a whole number of pixels from 1 to {MAX_IMAGE_SIDE}"
+            )
     convention = BoxConvention.for_family(args.family)
     print(render_prompt(args.name, convention=convention, width=args.width, height=args.height, **values))
     return 0
@@ -460,7 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
     build = dataset_sub.add_parser("build", help="build the train/eval sets of one experiment")
     _config_args(build)
     build.add_argument("-o", "--output-dir", type=Path, required=True)
-    build.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    build.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier dataset (never an input, nor other files)",
+    )
     build.set_defaults(func=_cmd_dataset_build)
 
     train = sub.add_parser("train", help="stages 2 and 3: GRPO training and the SFT baseline")
@@ -495,7 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("-o", "--output-dir", type=Path, required=True)
     evaluate.add_argument(
-        "-m", "--checkpoint", type=Path, help="a trained model directory (default: the config's base model)"
+        "-m",
+        "--checkpoint",
+        help="a trained model directory, or a tiny:// model as configs name it (default: the config's "
+        "base model)",
     )
     evaluate.add_argument(
         "--label", default="base", choices=["base", "sft", "rft"], help="what the checkpoint is"
@@ -505,7 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="existence_gated: the base evaluation's directory (its gate.json), shared by every checkpoint",
     )
-    evaluate.add_argument("--overwrite", action="store_true")
+    evaluate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier evaluation (never an input, nor other files)",
+    )
     evaluate.set_defaults(func=_cmd_evaluate)
 
     report = sub.add_parser(
@@ -529,7 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(MLflow then only for the regression history); default: the experiment's MLflow runs",
     )
     report.add_argument("--fail-on-regression", action="store_true", help="exit 3 when a metric regressed")
-    report.add_argument("--overwrite", action="store_true")
+    report.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier report (never an input, nor other files)"
+    )
     report.set_defaults(func=_cmd_report)
 
     up = sub.add_parser("up", help="start the local S3 and MLflow services and keep them running")
@@ -649,9 +777,62 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
+#: The longest error line printed; the rest of a runaway message (a library's page of text) is cut.
+MAX_ERROR_CHARS = 1000
+
+
+def one_line(message: object) -> str:
+    """An error message as one line: its lines joined, cut at :data:`MAX_ERROR_CHARS`.
+
+    >>> one_line("File contains no section headers.\\nfile: 'creds', line: 1\\n")
+    "File contains no section headers. | file: 'creds', line: 1"
+    """
+    text = " | ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on it)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a non-file (captured in tests)
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's last flush has nowhere to fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def _not_utf8(argv: Sequence[str]) -> str | None:
+    """The first argument that is not UTF-8 text (bytes of another encoding), shown escaped."""
+    for item in argv:
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:
+            return item.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    bad = _not_utf8(argv)
+    if bad is not None:
+        # Paths end up in UTF-8 manifests, logs and MLflow; a codec error later would name nothing.
+        print(
+            f"vrft: error: argument '{bad}' is not UTF-8 text; rename the file or directory", file=sys.stderr
+        )
+        return 1
     # --debug is accepted anywhere on the line (`vrft run --debug`), not only before the command.
     debug_flag = "--debug" in argv[1:]
     argv = [argv[0], *(item for item in argv[1:] if item != "--debug")] if argv else argv
@@ -684,12 +865,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `vrft run grpo.max_steps=3`: no config given, only overrides of the default.
         args.config, args.overrides = DEFAULT_CONFIG, [config, *args.overrides]
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away (`vrft up | head -1`) shows here, not at exit
+        return code
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # another pipe (a child's): an error like any other
+            print(f"vrft {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+        _discard_stdout()  # the reader has what it wanted: nothing to report
+        return 0
     except _known_errors() as exc:
         if debug:
             traceback.print_exc()
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"vrft {args.command}: error: {message}", file=sys.stderr)
+        print(f"vrft {args.command}: error: {one_line(message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if debug:
@@ -701,6 +890,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"vrft {args.command}: terminated by signal {exc.signum}", file=sys.stderr)
         return 128 + exc.signum
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        if debug:
+            traceback.print_exc()
+        print(
+            f"vrft {args.command}: error: {type(exc).__name__}: {one_line(exc)} "
+            f"(unexpected; `vrft --debug {args.command} ...` shows where)",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)

@@ -255,9 +255,25 @@ class ExperimentConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def validate(self) -> None:
+        """Paper mode's values (:func:`vrft.paper_mode.apply_paper_mode`), then what no single section
+        can check: GRPO's batch arithmetic with the number of processes the
+        pipeline's training stage launches (``pipeline.train_resources.gpus`` × ``train_nodes``).
+
+        trl refuses a generation batch that is not whole groups of ``num_generations`` completions
+        only when GRPO starts — minutes into a run, after the dataset and the base evaluation; here
+        it is refused with the config. Each shot count of a sweep is checked with its own overrides
+        (:meth:`with_shots` validates the per-shot config).
+        """
         from vrft.paper_mode import apply_paper_mode
+        from vrft.train.config import check_batch_divisibility
 
         apply_paper_mode(self)
+
+        if self.experiment.shots:
+            for shots in self.experiment.shots:
+                self.with_shots(shots)
+        else:
+            check_batch_divisibility(self.grpo, self.pipeline.training_processes())
 
     def to_json(self) -> str:
         """The whole config as canonical one-line JSON: what components receive (a multi-line

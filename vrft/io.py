@@ -303,6 +303,8 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ManifestError(f"{path}: missing") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from None
     except RecursionError:
@@ -337,7 +339,10 @@ def verify_manifest(directory: str | Path) -> dict[str, Any]:
             raise ManifestError(
                 f"{where}: file {rel!r}: size differs (recorded {entry.get('size')}, found {size})"
             )
-        digest = sha256_file(path)
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            raise ManifestError(f"{where}: file {rel!r}: cannot read ({exc.strerror or exc})") from None
         if digest != entry.get("sha256"):
             raise ManifestError(
                 f"{where}: file {rel!r}: SHA-256 differs (recorded {str(entry.get('sha256'))[:8]}..., "

@@ -416,7 +416,7 @@ def test_cli_refuses_overlap_in_one_line(fx, capsys):
     before = _snapshot(fx.root / "coco")
     assert main(["dataset", "build", str(config), "-o", src["images"], "--overwrite"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "output is the train.images" in err, err
+    assert err.count("\n") == 1 and "output is the dataset.train.images" in err, err
     assert _snapshot(fx.root / "coco") == before
 
 
@@ -485,3 +485,71 @@ def test_cli_bad_input_is_one_line_exit_1_and_nothing_written(fx, capsys, case):
     line = err.split("\r")[-1]  # after any progress bar (tqdm redraws with carriage returns)
     assert line.startswith("vrft dataset: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert fx.leftovers() == []
+
+
+# -- found at build time, not at evaluation (issue 21) ----------------------------------------------
+
+
+def test_an_image_too_thin_for_the_model_is_refused_naming_it(fx):
+    root, other = fx.root / "folder", fx.root / "other"
+    for directory in (root, other):
+        for name in ("a", "b"):
+            fx.image(directory / "cat" / f"{name}.png")
+            fx.image(directory / "dog" / f"{name}.png")
+    fx.image(other / "dog" / "thin.png", (600, 2))  # Qwen-VL's processor refuses ratios above 200
+    with pytest.raises(ImageFileError) as info:
+        fx.build(
+            train={"kind": "image_folder", "path": str(root)},
+            eval={"kind": "image_folder", "path": str(other)},
+            noun="pet",
+            shots=1,
+        )
+    _check(info.value, str(other), "dog/thin.png", "width/height", "more than 200 times its short side")
+    assert fx.leftovers() == []
+
+
+def test_a_coco_image_record_too_thin_is_refused_even_without_reading_images(fx):
+    data = fx.tiny()
+    data["images"][0].update(width=600, height=2)
+    for ann in data["annotations"]:
+        if ann["image_id"] == 1:
+            ann["bbox"] = [1, 0, 5, 1]
+    src = fx.coco(data, write_images=False)
+    with pytest.raises(ImageFileError) as info:
+        fx.build(train=src, categories=["cat", "dog"], shots=1, load_images=False, verify_images=False)
+    _check(info.value, src["annotations"], "images[0] (id 1)", "width/height", "600x2")
+
+
+NOT_UTF8 = b"caf\xe9.png".decode("utf-8", "surrogateescape")  # a Latin-1 name, as the OS hands it over
+
+
+def test_a_file_name_that_is_not_utf8_is_named_in_an_image_folder_and_lisa(fx):
+    root = fx.root / "folder"
+    for name in ("a", "b"):
+        fx.image(root / "cat" / f"{name}.png")
+        fx.image(root / "dog" / f"{name}.png")
+    fx.image(root / "cat" / NOT_UTF8)
+    with pytest.raises(InvalidValueError) as info:
+        fx.build(train={"kind": "image_folder", "path": str(root)}, noun="pet", shots=1)
+    _check(info.value, str(root), "", "file", "file name 'cat/caf\\xe9.png' is not UTF-8")
+    lisa = fx.root / "lisa"
+    fx.image(lisa / NOT_UTF8)
+    (lisa / "a.json").write_text(
+        json.dumps({"text": "x", "shapes": [{"label": "t", "points": [[1, 1], [5, 5]]}]})
+    )
+    with pytest.raises(InvalidValueError) as info:
+        fx.build(train={"kind": "lisa", "path": str(lisa)}, shots=1)
+    _check(info.value, str(lisa), "", "file", "file name 'caf\\xe9.png' is not UTF-8")
+    assert fx.leftovers() == []
+
+
+def test_coco_annotations_without_area_get_their_box_area_in_the_evaluation_ground_truth(fx):
+    data = fx.tiny()
+    for ann in data["annotations"]:
+        ann.pop("area")
+    src = fx.coco(data)
+    result = fx.build(train=src, categories=["cat", "dog"], shots=1)
+    truth = json.loads((result.output_dir / "eval_ground_truth.json").read_text())
+    assert truth["annotations"] and all(
+        a["area"] == a["bbox"][2] * a["bbox"][3] for a in truth["annotations"]
+    )

@@ -283,3 +283,22 @@ def test_config_section_and_validation(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             from_dict(EvaluateConfig, bad)
+
+
+def test_a_family_that_contradicts_the_checkpoint_is_refused_before_anything_is_read(
+    tiny_qwen25: ModelConfig, classification_dataset: Path, tmp_path: Path
+) -> None:
+    """A Qwen2.5-VL checkpoint scored as Qwen2-VL would misread every box (issue 21); the pipeline's
+    evaluate stage and `vrft evaluate` both come through here."""
+    from dataclasses import replace
+
+    with pytest.raises(
+        ConfigError, match=r"model.family: 'qwen2_vl', but the checkpoint .* is a 'qwen2_5_vl' model"
+    ):
+        evaluate_checkpoint(
+            _config(),
+            classification_dataset,
+            tmp_path / "eval",
+            model=replace(tiny_qwen25, family="qwen2_vl"),
+        )
+    assert not (tmp_path / "eval").exists()

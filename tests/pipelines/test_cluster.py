@@ -14,6 +14,7 @@ from vrft.components.runtime import RUN_ID_ENV, WORK_DIR_ENV, iteration_key, sta
 from vrft.config import ConfigError
 from vrft.data.build import resolve_plan
 from vrft.experiment import load_experiment
+from vrft.io import write_manifest
 from vrft.pipelines import kfp_client
 from vrft.pipelines.dag import (
     CACHE_ENV,
@@ -279,6 +280,7 @@ def _fake_dataset(path: Path, rows: int, task: str) -> Path:
     )
     split = datasets.Dataset.from_dict(data, features=None).cast_column("image", datasets.Image())
     datasets.DatasetDict({"train": split}).save_to_disk(str(path))
+    write_manifest(path)  # training checks every file against it, as `vrft dataset build` writes it
     return path
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from vrft.config import ConfigError
 from vrft.data.schema import features
+from vrft.io import write_manifest
 from vrft.models.coords import BoxConvention
 from vrft.rewards import resolve_reward
 from vrft.tasks import prompt_text, target_answer
@@ -45,6 +46,7 @@ def save(tmp_path: Path, rows: list[dict[str, Any]], *, embed_images: bool = Tru
     schema = features(embed_images=embed_images)
     split = datasets.Dataset.from_dict({name: [r[name] for r in rows] for name in schema}, features=schema)
     datasets.DatasetDict({"train": split, "eval": split}).save_to_disk(str(tmp_path / "dataset"))
+    write_manifest(tmp_path / "dataset")  # training checks every file against it
     return tmp_path / "dataset"
 
 

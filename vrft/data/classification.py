@@ -24,6 +24,7 @@ from vrft.data.common import (
     ImageRef,
     Source,
     check_relative,
+    check_utf8_name,
     hash_files,
     list_images,
     read_json,
@@ -153,7 +154,7 @@ def load_image_folder(root: Path, *, name: str, kind: str = "image_folder") -> C
     listing = []
     for class_dir in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name):
         for image in list_images(class_dir):
-            rel = f"{class_dir.name}/{image.name}"
+            rel = check_utf8_name(f"{class_dir.name}/{image.name}", file=root, record="", field="file")
             entries.append(ClassEntry(ImageRef(rel, rel, 0, 0, rel), class_dir.name))
             listing.append(image)
     if not entries:

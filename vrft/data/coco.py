@@ -369,13 +369,15 @@ class DetectionSource(Source):
 
     def official_ground_truth(self, image_ids: Iterable[Any], cat_ids: Iterable[Any]) -> dict[str, Any]:
         """The source file cut to ``image_ids`` and ``cat_ids``, entries unchanged (crowd regions, and
-        LVIS's ``neg_category_ids`` / ``not_exhaustive_category_ids``, kept): what evaluation scores against."""
+        LVIS's ``neg_category_ids`` / ``not_exhaustive_category_ids``, kept): what evaluation scores against.
+        An annotation without ``area`` (optional in many exports; pycocotools' evaluation needs it)
+        gets its box's area, as when ground truth is made from rows."""
         keep_images, keep_cats = set(image_ids), set(cat_ids)
         data = self.coco.dataset
         return {
             "images": [im for im in data["images"] if im["id"] in keep_images],
             "annotations": [
-                a
+                a if "area" in a else {**a, "area": float(a["bbox"][2]) * float(a["bbox"][3])}
                 for a in data["annotations"]
                 if a["image_id"] in keep_images and a["category_id"] in keep_cats
             ],

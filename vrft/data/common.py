@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from vrft.data.errors import ImageFileError, InvalidFileError, UnsafePathError
+from vrft.data.errors import ImageFileError, InvalidFileError, InvalidValueError, UnsafePathError
 from vrft.io import sha256_file
 
 T = TypeVar("T")
@@ -27,6 +27,9 @@ T = TypeVar("T")
 MAX_IMAGE_SIDE = 100_000
 MAX_INT64 = 2**63 - 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+#: Qwen-VL's image processor (transformers' ``smart_resize``) refuses an image whose long side is more
+#: than this many times its short side; the build refuses it first, naming the image.
+MAX_ASPECT_RATIO = 200
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -55,6 +58,31 @@ def check_relative(name: Any, *, file: str | Path, record: str, field: str) -> s
     parts = re.split(r"[\\/]", name)
     if ".." in parts or "\x00" in name:
         raise UnsafePathError(file, record, field, f"{name!r} leaves the image directory")
+    return check_utf8_name(name, file=file, record=record, field=field)
+
+
+def check_utf8_name(name: str, *, file: str | Path, record: str, field: str) -> str:
+    """Return ``name`` if it is UTF-8 text; else raise :class:`InvalidValueError` showing its bytes.
+
+    A file name in another encoding (Latin-1 ``café.png`` from an old archive) reaches Python as
+    a string with lone surrogates, which every later step that writes UTF-8 (the dataset's Arrow
+    files, the manifest) refuses with a codec error naming no file; here it is named.
+
+    >>> check_utf8_name(b"caf\\xe9.png".decode("utf-8", "surrogateescape"), file="d", record="", field="file")
+    Traceback (most recent call last):
+    ...
+    vrft.data.errors.InvalidValueError: d: field 'file': file name 'caf\\xe9.png' is not UTF-8; rename it (datasets and manifests store names as UTF-8)
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise InvalidValueError(
+            file,
+            record,
+            field,
+            f"file name '{shown}' is not UTF-8; rename it (datasets and manifests store names as UTF-8)",
+        ) from None
     return name
 
 
@@ -110,6 +138,8 @@ def read_json(path: Path, show_progress: bool = False) -> Any:
         raise InvalidFileError(path, "", "", "file not found") from None
     except IsADirectoryError:
         raise InvalidFileError(path, "", "", "is a directory, expected a JSON file") from None
+    except OSError as exc:
+        raise InvalidFileError(path, "", "", f"cannot read ({exc.strerror or exc})") from None
     except json.JSONDecodeError as exc:
         raise InvalidFileError(
             path, f"line {exc.lineno} column {exc.colno}", "", f"not valid JSON ({exc.msg})"
@@ -242,6 +272,7 @@ class Source(ABC):
         """
         need_size = ref.width <= 0 or ref.height <= 0
         if not (load or verify or need_size):
+            _check_aspect_ratio(ref.width, ref.height, file=self.file, ref=ref, path=self.image_path(ref))
             return LoadedImage(self.image_path(ref), ref.width, ref.height)
         data = self.read_image_bytes(ref)
         width, height = _decode_size(data, full=verify, file=self.file, ref=ref, path=self.image_path(ref))
@@ -252,8 +283,21 @@ class Source(ABC):
                 "width/height",
                 f"annotations say {ref.width}x{ref.height} but {self.image_path(ref)} is {width}x{height}",
             )
+        _check_aspect_ratio(width, height, file=self.file, ref=ref, path=self.image_path(ref))
         value = {"bytes": data, "path": None} if load else self.image_path(ref)
         return LoadedImage(value, width, height)
+
+
+def _check_aspect_ratio(width: int, height: int, *, file: Path, ref: ImageRef, path: str) -> None:
+    """Refuse, at build time and by name, an image the model's processor would refuse at evaluation."""
+    if min(width, height) > 0 and max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        raise ImageFileError(
+            file,
+            ref.record,
+            "width/height",
+            f"{path} is {width}x{height}: its long side is more than {MAX_ASPECT_RATIO} times its "
+            "short side, which Qwen-VL's image processor refuses; crop or pad it, or leave it out",
+        )
 
 
 def _decode_size(data: bytes, *, full: bool, file: Path, ref: ImageRef, path: str) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from vrft.data.common import (
     ImageRef,
     Source,
     box_problem,
+    check_utf8_name,
     clip_box,
     is_finite_number,
     progress,
@@ -120,7 +121,11 @@ def load_lisa(
 ) -> GroundingSource:
     if not directory.is_dir():
         raise InvalidFileError(directory, "", "", "not a directory (expected LISA image + JSON pairs)")
-    entries = sorted(p.name for p in directory.iterdir() if p.is_file())
+    entries = sorted(
+        check_utf8_name(p.name, file=directory, record="", field="file")
+        for p in directory.iterdir()
+        if p.is_file()
+    )
     json_names = [n for n in entries if n.lower().endswith(".json")]
     if not json_names:
         raise EmptySourceError(directory, "", "", "no .json annotation files")

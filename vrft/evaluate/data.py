@@ -19,6 +19,7 @@ import datasets
 from PIL import Image
 
 from vrft.data.schema import EVAL_GROUND_TRUTH
+from vrft.data.verify import verify_dataset
 from vrft.io import MANIFEST_NAME, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class EvalSplit:
 def load_eval_split(dataset_dir: str | Path, max_images: int | None = None) -> EvalSplit:
     """Open ``dataset_dir`` (a ``vrft dataset build`` output) and take its eval split."""
     dataset_dir = Path(dataset_dir)
+    manifest = verify_dataset(dataset_dir)
     dataset = datasets.load_from_disk(str(dataset_dir))
     if not isinstance(dataset, datasets.DatasetDict) or EVAL_SPLIT not in dataset:
         raise ValueError(
@@ -93,8 +95,6 @@ def load_eval_split(dataset_dir: str | Path, max_images: int | None = None) -> E
             "(the output of `vrft dataset build`)"
         )
     split = dataset[EVAL_SPLIT]
-    manifest_path = dataset_dir / MANIFEST_NAME
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     light = split.remove_columns("image").to_list()
     keep_images: set[str] = set()
     rows, indices = [], []

@@ -90,7 +90,7 @@ def load_gate(path: str | Path) -> Gate:
         path = path / GATE_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable gate file ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != GATE_FORMAT:
         raise ConfigError(f"{path}: format is not {GATE_FORMAT!r}")

@@ -42,6 +42,7 @@ from vrft.io import (
 from vrft.models.config import ModelConfig
 from vrft.paper_files import is_paper_name
 from vrft.paper_mode import recorded_training
+from vrft.models.loading import check_checkpoint
 
 RESULT_FORMAT = "vrft.evaluation/1"
 METRICS_FILE = "metrics.json"
@@ -173,11 +174,15 @@ def evaluate_checkpoint(
     checkpoint = (
         Path(model.name_or_path) if model.name_or_path and Path(model.name_or_path).exists() else None
     )
-    check_output_apart(
-        output_dir, {"dataset": dataset_dir, "checkpoint": checkpoint}
-    )  # overwrite would delete it
+    gate_path = gate if isinstance(gate, (str, Path)) else None
+    # overwrite would delete them
+    check_output_apart(output_dir, {"dataset": dataset_dir, "checkpoint": checkpoint, "gate": gate_path})
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir}: already exists (remove it, or pass overwrite)")
+    # A damaged checkpoint, or one of another family than the config says, fails here in one line,
+    # not as a loader traceback (or silently misread boxes) after the dataset is read.
+    check_checkpoint(model.name_or_path)
+    model.check_family()
     split = load_eval_split(dataset_dir, config.max_eval_images)
     task = split.task
     shared_gate: Gate | None = None

@@ -72,14 +72,47 @@ class ModelConfig:
         family = self.name_or_path[len(TINY_SCHEME) :] or "qwen2_vl"
         if family in PRETRAINED_TINY:
             return replace(self, name_or_path=str(shipped_model_dir(family)))
-        if family not in ("qwen2_vl", "qwen2_5_vl"):
-            known = ", ".join(["qwen2_vl", "qwen2_5_vl", *PRETRAINED_TINY])
-            raise ConfigError(f"model.name_or_path: tiny models are {known}; not {family!r}")
-        root = Path(cache_dir or os.environ.get("VRFT_CACHE_DIR") or Path.home() / ".cache" / "vrft")
-        path = root / "models" / f"tiny-{family}"
+        path = _tiny_cache_dir(family, cache_dir)
         if not (path / "config.json").exists():
             build_tiny_model(path, family=family)
         return replace(self, name_or_path=str(path))
+
+    def local_dir(self, cache_dir: str | Path | None = None) -> Path | None:
+        """The local directory this model is read from, found without building anything: where a
+        ``tiny://`` model lies (shipped, or in the cache), an existing local path, or ``None`` for a
+        hub id. Outputs must lie apart from it (:mod:`vrft.inputs`)."""
+        if self.name_or_path.startswith(TINY_SCHEME):
+            family = self.name_or_path[len(TINY_SCHEME) :] or "qwen2_vl"
+            if family in PRETRAINED_TINY:
+                return (
+                    Path(__file__).resolve().parent.parent / "resources" / "models" / PRETRAINED_TINY[family]
+                )
+            return _tiny_cache_dir(family, cache_dir)
+        path = Path(self.name_or_path) if self.name_or_path else None
+        return path if path is not None and path.exists() else None
+
+    def check_family(self) -> None:
+        """Refuse a ``family`` that contradicts the checkpoint's own ``model_type``.
+
+        The family decides how boxes are read (Qwen2-VL: 0-1000 relative, Qwen2.5-VL: absolute
+        pixels), so a Qwen2.5-VL checkpoint scored as Qwen2-VL misreads every box without any error.
+        Left empty, the family is read from the checkpoint; set, it must agree with a checkpoint of
+        a known family (an unknown architecture may name the convention it answers in).
+        """
+        if not self.family:
+            return
+        from vrft.models.loading import model_family
+
+        path = self.local_dir()
+        if path is None or not (path / "config.json").is_file():
+            return
+        own = model_family(path)
+        if own in FAMILY_CONVENTIONS and own != self.family:
+            raise ConfigError(
+                f"model.family: {self.family!r}, but the checkpoint {path} is a {own!r} model "
+                f"(model_type in {path / 'config.json'}); its boxes would be misread: leave "
+                f"model.family empty to use the checkpoint's own, or set it to {own!r}"
+            )
 
     def resolved_family(self) -> str:
         """``family``, or the checkpoint's ``model_type`` when not set."""
@@ -113,6 +146,15 @@ class ModelConfig:
             self.attn_implementation,
             trust_remote_code=self.trust_remote_code,
         )
+
+
+def _tiny_cache_dir(family: str, cache_dir: str | Path | None = None) -> Path:
+    """Where the random tiny model of ``family`` is built (``$VRFT_CACHE_DIR``, ``~/.cache/vrft``)."""
+    if family not in ("qwen2_vl", "qwen2_5_vl"):
+        known = ", ".join(["qwen2_vl", "qwen2_5_vl", *PRETRAINED_TINY])
+        raise ConfigError(f"model.name_or_path: tiny models are {known}; not {family!r}")
+    root = Path(cache_dir or os.environ.get("VRFT_CACHE_DIR") or Path.home() / ".cache" / "vrft")
+    return root / "models" / f"tiny-{family}"
 
 
 def shipped_model_dir(name: str) -> Path:

@@ -15,8 +15,11 @@ directories stay loadable by plain ``AutoProcessor`` wherever torchvision is ins
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import struct
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -34,6 +37,150 @@ from transformers.image_utils import SizeDict
 Dtype = Literal["auto", "bfloat16", "float32"]
 
 logger = logging.getLogger(__name__)
+
+#: What a checkpoint directory must hold, each as one of these files (sharded weights come with an
+#: index): without them loading fails with a message that names no file.
+_NEEDED_FILES = {
+    "weights": ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"),
+    "tokenizer": ("tokenizer.json", "vocab.json"),
+    "image processor settings": ("processor_config.json", "preprocessor_config.json"),
+}
+#: Text files of a checkpoint that tokenizers and processors decode as UTF-8.
+_TEXT_SUFFIXES = (".jinja", ".txt")
+#: A safetensors header larger than this is not a header (safetensors itself refuses above 100 MB).
+_MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is unusable; the message names the file and what is wrong with it."""
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _check_json(path: Path) -> None:
+    try:
+        json.loads(_read(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc}); the checkpoint is damaged") from None
+    except RecursionError:
+        raise CheckpointError(
+            f"{path}: not valid JSON (nested too deeply); the checkpoint is damaged"
+        ) from None
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header parses and its tensors cover the file exactly (what a save cut short breaks)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            (header_len,) = struct.unpack("<Q", prefix) if len(prefix) == 8 else (-1,)
+            if not 0 < header_len <= min(_MAX_SAFETENSORS_HEADER, size - 8):
+                raise CheckpointError(
+                    f"{path}: not a complete safetensors file ({size} bytes, header length "
+                    f"{header_len if header_len >= 0 else 'missing'}); the checkpoint is damaged "
+                    "(a save cut short?)"
+                )
+            header = json.loads(f.read(header_len).decode("utf-8"))
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise CheckpointError(
+            f"{path}: the safetensors header is not valid JSON; the checkpoint is damaged"
+        ) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is not a mapping; the checkpoint is damaged")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise CheckpointError(f"{path}: tensor {name!r} has no data_offsets; the checkpoint is damaged")
+        end = max(end, offsets[1])
+    data = size - 8 - header_len
+    if end != data:
+        raise CheckpointError(
+            f"{path}: truncated or padded: its tensors need {end} bytes of data, the file holds {data}; "
+            "the checkpoint is damaged (a save cut short?)"
+        )
+
+
+def _check_shards(index: Path) -> None:
+    """Every shard a ``*.index.json`` names is there."""
+    weight_map = json.loads(_read(index).decode("utf-8")).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: no weight_map; the checkpoint is damaged")
+    for shard in sorted(set(map(str, weight_map.values()))):
+        if "/" in shard or shard.startswith(".") or not (index.parent / shard).is_file():
+            raise CheckpointError(f"{index}: names the shard {shard!r}, which is not in {index.parent}")
+
+
+def check_checkpoint(name_or_path: str | os.PathLike[str]) -> None:
+    """Refuse a damaged local checkpoint directory with one line naming the file, before loading it.
+
+    A hub id (not a local path) is left to ``from_pretrained``. A directory written by vrft's
+    training carries a ``manifest.json``: every file is checked against it (size and SHA-256).
+    Any checkpoint directory must hold a readable ``config.json``, weights, a tokenizer, the image
+    processor's settings and a chat template; its JSON files must parse, its text files decode, and
+    each safetensors file's header must parse and cover the file exactly — which is what a save cut
+    short (or a copy interrupted) breaks, and what transformers otherwise reports as a long
+    traceback without the file's name.
+    """
+    from vrft.io import MANIFEST_NAME, verify_manifest
+
+    path = Path(name_or_path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: a checkpoint is a directory (config.json and weights), not a file")
+    if (path / MANIFEST_NAME).is_file():
+        verify_manifest(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(
+            f"{path / 'config.json'}: missing; a checkpoint directory holds config.json and weights"
+        )
+    for needed, names in _NEEDED_FILES.items():
+        if not any((path / name).is_file() for name in names):
+            raise CheckpointError(
+                f"{path / names[0]} (or {', '.join(names[1:])}): missing; a checkpoint needs its {needed}"
+            )
+    for file in sorted(path.iterdir()):
+        if not file.is_file():
+            continue
+        if file.suffix == ".json":
+            _check_json(file)
+            if file.name.endswith(".index.json"):
+                _check_shards(file)
+        elif file.suffix == ".safetensors":
+            _check_safetensors(file)
+        elif file.suffix in _TEXT_SUFFIXES:
+            try:
+                _read(file).decode("utf-8")
+            except UnicodeDecodeError:
+                raise CheckpointError(f"{file}: not UTF-8 text; the checkpoint is damaged") from None
+    if not _has_chat_template(path):
+        raise CheckpointError(
+            f"{path / 'chat_template.jinja'}: missing; a checkpoint needs its chat template (every prompt "
+            "is rendered with it): chat_template.jinja, chat_template.json or a chat_template entry in "
+            "tokenizer_config.json"
+        )
+
+
+def _has_chat_template(path: Path) -> bool:
+    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+        return True
+    for name in ("tokenizer_config.json", "processor_config.json", "preprocessor_config.json"):
+        if (path / name).is_file():
+            data = json.loads(_read(path / name).decode("utf-8"))
+            if isinstance(data, dict) and data.get("chat_template"):
+                return True
+    return False
 
 
 class _ImageOnlyMixin:
@@ -115,6 +262,7 @@ def load_processor(
     every image processor call, which is deprecated.
     """
     processor = _stock_or_image_only(name_or_path, trust_remote_code)
+    _check_chat_template(processor, name_or_path)
     if min_pixels is not None or max_pixels is not None:
         size = dict(processor.image_processor.size)
         size["shortest_edge"] = min_pixels if min_pixels is not None else size["shortest_edge"]
@@ -123,6 +271,23 @@ def load_processor(
             raise ValueError(f"min_pixels {size['shortest_edge']} exceeds max_pixels {size['longest_edge']}")
         processor.image_processor.size = SizeDict(**size)
     return processor
+
+
+def _check_chat_template(processor: ProcessorMixin, name_or_path: str | os.PathLike[str]) -> None:
+    """Render one prompt now: a damaged or empty template fails here, naming its file, rather than
+    inside a trainer or the first evaluation batch."""
+    probe = [{"role": "user", "content": [{"type": "text", "text": "?"}]}]
+    try:
+        processor.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # noqa: BLE001 - jinja2's errors, or ValueError for no template at all
+        path = Path(name_or_path)
+        names = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+        where = next((path / n for n in names if (path / n).is_file()), f"{name_or_path} (its chat template)")
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(
+            f"{where}: the chat template does not render a prompt ({type(exc).__name__}: {first}); "
+            "the checkpoint is damaged"
+        ) from None
 
 
 def _stock_or_image_only(name_or_path: str | os.PathLike[str], trust_remote_code: bool) -> ProcessorMixin:

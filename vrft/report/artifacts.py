@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from vrft.io import ManifestError, verify_manifest
 from vrft.report.tracking import CONFIG, METHOD, MODEL, RunRecord, evaluation_metrics, evaluation_tags
 
 
@@ -29,6 +30,10 @@ def evaluation_record(directory: str | Path, source: str = "") -> RunRecord:
     is where the report says the row came from (the artifact's URI; default: the directory)."""
     directory = Path(directory)
     path = directory / "metrics.json"
+    try:
+        verify_manifest(directory)  # what the evaluation wrote, unchanged since
+    except ManifestError as exc:
+        raise ManifestError(f"{exc}; {directory} is not what `vrft evaluate` wrote: evaluate again") from None
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
         result = _Summary(summary)

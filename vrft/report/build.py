@@ -124,8 +124,14 @@ def build_report(
 
     if sources and evaluations is None:
         raise ValueError("build_report: sources name evaluations, but no evaluations were passed")
-    if tracking_uri:  # overwrite would delete a local MLflow store inside the output directory
-        check_output_apart(output_dir, {"MLflow store": local_store_path(tracking_uri)})
+    # overwrite would delete a local MLflow store or an evaluation inside the output directory
+    check_output_apart(
+        output_dir,
+        {
+            "MLflow store": local_store_path(tracking_uri) if tracking_uri else None,
+            **{f"evaluations[{i}]": directory for i, directory in enumerate(evaluations or ())},
+        },
+    )
     client = None
     history: list[RunRecord] = []
     train_runs: list[RunRecord] = []

@@ -16,6 +16,8 @@ from typing import Any
 import datasets
 
 from vrft.config import ConfigError
+from vrft.data.verify import verify_dataset
+from vrft.io import ManifestError
 from vrft.models.coords import BoxConvention
 from vrft.tasks import conversation, solution_columns, target_answer, training_prompt_text
 
@@ -52,6 +54,10 @@ def load_train_split(dataset_dir: str | Path) -> tuple[datasets.Dataset, str]:
     hint = f"build it with `vrft dataset build CONFIG -o {path}`"
     if not path.is_dir():
         raise ConfigError(f"dataset_dir {path}: not found ({hint})")
+    try:
+        verify_dataset(path)
+    except ManifestError as exc:
+        raise ConfigError(f"dataset_dir {path}: not a saved dataset: {exc}") from None
     try:
         loaded = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as exc:

@@ -21,7 +21,7 @@ import torch
 from vrft.config import ConfigError, flatten, to_dict
 from vrft.io import atomic_write_text, check_output_apart, dumps_deterministic, sha256_file
 from vrft.models.config import ModelConfig
-from vrft.models.loading import load_model, resolve_dtype
+from vrft.models.loading import check_checkpoint, load_model, resolve_dtype
 from vrft.train.callbacks import (
     COMPLETIONS_LOG,
     SAMPLES_LOG,
@@ -75,9 +75,10 @@ def preflight(
             "model.name_or_path: empty: give a hub id (Qwen/Qwen2-VL-2B-Instruct) or a local "
             "checkpoint directory (e.g. one built by `vrft tiny-model DIR`)"
         )
-    check_output_apart(output_dir, {"dataset": dataset_dir})
+    check_output_apart(output_dir, {"dataset": dataset_dir, "model": model.local_dir()})
     deepspeed = deepspeed_config_path(config)
     train, task = load_train_split(dataset_dir)
+    check_checkpoint(model.name_or_path)  # a damaged model fails here, before any output is written
     output = Path(output_dir).absolute()
     resume_from = resolve_resume(config.resume, output, config.section)
     return RunPlan(
