@@ -191,6 +191,7 @@ def connect(timeout: int = ENGINE_TIMEOUT_S) -> Any:
 
 
 _STEP = re.compile(r"^Step \d+/\d+ : ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # pip colours its errors, even into a build log
 _EXIT_CODE = re.compile(r"returned a non-zero code: (\d+)")
 # Lines of a failing step that say why: pip's and apt's errors first, else Python's exception line and
 # shell errors.
@@ -227,7 +228,7 @@ def stream(events: Iterable[Mapping[str, Any]], what: str, out: TextIO) -> None:
             raise BuildError(_failure(what, message, step, lines))
         if text := event.get("stream"):
             out.write(text)
-            for line in text.splitlines():
+            for line in _ANSI.sub("", text).splitlines():
                 line = " ".join(line.split())
                 if _STEP.match(line):
                     step = line

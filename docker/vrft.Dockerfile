@@ -87,8 +87,8 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation --no-index /opt/vr
 # installed package's resources here.
 WORKDIR /workspace
 COPY configs ./configs
-RUN mkdir vrft \
-    && ln -s "$(python -c 'import vrft, pathlib; print(pathlib.Path(vrft.__file__).parent / "resources")')" vrft/resources \
+RUN mkdir -p vrft \
+    && ln -sfn "$(python -c 'import vrft, pathlib; print(pathlib.Path(vrft.__file__).parent / "resources")')" vrft/resources \
     && test -f configs/default.yaml
 
 # The commit the image was built from (docker/build.py passes it): the stages' MLflow runs record it,

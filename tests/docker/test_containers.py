@@ -154,6 +154,9 @@ def image(engine_env: dict[str, str]) -> str:
     # Built FROM the air-gapped base, not pulled.
     layers = client.images.get(ref).history()
     assert any(layer["Id"] == client.images.get(AIRGAP_BASE).id for layer in layers)
+    # What earlier builds of ours left untagged (a failed build's last step, the image this one
+    # replaced) only takes disk: the kept engine stays at one image and its base.
+    client.images.prune(filters={"dangling": True, "label": "vrft.project=vrft"})
     client.close()
     return ref
 

@@ -480,8 +480,8 @@ def test_a_failed_build_is_one_line_with_the_step_and_its_error_lines(build: Mod
     """What the issue saw: pip's retries, then its error, buried in a thousand lines of build output."""
     pip_output = [f"Collecting package-{i}==1.0\n" for i in range(500)] + [
         "WARNING: Retrying (Retry(total=4)) after connection broken by 'NewConnectionError(...)': /whl/cpu/torch/\n",
-        "ERROR: Could not find a version that satisfies the requirement torch==2.13.0+cpu (from versions: none)\n",
-        "ERROR: No matching distribution found for torch==2.13.0+cpu\n",
+        "\x1b[91mERROR: Could not find a version that satisfies the requirement torch==2.13.0+cpu (from versions: none)\n",
+        "\x1b[91mERROR: No matching distribution found for torch==2.13.0+cpu\n\x1b[0m",
     ]
     events = [
         {"stream": "Step 1/15 : FROM vrft-airgap-base:bookworm\n"},

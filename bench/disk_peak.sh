@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run a command and report the wall time and the disk a directory takes: its peak while the command runs
+# (sampled every 10 s) and what is kept afterwards. docs/images.md records `make test-containers`'s:
+#
+#   bench/disk_peak.sh /tmp/vrft-test-engine make test-containers
+set -uo pipefail
+
+dir=$1
+shift
+sample() { du -sb "$dir" 2>/dev/null | cut -f1 || echo 0; }
+peak_file=$(mktemp)
+echo 0 >"$peak_file"
+(
+    while sleep 10; do
+        now=$(sample)
+        [[ ${now:-0} -gt $(cat "$peak_file") ]] && echo "$now" >"$peak_file"
+    done
+) &
+sampler=$!
+start=$SECONDS
+"$@"
+status=$?
+kill "$sampler" 2>/dev/null
+wait "$sampler" 2>/dev/null
+kept=$(sample)
+peak=$(cat "$peak_file")
+(( kept > peak )) && peak=$kept
+rm -f "$peak_file"
+gb() { awk -v b="${1:-0}" 'BEGIN { printf "%.1f GB", b / 1e9 }'; }
+echo "disk_peak.sh: exit $status after $((SECONDS - start)) s; $dir: peak $(gb "$peak"), kept $(gb "$kept")"
+exit "$status"
