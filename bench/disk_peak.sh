@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Run a command and report the wall time and the disk a directory takes: its peak while the command runs
-# (sampled every 10 s) and what is kept afterwards. docs/images.md records `make test-containers`'s:
+# (sampled every 5 s) and what is kept afterwards. docs/images.md records `make test-containers`'s:
 #
 #   bench/disk_peak.sh /tmp/vrft-test-engine make test-containers
 set -uo pipefail
 
 dir=$1
 shift
-sample() { du -sb "$dir" 2>/dev/null | cut -f1 || echo 0; }
+# -x: not into the overlay mounts of running containers, which show their image's layers a second time.
+sample() { du -sbx "$dir" 2>/dev/null | cut -f1 || echo 0; }
 peak_file=$(mktemp)
 echo 0 >"$peak_file"
 (
-    while sleep 10; do
+    while sleep 5; do
         now=$(sample)
         [[ ${now:-0} -gt $(cat "$peak_file") ]] && echo "$now" >"$peak_file"
     done
