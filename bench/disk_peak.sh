@@ -8,13 +8,14 @@ set -uo pipefail
 dir=$1
 shift
 # -x: not into the overlay mounts of running containers, which show their image's layers a second time.
-sample() { du -sbx "$dir" 2>/dev/null | cut -f1 || echo 0; }
+# du exits non-zero when a file vanishes while it counts (a build in progress): its total still stands.
+sample() { du -sbx "$dir" 2>/dev/null | head -1 | cut -f1; }
 peak_file=$(mktemp)
 echo 0 >"$peak_file"
 (
     while sleep 5; do
         now=$(sample)
-        [[ ${now:-0} -gt $(cat "$peak_file") ]] && echo "$now" >"$peak_file"
+        (( ${now:-0} > $(cat "$peak_file") )) && echo "$now" >"$peak_file"
     done
 ) &
 sampler=$!
@@ -24,6 +25,7 @@ status=$?
 kill "$sampler" 2>/dev/null
 wait "$sampler" 2>/dev/null
 kept=$(sample)
+kept=${kept:-0}
 peak=$(cat "$peak_file")
 (( kept > peak )) && peak=$kept
 rm -f "$peak_file"

@@ -58,7 +58,28 @@ def test_without_root_it_fails_with_one_line_naming_root(tmp_path: Path) -> None
     assert done.stdout == ""
     [line] = done.stderr.splitlines()
     assert line.startswith("make test-containers: needs root (running as uid "), line
-    assert "docker.io and debootstrap" in line and "no DOCKER_HOST engine answers" in line
+    assert "start a private Docker engine, debootstrap the air-gapped base" in line
+    assert line.endswith("(no DOCKER_HOST engine answers)")
+
+
+def test_without_root_the_message_names_what_root_is_for(
+    prerequisites: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prerequisites.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(prerequisites.shutil, "which", lambda name: None)
+    with pytest.raises(prerequisites.Missing) as missing:
+        prerequisites.ensure(tmp_path, None)
+    assert str(missing.value) == (
+        "needs root (running as uid 1000): to install debootstrap and docker.io, start a private Docker "
+        "engine, debootstrap the air-gapped base (no DOCKER_HOST engine answers)"
+    )
+    monkeypatch.setattr(prerequisites.shutil, "which", lambda name: f"/usr/bin/{name}")
+    with pytest.raises(prerequisites.Missing) as missing:
+        prerequisites.ensure(tmp_path, None)
+    assert str(missing.value) == (
+        "needs root (running as uid 1000): to start a private Docker engine, debootstrap the air-gapped "
+        "base (no DOCKER_HOST engine answers)"
+    )
 
 
 def _root(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> None:
