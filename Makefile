@@ -19,13 +19,15 @@ UV ?= uv==0.13.8
 UV_INSTALL = $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY)
 CONFIG ?= configs/default.yaml
 
-.PHONY: setup run test test-containers lint format deepspeed images clean help
+.PHONY: setup run test test-containers clean-containers lint format deepspeed images clean help
 
 help:
 	@echo "make setup   create $(VENV) and install vrft with its pipeline and test dependencies"
 	@echo "make run     run the whole pipeline on the embedded default ($(CONFIG))"
 	@echo "make test    run the test suite"
 	@echo "make test-containers  build the CPU image on an air-gapped base and run the pipeline in containers"
+	@echo "                      (root: installs docker.io and debootstrap; engine in $(VRFT_ENGINE_DIR))"
+	@echo "make clean-containers  stop that engine and remove $(VRFT_ENGINE_DIR), the fetched torch wheel and logs"
 	@echo "make lint    ruff"
 	@echo "make deepspeed  add DeepSpeed (multi-GPU ZeRO-2/3) to $(VENV)"
 	@echo "make images  build and push the cluster images (VRFT_REGISTRY, VRFT_TAG; DOCKER_HOST)"
@@ -53,10 +55,25 @@ run: $(VENV)/.installed-run
 test: setup
 	$(PY) -m pytest
 
-# Tests marked `containers` (deselected from `make test`): start a private Docker engine when none is
-# given (DOCKER_HOST), build the air-gapped base and the CPU image, run `vrft run --runner docker`.
-test-containers: setup
-	$(PY) -m pytest -m containers tests/docker/test_containers.py -p no:cacheprovider
+# Tests marked `containers` (deselected from `make test`): start a private Docker engine in
+# VRFT_ENGINE_DIR when none is given (DOCKER_HOST), build the air-gapped base and the CPU image, run a
+# stage in it and `vrft run --runner docker`. What they need is checked first, before `make setup`, and
+# installed where it can be (root: docker.io and debootstrap with apt-get); otherwise one line says what
+# is missing and the target fails. -x: the first failure ends the run (the others would repeat it).
+VRFT_ENGINE_DIR ?= /tmp/vrft-test-engine
+test-containers:
+	@VRFT_ENGINE_DIR=$(VRFT_ENGINE_DIR) $(PYTHON) docker/prerequisites.py
+	@$(MAKE) --no-print-directory setup
+	VRFT_ENGINE_DIR=$(VRFT_ENGINE_DIR) $(PY) -m pytest -m containers tests/docker/test_containers.py \
+		-p no:cacheprovider -x
+
+# The engine directory (images, layers, build cache: docs/images.md gives its size), the torch wheel
+# docker/build.py fetched and the build logs; on an engine of your own (DOCKER_HOST), the intermediate
+# images that failed builds of ours left (label vrft.project).
+clean-containers:
+	-$(if $(DOCKER_HOST),docker image prune --force --filter label=vrft.project=vrft)
+	docker/engine.sh remove $(VRFT_ENGINE_DIR)
+	rm -rf docker/wheels build/docker-logs
 
 lint: setup
 	$(VENV)/bin/ruff check vrft components pipelines tests bench docker

@@ -5,7 +5,9 @@
 #
 #   sudo bench/bench_containers.sh [ENGINE_DIR]      # TORCH_FIND_LINKS=URL / TORCH_INDEX_URL=URL optional
 #
-# Needs root, docker.io and debootstrap, and `make setup` done. Stops the engine it started.
+# The CPU torch wheel comes from this machine's pip (docker/build.py fetches it into docker/wheels/).
+# Needs root, docker.io and debootstrap (python3 docker/prerequisites.py installs them), and `make setup`
+# done. Stops the engine it started; `docker/engine.sh remove ENGINE_DIR` deletes what it built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

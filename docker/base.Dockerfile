@@ -14,6 +14,9 @@
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-devel-ubuntu22.04
 FROM ${BASE_IMAGE}
 
+# Prunable after a failed build without touching other projects' images (docker/vrft.Dockerfile).
+LABEL vrft.project=vrft
+
 ARG PYTHON_VERSION=3.11
 ARG TORCH_VERSION=2.13.0
 ARG TORCHVISION_VERSION=0.28.0

@@ -8,6 +8,9 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
+# Prunable after a failed build without touching other projects' images (docker/vrft.Dockerfile).
+LABEL vrft.project=vrft
+
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 ARG MLFLOW_VERSION=3.17.2

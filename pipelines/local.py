@@ -303,22 +303,12 @@ def docker_runner(image: str, state_dir: Path, environ: dict[str, str] | None = 
     environment (services, run id, MLflow parent run) and ``VRFT_IMAGE``; nothing else of this
     process's environment.
     """
-    import docker
     from docker.types import Mount
     from kfp import local
 
     from vrft.components.runtime import IMAGE_ENV
 
-    client = _docker_client()
-    try:
-        client.images.get(image)
-    except docker.errors.ImageNotFound:
-        raise PipelineFailed(
-            f"image {image} is not in the Docker engine: build it (docker/build.py --no-push --only vrft-cpu, "
-            "see docs/images.md) or set pipeline.image_registry/image_tag"
-        ) from None
-    finally:
-        client.close()
+    require_engine_and_image(image)
     source = os.environ if environ is None else environ
     environment = {
         key: value
@@ -344,6 +334,25 @@ def docker_runner(image: str, state_dir: Path, environ: dict[str, str] | None = 
 # run's ids and vrft's own settings.
 _STAGE_ENV_PREFIXES = ("AWS_", "MLFLOW_", "VRFT_")
 _STAGE_ENV_NAMES = ("DO_NOT_TRACK",)
+
+
+def require_engine_and_image(image: str) -> None:
+    """PipelineFailed in one line unless a Docker engine answers (DOCKER_HOST honoured) and holds
+    ``image``: nothing is pulled. `vrft run --runner docker` checks this before starting any service."""
+    import docker
+
+    client = _docker_client()
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        registry, _, rest = image.rpartition("/")
+        raise PipelineFailed(
+            f"image {image} is not in the Docker engine: build it (VRFT_REGISTRY={registry} "
+            f"VRFT_TAG={rest.rpartition(':')[2]} python docker/build.py --no-push --only vrft-cpu; "
+            "docs/images.md) or set pipeline.image_registry/image_tag"
+        ) from None
+    finally:
+        client.close()
 
 
 def _docker_client():
@@ -379,6 +388,8 @@ def run_local(
     if runner not in RUNNERS:
         raise ValueError(f"unknown runner {runner!r} (known: {', '.join(RUNNERS)})")
     config = load_experiment(config_path, overrides)  # validated before any service starts
+    if runner == "docker":  # so is the engine and the image: a missing one is found in a second
+        require_engine_and_image(cpu_image(config))
     state_dir = Path(state_dir).resolve()
     services = LocalServices(state_dir / "services")
     status = services.status()

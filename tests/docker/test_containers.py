@@ -1,31 +1,34 @@
-"""The images for real: an air-gapped base, the CPU image built on it, and the whole pipeline run with
-every stage in its own container (``vrft run --runner docker``) to the same report as the subprocess
-runner. Marked ``containers``: deselected from ``make test``, run by ``make test-containers``.
+"""The images for real: an air-gapped base, the CPU image built on it, the CLI and a stage command in
+that image, and the whole pipeline run with every stage in its own container (``vrft run --runner
+docker``) to the same report as the subprocess runner. Marked ``containers``: deselected from ``make
+test``, run by ``make test-containers``.
 
 Needs a Docker engine: ``DOCKER_HOST`` if one answers there, else a private one started with
-``docker/engine.sh`` (root, ``docker.io`` installed) in ``$VRFT_ENGINE_DIR`` (default
-``/tmp/vrft-test-engine``, kept: the next run reuses its layers) and stopped afterwards. Where none can run, the
-module is skipped with the one-line reason. No registry is contacted: the base comes from
-``docker/airgap-base.sh`` (debootstrap), packages from the index (``PIP_INDEX_URL``), the CPU torch
-wheel from ``TORCH_INDEX_URL`` or, with ``VRFT_TORCH_WHEELS=DIR``, from DIR served on loopback.
+``docker/engine.sh`` in ``$VRFT_ENGINE_DIR`` (default ``/tmp/vrft-test-engine``, kept: the next run
+reuses its layers; ``make clean-containers`` removes it) and stopped afterwards. What it needs and
+lacks is installed by ``docker/prerequisites.py`` where it can be (root: ``docker.io``,
+``debootstrap``); where it cannot, the tests **fail** with that one line: a skip would read as a pass.
+No registry is contacted: the base comes from ``docker/airgap-base.sh`` (debootstrap), packages from the
+index (``PIP_INDEX_URL``), the CPU torch wheel from this machine's pip (``docker/build.py``). Every
+step's output goes to a log file under ``$VRFT_ENGINE_DIR/logs``; a failing step is one line naming it.
 """
 
 from __future__ import annotations
 
-import functools
-import http.server
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from vrft import __version__
 from vrft.experiment import load_experiment
 from vrft.pipelines.local import cpu_image
 from vrft.services import LocalServices
@@ -34,19 +37,46 @@ pytestmark = [pytest.mark.containers, pytest.mark.timeout(5400)]
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "default.yaml"
-AIRGAP_BASE = "vrft-airgap-base:bookworm"
 VRFT = Path(sys.executable).with_name("vrft")
-TORCH_WHEELS_PORT = 18765
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"vrft_docker_{name}", REPO / "docker" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module of their class
+    spec.loader.exec_module(module)
+    return module
+
+
+prerequisites = _load("prerequisites")
+AIRGAP_BASE = prerequisites.AIRGAP_BASE
+# One fixed directory (short: the socket path must fit sun_path): the next run reuses the images and
+# layers built here instead of leaving gigabytes per run behind.
+ENGINE_DIR = Path(os.environ.get("VRFT_ENGINE_DIR") or prerequisites.DEFAULT_ENGINE_DIR)
+LOGS = ENGINE_DIR / "logs"
+
+
+def _fail(message: str) -> None:
+    """Fail with one line, no traceback (the cause is in the message and the log file it names)."""
+    pytest.fail(" ".join(message.split()), pytrace=False)
+
+
+def _last_lines(log: Path, count: int = 3) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return " | ".join(line[:200] for line in lines[-count:])
+
+
+def _run_logged(what: str, command: list[str], log: Path, env: dict[str, str]) -> None:
+    """Run a build step with its output in ``log``; on failure, fail with one line and the log's path."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    if done.returncode != 0:
+        _fail(f"{what} failed (exit {done.returncode}): {_last_lines(log)} (full log: {log})")
 
 
 def _engine_answers(env: dict[str, str]) -> bool:
-    import docker
-
-    try:
-        docker.DockerClient(base_url=env["DOCKER_HOST"], timeout=30).ping()
-    except Exception:  # no socket, refused, not a Docker engine
-        return False
-    return True
+    return prerequisites.engine_request(env["DOCKER_HOST"], "/_ping") == 200
 
 
 def _alive(pidfile: Path) -> bool:
@@ -57,57 +87,33 @@ def _alive(pidfile: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def engine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def engine_env() -> Iterator[dict[str, str]]:
     """os.environ with DOCKER_HOST pointing at a running engine (started here when needed)."""
     env = dict(os.environ)
+    try:
+        prerequisites.ensure(ENGINE_DIR, env.get("DOCKER_HOST") or None)
+    except prerequisites.Missing as exc:
+        _fail(f"test-containers: {exc}")
     if env.get("DOCKER_HOST") and _engine_answers(env):
         yield env
         return
-    if shutil.which("dockerd") is None or os.geteuid() != 0:
-        pytest.skip("no Docker engine can start here (needs root and dockerd: apt-get install docker.io)")
-    # One fixed directory (short: the socket path must fit sun_path): the next run reuses the images and
-    # layers built here instead of leaving gigabytes per run behind.
-    directory = Path(os.environ.get("VRFT_ENGINE_DIR", "/tmp/vrft-test-engine"))
-    already_running = _alive(directory / "dockerd.pid")
-    started = subprocess.run(
-        [str(REPO / "docker" / "engine.sh"), "start", str(directory)], capture_output=True, text=True
-    )
+    already_running = _alive(ENGINE_DIR / "dockerd.pid")
+    engine = [str(REPO / "docker" / "engine.sh"), "start", str(ENGINE_DIR)]
+    started = subprocess.run(engine, capture_output=True, text=True)
     if started.returncode != 0:
-        pytest.skip(f"no Docker engine can start here: {started.stderr.strip().splitlines()[-1]}")
+        _fail(
+            f"docker/engine.sh start {ENGINE_DIR} failed: {(started.stderr.strip() or '?').splitlines()[-1]}"
+        )
     env["DOCKER_HOST"] = started.stdout.strip().partition("=")[2]
     try:
         yield env
     finally:
         if not already_running:  # an engine somebody else started keeps running
-            subprocess.run([str(REPO / "docker" / "engine.sh"), "stop", str(directory)], check=False)
+            subprocess.run([str(REPO / "docker" / "engine.sh"), "stop", str(ENGINE_DIR)], check=False)
 
 
 @pytest.fixture(scope="module")
-def torch_wheels() -> Iterator[list[str]]:
-    """Build arguments for the CPU torch wheel: a loopback server for $VRFT_TORCH_WHEELS, if set."""
-    directory = os.environ.get("VRFT_TORCH_WHEELS")
-    if not directory:
-        yield []
-        return
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
-    # A fixed port: the URL is a build argument, and a new value would invalidate the cached layers.
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", TORCH_WHEELS_PORT), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple")
-    try:
-        yield [
-            "--build-arg",
-            f"TORCH_FIND_LINKS=http://127.0.0.1:{server.server_port}/",
-            "--build-arg",
-            f"TORCH_INDEX_URL={index}",
-        ]
-    finally:
-        server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def image(engine_env: dict[str, str], torch_wheels: list[str]) -> str:
+def image(engine_env: dict[str, str]) -> str:
     """The CPU image the default config names, built on the air-gapped base (layers cached by the engine)."""
     import docker
 
@@ -115,7 +121,8 @@ def image(engine_env: dict[str, str], torch_wheels: list[str]) -> str:
     try:
         client.images.get(AIRGAP_BASE)
     except docker.errors.ImageNotFound:
-        subprocess.run([str(REPO / "docker" / "airgap-base.sh"), AIRGAP_BASE], env=engine_env, check=True)
+        command = [str(REPO / "docker" / "airgap-base.sh"), AIRGAP_BASE]
+        _run_logged("docker/airgap-base.sh", command, LOGS / "airgap-base.log", engine_env)
     ref = cpu_image(load_experiment(CONFIG, []))
     registry, _, rest = ref.rpartition("/")
     tag = rest.rpartition(":")[2]
@@ -124,28 +131,59 @@ def image(engine_env: dict[str, str], torch_wheels: list[str]) -> str:
         if engine_env.get("PIP_INDEX_URL")
         else []
     )
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "docker" / "build.py"),
-            "--no-push",
-            "--only",
-            "vrft-cpu",
-            "--base-image",
-            AIRGAP_BASE,
-            "--network",
-            "host",
-            *index,
-            *torch_wheels,
-        ],
-        env={**engine_env, "VRFT_REGISTRY": registry, "VRFT_TAG": tag},
-        check=True,
+    build = [
+        sys.executable,
+        str(REPO / "docker" / "build.py"),
+        "--no-push",
+        "--only",
+        "vrft-cpu",
+        "--base-image",
+        AIRGAP_BASE,
+        "--network",
+        "host",
+        "--quiet",
+        "--log-dir",
+        str(LOGS),
+        *index,
+    ]
+    built = subprocess.run(
+        build, env={**engine_env, "VRFT_REGISTRY": registry, "VRFT_TAG": tag}, capture_output=True, text=True
     )
+    if built.returncode != 0:  # build.py's one line: the failing step, its error lines, the log file
+        _fail((built.stderr.strip() or built.stdout.strip() or "?").splitlines()[-1])
     # Built FROM the air-gapped base, not pulled.
     layers = client.images.get(ref).history()
     assert any(layer["Id"] == client.images.get(AIRGAP_BASE).id for layer in layers)
+    # What earlier builds of ours left untagged (a failed build's last step, the image this one
+    # replaced) only takes disk: the kept engine stays at one image and its base.
+    client.images.prune(filters={"dangling": True, "label": "vrft.project=vrft"})
     client.close()
     return ref
+
+
+def test_the_image_runs_the_cli_and_a_stage_on_the_paths_the_docs_use(
+    engine_env: dict[str, str], image: str
+) -> None:
+    import docker
+
+    client = docker.DockerClient(base_url=engine_env["DOCKER_HOST"], timeout=600)
+    try:
+        version = client.containers.run(image, ["vrft", "--version"], remove=True, network_mode="none")
+        assert version.decode().strip() == f"vrft {__version__}"
+        # configs/default.yaml is a link into the package's resources, as in the repository; the stage
+        # needs no network (synthetic images) and writes as the image's non-root user.
+        stage = "vrft dataset build configs/default.yaml -o /tmp/dataset && ls /tmp/dataset && id -u"
+        try:
+            output = client.containers.run(
+                image, ["sh", "-ec", stage], remove=True, network_mode="none", stderr=True
+            ).decode()
+        except docker.errors.ContainerError as exc:
+            raise AssertionError(f"{stage}: exit {exc.exit_status}: {exc.stderr.decode()[-2000:]}") from None
+    finally:
+        client.close()
+    lines = output.split()
+    assert {"dataset_dict.json", "manifest.json", "train", "eval"} <= set(lines), output[-2000:]
+    assert lines[-1] == "1000"
 
 
 def _without_run_ids(value: object) -> object:

@@ -9,6 +9,7 @@ points are writable by that user.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import io
@@ -18,6 +19,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -99,7 +101,7 @@ def build() -> ModuleType:
 
 
 def test_every_image_of_the_build_script_has_its_dockerfile(build: ModuleType) -> None:
-    assert sorted(REPO / image.dockerfile for image in build.IMAGES) == DOCKERFILES
+    assert sorted({REPO / image.dockerfile for image in build.IMAGES}) == DOCKERFILES
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -189,6 +191,10 @@ def _repo_files(source: str) -> list[str]:
     return [f for f in listed if (REPO / f).exists()]
 
 
+# COPY sources that need not exist: the torch wheel docker/build.py fetches into the build context.
+FETCHED = "docker/wheels/"
+
+
 def test_copy_sources_exist_in_the_repository_and_reach_the_build_context(build: ModuleType) -> None:
     patterns = _dockerignore_patterns()
     for image in build.IMAGES:
@@ -199,8 +205,16 @@ def test_copy_sources_exist_in_the_repository_and_reach_the_build_context(build:
         for ins in copies:
             assert ins.keyword == "COPY", f"{image.dockerfile}:{ins.line}: use COPY, not ADD"
             *sources, _ = [a for a in ins.args.split() if not a.startswith("--")]
+            # A COPY whose sources all match nothing fails the build: one must always exist.
+            assert any(not s.startswith(FETCHED) for s in sources), f"{image.dockerfile}:{ins.line}"
             for source in sources:
                 source = os.path.normpath(os.path.join(image.context, source))
+                if source.startswith(FETCHED):
+                    example = _expand(source, {**args_of(REPO / image.dockerfile), **image.buildargs})
+                    assert image.context == "." and not dockerignored(example.replace("*", "x"), patterns), (
+                        f"{image.dockerfile}:{ins.line}: docker/dockerignore drops {source}"
+                    )
+                    continue
                 files = _repo_files(source)
                 assert files, (
                     f"{image.dockerfile}:{ins.line}: COPY source {source} has no file in the repository"
@@ -209,11 +223,36 @@ def test_copy_sources_exist_in_the_repository_and_reach_the_build_context(build:
                 assert not ignored, f"{image.dockerfile}:{ins.line}: docker/dockerignore drops {ignored[:3]}"
 
 
+def _expand(text: str, args: dict[str, str]) -> str:
+    """``${NAME}`` replaced by its build argument."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], text)
+
+
+def test_the_fetched_torch_wheel_is_the_one_the_lock_names_and_reaches_the_build(build: ModuleType) -> None:
+    patterns = _dockerignore_patterns()
+    [cpu] = [image for image in build.IMAGES if image.name == "vrft-cpu"]
+    args = {**args_of(REPO / cpu.dockerfile), **cpu.buildargs}
+    requirement, digest = build._lock_entry(DOCKER / f"torch-{args['TORCH_VARIANT']}.lock")
+    assert requirement == f"torch=={args['TORCH_VERSION']}+{args['TORCH_VARIANT']}" and len(digest) == 64
+    wheel = f"torch-{args['TORCH_VERSION']}+{args['TORCH_VARIANT']}-cp311-cp311-{build.IMAGE_PLATFORM}.whl"
+    [copy] = [ins for ins in only(REPO / cpu.dockerfile, "COPY") if FETCHED in ins.args]
+    *sources, _ = copy.args.split()
+    [source] = [source for source in sources if source.startswith(FETCHED)]
+    pattern = _expand(source, args)
+    assert _glob_regex(pattern).fullmatch(f"{FETCHED}{wheel}") and not dockerignored(
+        f"{FETCHED}{wheel}", patterns
+    )
+    assert f"docker/torch-{args['TORCH_VARIANT']}.lock" in sources
+    assert not dockerignored(f"docker/torch-{args['TORCH_VARIANT']}.lock", patterns)
+    # The GPU image's (empty) variant copies no CPU wheel into its layers.
+    assert not _glob_regex(_expand(source, {**args, "TORCH_VARIANT": ""})).fullmatch(f"{FETCHED}{wheel}")
+
+
 def test_stage_images_have_no_entrypoint_and_default_to_the_console_script() -> None:
     """Kubeflow and kfp's DockerRunner pass the whole command (``sh -c ...``): an ENTRYPOINT would take
     it as arguments (``vrft: invalid choice: 'sh'``)."""
     scripts = PYPROJECT["project"]["scripts"]
-    for name in ("vrft.Dockerfile", "vrft-cpu.Dockerfile"):
+    for name in ("vrft.Dockerfile",):
         assert only(DOCKER / name, "ENTRYPOINT") == [], name
         [cmd] = only(DOCKER / name, "CMD")
         assert json.loads(cmd.args)[0] == "vrft", name
@@ -223,7 +262,7 @@ def test_stage_images_have_no_entrypoint_and_default_to_the_console_script() -> 
 
 def test_images_install_the_package_without_resolving_dependencies() -> None:
     """The dependencies come from the locks; the package itself is installed with --no-deps."""
-    for name in ("vrft.Dockerfile", "vrft-cpu.Dockerfile"):
+    for name in ("vrft.Dockerfile",):
         installs = [
             ins
             for ins in only(DOCKER / name, "RUN")
@@ -260,31 +299,34 @@ def test_base_image_and_package_index_are_build_arguments(dockerfile: Path) -> N
     assert from_.args == "${BASE_IMAGE}", dockerfile.name
     _default_base(dockerfile)
     assert "PIP_INDEX_URL" in args_of(dockerfile), dockerfile.name
-    # Every pip install takes its packages from that index (or from the local source, --no-index).
-    for ins in only(dockerfile, "RUN"):
-        for command in re.split(r"&&", ins.args):
-            if "pip install" in command:
-                assert (
-                    '--index-url "${PIP_INDEX_URL}"' in command
-                    or '--index-url "${TORCH_INDEX_URL}"' in command
-                    or "--no-index" in command
-                ), f"{dockerfile.name}:{ins.line}: {command.strip()}"
-    torch_installs = [
-        c
+    # Every pip install takes its packages from that index (or, --no-index, from the build context).
+    for command in _shell_commands(dockerfile):
+        if "pip install" in command:
+            assert (
+                '--index-url "${PIP_INDEX_URL}"' in command
+                or '--index-url "${TORCH_INDEX_URL}"' in command
+                or "--no-index" in command
+            ), f"{dockerfile.name}: {command}"
+    torch_installs = [c for c in _shell_commands(dockerfile) if "torch" in c and "pip install" in c]
+    for command in torch_installs:  # from the torch index, or the hash-checked wheel in the build context
+        assert "${TORCH_INDEX_URL}" in command or (
+            "--no-index --find-links /opt/vrft-locks" in command and "--require-hashes" in command
+        ), f"{dockerfile.name}: torch not from TORCH_INDEX_URL: {command}"
+
+
+def _shell_commands(dockerfile: Path) -> list[str]:
+    """The simple commands of every RUN (split at &&, ;, then, else)."""
+    return [
+        " ".join(command.split())
         for ins in only(dockerfile, "RUN")
-        for c in ins.args.split("&&")
-        if "torch" in c and "pip install" in c
+        for command in re.split(r"&&|;|\bthen\b|\belse\b", ins.args)
+        if command.strip()
     ]
-    for command in torch_installs:
-        assert "${TORCH_INDEX_URL}" in command, (
-            f"{dockerfile.name}: torch not from TORCH_INDEX_URL: {command}"
-        )
 
 
 def test_dependency_layers_come_from_hash_checked_locks_before_the_source() -> None:
     for name, locks in (
-        ("vrft-cpu.Dockerfile", ["torch-cpu.lock", "requirements.lock"]),
-        ("vrft.Dockerfile", ["requirements.lock"]),
+        ("vrft.Dockerfile", ["torch-${TORCH_VARIANT}.lock", "requirements.lock"]),
         ("mlflow.Dockerfile", ["mlflow.lock"]),
     ):
         instructions = parse((DOCKER / name).read_text())
@@ -328,7 +370,7 @@ def test_the_lock_is_consistent_with_pyproject() -> None:
     for requirement in build_backend:  # the images build vrft with --no-build-isolation
         assert requirement.specifier.contains(locked[canonicalize_name(requirement.name)])
     [torch] = _lock(DOCKER / "torch-cpu.lock").items()
-    assert torch == ("torch", f"{args_of(DOCKER / 'vrft-cpu.Dockerfile')['TORCH_VERSION']}+cpu")
+    assert torch == ("torch", f"{args_of(DOCKER / 'vrft.Dockerfile')['TORCH_VERSION']}+cpu")
     mlflow = _lock(DOCKER / "mlflow.lock")
     for raw in (DOCKER / "mlflow.in").read_text().splitlines():
         if raw.strip() and not raw.startswith("#"):
@@ -421,10 +463,101 @@ def test_build_progress_is_streamed_and_an_engine_error_is_one_line(build: Modul
             "error": "The command '/bin/sh -c false'\nreturned a non-zero code: 1",
         },
     ]
+    with pytest.raises(build.BuildError) as failed:
+        build.stream(failing, "build x", io.StringIO())
+    assert str(failed.value) == (
+        "build x failed at Step 2/9 : RUN false (exit 1): "
+        "The command '/bin/sh -c false' returned a non-zero code: 1"
+    )
+    before_any_step = [{"error": "unable to prepare context: path not found"}]
     with pytest.raises(
-        build.BuildError, match=r"^docker build x failed: The command '/bin/sh -c false' returned"
+        build.BuildError, match=r"^build x failed: unable to prepare context: path not found$"
     ):
-        build.stream(failing, "docker build x", io.StringIO())
+        build.stream(before_any_step, "build x", io.StringIO())
+
+
+def test_a_failed_build_is_one_line_with_the_step_and_its_error_lines(build: ModuleType) -> None:
+    """What the issue saw: pip's retries, then its error, buried in a thousand lines of build output."""
+    pip_output = [f"Collecting package-{i}==1.0\n" for i in range(500)] + [
+        "WARNING: Retrying (Retry(total=4)) after connection broken by 'NewConnectionError(...)': /whl/cpu/torch/\n",
+        "\x1b[91mERROR: Could not find a version that satisfies the requirement torch==2.13.0+cpu (from versions: none)\n",
+        "\x1b[91mERROR: No matching distribution found for torch==2.13.0+cpu\n\x1b[0m",
+    ]
+    events = [
+        {"stream": "Step 1/15 : FROM vrft-airgap-base:bookworm\n"},
+        {"stream": " ---> 0123456789ab\n"},
+        {"stream": 'Step 7/15 : RUN if [ -z "${TORCH_VARIANT}" ]; then ' + "x " * 200 + "\n"},
+        *({"stream": line} for line in pip_output),
+        {"error": "The command '/bin/sh -c if [ -z ...' returned a non-zero code: 1"},
+    ]
+    out = io.StringIO()
+    with pytest.raises(build.BuildError) as failed:
+        build.stream(events, "build r/vrft-cpu:t", out)
+    message = str(failed.value)
+    assert "\n" not in message and len(message) < 700
+    assert message.startswith('build r/vrft-cpu:t failed at Step 7/15 : RUN if [ -z "${TORCH_VARIANT}" ]')
+    assert message.endswith(
+        "(exit 1): ERROR: Could not find a version that satisfies the requirement torch==2.13.0+cpu "
+        "(from versions: none) | ERROR: No matching distribution found for torch==2.13.0+cpu"
+    )
+    assert "Collecting package-499" in out.getvalue()  # the whole output is in the log
+
+
+def test_main_names_the_log_file_of_a_failed_build(
+    build: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Api:
+        def build(self, **kwargs: object) -> list[dict[str, str]]:
+            return [
+                {"stream": "Step 1/2 : RUN false\n"},
+                {"stream": "E: broken\n"},
+                {"error": "exit code: 2"},
+            ]
+
+    class Client:
+        api = Api()
+
+    monkeypatch.setattr(build, "connect", lambda: Client())
+    monkeypatch.setattr(build, "check_dockerignore", lambda: None)
+    monkeypatch.setenv("VRFT_REGISTRY", "r")
+    monkeypatch.setenv("VRFT_TAG", "t")
+    assert build.main(["--no-push", "--only", "vrft-mlflow", "--quiet", "--log-dir", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    log = tmp_path / "build-vrft-mlflow.log"
+    assert captured.err.splitlines() == [
+        f"build.py: build r/vrft-mlflow:t failed at Step 1/2 : RUN false (exit code: 2): E: broken; full log: {log}"
+    ]
+    assert captured.out.splitlines() == [f"build.py: build r/vrft-mlflow:t (log: {log})"]
+    assert "E: broken" in log.read_text()
+
+
+def test_the_cpu_and_gpu_stage_images_differ_only_in_base_and_torch_wheel(build: ModuleType) -> None:
+    for base_image in (None, "vrft-airgap-base:bookworm"):
+        steps = {s.image.name: s for s in build.plan("r", "t", push=False, commit="c", base_image=base_image)}
+        cpu, gpu = steps["vrft-cpu"], steps["vrft"]
+        assert (cpu.image.dockerfile, cpu.image.context) == (gpu.image.dockerfile, gpu.image.context)
+        dockerfile = REPO / cpu.image.dockerfile
+        defaults = {**args_of(dockerfile), "BASE_IMAGE": _default_base(dockerfile)}
+        cpu_args, gpu_args = {**defaults, **cpu.buildargs}, {**defaults, **gpu.buildargs}
+        differ = {k for k in cpu_args.keys() | gpu_args.keys() if cpu_args.get(k) != gpu_args.get(k)}
+        assert differ == {"BASE_IMAGE", "TORCH_VARIANT"}
+        assert gpu_args["BASE_IMAGE"] == "r/vrft-base:t" and gpu_args["TORCH_VARIANT"] == ""
+        assert cpu_args["BASE_IMAGE"] == (base_image or "python:3.11-slim-bookworm")
+        assert cpu_args["TORCH_VARIANT"] == "cpu"
+    # vrft-base is the CUDA devel image with torch for CUDA (test_the_cuda_stack_is_one_consistent_combination).
+    assert _default_base(DOCKER / "base.Dockerfile").startswith("nvidia/cuda:")
+    # The variant selects the torch wheel and nothing else: only the wheel's COPY and the torch install use it,
+    # the base only the FROM.
+    instructions = parse((REPO / cpu.image.dockerfile).read_text())
+    uses = [
+        (ins.keyword, arg)
+        for ins in instructions
+        for arg in ("TORCH_VARIANT", "BASE_IMAGE")
+        if "${" + arg + "}" in ins.args
+    ]
+    assert uses == [("FROM", "BASE_IMAGE"), ("COPY", "TORCH_VARIANT"), ("RUN", "TORCH_VARIANT")], uses
+    [torch_run] = [ins for ins in instructions if ins.keyword == "RUN" and "${TORCH_VARIANT}" in ins.args]
+    assert "torch" in torch_run.args and "requirements.lock" in torch_run.args
 
 
 def test_a_missing_engine_is_one_clear_line(
@@ -455,7 +588,8 @@ def test_build_script_takes_registry_and_tag_from_the_environment(
     monkeypatch.setenv("VRFT_TAG", "0.1.0")
     assert build.main(["--dry-run", "--no-push", "--only", "vrft-cpu"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "docker build --platform linux/amd64 -f docker/vrft-cpu.Dockerfile -t localhost:5000/vrft-cpu:0.1.0 ."
+        "docker build --platform linux/amd64 -f docker/vrft.Dockerfile -t localhost:5000/vrft-cpu:0.1.0 "
+        "--build-arg TORCH_VARIANT=cpu ."
     ]
 
 
@@ -474,7 +608,7 @@ def _python_versions() -> dict[str, str]:
 
 def test_python_version_agrees_with_pyproject_and_across_images() -> None:
     versions = _python_versions()
-    assert set(versions) == {"base.Dockerfile", "vrft-cpu.Dockerfile", "mlflow.Dockerfile", "airgap-base.sh"}
+    assert set(versions) == {"base.Dockerfile", "vrft.Dockerfile", "mlflow.Dockerfile", "airgap-base.sh"}
     assert len(set(versions.values())) == 1, versions
     assert Version(versions["base.Dockerfile"]) in SpecifierSet(PYPROJECT["project"]["requires-python"])
 
@@ -490,10 +624,10 @@ def _make_torch_version() -> str:
 
 
 def test_one_torch_version_across_images_and_make_setup() -> None:
-    base, cpu = args_of(DOCKER / "base.Dockerfile"), args_of(DOCKER / "vrft-cpu.Dockerfile")
+    base, cpu = args_of(DOCKER / "base.Dockerfile"), args_of(DOCKER / "vrft.Dockerfile")
     versions = {
         "base.Dockerfile": base["TORCH_VERSION"],
-        "vrft-cpu.Dockerfile": cpu["TORCH_VERSION"],
+        "vrft.Dockerfile": cpu["TORCH_VERSION"],
         "Makefile": _make_torch_version(),
         "torch-cpu.lock": _lock(DOCKER / "torch-cpu.lock")["torch"].removesuffix("+cpu"),
     }
@@ -568,7 +702,7 @@ def test_kfp_artifact_mounts_are_writable_by_the_image_user() -> None:
         if name.endswith("_LOCAL_MOUNT_PREFIX")
     }
     assert prefixes >= {"/gcs", "/minio", "/s3"}
-    for name in ("base.Dockerfile", "vrft-cpu.Dockerfile"):  # vrft inherits from the base
+    for name in ("base.Dockerfile", "vrft.Dockerfile"):  # vrft's GPU build inherits them from the base
         text = (DOCKER / name).read_text()
         uid = _final_user(text).split(":")[0]
         [chown] = re.findall(rf"chown {uid}:\d+ ([/\w ]+)", text)
@@ -585,3 +719,61 @@ def test_a_real_build_needs_the_dockerignore_at_the_repository_root(
         build.check_dockerignore()
     (tmp_path / ".dockerignore").symlink_to("docker/dockerignore")
     build.check_dockerignore()
+
+
+def _fake_torch_wheel(directory: Path, version: str) -> Path:
+    """A minimal wheel pip accepts as torch ``version`` (metadata only)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"torch-{version}-cp311-cp311-manylinux_2_28_x86_64.whl"
+    info = f"torch-{version}.dist-info"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n")
+        wheel.writestr(
+            f"{info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: cp311-cp311-manylinux_2_28_x86_64\n",
+        )
+        wheel.writestr(f"{info}/RECORD", "")
+    return path
+
+
+def test_the_torch_wheel_is_fetched_with_this_machines_pip_and_checked_against_the_lock(
+    build: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This machine's pip configuration: a local wheel directory, no index (the site's, not the test's).
+    source = _fake_torch_wheel(tmp_path / "site-wheels", "9.9.9+cpu")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(source.parent))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    repo = tmp_path / "repo"
+    (repo / "docker").mkdir(parents=True)
+    lock = repo / "docker" / "torch-cpu.lock"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    lock.write_text(f"# generated\ntorch==9.9.9+cpu \\\n    --hash=sha256:{digest}\n")
+    monkeypatch.setattr(build, "REPO", repo)
+    wheels, log = repo / "docker" / "wheels", io.StringIO()
+
+    fetched = build.fetch_torch_wheel("cpu", f"file://{tmp_path}/no-index", log, wheels)
+    assert fetched == wheels / source.name and fetched.read_bytes() == source.read_bytes(), log.getvalue()
+    assert sorted(p.name for p in wheels.iterdir()) == [source.name]  # no partial download left
+
+    def no_pip(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a wheel that matches the lock is not fetched again")
+
+    monkeypatch.setattr(build.subprocess, "run", no_pip)
+    assert build.fetch_torch_wheel("cpu", "file:///nowhere", io.StringIO(), wheels) == fetched
+    monkeypatch.undo()
+
+    # A lock that names other bytes: the wheel on disk is dropped, pip refuses the download, the build
+    # is left to its index.
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(source.parent))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setattr(build, "REPO", repo)
+    lock.write_text(f"torch==9.9.9+cpu --hash=sha256:{'0' * 64}\n")
+    log = io.StringIO()
+    assert build.fetch_torch_wheel("cpu", f"file://{tmp_path}/no-index", log, wheels) is None
+    assert list(wheels.iterdir()) == []
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in log.getvalue()
+    assert (
+        log.getvalue().rstrip().endswith("could not fetch torch==9.9.9+cpu; the build tries TORCH_INDEX_URL")
+    )

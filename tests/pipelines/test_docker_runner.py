@@ -68,6 +68,30 @@ def test_a_missing_image_is_one_line_saying_how_to_build_it(
     assert client.closed
 
 
+def test_run_checks_engine_and_image_before_starting_any_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(local.LocalServices, "start", lambda self, **kwargs: started.append(self))
+    state = tmp_path / "state"
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+    assert main(["run", "--runner", "docker", "--state-dir", str(state), str(CONFIG)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no Docker engine answers at unix://{tmp_path}/none.sock" in err[0], err
+
+    client = _Client(set())  # an engine without the image
+    monkeypatch.setattr(local, "_docker_client", lambda: client)
+    with pytest.raises(
+        local.PipelineFailed,
+        match=r"image ghcr.io/vrft/vrft-cpu:0.1.0 is not in the Docker engine: build it "
+        r"\(VRFT_REGISTRY=ghcr.io/vrft VRFT_TAG=0.1.0 python docker/build.py",
+    ):
+        local.run_local(CONFIG, state_dir=state, runner="docker")
+    assert client.closed
+    assert started == [] and not state.exists()  # no service started, nothing written
+
+
 def test_the_runner_passes_the_stage_environment_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
