@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vrft.config import ConfigError, from_dict, parse_override, read_yaml, to_dict
+from vrft.config import ConfigError, apply_overrides, from_dict, parse_override, read_yaml, to_dict
 from vrft.data.config import DatasetConfig
 from vrft.evaluate.config import EvaluateConfig
 from vrft.models.config import ModelConfig
@@ -261,19 +261,23 @@ class ExperimentConfig:
 
         trl refuses a generation batch that is not whole groups of ``num_generations`` completions
         only when GRPO starts — minutes into a run, after the dataset and the base evaluation; here
-        it is refused with the config. Each shot count of a sweep is checked with its own overrides
-        (:meth:`with_shots` validates the per-shot config).
+        it is refused with the config. Each shot count of a sweep is checked with its own
+        ``grpo.*``/``pipeline.*`` shot overrides (only those sections are rebuilt: a stage's config
+        view holds defaults in the sections it does not read, which need not make a whole config).
         """
         from vrft.paper_mode import apply_paper_mode
         from vrft.train.config import check_batch_divisibility
 
         apply_paper_mode(self)
-
-        if self.experiment.shots:
-            for shots in self.experiment.shots:
-                self.with_shots(shots)
-        else:
-            check_batch_divisibility(self.grpo, self.pipeline.training_processes())
+        for shots in self.experiment.shots or [None]:
+            overrides = self.experiment.shot_overrides.get(str(shots), []) if shots is not None else []
+            where = f"shots {shots}: " if shots is not None else ""
+            try:
+                grpo = apply_overrides(self.grpo, _section_overrides(overrides, "grpo"))
+                pipeline = apply_overrides(self.pipeline, _section_overrides(overrides, "pipeline"))
+                check_batch_divisibility(grpo, pipeline.training_processes())
+            except ConfigError as exc:
+                raise ConfigError(f"{where}{exc}") from None
 
     def to_json(self) -> str:
         """The whole config as canonical one-line JSON: what components receive (a multi-line
@@ -300,6 +304,12 @@ class ExperimentConfig:
             data["dataset"]["seed"] = seed
         data["experiment"]["seeds"] = [seed]  # one repeat: its artifacts go under a seed-specific prefix
         return from_dict(ExperimentConfig, data, interpolate=False)
+
+
+def _section_overrides(overrides: list[str], section: str) -> list[str]:
+    """The ``section.key=value`` overrides of one section, as that section's own ``key=value``."""
+    prefix = f"{section}."
+    return [text.strip()[len(prefix) :] for text in overrides if text.strip().startswith(prefix)]
 
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

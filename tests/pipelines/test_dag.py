@@ -55,9 +55,18 @@ def test_images_match_the_dockerfiles(compiled):
     refs = image_refs(config.pipeline.image_registry, config.pipeline.image_tag)
     images = {executor["container"]["image"] for executor in executors(spec).values()}
     assert images == set(refs.values())
+    import importlib.util
+    import sys
+
+    # docker/build.py says how each image is built (both stage images share docker/vrft.Dockerfile).
+    spec = importlib.util.spec_from_file_location("vrft_docker_build", ROOT / "docker" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = build  # dataclasses resolve the module of their class
+    spec.loader.exec_module(build)
+    dockerfiles = {image.name: image.dockerfile for image in build.IMAGES}
     for image in images:
         name = image.rsplit("/", 1)[1].split(":")[0]
-        assert (ROOT / "docker" / f"{name}.Dockerfile").exists(), image
+        assert (ROOT / dockerfiles[name]).exists(), image
 
 
 def test_cluster_target_wires_secrets_and_gpu_nodes(compiled):

@@ -168,7 +168,13 @@ def test_peak_gpus_follow_the_dag():
     assert iteration_peak(wide_eval) == (12, ("evaluate RFT", "evaluate SFT", "evaluate base"))
     # In existence_gated mode the SFT/RFT evaluations wait for the base one: never all three at once.
     gated = load_experiment(
-        COCO_8CAT, ["pipeline.train_resources.gpus=1", "pipeline.evaluate_resources.gpus=4"]
+        COCO_8CAT,
+        [
+            "pipeline.train_resources.gpus=1",
+            "pipeline.evaluate_resources.gpus=4",
+            "evaluate.gate_source=base_model",
+            "experiment.keep_ours=[gate]",
+        ],
     )
     assert iteration_peak(gated) == (8, ("evaluate RFT", "evaluate SFT"))
     # Multi-node training counts every node's GPUs; seeds multiply the iterations.
