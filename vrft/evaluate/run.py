@@ -40,9 +40,9 @@ from vrft.io import (
     write_manifest,
 )
 from vrft.models.config import ModelConfig
+from vrft.models.loading import check_checkpoint
 from vrft.paper_files import is_paper_name
 from vrft.paper_mode import recorded_training
-from vrft.models.loading import check_checkpoint
 
 RESULT_FORMAT = "vrft.evaluation/1"
 METRICS_FILE = "metrics.json"
