@@ -11,7 +11,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from vrft.report.tracking import CONFIG, METHOD, MODEL, RunRecord, evaluation_metrics, evaluation_tags
+from vrft.report.runs import CONFIG, METHOD, MODEL, RunRecord, evaluation_metrics
+from vrft.tracking import evaluation_tags
 
 
 class _Summary:
