@@ -11,7 +11,7 @@
 
 Images are ``$VRFT_REGISTRY/<name>:$VRFT_TAG``; ``vrft`` is built FROM the ``vrft-base`` of the same
 registry and tag. The pipeline's stages use ``vrft`` (GPU) and ``vrft-cpu`` (CPU), as
-``vrft.pipelines.kfp_client.image_refs`` names them; ``k8s/`` runs ``vrft-mlflow``. Builds go through
+``vrft.components.cluster.image_refs`` names them; ``k8s/`` runs ``vrft-mlflow``. Builds go through
 the ``docker`` Python SDK (the engine's classic builder: no BuildKit frontend is fetched) with the
 build's output streamed; ``DOCKER_HOST`` selects the engine.
 """

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vrft import __version__
 from vrft.config import ConfigError
+from vrft.signals import Terminated, restore_sigterm, unwind_on_sigterm
 
 # The default experiment ships inside the package (configs/default.yaml links to it), so `vrft run`
 # with no config works from any directory.
@@ -43,9 +44,13 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
 
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
     from vrft.data.build import build_dataset
+    from vrft.stage import open_stage
+    from vrft.tracking import STAGE_DATASET
 
     config = _experiment(args)
-    result = build_dataset(config.dataset, args.output_dir, overwrite=args.overwrite)
+    with open_stage("dataset", config, kind=STAGE_DATASET, params=lambda c: {"dataset": c.dataset}) as stage:
+        result = build_dataset(config.dataset, args.output_dir, overwrite=args.overwrite)
+        stage.tracker.log_metrics({f"rows/{split}": n for split, n in result.num_rows.items()})
     counts = ", ".join(f"{split}: {n}" for split, n in result.num_rows.items())
     print(f"{result.output_dir} ({counts})")
     return 0
@@ -53,8 +58,9 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from vrft.io import atomic_write_text
-    from vrft.tracking import STAGE_TRAIN, Tracker, experiment_tags, report_method
-    from vrft.train import Tracking, train_grpo, train_sft
+    from vrft.stage import open_stage
+    from vrft.tracking import STAGE_TRAIN, Tracker, report_method
+    from vrft.train import MlflowTarget, train_grpo, train_sft
     from vrft.train.callbacks import MLFLOW_RUN_FILE
 
     config = _experiment(args)
@@ -66,24 +72,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
             args.dataset,
             args.output_dir,
             model=config.model.materialized(),
-            tracking=Tracking(run_id=args.tracking_run_id),
+            tracking=MlflowTarget(run_id=args.tracking_run_id),
         )
     else:
-        # Tracked (when MLFLOW_TRACKING_URI is set) like the pipeline's training stage: the same tags
-        # for `vrft report`, FAILED with the error if training raises; a resumed training continues its run.
-        tracker = Tracker()
+        # Tracked (when a tracking URI is known) like the pipeline's training stage: the same stage
+        # wrapper, FAILED with the error if training raises; a resumed training continues its run.
+        tracker = Tracker(config.pipeline.tracking_uri or None)
         run_file = Path(args.output_dir) / MLFLOW_RUN_FILE
-        params = {"model": config.model, method: getattr(config, method)}
-        with tracker.stage_run(
-            STAGE_TRAIN,
-            params=params,
-            tags=experiment_tags(config, method=report_method(method)),
-            run_name=method,
-            experiment=config.experiment.name,
+        with open_stage(
+            method,
+            config,
+            kind=STAGE_TRAIN,
+            method=report_method(method),
+            params={"model": config.model, method: getattr(config, method)},
             resume_run_id=_previous_run(tracker, run_file),
-        ) as run_id:
+            tracker=tracker,
+        ) as stage:
             try:
-                tracking = Tracking(uri=tracker.tracking_uri or "", run_id=run_id) if run_id else None
+                tracking = None
+                if stage.mlflow_run_id:
+                    tracking = MlflowTarget(uri=tracker.tracking_uri or "", run_id=stage.mlflow_run_id)
                 result = train(
                     getattr(config, method),
                     args.dataset,
@@ -92,8 +100,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     tracking=tracking,
                 )
             finally:
-                if run_id and run_file.parent.is_dir():
-                    atomic_write_text(run_file, json.dumps({"run_id": run_id}) + "\n")
+                if stage.mlflow_run_id and run_file.parent.is_dir():
+                    atomic_write_text(run_file, json.dumps({"run_id": stage.mlflow_run_id}) + "\n")
     rank = f" (rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']})" if "RANK" in os.environ else ""
     print(f"{method}{rank}: {result.global_step} steps; model: {result.final_dir}")
     return 0
@@ -114,6 +122,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vrft.evaluate import evaluate_checkpoint
+    from vrft.report.runs import evaluation_metrics
+    from vrft.stage import open_stage
+    from vrft.tracking import STAGE_EVALUATE, evaluation_tags
 
     config = _experiment(args)
     model = config.model.materialized()
@@ -121,40 +132,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         model = replace(
             model, name_or_path=str(args.checkpoint), family=model.family or model.resolved_family()
         )
-    context = {
-        "config": config.experiment.name,
-        "model": config.model.name_or_path,
-        "shots": "" if config.dataset.shots is None or args.label == "base" else str(config.dataset.shots),
-        "paper_table": config.report.paper_table,
-    }
-    if args.label != "base":
-        context["seed"] = str(config.grpo.seed if args.label == "rft" else config.sft.seed)
-    result = evaluate_checkpoint(
-        config.evaluate,
-        args.dataset,
-        args.output_dir,
-        model=model,
-        label=args.label,
-        overwrite=args.overwrite,
-        gate=args.gate,
-        context={k: v for k, v in context.items() if v},
-    )
-    if os.environ.get("MLFLOW_TRACKING_URI"):  # what `vrft report` reads
-        from vrft.report.tracking import RunTags, log_evaluation
-
-        tags = RunTags(
-            method=args.label,
-            config=config.experiment.name,
-            model=config.model.name_or_path,
-            dataset=config.dataset.preset or config.dataset.train.display_name,
-            shots=config.dataset.shots,
-            paper_table=config.report.paper_table,
-            paper_model=config.report.paper_model,
-            paper_column=config.report.paper_column,
+    # Tracked (when a tracking URI is known) like the pipeline's evaluation stage: what `vrft report` reads.
+    with open_stage(
+        f"evaluate-{args.label}",
+        config,
+        kind=STAGE_EVALUATE,
+        method=args.label,
+        params={"model": config.model, "evaluate": config.evaluate},
+    ) as stage:
+        result = evaluate_checkpoint(
+            config.evaluate,
+            args.dataset,
+            args.output_dir,
+            model=model,
+            label=args.label,
+            overwrite=args.overwrite,
+            gate=args.gate,
+            context=stage.tags,
         )
-        log_evaluation(
-            result, tags, experiment=config.experiment.name, tracking_uri=os.environ["MLFLOW_TRACKING_URI"]
-        )
+        stage.tracker.set_tags(evaluation_tags(result))
+        stage.tracker.log_metrics(evaluation_metrics(result))
+        stage.tracker.log_artifacts(result.output_dir, "evaluation")
     print(
         json.dumps(
             {
@@ -169,7 +167,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from vrft.report import build_report
+    from vrft.report.build import log_report
+    from vrft.stage import open_stage
+    from vrft.tracking import STAGE_REPORT, Tracker
 
     config = _experiment(args)
     tracking_uri = (
@@ -180,14 +183,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
             "the report reads MLflow runs: pass --tracking-uri or set MLFLOW_TRACKING_URI "
             "(or name the evaluation directories with --evaluations)"
         )
-    result = build_report(
-        config.report,
-        args.output_dir,
-        tracking_uri=tracking_uri,
-        experiment=args.experiment or config.experiment.name,
-        overwrite=args.overwrite,
-        evaluations=args.evaluations or None,
-    )
+    experiment = args.experiment or config.experiment.name
+    log = config.report.log_to_mlflow and bool(tracking_uri)
+    with open_stage(
+        "report",
+        config,
+        kind=STAGE_REPORT,
+        params={"report": config.report},
+        tracker=Tracker(tracking_uri) if log else Tracker.off(),
+        experiment=experiment,
+    ) as stage:
+        # This command's stage run is the report's run: build_report must not start another one.
+        result = build_report(
+            replace(config.report, log_to_mlflow=False),
+            args.output_dir,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            overwrite=args.overwrite,
+            evaluations=args.evaluations or None,
+        )
+        log_report(stage.tracker, result)
     print(result.html)
     print(result.markdown)
     flagged = len(result.regression_summary.get("regressions", []))
@@ -210,7 +225,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from vrft.services import up
+    from vrft.pipelines.local import up
 
     services = up(Path(args.state_dir) / "services")
     print(f"S3: {services.s3_endpoint}  MLflow: {services.tracking_uri}")
@@ -219,7 +234,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from vrft.services import down
+    from vrft.pipelines.local import down
 
     print("stopped" if down(Path(args.state_dir) / "services") else "nothing was running")
     return 0
@@ -550,8 +565,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     ]
     try:
         from vrft.pipelines.kfp_client import KfpError
-        from vrft.pipelines.local import PipelineFailed
-        from vrft.services import ServicesError
+        from vrft.pipelines.local import PipelineFailed, ServicesError
 
         errors += [KfpError, PipelineFailed, ServicesError]
     except ImportError:  # the pipeline extra is not installed
@@ -567,18 +581,6 @@ def debug_requested(args: argparse.Namespace | None = None) -> bool:
     if args is not None and getattr(args, "debug", False):
         return True
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
-class Terminated(BaseException):
-    """SIGTERM (e.g. from `timeout` or `kill`) arrived: unwinds like Ctrl-C, so every cleanup runs."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -603,13 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous_debug_env = os.environ.get(DEBUG_ENV)
     if debug:
         os.environ[DEBUG_ENV] = "1"  # stage processes of `vrft run` print their tracebacks too
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
-    else:  # pragma: no cover - main() called from a worker thread (embedding): no signal handling
-        previous_sigterm = None
+    previous_sigterm = unwind_on_sigterm()  # SIGTERM unwinds like Ctrl-C: everything started is stopped
     config = getattr(args, "config", None)
     if args.func is _cmd_run and isinstance(config, str) and "=" in config and not Path(config).exists():
         # `vrft run grpo.max_steps=3`: no config given, only overrides of the default.
@@ -633,8 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vrft {args.command}: terminated by signal {exc.signum}", file=sys.stderr)
         return 128 + exc.signum
     finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        restore_sigterm(previous_sigterm)
         if previous_debug_env is None:
             os.environ.pop(DEBUG_ENV, None)
         else:

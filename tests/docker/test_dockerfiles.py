@@ -28,7 +28,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from vrft.pipelines.kfp_client import image_refs
+from vrft.components.cluster import image_refs
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"

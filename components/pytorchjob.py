@@ -22,7 +22,7 @@ into a scratch volume of each pod; an absolute path is used as it is. Outputs: Z
 are written shard by shard from every rank into one directory, so ``output_dir`` must lie on a
 ReadWriteMany volume (``shared_pvc``: NFS, CephFS, EFS, Filestore ...) mounted in every pod, from
 which the training stage uploads the final model. The pods read the same Secrets and endpoint
-ConfigMap as the pipeline's pods (:func:`vrft.pipelines.kfp_client.secret_env_spec`), run as the
+ConfigMap as the pipeline's pods (:func:`vrft.components.cluster.secret_env_spec`), run as the
 pipeline's service account on GPU nodes, and get a memory-backed ``/dev/shm`` (NCCL needs more than
 the container default of 64 MiB).
 """
@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from vrft.pipelines.kfp_client import (
+from vrft.components.cluster import (
     CLIENT_POD_LABEL,
     ENDPOINTS_CONFIG_MAP,
     GPU_NODE_SELECTOR,

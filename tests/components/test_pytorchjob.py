@@ -15,9 +15,8 @@ from accelerate.commands.launch import launch_command_parser
 
 from vrft import storage
 from vrft.cli import build_parser
-from vrft.io import write_manifest
-from vrft.pipelines import kfp_client
-from vrft.pipelines.pytorchjob import (
+from vrft.components import cluster
+from vrft.components.pytorchjob import (
     CONTAINER_NAME,
     DATASET_DIR,
     MultiNodeTraining,
@@ -30,8 +29,9 @@ from vrft.pipelines.pytorchjob import (
     run_pytorchjob,
     to_yaml,
 )
+from vrft.io import write_manifest
 
-IMAGE = kfp_client.image_refs("registry.example.com/ml", "0.1.0")["grpo"]
+IMAGE = cluster.image_refs("registry.example.com/ml", "0.1.0")["grpo"]
 
 
 def _job(**changes: Any) -> MultiNodeTraining:
@@ -80,17 +80,17 @@ def test_the_pods_run_on_gpu_nodes_with_the_pipeline_secrets_and_a_shared_volume
     assert container["name"] == CONTAINER_NAME == "pytorch"
     assert container["image"] == IMAGE
     assert container["ports"] == [{"name": "pytorchjob-port", "containerPort": 23456}]
-    assert container["resources"]["limits"][kfp_client.GPU_RESOURCE] == "8"
-    assert pod["nodeSelector"] == dict(kfp_client.GPU_NODE_SELECTOR)
-    assert pod["tolerations"] == [dict(t) for t in kfp_client.GPU_TOLERATIONS]
-    assert pod["serviceAccountName"] == kfp_client.PIPELINE_SERVICE_ACCOUNT
+    assert container["resources"]["limits"][cluster.GPU_RESOURCE] == "8"
+    assert pod["nodeSelector"] == dict(cluster.GPU_NODE_SELECTOR)
+    assert pod["tolerations"] == [dict(t) for t in cluster.GPU_TOLERATIONS]
+    assert pod["serviceAccountName"] == cluster.PIPELINE_SERVICE_ACCOUNT
     for each in (container, *pod["initContainers"]):
         secrets: dict[str, dict[str, str]] = {}
         for env in each["env"]:
             ref = env["valueFrom"]["secretKeyRef"]
             secrets.setdefault(ref["name"], {})[ref["key"]] = env["name"]
-        assert secrets == kfp_client.secret_env_spec("grpo")
-        assert each["envFrom"] == [{"configMapRef": {"name": kfp_client.ENDPOINTS_CONFIG_MAP}}]
+        assert secrets == cluster.secret_env_spec("grpo")
+        assert each["envFrom"] == [{"configMapRef": {"name": cluster.ENDPOINTS_CONFIG_MAP}}]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["shared"]["persistentVolumeClaim"] == {"claimName": "vrft-shared"}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
