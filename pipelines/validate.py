@@ -81,7 +81,7 @@ def training_problems(config: ExperimentConfig) -> list[str]:
 
 def cluster_problems(config: ExperimentConfig) -> list[str]:
     """Everything :func:`check_for_cluster` would refuse, one sentence each."""
-    from vrft.pipelines.dag import sweep_configs
+    from vrft.pipelines.plan import sweep_configs
 
     p = config.pipeline
     problems = []

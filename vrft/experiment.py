@@ -100,6 +100,10 @@ class PipelineConfig:
     )
     caching: bool = True
     evaluate_base: bool = True
+    # How many sweep iterations (shot counts x seeds) may hold GPUs at once on a cluster: iteration i
+    # starts after iteration i - k's GPU tasks finished. 1 (the default): one iteration at a time, its
+    # GRPO, SFT and base evaluation side by side; 0: no bound (every iteration at once).
+    max_parallel_iterations: int = 1
     # Training on more than one node runs as a Kubeflow PyTorchJob (DeepSpeed ZeRO-3 across nodes);
     # train_resources.gpus is then per node and every pod mounts the ReadWriteMany `shared_pvc`.
     train_nodes: int = 1
@@ -125,6 +129,10 @@ class PipelineConfig:
                 )
         if self.retries < 0:
             raise ConfigError(f"pipeline.retries: must be >= 0, got {self.retries}")
+        if self.max_parallel_iterations < 0:
+            raise ConfigError(
+                f"pipeline.max_parallel_iterations: must be >= 0 (0: no bound), got {self.max_parallel_iterations}"
+            )
         if self.train_nodes < 1:
             raise ConfigError(f"pipeline.train_nodes: must be >= 1, got {self.train_nodes}")
         if self.train_nodes > 1 and not self.shared_pvc:
