@@ -26,7 +26,7 @@ help:
 	@echo "make run     run the whole pipeline on the embedded default ($(CONFIG))"
 	@echo "make test    run the test suite"
 	@echo "make test-containers  build the CPU image on an air-gapped base and run the pipeline in containers"
-	@echo "make lint    ruff"
+	@echo "make lint    ruff (check, format --check) and the import layers (import-linter)"
 	@echo "make deepspeed  add DeepSpeed (multi-GPU ZeRO-2/3) to $(VENV)"
 	@echo "make images  build and push the cluster images (VRFT_REGISTRY, VRFT_TAG; DOCKER_HOST)"
 
@@ -58,12 +58,15 @@ test: setup
 test-containers: setup
 	$(PY) -m pytest -m containers tests/docker/test_containers.py -p no:cacheprovider
 
+# The layers cli -> pipelines -> components -> library, no cycles (contracts in pyproject.toml;
+# tools/import_graph.py runs import-linter on the sources laid out as installed).
 lint: setup
-	$(VENV)/bin/ruff check vrft components pipelines tests bench docker
-	$(VENV)/bin/ruff format --check vrft components pipelines tests bench docker
+	$(VENV)/bin/ruff check vrft components pipelines tests bench docker tools
+	$(VENV)/bin/ruff format --check vrft components pipelines tests bench docker tools
+	$(PY) tools/import_graph.py --check
 
 format: setup
-	$(VENV)/bin/ruff format vrft components pipelines tests bench docker
+	$(VENV)/bin/ruff format vrft components pipelines tests bench docker tools
 
 deepspeed: $(VENV)/.installed-run
 	DS_BUILD_OPS=0 $(PY) -m pip install --no-build-isolation 'deepspeed==0.19.8'
