@@ -126,6 +126,10 @@ def test_mlflow_holds_the_parent_and_every_stage_run(state):
     assert all("rewards/classification_accuracy/mean" in r.data.metrics for r in grpo)
     assert all(r.data.params["grpo.max_steps"] == "2" for r in grpo)
     assert all("accuracy" in r.data.metrics for r in children if r.info.run_name == "evaluate-rft")
+    # Evaluations say what was evaluated once, as `method` (no `label` tag with the same value).
+    evaluations = [r for r in children if r.data.tags["stage"] == "evaluate"]
+    assert {r.data.tags["method"] for r in evaluations} == {"base", "sft", "rft"}
+    assert not any("label" in r.data.tags for r in evaluations)
 
 
 def test_each_iteration_keeps_its_own_artifacts_with_a_manifest_in_s3(state):
