@@ -110,7 +110,7 @@ def build_pipeline(
     images: dict[str, str] | None = None,
     plan: Plan | None = None,
 ):
-    """The pipeline function for ``config``'s task plan; compile it (or call it under ``kfp.local``).
+    """The pipeline function for ``config``'s task plan, to compile.
 
     ``images``: stage -> image, instead of the config's.
     """

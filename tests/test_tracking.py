@@ -158,7 +158,7 @@ STAGE_PROCESS = textwrap.dedent("""
 def test_stage_runs_in_another_process_nest_under_the_parent(
     tracker: Tracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """How the kfp local runner runs components: a subprocess with the parent run id in its env."""
+    """How the local runner runs tasks: a subprocess with the parent run id in its env."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
     with tracker.parent_run("vrft-test", "pipeline-3") as parent_id:
         result = subprocess.run(

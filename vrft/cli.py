@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the whole pipeline locally (kfp local runner, local S3 + MLflow)")
+    run = sub.add_parser("run", help="run the whole pipeline locally (task after task, local S3 + MLflow)")
     _config_args(run, optional=True)
     run.add_argument(
         "--state-dir", default=".vrft", help="services, caches and the KFP local root (default .vrft)"

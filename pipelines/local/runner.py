@@ -173,7 +173,7 @@ def run_plan(
             record.status, record.note = "failed", reason
             _write_records(record_file, run_id, records)
             _say(console, log, f"{where}: failed after {record.seconds:.0f} s")
-            raise PipelineFailed(f"task {task.id} ({task.display_name}) failed: {reason}.")
+            raise PipelineFailed(f"task {task.id} ({task.display_name}) failed: {reason.rstrip('.')}.")
         outputs[task.id] = json.loads((task_dir / OUTPUTS_FILE).read_text(encoding="utf-8"))
         record.status, record.outputs = "ran", outputs[task.id]
         if cache is not None and task.cacheable:

@@ -210,8 +210,8 @@ def test_copy_sources_exist_in_the_repository_and_reach_the_build_context(build:
 
 
 def test_stage_images_have_no_entrypoint_and_default_to_the_console_script() -> None:
-    """Kubeflow and kfp's DockerRunner pass the whole command (``sh -c ...``): an ENTRYPOINT would take
-    it as arguments (``vrft: invalid choice: 'sh'``)."""
+    """Kubeflow passes the whole command (``sh -c ...``): an ENTRYPOINT would take it as arguments
+    (``vrft: invalid choice: 'sh'``)."""
     scripts = PYPROJECT["project"]["scripts"]
     for name in ("vrft.Dockerfile", "vrft-cpu.Dockerfile"):
         assert only(DOCKER / name, "ENTRYPOINT") == [], name
