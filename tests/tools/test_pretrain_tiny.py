@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("pretrain_tiny", ROOT / "tools" / "pretrain_tiny.py")
 pretrain_tiny = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = pretrain_tiny  # its dataclasses look their module up there
 spec.loader.exec_module(pretrain_tiny)
 PretrainRecipe, pretrain_tiny_base = pretrain_tiny.PretrainRecipe, pretrain_tiny.pretrain_tiny_base
 
