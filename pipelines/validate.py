@@ -15,6 +15,7 @@ from __future__ import annotations
 from vrft.config import ConfigError
 from vrft.data.config import DatasetConfig
 from vrft.experiment import ExperimentConfig
+from vrft.pipelines.plan import sweep_configs
 
 #: Registries that no real cluster pulls vrft's images from: the default and the docs' example.
 PLACEHOLDER_REGISTRIES = ("ghcr.io/vrft",)
@@ -81,8 +82,6 @@ def training_problems(config: ExperimentConfig) -> list[str]:
 
 def cluster_problems(config: ExperimentConfig) -> list[str]:
     """Everything :func:`check_for_cluster` would refuse, one sentence each."""
-    from vrft.pipelines.plan import sweep_configs
-
     p = config.pipeline
     problems = []
     if not p.artifact_root:
