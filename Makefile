@@ -28,7 +28,7 @@ help:
 	@echo "make test-containers  build the CPU image on an air-gapped base and run the pipeline in containers"
 	@echo "                      (root: installs docker.io and debootstrap; engine in $(VRFT_ENGINE_DIR))"
 	@echo "make clean-containers  stop that engine and remove $(VRFT_ENGINE_DIR), the fetched torch wheel and logs"
-	@echo "make lint    ruff"
+	@echo "make lint    ruff (check, format --check) and the import layers (import-linter)"
 	@echo "make deepspeed  add DeepSpeed (multi-GPU ZeRO-2/3) to $(VENV)"
 	@echo "make images  build and push the cluster images (VRFT_REGISTRY, VRFT_TAG; DOCKER_HOST)"
 
@@ -75,12 +75,15 @@ clean-containers:
 	docker/engine.sh remove $(VRFT_ENGINE_DIR)
 	rm -rf docker/wheels build/docker-logs
 
+# The layers cli -> pipelines -> components -> library, no cycles (contracts in pyproject.toml;
+# tools/import_graph.py runs import-linter on the sources laid out as installed).
 lint: setup
-	$(VENV)/bin/ruff check vrft components pipelines tests bench docker
-	$(VENV)/bin/ruff format --check vrft components pipelines tests bench docker
+	$(VENV)/bin/ruff check vrft components pipelines tests bench docker tools
+	$(VENV)/bin/ruff format --check vrft components pipelines tests bench docker tools
+	$(PY) tools/import_graph.py --check
 
 format: setup
-	$(VENV)/bin/ruff format vrft components pipelines tests bench docker
+	$(VENV)/bin/ruff format vrft components pipelines tests bench docker tools
 
 deepspeed: $(VENV)/.installed-run
 	DS_BUILD_OPS=0 $(PY) -m pip install --no-build-isolation 'deepspeed==0.19.8'

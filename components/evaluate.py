@@ -1,5 +1,5 @@
 """Stage 4 components: evaluate the base model, or a trained checkpoint, on the eval split; and
-collect one shot count's evaluations for the report."""
+collect one sweep iteration's evaluations for the report."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -24,12 +24,17 @@ def evaluate_stage(
 
 
 def collect_stage(
-    sft: Input[Metrics], rft: Input[Metrics], evaluations: Output[Metrics], base: Input[Metrics] = None
+    sft: Input[Metrics],
+    rft: Input[Metrics],
+    evaluations: Output[Metrics],
+    base: Input[Metrics] = None,
+    previous: Input[Metrics] = None,
 ):
-    """The URIs of one shot count's evaluations, in the order the report reads them."""
+    """The previous iterations' evaluation references (``previous``, the last iteration's collect)
+    followed by this iteration's base, SFT and RFT evaluations: what the report reads."""
     from vrft.components.evaluate import collect
 
-    collect([("base", base), ("sft", sft), ("rft", rft)], evaluations)
+    collect([("base", base), ("sft", sft), ("rft", rft)], evaluations, previous=previous)
 
 
 def run(
@@ -47,7 +52,8 @@ def run(
 
     from vrft.components.runtime import open_stage
     from vrft.evaluate import evaluate_checkpoint
-    from vrft.report.tracking import SEED, evaluation_metrics, evaluation_tags
+    from vrft.report.runs import evaluation_metrics
+    from vrft.tracking import STAGE_EVALUATE, evaluation_tags
 
     params = lambda c: {"model": c.model, "evaluate": c.evaluate}  # noqa: E731
     with open_stage(
@@ -55,7 +61,7 @@ def run(
         config_json,
         run_id,
         iteration=iteration,
-        stage="evaluate",
+        stage=STAGE_EVALUATE,
         params=params,
         method=label,
     ) as stage:
@@ -67,9 +73,6 @@ def run(
             trained = stage.fetch(checkpoint, "checkpoint") / "final"
             model = replace(model, name_or_path=str(trained))
         gate_dir = stage.fetch(gate, "gate") if gate is not None else None
-        context = {**stage.tags(method=label), "run_id": stage.run_id}
-        if label != "base":  # the training seed: repeats over experiment.seeds differ only here
-            context[SEED] = str(stage.config.grpo.seed if label == "rft" else stage.config.sft.seed)
         result = evaluate_checkpoint(
             stage.config.evaluate,
             data_dir,
@@ -77,21 +80,24 @@ def run(
             model=model,
             label=label,
             gate=gate_dir,
-            context=context,
+            context=stage.tags,
         )
         stage.tracker.set_tags(evaluation_tags(result))
-        if SEED in context:
-            stage.tracker.set_tags({SEED: context[SEED]})
         stage.tracker.log_metrics(evaluation_metrics(result))
         evaluation.log_metric(result.primary_metric, float(result.metrics.get(result.primary_metric, 0.0)))
         return stage.publish(result.output_dir, evaluation, f"evaluation-{label}")
 
 
-def collect(labelled, evaluations) -> list[dict]:
-    """Record each evaluation's URI in ``evaluations``' metadata (and its file): the report reads
-    exactly these, never "the newest runs" of the MLflow experiment."""
+def collect(labelled, evaluations, *, previous=None) -> list[dict]:
+    """Record each evaluation's URI and manifest hash in ``evaluations``' metadata (and its file),
+    after the references ``previous`` carries: the report reads exactly these, never "the newest
+    runs" of the MLflow experiment. One collect per sweep iteration, each extending the last one's
+    list, hands a whole sweep to the report through fixed signatures on any backend."""
     import json
 
+    earlier = list((getattr(previous, "metadata", None) or {}).get("evaluations") or [])
+    if previous is not None and not earlier:
+        raise ValueError("collect: the previous iteration's list of evaluations is empty")
     refs = [
         {
             "label": label,
@@ -106,6 +112,7 @@ def collect(labelled, evaluations) -> list[dict]:
         raise ValueError(
             f"collect: evaluation(s) {', '.join(missing)} carry no artifact URI and manifest hash"
         )
+    refs = earlier + refs
     evaluations.metadata["evaluations"] = refs
     with open(evaluations.path, "w", encoding="utf-8") as f:
         f.write(json.dumps(refs) + "\n")

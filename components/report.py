@@ -4,9 +4,10 @@ from kfp import dsl
 from kfp.dsl import HTML, Input, Metrics, Output
 
 
-def report_stage(config_json: str, run_id: str, evaluations: Input[list[Metrics]], report: Output[HTML]):
+def report_stage(config_json: str, run_id: str, evaluations: Input[Metrics], report: Output[HTML]):
     """Tables with Δ rows, plots and the regression summary, from this run's evaluations
-    (``evaluations``: one collected list per shot count and seed); the KFP UI shows the HTML."""
+    (``evaluations``: the last sweep iteration's collect, which lists them all); the KFP UI shows
+    the HTML."""
     from vrft.components.report import run
 
     run(config_json, run_id, evaluations, report)
@@ -26,12 +27,12 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
 
     from vrft.components.runtime import open_stage
     from vrft.report import build_report
-    from vrft.tracking import TAG_REGRESSION_STATUS
+    from vrft.report.build import log_report
 
     with open_stage("report", config_json, run_id, params=lambda c: {"report": c.report}) as stage:
-        refs = [ref for e in evaluations for ref in (e.metadata.get("evaluations") or [])]
+        refs = list(evaluations.metadata.get("evaluations") or [])
         if not refs:
-            raise ValueError("report: no evaluation reached the report (each collected input lists none)")
+            raise ValueError("report: no evaluation reached the report (the collected list is empty)")
         dirs = [
             stage.fetch(_Ref(ref["uri"], ref.get("manifest_sha256", "")), f"evaluation-{n}-{ref['label']}")
             for n, ref in enumerate(refs)
@@ -53,7 +54,7 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
             # The notice goes into the published report; it is POSTed too when $VRFT_WEBHOOK_URL is set
             # (the URL embeds a token: it comes from the vrft-notify secret, never the config).
             from vrft.io import read_manifest, write_manifest
-            from vrft.pipelines.notify import notify
+            from vrft.report.notify import notify
 
             notify(
                 result.output_dir / "regression.json",
@@ -66,9 +67,7 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
         # the full report directory stays in the metadata.
         with open(report.path, "w", encoding="utf-8") as f:
             f.write(result.html.read_text(encoding="utf-8"))
-        stage.tracker.set_tags({TAG_REGRESSION_STATUS: result.regression_summary.get("status", "")})
-        stage.tracker.log_metrics({"regressions": float(regressions), "tables": float(len(result.tables))})
-        stage.tracker.log_artifacts(result.output_dir, "report")
+        log_report(stage.tracker, result)
         report.metadata["evaluations"] = [ref["uri"] for ref in refs]
         report.metadata["markdown"] = uri + result.markdown.name
         report.metadata["regressions"] = regressions

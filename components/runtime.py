@@ -21,22 +21,26 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from vrft.config import to_dict
 from vrft.experiment import ExperimentConfig, experiment_from_json
 from vrft.io import MANIFEST_NAME, atomic_write_text, sha256_file, write_manifest
+from vrft.stage import RUN_ID_ENV, Stage
+from vrft.stage import open_stage as open_library_stage
 from vrft.storage import STORE_ROOT_ENV, ArtifactStore, run_prefix
-from vrft.tracking import TAG_IMAGE, Tracker, experiment_tags
 
-RUN_ID_ENV = "VRFT_RUN_ID"
-WORK_DIR_ENV = "VRFT_WORK_DIR"
-IMAGE_ENV = "VRFT_IMAGE"
-"""The container image a stage runs in (set by `vrft run --runner docker` and on a cluster), tagged ``image``."""
+__all__ = [
+    "STAGE_SECTIONS",
+    "StageContext",
+    "iteration_key",
+    "open_stage",
+    "resolve_run_id",
+    "stage_config_json",
+]
 
 #: The config sections each stage reads (besides the identity every stage tags its MLflow run with).
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -108,28 +112,16 @@ def iteration_key(config: ExperimentConfig) -> str:
 
 
 @dataclass
-class StageContext:
-    """One stage's view of the run: its config, where it reads and writes, its MLflow run."""
+class StageContext(Stage):
+    """A pipeline stage's :class:`vrft.stage.Stage` plus where it exchanges artifacts: its sweep
+    iteration and the store root it publishes under."""
 
-    stage: str
-    config: ExperimentConfig
-    run_id: str
     iteration: str
     artifact_root: str
-    tracker: Tracker
-    work_dir: Path
-    mlflow_run_id: str | None = None
-
-    def local_dir(self, name: str) -> Path:
-        """A fresh scratch directory for ``name`` inside the stage's work dir."""
-        path = self.work_dir / name
-        if path.exists():
-            shutil.rmtree(path)
-        return path
 
     def fetch(self, artifact: Any, name: str) -> Path:
         """Download an upstream artifact's directory and verify it against its manifest, and the
-        manifest against the SHA-256 its writer recorded in the KFP artifact's metadata.
+        manifest against the SHA-256 its writer recorded in the artifact's metadata.
 
         A corrupted, truncated, missing or extra object, or a prefix whose manifest was replaced
         (e.g. by another sweep iteration), raises ``ArtifactIntegrityError``.
@@ -137,17 +129,17 @@ class StageContext:
         metadata = getattr(artifact, "metadata", None) or {}
         uri = metadata.get("uri")
         if not uri:
-            raise ValueError(f"stage {self.stage}: input {name!r} carries no artifact URI in its metadata")
+            raise ValueError(f"stage {self.name}: input {name!r} carries no artifact URI in its metadata")
         manifest_sha = metadata.get("manifest_sha256")
         if not manifest_sha:
             raise ValueError(
-                f"stage {self.stage}: input {name!r} ({uri}) carries no manifest_sha256 in its metadata"
+                f"stage {self.name}: input {name!r} ({uri}) carries no manifest_sha256 in its metadata"
             )
         target = self.local_dir(name)
         return ArtifactStore.from_uri(uri).download_dir("", target, manifest_sha256=manifest_sha)
 
     def publish(self, local_dir: Path, artifact: Any, name: str, *, exclude: tuple[str, ...] = ()) -> str:
-        """Upload ``local_dir`` (with its manifest) and point the KFP ``artifact`` at it.
+        """Upload ``local_dir`` (with its manifest) and point the output ``artifact`` at it.
 
         ``exclude``: glob patterns left out (e.g. resumable ``checkpoint-*`` states, which stay local).
         """
@@ -160,13 +152,13 @@ class StageContext:
             )
             local_dir = staged
         if not (local_dir / MANIFEST_NAME).exists():
-            write_manifest(local_dir, {"stage": self.stage, "name": name})
+            write_manifest(local_dir, {"stage": self.name, "name": name})
         uri = self.prefix(name)
         ArtifactStore.from_uri(uri).upload_dir(local_dir, "", overwrite=True)
         manifest_sha = sha256_file(local_dir / MANIFEST_NAME)
         artifact.metadata["uri"] = uri
         artifact.metadata["manifest_sha256"] = manifest_sha
-        # The KFP artifact itself is a small pointer; the data lives in the store.
+        # The pipeline's artifact itself is a small pointer; the data lives in the store.
         Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(
             Path(artifact.path), json.dumps({"uri": uri, "manifest_sha256": manifest_sha}) + "\n"
@@ -176,15 +168,7 @@ class StageContext:
 
     def prefix(self, name: str) -> str:
         """Where this stage publishes ``name``: unique per run, sweep iteration and stage."""
-        return run_prefix(self.artifact_root, self.run_id, self.iteration, self.stage, name)
-
-    def tags(self, method: str = "") -> dict[str, str]:
-        """The MLflow tags the report queries by (names and values: vrft.tracking.experiment_tags),
-        plus the image the stage ran in."""
-        tags = experiment_tags(self.config, method=method, run_id=self.run_id)
-        if os.environ.get(IMAGE_ENV):
-            tags[TAG_IMAGE] = os.environ[IMAGE_ENV]
-        return tags
+        return run_prefix(self.artifact_root, self.run_id, self.iteration, self.name, name)
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -192,20 +176,6 @@ def _link_or_copy(source: str, target: str) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"stopped by signal {signum}")
-
-
-def _unwind_on_sigterm() -> None:
-    """A stopped run (or a deleted pod) sends SIGTERM: unwind like Ctrl-C, so that the stage's
-    MLflow run ends KILLED and its scratch directory is removed, instead of dying mid-write."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def resolve_run_id(run_id: str = "") -> str:
@@ -225,37 +195,22 @@ def open_stage(
     params: Any = None,
     method: str = "",
 ) -> Iterator[StageContext]:
-    """Parse the config, open the stage's nested MLflow run (FAILED on error), give a work dir.
+    """Parse the config, open the stage (:func:`vrft.stage.open_stage`: its MLflow run, FAILED on
+    error, and a work dir) and give it the artifact store.
 
     ``name`` names the artifact prefix and the MLflow run (``grpo``, ``evaluate-sft``); ``stage``
     is the MLflow ``stage`` tag the report filters on (``train``, ``evaluate``), default ``name``.
     ``iteration``: the sweep iteration (:func:`iteration_key`), by default the config's own.
     """
-    _unwind_on_sigterm()
     config = experiment_from_json(config_json, source=f"{name} config")
     artifact_root = config.pipeline.artifact_root or os.environ.get(STORE_ROOT_ENV, "")
     if not artifact_root:
         raise ValueError(f"stage {name}: no artifact store: set pipeline.artifact_root or ${STORE_ROOT_ENV}")
-    tracker = Tracker(config.pipeline.tracking_uri or None)
-    base = os.environ.get(WORK_DIR_ENV) or None
-    if base:
-        Path(base).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"vrft-{name}-", dir=base) as work:
-        context = StageContext(
-            stage=name,
-            config=config,
-            run_id=resolve_run_id(run_id),
+    with open_library_stage(
+        name, config, kind=stage or name, method=method, run_id=resolve_run_id(run_id), params=params
+    ) as opened:
+        yield StageContext(
+            **{f.name: getattr(opened, f.name) for f in fields(Stage)},
             iteration=iteration or iteration_key(config),
             artifact_root=artifact_root,
-            tracker=tracker,
-            work_dir=Path(work),
         )
-        with tracker.stage_run(
-            stage or name,
-            params=params(config) if callable(params) else params,
-            tags=context.tags(method),
-            run_name=name,
-            experiment=config.experiment.name,
-        ) as mlflow_run_id:
-            context.mlflow_run_id = mlflow_run_id
-            yield context

@@ -3,7 +3,7 @@
 Where the training runs follows ``pipeline.train_resources.gpus`` and ``pipeline.train_nodes``:
 one GPU trains in the component's own process; ``gpus > 1`` on one node launches one process per
 GPU with ``torchrun`` (:mod:`vrft.train.launch`); more than one node runs a PyTorchJob
-(:mod:`vrft.pipelines.pytorchjob`). Each publishes the final model and the logs the same way.
+(:mod:`vrft.components.pytorchjob`). Each publishes the final model and the logs the same way.
 """
 
 import contextlib
@@ -30,7 +30,7 @@ def run(method: str, config_json: str, run_id: str, dataset, checkpoint, *, iter
     from vrft.components.runtime import open_stage
     from vrft.tracking import STAGE_TRAIN, report_method
     from vrft.train import train_grpo, train_sft
-    from vrft.train.callbacks import Tracking
+    from vrft.train.callbacks import MlflowTarget
     from vrft.train.launch import needs_launcher
 
     train = {"grpo": train_grpo, "sft": train_sft}[method]
@@ -56,7 +56,7 @@ def run(method: str, config_json: str, run_id: str, dataset, checkpoint, *, iter
             else:
                 tracking = None
                 if stage.mlflow_run_id:
-                    tracking = Tracking(uri=stage.tracker.tracking_uri, run_id=stage.mlflow_run_id)
+                    tracking = MlflowTarget(uri=stage.tracker.tracking_uri, run_id=stage.mlflow_run_id)
                 train(
                     getattr(stage.config, method),
                     data_dir,
@@ -170,15 +170,15 @@ def _train_multi_node(stage, method: str, dataset, checkpoint) -> str:
     """
     from pathlib import Path
 
-    from vrft.io import atomic_write_text
-    from vrft.pipelines.kfp_client import image_refs
-    from vrft.pipelines.pytorchjob import (
+    from vrft.components.cluster import image_refs
+    from vrft.components.pytorchjob import (
         MultiNodeTraining,
         job_name,
         owner_from_env,
         pytorchjob_manifest,
         run_pytorchjob,
     )
+    from vrft.io import atomic_write_text
 
     p = stage.config.pipeline
     shared = Path(p.shared_mount) / "runs" / stage.run_id / stage.iteration / method

@@ -12,7 +12,7 @@
 Images are ``$VRFT_REGISTRY/<name>:$VRFT_TAG``. ``vrft`` (GPU) and ``vrft-cpu`` are built from the same
 ``docker/vrft.Dockerfile`` and differ only in their base (``vrft`` is FROM the ``vrft-base`` of the same
 registry and tag: CUDA, torch for CUDA, DeepSpeed) and torch wheel (``TORCH_VARIANT``: ``cpu`` installs
-``docker/torch-cpu.lock``). The pipeline's stages use them as ``vrft.pipelines.kfp_client.image_refs``
+``docker/torch-cpu.lock``). The pipeline's stages use them as ``vrft.components.cluster.image_refs``
 names them; ``k8s/`` runs ``vrft-mlflow``. Builds go through the ``docker`` Python SDK (the engine's
 classic builder: no BuildKit frontend is fetched); ``DOCKER_HOST`` selects the engine.
 

@@ -1,38 +1,33 @@
 """The Visual-RFT pipeline as a Kubeflow DAG, top to bottom like the paper's Figure 3.
 
     few-shot dataset ──► GRPO with verifiable rewards (RFT) ──► evaluate RFT ─┐
-                     ├─► SFT baseline (same data, same steps) ─► evaluate SFT ├─► report (Δ = RFT − SFT)
+                     ├─► SFT baseline (same data, same steps) ─► evaluate SFT ├─► collect ─► report
                      └────────────────────────────────────────► evaluate base ┘
 
-One experiment config may sweep ``experiment.shots``: the per-shot sub-pipeline runs in a
-ParallelFor and every evaluation feeds one report, so a whole paper table is one pipeline run.
-Each iteration item carries its key (``shots-K``, the artifact prefix segment) and each stage's
-own view of the config (:func:`vrft.components.runtime.stage_config_json`), so a task's inputs,
-and so its cache key, change only with what that stage reads. The same DAG compiles to Kubeflow
-IR YAML for a cluster (checked first by :mod:`vrft.pipelines.validate`) and runs locally with
-kfp's local runner.
+The DAG is the task plan (:mod:`vrft.pipelines.plan`) written out flat: one set of tasks per sweep
+iteration (shot count × seed), display names saying which, no ``ParallelFor``, nested pipelines or
+``dsl.Collected``. The plan is known at compile time, and flat it runs on the Kubeflow people have:
+up to backend 2.5.0 (Kubeflow 1.10) the driver skips ParallelFor outputs, and collecting artifacts
+or retrying inside nested pipelines needs 2.14. Each iteration's ``collect`` task extends the
+previous one's list of evaluation references (URI + manifest hash), and the report reads the last
+list. ``pipeline.max_parallel_iterations`` becomes ``.after()`` edges: iteration i's dataset task
+waits for iteration i − k's last GPU tasks. Each task gets only its stage's view of the config, so a
+task's inputs, and so its cache key, change only with what that stage reads; the collect and
+report tasks are never cached. The IR YAML for a cluster is checked first by
+:mod:`vrft.pipelines.validate`.
 """
 
 from pathlib import Path
 from typing import Literal
 
 from kfp import compiler, dsl
-from kfp.dsl import HTML, Metrics
+from kfp.dsl import HTML
 
 from vrft.components import dataset as dataset_component
 from vrft.components import evaluate as evaluate_component
 from vrft.components import report as report_component
 from vrft.components import train as train_components
-from vrft.components.runtime import (
-    IMAGE_ENV,
-    RUN_ID_ENV,
-    STAGE_SECTIONS,
-    WORK_DIR_ENV,
-    iteration_key,
-    stage_config_json,
-)
-from vrft.experiment import ExperimentConfig, PipelineConfig, Resources, load_experiment
-from vrft.pipelines.kfp_client import (
+from vrft.components.cluster import (
     CLIENT_POD_LABEL,
     GPU_NODE_SELECTOR,
     GPU_TOLERATIONS,
@@ -40,8 +35,11 @@ from vrft.pipelines.kfp_client import (
     image_refs,
     secret_env_spec,
 )
-from vrft.pipelines.pytorchjob import POD_NAME_ENV, POD_UID_ENV
-from vrft.pipelines.resources import CACHE_ENV, POD_USER, SCRATCH_MOUNT, requests_for
+from vrft.components.pytorchjob import POD_NAME_ENV, POD_UID_ENV
+from vrft.components.resources import CACHE_ENV, POD_USER, SCRATCH_MOUNT, requests_for
+from vrft.experiment import ExperimentConfig, PipelineConfig, Resources, load_experiment
+from vrft.pipelines.plan import Plan, build_plan
+from vrft.stage import IMAGE_ENV, RUN_ID_ENV, WORK_DIR_ENV
 
 Target = Literal["local", "cluster"]
 
@@ -50,30 +48,8 @@ Target = Literal["local", "cluster"]
 RUN_ID_FIELD_PATH = "metadata.labels['pipeline/runid']"
 SHM_MOUNT = "/dev/shm"
 SCRATCH_VOLUME = "scratch"
-
-
-def sweep_configs(config: ExperimentConfig) -> list[ExperimentConfig]:
-    """One config per shot count of ``experiment.shots`` and training seed of ``experiment.seeds``
-    (each alone when empty), or the config itself."""
-    by_shots = (
-        [config.with_shots(k) for k in config.experiment.shots] if config.experiment.shots else [config]
-    )
-    if not config.experiment.seeds:
-        return by_shots
-    return [c.with_seed(seed) for c in by_shots for seed in config.experiment.seeds]
-
-
-def needs_base_gate(config: ExperimentConfig) -> bool:
-    """Whether SFT and RFT are evaluated through the base model's existence gate (so base must run)."""
-    return config.evaluate.detection_mode == "existence_gated" and config.evaluate.gate_source == "base_model"
-
-
-def sweep_items(config: ExperimentConfig) -> list[dict[str, str]]:
-    """The ParallelFor items: per iteration its key (artifact prefix segment) and each stage's config view."""
-    return [
-        {"iteration": iteration_key(c), **{stage: stage_config_json(c, stage) for stage in STAGE_SECTIONS}}
-        for c in sweep_configs(config)
-    ]
+#: The pipeline parameter that carries the report's config (the whole experiment, one JSON line).
+REPORT_CONFIG_PARAMETER = "report_config_json"
 
 
 def _place(
@@ -89,8 +65,9 @@ def _place(
     scheduling, the volumes PyTorch needs on GPU nodes and the source data volume, for one task.
 
     ``stage`` is the task's kind (``dataset``, ``grpo``, ``sft``, ``evaluate``, ``report`` or
-    ``collect``): it decides which secrets the pod gets and its timeout. GRPO/SFT tasks get
-    ``pipeline.train_retries`` retries on a cluster (they resume from their uploaded checkpoints).
+    ``collect``): it decides which secrets the pod gets and its timeout. ``retries`` apply on a cluster
+    only (the plan gives GRPO/SFT ``pipeline.train_retries``: they resume from their uploaded
+    checkpoints).
     """
     cpu_request, memory_request = requests_for(
         resources.cpu, resources.memory, resources.cpu_request, resources.memory_request
@@ -99,8 +76,6 @@ def _place(
     task.set_cpu_request(cpu_request).set_memory_request(memory_request)
     if resources.gpus:
         task.set_accelerator_type(resources.accelerator).set_accelerator_limit(resources.gpus)
-    if stage in TRAIN_STAGES:
-        retries = pipeline.train_retries
     if retries and target == "cluster":  # locally a deterministic failure would only wait and fail again
         task.set_retry(num_retries=retries, backoff_duration="60s", backoff_factor=2.0)
     task.set_caching_options(pipeline.caching)
@@ -162,122 +137,57 @@ def _place_on_cluster(task: dsl.PipelineTask, resources: Resources, *, stage: st
 
 
 def build_pipeline(
-    config: ExperimentConfig, *, target: Target = "local", images: dict[str, str] | None = None
+    config: ExperimentConfig,
+    *,
+    target: Target = "local",
+    images: dict[str, str] | None = None,
+    plan: Plan | None = None,
 ):
-    """The pipeline function for ``config``; call it under ``kfp.local.init`` or compile it.
+    """The pipeline function for ``config``'s task plan, to compile.
 
-    ``images``: stage -> image, instead of the config's (``vrft run --runner docker`` runs every stage
-    in the CPU image).
+    ``images``: stage -> image, instead of the config's.
     """
+    plan = plan or build_plan(config)
     images = images or image_refs(config.pipeline.image_registry, config.pipeline.image_tag)
-    make_dataset = dataset_component.component(images["dataset"])
-    train_rft = train_components.grpo_component(images["grpo"])
-    train_sft = train_components.sft_component(images["sft"])
-    evaluate = evaluate_component.component(images["evaluate"])
-    collect = evaluate_component.collect_component(images["report"])
-    report = report_component.component(images["report"])
-
+    components = {
+        "dataset": dataset_component.component(images["dataset"]),
+        "grpo": train_components.grpo_component(images["grpo"]),
+        "sft": train_components.sft_component(images["sft"]),
+        "evaluate": evaluate_component.component(images["evaluate"]),
+        "collect": evaluate_component.collect_component(images["report"]),
+        "report": report_component.component(images["report"]),
+    }
     p = config.pipeline
-    # Multi-node: the training task only launches and waits for a PyTorchJob, so it needs no GPU
-    # itself, but it mounts the shared volume the job writes to and names itself the job's owner.
+    # Multi-node: the training task only launches and waits for a PyTorchJob (its plan resources say
+    # so), but it mounts the shared volume the job writes to and names itself the job's owner.
     multi_node = p.train_nodes > 1
-    launcher = Resources(cpu="1", memory="4Gi")
 
-    def place(task, resources, stage, retries=0):
-        if multi_node and stage in ("grpo", "sft"):
-            resources = launcher
-            if target == "cluster":
-                from kfp import kubernetes
+    def place(task: dsl.PipelineTask, planned) -> dsl.PipelineTask:
+        if multi_node and planned.stage in ("grpo", "sft") and target == "cluster":
+            from kfp import kubernetes
 
-                kubernetes.mount_pvc(task, pvc_name=p.shared_pvc, mount_path=p.shared_mount)
-                kubernetes.use_field_path_as_env(task, env_name=POD_NAME_ENV, field_path="metadata.name")
-                kubernetes.use_field_path_as_env(task, env_name=POD_UID_ENV, field_path="metadata.uid")
-        return _place(task, resources, target=target, stage=stage, pipeline=p, retries=retries)
-
-    gated = needs_base_gate(config)
-
-    @dsl.pipeline(
-        name=f"vrft-{config.experiment.name}-shots",
-        description="One shot count: data, RFT and SFT, evaluations.",
-    )
-    def experiment(
-        iteration: str, dataset_config: str, grpo_config: str, sft_config: str, evaluate_config: str
-    ) -> Metrics:
-        data = place(
-            make_dataset(config_json=dataset_config, iteration=iteration),
-            p.dataset_resources,
-            "dataset",
-            p.retries,
+            kubernetes.mount_pvc(task, pvc_name=p.shared_pvc, mount_path=p.shared_mount)
+            kubernetes.use_field_path_as_env(task, env_name=POD_NAME_ENV, field_path="metadata.name")
+            kubernetes.use_field_path_as_env(task, env_name=POD_UID_ENV, field_path="metadata.uid")
+        _place(
+            task, planned.resources, target=target, stage=planned.stage, pipeline=p, retries=planned.retries
         )
-        data.set_display_name("Few-shot dataset")
-        dataset = data.outputs["dataset"]
+        task.set_caching_options(p.caching and planned.cacheable)
+        return task.set_display_name(planned.display_name)
 
-        rft = place(
-            train_rft(config_json=grpo_config, iteration=iteration, dataset=dataset),
-            p.train_resources,
-            "grpo",
-        )
-        rft.set_display_name("GRPO with verifiable rewards (RFT)")
-        sft = place(
-            train_sft(config_json=sft_config, iteration=iteration, dataset=dataset), p.train_resources, "sft"
-        )
-        sft.set_display_name("SFT baseline (same data and steps)")
-
-        # In existence_gated mode the base evaluation's gate.json is the one gate every checkpoint
-        # shares, so the base model is evaluated then whatever pipeline.evaluate_base says.
-        base = {}
-        if p.evaluate_base or gated:
-            base_eval = evaluate(
-                config_json=evaluate_config, iteration=iteration, label="base", dataset=dataset
-            )
-            place(base_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name(
-                "Evaluate base model"
-            )
-            base = {"base": base_eval.outputs["evaluation"]}
-        gate = {"gate": base_eval.outputs["evaluation"]} if gated else {}
-        sft_eval = evaluate(
-            config_json=evaluate_config,
-            iteration=iteration,
-            label="sft",
-            dataset=dataset,
-            checkpoint=sft.outputs["checkpoint"],
-            **gate,
-        )
-        place(sft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate SFT")
-        rft_eval = evaluate(
-            config_json=evaluate_config,
-            iteration=iteration,
-            label="rft",
-            dataset=dataset,
-            checkpoint=rft.outputs["checkpoint"],
-            **gate,
-        )
-        place(rft_eval, p.evaluate_resources, "evaluate", p.retries).set_display_name("Evaluate RFT")
-        collected = collect(sft=sft_eval.outputs["evaluation"], rft=rft_eval.outputs["evaluation"], **base)
-        _place(collected, p.report_resources, target=target, stage="collect", pipeline=p)
-        collected.set_display_name("This run's evaluations")
-        return collected.outputs["evaluations"]
-
-    items = sweep_items(config)
-
-    @dsl.pipeline(
-        name=f"vrft-{config.experiment.name}",
-        description=config.experiment.description or "Visual-RFT vs SFT",
-    )
-    def visual_rft(report_config_json: str = config.to_json()) -> HTML:
-        with dsl.ParallelFor(items=items, parallelism=1 if target == "local" else 0) as item:
-            per_shots = experiment(
-                iteration=item.iteration,
-                dataset_config=item.dataset,
-                grpo_config=item.grpo,
-                sft_config=item.sft,
-                evaluate_config=item.evaluate,
-            )
-            per_shots.set_display_name("Data, RFT, SFT and evaluations")
-        # The run id reaches the report as $VRFT_RUN_ID too (see vrft.components.runtime).
-        final = report(config_json=report_config_json, run_id="", evaluations=dsl.Collected(per_shots.output))
-        place(final, p.report_resources, "report", p.retries).set_display_name("Report: RFT vs SFT")
-        return final.outputs["report"]
+    @dsl.pipeline(name=plan.name, description=plan.description)
+    def visual_rft(report_config_json: str = plan.task("report").params["config_json"]) -> HTML:
+        created: dict[str, dsl.PipelineTask] = {}
+        for planned in plan:
+            arguments = {name: created[up.task].outputs[up.output] for name, up in planned.inputs.items()}
+            params = dict(planned.params)
+            if planned.stage == "report":  # a pipeline parameter: overridable when a run is submitted
+                params["config_json"] = report_config_json
+            task = components[planned.stage](**params, **arguments)
+            if planned.after:
+                task.after(*(created[name] for name in planned.after))
+            created[planned.id] = place(task, planned)
+        return created["report"].outputs["report"]
 
     return visual_rft
 

@@ -1,4 +1,4 @@
-"""Submit, schedule and list vrft runs on a Kubeflow Pipelines cluster, and the names both sides share.
+"""Submit, schedule and list vrft runs on a Kubeflow Pipelines cluster.
 
 Everything that talks to a KFP API server goes through ``kfp.Client`` (kfp 2.17, the v2beta1 REST
 API). Failures that a person can fix become one-line :class:`KfpError` messages: an unreachable
@@ -6,10 +6,8 @@ host, rejected credentials, a login redirect, a missing experiment. Before the f
 host's ``/apis/v2beta1/healthz`` is probed with a timeout, so that a wrong URL or token fails in
 seconds instead of in kfp's 5 x 5 s healthz retry loop.
 
-This module is also the one place that names what the DAG and the cluster manifests must agree on:
-the stage images (:func:`image_refs`), the Kubernetes Secrets and ConfigMap that the pipeline pods
-read as environment variables (:func:`secret_env_spec`, :func:`config_map_env_spec`), the service
-account and the GPU node selection. ``k8s/`` and ``docker/`` are tested against these.
+What the DAG and the cluster manifests must agree on (images, secrets, service account, GPU
+nodes) is named in :mod:`vrft.components.cluster`.
 
 KFP cron expressions have six fields, the first being seconds (robfig/cron): :func:`to_kfp_cron`
 turns the usual five-field ``"0 2 * * *"`` (02:00 every day) into ``"0 0 2 * * *"``. The
@@ -17,8 +15,6 @@ scheduler evaluates them in the time zone of the KFP controller, UTC on a stock 
 
 >>> to_kfp_cron("0 2 * * *")
 '0 0 2 * * *'
->>> image_refs("registry.example.com/ml", "0.1.0")["grpo"]
-'registry.example.com/ml/vrft:0.1.0'
 """
 
 from __future__ import annotations
@@ -36,34 +32,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from vrft.components.cluster import PIPELINE_SERVICE_ACCOUNT
+
 if TYPE_CHECKING:
     import kfp
-
-STAGES: tuple[str, ...] = ("dataset", "grpo", "sft", "evaluate", "report")
-"""The pipeline's stages, in DAG order."""
-GPU_STAGES: frozenset[str] = frozenset({"grpo", "sft", "evaluate"})
-"""Stages that run in the CUDA image on a GPU node; the others run in the CPU image."""
-GPU_IMAGE = "vrft"
-CPU_IMAGE = "vrft-cpu"
-
-CLIENT_POD_LABEL: tuple[str, str] = ("vrft.dev/client", "true")
-"""The pod label the NetworkPolicies of ``k8s/base/network-policies`` admit to S3 and MLflow: on every
-stage pod of the compiled pipeline and every PyTorchJob pod."""
-
-PIPELINE_SERVICE_ACCOUNT = "vrft-pipeline"
-"""The Kubernetes service account of the pipeline's pods (``k8s/base/rbac``)."""
-S3_SECRET = "vrft-s3-credentials"
-MLFLOW_SECRET = "vrft-mlflow-credentials"
-NOTIFY_SECRET = "vrft-notify"
-ENDPOINTS_CONFIG_MAP = "vrft-endpoints"
-
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_NODE_SELECTOR: Mapping[str, str] = {"nvidia.com/gpu.present": "true"}
-"""The label NVIDIA's GPU feature discovery puts on GPU nodes (label a node by hand without it)."""
-GPU_TOLERATIONS: tuple[Mapping[str, str], ...] = (
-    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-)
-"""Tolerates the taint that keeps non-GPU pods off GPU nodes."""
 
 HEALTHZ_PATH = "/apis/v2beta1/healthz"
 _RECURRING_RUNS_PAGE = 100
@@ -92,60 +64,6 @@ class ScheduleInfo(NamedTuple):
     experiment_id: str
     max_concurrency: int | None
     no_catchup: bool | None
-
-
-def image_refs(registry: str, tag: str) -> dict[str, str]:
-    """The container image of each stage: the CUDA image for GPU stages, the CPU image for the rest.
-
-    ``docker/build.py`` builds exactly these names (``REGISTRY/vrft:TAG``, ``REGISTRY/vrft-cpu:TAG``).
-    A moving ``latest`` tag is refused: a compiled pipeline and KFP's cache must name one build.
-    """
-    registry = registry.strip().rstrip("/")
-    if not registry:
-        raise ValueError("an image registry is required (e.g. ghcr.io/your-org or localhost:5000)")
-    if not tag or tag == "latest" or any(c in tag for c in ":/@ "):
-        raise ValueError(
-            f"image tag {tag!r}: use an immutable tag such as a version or a commit, not 'latest'"
-        )
-    return {stage: f"{registry}/{GPU_IMAGE if stage in GPU_STAGES else CPU_IMAGE}:{tag}" for stage in STAGES}
-
-
-def secret_env_spec(stage: str | None = None) -> dict[str, dict[str, str]]:
-    """Secret name -> {secret key: environment variable} for a stage's pod (all stages if ``None``).
-
-    The DAG applies each entry with ``kfp.kubernetes.use_secret_as_env(task, name, mapping)``; the
-    templates in ``k8s/base/secrets`` define exactly these keys. S3 credentials are read by boto3
-    and MLflow; MLflow credentials log in to the tracking server (basic auth, ``k8s/base/mlflow``); the
-    webhook URL of the nightly regression notice (it embeds a token) only reaches the report stage,
-    and the task that collects one iteration's evaluation URIs for it (``collect``) gets none.
-    """
-    if stage == "collect":  # only passes its evaluations' URIs on: reads no store, logs no run
-        return {}
-    if stage is not None and stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r} (known: {', '.join(STAGES)}, collect)")
-    spec = {
-        S3_SECRET: {
-            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-        },
-        MLFLOW_SECRET: {
-            "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
-            "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
-        },
-    }
-    if stage in (None, "report"):
-        spec[NOTIFY_SECRET] = {"VRFT_WEBHOOK_URL": "VRFT_WEBHOOK_URL"}
-    return spec
-
-
-def config_map_env_spec() -> dict[str, dict[str, str]]:
-    """ConfigMap name -> {key: environment variable}: the in-cluster S3 and MLflow endpoints.
-
-    Applied with ``kfp.kubernetes.use_config_map_as_env``; boto3 reads ``AWS_ENDPOINT_URL``, MLflow
-    reads ``MLFLOW_TRACKING_URI`` and ``MLFLOW_S3_ENDPOINT_URL`` (``k8s/base/endpoints``).
-    """
-    keys = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL")
-    return {ENDPOINTS_CONFIG_MAP: {key: key for key in keys}}
 
 
 def to_kfp_cron(expression: str) -> str:
@@ -263,7 +181,7 @@ def submit(
 
     The experiment is created when missing unless ``create_experiment`` is false, in which case a
     missing experiment is a :class:`KfpError`. ``params`` are the pipeline parameters; secrets are
-    not parameters (the compiled spec references Kubernetes Secrets, see :func:`secret_env_spec`).
+    not parameters (the compiled spec references Kubernetes Secrets, see :func:`vrft.components.cluster.secret_env_spec`).
     ``service_account=None`` leaves the choice to KFP (``pipeline-runner`` / ``default-editor``).
     """
     package = _package(package_path)

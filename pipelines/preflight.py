@@ -21,7 +21,6 @@ model or source only the cluster can read) is said in the report and never refus
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import combinations
 
 from vrft.config import ConfigError
 from vrft.experiment import ExperimentConfig
@@ -77,7 +76,7 @@ def _iteration_label(config: ExperimentConfig, several_seeds: bool) -> str:
 
 def run_preflight(config: ExperimentConfig, *, source: str = "") -> PreflightReport:
     """The whole preflight of ``config`` (see the module docstring); never raises for problems."""
-    from vrft.pipelines.dag import sweep_configs
+    from vrft.pipelines.plan import sweep_configs
 
     report = PreflightReport(config.experiment.name)
     model = config.model.materialized()
@@ -272,9 +271,10 @@ def check_preflight(config: ExperimentConfig, *, source: str = "") -> PreflightR
 #
 # Tasks that no dependency orders can run together, so an iteration's peak is the largest GPU sum over
 # such a set (GRPO ‖ SFT ‖ evaluate base, or GRPO ‖ evaluate SFT ‖ evaluate base, ...), and the
-# pipeline's is that times the iterations that may run at once: pipeline.max_parallel_iterations where
-# the config has it (0 or absent: all, as the cluster's ParallelFor runs them). A multi-node training
-# stage counts every node's GPUs (its PyTorchJob's pods). `vrft run` runs one iteration at a time.
+# pipeline's follows from the iterations that may run at once (pipeline.max_parallel_iterations, 0: all).
+# The task plan computes both (vrft.pipelines.plan.iteration_peak, peak_gpus); this module names them.
+# A multi-node training stage counts every node's GPUs (its PyTorchJob's pods). `vrft run` runs one
+# iteration at a time.
 
 
 @dataclass(frozen=True)
@@ -295,78 +295,41 @@ class PeakGpus:
         )
 
 
-def _iteration_tasks(config: ExperimentConfig) -> tuple[dict[str, int], dict[str, set[str]]]:
-    """GPUs per task of one iteration, and each task's direct upstream tasks."""
-    from vrft.pipelines.dag import needs_base_gate
-
-    p = config.pipeline
-    train = p.train_resources.gpus * p.train_nodes
-    gpus = {
-        "dataset": p.dataset_resources.gpus,
-        "GRPO": train,
-        "SFT": train,
-        "evaluate RFT": p.evaluate_resources.gpus,
-        "evaluate SFT": p.evaluate_resources.gpus,
-        "collect": p.report_resources.gpus,
-    }
-    upstream: dict[str, set[str]] = {
-        "dataset": set(),
-        "GRPO": {"dataset"},
-        "SFT": {"dataset"},
-        "evaluate RFT": {"GRPO"},
-        "evaluate SFT": {"SFT"},
-        "collect": {"evaluate RFT", "evaluate SFT"},
-    }
-    gated = needs_base_gate(config)
-    if p.evaluate_base or gated:
-        gpus["evaluate base"] = p.evaluate_resources.gpus
-        upstream["evaluate base"] = {"dataset"}
-        upstream["collect"].add("evaluate base")
-        if gated:
-            upstream["evaluate RFT"].add("evaluate base")
-            upstream["evaluate SFT"].add("evaluate base")
-    return gpus, upstream
-
-
-def _ancestors(upstream: dict[str, set[str]]) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-
-    def visit(task: str) -> set[str]:
-        if task not in found:
-            found[task] = set().union(*({parent} | visit(parent) for parent in upstream[task]))
-        return found[task]
-
-    for task in upstream:
-        visit(task)
-    return found
+#: How the peak's tasks are named in the report (the planned task's name within its iteration).
+_SHORT_NAMES = {
+    "dataset": "dataset",
+    "grpo": "GRPO",
+    "sft": "SFT",
+    "evaluate-base": "evaluate base",
+    "evaluate-sft": "evaluate SFT",
+    "evaluate-rft": "evaluate RFT",
+    "collect": "collect",
+}
 
 
 def iteration_peak(config: ExperimentConfig) -> tuple[int, tuple[str, ...]]:
-    """The most GPUs one iteration's tasks can hold together, and those tasks."""
-    gpus, upstream = _iteration_tasks(config)
-    ancestors = _ancestors(upstream)
-    tasks = [t for t in gpus if gpus[t]]
-    best: tuple[int, tuple[str, ...]] = (0, ())
-    for size in range(1, len(tasks) + 1):
-        for group in combinations(tasks, size):
-            if any(a in ancestors[b] or b in ancestors[a] for a, b in combinations(group, 2)):
-                continue
-            total = sum(gpus[t] for t in group)
-            if total > best[0]:
-                best = (total, group)
-    return best
+    """The most GPUs one iteration's tasks can hold together, and those tasks (by the task plan)."""
+    from vrft.pipelines.plan import build_plan
+    from vrft.pipelines.plan import iteration_peak as plan_iteration_peak
+
+    plan = build_plan(config)
+    total, group = max(
+        (plan_iteration_peak(plan.of_iteration(key)) for key in plan.iterations), key=lambda peak: peak[0]
+    )
+    return total, tuple(sorted(_SHORT_NAMES.get(t.id.rsplit("/", 1)[1], t.id) for t in group))
 
 
 def peak_gpus(config: ExperimentConfig) -> PeakGpus:
-    """The compiled pipeline's peak GPU demand on a cluster (see the comment above)."""
-    from vrft.pipelines.dag import sweep_configs
+    """The compiled pipeline's peak GPU demand on a cluster (:func:`vrft.pipelines.plan.peak_gpus`)."""
+    from vrft.pipelines.plan import build_plan
+    from vrft.pipelines.plan import peak_gpus as plan_peak_gpus
 
-    iterations = len(sweep_configs(config))
-    limit = getattr(config.pipeline, "max_parallel_iterations", None)
-    if limit:
-        at_once, source = min(iterations, int(limit)), f"pipeline.max_parallel_iterations {limit}"
+    plan = build_plan(config)
+    iterations = len(plan.iterations)
+    limit = plan.max_parallel_iterations
+    if limit and limit < iterations:
+        at_once, source = limit, f"pipeline.max_parallel_iterations {limit}"
     else:
-        at_once, source = iterations, "all: pipeline.max_parallel_iterations not set"
+        at_once, source = iterations, f"pipeline.max_parallel_iterations {limit or 'unbounded (0)'}"
     per_iteration, together = iteration_peak(config)
-    total = max(per_iteration * at_once, config.pipeline.report_resources.gpus)  # the report runs last, alone
-    return PeakGpus(total, per_iteration, iterations, at_once, together, source)
+    return PeakGpus(plan_peak_gpus(plan), per_iteration, iterations, at_once, together, source)

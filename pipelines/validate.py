@@ -16,6 +16,7 @@ from __future__ import annotations
 from vrft.config import ConfigError
 from vrft.data.config import DatasetConfig
 from vrft.experiment import ExperimentConfig
+from vrft.pipelines.plan import sweep_configs
 
 #: Registries that no real cluster pulls vrft's images from: the default and the docs' example.
 PLACEHOLDER_REGISTRIES = ("ghcr.io/vrft",)
@@ -126,7 +127,7 @@ def source_problems(config: ExperimentConfig) -> list[str]:
 
 def resource_problems(config: ExperimentConfig) -> list[str]:
     """Requests above limits, or quantities Kubernetes would reject."""
-    from vrft.pipelines.resources import request_problems
+    from vrft.components.resources import request_problems
 
     p = config.pipeline
     problems = []
@@ -138,8 +139,6 @@ def resource_problems(config: ExperimentConfig) -> list[str]:
 
 def cluster_problems(config: ExperimentConfig) -> list[str]:
     """Everything :func:`check_for_cluster` would refuse, one sentence each."""
-    from vrft.pipelines.dag import sweep_configs
-
     p = config.pipeline
     problems = []
     if not p.artifact_root:

@@ -6,7 +6,6 @@ from vrft.answers import (
     MAX_ANSWER_CHARS,
     completion_text,
     extract_answer,
-    extract_think,
     is_well_formed,
     labels_match,
     parse_detections,
@@ -20,7 +19,6 @@ def test_extract_answer_takes_last_block_and_strips():
     assert extract_answer("<answer>a</answer> <answer> b </answer>") == "b"
     assert extract_answer("<answer>\nmulti\nline\n</answer>") == "multi\nline"
     assert extract_answer("<answer>unterminated") is None
-    assert extract_think("<think> why </think><answer>x</answer>") == "why"
 
 
 def test_well_formed_rejects_nested_tags_and_prose():

@@ -326,7 +326,7 @@ def test_dataset_build_keeps_its_config_and_files_it_did_not_write(tmp_path, cap
 
 
 def test_an_indivisible_grpo_batch_stops_vrft_run_before_any_service(tmp_path, capsys, monkeypatch):
-    from vrft.services import LocalServices
+    from vrft.pipelines.local.services import LocalServices
 
     def refuse(self, **kwargs):
         raise AssertionError("services would have started")

@@ -66,6 +66,22 @@ def test_dataset_train_evaluate_report_by_hand(tmp_path, monkeypatch, capsys):
     assert list((tmp_path / "report" / "plots").glob("*rewards.png")), (
         "training runs were not found by the report"
     )
+    # Every command ran through the same stage wrapper as the pipeline: one run each, the same tags.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    by_name = sorted((r.info.run_name, r.data.tags["stage"], r.data.tags.get("method", "")) for r in runs)
+    assert by_name == [
+        ("dataset", "dataset", ""),
+        ("evaluate-base", "evaluate", "base"),
+        ("evaluate-rft", "evaluate", "rft"),
+        ("evaluate-sft", "evaluate", "sft"),
+        ("grpo", "train", "rft"),
+        ("report", "report", ""),
+        ("sft", "train", "sft"),
+    ]
+    assert all("label" not in r.data.tags and r.info.status == "FINISHED" for r in runs)
 
 
 def test_evaluate_refuses_to_overwrite(tmp_path, capsys):

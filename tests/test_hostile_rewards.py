@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vrft.answers import MAX_ANSWER_CHARS, extract_answer, extract_think, is_well_formed, labels_match
+from vrft.answers import MAX_ANSWER_CHARS, extract_answer, is_well_formed, labels_match
 from vrft.rewards import (
     HardenedDetectionReward,
     classification,
@@ -49,14 +49,13 @@ def test_adversarial_completions_score_in_linear_time(case):
 
 def test_text_beyond_the_cap_is_never_parsed():
     over = "<think>x</think><answer>" + "a" * N + "</answer>"
-    assert not is_well_formed(over) and extract_answer(over) is None and extract_think(over) is None
+    assert not is_well_formed(over) and extract_answer(over) is None
     assert detection([over], solution_boxes=[[]]) == [0.0]
 
 
 def test_linear_scans_keep_the_regex_semantics():
     assert extract_answer("<answer>a<answer>b</answer> <answer>c</answer>") == "c"
     assert extract_answer("<answer>a<answer>b</answer><answer>") == "a<answer>b"
-    assert extract_think("x <think> a </think> <think>b</think>") == "a"
     assert is_well_formed("  <think>a</think> \n <answer>b</answer>\n")
     assert not is_well_formed("<think>a</think>x<answer>b</answer>")
     assert not is_well_formed("<think>a<think></think><answer>b</answer>")

@@ -21,10 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import psutil
 import pytest
 from botocore.exceptions import ClientError
 
-from vrft.services import (
+from vrft.pipelines.local.services import (
     CREDENTIALS_FILE,
     STATE_FILE,
     LocalServices,
@@ -40,8 +41,6 @@ from vrft.tracking import PARENT_RUN_ENV, Tracker, TrackingStoreError
 pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parents[1]
-IPV4_LOOPBACK = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
-IPV6_LOOPBACK = "00000000000000000000000001000000"
 
 
 @pytest.fixture(scope="module")
@@ -68,23 +67,9 @@ def state_dir_with_db(services: LocalServices, tmp_path: Path) -> Path:
 
 
 def listening_sockets(pid: int) -> set[tuple[str, int]]:
-    """(hex address, port) of every TCP socket ``pid`` listens on, from /proc."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    found = set()
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                address, port = fields[1].split(":")
-                found.add((address, int(port, 16)))
-    return found
+    """(address, port) of every TCP socket ``pid`` listens on."""
+    connections = psutil.Process(pid).net_connections(kind="tcp")
+    return {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
 
 
 def assert_nothing_left(pid: int, ports: dict[str, int]) -> None:
@@ -99,7 +84,7 @@ def test_seaweedfs_listens_on_loopback_only_with_private_credentials(services: L
     ports = services.ports
     listening = listening_sockets(services.pid)
     assert listening, "found the server's listening sockets"
-    assert {address for address, _ in listening} <= {IPV4_LOOPBACK, IPV6_LOOPBACK}
+    assert {address for address, _ in listening} <= {"127.0.0.1", "::1"}
     assert {port for _, port in listening} <= set(ports.values())
     assert services.s3_endpoint == f"http://127.0.0.1:{ports['s3']}"
 
@@ -194,7 +179,7 @@ def test_context_manager_stops_everything_and_prints_no_secret(
 
 UP_PROCESS = textwrap.dedent("""
     import sys
-    from vrft.services import up
+    from vrft.pipelines.local.services import up
     print(up(sys.argv[1]).pid)
 """)
 
@@ -256,14 +241,14 @@ THREADS_OUTLIVE_MAIN = textwrap.dedent("""
 
 
 def test_a_process_whose_main_thread_exited_is_alive_while_other_threads_run() -> None:
-    # A Go server (SeaweedFS) stopping looks like this: /proc/PID/stat says zombie, the port is still open.
+    # A Go server (SeaweedFS) stopping looks like this: the process is a zombie, the port is still open.
     child = subprocess.Popen(
         [sys.executable, "-c", THREADS_OUTLIVE_MAIN, "3"], stdout=subprocess.PIPE, text=True
     )
     try:
         port = int(child.stdout.readline())
-        leader_state = lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(") ", 1)[1][0]  # noqa: E731
-        assert wait_for(lambda: leader_state() == "Z", 10), "the main thread did not exit"
+        leader_state = lambda: psutil.Process(child.pid).status()  # noqa: E731
+        assert wait_for(lambda: leader_state() == psutil.STATUS_ZOMBIE, 10), "the main thread did not exit"
         assert port_is_open(port)
         assert process_alive(child.pid), "counted as exited while a thread still holds its port"
     finally:
@@ -273,7 +258,7 @@ def test_a_process_whose_main_thread_exited_is_alive_while_other_threads_run() -
 
 TIED_PROCESS = textwrap.dedent("""
     import json, sys, time
-    from vrft.services import LocalServices
+    from vrft.pipelines.local.services import LocalServices
     services = LocalServices(sys.argv[1]).start(tied=True)
     print(json.dumps({"pid": services.pid, "ports": services.ports}), flush=True)
     time.sleep(600)

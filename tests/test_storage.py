@@ -5,6 +5,7 @@ The same checks against a real S3 server (SeaweedFS) run in tests/test_services.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -184,6 +185,23 @@ def test_damaged_objects_are_detected_and_nothing_is_written(
     assert info.value.uri == uri + damaged, "the error names the object"
     assert str(info.value).startswith(uri + damaged)
     assert not (tmp_path / "dl").exists() or list((tmp_path / "dl").iterdir()) == [], "nothing half-written"
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_verify_checks_what_a_download_checks_and_keeps_nothing(
+    store: ArtifactStore, tmp_path: Path, damage: str
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    uri = store.upload_dir(src, "runs/r1/dataset")
+    manifest_sha = hashlib.sha256((src / MANIFEST_NAME).read_bytes()).hexdigest()
+    store.verify(uri, manifest_sha256=manifest_sha)  # intact: no error
+    with pytest.raises(ArtifactIntegrityError, match="not the one its writer published"):
+        store.verify(uri, manifest_sha256="0" * 64)
+    apply, message = DAMAGE[damage]
+    apply(Backend(store), uri)
+    with pytest.raises(ArtifactIntegrityError, match=message):
+        store.verify(uri, manifest_sha256=manifest_sha)
 
 
 def test_a_missing_or_unfinished_artifact_is_not_found(store: ArtifactStore, tmp_path: Path) -> None:

@@ -20,11 +20,11 @@ from vrft.tracking import (
     MAX_PARAM_VALUE_LENGTH,
     PARENT_RUN_ENV,
     REDACTED,
+    RunTags,
     Tracker,
     current_git_commit,
     redact,
     redact_text,
-    standard_tags,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,14 @@ def client(tracker: Tracker):  # noqa: ANN201 - mlflow's client type, imported l
 
 
 def test_parent_and_stage_runs_hold_params_metrics_and_tags(tracker: Tracker) -> None:
-    tags = standard_tags("coco-base65", "coco", 8, "grpo", "tiny-qwen2-vl", git_commit="abc123")
+    tags = RunTags(
+        method="grpo",
+        config="coco-base65",
+        model="tiny-qwen2-vl",
+        dataset="coco",
+        shots=8,
+        git_commit="abc123",
+    ).as_tags()
     cfg = ExperimentConfig(prompt="x" * (MAX_PARAM_VALUE_LENGTH + 50))
     with tracker.parent_run("vrft-test", "pipeline-1", tags) as parent_id:
         assert os.environ[PARENT_RUN_ENV] == parent_id
@@ -151,7 +158,7 @@ STAGE_PROCESS = textwrap.dedent("""
 def test_stage_runs_in_another_process_nest_under_the_parent(
     tracker: Tracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """How the kfp local runner runs components: a subprocess with the parent run id in its env."""
+    """How the local runner runs tasks: a subprocess with the parent run id in its env."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
     with tracker.parent_run("vrft-test", "pipeline-3") as parent_id:
         result = subprocess.run(
@@ -272,7 +279,7 @@ def test_logging_outside_a_run_is_an_error(tracker: Tracker) -> None:
         tracker.log_metrics({"loss": 1.0})
 
 
-def test_git_commit_and_standard_tags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_git_commit_and_run_tags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
     if head.returncode == 0:
         assert current_git_commit() == head.stdout.strip()
@@ -282,8 +289,9 @@ def test_git_commit_and_standard_tags(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert current_git_commit(tmp_path) == "feedbeef"
     monkeypatch.delenv("VRFT_GIT_COMMIT")
     assert current_git_commit(tmp_path) == "unknown"
-    tags = standard_tags("exp", "lvis", 4, "sft", "Qwen2-VL-2B", git_commit="c0ffee")
+    tags = RunTags("sft", "exp", "Qwen2-VL-2B", dataset="lvis", shots=4, git_commit="c0ffee").as_tags("train")
     assert tags == {
+        "stage": "train",
         "config": "exp",
         "dataset": "lvis",
         "shots": "4",
@@ -291,7 +299,13 @@ def test_git_commit_and_standard_tags(monkeypatch: pytest.MonkeyPatch, tmp_path:
         "model": "Qwen2-VL-2B",
         "git_commit": "c0ffee",
     }
-    assert re.fullmatch(r"[0-9a-f]{40}|unknown", standard_tags("e", "d", 1, "m", "x")["git_commit"])
+    from vrft.experiment import load_experiment
+
+    config = load_experiment(REPO / "configs" / "default.yaml", ["experiment.tags={team: vision}"])
+    tags = RunTags.for_experiment(config, method="rft", run_id="r1").as_tags("evaluate")
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", tags["git_commit"])
+    assert tags["config_sha256"] == config.digest() and tags["run_id"] == "r1" and tags["team"] == "vision"
+    assert tags["seed"] == str(config.grpo.seed) and tags["shots"] == str(config.dataset.shots)
 
 
 SECRET = "s3cr3t-value-that-must-not-leak"
@@ -330,7 +344,7 @@ def test_evaluation_and_report_runs_go_through_the_redacting_tracker(
 ) -> None:
     from types import SimpleNamespace
 
-    from vrft.report.tracking import RunTags, log_evaluation
+    from vrft.report.runs import log_evaluation
 
     monkeypatch.setenv("MLFLOW_S3_SECRET_KEY", SECRET)
     output = tmp_path / "eval"
@@ -355,10 +369,10 @@ def test_evaluation_and_report_runs_go_through_the_redacting_tracker(
 def test_a_crashing_training_callback_run_ends_failed(tracker: Tracker, tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from vrft.train.callbacks import MlflowCallback, Tracking
+    from vrft.train.callbacks import MlflowCallback, MlflowTarget
 
     callback = MlflowCallback(
-        Tracking(uri=tracker.tracking_uri, experiment="vrft-test", run_name="grpo"),
+        MlflowTarget(uri=tracker.tracking_uri, experiment="vrft-test", run_name="grpo"),
         {"grpo.max_steps": 2},
         tmp_path,
     )
@@ -370,7 +384,7 @@ def test_a_crashing_training_callback_run_ends_failed(tracker: Tracker, tmp_path
     assert run.info.status == "KILLED" and run.data.tags["error"].startswith("KeyboardInterrupt")
     # A run handed in by its owner (the pipeline's stage run) is left to that owner.
     owned = tracker.create_run("vrft-test", "stage")
-    given = MlflowCallback(Tracking(uri=tracker.tracking_uri, run_id=owned), {}, tmp_path / "other")
+    given = MlflowCallback(MlflowTarget(uri=tracker.tracking_uri, run_id=owned), {}, tmp_path / "other")
     given.on_train_begin(None, state, None)
     given.on_exception(RuntimeError("x"))
     assert client(tracker).get_run(owned).info.status == "RUNNING"

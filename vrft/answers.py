@@ -144,15 +144,6 @@ def extract_answer(text: str) -> str | None:
     return text[start:end].strip()
 
 
-def extract_think(text: str) -> str | None:
-    """The content of the first ``<think>…</think>`` block, stripped; ``None`` if there is none."""
-    if len(text) > MAX_ANSWER_CHARS:
-        return None
-    start = text.find("<think>")
-    end = text.find("</think>", start + len("<think>")) if start >= 0 else -1
-    return text[start + len("<think>") : end].strip() if end >= 0 else None
-
-
 def _strip_fence(text: str) -> str:
     """The inside of a Markdown code fence (```json ... ```), or the stripped text."""
     text = text.strip()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vrft import __version__
 from vrft.config import ConfigError
+from vrft.signals import Terminated, restore_sigterm, unwind_on_sigterm
 
 # The default experiment ships inside the package (configs/default.yaml links to it), so `vrft run`
 # with no config works from any directory.
@@ -78,10 +79,15 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
 
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
     from vrft.data.build import build_dataset
+    from vrft.stage import open_stage
+    from vrft.tracking import STAGE_DATASET
 
     config = _experiment(args)
     _check_outputs(args, config, args.output_dir, kind="dataset")
-    result = build_dataset(config.dataset, args.output_dir, overwrite=args.overwrite)
+    _check_tracking_environment()
+    with open_stage("dataset", config, kind=STAGE_DATASET, params=lambda c: {"dataset": c.dataset}) as stage:
+        result = build_dataset(config.dataset, args.output_dir, overwrite=args.overwrite)
+        stage.tracker.log_metrics({f"rows/{split}": n for split, n in result.num_rows.items()})
     counts = ", ".join(f"{split}: {n}" for split, n in result.num_rows.items())
     print(f"{result.output_dir} ({counts})")
     return 0
@@ -89,8 +95,9 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from vrft.io import atomic_write_text
-    from vrft.tracking import STAGE_TRAIN, Tracker, experiment_tags, report_method
-    from vrft.train import Tracking, train_grpo, train_sft
+    from vrft.stage import open_stage
+    from vrft.tracking import STAGE_TRAIN, Tracker, report_method
+    from vrft.train import MlflowTarget, train_grpo, train_sft
     from vrft.train.callbacks import MLFLOW_RUN_FILE
 
     config = _experiment(args)
@@ -104,24 +111,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
             args.dataset,
             args.output_dir,
             model=config.model.materialized(),
-            tracking=Tracking(run_id=args.tracking_run_id),
+            tracking=MlflowTarget(run_id=args.tracking_run_id),
         )
     else:
-        # Tracked (when MLFLOW_TRACKING_URI is set) like the pipeline's training stage: the same tags
-        # for `vrft report`, FAILED with the error if training raises; a resumed training continues its run.
-        tracker = Tracker()
+        # Tracked (when a tracking URI is known) like the pipeline's training stage: the same stage
+        # wrapper, FAILED with the error if training raises; a resumed training continues its run.
+        tracker = Tracker(config.pipeline.tracking_uri or None)
         run_file = Path(args.output_dir) / MLFLOW_RUN_FILE
-        params = {"model": config.model, method: getattr(config, method)}
-        with tracker.stage_run(
-            STAGE_TRAIN,
-            params=params,
-            tags=experiment_tags(config, method=report_method(method)),
-            run_name=method,
-            experiment=config.experiment.name,
+        with open_stage(
+            method,
+            config,
+            kind=STAGE_TRAIN,
+            method=report_method(method),
+            params={"model": config.model, method: getattr(config, method)},
             resume_run_id=_previous_run(tracker, run_file),
-        ) as run_id:
+            tracker=tracker,
+        ) as stage:
             try:
-                tracking = Tracking(uri=tracker.tracking_uri or "", run_id=run_id) if run_id else None
+                tracking = None
+                if stage.mlflow_run_id:
+                    tracking = MlflowTarget(uri=tracker.tracking_uri or "", run_id=stage.mlflow_run_id)
                 result = train(
                     getattr(config, method),
                     args.dataset,
@@ -130,8 +139,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     tracking=tracking,
                 )
             finally:
-                if run_id and run_file.parent.is_dir():
-                    atomic_write_text(run_file, json.dumps({"run_id": run_id}) + "\n")
+                if stage.mlflow_run_id and run_file.parent.is_dir():
+                    atomic_write_text(run_file, json.dumps({"run_id": stage.mlflow_run_id}) + "\n")
     rank = f" (rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']})" if "RANK" in os.environ else ""
     print(f"{method}{rank}: {result.global_step} steps; model: {result.final_dir}")
     return 0
@@ -152,7 +161,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vrft.evaluate import evaluate_checkpoint
-    from vrft.paper_mode import training_objective
+    from vrft.report.runs import evaluation_metrics
+    from vrft.stage import open_stage
+    from vrft.tracking import STAGE_EVALUATE, evaluation_tags
 
     config = _experiment(args)
     checkpoint = _checkpoint_argument(args.checkpoint)
@@ -163,42 +174,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         # The checkpoint's own family decides how its boxes are read; a family set in the config
         # must agree with it (evaluate_checkpoint refuses a contradiction in one line).
         model = replace(model, name_or_path=str(checkpoint))
-    context = {
-        "config": config.experiment.name,
-        "model": config.model.name_or_path,
-        "shots": "" if config.dataset.shots is None or args.label == "base" else str(config.dataset.shots),
-        "paper_table": config.report.paper_table,
-        "training": training_objective(config, args.label),
-    }
-    if args.label != "base":
-        context["seed"] = str(config.grpo.seed if args.label == "rft" else config.sft.seed)
-    result = evaluate_checkpoint(
-        config.evaluate,
-        args.dataset,
-        args.output_dir,
-        model=model,
-        label=args.label,
-        overwrite=args.overwrite,
-        gate=args.gate,
-        context={k: v for k, v in context.items() if v},
-    )
-    if os.environ.get("MLFLOW_TRACKING_URI"):  # what `vrft report` reads
-        from vrft.report.tracking import RunTags, log_evaluation
-
-        tags = RunTags(
-            method=args.label,
-            config=config.experiment.name,
-            model=config.model.name_or_path,
-            dataset=config.dataset.preset or config.dataset.train.display_name,
-            shots=config.dataset.shots,
-            paper_table=config.report.paper_table,
-            paper_model=config.report.paper_model,
-            paper_column=config.report.paper_column,
-            training=context["training"],
+    # Tracked (when a tracking URI is known) like the pipeline's evaluation stage: what `vrft report` reads.
+    with open_stage(
+        f"evaluate-{args.label}",
+        config,
+        kind=STAGE_EVALUATE,
+        method=args.label,
+        params={"model": config.model, "evaluate": config.evaluate},
+    ) as stage:
+        result = evaluate_checkpoint(
+            config.evaluate,
+            args.dataset,
+            args.output_dir,
+            model=model,
+            label=args.label,
+            overwrite=args.overwrite,
+            gate=args.gate,
+            context=stage.tags,
         )
-        log_evaluation(
-            result, tags, experiment=config.experiment.name, tracking_uri=os.environ["MLFLOW_TRACKING_URI"]
-        )
+        stage.tracker.set_tags(evaluation_tags(result))
+        stage.tracker.log_metrics(evaluation_metrics(result))
+        stage.tracker.log_artifacts(result.output_dir, "evaluation")
     print(
         json.dumps(
             {
@@ -244,8 +240,13 @@ def _bounded_mlflow_http():
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from vrft.inputs import check_tracking_uri
     from vrft.report import build_report
+    from vrft.report.build import log_report
+    from vrft.stage import open_stage
+    from vrft.tracking import STAGE_REPORT, Tracker
 
     config = _experiment(args)
     sources = (
@@ -261,15 +262,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
         )
     _check_outputs(args, config, args.output_dir, kind="report", tracking_uri=tracking_uri)
     check_tracking_uri(tracking_uri, what=given_by, must_exist=True)
-    with _bounded_mlflow_http():
+    experiment = args.experiment or config.experiment.name
+    log = config.report.log_to_mlflow and bool(tracking_uri)
+    with (
+        _bounded_mlflow_http(),
+        open_stage(
+            "report",
+            config,
+            kind=STAGE_REPORT,
+            params={"report": config.report},
+            tracker=Tracker(tracking_uri) if log else Tracker.off(),
+            experiment=experiment,
+        ) as stage,
+    ):
+        # This command's stage run is the report's run: build_report must not start another one.
         result = build_report(
-            config.report,
+            replace(config.report, log_to_mlflow=False),
             args.output_dir,
             tracking_uri=tracking_uri,
-            experiment=args.experiment or config.experiment.name,
+            experiment=experiment,
             overwrite=args.overwrite,
             evaluations=args.evaluations or None,
         )
+        log_report(stage.tracker, result)
     print(result.html)
     print(result.markdown)
     flagged = len(result.regression_summary.get("regressions", []))
@@ -320,7 +335,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from vrft.services import up
+    from vrft.pipelines.local import up
 
     services = up(Path(args.state_dir) / "services")
     print(f"S3: {services.s3_endpoint}  MLflow: {services.tracking_uri}")
@@ -329,7 +344,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from vrft.services import down
+    from vrft.pipelines.local import down
 
     print("stopped" if down(Path(args.state_dir) / "services") else "nothing was running")
     return 0
@@ -545,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the whole pipeline locally (kfp local runner, local S3 + MLflow)")
+    run = sub.add_parser("run", help="run the whole pipeline locally (task after task, local S3 + MLflow)")
     _config_args(run, optional=True)
     run.add_argument(
         "--state-dir", default=".vrft", help="services, caches and the KFP local root (default .vrft)"
@@ -746,8 +761,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     ]
     try:
         from vrft.pipelines.kfp_client import KfpError
-        from vrft.pipelines.local import PipelineFailed
-        from vrft.services import ServicesError
+        from vrft.pipelines.local import PipelineFailed, ServicesError
 
         errors += [KfpError, PipelineFailed, ServicesError]
     except ImportError:  # the pipeline extra is not installed
@@ -763,18 +777,6 @@ def debug_requested(args: argparse.Namespace | None = None) -> bool:
     if args is not None and getattr(args, "debug", False):
         return True
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
-class Terminated(BaseException):
-    """SIGTERM (e.g. from `timeout` or `kill`) arrived: unwinds like Ctrl-C, so every cleanup runs."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(signum)
 
 
 #: The longest error line printed; the rest of a runaway message (a library's page of text) is cut.
@@ -852,13 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous_debug_env = os.environ.get(DEBUG_ENV)
     if debug:
         os.environ[DEBUG_ENV] = "1"  # stage processes of `vrft run` print their tracebacks too
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
-    else:  # pragma: no cover - main() called from a worker thread (embedding): no signal handling
-        previous_sigterm = None
+    previous_sigterm = unwind_on_sigterm()  # SIGTERM unwinds like Ctrl-C: everything started is stopped
     config = getattr(args, "config", None)
     optional_config = args.func in (_cmd_run, _cmd_preflight)
     if optional_config and isinstance(config, str) and "=" in config and not Path(config).exists():
@@ -900,8 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        restore_sigterm(previous_sigterm)
         if previous_debug_env is None:
             os.environ.pop(DEBUG_ENV, None)
         else:

@@ -138,6 +138,10 @@ class PipelineConfig:
         caching: Let Kubeflow reuse the outputs of a stage whose inputs did not change.
         evaluate_base: Evaluate the base model too (``existence_gated`` detection always does: its
             answers are the gate every checkpoint shares).
+        max_parallel_iterations: How many sweep iterations (shot counts × seeds) may hold GPUs at
+            once on a cluster: iteration i starts after iteration i − k's GPU tasks finished. 1 (the
+            default): one iteration at a time, its GRPO, SFT and base evaluation side by side; 0: no
+            bound (every iteration at once).
         train_nodes: Training on more than one node runs as a Kubeflow PyTorchJob (DeepSpeed ZeRO-3
             across nodes); ``train_resources.gpus`` is then per node.
         shared_pvc: Multi-node training: a ReadWriteMany PersistentVolumeClaim every training pod
@@ -172,6 +176,7 @@ class PipelineConfig:
     retries: int = 1
     caching: bool = True
     evaluate_base: bool = True
+    max_parallel_iterations: int = 1
     train_nodes: int = 1
     shared_pvc: str = ""
     shared_mount: str = "/shared"
@@ -205,6 +210,10 @@ class PipelineConfig:
             )
         if not self.gpu_memory > 0:
             raise ConfigError(f"pipeline.gpu_memory: GiB per GPU, must be > 0, got {self.gpu_memory}")
+        if self.max_parallel_iterations < 0:
+            raise ConfigError(
+                f"pipeline.max_parallel_iterations: must be >= 0 (0: no bound), got {self.max_parallel_iterations}"
+            )
         if self.train_nodes < 1:
             raise ConfigError(f"pipeline.train_nodes: must be >= 1, got {self.train_nodes}")
         if self.train_nodes > 1 and not self.shared_pvc:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -512,13 +512,6 @@ _REGISTRY: dict[str, Callable[..., Reward]] = {
 }
 
 
-def register_reward(name: str, factory: Callable[..., Any]) -> None:
-    """Make ``factory(**options)`` resolvable as ``name``. Names are unique."""
-    if name in _REGISTRY:
-        raise ValueError(f"a reward named {name!r} is already registered")
-    _REGISTRY[name] = factory
-
-
 def reward_names() -> list[str]:
     """The registered reward names."""
     return sorted(_REGISTRY)
@@ -579,14 +572,3 @@ def monitor_functions_for_trainer(spec: str | Callable[..., Any], **options: Any
     logged every step (``rewards/<name>/mean``), never part of the reward. Empty for plugins."""
     reward = resolve_reward(spec, **options)
     return reward.monitors() if isinstance(reward, Reward) else []
-
-
-def breakdown_means(breakdowns: Iterable[RewardBreakdown]) -> dict[str, float]:
-    """Mean of every part over a batch, e.g. for step logs: ``{"overall": .., "format": ..}``."""
-    totals: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for b in breakdowns:
-        for key, value in b.as_dict().items():
-            totals[key] = totals.get(key, 0.0) + value
-            counts[key] = counts.get(key, 0) + 1
-    return {key: totals[key] / counts[key] for key in totals}

@@ -255,6 +255,34 @@ class ArtifactStore(ABC):
         on any error nothing is left behind. An existing ``local_dir`` is an error unless
         ``overwrite``.
         """
+        raw, prefix, files = self._checked_listing(target, manifest_sha256)
+        with atomic_directory(local_dir, overwrite=overwrite) as tmp:
+            for rel, entry in files.items():
+                dest = tmp / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self._get_checked(prefix + rel, entry, dest)
+            atomic_write_bytes(tmp / MANIFEST_NAME, raw)
+        return Path(local_dir)
+
+    def verify(self, target: str = "", *, manifest_sha256: str | None = None) -> None:
+        """Check the artifact at ``target`` as :meth:`download_dir` would, keeping nothing: its
+        manifest (against ``manifest_sha256`` when given), the object listing, and every object's
+        size and SHA-256 (read one at a time through a temporary file). Raises what
+        :meth:`download_dir` raises."""
+        import tempfile
+
+        _, prefix, files = self._checked_listing(target, manifest_sha256)
+        with tempfile.TemporaryDirectory(prefix="vrft-verify-") as tmp:
+            scratch = Path(tmp) / "object"
+            for rel, entry in files.items():
+                self._get_checked(prefix + rel, entry, scratch)
+                scratch.unlink()
+
+    def _checked_listing(
+        self, target: str, manifest_sha256: str | None
+    ) -> tuple[bytes, str, dict[str, dict[str, Any]]]:
+        """(manifest bytes, key prefix, files) of the artifact at ``target`` once its manifest and
+        the object listing agree (sizes included); nothing has been downloaded yet."""
         loc = self.resolve(target)
         prefix = loc.key + "/"
         manifest_key = prefix + MANIFEST_NAME
@@ -285,21 +313,18 @@ class ArtifactStore(ABC):
                     self._object_uri(key), "object listed in the manifest is missing"
                 )
             self._check_size(key, expected[key]["size"], listing[key])
-        with atomic_directory(local_dir, overwrite=overwrite) as tmp:
-            for rel, entry in files.items():
-                key = prefix + rel
-                dest = tmp / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                self._get(key, dest)
-                self._check_size(key, entry["size"], dest.stat().st_size)
-                digest = sha256_file(dest)
-                if digest != entry["sha256"]:
-                    raise ArtifactIntegrityError(
-                        self._object_uri(key),
-                        f"SHA-256 differs from the manifest (recorded {entry['sha256'][:12]}..., found {digest[:12]}...)",
-                    )
-            atomic_write_bytes(tmp / MANIFEST_NAME, raw)
-        return Path(local_dir)
+        return raw, prefix, files
+
+    def _get_checked(self, key: str, entry: dict[str, Any], dest: Path) -> None:
+        """Download one object to ``dest`` and check its size and SHA-256 against the manifest."""
+        self._get(key, dest)
+        self._check_size(key, entry["size"], dest.stat().st_size)
+        digest = sha256_file(dest)
+        if digest != entry["sha256"]:
+            raise ArtifactIntegrityError(
+                self._object_uri(key),
+                f"SHA-256 differs from the manifest (recorded {entry['sha256'][:12]}..., found {digest[:12]}...)",
+            )
 
     def exists(self, target: str = "") -> bool:
         """Whether a complete artifact (its manifest) is at ``target``."""

@@ -30,7 +30,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from vrft.pipelines.kfp_client import image_refs
+from vrft.components.cluster import image_refs
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -249,8 +249,8 @@ def test_the_fetched_torch_wheel_is_the_one_the_lock_names_and_reaches_the_build
 
 
 def test_stage_images_have_no_entrypoint_and_default_to_the_console_script() -> None:
-    """Kubeflow and kfp's DockerRunner pass the whole command (``sh -c ...``): an ENTRYPOINT would take
-    it as arguments (``vrft: invalid choice: 'sh'``)."""
+    """Kubeflow passes the whole command (``sh -c ...``): an ENTRYPOINT would take it as arguments
+    (``vrft: invalid choice: 'sh'``)."""
     scripts = PYPROJECT["project"]["scripts"]
     for name in ("vrft.Dockerfile",):
         assert only(DOCKER / name, "ENTRYPOINT") == [], name

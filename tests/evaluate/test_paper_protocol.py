@@ -21,7 +21,7 @@ from vrft.evaluate.gate import answered_gate, load_gate
 from vrft.evaluate.grounding import evaluate_grounding
 from vrft.evaluate.run import evaluation_model
 from vrft.models.coords import BoxConvention
-from vrft.report.tracking import evaluation_tags
+from vrft.tracking import evaluation_tags
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -458,7 +458,7 @@ def test_shipped_configs_follow_the_authors_protocols() -> None:
 
 def test_seeds_repeat_rft_and_sft_for_every_shot_count() -> None:
     from vrft.experiment import load_experiment
-    from vrft.pipelines.dag import sweep_configs
+    from vrft.pipelines.plan import sweep_configs
 
     config = load_experiment(
         ROOT / "configs" / "default.yaml", ["experiment.shots=[1,2]", "experiment.seeds=[3,4]"]

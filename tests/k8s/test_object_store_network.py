@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from vrft.services import weed_binary
+from vrft.pipelines.local.services import weed_binary
 
 POD_IP, CLIENT_IP = "10.231.0.1", "10.231.0.2"
 KEY, SECRET = "testing-access-key", "testing-secret-key"

@@ -9,7 +9,7 @@ import pytest
 
 from vrft.components.runtime import open_stage, stage_config_json
 from vrft.experiment import load_experiment
-from vrft.pipelines.dag import sweep_configs
+from vrft.pipelines.plan import sweep_configs
 
 pytestmark = pytest.mark.timeout(300)
 

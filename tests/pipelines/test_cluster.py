@@ -10,21 +10,17 @@ import yaml
 from PIL import Image
 
 from vrft.cli import main
-from vrft.components.runtime import RUN_ID_ENV, WORK_DIR_ENV, iteration_key, stage_config_json
+from vrft.components import cluster
+from vrft.components.runtime import iteration_key, stage_config_json
 from vrft.config import ConfigError
 from vrft.data.build import resolve_plan
 from vrft.experiment import load_experiment
 from vrft.io import write_manifest
 from vrft.pipelines import kfp_client
-from vrft.pipelines.dag import (
-    CACHE_ENV,
-    RUN_ID_FIELD_PATH,
-    SCRATCH_MOUNT,
-    compile_pipeline,
-    sweep_configs,
-    sweep_items,
-)
+from vrft.pipelines.dag import CACHE_ENV, RUN_ID_FIELD_PATH, SCRATCH_MOUNT, compile_pipeline
+from vrft.pipelines.plan import build_plan, sweep_configs
 from vrft.pipelines.validate import expected_train_rows
+from vrft.stage import RUN_ID_ENV, WORK_DIR_ENV
 from vrft.train.data import REQUIRED_COLUMNS
 from vrft.train.launch import launch_command, needs_launcher
 
@@ -141,7 +137,7 @@ def test_the_dataset_task_gets_scratch_and_every_cache_lives_there(compiled):
 
 
 def test_requests_sit_below_limits_so_a_512gi_pod_fits_a_512_gib_node(compiled, tmp_path):
-    from vrft.pipelines.resources import parse_quantity
+    from vrft.components.resources import parse_quantity
 
     for name, (spec, _) in compiled.items():
         for executor, e in spec["deploymentSpec"]["executors"].items():
@@ -172,10 +168,10 @@ def test_pods_run_non_root_and_secrets_reach_only_the_tasks_that_use_them(compil
             if "collect" in executor:  # passes URIs on: no store, no tracking, no webhook
                 assert secrets == set() and "configMapAsEnv" not in k8s, (name, executor)
             elif "report-stage" in executor:
-                assert kfp_client.NOTIFY_SECRET in secrets
+                assert cluster.NOTIFY_SECRET in secrets
             else:
-                assert kfp_client.NOTIFY_SECRET not in secrets, (name, executor)
-                assert secrets == {kfp_client.S3_SECRET, kfp_client.MLFLOW_SECRET}, (name, executor)
+                assert cluster.NOTIFY_SECRET not in secrets, (name, executor)
+                assert secrets == {cluster.S3_SECRET, cluster.MLFLOW_SECRET}, (name, executor)
 
 
 def test_training_retries_on_a_cluster_and_mirrors_its_checkpoints(compiled):
@@ -245,25 +241,21 @@ def test_sources_no_pod_can_read_are_refused_at_compile_time(sources_on_s3, over
     assert not (tmp_path / "p.yaml").exists()
 
 
-def test_sweep_items_carry_each_stage_view_and_iteration():
+def test_planned_tasks_carry_each_stage_view_and_iteration():
     config = load_experiment(ROOT / "configs" / "default.yaml")
-    (item,) = sweep_items(config)
-    assert item["iteration"] == iteration_key(config) == f"shots-{config.dataset.shots}"
-    assert item["grpo"] == stage_config_json(config, "grpo")
+    plan = build_plan(config)
+    assert plan.iterations == (iteration_key(config),) == (f"shots-{config.dataset.shots}",)
+    grpo = plan.task(f"{plan.iterations[0]}/grpo")
+    assert grpo.params == {"config_json": stage_config_json(config, "grpo"), "iteration": plan.iterations[0]}
 
 
 def test_changing_grpo_steps_changes_only_the_grpo_stage_input():
     """KFP's cache key of a task is its inputs: dataset and evaluations must not see grpo.max_steps."""
-    before = sweep_items(load_experiment(ROOT / "configs" / "coco_8cat.yaml"))
-    after = sweep_items(load_experiment(ROOT / "configs" / "coco_8cat.yaml", ["grpo.max_steps=300"]))
-    for old, new in zip(before, after):
-        assert (
-            old["dataset"] == new["dataset"]
-            and old["evaluate"] == new["evaluate"]
-            and old["sft"] == new["sft"]
-        )
-        assert old["grpo"] != new["grpo"]
-    assert [item["iteration"] for item in before] == ["shots-1", "shots-2", "shots-4", "shots-8", "shots-16"]
+    before = build_plan(load_experiment(ROOT / "configs" / "coco_8cat.yaml"))
+    after = build_plan(load_experiment(ROOT / "configs" / "coco_8cat.yaml", ["grpo.max_steps=300"]))
+    changed = {t.id for t, u in zip(before, after, strict=True) if t.params != u.params}
+    assert changed == {f"{key}/grpo" for key in before.iterations} | {"report"}  # the report gets it all
+    assert before.iterations == ("shots-1", "shots-2", "shots-4", "shots-8", "shots-16")
 
 
 def _fake_dataset(path: Path, rows: int, task: str) -> Path:

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vrft.components.cluster import image_refs, secret_env_spec
 from vrft.experiment import load_experiment
-from vrft.pipelines.dag import compile_pipeline, sweep_configs
-from vrft.pipelines.kfp_client import image_refs, secret_env_spec
+from vrft.pipelines.dag import compile_pipeline
+from vrft.pipelines.plan import build_plan, sweep_configs
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "configs" / "default.yaml"
@@ -86,5 +87,54 @@ def test_sweep_has_one_config_per_shot_count(compiled):
     config = load_experiment(DEFAULT, ["experiment.shots=[1,4,16]"])
     assert [c.dataset.shots for c in sweep_configs(config)] == [1, 4, 16]
     _, spec, _ = compiled
-    text = yaml.safe_dump(spec)
-    assert "ParallelFor" in text or "parameterIterator" in text
+    tasks = spec["root"]["dag"]["tasks"]
+    names = sorted(t["taskInfo"]["name"] for t in tasks.values())
+    assert "Few-shot dataset (1 shot)" in names and "Few-shot dataset (2 shots)" in names
+
+
+def test_the_dag_is_flat_for_the_kubeflow_people_run(compiled):
+    """No ParallelFor, nested pipeline or Collected (backend <= 2.5 skips ParallelFor outputs; collected
+    artifacts and retries inside nested pipelines need 2.14): one task per planned task."""
+    path, spec, _ = compiled
+    text = path.read_text()
+    assert "parameterIterator" not in text and "artifactIterator" not in text and "Collected" not in text
+    assert all(
+        "componentRef" in t and "iteratorPolicy" not in t for t in spec["root"]["dag"]["tasks"].values()
+    )
+    assert all("dag" not in c for c in spec["components"].values())  # no nested pipelines
+    plan = build_plan(load_experiment(DEFAULT, ["experiment.shots=[1,2]", *CLUSTER]))
+    assert len(spec["root"]["dag"]["tasks"]) == len(plan)
+
+
+def test_the_compiled_graph_is_the_plans(compiled):
+    _, spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    display = {name: t["taskInfo"]["name"] for name, t in tasks.items()}
+    compiled_graph = {
+        display[name]: tuple(sorted(display[d] for d in t.get("dependentTasks", [])))
+        for name, t in tasks.items()
+    }
+    plan = build_plan(load_experiment(DEFAULT, ["experiment.shots=[1,2]", *CLUSTER]))
+    assert compiled_graph == plan.graph()
+    # Each iteration's collect extends the previous one's list; the report reads the last one.
+    report = next(t for t in tasks.values() if t["taskInfo"]["name"] == "Report: RFT vs SFT")
+    (source,) = report["inputs"]["artifacts"].values()
+    assert display[source["taskOutputArtifact"]["producerTask"]] == "This run's evaluations (2 shots)"
+
+
+def test_collect_and_report_are_never_cached(compiled):
+    _, spec, _ = compiled
+    for task in spec["root"]["dag"]["tasks"].values():
+        uncached = task["taskInfo"]["name"].startswith(("This run's evaluations", "Report"))
+        assert task.get("cachingOptions", {}).get("enableCache", False) is not uncached, task["taskInfo"]
+
+
+def test_max_parallel_iterations_orders_the_iterations(tmp_path):
+    overrides = ["experiment.shots=[1,2,4]", "pipeline.max_parallel_iterations=2", *CLUSTER]
+    spec = next(yaml.safe_load_all(compile_pipeline(DEFAULT, tmp_path / "p.yaml", overrides).read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    display = {name: t["taskInfo"]["name"] for name, t in tasks.items()}
+    waits = {t["taskInfo"]["name"]: {display[d] for d in t.get("dependentTasks", [])} for t in tasks.values()}
+    # Iteration 3 (4 shots) starts when iteration 1 (1 shot) has released its GPUs; 2 shots does not wait.
+    assert waits["Few-shot dataset (4 shots)"] == {"Evaluate SFT (1 shot)", "Evaluate RFT (1 shot)"}
+    assert waits["Few-shot dataset (2 shots)"] == set() == waits["Few-shot dataset (1 shot)"]

@@ -23,14 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from kfp import compiler, dsl, kubernetes
 
+from vrft.components.cluster import config_map_env_spec, image_refs, secret_env_spec
 from vrft.pipelines import kfp_client
-from vrft.pipelines.kfp_client import (
-    KfpError,
-    config_map_env_spec,
-    image_refs,
-    secret_env_spec,
-    to_kfp_cron,
-)
+from vrft.pipelines.kfp_client import KfpError, to_kfp_cron
 
 REGISTRY, TAG = "registry.example.com/ml", "0.1.0"
 API = "/apis/v2beta1"
@@ -484,32 +479,6 @@ def test_to_kfp_cron(cron: str, expected: str) -> None:
 def test_to_kfp_cron_rejects_wrong_field_counts(cron: str) -> None:
     with pytest.raises(ValueError, match="expected 5 fields"):
         to_kfp_cron(cron)
-
-
-def test_image_refs_put_gpu_stages_on_the_cuda_image() -> None:
-    refs = image_refs("registry.example.com/ml/", "0.1.0")
-    assert refs == {
-        "dataset": "registry.example.com/ml/vrft-cpu:0.1.0",
-        "grpo": "registry.example.com/ml/vrft:0.1.0",
-        "sft": "registry.example.com/ml/vrft:0.1.0",
-        "evaluate": "registry.example.com/ml/vrft:0.1.0",
-        "report": "registry.example.com/ml/vrft-cpu:0.1.0",
-    }
-    for registry, tag in (("", "0.1.0"), ("r", "latest"), ("r", "a:b")):
-        with pytest.raises(ValueError):
-            image_refs(registry, tag)
-
-
-def test_the_webhook_secret_reaches_only_the_report_stage() -> None:
-    assert kfp_client.NOTIFY_SECRET in secret_env_spec("report")
-    assert kfp_client.NOTIFY_SECRET not in secret_env_spec("grpo")
-    assert set(secret_env_spec()) == {
-        kfp_client.S3_SECRET,
-        kfp_client.MLFLOW_SECRET,
-        kfp_client.NOTIFY_SECRET,
-    }
-    with pytest.raises(ValueError, match="unknown stage"):
-        secret_env_spec("train")
 
 
 def test_docstring_examples_hold() -> None:

@@ -1,9 +1,10 @@
-"""End to end: the whole DAG on the tiny model with kfp's local runner, real S3 (SeaweedFS) and MLflow.
+"""End to end: the whole task plan on the tiny model with vrft's local runner, real S3 (SeaweedFS) and MLflow.
 
 One pipeline run (module fixture: the default experiment as a two-shot sweep, few steps and images)
 is inspected from several sides: the report, the MLflow runs, the S3 objects and their manifests per
 sweep iteration, secret hygiene, the cache on a second run and after a training-only change, a
-prefix swapped for another iteration's, what happens when an artifact is corrupted or a stage fails,
+prefix swapped for another iteration's, what happens when an artifact is corrupted (in a later stage's
+input or in the cache) or a stage fails,
 and that a deliberately broken stage trips the regression check and its notice. (One run shared by
 all: each pipeline run costs minutes on a 2-core machine.)
 """
@@ -24,7 +25,7 @@ from vrft.components import evaluate as evaluate_component
 from vrft.components.runtime import stage_config_json
 from vrft.experiment import load_experiment
 from vrft.pipelines.local import run_local
-from vrft.services import LocalServices, port_is_open
+from vrft.pipelines.local.services import LocalServices, port_is_open
 from vrft.storage import ArtifactIntegrityError
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -125,6 +126,10 @@ def test_mlflow_holds_the_parent_and_every_stage_run(state):
     assert all("rewards/classification_accuracy/mean" in r.data.metrics for r in grpo)
     assert all(r.data.params["grpo.max_steps"] == "2" for r in grpo)
     assert all("accuracy" in r.data.metrics for r in children if r.info.run_name == "evaluate-rft")
+    # Evaluations say what was evaluated once, as `method` (no `label` tag with the same value).
+    evaluations = [r for r in children if r.data.tags["stage"] == "evaluate"]
+    assert {r.data.tags["method"] for r in evaluations} == {"base", "sft", "rft"}
+    assert not any("label" in r.data.tags for r in evaluations)
 
 
 def test_each_iteration_keeps_its_own_artifacts_with_a_manifest_in_s3(state):
@@ -159,13 +164,21 @@ def test_no_secret_in_mlflow_store_or_logs(state):
         assert secret not in json.dumps([run.data.params, run.data.tags, list(run.data.metrics)])
 
 
-def test_second_run_reuses_cached_stages(state):
+def test_second_run_reuses_cached_stages_and_reruns_collect_and_report(state):
     again = run_local(DEFAULT, SWEEP, state_dir=state.dir, output_dir=state.dir / "again")
     log = again.log_file.read_text()
-    assert "finished with status" in log and "Executing task" not in log, log[-2000:]  # nothing re-ran
-    assert again.report_uri == state.result.report_uri  # the cached report, not a new one
+    assert log.count(f"reused from run {state.result.run_id}") == 12, log[-3000:]  # 2 x 6 stages
+    assert log.count("\n===== ") == 3  # a header for each task that ran: the 2 collects and the report
+    record = json.loads(again.record_file.read_text())
+    statuses = {t["task"]: (t["status"], t["reused_from"]) for t in record["tasks"]}
+    assert statuses["shots-2/grpo"] == ("reused", state.result.run_id)
+    assert statuses["shots-1/collect"] == statuses["report"] == ("ran", "")
+    assert (again.ran, again.reused) == (3, 12)
+    # The report always runs (never cached): a new report of this run, built from the reused evaluations.
+    assert again.report_uri != state.result.report_uri and f"/runs/{again.run_id}/" in again.report_uri
     _, runs = mlflow_runs(state)
-    assert not [r for r in runs if r.data.tags.get("mlflow.parentRunId") == again.mlflow_parent_run_id]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == again.mlflow_parent_run_id]
+    assert [r.info.run_name for r in children] == ["report"]
 
 
 def test_a_prefix_swapped_for_another_iterations_fails_the_next_stage(state):
@@ -225,7 +238,7 @@ def test_corrupted_artifact_fails_the_next_stage_and_marks_its_run_failed(state)
 def test_a_failing_stage_stops_the_pipeline_with_a_clear_error(state, capsys):
     from vrft.pipelines.local import PipelineFailed
 
-    with pytest.raises(PipelineFailed, match=r"dataset-stage.*See .*\.log"):
+    with pytest.raises(PipelineFailed, match=r"task shots-1000/dataset .* failed: .*shots.*See .*\.log"):
         run_local(
             DEFAULT,
             [*SWEEP[1:], "dataset.shots=1000", "pipeline.retries=0"],
@@ -252,6 +265,29 @@ def test_changing_grpo_steps_reruns_only_grpo_and_its_evaluation(state):
     tables = json.loads((again.report_dir / "tables.json").read_text())
     rows = {(row["method"], row["shots"]) for table in tables for row in table["rows"]}
     assert {(m, k) for m in ("sft", "rft") for k in (1, 2)} <= rows
+
+
+def test_a_damaged_cached_artifact_reruns_its_stage(state):
+    """A cached result is reused only while its artifacts verify: a flipped byte in the shots-1 SFT
+    checkpoint makes SFT of shots-1 run again (the other stages come from the cache)."""
+    prefix = f"runs/{state.result.run_id}/shots-1/sft/sft/"
+    victim = next(k for k in keys(state, prefix) if k.endswith(".safetensors"))
+    original = state.s3.get_object(Bucket="vrft", Key=victim)["Body"].read()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF
+    state.s3.put_object(Bucket="vrft", Key=victim, Body=bytes(damaged))
+    try:
+        again = run_local(DEFAULT, SWEEP, state_dir=state.dir, output_dir=state.dir / "after-damage")
+    finally:
+        state.s3.put_object(Bucket="vrft", Key=victim, Body=original)
+    statuses = {t["task"]: t for t in json.loads(again.record_file.read_text())["tasks"]}
+    assert statuses["shots-1/sft"]["status"] == "ran"
+    assert (
+        "not intact" in statuses["shots-1/sft"]["note"]
+        and "SHA-256 differs" in statuses["shots-1/sft"]["note"]
+    )
+    assert statuses["shots-2/sft"]["status"] == statuses["shots-1/grpo"]["status"] == "reused"
+    assert "not reused (cached checkpoint is not intact" in again.log_file.read_text()
 
 
 # Imported by every Python process of the broken run (through PYTHONPATH), before any vrft module

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from vrft.components import pytorchjob
 from vrft.config import ConfigError
 from vrft.experiment import load_experiment
 from vrft.io import write_manifest
-from vrft.pipelines import pytorchjob
 
 ROOT = Path(__file__).resolve().parents[2]
 MULTI = ["pipeline.train_nodes=2", "pipeline.shared_pvc=vrft-shared", "pipeline.train_resources.gpus=8"]

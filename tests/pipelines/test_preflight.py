@@ -69,7 +69,7 @@ def test_acceptance_command_prints_the_three_parts(coco_sources, capsys):
         assert f"   {stage}" in out
     assert "ZeRO-3" in out and "ZeRO-2, LoRA" in out and "weights gathered for generation" in out
     # 3. GPUs: GRPO 8 ‖ SFT 8 ‖ evaluate base 1 per iteration, 5 shot counts at once.
-    assert "85 GPUs at once on a cluster: 17 per iteration (GRPO ‖ SFT ‖ evaluate base) × 5 of 5" in out
+    assert "17 GPUs at once on a cluster: 17 per iteration (GRPO ‖ SFT ‖ evaluate base) × 1 of 5" in out
     assert out.rstrip().endswith("Result: ok")
 
 
@@ -139,7 +139,7 @@ def test_a_model_or_source_not_readable_here_is_reported_not_refused(tmp_path):
     config = load_experiment(COCO_8CAT, ["model.name_or_path=no-such-org/no-such-model"])
     report = check_preflight(config)
     assert report.ok and report.warnings and "not readable here" in report.text()
-    assert report.peak is not None and report.peak.total == 85
+    assert report.peak is not None and report.peak.total == 17  # one iteration at a time (the default)
     config = load_experiment(COCO_8CAT, [f"model.name_or_path={QWEN2_VL_2B}"])
     report = run_preflight(config)
     assert report.ok
@@ -150,7 +150,9 @@ def test_a_model_or_source_not_readable_here_is_reported_not_refused(tmp_path):
 def test_peak_gpus_follow_the_dag():
     base = load_experiment(COCO_8CAT)
     assert iteration_peak(base) == (17, ("GRPO", "SFT", "evaluate base"))
-    assert peak_gpus(base).total == 85
+    assert peak_gpus(base).total == 17  # pipeline.max_parallel_iterations 1: one iteration at a time
+    unbounded = load_experiment(COCO_8CAT, ["pipeline.max_parallel_iterations=0"])
+    assert peak_gpus(unbounded).total == 85
     # Without the base evaluation (and no gate): GRPO ‖ SFT, or GRPO ‖ evaluate SFT.
     ungated = load_experiment(
         COCO_8CAT, ["pipeline.evaluate_base=false", "evaluate.detection_mode=gt_present"]
@@ -179,12 +181,18 @@ def test_peak_gpus_follow_the_dag():
     assert iteration_peak(gated) == (8, ("evaluate RFT", "evaluate SFT"))
     # Multi-node training counts every node's GPUs; seeds multiply the iterations.
     nodes = load_experiment(
-        COCO_8CAT, ["pipeline.train_nodes=2", "pipeline.shared_pvc=vrft-shared", "experiment.seeds=[0,1]"]
+        COCO_8CAT,
+        [
+            "pipeline.train_nodes=2",
+            "pipeline.shared_pvc=vrft-shared",
+            "experiment.seeds=[0,1]",
+            "pipeline.max_parallel_iterations=0",
+        ],
     )
     assert iteration_peak(nodes)[0] == 33 and peak_gpus(nodes).total == 33 * 10
-    # pipeline.max_parallel_iterations, where the config has it, caps the iterations at once.
-    object.__setattr__(base.pipeline, "max_parallel_iterations", 2)
-    assert peak_gpus(base).total == 34 and "pipeline.max_parallel_iterations 2" in peak_gpus(base).describe()
+    # pipeline.max_parallel_iterations caps the iterations at once.
+    two = load_experiment(COCO_8CAT, ["pipeline.max_parallel_iterations=2"])
+    assert peak_gpus(two).total == 34 and "pipeline.max_parallel_iterations 2" in peak_gpus(two).describe()
 
 
 def test_the_default_run_passes_and_says_so_in_one_line():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,9 +12,10 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
-from vrft.services import port_is_open, process_alive
+from vrft.pipelines.local.services import port_is_open, process_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = [
@@ -35,16 +35,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 def marked_processes(mark: str) -> list[int]:
     """Live processes whose environment carries ``MARK=mark``: everything the run started."""
     found = []
-    needle = f"{MARK}={mark}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
             continue
         try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
+            marked = process.environ().get(MARK) == mark
+        except psutil.Error:
             continue
-        if needle in environ.split(b"\0") and process_alive(int(entry.name)):
-            found.append(int(entry.name))
+        if marked and process_alive(process.pid):
+            found.append(process.pid)
     return found
 
 
@@ -83,12 +82,12 @@ def start_run(state_dir: Path, mark: str, out: Path) -> subprocess.Popen[str]:
 
 
 def stage_running(mark: str) -> bool:
-    """Whether a stage process (kfp's executor) of the marked run is running."""
+    """Whether a task process of the marked run is running."""
     for pid in marked_processes(mark):
         try:
-            if b"kfp.dsl.executor_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if "vrft.pipelines.local.task" in psutil.Process(pid).cmdline():
                 return True
-        except OSError:
+        except psutil.Error:
             continue
     return False
 
@@ -101,9 +100,9 @@ def kill_mid_stage(state_dir: Path, sig: int, stage: str) -> str:
     try:
         assert run.stdout is not None
         lines = []
-        for line in run.stdout:  # progress lines: "Executing task 'dataset-stage'"
+        for line in run.stdout:  # progress lines: "[1/8] Few-shot dataset (4 shots): running"
             lines.append(line)
-            if f"Executing task '{stage}'" in line:
+            if f"] {stage} (" in line and line.rstrip().endswith(": running"):
                 break
         else:
             pytest.fail(f"the run ended before {stage} started:\n{''.join(lines)}")
@@ -130,24 +129,19 @@ def kill_mid_stage(state_dir: Path, sig: int, stage: str) -> str:
 def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(tmp_path: Path) -> None:
     state_dir = tmp_path / "vrft"
     state_dir.mkdir()
-    output = kill_mid_stage(state_dir, signal.SIGTERM, "dataset-stage")
+    output = kill_mid_stage(state_dir, signal.SIGTERM, "Few-shot dataset")
     assert "Traceback" not in output and "vrft run: terminated by signal 15" in output, output[-3000:]
 
-    # The dataset stage completes this time; the run is killed during the next stage.
-    kill_mid_stage(state_dir, signal.SIGKILL, "evaluate-stage")
+    # The dataset task completes this time; the run is killed during the next task.
+    kill_mid_stage(state_dir, signal.SIGKILL, "GRPO with verifiable rewards (RFT)")
 
     mark = uuid.uuid4().hex
     final = start_run(state_dir, mark, state_dir / "report")
     output, _ = final.communicate(timeout=3000)
     assert final.returncode == 0, output[-4000:]
     assert (state_dir / "report" / "report.md").exists()
-    log = Path(
-        next(line.split("log: ", 1)[1] for line in output.splitlines() if line.startswith("log: "))
-    ).read_text()
-    log = re.sub(
-        r"\x1b\[[0-9;]*m", "", log
-    )  # kfp colours task names: "Executing task \x1b[96m'dataset-stage'..."
-    # The dataset finished in the second run: it comes from the cache; the killed stage runs again.
-    assert "Executing task 'dataset-stage'" not in log and "Executing task 'evaluate-stage'" in log
+    # The dataset finished in the second run: it comes from the cache; the killed task runs again.
+    assert "Few-shot dataset (4 shots): reused from run" in output, output
+    assert "GRPO with verifiable rewards (RFT) (4 shots): running" in output
     assert wait_until(lambda: not marked_processes(mark), 60)
     assert not (state_dir / "services" / "services.json").exists()

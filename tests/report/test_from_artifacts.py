@@ -272,7 +272,7 @@ def test_report_component_reads_the_collected_evaluations_and_writes_html_into_i
         [f"pipeline.artifact_root={root}", "report.log_to_mlflow=false"],
     )
     report = SimpleNamespace(metadata={}, path=str(tmp_path / "report.html"))
-    report_component.run(config.to_json(), "r", [collected], report)
+    report_component.run(config.to_json(), "r", collected, report)
     page = Path(report.path).read_text()
     assert page.startswith("<!DOCTYPE html>") and "</html>" in page and "40.0" in page
     assert report.metadata["markdown"].endswith("report.md") and len(report.metadata["evaluations"]) == 3

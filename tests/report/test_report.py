@@ -28,7 +28,7 @@ from vrft.models.config import ModelConfig
 from vrft.models.tiny import build_tiny_model
 from vrft.report import ReportConfig, RunTags, build_report, check_regression, log_evaluation
 from vrft.report.paper import TABLES
-from vrft.rewards import DetectionReward, breakdown_means
+from vrft.rewards import DetectionReward
 
 COCO8 = TABLES["table3"].columns[1:]
 QWEN = "Qwen/Qwen2-VL-2B-Instruct"
@@ -104,7 +104,8 @@ def _log_training(uri: str, experiment: str, tags: RunTags, skill: float) -> str
                 completions.append(
                     f"<think>boxes</think><answer>{answer}</answer>" if well_formed else answer
                 )
-            means = breakdown_means(reward.breakdown(completions, solution_boxes=[gt] * 8))
+            parts = [b.as_dict() for b in reward.breakdown(completions, solution_boxes=[gt] * 8)]
+            means = {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
             mlflow.log_metrics(
                 {
                     "rewards/detection_iou/mean": means["iou"],

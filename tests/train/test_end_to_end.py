@@ -15,7 +15,7 @@ from vrft.config import from_dict
 from vrft.io import verify_manifest
 from vrft.models.config import ModelConfig
 from vrft.models.loading import load_model, load_processor
-from vrft.train import GRPOStageConfig, SFTStageConfig, Tracking, train_grpo, train_sft
+from vrft.train import GRPOStageConfig, MlflowTarget, SFTStageConfig, train_grpo, train_sft
 from vrft.train.callbacks import read_jsonl
 
 REWARD_PARTS = ("rewards/detection_iou/mean", "rewards/detection_conf/mean", "rewards/detection_format/mean")
@@ -45,7 +45,7 @@ def test_grpo_end_to_end(
         GRPOStageConfig,
         {**fast_grpo, "max_steps": 4, "save_steps": 2, "learning_rate": 1e-3, "completions_per_step": 4},
     )
-    tracking = Tracking(
+    tracking = MlflowTarget(
         uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="train-test", tags={"stage": "grpo"}
     )
     result = train_grpo(config, shapes_dataset, tmp_path / "run", model=tiny_model, tracking=tracking)

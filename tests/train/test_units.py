@@ -16,7 +16,7 @@ from vrft.config import ConfigError
 from vrft.models.config import ModelConfig
 from vrft.rewards import reward_functions_for_trainer
 from vrft.train import GRPOStageConfig, SFTStageConfig, latest_checkpoint
-from vrft.train.callbacks import RolloutRecorder, Tracking, append_jsonl, read_jsonl, truncate_jsonl
+from vrft.train.callbacks import MlflowTarget, RolloutRecorder, append_jsonl, read_jsonl, truncate_jsonl
 from vrft.train.checkpoints import resolve_resume
 from vrft.train.config import LoraSettings
 from vrft.train.runtime import load_policy
@@ -93,10 +93,10 @@ def test_rollout_recorder_keeps_trl_names_and_records_rows_and_rewards(tmp_path:
 
 def test_tracking_uses_mlflow_only_with_a_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert Tracking().resolved_uri() == ""
+    assert MlflowTarget().resolved_uri() == ""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
-    assert Tracking().resolved_uri() == "http://mlflow:5000"
-    assert Tracking(uri="sqlite:///x.db").resolved_uri() == "sqlite:///x.db"
+    assert MlflowTarget().resolved_uri() == "http://mlflow:5000"
+    assert MlflowTarget(uri="sqlite:///x.db").resolved_uri() == "sqlite:///x.db"
 
 
 def trainable(model: Any) -> set[str]:

@@ -11,7 +11,7 @@ from vrft.config import ConfigError
 from vrft.models.coords import FAMILY_CONVENTIONS, BoxConvention, processor_resize_params
 
 TINY_SCHEME = "tiny://"
-#: Pre-trained tiny models shipped in ``vrft/resources/models/`` (see :mod:`vrft.models.pretrain_tiny`):
+#: Pre-trained tiny models shipped in ``vrft/resources/models/`` (made by tools/pretrain_tiny.py):
 #: ``tiny://<name>`` loads the shipped directory; the random ``tiny://qwen2_vl`` / ``qwen2_5_vl`` are built.
 PRETRAINED_TINY = {"qwen2_vl-colours": "tiny-qwen2_vl-colours"}
 # The authors' training resolution (Visual-RFT scripts): 401408 = 512 * 28 * 28 pixels.
@@ -163,6 +163,6 @@ def shipped_model_dir(name: str) -> Path:
     if not (path / "config.json").is_file():
         raise ConfigError(
             f"model.name_or_path: tiny://{name} is not in this installation ({path} is missing); "
-            f"rebuild it with `python -m vrft.models.pretrain_tiny {path}`"
+            f"rebuild it with `python tools/pretrain_tiny.py {path}` (in a checkout of vrft)"
         )
     return path

@@ -42,7 +42,7 @@ from vrft.models.loading import IMAGE_ONLY_PROCESSORS
 
 Family = Literal["qwen2_vl", "qwen2_5_vl"]
 #: ``test``: the 0.3 M-parameter model the tests use (fastest); ``base``: the 1.2 M-parameter
-#: model :mod:`vrft.models.pretrain_tiny` pre-trains into the default run's base (big enough to learn).
+#: model tools/pretrain_tiny.py pre-trains into the default run's base (big enough to learn).
 Size = Literal["test", "base"]
 _SIZES = {
     # head_dim 16 in both, so mrope_section [2, 3, 3] sums to 16 / 2.

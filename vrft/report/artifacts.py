@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vrft.io import ManifestError, verify_manifest
-from vrft.report.tracking import CONFIG, METHOD, MODEL, RunRecord, evaluation_metrics, evaluation_tags
+from vrft.report.runs import CONFIG, METHOD, MODEL, RunRecord, evaluation_metrics
+from vrft.tracking import evaluation_tags
 
 
 class _Summary:

@@ -30,8 +30,7 @@ from vrft.report.config import ReportConfig
 from vrft.report.html import Section, render_html, render_markdown
 from vrft.report.plots import History, is_reward_metric, plot_metric_vs_shots, plot_reward_curves, slug
 from vrft.report.regression import RegressionResult, compare_runs, previous_run, write_summary
-from vrft.report.tables import ReportTable, build_tables
-from vrft.report.tracking import (
+from vrft.report.runs import (
     RUN_ID,
     STAGE,
     STAGE_EVALUATE,
@@ -40,6 +39,7 @@ from vrft.report.tracking import (
     RunRecord,
     search_runs,
 )
+from vrft.report.tables import ReportTable, build_tables
 from vrft.tracking import TAG_REGRESSION_STATUS, Tracker
 
 REPORT_MD, REPORT_HTML, TABLES_JSON, REGRESSION_JSON = (
@@ -221,14 +221,10 @@ def build_report(
     mlflow_run_id = None
     if config.log_to_mlflow and tracking_uri and experiment:
         tracker = Tracker(tracking_uri)
-        tags = {TAG_REGRESSION_STATUS: summary["status"], **({RUN_ID: run_id} if run_id else {})}
         with tracker.stage_run(
-            STAGE_REPORT, tags=tags, run_name="report", experiment=experiment
+            STAGE_REPORT, tags={RUN_ID: run_id} if run_id else {}, run_name="report", experiment=experiment
         ) as mlflow_run_id:
-            tracker.log_metrics(
-                {"regressions": float(len(summary["regressions"])), "tables": float(len(tables))}
-            )
-            tracker.log_artifacts(output_dir, "report")
+            _log_report(tracker, output_dir, summary, len(tables))
     return ReportResult(
         output_dir,
         output_dir / REPORT_MD,
@@ -239,6 +235,18 @@ def build_report(
         summary,
         mlflow_run_id,
     )
+
+
+def log_report(tracker: Tracker, result: ReportResult) -> None:
+    """Record a built report in the active (report stage's) MLflow run: its regression status, the
+    number of regressions and tables, and the report's files as artifacts."""
+    _log_report(tracker, result.output_dir, result.regression_summary, len(result.tables))
+
+
+def _log_report(tracker: Tracker, output_dir: Path, summary: dict[str, Any], tables: int) -> None:
+    tracker.set_tags({TAG_REGRESSION_STATUS: summary.get("status", "")})
+    tracker.log_metrics({"regressions": float(len(summary.get("regressions", []))), "tables": float(tables)})
+    tracker.log_artifacts(output_dir, "report")
 
 
 def read_regression_summary(report_dir: str | Path) -> dict[str, Any]:

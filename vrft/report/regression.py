@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vrft.io import atomic_write_text, dumps_deterministic
-from vrft.report.tracking import STAGE_EVALUATE, TIMING_PREFIX, RunRecord, run_record, search_runs
+from vrft.report.runs import STAGE_EVALUATE, TIMING_PREFIX, RunRecord, run_record, search_runs
 
 STATUS_OK, STATUS_REGRESSED, STATUS_NO_PREVIOUS = "ok", "regressed", "no_previous"
 

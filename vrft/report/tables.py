@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from vrft.paper_mode import authors_protocol, authors_training
 from vrft.report.config import ReportConfig
 from vrft.report.paper import PaperTable, paper_table
-from vrft.report.tracking import (
+from vrft.report.runs import (
     EVAL_MODE,
     EVAL_SPLIT,
     GATE_SOURCE,

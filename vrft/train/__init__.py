@@ -22,7 +22,7 @@ __getattr__, __dir__ = lazy_exports(
         "GRPOStageConfig": "vrft.train.config",
         "LoraSettings": "vrft.train.config",
         "SFTStageConfig": "vrft.train.config",
-        "Tracking": "vrft.train.callbacks",
+        "MlflowTarget": "vrft.train.callbacks",
         "TrainResult": "vrft.train.runtime",
         "latest_checkpoint": "vrft.train.checkpoints",
         "train_grpo": "vrft.train.grpo",

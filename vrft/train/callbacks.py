@@ -172,8 +172,9 @@ class RolloutRecorder:
 
 
 @dataclass
-class Tracking:
-    """Where metrics go besides the local logs. MLflow is used only when a tracking URI is known.
+class MlflowTarget:
+    """The MLflow run a training's metrics go to, besides the local logs (only when a tracking URI
+    is known).
 
     Without ``run_id``, a new run is created, nested under ``parent_run_id`` or else under the
     process's active MLflow run if there is one; a resumed training continues the run it started.
@@ -199,7 +200,7 @@ class MlflowCallback(TrainerCallback):
     (called by the training loop when training raises); a given ``run_id`` is left to its owner.
     """
 
-    def __init__(self, tracking: Tracking, params: Mapping[str, Any], output_dir: Path) -> None:
+    def __init__(self, tracking: MlflowTarget, params: Mapping[str, Any], output_dir: Path) -> None:
         from vrft.tracking import Tracker
 
         self.tracker = Tracker(tracking.resolved_uri())

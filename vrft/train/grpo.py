@@ -18,7 +18,7 @@ from trl.trainer.utils import RepeatSampler
 from vrft.config import ConfigError
 from vrft.models.config import ModelConfig
 from vrft.rewards import monitor_functions_for_trainer
-from vrft.train.callbacks import RolloutRecorder, Tracking
+from vrft.train.callbacks import MlflowTarget, RolloutRecorder
 from vrft.train.checkpoints import CheckpointWeightsMixin
 from vrft.train.config import (
     REWARD_TASKS,
@@ -85,7 +85,7 @@ def train_grpo(
     output_dir: str | Path,
     *,
     model: ModelConfig,
-    tracking: Tracking | None = None,
+    tracking: MlflowTarget | None = None,
 ) -> TrainResult:
     """Train ``model`` with GRPO on the ``train`` split of ``dataset_dir``; write ``output_dir``.
 

@@ -28,7 +28,7 @@ from vrft.train.callbacks import (
     TRAIN_LOG,
     JsonlLogCallback,
     MlflowCallback,
-    Tracking,
+    MlflowTarget,
     truncate_jsonl,
 )
 from vrft.train.checkpoints import resolve_resume, save_final
@@ -255,13 +255,13 @@ def start_logs(plan: RunPlan, record: dict[str, Any]) -> None:
         truncate_jsonl(plan.output_dir / name, step)
 
 
-def callbacks(plan: RunPlan, tracking: Tracking | None, record: dict[str, Any]) -> list[Any]:
+def callbacks(plan: RunPlan, tracking: MlflowTarget | None, record: dict[str, Any]) -> list[Any]:
     """The local JSONL log always; MLflow when a tracking URI is configured; the checkpoint upload
     when ``$VRFT_CHECKPOINT_URI`` names a store prefix (:mod:`vrft.train.remote_checkpoints`)."""
     from vrft.train.remote_checkpoints import uploader_from_env
 
     result: list[Any] = [JsonlLogCallback(plan.output_dir)]
-    tracking = tracking or Tracking()
+    tracking = tracking or MlflowTarget()
     if tracking.resolved_uri():
         result.append(MlflowCallback(tracking, flatten(record), plan.output_dir))
     uploader = uploader_from_env(plan.checkpoints_kept)

@@ -12,7 +12,7 @@ from pathlib import Path
 from trl import SFTConfig, SFTTrainer
 
 from vrft.models.config import ModelConfig
-from vrft.train.callbacks import Tracking
+from vrft.train.callbacks import MlflowTarget
 from vrft.train.checkpoints import CheckpointWeightsMixin
 from vrft.train.config import SFTStageConfig
 from vrft.train.data import sft_dataset
@@ -38,7 +38,7 @@ def train_sft(
     output_dir: str | Path,
     *,
     model: ModelConfig,
-    tracking: Tracking | None = None,
+    tracking: MlflowTarget | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` on the target answers of ``dataset_dir``'s ``train`` split; write ``output_dir``
     (same layout as :func:`vrft.train.grpo.train_grpo`, without the rollout logs)."""

@@ -1,19 +1,14 @@
-"""MLflow tracking for the pipeline: one parent run per pipeline run, one nested run per stage.
+"""The one MLflow write path: one parent run per pipeline run, one nested run per stage.
 
-The kfp local runner (and a cluster) runs every stage in its own process, so the parent run is
-handed to the stages by id: :meth:`Tracker.parent_run` puts it in ``VRFT_MLFLOW_PARENT_RUN_ID``
-for the processes started inside it, and :meth:`Tracker.stage_run` in a stage process nests under
-that id (``mlflow.start_run(nested=True, parent_run_id=...)``, which records the
-``mlflow.parentRunId`` tag).
+A pipeline runs every stage in its own process (the local runner's subprocesses, a cluster's
+pods), so the parent run is handed to the stages by id: :meth:`Tracker.parent_run` puts it in
+``VRFT_MLFLOW_PARENT_RUN_ID`` for the processes started inside it, and :meth:`Tracker.stage_run`
+in a stage process nests under that id (``mlflow.start_run(nested=True, parent_run_id=...)``,
+which records the ``mlflow.parentRunId`` tag).
 
 Without a tracking URI (argument or ``MLFLOW_TRACKING_URI``) a :class:`Tracker` does nothing and
-never imports mlflow, so stages run the same with and without tracking.
-
-Every params/tags mapping and text goes through :func:`redact` / :func:`redact_text` first, so
-credentials from the environment or a config never reach the store:
-
->>> redact({"s3.secret_key": "abc123xyz", "uri": "https://user:pw@example.org/x", "lr": 1e-6})
-{'s3.secret_key': 'REDACTED', 'uri': 'https://REDACTED@example.org/x', 'lr': 1e-06}
+never imports mlflow, so stages run the same with and without tracking. Everything it logs is
+redacted first (:mod:`vrft.tracking.redaction`); tag names live in :mod:`vrft.tracking.tags`.
 """
 
 from __future__ import annotations
@@ -23,217 +18,23 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
-import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from vrft.config import flatten, to_dict
+from vrft.tracking.redaction import env_secrets, redact, redact_text, scrub, secrets_in
+from vrft.tracking.store import check_sqlite_store, sqlite_store_path
+from vrft.tracking.tags import ARTIFACT_TAG_PREFIX, TAG_ERROR, TAG_STAGE
 
 PARENT_RUN_ENV = "VRFT_MLFLOW_PARENT_RUN_ID"
 # Where new experiments keep their artifacts (e.g. s3://vrft/mlflow); unset: MLflow's default.
 MLFLOW_ARTIFACT_ROOT_ENV = "VRFT_MLFLOW_ARTIFACT_ROOT"
-GIT_COMMIT_ENV = "VRFT_GIT_COMMIT"
-
-# Run tags: the one list of names the stages write and the report (vrft.report) reads.
-TAG_STAGE = "stage"  # dataset | train | evaluate | report
-TAG_METHOD = "method"  # base | sft | rft (see report_method)
-TAG_CONFIG = "config"  # the experiment config's name
-TAG_MODEL = "model"  # the base model
-TAG_DATASET = "dataset"
-TAG_SHOTS = "shots"  # "" / absent: not a k-shot setting
-TAG_GIT_COMMIT = "git_commit"
-TAG_IMAGE = "image"  # the container image a stage ran in (absent: not in a container)
-TAG_CONFIG_SHA256 = "config_sha256"
-TAG_RUN_ID = "run_id"  # the pipeline run id (the artifact prefix runs/<run_id>/)
-TAG_PAPER_TABLE, TAG_PAPER_MODEL, TAG_PAPER_COLUMN = "paper_table", "paper_model", "paper_column"
-TAG_TASK, TAG_EVAL_MODE, TAG_LABEL = "task", "eval_mode", "label"
-TAG_REGRESSION_STATUS = "regression_status"
-# What makes two evaluations comparable (the report refuses a row whose values differ from its table's):
-TAG_EVAL_SPLIT, TAG_IMAGE_CAP, TAG_SEED = "eval_split_sha256", "max_eval_images", "seed"
-TAG_GATE_SOURCE, TAG_GROUND_TRUTH = "gate_source", "ground_truth"
-# What trained a row (vrft.paper_mode.training_objective: "reward:<name>", "sft:<prompt style>"), and
-# the evaluation's protocol entries (vrft.evaluate.run.evaluation_protocol) as "protocol.<entry>".
-TAG_TRAINING, TAG_PROTOCOL_PREFIX = "training", "protocol."
-TAG_ERROR = "error"  # on a FAILED / KILLED run: the (redacted) exception
-ARTIFACT_TAG_PREFIX = "artifact."
-STANDARD_TAG_KEYS = (TAG_CONFIG, TAG_DATASET, TAG_SHOTS, TAG_METHOD, TAG_MODEL, TAG_GIT_COMMIT)
-
-STAGE_DATASET, STAGE_TRAIN, STAGE_EVALUATE, STAGE_REPORT = "dataset", "train", "evaluate", "report"
-METHODS = ("base", "sft", "rft")
-# Training method (the `vrft train` sub-command, the config section) -> the report's method tag.
-_REPORT_METHOD = {"grpo": "rft", "sft": "sft"}
-
-
-def report_method(training_method: str) -> str:
-    """The ``method`` tag of a training method's runs: GRPO is the paper's RFT.
-
-    >>> report_method("grpo"), report_method("sft")
-    ('rft', 'sft')
-    """
-    try:
-        return _REPORT_METHOD[training_method]
-    except KeyError:
-        raise ValueError(
-            f"unknown training method {training_method!r}; expected one of {', '.join(_REPORT_METHOD)}"
-        ) from None
-
-
-def experiment_tags(config: Any, *, method: str = "", run_id: str = "") -> dict[str, str]:
-    """The tags of every run of an :class:`~vrft.experiment.ExperimentConfig` (the report groups
-    runs by them), empty values left out; ``method`` is a report method (base, sft, rft)."""
-    from vrft.paper_mode import training_objective
-
-    tags = {
-        TAG_CONFIG: config.experiment.name,
-        TAG_MODEL: config.model.name_or_path,
-        TAG_DATASET: config.dataset.preset or config.dataset.train.display_name,
-        TAG_SHOTS: "" if config.dataset.shots is None else str(config.dataset.shots),
-        TAG_GIT_COMMIT: current_git_commit(),
-        TAG_CONFIG_SHA256: config.digest(),
-        TAG_RUN_ID: run_id,
-        TAG_PAPER_TABLE: config.report.paper_table,
-        TAG_PAPER_MODEL: config.report.paper_model,
-        TAG_PAPER_COLUMN: config.report.paper_column,
-        TAG_METHOD: method,
-        TAG_TRAINING: training_objective(config, method),
-        **config.experiment.tags,
-    }
-    return {k: str(v) for k, v in tags.items() if v not in ("", None)}
-
-
-class TrackingStoreError(RuntimeError):
-    """The MLflow store cannot be used; the message names it (and says what to do)."""
-
-
-def check_sqlite_store(path: str | Path) -> None:
-    """Raise :class:`TrackingStoreError` naming ``path`` if it exists and is not a sound sqlite
-    database (MLflow itself reports that as pages of sqlalchemy tracebacks)."""
-    path = Path(path)
-    if not path.exists():
-        return
-    problem = ""
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
-            row = db.execute("PRAGMA quick_check").fetchone()
-            if not row or row[0] != "ok":
-                problem = f"integrity check: {row[0] if row else 'no answer'}"
-    except sqlite3.Error as exc:
-        problem = f"sqlite: {exc}"
-    if problem:
-        raise TrackingStoreError(
-            f"{path}: not a usable MLflow store ({problem}); move it away (a fresh "
-            "store is created in its place) or restore it from a backup"
-        )
-
-
-def sqlite_store_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` tracking URI, else ``None``."""
-    prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
-
 
 # MLflow's limits (mlflow.utils.validation): longer values are rejected, so they are cut here.
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
-
-REDACTED = "REDACTED"  # also valid inside MLflow metric and param names
-# Shorter values of credential variables are not scrubbed from other text: replacing every "1"
-# or "abc" would mangle it.
-MIN_SECRET_LENGTH = 6
-
-_SENSITIVE_WORDS = re.compile(
-    r"SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PRIVATE_?KEY|API_?KEY|ACCESS_?KEY"
-    r"|AUTHORIZATION"
-)
-# "pad_token", "eos_token", "vision_start_token" are tokenizer settings, not credentials.
-_TOKENIZER_WORDS = {
-    "PAD",
-    "EOS",
-    "BOS",
-    "UNK",
-    "SEP",
-    "CLS",
-    "MASK",
-    "IMAGE",
-    "VIDEO",
-    "VISION",
-    "START",
-    "END",
-}
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
-
-
-def is_sensitive_key(key: str) -> bool:
-    """Whether a parameter, tag or environment variable name looks like it holds a credential.
-
-    >>> [is_sensitive_key(k) for k in ("AWS_SECRET_ACCESS_KEY", "hub.hf_token", "db.password", "pad_token",
-    ...                                "max_tokens", "AWS_ACCESS_KEY_ID", "model.name")]
-    [True, True, True, False, False, True, False]
-    """
-    normalized = re.sub(r"[^A-Z0-9]+", "_", key.upper())
-    if _SENSITIVE_WORDS.search(normalized):
-        return True
-    words = re.sub(r"[^A-Z0-9]+", "_", key.rsplit(".", 1)[-1].upper()).strip("_").split("_")
-    return words[-1] == "TOKEN" and (len(words) == 1 or words[-2] not in _TOKENIZER_WORDS)
-
-
-def env_secrets() -> set[str]:
-    """Values of credential-like environment variables, to scrub wherever they appear."""
-    return {v for k, v in os.environ.items() if is_sensitive_key(k) and len(v) >= MIN_SECRET_LENGTH}
-
-
-def redact_text(text: str, extra_secrets: Iterable[str] = ()) -> str:
-    """``text`` with URL ``user:password@`` parts, the values of credential-like environment
-    variables and ``extra_secrets`` replaced by ``REDACTED``."""
-    return _scrub(text, env_secrets() | set(extra_secrets))
-
-
-def _scrub(text: str, secrets: set[str]) -> str:
-    text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def _secrets_in(mapping: Mapping[str, Any]) -> set[str]:
-    """String values held under credential-like keys, at any depth."""
-    found: set[str] = set()
-    for key, value in mapping.items():
-        if isinstance(value, Mapping):
-            found |= _secrets_in(value)
-        elif is_sensitive_key(str(key)) and isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
-            found.add(value)
-    return found
-
-
-def _redact_value(value: Any, secrets: set[str]) -> Any:
-    if isinstance(value, Mapping):
-        return _redact_mapping(value, secrets)
-    if isinstance(value, (list, tuple)):
-        return [_redact_value(v, secrets) for v in value]
-    if isinstance(value, str):
-        return _scrub(value, secrets)
-    return value
-
-
-def _redact_mapping(mapping: Mapping[str, Any], secrets: set[str]) -> dict[str, Any]:
-    return {
-        _scrub(str(key), secrets): REDACTED if is_sensitive_key(str(key)) else _redact_value(value, secrets)
-        for key, value in mapping.items()
-    }
-
-
-def redact(mapping: Mapping[str, Any], extra_secrets: Iterable[str] = ()) -> dict[str, Any]:
-    """A copy of ``mapping`` (nested) that is safe to log.
-
-    Values under credential-like keys become ``REDACTED``; in every other key and string value,
-    URL user info and the values of credential-like environment variables, of the mapping's own
-    credential keys and ``extra_secrets`` are replaced by ``REDACTED``.
-    """
-    return _redact_mapping(mapping, env_secrets() | _secrets_in(mapping) | set(extra_secrets))
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -242,38 +43,6 @@ def _truncate(text: str, limit: int) -> str:
 
 def _param_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-
-
-def current_git_commit(cwd: str | Path | None = None) -> str:
-    """The checkout's ``git rev-parse HEAD``; else ``$VRFT_GIT_COMMIT`` (set in images); else "unknown"."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd or Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        result = None
-    if (
-        result is not None
-        and result.returncode == 0
-        and re.fullmatch(r"[0-9a-f]{40,64}", result.stdout.strip())
-    ):
-        return result.stdout.strip()
-    return os.environ.get(GIT_COMMIT_ENV) or "unknown"
-
-
-def standard_tags(
-    config: str, dataset: str, shots: int | str, method: str, model: str, git_commit: str | None = None
-) -> dict[str, str]:
-    """The tags the report groups runs by (:data:`STANDARD_TAG_KEYS`), for runs logged by hand;
-    ``git_commit`` defaults to :func:`current_git_commit`. Stages use :func:`experiment_tags`."""
-    commit = git_commit if git_commit is not None else current_git_commit()
-    values = (config, dataset, shots, method, model, commit)
-    return {key: str(value) for key, value in zip(STANDARD_TAG_KEYS, values, strict=True)}
 
 
 def _experiment_slug(name: str) -> str:
@@ -299,12 +68,19 @@ class Tracker:
         self._seen_secrets: set[str] = set()
         self._store_checked = False
 
+    @classmethod
+    def off(cls) -> Tracker:
+        """A tracker that logs nothing, whatever the environment says."""
+        tracker = cls()
+        tracker.tracking_uri = None
+        return tracker
+
     @property
     def enabled(self) -> bool:
         return self.tracking_uri is not None
 
     def _redact(self, mapping: Mapping[str, Any]) -> dict[str, Any]:
-        self._seen_secrets |= _secrets_in(mapping)
+        self._seen_secrets |= secrets_in(mapping)
         return redact(mapping, self._seen_secrets)
 
     def _redact_text(self, text: str) -> str:
@@ -515,7 +291,7 @@ class Tracker:
 
         secrets = env_secrets() | self._seen_secrets
         clean = {
-            _scrub(str(key), secrets): float(value)
+            scrub(str(key), secrets): float(value)
             for key, value in metrics.items()
             if math.isfinite(float(value))
         }

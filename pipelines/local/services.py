@@ -46,6 +46,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import psutil
+
 from vrft.io import atomic_write_text, dumps_deterministic
 from vrft.storage import DEFAULT_REGION, STORE_ROOT_ENV
 from vrft.tracking import MLFLOW_ARTIFACT_ROOT_ENV
@@ -123,55 +125,39 @@ def _remove_weed_sockets(ports: Iterable[int]) -> None:
                     path.unlink()
 
 
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks) of a live process from /proc, or ``None`` if it is gone."""
+def process_start_time(pid: int) -> float | None:
+    """When a live process started (seconds since the epoch, 10 ms resolution), ``None`` if gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return round(psutil.Process(pid).create_time(), 2)
+    except psutil.Error:
         return None
-    fields = text[text.rindex(")") + 2 :].split()  # the command name may contain spaces
-    return fields[0], fields[19]
 
 
-def _threads_running(pid: int) -> bool:
-    """Whether any thread of ``pid`` has not exited yet.
-
-    A multi-threaded process (SeaweedFS is a Go program) whose main thread exited shows as a
-    zombie in /proc/PID/stat while its other threads still run and hold its sockets: the process
-    is gone only when every thread is (a zombie or absent).
-    """
-    try:
-        tids = [entry.name for entry in Path(f"/proc/{pid}/task").iterdir()]
-    except OSError:
-        return False
-    for tid in tids:
-        try:
-            text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except OSError:
-            continue
-        if text[text.rindex(")") + 2 :].split()[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-def process_alive(pid: int, start_time: str | None = None) -> bool:
-    """Whether ``pid`` runs (some thread is not a zombie) and, if given, is the process that
-    started at ``start_time``.
+def process_alive(pid: int, start_time: float | None = None) -> bool:
+    """Whether ``pid`` runs and, if given, is the process that started at ``start_time``.
 
     The start time guards against pid reuse: a stale state file must never make us signal a
-    stranger that happens to have the old pid.
+    stranger that happens to have the old pid. A multi-threaded process (SeaweedFS is a Go program)
+    whose main thread exited shows as a zombie while its other threads still run and hold its
+    sockets: it is gone only when every thread is.
     """
-    proc = _proc_stat(pid)
-    if proc is None:
+    try:
+        process = psutil.Process(pid)
+        if start_time is not None and round(process.create_time(), 2) != start_time:
+            return False
+        if process.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return True
+        threads = process.threads()
+    except psutil.Error:
         return False
-    _, started = proc
-    return (start_time is None or started == start_time) and _threads_running(pid)
+    return any(_thread_running(thread.id) for thread in threads)
 
 
-def process_start_time(pid: int) -> str | None:
-    """The start time of a live process (clock ticks since boot, from /proc), ``None`` if gone."""
-    proc = _proc_stat(pid)
-    return proc[1] if proc else None
+def _thread_running(tid: int) -> bool:
+    try:
+        return psutil.Process(tid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
+        return False
 
 
 PR_SET_PDEATHSIG = 1
@@ -355,7 +341,7 @@ class LocalServices:
         if status == "running":
             raise ServicesError(
                 f"{self.state_dir}: local services already run (pid {self.read_state()['pid']}); "
-                "use vrft.services.up() to reuse them or down() to stop them"
+                "use vrft.pipelines.local.services.up() to reuse them or down() to stop them"
             )
         if status in ("orphaned", "stale"):
             self.stop()
@@ -416,7 +402,6 @@ class LocalServices:
                 start_new_session=True,
                 preexec_fn=die_with_parent_preexec() if tied else None,
             )
-        proc = _proc_stat(self._process.pid)
         owner = {"pid": parent, "start_time": process_start_time(parent)} if tied else None
         all_ports = {**ports, **{f"{name}.grpc": port + _GRPC_OFFSET for name, port in ports.items()}}
         endpoint = f"http://{LOOPBACK}:{ports['s3']}"
@@ -426,7 +411,7 @@ class LocalServices:
             dumps_deterministic(
                 {
                     "pid": self._process.pid,
-                    "start_time": proc[1] if proc else None,
+                    "start_time": process_start_time(self._process.pid),
                     "ports": all_ports,
                     "s3_endpoint": endpoint,
                     "bucket": self.bucket,

@@ -1,6 +1,6 @@
-"""The MLflow contract between the stages and the report: which tags a run carries, how it is read.
+"""MLflow runs as the report reads them (and how an evaluation done by hand becomes one).
 
-Every evaluation run carries the tags below (:class:`RunTags`); the report groups runs by
+Every evaluation run carries the tags of :class:`vrft.tracking.RunTags`; the report groups runs by
 ``config`` and ``model`` into one table each, and places a run by ``method`` (``base``, ``sft``,
 ``rft``) and ``shots``. Training runs carry the same tags with ``stage=train``; the report plots
 their reward metrics (``rewards/<part>/mean``, ``reward``) over steps. Metric values are fractions
@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vrft.tracking import METHODS, STAGE_EVALUATE, STAGE_REPORT, STAGE_TRAIN, Tracker
+from vrft.tracking import (
+    METHODS,
+    STAGE_EVALUATE,
+    STAGE_REPORT,
+    STAGE_TRAIN,
+    RunTags,
+    Tracker,
+    evaluation_tags,
+)
 from vrft.tracking import TAG_CONFIG as CONFIG
 from vrft.tracking import TAG_DATASET as DATASET
 from vrft.tracking import TAG_EVAL_MODE as EVAL_MODE
@@ -23,7 +31,6 @@ from vrft.tracking import TAG_EVAL_SPLIT as EVAL_SPLIT
 from vrft.tracking import TAG_GATE_SOURCE as GATE_SOURCE
 from vrft.tracking import TAG_GROUND_TRUTH as GROUND_TRUTH
 from vrft.tracking import TAG_IMAGE_CAP as IMAGE_CAP
-from vrft.tracking import TAG_LABEL as LABEL
 from vrft.tracking import TAG_METHOD as METHOD
 from vrft.tracking import TAG_MODEL as MODEL
 from vrft.tracking import TAG_PAPER_COLUMN as PAPER_COLUMN
@@ -45,7 +52,6 @@ __all__ = [
     "GATE_SOURCE",
     "GROUND_TRUTH",
     "IMAGE_CAP",
-    "LABEL",
     "METHOD",
     "METHODS",
     "MODEL",
@@ -75,66 +81,6 @@ def metric_key(name: str) -> str:
     ('accuracy/colt_s foot', 'AP/fire hydrant')
     """
     return _METRIC_NAME.sub("_", name)
-
-
-@dataclass(frozen=True)
-class RunTags:
-    """What a run is: which experiment config, model and data, trained how, with how many shots."""
-
-    method: str  # base | sft | rft
-    config: str  # the experiment config's name, e.g. coco_8cat
-    model: str  # the base model, e.g. Qwen/Qwen2-VL-2B-Instruct
-    dataset: str = ""
-    shots: int | None = None  # None: not a k-shot setting (base, OVD, LISA)
-    paper_table: str = ""  # e.g. table3, when the config reproduces a paper table
-    paper_model: str = ""  # the paper's row group, e.g. Qwen2-VL-2B
-    paper_column: str = ""  # Table 2 dataset / Table 6 split of the primary metric
-    training: str = ""  # what trained the row: "reward:<name>" (RFT), "sft:<prompt style>" (SFT)
-
-    def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method: {self.method!r} is not one of {', '.join(METHODS)}")
-        if not self.config or not self.model:
-            raise ValueError("config and model tags are required: the report groups runs by them")
-
-    def as_tags(self, stage: str) -> dict[str, str]:
-        tags = {
-            STAGE: stage,
-            METHOD: self.method,
-            CONFIG: self.config,
-            MODEL: self.model,
-            DATASET: self.dataset,
-            SHOTS: "" if self.shots is None else str(self.shots),
-            PAPER_TABLE: self.paper_table,
-            PAPER_MODEL: self.paper_model,
-            PAPER_COLUMN: self.paper_column,
-            TRAINING: self.training,
-        }
-        return {k: v for k, v in tags.items() if v != ""}
-
-
-def evaluation_tags(result: Any) -> dict[str, str]:
-    """The tags an evaluation adds to its run's :class:`RunTags`: ``task``, ``label`` and, for detection,
-    ``eval_mode`` (the mode changes the numbers, so the report and readers must see it)."""
-    summary = result.summary
-    details = summary.get("details") or {}
-    tags = {TASK: result.task, LABEL: result.label}
-    if details.get("mode"):
-        tags[EVAL_MODE] = details["mode"]
-    split = (summary.get("dataset") or {}).get("eval_split_sha256")
-    if split:
-        tags[EVAL_SPLIT] = split
-    cap = (summary.get("config") or {}).get("max_eval_images")
-    tags[IMAGE_CAP] = "all" if cap is None else str(cap)
-    if details.get("gate"):
-        tags[GATE_SOURCE] = str(details["gate"].get("source", ""))
-    if details.get("ground_truth"):
-        tags[GROUND_TRUTH] = details["ground_truth"]
-    for key, value in (summary.get("protocol") or {}).items():
-        tags[PROTOCOL_PREFIX + key] = str(value)
-    if summary.get("training"):  # read from the checkpoint's own training record: it wins over the config
-        tags[TRAINING] = str(summary["training"])
-    return tags
 
 
 def evaluation_metrics(result: Any) -> dict[str, float]:

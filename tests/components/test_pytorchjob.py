@@ -16,9 +16,8 @@ from torch.distributed.run import get_args_parser
 
 from vrft import storage
 from vrft.cli import build_parser
-from vrft.io import write_manifest
-from vrft.pipelines import kfp_client
-from vrft.pipelines.pytorchjob import (
+from vrft.components import cluster
+from vrft.components.pytorchjob import (
     CONTAINER_NAME,
     DATASET_DIR,
     MultiNodeTraining,
@@ -33,9 +32,10 @@ from vrft.pipelines.pytorchjob import (
     spec_digest,
     to_yaml,
 )
-from vrft.pipelines.resources import CACHE_ENV
+from vrft.components.resources import CACHE_ENV
+from vrft.io import write_manifest
 
-IMAGE = kfp_client.image_refs("registry.example.com/ml", "0.1.0")["grpo"]
+IMAGE = cluster.image_refs("registry.example.com/ml", "0.1.0")["grpo"]
 
 
 def _job(**changes: Any) -> MultiNodeTraining:
@@ -86,18 +86,18 @@ def test_the_pods_run_on_gpu_nodes_with_the_pipeline_secrets_and_a_shared_volume
     assert container["name"] == CONTAINER_NAME == "pytorch"
     assert container["image"] == IMAGE
     assert container["ports"] == [{"name": "pytorchjob-port", "containerPort": 23456}]
-    assert container["resources"]["limits"][kfp_client.GPU_RESOURCE] == "8"
-    assert pod["nodeSelector"] == dict(kfp_client.GPU_NODE_SELECTOR)
-    assert pod["tolerations"] == [dict(t) for t in kfp_client.GPU_TOLERATIONS]
-    assert pod["serviceAccountName"] == kfp_client.PIPELINE_SERVICE_ACCOUNT
+    assert container["resources"]["limits"][cluster.GPU_RESOURCE] == "8"
+    assert pod["nodeSelector"] == dict(cluster.GPU_NODE_SELECTOR)
+    assert pod["tolerations"] == [dict(t) for t in cluster.GPU_TOLERATIONS]
+    assert pod["serviceAccountName"] == cluster.PIPELINE_SERVICE_ACCOUNT
     for each in (container, *pod["initContainers"]):
         secrets: dict[str, dict[str, str]] = {}
         for env in each["env"]:
             if "valueFrom" in env:
                 ref = env["valueFrom"]["secretKeyRef"]
                 secrets.setdefault(ref["name"], {})[ref["key"]] = env["name"]
-        assert secrets == kfp_client.secret_env_spec("grpo")
-        assert each["envFrom"] == [{"configMapRef": {"name": kfp_client.ENDPOINTS_CONFIG_MAP}}]
+        assert secrets == cluster.secret_env_spec("grpo")
+        assert each["envFrom"] == [{"configMapRef": {"name": cluster.ENDPOINTS_CONFIG_MAP}}]
         # Non-root on a read-only root file system: what it writes goes to volumes.
         assert each["securityContext"]["readOnlyRootFilesystem"] is True
         assert each["securityContext"]["runAsNonRoot"] is True
@@ -118,7 +118,7 @@ def test_the_pods_run_on_gpu_nodes_with_the_pipeline_secrets_and_a_shared_volume
     assert {k: env[k] for k in CACHE_ENV} == CACHE_ENV  # caches on the scratch volume
     requests, limits = container["resources"]["requests"], container["resources"]["limits"]
     assert (requests["memory"], limits["memory"]) == ("56Gi", "64Gi")  # requests fit the node, limits cap
-    assert requests[kfp_client.GPU_RESOURCE] == limits[kfp_client.GPU_RESOURCE] == "8"
+    assert requests[cluster.GPU_RESOURCE] == limits[cluster.GPU_RESOURCE] == "8"
 
 
 def test_an_artifact_dataset_is_fetched_by_an_init_container_into_each_pod() -> None:

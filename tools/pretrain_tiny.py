@@ -12,7 +12,7 @@ machine and library versions reproduce the same weights; other CPUs or BLAS buil
 the last bits. The result is written fp16 (half the bytes; every stage loads it as fp32 on CPU)
 with ``recipe.json``: the recipe and the measured accuracies.
 
-``python -m vrft.models.pretrain_tiny OUTPUT_DIR`` rebuilds it; the repository ships the result
+``python tools/pretrain_tiny.py OUTPUT_DIR`` rebuilds it; the repository ships the result
 in ``vrft/resources/models/`` (the default names it ``tiny://qwen2_vl-colours``; see docs/default-run.md).
 """
 
@@ -176,9 +176,7 @@ def write_base(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m vrft.models.pretrain_tiny", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python tools/pretrain_tiny.py", description=__doc__.split("\n")[0])
     parser.add_argument("output_dir")
     parser.add_argument("--seed", type=int, default=PretrainRecipe.seed)
     parser.add_argument("--steps", type=int, default=PretrainRecipe.max_steps)

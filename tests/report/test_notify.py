@@ -1,4 +1,4 @@
-"""vrft.pipelines.notify: the Markdown notice and the webhook POST, against a local HTTP server."""
+"""vrft.report.notify: the Markdown notice and the webhook POST, against a local HTTP server."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from vrft.pipelines import notify
+from vrft.report import notify
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY"
 SUMMARY = {

@@ -1,19 +1,22 @@
-"""Nothing a run starts outlives it: stage process groups and local services die with the run.
+"""Nothing a run starts outlives it: task process groups, task containers and local services die with the run.
 
-``vrft run`` starts stages (each in its own process group, so a group signal reaches every process
-a stage started) and the local services. Three layers make sure none survives the run:
+``vrft run`` starts tasks (each in its own process group, so a group signal reaches every process a
+task started, or in its own container) and the local services. Three layers make sure none
+survives the run:
 
 * normal ends, errors, Ctrl-C and SIGTERM unwind through ``finally`` blocks that stop them
-  (:meth:`Supervisor.terminate_groups`: SIGTERM to each group, SIGKILL after a grace period);
+  (:func:`terminate_groups`: SIGTERM to each group, SIGKILL after a grace period; containers are
+  removed);
 * SIGKILL of the run runs no code at all, so a small **watchdog** process (``python -m
-  vrft.supervisor``, in its own session so that terminal and ``timeout`` signals do not reach it)
-  holds the read end of a pipe from the run. When the run dies, however it dies, the kernel closes
-  the pipe; the watchdog reads end-of-file and stops every group and services directory still
-  registered, then exits;
-* the services started by a run also get Linux's parent-death signal (:func:`vrft.services.die_with_parent_preexec`).
+  vrft.pipelines.local.supervisor``, in its own session so that terminal and ``timeout`` signals do
+  not reach it) holds the read end of a pipe from the run. When the run dies, however it dies, the
+  kernel closes the pipe; the watchdog reads end-of-file and stops every group, container and
+  services directory still registered, then exits;
+* the services started by a run also get Linux's parent-death signal
+  (:func:`vrft.pipelines.local.services.die_with_parent_preexec`).
 
 The protocol on the pipe is one line per change: ``+group PGID``, ``-group PGID``,
-``+services STATE_DIR``, ``-services STATE_DIR``.
+``+container ID``, ``-container ID``, ``+services STATE_DIR``, ``-services STATE_DIR``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+import psutil
 
 GRACE_SECONDS = 10.0
 
@@ -43,17 +48,14 @@ def _group_alive(pgid: int) -> bool:
 
 def _group_has_live_members(pgid: int) -> bool:
     """Whether a process of group ``pgid`` is still running (zombies waiting to be reaped do not count)."""
-    from vrft.services import process_alive
+    from vrft.pipelines.local.services import process_alive
 
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for process in psutil.process_iter():
         try:
-            text = (entry / "stat").read_text()
+            in_group = os.getpgid(process.pid) == pgid
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and process_alive(int(entry.name)):
+        if in_group and process_alive(process.pid):
             return True
     return False
 
@@ -75,20 +77,34 @@ def terminate_groups(pgids: Iterable[int], grace: float = GRACE_SECONDS) -> None
         time.sleep(0.05)
 
 
+def remove_containers(ids: Iterable[str]) -> None:
+    """Force-remove containers (running ones are killed) on the engine ``DOCKER_HOST`` names."""
+    ids = list(ids)
+    if not ids:
+        return
+    import docker
+
+    client = docker.from_env(timeout=120)
+    try:
+        for container_id in ids:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.containers.get(container_id).remove(force=True)
+    finally:
+        client.close()
+
+
 class Supervisor:
-    """The process groups and services of one run, and the watchdog that stops them if the run is killed."""
+    """The process groups, containers and services of one run, and the watchdog that stops them
+    if the run is killed."""
 
     def __init__(self) -> None:
         self._groups: set[int] = set()
         self._lock = threading.Lock()
         self._watchdog: subprocess.Popen[bytes] | None = None
-        #: Set once the run is being stopped: no stage may start any more, and one that was
-        #: starting when the signal came is stopped as soon as it is registered.
-        self.stopping = threading.Event()
 
     def __enter__(self) -> Supervisor:
         self._watchdog = subprocess.Popen(
-            [sys.executable, "-m", "vrft.supervisor"],
+            [sys.executable, "-m", "vrft.pipelines.local.supervisor"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -130,26 +146,17 @@ class Supervisor:
             self._groups.discard(pgid)
         self._send(f"-group {pgid}")
 
+    def watch_container(self, container_id: str) -> None:
+        self._send(f"+container {container_id}")
+
+    def forget_container(self, container_id: str) -> None:
+        self._send(f"-container {container_id}")
+
     def watch_services(self, state_dir: str | Path) -> None:
         self._send(f"+services {Path(state_dir).resolve()}")
 
     def forget_services(self, state_dir: str | Path) -> None:
         self._send(f"-services {Path(state_dir).resolve()}")
-
-    def signal_groups(self, sig: int = signal.SIGTERM) -> None:
-        """Send ``sig`` to every live group now, without waiting (safe inside a signal handler)."""
-        for pgid in self.groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
-
-    def stop_soon(self, grace: float = GRACE_SECONDS) -> None:
-        """From a signal handler: refuse new stages, SIGTERM the running ones now and SIGKILL
-        whatever is left after ``grace`` seconds (a timer thread: the handler must not block)."""
-        self.stopping.set()
-        self.signal_groups(signal.SIGTERM)
-        timer = threading.Timer(grace, self.signal_groups, args=(signal.SIGKILL,))
-        timer.daemon = True
-        timer.start()
 
     def terminate_groups(self, grace: float = GRACE_SECONDS) -> None:
         groups = self.groups
@@ -162,6 +169,7 @@ class Supervisor:
 def _watchdog(stream: Iterable[bytes]) -> None:
     """Track the run's registrations until its end of the pipe closes, then stop what is left."""
     groups: set[int] = set()
+    containers: set[str] = set()
     services: set[str] = set()
     for raw in stream:
         sign, _, rest = raw.decode(errors="replace").strip().partition(" ")
@@ -169,17 +177,23 @@ def _watchdog(stream: Iterable[bytes]) -> None:
             groups.add(int(rest))
         elif sign == "-group":
             groups.discard(int(rest))
+        elif sign == "+container":
+            containers.add(rest)
+        elif sign == "-container":
+            containers.discard(rest)
         elif sign == "+services":
             services.add(rest)
         elif sign == "-services":
             services.discard(rest)
     if groups:
         terminate_groups(groups)
+    with contextlib.suppress(Exception):  # nobody is left to report to
+        remove_containers(containers)
     if services:
-        from vrft.services import LocalServices
+        from vrft.pipelines.local.services import LocalServices
 
         for state_dir in services:
-            with contextlib.suppress(Exception):  # nobody is left to report to
+            with contextlib.suppress(Exception):
                 LocalServices(state_dir).stop()
 
 

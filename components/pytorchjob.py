@@ -24,7 +24,7 @@ are written shard by shard from every rank into one directory, so ``output_dir``
 ReadWriteMany volume (``shared_pvc``: NFS, CephFS, EFS, Filestore ...) mounted in every pod, from
 which the training stage uploads the final model; with ``checkpoint_uri`` rank 0 also uploads each
 checkpoint there (:mod:`vrft.train.remote_checkpoints`). The pods read the same Secrets and endpoint
-ConfigMap as the pipeline's pods (:func:`vrft.pipelines.kfp_client.secret_env_spec`), run as the
+ConfigMap as the pipeline's pods (:func:`vrft.components.cluster.secret_env_spec`), run as the
 pipeline's service account on GPU nodes, as uid 1000 on a read-only root file system (``/tmp``,
 caches and a memory-backed ``/dev/shm`` are volumes).
 
@@ -45,7 +45,7 @@ from typing import Any
 
 import yaml
 
-from vrft.pipelines.kfp_client import (
+from vrft.components.cluster import (
     CLIENT_POD_LABEL,
     ENDPOINTS_CONFIG_MAP,
     GPU_NODE_SELECTOR,
@@ -54,7 +54,7 @@ from vrft.pipelines.kfp_client import (
     PIPELINE_SERVICE_ACCOUNT,
     secret_env_spec,
 )
-from vrft.pipelines.resources import CACHE_ENV, POD_USER, SCRATCH_MOUNT, requests_for
+from vrft.components.resources import CACHE_ENV, POD_USER, SCRATCH_MOUNT, requests_for
 from vrft.train.checkpoints import CHECKPOINT_URI_ENV
 
 API_GROUP, API_VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"

@@ -1,0 +1,368 @@
+"""``vrft run``: the whole task plan on this machine, real S3 and MLflow, with a stage cache.
+
+The embedded default starts a loopback-only SeaweedFS S3 server and an MLflow store (sqlite, with
+artifacts in that S3) under ``.vrft/`` (:mod:`vrft.pipelines.local.services`), opens the MLflow
+parent run, and walks the task plan (:mod:`vrft.pipelines.plan`) in order, one task at a time. Each
+task runs as ``python -m vrft.pipelines.local.task SPEC`` (:mod:`vrft.pipelines.local.task`: the
+same stage function a Kubeflow component calls) in a process group of its own, registered with the
+supervisor (:mod:`vrft.pipelines.local.supervisor`), or with ``runner="docker"`` in a container of
+the project's CPU image (:mod:`vrft.pipelines.local.docker`). Tasks hand each other artifact
+references (URI + manifest SHA-256) as JSON. Before a cacheable task runs, the stage cache
+(:mod:`vrft.pipelines.local.cache`) is asked for an intact result of an earlier run with the same
+inputs and code. Afterwards the report is downloaded (verified) and the services stopped again,
+unless they were already up (``vrft up``), in which case they are left running.
+
+Everything the tasks print goes to the run's log file (``<state>/logs/<run>.log``); the console
+gets one line per task (``[3/8] GRPO with verifiable rewards (RFT) (4 shots): running``) and its
+end. What happened to each task (ran, reused from which run, failed) is recorded in
+``<state>/runs/<run>/tasks.json`` as the run goes; tasks find that file through
+``$VRFT_TASK_RECORD``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from vrft.experiment import ExperimentConfig, load_experiment
+from vrft.io import atomic_write_text
+from vrft.pipelines.local.cache import StageCache, code_identity, stage_cache_root
+from vrft.pipelines.local.errors import PipelineFailed
+from vrft.pipelines.local.services import LocalServices, ServicesError
+from vrft.pipelines.local.supervisor import GRACE_SECONDS, Supervisor, terminate_groups
+from vrft.pipelines.local.task import ERROR_FILE, OUTPUTS_FILE, SPEC_FILE
+from vrft.pipelines.plan import Plan, build_plan
+from vrft.stage import RUN_ID_ENV
+from vrft.storage import ArtifactStore
+from vrft.tracking import Tracker
+
+DEFAULT_STATE_DIR = Path(".vrft")
+RUNNERS = ("subprocess", "docker")
+#: Where a task finds the record of what ran and what was reused so far (tasks.json).
+TASK_RECORD_ENV = "VRFT_TASK_RECORD"
+#: Where stages cache materialised models (tiny:// builds) between tasks and runs.
+MODEL_CACHE_ENV = "VRFT_CACHE_DIR"
+
+
+@dataclass
+class LocalRunResult:
+    run_id: str
+    report_dir: Path
+    report_uri: str
+    mlflow_parent_run_id: str | None
+    seconds: float
+    ui_hint: str
+    log_file: Path
+    record_file: Path
+    ran: int = 0
+    reused: int = 0
+
+
+@dataclass
+class TaskRecord:
+    """What happened to one task of a run (one entry of tasks.json)."""
+
+    task: str
+    stage: str
+    iteration: str
+    display_name: str
+    status: str  # ran | reused | failed | not run
+    reused_from: str = ""  # the run whose result was reused
+    cache_key: str = ""
+    seconds: float = 0.0
+    note: str = ""  # why a cached result was not used, or why the task failed
+    outputs: dict[str, dict[str, Any]] | None = None
+
+
+class TaskProcesses:
+    """Runs each task as a subprocess of this environment, in a process group of its own."""
+
+    where = "in a subprocess"
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def identity(self) -> str:
+        return code_identity()
+
+    def run(self, spec_file: Path, env: dict[str, str], log: TextIO) -> int:
+        log.flush()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vrft.pipelines.local.task", str(spec_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        self.supervisor.watch_group(process.pid)
+        try:
+            return process.wait()
+        finally:  # also on Ctrl-C / SIGTERM of the run: stop the task and whatever it started
+            if process.poll() is None:
+                terminate_groups([process.pid], GRACE_SECONDS)
+            terminate_groups([process.pid], grace=0)  # what the task left in its group
+            process.wait()
+            self.supervisor.forget_group(process.pid)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def run_plan(
+    plan: Plan,
+    *,
+    run_id: str,
+    state_dir: Path,
+    executor: Any,
+    env: dict[str, str],
+    cache: StageCache | None,
+    log: TextIO,
+    console: TextIO,
+) -> list[TaskRecord]:
+    """Run ``plan``'s tasks in order (reusing cached results where allowed); return what happened.
+
+    Raises :class:`PipelineFailed` at the first task that fails; its record says why.
+    """
+    run_dir = state_dir / "runs" / run_id
+    record_file = run_dir / "tasks.json"
+    env = {**env, TASK_RECORD_ENV: str(record_file)}
+    records = [TaskRecord(t.id, t.stage, t.iteration, t.display_name, status="not run") for t in plan.tasks]
+    outputs: dict[str, dict[str, dict[str, Any]]] = {}
+    total = len(plan)
+    for n, (task, record) in enumerate(zip(plan.tasks, records, strict=True), start=1):
+        started = time.monotonic()
+        where = f"[{n}/{total}] {task.display_name}"
+        inputs = {name: outputs[up.task][up.output] for name, up in task.inputs.items()}
+        key = cache.key(task, inputs) if cache is not None else ""
+        record.cache_key = key
+        if cache is not None and task.cacheable:
+            hit, why = cache.lookup(key)
+            if hit is not None:
+                outputs[task.id] = hit.outputs
+                record.status, record.reused_from, record.outputs = "reused", hit.run_id, hit.outputs
+                _say(console, log, f"{where}: reused from run {hit.run_id}")
+                _write_records(record_file, run_id, records)
+                continue
+            record.note = why
+            if why:
+                _say(console, log, f"{where}: not reused ({why})")
+        _say(console, log, f"{where}: running")
+        task_dir = run_dir / "tasks" / f"{n:02d}-{task.id.replace('/', '-')}"
+        task_dir.mkdir(parents=True, exist_ok=True)
+        spec = {"task": task.to_dict(), "inputs": inputs}
+        atomic_write_text(task_dir / SPEC_FILE, json.dumps(spec, indent=1, sort_keys=True) + "\n")
+        log.write(
+            f"\n===== {task.id}: {task.display_name}, {executor.where} ({time.strftime('%H:%M:%S')}) =====\n"
+        )
+        code = executor.run(task_dir / SPEC_FILE, env, log)
+        record.seconds = round(time.monotonic() - started, 1)
+        if code != 0 or not (task_dir / OUTPUTS_FILE).is_file():
+            reason = _read_error(task_dir) or f"exit status {code}"
+            record.status, record.note = "failed", reason
+            _write_records(record_file, run_id, records)
+            _say(console, log, f"{where}: failed after {record.seconds:.0f} s")
+            raise PipelineFailed(f"task {task.id} ({task.display_name}) failed: {reason.rstrip('.')}.")
+        outputs[task.id] = json.loads((task_dir / OUTPUTS_FILE).read_text(encoding="utf-8"))
+        record.status, record.outputs = "ran", outputs[task.id]
+        if cache is not None and task.cacheable:
+            cache.record(key, task, run_id, outputs[task.id])
+        _write_records(record_file, run_id, records)
+        _say(console, log, f"{where}: done in {record.seconds:.0f} s")
+    return records
+
+
+def _say(console: TextIO, log: TextIO, line: str) -> None:
+    for stream in (console, log):
+        stream.write(line + "\n")
+        stream.flush()
+
+
+def _read_error(task_dir: Path) -> str:
+    try:
+        return (task_dir / ERROR_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def _write_records(path: Path, run_id: str, records: list[TaskRecord]) -> None:
+    from dataclasses import asdict
+
+    data = {"run_id": run_id, "tasks": [asdict(r) for r in records]}
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for this process (its tracker and store clients), restoring them."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_local(
+    config_path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    state_dir: str | Path = DEFAULT_STATE_DIR,
+    output_dir: str | Path | None = None,
+    runner: str = "subprocess",
+) -> LocalRunResult:
+    """Run ``config_path``'s pipeline end to end on this machine; return where the report is."""
+    started = time.monotonic()
+    if runner not in RUNNERS:
+        raise ValueError(f"unknown runner {runner!r} (known: {', '.join(RUNNERS)})")
+    config = load_experiment(config_path, overrides)  # validated before any service starts
+    if runner == "docker":  # so are the engine and the image: a missing one is found in a second
+        from vrft.pipelines.local.docker import cpu_image, require_engine_and_image
+
+        require_engine_and_image(cpu_image(config))
+    plan = build_plan(config)
+    state_dir = Path(state_dir).resolve()
+    services = LocalServices(state_dir / "services")
+    status = services.status()
+    owner = services.owner_pid() if status == "running" else None
+    if owner is not None and owner != os.getpid():
+        raise ServicesError(
+            f"{services.state_dir}: another `vrft run` (pid {owner}) is using these services; "
+            "wait for it or pass another --state-dir"
+        )
+    run_id = new_run_id()
+    log_file = state_dir / "logs" / f"{run_id}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    record_file = state_dir / "runs" / run_id / "tasks.json"
+    console = sys.__stdout__ or sys.stdout
+    with Supervisor() as supervisor, open(log_file, "a", encoding="utf-8") as log:
+        if status != "running":  # stopped, stale, or orphaned by a killed run (stopped first)
+            services.start(tied=True)
+            supervisor.watch_services(services.state_dir)
+        print(f"run {run_id}: services up; {len(plan)} tasks; full log in {log_file}", flush=True)
+        try:
+            with _environment(services.env()):
+                records, parent_id = _run_tracked(
+                    config, plan, run_id, state_dir, runner, supervisor, log, console
+                )
+                report = records[-1].outputs["report"]
+                target = Path(output_dir or Path("outputs") / run_id / "report").resolve()
+                report_dir = ArtifactStore.from_uri(report["uri"]).download_dir(
+                    "", target, manifest_sha256=report["manifest_sha256"]
+                )
+        except PipelineFailed as exc:
+            _log_traceback(log)
+            raise PipelineFailed(f"{exc} See {log_file}") from None
+        except BaseException:
+            _log_traceback(log)
+            raise
+        finally:
+            supervisor.terminate_groups()
+            if services.owned_by_this_process():
+                services.stop()
+                supervisor.forget_services(services.state_dir)
+    return LocalRunResult(
+        run_id=run_id,
+        report_dir=report_dir,
+        report_uri=report["uri"],
+        mlflow_parent_run_id=parent_id,
+        seconds=time.monotonic() - started,
+        ui_hint=services.ui_hint(),
+        log_file=log_file,
+        record_file=record_file,
+        ran=sum(r.status == "ran" for r in records),
+        reused=sum(r.status == "reused" for r in records),
+    )
+
+
+def _run_tracked(
+    config: ExperimentConfig,
+    plan: Plan,
+    run_id: str,
+    state_dir: Path,
+    runner: str,
+    supervisor: Supervisor,
+    log: TextIO,
+    console: TextIO,
+) -> tuple[list[TaskRecord], str | None]:
+    """Open the MLflow parent run and run the plan under it with the chosen executor; return the
+    task records and the parent run's id."""
+    tracker = Tracker(config.pipeline.tracking_uri or None)
+    tags = {"run_id": run_id, "config": config.experiment.name, "config_sha256": config.digest()}
+    stage_env = {RUN_ID_ENV: run_id, MODEL_CACHE_ENV: str((state_dir / "cache").resolve())}
+    with _environment(stage_env):
+        if runner == "docker":
+            from vrft.pipelines.local.docker import ContainerTasks, cpu_image
+
+            executor: Any = ContainerTasks(cpu_image(config), state_dir, supervisor)
+        else:
+            executor = TaskProcesses(supervisor)
+        cache = None
+        if config.pipeline.caching:
+            cache = StageCache(stage_cache_root(state_dir, tracker), executor.identity())
+        with tracker.parent_run(config.experiment.name, f"pipeline-{run_id}", tags) as parent_id:
+            # The parent run's id reaches the tasks through the environment parent_run just set.
+            records = run_plan(
+                plan,
+                run_id=run_id,
+                state_dir=state_dir,
+                executor=executor,
+                env=dict(os.environ),
+                cache=cache,
+                log=log,
+                console=console,
+            )
+    return records, parent_id
+
+
+def _log_traceback(log: TextIO) -> None:
+    """Append the exception being handled, with its traceback, to the run's log file."""
+    with contextlib.suppress(OSError, ValueError):
+        log.write(f"\n--- vrft run failed ({time.strftime('%Y-%m-%d %H:%M:%S')}) ---\n")
+        log.write(traceback.format_exc())
+        log.flush()
+
+
+def summary(result: LocalRunResult) -> str:
+    """What `vrft run` prints at the end."""
+    return "\n".join(
+        [
+            f"run {result.run_id} finished in {result.seconds:.0f} s "
+            f"({result.ran} tasks ran, {result.reused} reused from earlier runs)",
+            f"report: {result.report_dir / 'report.html'}",
+            f"        {result.report_dir / 'report.md'}",
+            f"artifacts: {result.report_uri.rsplit('/report/', 1)[0]}/ (with a SHA-256 manifest per stage)",
+            f"tasks: {result.record_file}",
+            f"log: {result.log_file}",
+            result.ui_hint,
+        ]
+    )
+
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "RUNNERS",
+    "TASK_RECORD_ENV",
+    "LocalRunResult",
+    "PipelineFailed",
+    "TaskProcesses",
+    "TaskRecord",
+    "run_local",
+    "run_plan",
+    "summary",
+]
