@@ -66,7 +66,7 @@ def test_detection_paper_mode_needs_the_authors_gate_list():
 
 def test_stage_views_and_sweeps_keep_the_paper_values():
     from vrft.components.runtime import stage_config_json
-    from vrft.pipelines.dag import sweep_configs
+    from vrft.pipelines.plan import sweep_configs
 
     config = load_experiment(ROOT / "configs" / "coco_8cat.yaml", ["experiment.seeds=[1,2]"])
     for stage in ("dataset", "grpo", "sft", "evaluate"):

@@ -33,6 +33,8 @@ ROOMS = {
         "vrft.pipelines.plan",
         "vrft.pipelines.validate",
         "vrft.pipelines.kfp_client",
+        "vrft.pipelines.backend_version",
+        "vrft.pipelines.preflight",
         "vrft.pipelines.local",
     ),
     "components": (
@@ -43,6 +45,7 @@ ROOMS = {
         "vrft.components.runtime",
         "vrft.components.cluster",
         "vrft.components.pytorchjob",
+        "vrft.components.resources",
     ),
     "library": (
         "vrft.stage",
@@ -55,6 +58,9 @@ ROOMS = {
         "vrft.tracking",
         "vrft.storage",
         "vrft.signals",
+        "vrft.preflight",
+        "vrft.inputs",
+        "vrft.paper_mode",
     ),
 }
 #: Library modules everything uses (config parsing, atomic files, rewards, prompts): drawn as one

@@ -178,9 +178,13 @@ def test_training_retries_on_a_cluster_and_mirrors_its_checkpoints(compiled):
     from vrft.components.train import UPLOAD_CHECKPOINTS_ENV
 
     spec, platform = compiled["coco_8cat"]
-    body = spec["components"]["comp-vrft-coco-8cat-shots"]["dag"]["tasks"]
-    for task in ("grpo-stage", "sft-stage"):
-        assert body[task]["retryPolicy"]["maxRetryCount"] == 2
+    training = [
+        task
+        for task in spec["root"]["dag"]["tasks"].values()
+        if task["componentRef"]["name"].startswith(("comp-grpo-stage", "comp-sft-stage"))
+    ]
+    assert len(training) == 10  # GRPO and SFT of each of the five shot counts
+    assert all(task["retryPolicy"]["maxRetryCount"] == 2 for task in training)
     executors_ = spec["deploymentSpec"]["executors"]
     for executor in ("exec-grpo-stage", "exec-sft-stage"):
         assert {"name": UPLOAD_CHECKPOINTS_ENV, "value": "1"} in executors_[executor]["container"]["env"]
