@@ -234,9 +234,9 @@ def test_the_grpo_stage_killed_on_its_pod_resumes_on_a_fresh_one_step_for_step(
     deleted (a new pod gets an empty volume); the same command runs again and must give the
     uninterrupted run's losses, rewards, data rows and weights, step for step."""
     from vrft.components.runtime import stage_config_json
-    from vrft.stage import RUN_ID_ENV, WORK_DIR_ENV
     from vrft.components.train import UPLOAD_CHECKPOINTS_ENV
     from vrft.experiment import ExperimentConfig
+    from vrft.stage import RUN_ID_ENV, WORK_DIR_ENV
     from vrft.storage import ArtifactStore, download_dir, run_prefix, upload_dir
 
     root = f"s3://{BUCKET}/artifacts"
