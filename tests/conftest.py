@@ -30,6 +30,17 @@ def tiny_qwen25(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
 
 
 @pytest.fixture(autouse=True)
+def _no_environment_leaks_between_tests():
+    """A test that sets a variable in-process (a tracking URI, store credentials) without restoring it
+    would point every later test at its own, by then deleted or read-only, store: restore after each."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
+@pytest.fixture(autouse=True)
 def _no_client_state_between_tests():
     """Tests start their own S3 servers (each with its own credentials) and MLflow stores in one
     process. boto3's default session caches the first credentials it resolves and MLflow caches its
