@@ -21,6 +21,7 @@ from vrft.components.cluster import (
     CLIENT_POD_LABEL,
     GPU_NODE_SELECTOR,
     GPU_TOLERATIONS,
+    PIPELINE_SERVICE_ACCOUNT,
     config_map_env_spec,
     secret_env_spec,
 )
@@ -82,6 +83,11 @@ class PodSettings:
     node_selector: Mapping[str, str]
     tolerations: tuple[Mapping[str, str], ...]
     volumes: tuple[Volume, ...] = field(default=())
+    service_account: str = PIPELINE_SERVICE_ACCOUNT  # KFP: given when a run is submitted (kfp_client)
+    # What KFP's backend (>= 2.16) adds to every pod itself; other schedulers must say so.
+    allow_privilege_escalation: bool = False
+    drop_capabilities: tuple[str, ...] = ("ALL",)
+    seccomp_profile: str = "RuntimeDefault"
 
 
 def pod_settings(task: Task, pipeline: PipelineConfig, image: str) -> PodSettings:
