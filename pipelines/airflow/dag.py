@@ -21,6 +21,7 @@ data. :func:`dag_from_json` is what a generated DAG file (``vrft airflow dag``) 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,16 +35,18 @@ from vrft.experiment import ExperimentConfig, experiment_from_json
 from vrft.pipelines.airflow.task import (
     KUBERNETES_XCOM_FILE,
     SPEC_ENV,
+    STATE_DIR_ENV,
     airflow_task_id,
     encode_spec,
+    task_dir,
     task_spec,
 )
 from vrft.pipelines.cluster_settings import RETRY_BACKOFF_FACTOR, RETRY_BACKOFF_S, PodSettings, pod_settings
+from vrft.pipelines.local.task import ERROR_FILE, OUTPUTS_FILE
 from vrft.pipelines.plan import Plan, Task, build_plan
 
 #: The first logical date of a scheduled DAG (runs are never caught up from it).
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-STATE_DIR_ENV = "VRFT_STATE_DIR"
 ENTRY = ["python", "-m", "vrft.pipelines.airflow.task"]
 #: What a local-process or container task gets of the worker's environment: S3, MLflow, vrft's settings.
 STAGE_ENV_PREFIXES = ("AWS_", "MLFLOW_", "VRFT_")
@@ -170,10 +173,10 @@ def run_local_process(plan_task: dict, caching: bool, templates_dict: dict, **co
             return hit.outputs
         if why:
             print(f"{task.display_name}: not reused ({why})", flush=True)
-    task_dir = root / "runs" / spec["run_id"] / "tasks" / task.id.replace("/", "-")
+    directory = task_dir(root, spec["run_id"], task.id)
     env = {**os.environ, SPEC_ENV: encoded, MODEL_CACHE_ENV: str(root / "cache")}
     process = subprocess.Popen(
-        [sys.executable, *ENTRY[1:], "--work-dir", str(task_dir)],
+        [sys.executable, *ENTRY[1:], "--work-dir", str(directory)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -192,11 +195,10 @@ def run_local_process(plan_task: dict, caching: bool, templates_dict: dict, **co
         terminate_groups([process.pid], grace=0)
         process.wait()
     if code != 0:
-        reason = (task_dir / "error.txt").read_text().strip() if (task_dir / "error.txt").is_file() else ""
+        error_file = directory / ERROR_FILE
+        reason = error_file.read_text(encoding="utf-8").strip() if error_file.is_file() else ""
         raise RuntimeError(f"task {task.id} ({task.display_name}) failed: {reason or f'exit status {code}'}")
-    import json
-
-    outputs = json.loads((task_dir / "outputs.json").read_text(encoding="utf-8"))
+    outputs = json.loads((directory / OUTPUTS_FILE).read_text(encoding="utf-8"))
     if cache is not None:
         cache.record(key, task, spec["run_id"], outputs)
     return outputs
@@ -219,7 +221,10 @@ def _docker_operator(planned: Task, config: ExperimentConfig, image: str):
     from docker.types import Mount
 
     root = state_dir()
-    shared = [root / "services", root / "cache"]  # the sqlite MLflow store of `vrft airflow test`, models
+    # The sqlite MLflow store of `vrft airflow test`, the tasks' directories, the model cache.
+    shared = [root / "services", root / "runs", root / "cache"]
+    for path in shared:
+        path.mkdir(parents=True, exist_ok=True)
     return StageContainer(
         image=image,
         command=[*ENTRY[1:]],

@@ -36,6 +36,8 @@ from vrft.tracking import PARENT_RUN_ENV, Tracker
 
 #: The task spec, base64 of JSON (no braces, so no template engine ever reads it as markup).
 SPEC_ENV = "VRFT_TASK_SPEC"
+#: Where local-process and container tasks keep their specs and outputs (and the stage cache).
+STATE_DIR_ENV = "VRFT_STATE_DIR"
 #: Where KubernetesPodOperator's sidecar reads a pod's XCom value.
 KUBERNETES_XCOM_FILE = "/airflow/xcom/return.json"
 
@@ -43,6 +45,11 @@ KUBERNETES_XCOM_FILE = "/airflow/xcom/return.json"
 def airflow_task_id(task_id: str) -> str:
     """The Airflow task id of a planned task (``shots-4/grpo`` -> ``shots-4.grpo``: no ``/`` allowed)."""
     return task_id.replace("/", ".")
+
+
+def task_dir(state_dir: Path, run_id: str, task_id: str) -> Path:
+    """A task's directory under a state directory, as the local runner lays them out."""
+    return Path(state_dir) / "runs" / run_id / "tasks" / task_id.replace("/", "-")
 
 
 def pipeline_run_id(airflow_run_id: str) -> str:
@@ -179,9 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vrft.pipelines.airflow.task: ${SPEC_ENV} is not set", file=sys.stderr)
         return 2
     spec = decode_spec(os.environ[SPEC_ENV])
-    base = args.work_dir or tempfile.mkdtemp(prefix="vrft-task-", dir=os.environ.get(WORK_DIR_ENV) or None)
+    if args.work_dir:
+        base = Path(args.work_dir)
+    elif os.environ.get(STATE_DIR_ENV):
+        base = task_dir(Path(os.environ[STATE_DIR_ENV]), spec["run_id"], spec["task"]["id"])
+    else:  # a pod: its scratch volume when it has one
+        base = Path(tempfile.mkdtemp(prefix="vrft-task-", dir=os.environ.get(WORK_DIR_ENV) or None))
     try:
-        outputs = run_spec(spec, Path(base))
+        outputs = run_spec(spec, base)
     except RuntimeError as exc:
         print(f"vrft: {exc}", file=sys.stderr)
         return 1
