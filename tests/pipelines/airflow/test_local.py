@@ -50,9 +50,10 @@ def numbers(report_dir: Path) -> list:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_airflow_dags_test_reports_the_numbers_of_vrft_run(local_sweep_run, tmp_path):
+    import psutil
     from mlflow.tracking import MlflowClient
 
-    from vrft.pipelines.local.services import LocalServices, port_is_open
+    from vrft.pipelines.local.services import LocalServices
 
     result = run_airflow_test(DEFAULT, SWEEP, state_dir=tmp_path / "state", output_dir=tmp_path / "report")
     assert numbers(result.report_dir) == numbers(local_sweep_run.result.report_dir)
@@ -75,6 +76,8 @@ def test_airflow_dags_test_reports_the_numbers_of_vrft_run(local_sweep_run, tmp_
     assert all(r.info.status == "FINISHED" for r in children) and len(runs) == len(children) + 1
     # Nothing is left running: the services stopped, the DAG run's processes ended with it.
     assert services.status() == "stopped"
-    assert not any(
-        port_is_open(p) for p in json.loads(services.state_file.read_text()).get("ports", {}).values()
-    )
+    left = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(tmp_path) in part for part in process.info["cmdline"] or ()):
+            left.append(process)
+    assert not left, left
