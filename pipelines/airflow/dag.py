@@ -214,6 +214,8 @@ class StageContainer(DockerOperator):
     def execute(self, context: Any) -> Any:
         stage_env = {k: v for k, v in os.environ.items() if k.startswith(STAGE_ENV_PREFIXES)}
         self.environment = {**stage_env, **self.environment}
+        for mount in self.mounts:  # bind mounts of directories the engine would create as root
+            Path(mount["Source"]).mkdir(parents=True, exist_ok=True)
         return super().execute(context)
 
 
@@ -223,8 +225,6 @@ def _docker_operator(planned: Task, config: ExperimentConfig, image: str):
     root = state_dir()
     # The sqlite MLflow store of `vrft airflow test`, the tasks' directories, the model cache.
     shared = [root / "services", root / "runs", root / "cache"]
-    for path in shared:
-        path.mkdir(parents=True, exist_ok=True)
     return StageContainer(
         image=image,
         command=[*ENTRY[1:]],

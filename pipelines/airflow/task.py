@@ -58,7 +58,7 @@ def pipeline_run_id(airflow_run_id: str) -> str:
     >>> pipeline_run_id("scheduled__2026-12-04T02:00:00+00:00")
     'airflow-scheduled-2026-12-04T02-00-00-00-00'
     """
-    return "airflow-" + re.sub(r"[^A-Za-z0-9._-]+", "-", airflow_run_id).strip("-._")
+    return "airflow-" + re.sub(r"[^A-Za-z0-9]+", "-", airflow_run_id).strip("-")
 
 
 def parent_run_name(run_id: str) -> str:

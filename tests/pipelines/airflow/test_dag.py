@@ -1,6 +1,7 @@
 """The Airflow DAG: built from every config, it parses in a DagBag with the Kubeflow pipeline's task
 graph, and its KubernetesPodOperator pods validate and carry the Kubeflow tasks' cluster settings."""
 
+import json
 from pathlib import Path
 
 import kubernetes_validate
@@ -308,3 +309,58 @@ def test_pods_add_what_the_kubeflow_backend_adds_itself(pods):
         for c in pod["spec"]["containers"]
         for e in c.get("env", [])
     )
+
+
+def test_a_task_spec_takes_its_inputs_from_the_upstream_tasks_xcom():
+    """XCom carries each output's metadata (URI + manifest hash); a container's arrives as JSON text."""
+    from vrft.pipelines.airflow.dag import build_dag
+    from vrft.pipelines.airflow.task import decode_spec
+
+    dag = build_dag(load_experiment(DEFAULT, ["experiment.shots=[1,2]"]))
+    pushed = {
+        "shots-1.dataset": {
+            "dataset": {"uri": "s3://vrft/runs/x/shots-1/dataset/dataset", "manifest_sha256": "a"}
+        },
+        "shots-1.evaluate-base": {
+            "evaluation": {"uri": "s3://vrft/runs/x/shots-1/evaluate-base/e", "manifest_sha256": "c"}
+        },
+        "shots-1.grpo": json.dumps(
+            {"checkpoint": {"uri": "s3://vrft/runs/x/shots-1/grpo/grpo", "manifest_sha256": "b"}}
+        ),
+    }
+
+    class TaskInstance:
+        def xcom_pull(self, task_ids):
+            return pushed[task_ids]
+
+    spec = decode_spec(
+        dag.user_defined_macros["vrft_spec"](
+            TaskInstance(), "manual__2026-12-05T00:00:00+00:00", "shots-1/evaluate-rft"
+        )
+    )
+    expected = {
+        "dataset": pushed["shots-1.dataset"]["dataset"],
+        "checkpoint": json.loads(pushed["shots-1.grpo"])["checkpoint"],
+    }
+    if "gate" in spec["task"]["inputs"]:  # existence-gated detection: the base evaluation's gate
+        expected["gate"] = pushed["shots-1.evaluate-base"]["evaluation"]
+    assert spec["inputs"] == expected
+    assert spec["run_id"] == "airflow-manual-2026-12-05T00-00-00-00-00"
+    assert spec["task"]["id"] == "shots-1/evaluate-rft" and spec["parent"]["experiment"] == "default"
+    pushed["shots-1.grpo"] = "not json"
+    with pytest.raises(ValueError):
+        dag.user_defined_macros["vrft_spec"](TaskInstance(), "manual__1", "shots-1/evaluate-rft")
+
+
+def test_docker_tasks_run_the_cpu_image_like_vrft_run_runner_docker():
+    import os
+
+    from vrft.pipelines.airflow.dag import build_dag
+
+    dag = build_dag(load_experiment(DEFAULT, CLUSTER), executor="docker")
+    for task in dag.tasks:
+        assert task.image == "registry.lab.internal/ml/vrft-cpu:0.1.0"
+        assert task.network_mode == "host" and task.user == f"{os.getuid()}:{os.getgid()}"
+        assert task.entrypoint == "python" and task.command == ["-m", "vrft.pipelines.airflow.task"]
+        assert "vrft_spec" in task.environment["VRFT_TASK_SPEC"] and task.do_xcom_push
+        assert {m["Target"] for m in task.mounts} == {m["Source"] for m in task.mounts}
