@@ -141,6 +141,8 @@ class AirflowConfig:
         kubernetes_conn_id: ``kubernetes``: the Airflow connection to the cluster; empty: in-cluster
             or the worker's kubeconfig.
         docker_url: ``docker``: the engine's URL; empty: ``$DOCKER_HOST`` or the default socket.
+        docker_gpus: ``docker``: run the GPU tasks (training, evaluation) in the CUDA image with their
+            GPUs (an engine with the NVIDIA container toolkit); false: every task in the CPU image.
     """
 
     executor: str = "local"
@@ -148,6 +150,7 @@ class AirflowConfig:
     namespace: str = "vrft"
     kubernetes_conn_id: str = ""
     docker_url: str = ""
+    docker_gpus: bool = False
 
     def validate(self) -> None:
         if self.executor not in AIRFLOW_EXECUTORS:

@@ -126,7 +126,8 @@ def _operator(planned: Task, plan: Plan, config: ExperimentConfig, executor: str
             **_common(planned),
         )
     if executor == "docker":
-        return _docker_operator(planned, config, _cpu_image(images))
+        gpu = config.pipeline.airflow.docker_gpus and planned.resources.gpus > 0
+        return _docker_operator(planned, config, image if gpu else _cpu_image(images), gpu=gpu)
     if executor == "kubernetes":
         return kubernetes_operator(planned, config, image)
     raise ValueError(f"unknown executor {executor!r} (local, docker, kubernetes)")
@@ -219,8 +220,12 @@ class StageContainer(DockerOperator):
         return super().execute(context)
 
 
-def _docker_operator(planned: Task, config: ExperimentConfig, image: str):
-    from docker.types import Mount
+def _docker_operator(planned: Task, config: ExperimentConfig, image: str, *, gpu: bool):
+    """A container of ``image``: the CPU image, or for a GPU task with ``pipeline.airflow.docker_gpus``
+    the CUDA image with the task's GPUs and a /dev/shm of ``pipeline.shm_size``."""
+    from docker.types import DeviceRequest, Mount
+
+    from vrft.components.resources import parse_quantity
 
     root = state_dir()
     # The sqlite MLflow store of `vrft airflow test`, the tasks' directories, the model cache.
@@ -235,6 +240,7 @@ def _docker_operator(planned: Task, config: ExperimentConfig, image: str):
             "PYTHONUNBUFFERED": "1",
             "VRFT_CACHE_DIR": str(root / "cache"),
             "VRFT_IMAGE": image,
+            STATE_DIR_ENV: str(root),
         },
         docker_url=config.pipeline.airflow.docker_url or os.environ.get("DOCKER_HOST") or None,
         network_mode="host",  # the local services listen on loopback
@@ -242,6 +248,10 @@ def _docker_operator(planned: Task, config: ExperimentConfig, image: str):
         mounts=[Mount(target=str(p), source=str(p), type="bind") for p in shared],
         mount_tmp_dir=False,
         auto_remove="force",
+        device_requests=[DeviceRequest(count=planned.resources.gpus, capabilities=[["gpu"]])]
+        if gpu
+        else None,
+        shm_size=int(parse_quantity(config.pipeline.shm_size)) if gpu else None,
         do_xcom_push=True,  # the last line of its output: the outputs' metadata
         **_common(planned),
     )

@@ -364,3 +364,15 @@ def test_docker_tasks_run_the_cpu_image_like_vrft_run_runner_docker():
         assert task.entrypoint == "python" and task.command == ["-m", "vrft.pipelines.airflow.task"]
         assert "vrft_spec" in task.environment["VRFT_TASK_SPEC"] and task.do_xcom_push
         assert {m["Target"] for m in task.mounts} == {m["Source"] for m in task.mounts}
+
+
+def test_docker_gpu_tasks_get_the_cuda_image_and_their_gpus():
+    from vrft.pipelines.airflow.dag import build_dag
+
+    config = load_experiment(DEFAULT, [*CLUSTER, "pipeline.airflow.docker_gpus=true"])
+    dag = build_dag(config, executor="docker")
+    by_stage = {t.task_id.rsplit(".", 1)[-1]: t for t in dag.tasks}
+    grpo, dataset = by_stage["grpo"], by_stage["dataset"]
+    assert grpo.image == "registry.lab.internal/ml/vrft:0.1.0" and dataset.image.endswith("/vrft-cpu:0.1.0")
+    assert [r["Count"] for r in grpo.device_requests] == [config.pipeline.train_resources.gpus]
+    assert grpo.shm_size == 16 * 2**30 and not dataset.device_requests
