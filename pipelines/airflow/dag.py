@@ -121,7 +121,8 @@ def _operator(planned: Task, plan: Plan, config: ExperimentConfig, executor: str
 
         return PythonOperator(
             python_callable=run_local_process,
-            op_kwargs={"plan_task": planned.to_dict(), "caching": config.pipeline.caching},
+            # op_kwargs are templated too: only the spec (base64, no template markup) carries the config.
+            op_kwargs={"caching": config.pipeline.caching},
             templates_dict={"spec": _spec_template(planned)},
             **_common(planned),
         )
@@ -147,7 +148,7 @@ def state_dir() -> Path:
     return Path(os.environ.get(STATE_DIR_ENV) or Path(home) / "vrft").resolve()
 
 
-def run_local_process(plan_task: dict, caching: bool, templates_dict: dict, **context: Any) -> dict:
+def run_local_process(caching: bool, templates_dict: dict, **context: Any) -> dict:
     """A local-process task: reuse a cached result, or run the task entry point in a process of its
     own (its output in the task's log); return the outputs' metadata (the XCom value)."""
     import subprocess
@@ -161,7 +162,7 @@ def run_local_process(plan_task: dict, caching: bool, templates_dict: dict, **co
 
     encoded = templates_dict["spec"]
     spec = decode_spec(encoded)
-    task = Task.from_dict(plan_task)
+    task = Task.from_dict(spec["task"])
     root = state_dir()
     cache = key = None
     if caching and task.cacheable:
