@@ -754,12 +754,16 @@ def build_parser() -> argparse.ArgumentParser:
     airflow_test.add_argument(
         "--output-dir", default=None, help="where to put the report (default outputs/RUN_ID/report)"
     )
-    for action in (airflow_dag, airflow_test):
+    for action, executors in (
+        (airflow_dag, ("local", "docker", "kubernetes")),
+        (airflow_test, ("local", "docker")),
+    ):
         action.add_argument(
             "--executor",
-            choices=("local", "docker", "kubernetes"),
+            choices=executors,
             help="how each task runs (pipeline.airflow.executor): a local process, a DockerOperator "
-            "container of the CPU image, a KubernetesPodOperator pod",
+            "container of the CPU image"
+            + (", a KubernetesPodOperator pod" if "kubernetes" in executors else ""),
         )
     airflow.set_defaults(func=_cmd_airflow)
 
