@@ -253,7 +253,8 @@ def _docker_operator(planned: Task, config: ExperimentConfig, image: str, *, gpu
         if gpu
         else None,
         shm_size=int(parse_quantity(config.pipeline.shm_size)) if gpu else None,
-        do_xcom_push=True,  # the last line of its output: the outputs' metadata
+        do_xcom_push=True,
+        xcom_all=True,  # its output lines: the last JSON object is the outputs' metadata
         **_common(planned),
     )
 

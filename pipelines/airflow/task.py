@@ -112,14 +112,21 @@ def decode_spec(text: str) -> dict[str, Any]:
 
 
 def _as_mapping(value: Any, name: str) -> Mapping[str, Any]:
-    """An XCom value as pushed: a mapping (local process, pod) or its JSON (a container's last line)."""
+    """An XCom value as pushed: a mapping (local process, pod) or a container's output lines, whose
+    last JSON object is its outputs' metadata (anything the container printed after it is ignored)."""
     if isinstance(value, Mapping):
         return value
-    if isinstance(value, str):
-        parsed = json.loads(value)
-        if isinstance(parsed, Mapping):
-            return parsed
-    raise ValueError(f"task {name} pushed {type(value).__name__}, not its outputs' metadata")
+    lines = value.splitlines() if isinstance(value, str) else value if isinstance(value, list) else []
+    for line in reversed(lines):
+        line = str(line).strip()
+        if line.startswith("{"):
+            try:
+                parsed = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(parsed, Mapping):
+                return parsed
+    raise ValueError(f"task {name} pushed no outputs' metadata (got {type(value).__name__})")
 
 
 def ensure_parent_run(spec: Mapping[str, Any]) -> str | None:

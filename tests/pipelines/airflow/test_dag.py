@@ -312,7 +312,8 @@ def test_pods_add_what_the_kubeflow_backend_adds_itself(pods):
 
 
 def test_a_task_spec_takes_its_inputs_from_the_upstream_tasks_xcom():
-    """XCom carries each output's metadata (URI + manifest hash); a container's arrives as JSON text."""
+    """XCom carries each output's metadata (URI + manifest hash); a container's arrives as its output's
+    last JSON line."""
     from vrft.pipelines.airflow.dag import build_dag
     from vrft.pipelines.airflow.task import decode_spec
 
@@ -324,9 +325,12 @@ def test_a_task_spec_takes_its_inputs_from_the_upstream_tasks_xcom():
         "shots-1.evaluate-base": {
             "evaluation": {"uri": "s3://vrft/runs/x/shots-1/evaluate-base/e", "manifest_sha256": "c"}
         },
-        "shots-1.grpo": json.dumps(
-            {"checkpoint": {"uri": "s3://vrft/runs/x/shots-1/grpo/grpo", "manifest_sha256": "b"}}
-        ),
+        # A container's output lines (DockerOperator, xcom_all): the outputs' JSON, then a late warning.
+        "shots-1.grpo": [
+            "step 1/2 ...",
+            json.dumps({"checkpoint": {"uri": "s3://vrft/runs/x/shots-1/grpo/grpo", "manifest_sha256": "b"}}),
+            "WARNING: something printed at exit",
+        ],
     }
 
     class TaskInstance:
@@ -340,14 +344,14 @@ def test_a_task_spec_takes_its_inputs_from_the_upstream_tasks_xcom():
     )
     expected = {
         "dataset": pushed["shots-1.dataset"]["dataset"],
-        "checkpoint": json.loads(pushed["shots-1.grpo"])["checkpoint"],
+        "checkpoint": json.loads(pushed["shots-1.grpo"][1])["checkpoint"],
     }
     if "gate" in spec["task"]["inputs"]:  # existence-gated detection: the base evaluation's gate
         expected["gate"] = pushed["shots-1.evaluate-base"]["evaluation"]
     assert spec["inputs"] == expected
     assert spec["run_id"] == "airflow-manual-2026-12-05T00-00-00-00-00"
     assert spec["task"]["id"] == "shots-1/evaluate-rft" and spec["parent"]["experiment"] == "default"
-    pushed["shots-1.grpo"] = "not json"
+    pushed["shots-1.grpo"] = ["not json", "{broken"]
     with pytest.raises(ValueError):
         dag.user_defined_macros["vrft_spec"](TaskInstance(), "manual__1", "shots-1/evaluate-rft")
 
