@@ -38,6 +38,25 @@ def test_a_dag_file_must_be_a_python_module(tmp_path, capsys):
     assert not (tmp_path / "dag.yaml").exists()
 
 
+#: Metrics that measure the machine, not the stage's result.
+TIMING = ("step_time", "timing/", "_runtime", "_per_second")
+
+
+def stage_metrics(tracking_uri: str) -> dict:
+    """(stage run, shots) -> its metrics, without timings, for every stage run of a store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("default").experiment_id], max_results=100)
+    return {
+        (r.info.run_name, r.data.tags.get("shots")): {
+            k: v for k, v in r.data.metrics.items() if not any(t in k for t in TIMING)
+        }
+        for r in runs
+        if "mlflow.parentRunId" in r.data.tags
+    }
+
+
 def numbers(report_dir: Path) -> list:
     """Every table's rows: method, shots and metric values (what the report says, not where from)."""
     tables = json.loads((report_dir / "tables.json").read_text())
@@ -58,6 +77,10 @@ def test_airflow_dags_test_reports_the_numbers_of_vrft_run(local_sweep_run, tmp_
     result = run_airflow_test(DEFAULT, SWEEP, state_dir=tmp_path / "state", output_dir=tmp_path / "report")
     assert numbers(result.report_dir) == numbers(local_sweep_run.result.report_dir)
     assert numbers(result.report_dir)[0]  # rows were compared
+    # Beyond the report: every stage (training losses, rewards, evaluation metrics) computed the same.
+    ours = stage_metrics(LocalServices(tmp_path / "state" / "services").tracking_uri)
+    assert ours == stage_metrics(local_sweep_run.env["MLFLOW_TRACKING_URI"])
+    assert ours[("grpo", "1")]["train_loss"] is not None and len(ours) == 13
     # Every stage really ran in this run (a fresh state: nothing could be reused), under its run id.
     tables = json.loads((result.report_dir / "tables.json").read_text())
     sources = [s for table in tables for row in table["rows"] for s in row["sources"]]
