@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_EXTRAS ?= pipeline
-EXTRAS ?= $(RUN_EXTRAS),lvis,dev
+EXTRAS ?= $(RUN_EXTRAS),lvis,airflow,dev
 # A GPU machine keeps pip's CUDA torch; elsewhere the CPU build is installed first so that nothing
 # pulls gigabytes of CUDA packages.
 # One torch version everywhere: here, in the CPU image and in the GPU image (docker/*.Dockerfile

@@ -27,113 +27,113 @@ from vrft.components import dataset as dataset_component
 from vrft.components import evaluate as evaluate_component
 from vrft.components import report as report_component
 from vrft.components import train as train_components
-from vrft.components.cluster import (
-    CLIENT_POD_LABEL,
-    GPU_NODE_SELECTOR,
-    GPU_TOLERATIONS,
-    config_map_env_spec,
-    image_refs,
-    secret_env_spec,
+from vrft.components.cluster import image_refs
+from vrft.components.resources import CACHE_ENV, SCRATCH_MOUNT  # noqa: F401  (re-exported: tests, docs)
+from vrft.experiment import ExperimentConfig, PipelineConfig, load_experiment
+from vrft.pipelines.cluster_settings import (  # noqa: F401  (SHM_MOUNT, SCRATCH_VOLUME re-exported)
+    RETRY_BACKOFF_FACTOR,
+    RETRY_BACKOFF_S,
+    SCRATCH_VOLUME,
+    SHM_MOUNT,
+    PodSettings,
+    pod_settings,
 )
-from vrft.components.pytorchjob import POD_NAME_ENV, POD_UID_ENV
-from vrft.components.resources import CACHE_ENV, POD_USER, SCRATCH_MOUNT, requests_for
-from vrft.experiment import ExperimentConfig, PipelineConfig, Resources, load_experiment
-from vrft.pipelines.plan import Plan, build_plan
-from vrft.stage import IMAGE_ENV, RUN_ID_ENV, WORK_DIR_ENV
+from vrft.pipelines.plan import Plan, Task, build_plan
+from vrft.stage import RUN_ID_ENV
 
 Target = Literal["local", "cluster"]
 
 #: Where a cluster pod finds its pipeline run's id: KFP labels every pod of a run with it. Read
 #: through the downward API it stays out of the task inputs, and so out of KFP's cache key.
 RUN_ID_FIELD_PATH = "metadata.labels['pipeline/runid']"
-SHM_MOUNT = "/dev/shm"
-SCRATCH_VOLUME = "scratch"
 #: The pipeline parameter that carries the report's config (the whole experiment, one JSON line).
 REPORT_CONFIG_PARAMETER = "report_config_json"
 
 
 def _place(
     task: dsl.PipelineTask,
-    resources: Resources,
+    planned: Task,
     *,
     target: Target,
-    stage: str,
     pipeline: PipelineConfig,
-    retries: int = 0,
+    image: str,
 ) -> dsl.PipelineTask:
-    """Resources, retries, caching and (on a cluster) run id, secrets, security context, timeout, GPU
-    scheduling, the volumes PyTorch needs on GPU nodes and the source data volume, for one task.
+    """Resources, retries, caching and (on a cluster) everything else of the planned task's pod
+    (:func:`vrft.pipelines.cluster_settings.pod_settings`: run id, secrets, security context,
+    timeout, GPU scheduling, the volumes PyTorch needs on GPU nodes, the source data volume).
 
-    ``stage`` is the task's kind (``dataset``, ``grpo``, ``sft``, ``evaluate``, ``report`` or
-    ``collect``): it decides which secrets the pod gets and its timeout. ``retries`` apply on a cluster
-    only (the plan gives GRPO/SFT ``pipeline.train_retries``: they resume from their uploaded
-    checkpoints).
+    Retries apply on a cluster only (the plan gives GRPO/SFT ``pipeline.train_retries``: they resume
+    from their uploaded checkpoints); locally a deterministic failure would only wait and fail again.
     """
-    cpu_request, memory_request = requests_for(
-        resources.cpu, resources.memory, resources.cpu_request, resources.memory_request
-    )
-    task.set_cpu_limit(resources.cpu).set_memory_limit(resources.memory)
-    task.set_cpu_request(cpu_request).set_memory_request(memory_request)
-    if resources.gpus:
-        task.set_accelerator_type(resources.accelerator).set_accelerator_limit(resources.gpus)
-    if retries and target == "cluster":  # locally a deterministic failure would only wait and fail again
-        task.set_retry(num_retries=retries, backoff_duration="60s", backoff_factor=2.0)
+    settings = pod_settings(planned, pipeline, image)
+    task.set_cpu_limit(settings.cpu_limit).set_memory_limit(settings.memory_limit)
+    task.set_cpu_request(settings.cpu_request).set_memory_request(settings.memory_request)
+    if settings.gpus:
+        task.set_accelerator_type(settings.accelerator).set_accelerator_limit(settings.gpus)
+    if settings.retries and target == "cluster":
+        task.set_retry(
+            num_retries=settings.retries,
+            backoff_duration=f"{RETRY_BACKOFF_S}s",
+            backoff_factor=RETRY_BACKOFF_FACTOR,
+        )
     task.set_caching_options(pipeline.caching)
     if target == "cluster":
-        _place_on_cluster(task, resources, stage=stage, pipeline=pipeline)
+        _place_on_cluster(task, settings)
     return task
 
 
-TRAIN_STAGES = ("grpo", "sft")
-
-
-def _place_on_cluster(task: dsl.PipelineTask, resources: Resources, *, stage: str, pipeline: PipelineConfig):
+def _place_on_cluster(task: dsl.PipelineTask, settings: PodSettings) -> None:
+    """Apply a task's :class:`~vrft.pipelines.cluster_settings.PodSettings` with kfp-kubernetes."""
     from kfp import kubernetes
 
-    from vrft.components.train import UPLOAD_CHECKPOINTS_ENV
-
-    kubernetes.add_pod_label(task, *CLIENT_POD_LABEL)  # admitted to S3 and MLflow (k8s NetworkPolicies)
-    task.set_env_variable(IMAGE_ENV, task.component_spec.implementation.container.image)
+    for label, value in settings.labels.items():
+        kubernetes.add_pod_label(task, label, value)
+    for volume in settings.volumes:
+        if volume.kind == "pvc":
+            # KFP's PVC mount has no readOnly field (kfp-kubernetes 2.17): read-only by the claim's
+            # access mode or the volume.
+            kubernetes.mount_pvc(task, pvc_name=volume.claim, mount_path=volume.mount_path)
+    for name, path in settings.field_env.items():
+        kubernetes.use_field_path_as_env(task, env_name=name, field_path=path)
     kubernetes.use_field_path_as_env(task, env_name=RUN_ID_ENV, field_path=RUN_ID_FIELD_PATH)
-    for secret, keys in secret_env_spec(stage).items():
+    for secret, keys in settings.secret_env.items():
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
-    if stage != "collect":  # it reads no store and logs no run
-        for config_map, keys in config_map_env_spec().items():
-            kubernetes.use_config_map_as_env(task, config_map_name=config_map, config_map_key_to_env=keys)
-    # Non-root as the images' own user; the backend adds no privilege escalation, no capabilities
-    # and the RuntimeDefault seccomp profile (KFP >= 2.16, see vrft.pipelines.backend_version).
-    kubernetes.set_security_context(task, run_as_user=POD_USER, run_as_group=POD_USER, run_as_non_root=True)
-    timeout = pipeline.timeout_s("report" if stage == "collect" else stage)
-    if timeout:
-        kubernetes.set_timeout(task, timeout)
-    if resources.gpus:  # the same selector and toleration as k8s/components/gpu
-        for label, value in GPU_NODE_SELECTOR.items():
-            kubernetes.add_node_selector(task, label_key=label, label_value=value)
-        for toleration in GPU_TOLERATIONS:
-            kubernetes.add_toleration(task, **toleration)
-        # The container default /dev/shm is 64 MiB: DataLoader workers and NCCL need more.
-        kubernetes.empty_dir_mount(
-            task, volume_name="dshm", mount_path=SHM_MOUNT, medium="Memory", size_limit=pipeline.shm_size
-        )
-    if resources.gpus or stage == "dataset":
-        # Checkpoints, downloads and caches go to a sized scratch volume, not the container's root fs.
-        kubernetes.add_ephemeral_volume(
-            task,
-            volume_name=SCRATCH_VOLUME,
-            mount_path=SCRATCH_MOUNT,
-            access_modes=["ReadWriteOnce"],
-            size=pipeline.dataset_scratch_size if stage == "dataset" else pipeline.scratch_size,
-            storage_class_name=pipeline.scratch_storage_class or None,
-        )
-        task.set_env_variable(WORK_DIR_ENV, SCRATCH_MOUNT)
-        for name, value in CACHE_ENV.items():
-            task.set_env_variable(name, value)
-    if stage == "dataset" and pipeline.data_pvc:
-        # Read-only by the claim's access mode (ReadOnlyMany) or the volume: KFP's PVC mount has no
-        # readOnly field (kfp-kubernetes 2.17); the dataset stage only reads sources.
-        kubernetes.mount_pvc(task, pvc_name=pipeline.data_pvc, mount_path=pipeline.data_mount)
-    if stage in TRAIN_STAGES:
-        task.set_env_variable(UPLOAD_CHECKPOINTS_ENV, "1")
+    for config_map, keys in settings.config_map_env.items():
+        kubernetes.use_config_map_as_env(task, config_map_name=config_map, config_map_key_to_env=keys)
+    # The backend adds no privilege escalation, no capabilities and the RuntimeDefault seccomp
+    # profile (KFP >= 2.16, see vrft.pipelines.backend_version).
+    kubernetes.set_security_context(
+        task,
+        run_as_user=settings.run_as_user,
+        run_as_group=settings.run_as_group,
+        run_as_non_root=settings.run_as_non_root,
+    )
+    if settings.timeout_s:
+        kubernetes.set_timeout(task, settings.timeout_s)
+    for label, value in settings.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=label, label_value=value)
+    for toleration in settings.tolerations:
+        kubernetes.add_toleration(task, **toleration)
+    for volume in settings.volumes:
+        if volume.kind == "memory":
+            kubernetes.empty_dir_mount(
+                task,
+                volume_name=volume.name,
+                mount_path=volume.mount_path,
+                medium="Memory",
+                size_limit=volume.size,
+            )
+        elif volume.kind == "ephemeral":
+            kubernetes.add_ephemeral_volume(
+                task,
+                volume_name=volume.name,
+                mount_path=volume.mount_path,
+                access_modes=["ReadWriteOnce"],
+                size=volume.size,
+                storage_class_name=volume.storage_class or None,
+            )
+    for name, value in settings.env.items():
+        task.set_env_variable(name, value)
 
 
 def build_pipeline(
@@ -158,20 +158,10 @@ def build_pipeline(
         "report": report_component.component(images["report"]),
     }
     p = config.pipeline
-    # Multi-node: the training task only launches and waits for a PyTorchJob (its plan resources say
-    # so), but it mounts the shared volume the job writes to and names itself the job's owner.
-    multi_node = p.train_nodes > 1
 
-    def place(task: dsl.PipelineTask, planned) -> dsl.PipelineTask:
-        if multi_node and planned.stage in ("grpo", "sft") and target == "cluster":
-            from kfp import kubernetes
-
-            kubernetes.mount_pvc(task, pvc_name=p.shared_pvc, mount_path=p.shared_mount)
-            kubernetes.use_field_path_as_env(task, env_name=POD_NAME_ENV, field_path="metadata.name")
-            kubernetes.use_field_path_as_env(task, env_name=POD_UID_ENV, field_path="metadata.uid")
-        _place(
-            task, planned.resources, target=target, stage=planned.stage, pipeline=p, retries=planned.retries
-        )
+    def place(task: dsl.PipelineTask, planned: Task) -> dsl.PipelineTask:
+        image = images["report" if planned.stage == "collect" else planned.stage]
+        _place(task, planned, target=target, pipeline=p, image=image)
         task.set_caching_options(p.caching and planned.cacheable)
         return task.set_display_name(planned.display_name)
 

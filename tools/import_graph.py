@@ -36,6 +36,8 @@ ROOMS = {
         "vrft.pipelines.backend_version",
         "vrft.pipelines.preflight",
         "vrft.pipelines.local",
+        "vrft.pipelines.cluster_settings",
+        "vrft.pipelines.airflow",
     ),
     "components": (
         "vrft.components.dataset",

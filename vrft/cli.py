@@ -358,6 +358,23 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_airflow(args: argparse.Namespace) -> int:
+    from vrft.experiment import load_experiment
+    from vrft.pipelines.airflow.local import config_overrides, run_airflow_test, summary, write_dag_file
+
+    overrides = [*args.overrides, *config_overrides(args.executor, getattr(args, "cron", None))]
+    if args.airflow_command == "dag":
+        config = load_experiment(args.config, overrides)
+        _check_outputs(args, config, args.output)
+        print(write_dag_file(config, args.output))
+        return 0
+    if args.output_dir:
+        _check_outputs(args, load_experiment(args.config, overrides), args.output_dir)
+    result = run_airflow_test(args.config, overrides, state_dir=args.state_dir, output_dir=args.output_dir)
+    print(summary(result))
+    return 0
+
+
 def _compiled(args: argparse.Namespace, directory: str) -> Path:
     from vrft.pipelines.dag import compile_pipeline
 
@@ -714,6 +731,41 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_version_arg(schedule)
     _ignore_preflight_arg(schedule)
     schedule.set_defaults(func=_cmd_schedule)
+
+    airflow = sub.add_parser(
+        "airflow", help="the pipeline as an Airflow DAG: write its DAG file, or test it here"
+    )
+    airflow_sub = airflow.add_subparsers(dest="airflow_command", metavar="ACTION", required=True)
+    airflow_dag = airflow_sub.add_parser("dag", help="write the DAG file of an experiment (drop it in dags/)")
+    _config_args(airflow_dag)
+    airflow_dag.add_argument("-o", "--output", type=Path, required=True, help="the DAG file to write (*.py)")
+    airflow_dag.add_argument(
+        "--cron", help='the DAG\'s schedule, e.g. "0 2 * * *" (pipeline.airflow.schedule)'
+    )
+    airflow_test = airflow_sub.add_parser(
+        "test", help="run the DAG with `airflow dags test` on a local AIRFLOW_HOME and local S3 + MLflow"
+    )
+    _config_args(airflow_test, optional=True)
+    airflow_test.add_argument(
+        "--state-dir",
+        default=".vrft-airflow",
+        help="AIRFLOW_HOME, services, task directories (default .vrft-airflow)",
+    )
+    airflow_test.add_argument(
+        "--output-dir", default=None, help="where to put the report (default outputs/RUN_ID/report)"
+    )
+    for action, executors in (
+        (airflow_dag, ("local", "docker", "kubernetes")),
+        (airflow_test, ("local", "docker")),
+    ):
+        action.add_argument(
+            "--executor",
+            choices=executors,
+            help="how each task runs (pipeline.airflow.executor): a local process, a DockerOperator "
+            "container of the CPU image"
+            + (", a KubernetesPodOperator pod" if "kubernetes" in executors else ""),
+        )
+    airflow.set_defaults(func=_cmd_airflow)
 
     runs = sub.add_parser("runs", help="list recent Kubeflow runs with their status")
     _kfp_args(runs)

@@ -123,6 +123,46 @@ class StageTimeouts:
                 )
 
 
+AIRFLOW_EXECUTORS = ("local", "docker", "kubernetes")
+
+
+@dataclass
+class AirflowConfig:
+    """How the Airflow DAG (``vrft airflow dag``) runs each task and when.
+
+    Parameters:
+        executor: ``local``: a process on the Airflow worker (the local runner's task entry point,
+            with its stage cache); ``docker``: a container of the CPU image on a Docker engine
+            (DockerOperator); ``kubernetes``: a pod with the Kubeflow tasks' cluster settings
+            (KubernetesPodOperator).
+        schedule: The DAG's schedule: a five-field cron such as ``0 2 * * *`` (nightly at 02:00);
+            empty: runs start only when triggered.
+        namespace: ``kubernetes``: the namespace of the pods (the pipeline's Secrets and ConfigMap live there).
+        kubernetes_conn_id: ``kubernetes``: the Airflow connection to the cluster; empty: in-cluster
+            or the worker's kubeconfig.
+        docker_url: ``docker``: the engine's URL; empty: ``$DOCKER_HOST`` or the default socket.
+        docker_gpus: ``docker``: run the GPU tasks (training, evaluation) in the CUDA image with their
+            GPUs (an engine with the NVIDIA container toolkit); false: every task in the CPU image.
+    """
+
+    executor: str = "local"
+    schedule: str = ""
+    namespace: str = "vrft"
+    kubernetes_conn_id: str = ""
+    docker_url: str = ""
+    docker_gpus: bool = False
+
+    def validate(self) -> None:
+        if self.executor not in AIRFLOW_EXECUTORS:
+            raise ConfigError(
+                f"pipeline.airflow.executor: one of {', '.join(AIRFLOW_EXECUTORS)}, got {self.executor!r}"
+            )
+        if self.schedule and len(self.schedule.split()) != 5:
+            raise ConfigError(
+                f"pipeline.airflow.schedule: a five-field cron such as '0 2 * * *', got {self.schedule!r}"
+            )
+
+
 @dataclass
 class PipelineConfig:
     """Where artifacts and runs go, which images run the stages, and with what resources.
@@ -164,6 +204,7 @@ class PipelineConfig:
             ``data_mount`` (source paths then name files under it); empty: sources come from
             ``s3://`` only.
         data_mount: Where ``data_pvc`` is mounted.
+        airflow: The Airflow DAG's executor and schedule (``vrft airflow dag``).
         gpu_memory: GiB of memory per GPU of the training and evaluation tasks: what
             ``vrft preflight`` checks its per-rank memory estimate against (80: an A100/H100 80 GB;
             an H200 has 141).
@@ -193,6 +234,7 @@ class PipelineConfig:
     data_pvc: str = ""
     data_mount: str = "/data"
     gpu_memory: float = 80.0
+    airflow: AirflowConfig = field(default_factory=AirflowConfig)
 
     def validate(self) -> None:
         for name, value in (("artifact_root", self.artifact_root),):

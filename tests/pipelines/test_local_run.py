@@ -14,35 +14,20 @@ import json
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 from types import SimpleNamespace
 
-import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.pipelines.local_sweep import DEFAULT, SWEEP
 from vrft.components import evaluate as evaluate_component
 from vrft.components.runtime import stage_config_json
 from vrft.experiment import load_experiment
 from vrft.pipelines.local import run_local
-from vrft.pipelines.local.services import LocalServices, port_is_open
 from vrft.storage import ArtifactIntegrityError
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT = ROOT / "configs" / "default.yaml"
-# The default (colour of a shape, the shipped pre-trained tiny base) over two shot counts, with fewer
-# steps and images.
-SWEEP = [
-    "experiment.shots=[1,2]",
-    "grpo.max_steps=2",
-    "sft.max_steps=2",
-    "grpo.save_steps=1",
-    "sft.save_steps=1",
-    "evaluate.max_eval_images=8",
-    "dataset.train.n_images=32",
-]
 STAGES = (
     "dataset/dataset",
     "grpo/grpo",
@@ -54,23 +39,16 @@ STAGES = (
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    """Start S3 + MLflow, run the sweep on them; afterwards restore the environment, stop the services
-    and check that no port stays open."""
-    state_dir = tmp_path_factory.mktemp("vrft-state")
-    services = LocalServices(state_dir / "services").start()
+def state(local_sweep_run):
+    """The suite's shared run of the sweep (tests/pipelines/conftest.py), with its services' environment
+    set while this module's tests run."""
     env_before = dict(os.environ)
-    os.environ.update(services.env())
+    os.environ.update(local_sweep_run.env)
     try:
-        result = run_local(DEFAULT, SWEEP, state_dir=state_dir, output_dir=state_dir / "report")
-        s3 = boto3.client("s3", endpoint_url=services.env()["AWS_ENDPOINT_URL"])
-        yield SimpleNamespace(dir=state_dir, services=services, result=result, env=services.env(), s3=s3)
+        yield local_sweep_run
     finally:
         os.environ.clear()
         os.environ.update(env_before)
-        ports = list(services.ports.values())
-        services.stop()
-        assert not any(port_is_open(p) for p in ports), "a service port is still open after stop()"
 
 
 def keys(state, prefix: str) -> list[str]:
