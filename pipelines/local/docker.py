@@ -15,6 +15,7 @@ under the same tag reruns every stage.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -145,8 +146,12 @@ class ContainerTasks:
         if self.supervisor is not None:
             self.supervisor.watch_container(container.id)
         try:
+            # The engine's log frames end at its buffer's size, not at a character: a multi-byte one
+            # (a progress bar's blocks) split between two frames must not become two U+FFFD.
+            text = codecs.getincrementaldecoder("utf-8")(errors="replace")
             for chunk in container.logs(stream=True, follow=True):
-                log.write(chunk.decode("utf-8", errors="replace"))
+                log.write(text.decode(chunk))
+            log.write(text.decode(b"", final=True))
             log.flush()
             return int(container.wait().get("StatusCode", 1))
         finally:  # also on Ctrl-C / SIGTERM of the run

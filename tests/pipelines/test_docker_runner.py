@@ -70,6 +70,9 @@ class _Container:
 
     def logs(self, stream: bool, follow: bool):
         yield b"stage output line 1\n"
+        bar = "50%|\u2588\u2588\u258c| 1/2\n".encode()
+        yield bar[:6]  # a frame that ends inside a character (the engine cuts frames by bytes)
+        yield bar[6:]
         yield b"stage output line 2\n"
 
     def wait(self) -> dict:
@@ -196,7 +199,7 @@ def test_a_tasks_container_logs_to_the_run_log_and_is_removed(tmp_path: Path) ->
     tasks = docker_runner.ContainerTasks("r/vrft-cpu:1", tmp_path, supervisor, client=client)
     log = io.StringIO()
     assert tasks.run(_spec(tmp_path / "spec.json"), {}, log) == 3  # the task's exit status
-    assert log.getvalue() == "stage output line 1\nstage output line 2\n"
+    assert log.getvalue() == "stage output line 1\n50%|\u2588\u2588\u258c| 1/2\nstage output line 2\n"
     assert client.containers.container.calls == ["stop", "remove"]
     assert supervisor.events == ["+c0ffee", "-c0ffee"]  # the watchdog removes it if the run is killed
 
