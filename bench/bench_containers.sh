@@ -34,7 +34,10 @@ args=()
 [[ -n ${TORCH_FIND_LINKS:-} ]] && args+=(--build-arg "TORCH_FIND_LINKS=$TORCH_FIND_LINKS")
 [[ -n ${PIP_INDEX_URL:-} ]] && args+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
 
-seconds() { local start=$SECONDS; "$@" >>"$dir/bench.log" 2>&1; echo $((SECONDS - start)); }
+# Under logs/: the containers test counts anything in an engine directory but data/ and logs/ as left over.
+log=$dir/logs/bench.log
+mkdir -p "$dir/logs"
+seconds() { local start=$SECONDS; "$@" >>"$log" 2>&1; echo $((SECONDS - start)); }
 # Each task's status and seconds, from the record of the one run in a state directory.
 per_task() {
     .venv/bin/python -c "import json, pathlib, sys
@@ -49,6 +52,8 @@ else
 fi
 echo "CPU image on it: $(seconds env VRFT_REGISTRY="$registry" VRFT_TAG="$tag" .venv/bin/python docker/build.py \
     --no-push --only vrft-cpu --base-image "$base" --network host "${args[@]}") s"
+# The image a rebuild replaced, left untagged (as make test-containers does).
+docker image prune --force --filter label=vrft.project=vrft >/dev/null
 docker images --format 'size: {{.Repository}}:{{.Tag}} {{.Size}}'
 for runner in docker subprocess; do
     mkdir "$runs/$runner"
@@ -56,4 +61,4 @@ for runner in docker subprocess; do
         --state-dir "$runs/$runner/state" --output-dir "$runs/$runner/report" configs/default.yaml) s"
     echo "  per task: $(per_task "$runs/$runner/state")"
 done
-echo "log: $dir/bench.log"
+echo "log: $log"
