@@ -7,14 +7,17 @@ SDK (``DOCKER_HOST`` honoured) with the task module as their entry point
 loopback), as the calling user, with the run's directories bind-mounted at the same paths (what a
 task writes there is the caller's, as with subprocesses). They get the stage environment (services,
 run id, MLflow parent run, vrft's settings) and ``VRFT_IMAGE``, nothing else of this process's
-environment. Each container is registered with the supervisor (removed if the run is killed) and
-removed when its task ends. The stage cache keys on the image's id, its digest: a new image pushed
+environment. Each container is labelled with the run and the task it runs (``vrft.run``, ``vrft.task``:
+``docker ps --filter label=vrft.run=RUN``), registered with the supervisor (removed if the run is
+killed) and removed when its task ends. The stage cache keys on the image's id, its digest: a new image pushed
 under the same tag reruns every stage.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,7 +26,7 @@ from vrft.components.cluster import CPU_IMAGE, image_refs
 from vrft.experiment import ExperimentConfig
 from vrft.pipelines.local.errors import PipelineFailed
 from vrft.pipelines.local.supervisor import Supervisor
-from vrft.stage import IMAGE_ENV
+from vrft.stage import IMAGE_ENV, RUN_ID_ENV
 
 # The stage environment a container gets: what LocalServices.env() sets (S3, MLflow), the run's ids
 # and vrft's own settings.
@@ -31,6 +34,8 @@ _STAGE_ENV_PREFIXES = ("AWS_", "MLFLOW_", "VRFT_")
 _STAGE_ENV_NAMES = ("DO_NOT_TRACK",)
 #: Seconds a container gets to stop after SIGTERM before it is killed.
 STOP_SECONDS = 10
+#: The labels of a task's container: the local run and the planned task it runs.
+RUN_LABEL, TASK_LABEL = "vrft.run", "vrft.task"
 
 
 def cpu_image(config: ExperimentConfig) -> str:
@@ -123,6 +128,7 @@ class ContainerTasks:
             path.mkdir(parents=True, exist_ok=True)
         from docker.types import Mount
 
+        task = json.loads(spec_file.read_text(encoding="utf-8"))["task"]["id"]
         return {
             "image": self.image,
             "entrypoint": ["python", "-m", "vrft.pipelines.local.task"],
@@ -131,6 +137,7 @@ class ContainerTasks:
             "network_mode": "host",
             "user": f"{os.getuid()}:{os.getgid()}",
             "mounts": [Mount(target=str(p), source=str(p), type="bind") for p in sorted(shared)],
+            "labels": {RUN_LABEL: environment.get(RUN_ID_ENV, ""), TASK_LABEL: task},
             "detach": True,
         }
 
@@ -139,8 +146,12 @@ class ContainerTasks:
         if self.supervisor is not None:
             self.supervisor.watch_container(container.id)
         try:
+            # The engine's log frames end at its buffer's size, not at a character: a multi-byte one
+            # (a progress bar's blocks) split between two frames must not become two U+FFFD.
+            text = codecs.getincrementaldecoder("utf-8")(errors="replace")
             for chunk in container.logs(stream=True, follow=True):
-                log.write(chunk.decode("utf-8", errors="replace"))
+                log.write(text.decode(chunk))
+            log.write(text.decode(b"", final=True))
             log.flush()
             return int(container.wait().get("StatusCode", 1))
         finally:  # also on Ctrl-C / SIGTERM of the run

@@ -22,16 +22,21 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import psutil
 import pytest
 
 from vrft import __version__
 from vrft.experiment import load_experiment
 from vrft.pipelines.local import LocalServices
-from vrft.pipelines.local.docker import cpu_image
+from vrft.pipelines.local.docker import RUN_LABEL, TASK_LABEL, cpu_image
+from vrft.pipelines.plan import build_plan
+from vrft.stage import RUN_ID_ENV
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(5400)]
 
@@ -86,6 +91,25 @@ def _alive(pidfile: Path) -> bool:
         return False
 
 
+def _engine_leftovers() -> list[str]:
+    """What of the private engine outlives ``docker/engine.sh stop``: its daemons (dockerd, its
+    containerd, containers' shims), mounts under the engine directory (network namespaces, overlays),
+    and anything in it besides the kept images (``data/``) and ``logs/``."""
+    engine_dir = str(ENGINE_DIR.resolve())
+    left = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        name, cmdline = process.info["name"] or "", " ".join(process.info["cmdline"] or ())
+        if name in ("dockerd", "containerd") or name.startswith("containerd-shim"):
+            if engine_dir in cmdline:
+                left.append(f"process {process.pid} {cmdline[:120]}")
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        mount_point = line.split()[1]
+        if mount_point.startswith(engine_dir + "/"):
+            left.append(f"mount {mount_point}")
+    left += [f"file {entry}" for entry in sorted(ENGINE_DIR.iterdir()) if entry.name not in ("data", "logs")]
+    return left
+
+
 @pytest.fixture(scope="module")
 def engine_env() -> Iterator[dict[str, str]]:
     """os.environ with DOCKER_HOST pointing at a running engine (started here when needed)."""
@@ -109,7 +133,13 @@ def engine_env() -> Iterator[dict[str, str]]:
         yield env
     finally:
         if not already_running:  # an engine somebody else started keeps running
-            subprocess.run([str(REPO / "docker" / "engine.sh"), "stop", str(ENGINE_DIR)], check=False)
+            engine[1] = "stop"
+            stopped = subprocess.run(engine, capture_output=True, text=True)
+            left = _engine_leftovers()
+            if stopped.returncode != 0 or left:
+                _fail(
+                    f"docker/engine.sh stop {ENGINE_DIR} (exit {stopped.returncode}) left: {'; '.join(left)}"
+                )
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +239,39 @@ def _differences(a: object, b: object, path: str = "tables") -> list[str]:
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
-def _run(env: dict[str, str], state: Path, runner: str) -> dict:
+def _container_events(client, since: float, until: float) -> list[dict]:
+    """The engine's container events between two moments (the engine runs on this machine: one clock)."""
+    stream = client.events(since=int(since), until=int(until) + 1, filters={"type": "container"}, decode=True)
+    return [event for event in stream if since * 1e9 <= event.get("timeNano", 0) <= until * 1e9]
+
+
+def _of_vrft(event: dict, image: str) -> bool:
+    """Whether a container event is of a vrft task's container (the image or a run's label)."""
+    attributes = event["Actor"]["Attributes"]
+    return attributes.get("image") == image or RUN_LABEL in attributes
+
+
+def _processes_of(state: Path, run_id: str) -> list[str]:
+    """Processes of this machine that belong to a run: its state directory in their command line
+    (the services, the tasks' specs) or working directory, or its run id in their environment (the
+    tasks, in containers too: their processes are this machine's)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            cmdline = " ".join(process.cmdline())
+            cwd, environ = process.cwd(), process.environ()
+        except (psutil.Error, OSError):  # gone, a zombie, or not ours to read
+            continue
+        if str(state) in cmdline or cwd.startswith(str(state)) or environ.get(RUN_ID_ENV) == run_id:
+            found.append(f"{process.pid} {cmdline[:200]}")
+    return found
+
+
+def _run(env: dict[str, str], state: Path, runner: str, client) -> dict:
+    """``vrft run --runner RUNNER`` in ``state``: its report's tables, its task record (tasks.json), the
+    engine's container events while it ran, what it left (processes, containers) and its MLflow store."""
     output = state / "report"
+    started = time.time()
     result = subprocess.run(
         [
             str(VRFT),
@@ -228,11 +289,19 @@ def _run(env: dict[str, str], state: Path, runner: str) -> dict:
         capture_output=True,
         text=True,
     )
+    ended = time.time()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    log = next((state / "state" / "logs").glob("*.log")).read_text()
+    (record_file,) = (state / "state" / "runs").glob("*/tasks.json")
+    record = json.loads(record_file.read_text())
     return {
         "tables": _without_run_ids(json.loads((output / "tables.json").read_text())),
-        "log": log,
+        "run_id": record["run_id"],
+        "tasks": record["tasks"],
+        "events": _container_events(client, started, ended),
+        "processes_left": _processes_of(state, record["run_id"]),
+        "containers_left": client.containers.list(
+            all=True, filters={"label": f"{RUN_LABEL}={record['run_id']}"}
+        ),
         "tracking_uri": LocalServices(state / "state" / "services").tracking_uri,
     }
 
@@ -248,26 +317,55 @@ def short_dir() -> Iterator[Path]:
 def test_every_stage_runs_in_its_own_container_to_the_subprocess_runners_report(
     engine_env: dict[str, str], image: str, short_dir: Path
 ) -> None:
+    import docker
+
     (short_dir / "d").mkdir()
     (short_dir / "s").mkdir()
-    in_containers = _run(engine_env, short_dir / "d", "docker")
-    in_process = _run(engine_env, short_dir / "s", "subprocess")
+    client = docker.DockerClient(base_url=engine_env["DOCKER_HOST"], timeout=600)
+    try:
+        in_containers = _run(engine_env, short_dir / "d", "docker", client)
+        in_process = _run(engine_env, short_dir / "s", "subprocess", client)
+    finally:
+        client.close()
 
     differences = _differences(in_containers["tables"], in_process["tables"])
     assert not differences, "containers != subprocess runner:\n" + "\n".join(differences[:40])
     assert in_containers["tables"][0]["rows"]  # a report with results, not two empty ones
 
-    # Each task ran in a container of the image (the run's log says so per task), none in-process.
-    tasks = in_containers["log"].count("\n===== ")
-    assert tasks >= 5
-    assert in_containers["log"].count(f", in a container of {image} (") == tasks
-    assert "in a container" not in in_process["log"]
+    # Both runs ran every planned task (fresh state dirs: nothing reused), in the plan's order.
+    planned = [task.id for task in build_plan(load_experiment(CONFIG, [])).tasks]
+    assert len(planned) >= 5
+    for run in (in_containers, in_process):
+        assert [(t["task"], t["status"]) for t in run["tasks"]] == [(task, "ran") for task in planned]
+
+    # The engine's own account: each task of the docker run started exactly one container, of the
+    # image, labelled with that run and task; each exited 0 and was removed.
+    run_id, events = in_containers["run_id"], in_containers["events"]
+    ours = [e for e in events if e["Actor"]["Attributes"].get(RUN_LABEL) == run_id]
+    started = [e for e in ours if e["Action"] == "start"]
+    assert Counter(e["Actor"]["Attributes"][TASK_LABEL] for e in started) == Counter(planned)
+    assert {e["Actor"]["Attributes"]["image"] for e in started} == {image}
+    containers = {e["Actor"]["ID"] for e in started}
+    assert {e["Actor"]["ID"]: e["Actor"]["Attributes"]["exitCode"] for e in ours if e["Action"] == "die"} == {
+        container: "0" for container in containers
+    }
+    assert {e["Actor"]["ID"] for e in ours if e["Action"] == "destroy"} == containers
+    # No other container of the image ran meanwhile; the subprocess runner started none at all (on
+    # an engine of one's own, DOCKER_HOST, others' containers of other images may come and go).
+    assert [e for e in events if e["Actor"]["Attributes"].get("image") == image and e not in ours] == []
+    assert [e for e in in_process["events"] if _of_vrft(e, image)] == []
+
+    # Nothing either run started outlives it: no process (services, tasks, watchdog), no container.
+    for run in (in_containers, in_process):
+        assert run["processes_left"] == [] and run["containers_left"] == [], run["run_id"]
 
     # Each stage's MLflow run records the image it ran in.
     import mlflow
 
-    client = mlflow.MlflowClient(in_containers["tracking_uri"])
-    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    mlflow_client = mlflow.MlflowClient(in_containers["tracking_uri"])
+    runs = [
+        r for e in mlflow_client.search_experiments() for r in mlflow_client.search_runs([e.experiment_id])
+    ]
     stage_runs = [r for r in runs if "stage" in r.data.tags]
     assert len(stage_runs) >= 5 and {r.info.status for r in stage_runs} == {"FINISHED"}
     assert {r.data.tags.get("image") for r in stage_runs} == {image}

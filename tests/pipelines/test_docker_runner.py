@@ -5,6 +5,7 @@ containerised run itself is tests/docker/test_containers.py (`make test-containe
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -38,6 +39,13 @@ def test_no_engine_is_one_line_naming_where_it_looked(
     assert "\n" not in message and f"no Docker engine answers at unix://{tmp_path}/none.sock" in message
 
 
+def _spec(path: Path, task: str = "dataset") -> Path:
+    """A task spec as the runner writes it (the container is labelled with its task)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"task": {"id": task}, "inputs": {}}))
+    return path
+
+
 class _Image:
     id = "sha256:" + "ab" * 32
 
@@ -62,6 +70,9 @@ class _Container:
 
     def logs(self, stream: bool, follow: bool):
         yield b"stage output line 1\n"
+        bar = "50%|\u2588\u2588\u258c| 1/2\n".encode()
+        yield bar[:6]  # a frame that ends inside a character (the engine cuts frames by bytes)
+        yield bar[6:]
         yield b"stage output line 2\n"
 
     def wait(self) -> dict:
@@ -155,7 +166,7 @@ def test_the_containers_get_the_stage_environment_only(tmp_path: Path) -> None:
         "PATH": "/usr/bin",
         "SSH_AUTH_SOCK": "/tmp/agent",
     }
-    spec = tmp_path / "runs" / "r1" / "tasks" / "01-dataset" / "spec.json"
+    spec = _spec(tmp_path / "runs" / "r1" / "tasks" / "03-grpo-shots-4" / "spec.json", "grpo/shots-4")
     args = tasks.container_args(spec, environ)
     assert args["image"] == "r/vrft-cpu:1" and args["detach"] is True
     assert args["entrypoint"] == ["python", "-m", "vrft.pipelines.local.task"] and args["command"] == [
@@ -163,6 +174,8 @@ def test_the_containers_get_the_stage_environment_only(tmp_path: Path) -> None:
     ]
     assert args["network_mode"] == "host"  # the services listen on loopback
     assert args["user"] == f"{os.getuid()}:{os.getgid()}"
+    # which run and task a container belongs to, for `docker ps --filter label=...` and the engine's events
+    assert args["labels"] == {"vrft.run": "run-1", "vrft.task": "grpo/shots-4"}
     assert args["environment"] == {
         "AWS_SECRET_ACCESS_KEY": "s3cret-value",
         "MLFLOW_TRACKING_URI": "sqlite:////x/mlflow.db",
@@ -185,8 +198,8 @@ def test_a_tasks_container_logs_to_the_run_log_and_is_removed(tmp_path: Path) ->
     client, supervisor = _Client({"r/vrft-cpu:1"}), _Supervisor()
     tasks = docker_runner.ContainerTasks("r/vrft-cpu:1", tmp_path, supervisor, client=client)
     log = io.StringIO()
-    assert tasks.run(tmp_path / "spec.json", {}, log) == 3  # the task's exit status
-    assert log.getvalue() == "stage output line 1\nstage output line 2\n"
+    assert tasks.run(_spec(tmp_path / "spec.json"), {}, log) == 3  # the task's exit status
+    assert log.getvalue() == "stage output line 1\n50%|\u2588\u2588\u258c| 1/2\nstage output line 2\n"
     assert client.containers.container.calls == ["stop", "remove"]
     assert supervisor.events == ["+c0ffee", "-c0ffee"]  # the watchdog removes it if the run is killed
 
