@@ -355,3 +355,151 @@ def test_a_corrupted_mlflow_db_is_one_error_naming_the_file(tmp_path: Path) -> N
     ):
         LocalServices(state).start()
     assert LocalServices(state).status() == "stopped", "nothing was started"
+
+
+# -- issue 21, round 3: nothing killed by mistake, one start per state dir, private files ----------
+
+HOLD_IN_USE = textwrap.dedent("""
+    import sys
+    from vrft.pipelines.local.services import LocalServices
+    with LocalServices(sys.argv[1]).in_use():  # what a `vrft run` holds while it uses the services
+        print("held", flush=True)
+        sys.stdin.read()
+""")
+
+
+def test_a_watchdog_stops_only_the_services_it_registered(services: LocalServices, tmp_path: Path) -> None:
+    from vrft.pipelines.local.supervisor import _watchdog
+
+    state = state_dir_with_db(services, tmp_path)
+    first = up(state)
+    killed_run = first.identity()  # what a run's watchdog registered before the run was SIGKILLed
+    try:
+        assert down(state) is True
+        second = up(state)  # the next run's services, same state directory
+        now = second.identity()
+        assert now != killed_run
+        _watchdog([f"+services {killed_run[0]} {killed_run[1]!r} {state}\n".encode()])
+        assert process_alive(*now), "the watchdog of a dead run stopped the next run's services"
+        assert LocalServices(state).status() == "running" and LocalServices(state).identity() == now
+
+        _watchdog([f"+services {now[0]} {now[1]!r} {state}\n".encode()])  # its own registration
+        assert not process_alive(*now) and LocalServices(state).status() == "stopped"
+    finally:
+        down(state)
+
+
+def test_down_refuses_while_a_run_uses_the_services(
+    services: LocalServices, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vrft.cli import main
+
+    state = tmp_path / "vrft" / "services"  # the layout of `--state-dir tmp/vrft`
+    state.mkdir(parents=True)
+    shutil.copyfile(services.db_path, state / "mlflow.db")
+    local = up(state)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_IN_USE, str(state)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            ServicesError, match=f"a `vrft run` in progress \\(pid {holder.pid}\\).*not stopped"
+        ):
+            down(state)
+        capsys.readouterr()
+        assert main(["down", "--state-dir", str(state.parent)]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"vrft down: error: {state}: a `vrft run` in progress (pid {holder.pid})"), err
+        assert local.status() == "running", "down stopped services a run was using"
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+    assert down(state) is True, "once the run is over, down stops them"
+
+
+UP_ONCE = textwrap.dedent("""
+    import json, sys
+    from vrft.pipelines.local.services import up
+    services = up(sys.argv[1])
+    print(json.dumps({"pid": services.pid, "s3": services.s3_endpoint}), flush=True)
+""")
+
+
+def test_concurrent_ups_start_one_server_and_all_print_it(services: LocalServices, tmp_path: Path) -> None:
+    state = state_dir_with_db(services, tmp_path)
+    ups = [
+        subprocess.Popen(
+            [sys.executable, "-c", UP_ONCE, str(state)], stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
+        for _ in range(4)
+    ]
+    try:
+        answers = [json.loads(p.communicate(timeout=240)[0]) for p in ups]
+        assert all(p.returncode == 0 for p in ups)
+        assert len({json.dumps(a, sort_keys=True) for a in answers}) == 1, answers
+        pid = answers[0]["pid"]
+        assert LocalServices(state).pid == pid and port_is_open(int(answers[0]["s3"].rsplit(":", 1)[1]))
+        data_dir = str(state / "s3")
+        weeds = [
+            p.pid
+            for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "weed" and f"-dir={data_dir}" in (p.info["cmdline"] or [])
+        ]
+        assert weeds == [pid], f"SeaweedFS servers on {data_dir}: {weeds}"
+    finally:
+        down(state)
+
+
+def test_the_state_dir_and_every_file_in_it_are_private(services: LocalServices, service_env) -> None:
+    boto3.client("s3").put_object(Bucket=services.bucket, Key="modes/probe.txt", Body=b"x" * 4096)
+    # SeaweedFS gives its volume-info files (.vif) 0644 whatever the umask; they sit in the 0700 data
+    # directory, which no other user can enter.
+    wider = [
+        f"{path} {stat_mode:o}"
+        for path in [services.state_dir, *services.state_dir.rglob("*")]
+        if not path.is_symlink()
+        and (stat_mode := path.stat().st_mode & 0o777) & 0o077
+        and not (path.suffix == ".vif" and path.parent == services.state_dir / "s3")
+    ]
+    assert wider == [], "readable by other users: " + ", ".join(wider)
+    assert services.state_dir.stat().st_mode & 0o777 == 0o700
+    assert (services.state_dir / "s3").stat().st_mode & 0o777 == 0o700
+    assert (services.state_dir / "s3").is_dir() and services.db_path.is_file() and services.log_file.is_file()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"not an ini file at all\n", "not an AWS credentials file"),
+        (bytes(range(256)) * 4, "not UTF-8 text"),
+        (b"[default]\naws_access_key_id =\naws_secret_access_key =\n", "aws_access_key_id is empty"),
+        (b"[default]\naws_access_key_id = vrftkey\n", "aws_secret_access_key is missing"),
+        (b"[other]\naws_access_key_id = vrftkey\n", "aws_access_key_id is missing"),
+    ],
+    ids=["garbage", "random-bytes", "empty-values", "no-secret", "no-default-section"],
+)
+def test_bad_credentials_are_one_line_naming_the_file_and_start_nothing(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / CREDENTIALS_FILE).write_bytes(content)
+    with pytest.raises(
+        ServicesError, match=f"^{re.escape(str(state / CREDENTIALS_FILE))}: .*{expected}"
+    ) as err:
+        LocalServices(state).start()
+    assert "\n" not in str(err.value) and "REDACTED" not in str(err.value)
+    assert LocalServices(state).status() == "stopped" and not (state / STATE_FILE).exists()
+
+
+def test_the_log_tail_never_redacts_an_empty_or_one_character_secret(tmp_path: Path) -> None:
+    local = LocalServices(tmp_path)
+    local.log_file.write_text("volume server started\nerror: disk\n")
+    assert local._log_tail("") == "volume server started\nerror: disk"
+    assert local._log_tail("e") == "volume server started\nerror: disk"
+    assert local._log_tail("disk") == "volume server started\nerror: REDACTED"
