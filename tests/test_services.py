@@ -503,3 +503,45 @@ def test_the_log_tail_never_redacts_an_empty_or_one_character_secret(tmp_path: P
     assert local._log_tail("") == "volume server started\nerror: disk"
     assert local._log_tail("e") == "volume server started\nerror: disk"
     assert local._log_tail("disk") == "volume server started\nerror: REDACTED"
+
+
+def test_a_deleted_s3_data_dir_gives_working_services_and_reruns_cached_stages(
+    services: LocalServices, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `rm -rf <state>/services/s3` the next start serves an empty bucket: a cached stage result
+    is not intact (its task runs again) and new artifacts and MLflow runs are written as before."""
+    from vrft.experiment import load_experiment
+    from vrft.io import MANIFEST_NAME, sha256_file, write_manifest
+    from vrft.pipelines.local.cache import StageCache
+    from vrft.pipelines.plan import build_plan
+
+    state = state_dir_with_db(services, tmp_path)
+    task = build_plan(load_experiment(REPO / "configs" / "default.yaml")).tasks[0]
+    cache = StageCache(tmp_path / "stage-cache", code="c")
+    local = tmp_path / "dataset"
+    local.mkdir()
+    (local / "rows.bin").write_bytes(b"rows" * 1000)
+    write_manifest(local, {})
+    try:
+        for round_ in ("before", "after"):
+            with LocalServices(state) as running:
+                for key, value in running.env().items():
+                    monkeypatch.setenv(key, value)
+                store = ArtifactStore.from_uri(running.env()[STORE_ROOT_ENV])
+                if round_ == "after":
+                    hit, why = cache.lookup(cache.key(task, {}))
+                    assert hit is None and "not intact" in why and "no manifest.json" in why, why
+                uri = store.upload_dir(local, f"runs/{round_}/dataset")
+                cache.record(
+                    cache.key(task, {}),
+                    task,
+                    round_,
+                    {"dataset": {"uri": uri, "manifest_sha256": sha256_file(local / MANIFEST_NAME)}},
+                )
+                assert cache.lookup(cache.key(task, {}))[0].run_id == round_
+                with Tracker().parent_run("deleted-s3", round_) as parent:
+                    Tracker().log_dict("config.json", {"round": round_})
+                assert parent
+            shutil.rmtree(state / "s3")
+    finally:
+        down(state)

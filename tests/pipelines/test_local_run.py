@@ -165,6 +165,12 @@ def test_no_secret_in_mlflow_store_or_logs(state):
 
 
 def test_second_run_reuses_cached_stages_and_reruns_collect_and_report(state):
+    # One flipped byte in the first run's report object does not stop later runs: the report is
+    # never reused, each run writes its own.
+    report_key = next(k for k in keys(state, f"runs/{state.result.run_id}/") if k.endswith("/report.md"))
+    body = bytearray(state.s3.get_object(Bucket="vrft", Key=report_key)["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    state.s3.put_object(Bucket="vrft", Key=report_key, Body=bytes(body))
     again = run_local(DEFAULT, SWEEP, state_dir=state.dir, output_dir=state.dir / "again")
     log = again.log_file.read_text()
     assert log.count(f"reused from run {state.result.run_id}") == 12, log[-3000:]  # 2 x 6 stages

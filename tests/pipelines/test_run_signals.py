@@ -129,6 +129,7 @@ def kill_mid_stage(state_dir: Path, sig: int, stage: str) -> str:
 def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(tmp_path: Path) -> None:
     state_dir = tmp_path / "vrft"
     state_dir.mkdir()
+    kfp_leftovers_before = ephemeral_component_dirs()
     output = kill_mid_stage(state_dir, signal.SIGTERM, "Few-shot dataset")
     assert "Traceback" not in output and "vrft run: terminated by signal 15" in output, output[-3000:]
 
@@ -145,3 +146,25 @@ def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(
     assert "GRPO with verifiable rewards (RFT) (4 shots): running" in output
     assert wait_until(lambda: not marked_processes(mark), 60)
     assert not (state_dir / "services" / "services.json").exists()
+
+    # What the killed runs left is closed or removed by the final one: no MLflow run stays RUNNING
+    # (the SIGKILLed pipeline's parent run is FAILED), no task scratch directory is left, and no
+    # kfp temp dir (ephemeral_component.py) was made at all.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{state_dir / 'services' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    assert [(r.info.run_name, r.info.status) for r in runs if r.info.status == "RUNNING"] == []
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.data.tags.get("run_id")]
+    assert sorted(r.info.status for r in parents) == ["FAILED", "FAILED", "FINISHED"], [
+        (r.info.run_name, r.info.status) for r in parents
+    ]
+    assert list(state_dir.glob("runs/*/tasks/*/work")) == []
+    assert ephemeral_component_dirs() == kfp_leftovers_before
+
+
+def ephemeral_component_dirs() -> set[str]:
+    """kfp's local runner's temp dirs (one per task per run, never removed)."""
+    import tempfile
+
+    return {str(p.parent) for p in Path(tempfile.gettempdir()).glob("*/ephemeral_component.py")}
