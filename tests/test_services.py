@@ -545,3 +545,84 @@ def test_a_deleted_s3_data_dir_gives_working_services_and_reruns_cached_stages(
             shutil.rmtree(state / "s3")
     finally:
         down(state)
+
+
+# Requests that write (or list) data on one SeaweedFS component or another: the master's file-id
+# assignment, volume growth and collection (bucket) deletion, the filer's and a volume server's
+# uploads and deletes, S3's unsigned put/delete/list.
+UNAUTHENTICATED_REQUESTS = [
+    ("GET", "/dir/assign"),
+    ("POST", "/dir/assign"),
+    ("GET", "/vol/grow?count=1"),
+    ("GET", "/col/delete?collection=vrft"),
+    ("PUT", "/buckets/vrft/intruder.txt"),
+    ("POST", "/buckets/vrft/intruder.txt"),
+    ("DELETE", "/buckets/vrft/probe/kept.txt"),
+    ("GET", "/buckets/vrft/"),
+    ("POST", "/1,01637037d6"),
+    ("DELETE", "/1,01637037d6"),
+    ("PUT", "/vrft/intruder.txt"),
+    ("DELETE", "/vrft/probe/kept.txt"),
+    ("GET", "/vrft?list-type=2"),
+]
+
+
+def _answer(port: int, method: str, path: str, tls: bool) -> int | str:
+    """The HTTP status a request without credentials gets (plain or TLS without a client certificate),
+    or the error that stopped it."""
+    import http.client
+    import ssl
+
+    try:
+        if tls:
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request(method, path, body=b"intruder" if method in ("PUT", "POST") else None)
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
+
+
+def _speaks_plaintext_grpc(port: int) -> bool:
+    """Whether ``port`` answers an HTTP/2 connection preface in the clear (a plaintext gRPC server does,
+    with a SETTINGS frame): then anyone could call it, e.g. to be assigned a file id with a write JWT."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        try:
+            frame = sock.recv(9)
+        except OSError:
+            return False
+    return len(frame) == 9 and frame[3] == 4
+
+
+def test_no_port_of_the_services_accepts_an_unauthenticated_request(
+    services: LocalServices, service_env: dict[str, str]
+) -> None:
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=services.bucket, Key="probe/kept.txt", Body=b"kept")
+    ports = services.ports
+    assert set(ports.values()) == {port for _, port in listening_sockets(services.pid)}, "a port not probed"
+    accepted = [
+        f"{name}:{port} {'https' if tls else 'http'} {method} {path} -> {status}"
+        for name, port in ports.items()
+        for tls in (False, True)
+        for method, path in UNAUTHENTICATED_REQUESTS
+        if isinstance(status := _answer(port, method, path, tls), int) and 200 <= status < 300
+    ]
+    assert accepted == [], "accepted without credentials:\n" + "\n".join(accepted)
+    grpc_in_clear = [f"{name}:{port}" for name, port in ports.items() if _speaks_plaintext_grpc(port)]
+    assert grpc_in_clear == [], f"plaintext gRPC (no client certificate needed): {grpc_in_clear}"
+    assert s3.get_object(Bucket=services.bucket, Key="probe/kept.txt")["Body"].read() == b"kept"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=services.bucket).get("Contents", [])]
+    assert not [k for k in keys if "intruder" in k], keys
+    assert (services.state_dir / "security.toml").stat().st_mode & 0o777 == 0o600

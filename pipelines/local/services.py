@@ -26,6 +26,13 @@ State directory layout::
     in-use.lock        held (shared) by every `vrft run` using them: `down` refuses while it is
 
 The directory is 0700 and everything in it 0600/0700 (SeaweedFS runs with umask 077).
+
+Loopback is shared by every user of the machine, so no port the services open accepts an
+unauthenticated request that writes (or reads) data: the S3 port needs requests signed with the
+credentials; the gRPC ports of every component and the master's HTTP port (which hands out file
+ids, grows and deletes volumes) take only mutual TLS with a private CA made at each start (in
+``run/tls``, its key never written); the volume and filer HTTP ports need JWTs signed with keys
+generated at each start (``security.toml``, 0600, read by SeaweedFS from its working directory).
 """
 
 from __future__ import annotations
@@ -200,6 +207,106 @@ def private_dir(path: Path) -> Path:
     if path.stat().st_mode & 0o077:
         path.chmod(0o700)
     return path
+
+
+SECURITY_FILE = "security.toml"
+# SeaweedFS's gRPC TLS sections: every server and the client side of every component.
+_GRPC_TLS_SECTIONS = (
+    "master",
+    "volume",
+    "filer",
+    "s3",
+    "admin",
+    "worker",
+    "msg_broker",
+    "msg_agent",
+    "mq",
+    "client",
+)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A fresh private CA and one certificate for every SeaweedFS component (server and client,
+    127.0.0.1/localhost): (ca.pem, cert.pem, key.pem). The CA's key is never written, so nobody
+    can issue another certificate it trusts."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    valid = {
+        "not_valid_before": now - datetime.timedelta(minutes=5),
+        "not_valid_after": now + datetime.timedelta(days=3650),
+    }
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vrft local services CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid["not_valid_before"])
+        .not_valid_after(valid["not_valid_after"])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vrft-seaweedfs")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid["not_valid_before"])
+        .not_valid_after(valid["not_valid_after"])
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    private_dir(directory)
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    _write_private(paths[0], ca.public_bytes(serialization.Encoding.PEM))
+    _write_private(paths[1], cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(
+        paths[2],
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    return paths
+
+
+def _security_config(ca: Path, cert: Path, key: Path) -> str:
+    """SeaweedFS's ``security.toml``: JWT keys for the volume and filer HTTP ports (reads and
+    writes), mutual TLS for every gRPC port and the master's HTTP port, no directory listings."""
+    lines = []
+    for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"):
+        lines += [f"[{section}]", f'key = "{secrets.token_urlsafe(32)}"', "expires_after_seconds = 60"]
+    lines += ["[access]", "ui = false", "[filer.expose_directory_metadata]", "enabled = false"]
+    lines += ["[grpc]", f'ca = "{ca}"']
+    for section in _GRPC_TLS_SECTIONS:
+        lines += [f"[grpc.{section}]", f'cert = "{cert}"', f'key = "{key}"']
+    lines += ["[https.master]", f'cert = "{cert}"', f'key = "{key}"', f'ca = "{ca}"']
+    return "\n".join(lines) + "\n"
 
 
 def _private_file(path: Path) -> None:
@@ -529,6 +636,8 @@ class LocalServices:
         for name, port in ports.items():
             args += [f"-{name}.port={port}", f"-{name}.port.grpc={port + _GRPC_OFFSET}"]
         private_dir(self.state_dir / "s3")
+        # Fresh keys and certificates at every start; weed reads security.toml from its working directory.
+        _write_private(self.state_dir / SECURITY_FILE, _security_config(*_make_tls(run_dir / "tls")).encode())
         # The credentials reach weed through its environment only: never on a command line (ps).
         env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
         parent = os.getpid()
@@ -672,6 +781,7 @@ class LocalServices:
             self._process = None
             self.state_file.unlink(missing_ok=True)
             shutil.rmtree(self.state_dir / "run", ignore_errors=True)
+            (self.state_dir / SECURITY_FILE).unlink(missing_ok=True)
             return stopped
 
     def identity(self) -> tuple[int, float | None]:
@@ -694,6 +804,7 @@ class LocalServices:
                 _remove_weed_sockets(p for p in state.get("ports", {}).values() if isinstance(p, int))
                 self.state_file.unlink(missing_ok=True)
                 shutil.rmtree(self.state_dir / "run", ignore_errors=True)
+                (self.state_dir / SECURITY_FILE).unlink(missing_ok=True)
             return alive
 
     def _stop_process(self, pid: int, timeout: float) -> None:
