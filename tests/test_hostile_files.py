@@ -508,3 +508,23 @@ def test_damaged_local_service_credentials_are_one_line_naming_the_file(tmp_path
     assert str(credentials) in line, line
     assert not (services / "services.json").exists(), "SeaweedFS was started"
     assert not (services / "s3").exists() and not (services / "weed.log").exists()
+
+
+@pytest.mark.parametrize("existing", ["empty directory", "directory", "file"])
+def test_run_refuses_an_existing_output_dir_before_anything_runs(tmp_path, capsys, existing, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "report"
+    if existing == "file":
+        output.write_text("mine")
+    else:
+        output.mkdir()
+        if existing == "directory":
+            (output / "notes.txt").write_text("mine")
+    before = _snapshot(tmp_path, set())
+    code = main(
+        ["run", "--output-dir", str(output), "--state-dir", str(tmp_path / "state"), "--ignore-preflight"]
+    )
+    assert code == 1  # the autouse fixture fails the test if the pipeline starts
+    line = _one_line_error(capsys.readouterr().err, "run")
+    assert str(output) in line and "--output-dir" in line and "--overwrite" not in line, line
+    assert _snapshot(tmp_path, set()) == before and not (tmp_path / "state").exists()
