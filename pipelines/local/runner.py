@@ -16,7 +16,9 @@ Everything the tasks print goes to the run's log file (``<state>/logs/<run>.log`
 gets one line per task (``[3/8] GRPO with verifiable rewards (RFT) (4 shots): running``) and its
 end. What happened to each task (ran, reused from which run, failed) is recorded in
 ``<state>/runs/<run>/tasks.json`` as the run goes; tasks find that file through
-``$VRFT_TASK_RECORD``.
+``$VRFT_TASK_RECORD``. Next to it, ``owner.json`` names the run's process: a later run closes the
+MLflow runs a killed run left RUNNING and removes its tasks' scratch directories (each task's
+``TMPDIR``, removed when the task ends).
 """
 
 from __future__ import annotations
@@ -331,7 +333,12 @@ def run_local(
 
         require_engine_and_image(cpu_image(config))
     plan = build_plan(config)
-    state_dir = private_dir(Path(state_dir).resolve())  # credentials, runs, the model cache: 0700
+    state_dir = Path(state_dir).resolve()
+    # Logs, task directories, the model cache and the stage cache are private (0700). The state
+    # directory itself is made 0700 only when created here: `--state-dir` may name a shared one.
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for part in ("logs", "runs", "cache", "stage-cache"):
+        private_dir(state_dir / part)
     check_free_space(state_dir)
     services = LocalServices(state_dir / "services")
     with services.in_use():  # `vrft down` refuses while this run uses the services

@@ -202,9 +202,11 @@ def die_with_parent_preexec(sig: int = signal.SIGTERM) -> Callable[[], None] | N
 
 
 def private_dir(path: Path) -> Path:
-    """``path`` created if missing and made 0700 (its files hold credentials, runs and data)."""
-    path.mkdir(parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
+    """``path`` created if missing and made 0700 (its files hold credentials, runs and data); a
+    shared directory (sticky, like /tmp, or another user's) is left as it is."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_mode & 0o077 and not info.st_mode & stat.S_ISVTX and info.st_uid == os.geteuid():
         path.chmod(0o700)
     return path
 
