@@ -164,6 +164,19 @@ def test_no_secret_in_mlflow_store_or_logs(state):
         assert secret not in json.dumps([run.data.params, run.data.tags, list(run.data.metrics)])
 
 
+def test_what_the_run_keeps_locally_is_private(state):
+    """Logs, task directories, the model/dataset cache, the stage cache and the services: 0700 dirs,
+    0600 files (SeaweedFS's own .vif files excepted: see test_services)."""
+    wider = [
+        f"{path} {mode:o}"
+        for part in ("logs", "runs", "cache", "stage-cache", "services")
+        for path in [state.dir / part, *(state.dir / part).rglob("*")]
+        if not path.is_symlink() and (mode := path.stat().st_mode & 0o777) & 0o077 and path.suffix != ".vif"
+    ]
+    assert wider == [], wider
+    assert list(state.dir.glob("runs/*/tasks/*/work")) == [], "a task's scratch directory was left"
+
+
 def test_second_run_reuses_cached_stages_and_reruns_collect_and_report(state):
     # One flipped byte in the first run's report object does not stop later runs: the report is
     # never reused, each run writes its own.
