@@ -57,7 +57,9 @@ def wait_until(condition, timeout: float, poll: float = 0.2) -> bool:
 
 
 def start_run(state_dir: Path, mark: str, out: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, MARK: mark}
+    # A temp dir of the run's own: what it leaves there (kfp's ephemeral_component.py dirs) is its own.
+    (state_dir / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, MARK: mark, "TMPDIR": str(state_dir / "tmp")}
     for key in ("MLFLOW_TRACKING_URI", "VRFT_ARTIFACT_ROOT", "AWS_ENDPOINT_URL", "VRFT_MLFLOW_PARENT_RUN_ID"):
         env.pop(key, None)
     return subprocess.Popen(
@@ -129,7 +131,6 @@ def kill_mid_stage(state_dir: Path, sig: int, stage: str) -> str:
 def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(tmp_path: Path) -> None:
     state_dir = tmp_path / "vrft"
     state_dir.mkdir()
-    kfp_leftovers_before = ephemeral_component_dirs()
     output = kill_mid_stage(state_dir, signal.SIGTERM, "Few-shot dataset")
     assert "Traceback" not in output and "vrft run: terminated by signal 15" in output, output[-3000:]
 
@@ -159,11 +160,4 @@ def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(
     closed = [r for r in parents if "closed by a later run" in r.data.tags.get("error", "")]
     assert [r.info.status for r in closed] == ["FAILED"], [(r.info.run_name, r.info.status) for r in parents]
     assert list(state_dir.glob("runs/*/tasks/*/work")) == []
-    assert ephemeral_component_dirs() == kfp_leftovers_before
-
-
-def ephemeral_component_dirs() -> set[str]:
-    """kfp's local runner's temp dirs (one per task per run, never removed)."""
-    import tempfile
-
-    return {str(p.parent) for p in Path(tempfile.gettempdir()).glob("*/ephemeral_component.py")}
+    assert list((state_dir / "tmp").rglob("ephemeral_component.py")) == []
