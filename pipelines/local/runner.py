@@ -200,7 +200,7 @@ def run_plan(
         record.seconds = round(time.monotonic() - started, 1)
         if code != 0 or not (task_dir / OUTPUTS_FILE).is_file():
             reason = _read_error(task_dir) or f"exit status {code}"
-            cause = storage_cause(state_dir)
+            cause = storage_cause(state_dir, reason)
             if cause:
                 reason = f"{reason.rstrip('.')}; {cause}"
             record.status, record.note = "failed", reason
@@ -235,9 +235,18 @@ def check_free_space(state_dir: Path, minimum: int = MIN_FREE_BYTES) -> None:
         )
 
 
-def storage_cause(state_dir: Path) -> str:
+# A task's error that came from the S3 server (boto3/botocore's words).
+_S3_ERROR = re.compile(
+    r"ClientError|BotoCoreError|EndpointConnectionError|S3UploadFailedError|InternalError|SlowDown"
+)
+# SeaweedFS's (glog) error lines: "E1204 23:10:01.123456 ...".
+_WEED_ERROR_LINE = re.compile(r"^E\d{4} ")
+
+
+def storage_cause(state_dir: Path, reason: str = "") -> str:
     """Why a task's S3 writes may have failed, in a few words: a full disk (free space of the
-    state directory, SeaweedFS's last complaint about it in ``weed.log``); "" when nothing says so."""
+    state directory, SeaweedFS's last complaint about it in ``weed.log``), or for an S3 error
+    (``reason``) SeaweedFS's last error line; "" when nothing says so."""
     causes = []
     with contextlib.suppress(OSError):
         free = shutil.disk_usage(state_dir).free
@@ -249,6 +258,8 @@ def storage_cause(state_dir: Path) -> str:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * 1024))
             lines = f.read().decode("utf-8", errors="replace").splitlines()
         complaint = next((line.strip() for line in reversed(lines) if _DISK_FULL.search(line)), "")
+        if not complaint and _S3_ERROR.search(reason):
+            complaint = next((line.strip() for line in reversed(lines) if _WEED_ERROR_LINE.match(line)), "")
         if complaint:
             causes.append(f"SeaweedFS ({log_file}): {complaint[:300]}")
     return "; ".join(causes)

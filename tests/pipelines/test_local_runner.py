@@ -186,6 +186,12 @@ def test_a_task_failing_on_a_full_disk_names_the_cause(tmp_path: Path) -> None:
     assert "InternalError" in message and "no space left on device" in message and "weed.log" in message
     assert "\n" not in message
     assert storage_cause(tmp_path / "elsewhere") == ""
+    # Any S3 error gets SeaweedFS's last error line; another error, nothing from weed.log.
+    (state / "services" / "weed.log").write_text(
+        "E1204 23:11:02 filer: store: database is locked\nI1204 ok\n"
+    )
+    assert "database is locked" in storage_cause(state, "ClientError: An error occurred (InternalError)")
+    assert storage_cause(state, "ValueError: bad config") == ""
 
 
 def test_a_moved_state_directory_keeps_its_stage_cache(tmp_path: Path) -> None:
