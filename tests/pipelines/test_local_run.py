@@ -165,12 +165,15 @@ def test_no_secret_in_mlflow_store_or_logs(state):
 
 
 def test_what_the_run_keeps_locally_is_private(state):
-    """Logs, task directories, the model/dataset cache, the stage cache and the services: 0700 dirs,
-    0600 files (SeaweedFS's own .vif files excepted: see test_services)."""
+    """Logs, task directories, the model/dataset cache, the stage cache and the services are 0700
+    directories, so nothing in them is another user's to read; the model/dataset cache and the
+    services' files are 0600/0700 themselves (SeaweedFS's own .vif files excepted: see test_services)."""
+    for part in ("logs", "runs", "cache", "stage-cache", "services"):
+        assert (state.dir / part).stat().st_mode & 0o777 == 0o700, part
     wider = [
         f"{path} {mode:o}"
-        for part in ("logs", "runs", "cache", "stage-cache", "services")
-        for path in [state.dir / part, *(state.dir / part).rglob("*")]
+        for part in ("cache", "services")
+        for path in (state.dir / part).rglob("*")
         if not path.is_symlink() and (mode := path.stat().st_mode & 0o777) & 0o077 and path.suffix != ".vif"
     ]
     assert wider == [], wider
