@@ -485,3 +485,46 @@ def test_an_output_aimed_at_an_input_is_refused_and_nothing_is_lost(
     line = _one_line_error(capsys.readouterr().err, command)
     assert "choose an output outside every input" in line, line
     assert _snapshot(case_dir, set()) == before
+
+
+# -- the local services' credentials file (read by `vrft up` and `vrft run` before SeaweedFS starts) -
+
+#: A missing credentials file is not damage: the next start writes new ones.
+CREDENTIAL_DAMAGES = [name for name in DAMAGES if name != "missing"]
+
+
+@pytest.mark.parametrize("damage", CREDENTIAL_DAMAGES)
+def test_damaged_local_service_credentials_are_one_line_naming_the_file(tmp_path, capsys, damage):
+    services = tmp_path / "state" / "services"
+    services.mkdir(parents=True)
+    credentials = services / "aws-credentials"
+    credentials.write_text("[default]\naws_access_key_id = vrftkey\naws_secret_access_key = secretsecret\n")
+    credentials.chmod(0o600)
+    DAMAGES[damage](credentials)
+    with _permissions_enforced() if damage == "unreadable" else contextlib.nullcontext():
+        code = main(["up", "--state-dir", str(tmp_path / "state")])
+    assert code == 1
+    line = _one_line_error(capsys.readouterr().err, "up")
+    assert str(credentials) in line, line
+    assert not (services / "services.json").exists(), "SeaweedFS was started"
+    assert not (services / "s3").exists() and not (services / "weed.log").exists()
+
+
+@pytest.mark.parametrize("existing", ["empty directory", "directory", "file"])
+def test_run_refuses_an_existing_output_dir_before_anything_runs(tmp_path, capsys, existing, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "report"
+    if existing == "file":
+        output.write_text("mine")
+    else:
+        output.mkdir()
+        if existing == "directory":
+            (output / "notes.txt").write_text("mine")
+    before = _snapshot(tmp_path, set())
+    code = main(
+        ["run", "--output-dir", str(output), "--state-dir", str(tmp_path / "state"), "--ignore-preflight"]
+    )
+    assert code == 1  # the autouse fixture fails the test if the pipeline starts
+    line = _one_line_error(capsys.readouterr().err, "run")
+    assert str(output) in line and "--output-dir" in line and "--overwrite" not in line, line
+    assert _snapshot(tmp_path, set()) == before and not (tmp_path / "state").exists()

@@ -355,3 +355,274 @@ def test_a_corrupted_mlflow_db_is_one_error_naming_the_file(tmp_path: Path) -> N
     ):
         LocalServices(state).start()
     assert LocalServices(state).status() == "stopped", "nothing was started"
+
+
+# -- issue 21, round 3: nothing killed by mistake, one start per state dir, private files ----------
+
+HOLD_IN_USE = textwrap.dedent("""
+    import sys
+    from vrft.pipelines.local.services import LocalServices
+    with LocalServices(sys.argv[1]).in_use():  # what a `vrft run` holds while it uses the services
+        print("held", flush=True)
+        sys.stdin.read()
+""")
+
+
+def test_a_watchdog_stops_only_the_services_it_registered(services: LocalServices, tmp_path: Path) -> None:
+    from vrft.pipelines.local.supervisor import _watchdog
+
+    state = state_dir_with_db(services, tmp_path)
+    first = up(state)
+    killed_run = first.identity()  # what a run's watchdog registered before the run was SIGKILLed
+    try:
+        assert down(state) is True
+        second = up(state)  # the next run's services, same state directory
+        now = second.identity()
+        assert now != killed_run
+        _watchdog([f"+services {killed_run[0]} {killed_run[1]!r} {state}\n".encode()])
+        assert process_alive(*now), "the watchdog of a dead run stopped the next run's services"
+        assert LocalServices(state).status() == "running" and LocalServices(state).identity() == now
+
+        _watchdog([f"+services {now[0]} {now[1]!r} {state}\n".encode()])  # its own registration
+        assert not process_alive(*now) and LocalServices(state).status() == "stopped"
+    finally:
+        down(state)
+
+
+def test_down_refuses_while_a_run_uses_the_services(
+    services: LocalServices, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vrft.cli import main
+
+    state = tmp_path / "vrft" / "services"  # the layout of `--state-dir tmp/vrft`
+    state.mkdir(parents=True)
+    shutil.copyfile(services.db_path, state / "mlflow.db")
+    local = up(state)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_IN_USE, str(state)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            ServicesError, match=f"a `vrft run` in progress \\(pid {holder.pid}\\).*not stopped"
+        ):
+            down(state)
+        capsys.readouterr()
+        assert main(["down", "--state-dir", str(state.parent)]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"vrft down: error: {state}: a `vrft run` in progress (pid {holder.pid})"), err
+        assert local.status() == "running", "down stopped services a run was using"
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+    assert down(state) is True, "once the run is over, down stops them"
+
+
+UP_ONCE = textwrap.dedent("""
+    import json, sys
+    from vrft.pipelines.local.services import up
+    services = up(sys.argv[1])
+    print(json.dumps({"pid": services.pid, "s3": services.s3_endpoint}), flush=True)
+""")
+
+
+def test_concurrent_ups_start_one_server_and_all_print_it(services: LocalServices, tmp_path: Path) -> None:
+    state = state_dir_with_db(services, tmp_path)
+    ups = [
+        subprocess.Popen(
+            [sys.executable, "-c", UP_ONCE, str(state)], stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
+        for _ in range(4)
+    ]
+    try:
+        answers = [json.loads(p.communicate(timeout=240)[0]) for p in ups]
+        assert all(p.returncode == 0 for p in ups)
+        assert len({json.dumps(a, sort_keys=True) for a in answers}) == 1, answers
+        pid = answers[0]["pid"]
+        assert LocalServices(state).pid == pid and port_is_open(int(answers[0]["s3"].rsplit(":", 1)[1]))
+        data_dir = str(state / "s3")
+        weeds = [
+            p.pid
+            for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "weed" and f"-dir={data_dir}" in (p.info["cmdline"] or [])
+        ]
+        assert weeds == [pid], f"SeaweedFS servers on {data_dir}: {weeds}"
+    finally:
+        down(state)
+
+
+def test_the_state_dir_and_every_file_in_it_are_private(services: LocalServices, service_env) -> None:
+    boto3.client("s3").put_object(Bucket=services.bucket, Key="modes/probe.txt", Body=b"x" * 4096)
+    # SeaweedFS gives its volume-info files (.vif) 0644 whatever the umask; they sit in the 0700 data
+    # directory, which no other user can enter.
+    wider = [
+        f"{path} {stat_mode:o}"
+        for path in [services.state_dir, *services.state_dir.rglob("*")]
+        if not path.is_symlink()
+        and (stat_mode := path.stat().st_mode & 0o777) & 0o077
+        and not (path.suffix == ".vif" and path.parent == services.state_dir / "s3")
+    ]
+    assert wider == [], "readable by other users: " + ", ".join(wider)
+    assert services.state_dir.stat().st_mode & 0o777 == 0o700
+    assert (services.state_dir / "s3").stat().st_mode & 0o777 == 0o700
+    assert (services.state_dir / "s3").is_dir() and services.db_path.is_file() and services.log_file.is_file()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"not an ini file at all\n", "not an AWS credentials file"),
+        (bytes(range(256)) * 4, "not UTF-8 text"),
+        (b"[default]\naws_access_key_id =\naws_secret_access_key =\n", "aws_access_key_id is empty"),
+        (b"[default]\naws_access_key_id = vrftkey\n", "aws_secret_access_key is missing"),
+        (b"[other]\naws_access_key_id = vrftkey\n", "aws_access_key_id is missing"),
+    ],
+    ids=["garbage", "random-bytes", "empty-values", "no-secret", "no-default-section"],
+)
+def test_bad_credentials_are_one_line_naming_the_file_and_start_nothing(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / CREDENTIALS_FILE).write_bytes(content)
+    with pytest.raises(
+        ServicesError, match=f"^{re.escape(str(state / CREDENTIALS_FILE))}: .*{expected}"
+    ) as err:
+        LocalServices(state).start()
+    assert "\n" not in str(err.value) and "REDACTED" not in str(err.value)
+    assert LocalServices(state).status() == "stopped" and not (state / STATE_FILE).exists()
+
+
+def test_the_log_tail_never_redacts_an_empty_or_one_character_secret(tmp_path: Path) -> None:
+    local = LocalServices(tmp_path)
+    local.log_file.write_text("volume server started\nerror: disk\n")
+    assert local._log_tail("") == "volume server started\nerror: disk"
+    assert local._log_tail("e") == "volume server started\nerror: disk"
+    assert local._log_tail("disk") == "volume server started\nerror: REDACTED"
+
+
+def test_a_deleted_s3_data_dir_gives_working_services_and_reruns_cached_stages(
+    services: LocalServices, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `rm -rf <state>/services/s3` the next start serves an empty bucket: a cached stage result
+    is not intact (its task runs again) and new artifacts and MLflow runs are written as before."""
+    from vrft.experiment import load_experiment
+    from vrft.io import MANIFEST_NAME, sha256_file, write_manifest
+    from vrft.pipelines.local.cache import StageCache
+    from vrft.pipelines.plan import build_plan
+
+    state = state_dir_with_db(services, tmp_path)
+    task = build_plan(load_experiment(REPO / "configs" / "default.yaml")).tasks[0]
+    cache = StageCache(tmp_path / "stage-cache", code="c")
+    local = tmp_path / "dataset"
+    local.mkdir()
+    (local / "rows.bin").write_bytes(b"rows" * 1000)
+    write_manifest(local, {})
+    try:
+        for round_ in ("before", "after"):
+            with LocalServices(state) as running:
+                for key, value in running.env().items():
+                    monkeypatch.setenv(key, value)
+                store = ArtifactStore.from_uri(running.env()[STORE_ROOT_ENV])
+                if round_ == "after":
+                    hit, why = cache.lookup(cache.key(task, {}))
+                    assert hit is None and "not intact" in why and "no manifest.json" in why, why
+                uri = store.upload_dir(local, f"runs/{round_}/dataset")
+                cache.record(
+                    cache.key(task, {}),
+                    task,
+                    round_,
+                    {"dataset": {"uri": uri, "manifest_sha256": sha256_file(local / MANIFEST_NAME)}},
+                )
+                assert cache.lookup(cache.key(task, {}))[0].run_id == round_
+                with Tracker().parent_run("deleted-s3", round_) as parent:
+                    Tracker().log_dict("config.json", {"round": round_})
+                assert parent
+            shutil.rmtree(state / "s3")
+    finally:
+        down(state)
+
+
+# Requests that write (or list) data on one SeaweedFS component or another: the master's file-id
+# assignment, volume growth and collection (bucket) deletion, the filer's and a volume server's
+# uploads and deletes, S3's unsigned put/delete/list.
+UNAUTHENTICATED_REQUESTS = [
+    ("GET", "/dir/assign"),
+    ("POST", "/dir/assign"),
+    ("GET", "/vol/grow?count=1"),
+    ("GET", "/col/delete?collection=vrft"),
+    ("PUT", "/buckets/vrft/intruder.txt"),
+    ("POST", "/buckets/vrft/intruder.txt"),
+    ("DELETE", "/buckets/vrft/probe/kept.txt"),
+    ("GET", "/buckets/vrft/"),
+    ("POST", "/1,01637037d6"),
+    ("DELETE", "/1,01637037d6"),
+    ("PUT", "/vrft/intruder.txt"),
+    ("DELETE", "/vrft/probe/kept.txt"),
+    ("GET", "/vrft?list-type=2"),
+]
+
+
+def _answer(port: int, method: str, path: str, tls: bool) -> int | str:
+    """The HTTP status a request without credentials gets (plain or TLS without a client certificate),
+    or the error that stopped it."""
+    import http.client
+    import ssl
+
+    try:
+        if tls:
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request(method, path, body=b"intruder" if method in ("PUT", "POST") else None)
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
+
+
+def _speaks_plaintext_grpc(port: int) -> bool:
+    """Whether ``port`` answers an HTTP/2 connection preface in the clear (a plaintext gRPC server does,
+    with a SETTINGS frame): then anyone could call it, e.g. to be assigned a file id with a write JWT."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        try:
+            frame = sock.recv(9)
+        except OSError:
+            return False
+    return len(frame) == 9 and frame[3] == 4
+
+
+def test_no_port_of_the_services_accepts_an_unauthenticated_request(
+    services: LocalServices, service_env: dict[str, str]
+) -> None:
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=services.bucket, Key="probe/kept.txt", Body=b"kept")
+    ports = services.ports
+    assert set(ports.values()) == {port for _, port in listening_sockets(services.pid)}, "a port not probed"
+    accepted = [
+        f"{name}:{port} {'https' if tls else 'http'} {method} {path} -> {status}"
+        for name, port in ports.items()
+        for tls in (False, True)
+        for method, path in UNAUTHENTICATED_REQUESTS
+        if isinstance(status := _answer(port, method, path, tls), int) and 200 <= status < 300
+    ]
+    assert accepted == [], "accepted without credentials:\n" + "\n".join(accepted)
+    grpc_in_clear = [f"{name}:{port}" for name, port in ports.items() if _speaks_plaintext_grpc(port)]
+    assert grpc_in_clear == [], f"plaintext gRPC (no client certificate needed): {grpc_in_clear}"
+    assert s3.get_object(Bucket=services.bucket, Key="probe/kept.txt")["Body"].read() == b"kept"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=services.bucket).get("Contents", [])]
+    assert not [k for k in keys if "intruder" in k], keys
+    assert (services.state_dir / "security.toml").stat().st_mode & 0o777 == 0o600

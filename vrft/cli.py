@@ -326,6 +326,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.output_dir:
         _check_outputs(args, _experiment(args), args.output_dir)
+        if Path(args.output_dir).exists() or Path(args.output_dir).is_symlink():
+            # Checked before the pipeline runs: the report is written there only at its end.
+            raise CommandError(
+                f"{args.output_dir}: already exists; --output-dir must name a new directory for the "
+                "report (remove it, or choose another)"
+            )
     _preflight(args)
     result = run_local(
         args.config, args.overrides, state_dir=args.state_dir, output_dir=args.output_dir, runner=args.runner

@@ -16,7 +16,9 @@ Everything the tasks print goes to the run's log file (``<state>/logs/<run>.log`
 gets one line per task (``[3/8] GRPO with verifiable rewards (RFT) (4 shots): running``) and its
 end. What happened to each task (ran, reused from which run, failed) is recorded in
 ``<state>/runs/<run>/tasks.json`` as the run goes; tasks find that file through
-``$VRFT_TASK_RECORD``.
+``$VRFT_TASK_RECORD``. Next to it, ``owner.json`` names the run's process: a later run closes the
+MLflow runs a killed run left RUNNING and removes its tasks' scratch directories (each task's
+``TMPDIR``, removed when the task ends).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -38,11 +42,18 @@ from vrft.experiment import ExperimentConfig, load_experiment
 from vrft.io import atomic_write_text
 from vrft.pipelines.local.cache import StageCache, code_identity, stage_cache_root
 from vrft.pipelines.local.errors import PipelineFailed
-from vrft.pipelines.local.services import LocalServices, ServicesError
+from vrft.pipelines.local.services import (
+    LocalServices,
+    ServicesError,
+    die_with_parent_preexec,
+    private_dir,
+    process_alive,
+    process_start_time,
+)
 from vrft.pipelines.local.supervisor import GRACE_SECONDS, Supervisor, terminate_groups
 from vrft.pipelines.local.task import ERROR_FILE, OUTPUTS_FILE, SPEC_FILE
 from vrft.pipelines.plan import Plan, build_plan
-from vrft.stage import RUN_ID_ENV
+from vrft.stage import RUN_ID_ENV, WORK_DIR_ENV
 from vrft.storage import ArtifactStore
 from vrft.tracking import Tracker
 
@@ -52,6 +63,13 @@ RUNNERS = ("subprocess", "docker")
 TASK_RECORD_ENV = "VRFT_TASK_RECORD"
 #: Where stages cache materialised models (tiny:// builds) between tasks and runs.
 MODEL_CACHE_ENV = "VRFT_CACHE_DIR"
+#: Which process a run is (pid and start time), in ``runs/<run>/``: a run whose process is gone was killed.
+OWNER_FILE = "owner.json"
+#: A task's scratch space (``$TMPDIR`` and the stage's work directory), removed when the task ends.
+TASK_WORK_DIR = "work"
+#: Below this much free space in the state directory a run is not started (SeaweedFS fails writes
+#: on a full disk with a line only in its log).
+MIN_FREE_BYTES = 1 << 30
 
 
 @dataclass
@@ -91,19 +109,30 @@ class TaskProcesses:
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
+        self.command = [sys.executable, "-m", "vrft.pipelines.local.task"]
 
     def identity(self) -> str:
         return code_identity()
 
     def run(self, spec_file: Path, env: dict[str, str], log: TextIO) -> int:
         log.flush()
+        work = spec_file.parent / TASK_WORK_DIR
+        private_dir(work)
+        die_with_parent = die_with_parent_preexec()
+
+        def preexec() -> None:
+            os.umask(0o077)  # what a task writes locally (the model cache, scratch files) is private
+            if die_with_parent is not None:  # the run and its watchdog both SIGKILLed: stop anyway
+                die_with_parent()
+
         process = subprocess.Popen(
-            [sys.executable, "-m", "vrft.pipelines.local.task", str(spec_file)],
+            [*self.command, str(spec_file)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env={**env, "TMPDIR": str(work), WORK_DIR_ENV: str(work)},
             start_new_session=True,
+            preexec_fn=preexec,
         )
         self.supervisor.watch_group(process.pid)
         try:
@@ -114,6 +143,7 @@ class TaskProcesses:
             terminate_groups([process.pid], grace=0)  # what the task left in its group
             process.wait()
             self.supervisor.forget_group(process.pid)
+            shutil.rmtree(work, ignore_errors=True)  # a SIGKILLed stage cannot remove its own
 
 
 def new_run_id() -> str:
@@ -170,6 +200,9 @@ def run_plan(
         record.seconds = round(time.monotonic() - started, 1)
         if code != 0 or not (task_dir / OUTPUTS_FILE).is_file():
             reason = _read_error(task_dir) or f"exit status {code}"
+            cause = storage_cause(state_dir, reason)
+            if cause:
+                reason = f"{reason.rstrip('.')}; {cause}"
             record.status, record.note = "failed", reason
             _write_records(record_file, run_id, records)
             _say(console, log, f"{where}: failed after {record.seconds:.0f} s")
@@ -181,6 +214,81 @@ def run_plan(
         _write_records(record_file, run_id, records)
         _say(console, log, f"{where}: done in {record.seconds:.0f} s")
     return records
+
+
+# What SeaweedFS logs when the disk under its data directory is full.
+_DISK_FULL = re.compile(
+    r"no space left|disk (is )?full|not enough (free )?space|no (more )?(free|writable) volume|"
+    r"no free space|insufficient (disk|storage)",
+    re.IGNORECASE,
+)
+
+
+def check_free_space(state_dir: Path, minimum: int = MIN_FREE_BYTES) -> None:
+    """Refuse to start a run on a (nearly) full disk: every stage would fail with an S3 error."""
+    free = shutil.disk_usage(state_dir).free
+    if free < minimum:
+        raise ServicesError(
+            f"{state_dir}: only {free / 2**20:.0f} MiB free on its disk (a run needs at least "
+            f"{minimum / 2**20:.0f} MiB for artifacts and the MLflow store); free some space or pass "
+            "another --state-dir"
+        )
+
+
+# A task's error that came from the S3 server (boto3/botocore's words).
+_S3_ERROR = re.compile(
+    r"ClientError|BotoCoreError|EndpointConnectionError|S3UploadFailedError|InternalError|SlowDown"
+)
+# SeaweedFS's (glog) error lines: "E1204 23:10:01.123456 ...".
+_WEED_ERROR_LINE = re.compile(r"^E\d{4} ")
+
+
+def storage_cause(state_dir: Path, reason: str = "") -> str:
+    """Why a task's S3 writes may have failed, in a few words: a full disk (free space of the
+    state directory, SeaweedFS's last complaint about it in ``weed.log``), or for an S3 error
+    (``reason``) SeaweedFS's last error line; "" when nothing says so."""
+    causes = []
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(state_dir).free
+        if free < MIN_FREE_BYTES:
+            causes.append(f"the disk of {state_dir} has only {free / 2**20:.0f} MiB free")
+    log_file = state_dir / "services" / "weed.log"
+    with contextlib.suppress(OSError):
+        with open(log_file, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * 1024))
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
+        complaint = next((line.strip() for line in reversed(lines) if _DISK_FULL.search(line)), "")
+        if not complaint and _S3_ERROR.search(reason):
+            complaint = next((line.strip() for line in reversed(lines) if _WEED_ERROR_LINE.match(line)), "")
+        if complaint:
+            causes.append(f"SeaweedFS ({log_file}): {complaint[:300]}")
+    return "; ".join(causes)
+
+
+def end_abandoned_runs(state_dir: Path, tracker: Tracker, current_run: str) -> list[str]:
+    """Close what killed runs left behind: MLflow runs still RUNNING (stage runs KILLED, parent runs
+    FAILED) and the scratch directories of their tasks. A run is abandoned when the process named by
+    its ``owner.json`` is gone (or it has none, from before owner files)."""
+    runs_dir = state_dir / "runs"
+
+    def abandoned(run_id: str) -> bool:
+        if run_id == current_run:
+            return False
+        try:
+            owner = json.loads((runs_dir / run_id / OWNER_FILE).read_text(encoding="utf-8"))
+            return not process_alive(int(owner["pid"]), owner.get("start_time"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return True
+
+    if runs_dir.is_dir():
+        for run_dir in runs_dir.iterdir():
+            if run_dir.is_dir() and abandoned(run_dir.name):
+                for work in run_dir.glob(f"tasks/*/{TASK_WORK_DIR}"):
+                    shutil.rmtree(work, ignore_errors=True)
+    return tracker.end_abandoned_runs(
+        lambda run_id: (runs_dir / run_id).is_dir() and abandoned(run_id),
+        "the pipeline run was killed (its process is gone); closed by a later run",
+    )
 
 
 def _say(console: TextIO, log: TextIO, line: str) -> None:
@@ -237,7 +345,26 @@ def run_local(
         require_engine_and_image(cpu_image(config))
     plan = build_plan(config)
     state_dir = Path(state_dir).resolve()
+    # Logs, task directories, the model cache and the stage cache are private (0700). The state
+    # directory itself is made 0700 only when created here: `--state-dir` may name a shared one.
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for part in ("logs", "runs", "cache", "stage-cache"):
+        private_dir(state_dir / part)
+    check_free_space(state_dir)
     services = LocalServices(state_dir / "services")
+    with services.in_use():  # `vrft down` refuses while this run uses the services
+        return _run_with_services(config, plan, services, state_dir, output_dir, runner, started)
+
+
+def _run_with_services(
+    config: ExperimentConfig,
+    plan: Plan,
+    services: LocalServices,
+    state_dir: Path,
+    output_dir: str | Path | None,
+    runner: str,
+    started: float,
+) -> LocalRunResult:
     status = services.status()
     owner = services.owner_pid() if status == "running" else None
     if owner is not None and owner != os.getpid():
@@ -249,14 +376,24 @@ def run_local(
     log_file = state_dir / "logs" / f"{run_id}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     record_file = state_dir / "runs" / run_id / "tasks.json"
+    record_file.parent.mkdir(parents=True, exist_ok=True)
+    me = os.getpid()
+    atomic_write_text(
+        record_file.parent / OWNER_FILE, json.dumps({"pid": me, "start_time": process_start_time(me)}) + "\n"
+    )
     console = sys.__stdout__ or sys.stdout
     with Supervisor() as supervisor, open(log_file, "a", encoding="utf-8") as log:
+        identity = None
         if status != "running":  # stopped, stale, or orphaned by a killed run (stopped first)
             services.start(tied=True)
-            supervisor.watch_services(services.state_dir)
+            identity = services.identity()
+            supervisor.watch_services(services.state_dir, *identity)
         print(f"run {run_id}: services up; {len(plan)} tasks; full log in {log_file}", flush=True)
         try:
             with _environment(services.env()):
+                ended = end_abandoned_runs(state_dir, Tracker(config.pipeline.tracking_uri or None), run_id)
+                if ended:
+                    _say(console, log, f"closed {len(ended)} MLflow runs left RUNNING by killed runs")
                 records, parent_id = _run_tracked(
                     config, plan, run_id, state_dir, runner, supervisor, log, console
                 )
@@ -275,7 +412,8 @@ def run_local(
             supervisor.terminate_groups()
             if services.owned_by_this_process():
                 services.stop()
-                supervisor.forget_services(services.state_dir)
+                if identity is not None:
+                    supervisor.forget_services(services.state_dir, *identity)
     return LocalRunResult(
         run_id=run_id,
         report_dir=report_dir,

@@ -22,12 +22,24 @@ State directory layout::
     mlflow.db          MLflow backend store
     weed.log           SeaweedFS output
     run/               SeaweedFS local sockets
+    lock               held while the services are started or stopped (one `up` starts them)
+    in-use.lock        held (shared) by every `vrft run` using them: `down` refuses while it is
+
+The directory is 0700 and everything in it 0600/0700 (SeaweedFS runs with umask 077).
+
+Loopback is shared by every user of the machine, so no port the services open accepts an
+unauthenticated request that writes (or reads) data: the S3 port needs requests signed with the
+credentials; the gRPC ports of every component and the master's HTTP port (which hands out file
+ids, grows and deletes volumes) take only mutual TLS with a private CA made at each start (in
+``run/tls``, its key never written); the volume and filer HTTP ports need JWTs signed with keys
+generated at each start (``security.toml``, 0600, read by SeaweedFS from its working directory).
 """
 
 from __future__ import annotations
 
 import configparser
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -40,8 +52,9 @@ import stat
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -56,6 +69,8 @@ LOOPBACK = "127.0.0.1"
 DEFAULT_BUCKET = "vrft"
 STATE_FILE = "services.json"
 CREDENTIALS_FILE = "aws-credentials"
+LOCK_FILE = "lock"
+IN_USE_FILE = "in-use.lock"
 # weed mini components with an HTTP and a gRPC port each. The admin worker dials the admin gRPC
 # port as HTTP port + 10000 whatever -admin.port.grpc says, so every pair is (p, p + 10000).
 _COMPONENTS = ("master", "volume", "filer", "s3", "admin")
@@ -186,6 +201,216 @@ def die_with_parent_preexec(sig: int = signal.SIGTERM) -> Callable[[], None] | N
     return preexec
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` created if missing and made 0700 (its files hold credentials, runs and data); a
+    shared directory (sticky, like /tmp, or another user's) is left as it is."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_mode & 0o077 and not info.st_mode & stat.S_ISVTX and info.st_uid == os.geteuid():
+        path.chmod(0o700)
+    return path
+
+
+SECURITY_FILE = "security.toml"
+# SeaweedFS's gRPC TLS sections: every server and the client side of every component.
+_GRPC_TLS_SECTIONS = (
+    "master",
+    "volume",
+    "filer",
+    "s3",
+    "admin",
+    "worker",
+    "msg_broker",
+    "msg_agent",
+    "mq",
+    "client",
+)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A fresh private CA and one certificate for every SeaweedFS component (server and client,
+    127.0.0.1/localhost): (ca.pem, cert.pem, key.pem). The CA's key is never written, so nobody
+    can issue another certificate it trusts."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    valid = {
+        "not_valid_before": now - datetime.timedelta(minutes=5),
+        "not_valid_after": now + datetime.timedelta(days=3650),
+    }
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vrft local services CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid["not_valid_before"])
+        .not_valid_after(valid["not_valid_after"])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vrft-seaweedfs")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid["not_valid_before"])
+        .not_valid_after(valid["not_valid_after"])
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    private_dir(directory)
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    _write_private(paths[0], ca.public_bytes(serialization.Encoding.PEM))
+    _write_private(paths[1], cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(
+        paths[2],
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    return paths
+
+
+def _security_config(ca: Path, cert: Path, key: Path) -> str:
+    """SeaweedFS's ``security.toml``: JWT keys for the volume and filer HTTP ports (reads and
+    writes), mutual TLS for every gRPC port and the master's HTTP port, no directory listings."""
+    lines = []
+    for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"):
+        lines += [f"[{section}]", f'key = "{secrets.token_urlsafe(32)}"', "expires_after_seconds = 60"]
+    lines += ["[access]", "ui = false", "[filer.expose_directory_metadata]", "enabled = false"]
+    lines += ["[grpc]", f'ca = "{ca}"']
+    for section in _GRPC_TLS_SECTIONS:
+        lines += [f"[grpc.{section}]", f'cert = "{cert}"', f'key = "{key}"']
+    lines += ["[https.master]", f'cert = "{cert}"', f'key = "{key}"', f'ca = "{ca}"']
+    return "\n".join(lines) + "\n"
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty if missing, and make it 0600."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+
+
+# flock() locks belong to an open file: a second open() of the same lock in this process would wait
+# for itself. Held locks are counted per path, so nested start/stop calls share one.
+_held: dict[Path, list[int]] = {}
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def _flock(path: Path, operation: int, *, timeout: float, busy: Callable[[], str]) -> Iterator[None]:
+    """Hold ``flock(operation)`` on ``path`` (created 0600) for the block; raise
+    :class:`ServicesError` with ``busy()`` if it is not granted within ``timeout`` seconds."""
+    key = path.resolve()
+    with _held_guard:
+        if operation == fcntl.LOCK_EX and key in _held:
+            _held[key][1] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[key][1] -= 1
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, operation | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ServicesError(busy()) from None
+                time.sleep(0.1)
+        if operation == fcntl.LOCK_EX:
+            with _held_guard:
+                _held[key] = [fd, 1]
+        try:
+            yield
+        finally:
+            if operation == fcntl.LOCK_EX:
+                with _held_guard:
+                    _held.pop(key, None)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def lock_holders(path: Path) -> list[int]:
+    """The processes holding a ``flock`` on ``path`` (Linux's /proc/locks), sorted."""
+    try:
+        inode = path.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    pids: set[int] = set()
+    for line in lines:
+        fields = line.split()
+        if "FLOCK" in fields and len(fields) >= 6:
+            offset = fields.index("FLOCK")
+            with contextlib.suppress(ValueError, IndexError):
+                pid, where = int(fields[offset + 3]), fields[offset + 4]
+                if int(where.rsplit(":", 1)[1]) == inode and pid != os.getpid():
+                    pids.add(pid)
+    return sorted(pids)
+
+
+def read_credentials(path: Path) -> tuple[str, str]:
+    """(access key, secret key) from an AWS shared-credentials file; one line naming the file when it
+    is not one (garbage, random bytes, empty values)."""
+    fix = "delete it and the next start writes new credentials"
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except UnicodeDecodeError:
+        raise ServicesError(f"{path}: not UTF-8 text (an AWS credentials file was expected); {fix}") from None
+    except configparser.Error as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ServicesError(f"{path}: not an AWS credentials file ({first}); {fix}") from None
+    except OSError as exc:
+        raise ServicesError(f"{path}: cannot read the credentials ({exc.strerror or exc})") from None
+    section = parser["default"] if parser.has_section("default") else {}
+    values = []
+    for field in ("aws_access_key_id", "aws_secret_access_key"):
+        value = section.get(field, "").strip()
+        if not value:
+            missing = "empty" if field in section else "missing"
+            raise ServicesError(f"{path}: [default] {field} is {missing}; {fix}")
+        values.append(value)
+    return values[0], values[1]
+
+
 class LocalServices:
     """SeaweedFS S3 + a sqlite MLflow store under ``state_dir``; see the module docstring.
 
@@ -217,6 +442,35 @@ class LocalServices:
     @property
     def log_file(self) -> Path:
         return self.state_dir / "weed.log"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / LOCK_FILE
+
+    @property
+    def in_use_file(self) -> Path:
+        return self.state_dir / IN_USE_FILE
+
+    # Locks -------------------------------------------------------------------------------------
+    def lifecycle_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held while the services are started or stopped: of concurrent ``up``s one starts them and
+        the others then find them running; ``down`` waits for a start in progress."""
+        private_dir(self.state_dir)
+        wait = self.start_timeout * _START_ATTEMPTS + 30
+
+        def busy() -> str:
+            holders = ", ".join(map(str, lock_holders(self.lock_file))) or "?"
+            return (
+                f"{self.state_dir}: another vrft process (pid {holders}) has been starting or stopping "
+                f"the local services for {wait:.0f} s; try again when it is done"
+            )
+
+        return _flock(self.lock_file, fcntl.LOCK_EX, timeout=wait, busy=busy)
+
+    def in_use(self) -> contextlib.AbstractContextManager[None]:
+        """Held (shared) by a ``vrft run`` for as long as it uses the services: ``down`` refuses then."""
+        private_dir(self.state_dir)
+        return _flock(self.in_use_file, fcntl.LOCK_SH, timeout=60, busy=lambda: f"{self.in_use_file}: busy")
 
     @property
     def tracking_uri(self) -> str:
@@ -270,7 +524,7 @@ class LocalServices:
         state = self.read_state()
         if state:
             state.pop("owner", None)
-            atomic_write_text(self.state_file, dumps_deterministic(state))
+            self._write_state(state)
 
     def _running_state(self) -> dict[str, Any]:
         state = self.read_state()
@@ -316,14 +570,7 @@ class LocalServices:
                 tmp.unlink()
         if path.stat().st_mode & 0o077:
             path.chmod(0o600)
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.read(path, encoding="utf-8")
-        try:
-            return parser["default"]["aws_access_key_id"], parser["default"]["aws_secret_access_key"]
-        except KeyError:
-            raise ServicesError(
-                f"{path}: expected a [default] section with aws_access_key_id and aws_secret_access_key"
-            ) from None
+        return read_credentials(path)
 
     # Start / stop ------------------------------------------------------------------------------
     def start(self, *, tied: bool = False) -> LocalServices:
@@ -337,6 +584,10 @@ class LocalServices:
         orphaned one (its owner died) is stopped and a stale state file removed first. On any
         failure everything started here is stopped again.
         """
+        with self.lifecycle_lock():
+            return self._start(tied=tied)
+
+    def _start(self, *, tied: bool) -> LocalServices:
         status = self.status()
         if status == "running":
             raise ServicesError(
@@ -345,7 +596,7 @@ class LocalServices:
             )
         if status in ("orphaned", "stale"):
             self.stop()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
         self._check_mlflow_store()
         access_key, secret_key = self.credentials()
         attempt = 0
@@ -363,8 +614,7 @@ class LocalServices:
 
     def _spawn_weed(self, access_key: str, secret_key: str, *, tied: bool) -> str:
         """Start ``weed mini`` on fresh loopback ports, record it in the state file; return the S3 endpoint."""
-        run_dir = self.state_dir / "run"
-        run_dir.mkdir(exist_ok=True)
+        run_dir = private_dir(self.state_dir / "run")
         if len(str(run_dir / "filer.sock")) > _MAX_SOCKET_PATH:
             raise ServicesError(
                 f"{self.state_dir}: path too long for SeaweedFS's unix sockets; use a shorter state directory"
@@ -387,10 +637,20 @@ class LocalServices:
         ]
         for name, port in ports.items():
             args += [f"-{name}.port={port}", f"-{name}.port.grpc={port + _GRPC_OFFSET}"]
-        (self.state_dir / "s3").mkdir(exist_ok=True)
+        private_dir(self.state_dir / "s3")
+        # Fresh keys and certificates at every start; weed reads security.toml from its working directory.
+        _write_private(self.state_dir / SECURITY_FILE, _security_config(*_make_tls(run_dir / "tls")).encode())
         # The credentials reach weed through its environment only: never on a command line (ps).
         env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
         parent = os.getpid()
+        _private_file(self.log_file)
+        die_with_parent = die_with_parent_preexec() if tied else None
+
+        def preexec() -> None:
+            os.umask(0o077)  # volume files, indexes and the filer's store: 0600, directories 0700
+            if die_with_parent is not None:
+                die_with_parent()
+
         with open(self.log_file, "wb") as log:
             self._process = subprocess.Popen(
                 args,
@@ -400,29 +660,30 @@ class LocalServices:
                 env=env,
                 cwd=self.state_dir,
                 start_new_session=True,
-                preexec_fn=die_with_parent_preexec() if tied else None,
+                preexec_fn=preexec,
             )
         owner = {"pid": parent, "start_time": process_start_time(parent)} if tied else None
         all_ports = {**ports, **{f"{name}.grpc": port + _GRPC_OFFSET for name, port in ports.items()}}
         endpoint = f"http://{LOOPBACK}:{ports['s3']}"
         # Written before waiting, so that `vrft down` can stop a server whose start was interrupted.
-        atomic_write_text(
-            self.state_file,
-            dumps_deterministic(
-                {
-                    "pid": self._process.pid,
-                    "start_time": process_start_time(self._process.pid),
-                    "ports": all_ports,
-                    "s3_endpoint": endpoint,
-                    "bucket": self.bucket,
-                    "tracking_uri": self.tracking_uri,
-                    "weed": args[0],
-                    "started_at": time.time(),
-                    **({"owner": owner} if owner else {}),
-                }
-            ),
+        self._write_state(
+            {
+                "pid": self._process.pid,
+                "start_time": process_start_time(self._process.pid),
+                "ports": all_ports,
+                "s3_endpoint": endpoint,
+                "bucket": self.bucket,
+                "tracking_uri": self.tracking_uri,
+                "weed": args[0],
+                "started_at": time.time(),
+                **({"owner": owner} if owner else {}),
+            }
         )
         return endpoint
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        atomic_write_text(self.state_file, dumps_deterministic(state))
+        self.state_file.chmod(0o600)  # no secrets in it, but nothing in the state directory is shared
 
     def _check_mlflow_store(self) -> None:
         """Refuse a damaged ``mlflow.db`` in one line naming it (MLflow itself answers with pages
@@ -439,6 +700,7 @@ class LocalServices:
 
         from vrft.tracking import TrackingStoreError
 
+        _private_file(self.db_path)  # sqlite gives its journal files the database's mode
         try:
             SqlAlchemyStore(self.tracking_uri, self.mlflow_artifact_root).engine.dispose()
         except Exception as exc:  # sqlalchemy/alembic errors: one line naming the file instead
@@ -496,7 +758,9 @@ class LocalServices:
             text = self.log_file.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return "(no log)"
-        return "\n".join(text.replace(secret_key, "REDACTED").splitlines()[-lines:])
+        if len(secret_key) >= 2:  # replacing "" would put REDACTED between every character
+            text = text.replace(secret_key, "REDACTED")
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop the services of this state directory (started here or by another process).
@@ -505,27 +769,55 @@ class LocalServices:
         file and sockets are removed. Returns whether a running process was stopped; a stale state
         file is only removed with the sockets its server left (its pid is never signalled).
         """
-        state = self.read_state()
-        stopped = False
-        alive = bool(state) and process_alive(state["pid"], state.get("start_time"))
-        if state and not alive:  # a server that died (or was killed) without cleaning up
-            ports = state.get("ports", {})
-            _remove_weed_sockets(p for p in ports.values() if isinstance(p, int) and not port_is_open(p))
-        if alive:
-            pid = state["pid"]
+        with self.lifecycle_lock():
+            state = self.read_state()
+            stopped = False
+            alive = bool(state) and process_alive(state["pid"], state.get("start_time"))
+            if state and not alive:  # a server that died (or was killed) without cleaning up
+                ports = state.get("ports", {})
+                _remove_weed_sockets(p for p in ports.values() if isinstance(p, int) and not port_is_open(p))
+            if alive:
+                self._stop_process(state["pid"], timeout)
+                stopped = True
+                _remove_weed_sockets(state.get("ports", {}).values())
+            self._process = None
+            self.state_file.unlink(missing_ok=True)
+            shutil.rmtree(self.state_dir / "run", ignore_errors=True)
+            (self.state_dir / SECURITY_FILE).unlink(missing_ok=True)
+            return stopped
+
+    def identity(self) -> tuple[int, float | None]:
+        """(pid, start time) of the running SeaweedFS: what :meth:`stop_instance` stops later."""
+        state = self._running_state()
+        return state["pid"], state.get("start_time")
+
+    def stop_instance(self, pid: int, start_time: float | None, timeout: float = 15.0) -> bool:
+        """Stop the SeaweedFS process ``pid`` started at ``start_time`` (a watchdog's registration),
+        never whatever the state file names now: a later run's services are not touched. Its state
+        file and sockets are removed only if they are still its own. Returns whether it ran."""
+        with self.lifecycle_lock():
+            if start_time is None or not process_alive(pid, start_time):
+                alive = False
+            else:
+                self._stop_process(pid, timeout)
+                alive = True
+            state = self.read_state()
+            if state and state.get("pid") == pid and state.get("start_time") == start_time:
+                _remove_weed_sockets(p for p in state.get("ports", {}).values() if isinstance(p, int))
+                self.state_file.unlink(missing_ok=True)
+                shutil.rmtree(self.state_dir / "run", ignore_errors=True)
+                (self.state_dir / SECURITY_FILE).unlink(missing_ok=True)
+            return alive
+
+    def _stop_process(self, pid: int, timeout: float) -> None:
+        """SIGTERM to SeaweedFS's process group, SIGKILL after ``timeout`` seconds."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        if not self._wait_for_exit(pid, timeout):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            if not self._wait_for_exit(pid, timeout):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                if not self._wait_for_exit(pid, 5.0):
-                    raise ServicesError(f"SeaweedFS (pid {pid}) did not exit after SIGKILL")
-            stopped = True
-            _remove_weed_sockets(state.get("ports", {}).values())
-        self._process = None
-        self.state_file.unlink(missing_ok=True)
-        shutil.rmtree(self.state_dir / "run", ignore_errors=True)
-        return stopped
+                os.killpg(pid, signal.SIGKILL)
+            if not self._wait_for_exit(pid, 5.0):
+                raise ServicesError(f"SeaweedFS (pid {pid}) did not exit after SIGKILL")
 
     def _wait_for_exit(self, pid: int, timeout: float) -> bool:
         if self._process is not None and self._process.pid == pid:
@@ -619,22 +911,43 @@ def up(state_dir: str | Path, **kwargs: Any) -> LocalServices:
     services that belong to a run still in progress are refused: they stop when it ends.
     """
     services = LocalServices(state_dir, **kwargs)
-    status = services.status()
-    if status == "orphaned":
-        services.disown()
-        return services
-    if status == "running":
-        owner = services.owner_pid()
-        if owner is not None and owner != os.getpid():
-            raise ServicesError(
-                f"{services.state_dir}: the local services belong to a `vrft run` in progress "
-                f"(pid {owner}) and stop when it ends; run `vrft up` after it"
-            )
-        return services
-    return services.start()
+    with services.lifecycle_lock():  # concurrent `up`s: one starts them, the others find them running
+        status = services.status()
+        if status == "orphaned":
+            services.disown()
+            return services
+        if status == "running":
+            owner = services.owner_pid()
+            if owner is not None and owner != os.getpid():
+                raise ServicesError(
+                    f"{services.state_dir}: the local services belong to a `vrft run` in progress "
+                    f"(pid {owner}) and stop when it ends; run `vrft up` after it"
+                )
+            return services
+        return services.start()
 
 
 def down(state_dir: str | Path) -> bool:
     """Stop the services of ``state_dir`` (started by any process); clears stale state. Returns
-    whether something was running."""
-    return LocalServices(state_dir).stop()
+    whether something was running. Refused while a ``vrft run`` uses them: stopping them would
+    fail it."""
+    services = LocalServices(state_dir)
+    if not services.state_dir.is_dir():
+        return False
+    with services.lifecycle_lock():
+        owner = services.owner_pid()
+        if services.status() == "running" and owner is not None and owner != os.getpid():
+            raise ServicesError(
+                f"{services.state_dir}: the local services belong to a `vrft run` in progress "
+                f"(pid {owner}) and stop when it ends; not stopped"
+            )
+
+        def busy() -> str:
+            pids = ", ".join(map(str, lock_holders(services.in_use_file))) or "?"
+            return (
+                f"{services.state_dir}: a `vrft run` in progress (pid {pids}) uses the local services; "
+                "not stopped (run `vrft down` after it)"
+            )
+
+        with _flock(services.in_use_file, fcntl.LOCK_EX, timeout=0, busy=busy):
+            return services.stop()

@@ -16,7 +16,10 @@ survives the run:
   (:func:`vrft.pipelines.local.services.die_with_parent_preexec`).
 
 The protocol on the pipe is one line per change: ``+group PGID``, ``-group PGID``,
-``+container ID``, ``-container ID``, ``+services STATE_DIR``, ``-services STATE_DIR``.
+``+container ID``, ``-container ID``, ``+services PID START_TIME STATE_DIR``,
+``-services PID START_TIME STATE_DIR``. Services are registered by identity (the SeaweedFS process's
+pid and start time): a watchdog outliving its run stops that process only, never the services a
+later run started in the same state directory.
 """
 
 from __future__ import annotations
@@ -152,11 +155,11 @@ class Supervisor:
     def forget_container(self, container_id: str) -> None:
         self._send(f"-container {container_id}")
 
-    def watch_services(self, state_dir: str | Path) -> None:
-        self._send(f"+services {Path(state_dir).resolve()}")
+    def watch_services(self, state_dir: str | Path, pid: int, start_time: float | None) -> None:
+        self._send(f"+services {_services_entry(state_dir, pid, start_time)}")
 
-    def forget_services(self, state_dir: str | Path) -> None:
-        self._send(f"-services {Path(state_dir).resolve()}")
+    def forget_services(self, state_dir: str | Path, pid: int, start_time: float | None) -> None:
+        self._send(f"-services {_services_entry(state_dir, pid, start_time)}")
 
     def terminate_groups(self, grace: float = GRACE_SECONDS) -> None:
         groups = self.groups
@@ -164,6 +167,18 @@ class Supervisor:
             terminate_groups(groups, grace)
         for pgid in groups:
             self.forget_group(pgid)
+
+
+def _services_entry(state_dir: str | Path, pid: int, start_time: float | None) -> str:
+    return f"{int(pid)} {start_time!r} {Path(state_dir).resolve()}"
+
+
+def _stop_services(entry: str) -> None:
+    """Stop the SeaweedFS process an entry names, if it is still that process."""
+    from vrft.pipelines.local.services import LocalServices
+
+    pid, start_time, state_dir = entry.split(" ", 2)
+    LocalServices(state_dir).stop_instance(int(pid), None if start_time == "None" else float(start_time))
 
 
 def _watchdog(stream: Iterable[bytes]) -> None:
@@ -189,12 +204,9 @@ def _watchdog(stream: Iterable[bytes]) -> None:
         terminate_groups(groups)
     with contextlib.suppress(Exception):  # nobody is left to report to
         remove_containers(containers)
-    if services:
-        from vrft.pipelines.local.services import LocalServices
-
-        for state_dir in services:
-            with contextlib.suppress(Exception):
-                LocalServices(state_dir).stop()
+    for entry in services:
+        with contextlib.suppress(Exception):
+            _stop_services(entry)
 
 
 if __name__ == "__main__":

@@ -142,7 +142,29 @@ def test_no_secret_in_mlflow_store_or_logs(state):
         assert secret not in json.dumps([run.data.params, run.data.tags, list(run.data.metrics)])
 
 
+def test_what_the_run_keeps_locally_is_private(state):
+    """Logs, task directories, the model/dataset cache, the stage cache and the services are 0700
+    directories, so nothing in them is another user's to read; the model/dataset cache and the
+    services' files are 0600/0700 themselves (SeaweedFS's own .vif files excepted: see test_services)."""
+    for part in ("logs", "runs", "cache", "stage-cache", "services"):
+        assert (state.dir / part).stat().st_mode & 0o777 == 0o700, part
+    wider = [
+        f"{path} {mode:o}"
+        for part in ("cache", "services")
+        for path in (state.dir / part).rglob("*")
+        if not path.is_symlink() and (mode := path.stat().st_mode & 0o777) & 0o077 and path.suffix != ".vif"
+    ]
+    assert wider == [], wider
+    assert list(state.dir.glob("runs/*/tasks/*/work")) == [], "a task's scratch directory was left"
+
+
 def test_second_run_reuses_cached_stages_and_reruns_collect_and_report(state):
+    # One flipped byte in the first run's report object does not stop later runs: the report is
+    # never reused, each run writes its own.
+    report_key = next(k for k in keys(state, f"runs/{state.result.run_id}/") if k.endswith("/report.md"))
+    body = bytearray(state.s3.get_object(Bucket="vrft", Key=report_key)["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    state.s3.put_object(Bucket="vrft", Key=report_key, Body=bytes(body))
     again = run_local(DEFAULT, SWEEP, state_dir=state.dir, output_dir=state.dir / "again")
     log = again.log_file.read_text()
     assert log.count(f"reused from run {state.result.run_id}") == 12, log[-3000:]  # 2 x 6 stages

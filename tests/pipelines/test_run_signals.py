@@ -57,7 +57,9 @@ def wait_until(condition, timeout: float, poll: float = 0.2) -> bool:
 
 
 def start_run(state_dir: Path, mark: str, out: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, MARK: mark}
+    # A temp dir of the run's own: what it leaves there (kfp's ephemeral_component.py dirs) is its own.
+    (state_dir / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, MARK: mark, "TMPDIR": str(state_dir / "tmp")}
     for key in ("MLFLOW_TRACKING_URI", "VRFT_ARTIFACT_ROOT", "AWS_ENDPOINT_URL", "VRFT_MLFLOW_PARENT_RUN_ID"):
         env.pop(key, None)
     return subprocess.Popen(
@@ -145,3 +147,17 @@ def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(
     assert "GRPO with verifiable rewards (RFT) (4 shots): running" in output
     assert wait_until(lambda: not marked_processes(mark), 60)
     assert not (state_dir / "services" / "services.json").exists()
+
+    # What the killed runs left is closed or removed by the final one: no MLflow run stays RUNNING
+    # (the SIGKILLed pipeline's parent run is FAILED), no task scratch directory is left, and no
+    # kfp temp dir (ephemeral_component.py) was made at all.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{state_dir / 'services' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    assert [(r.info.run_name, r.info.status) for r in runs if r.info.status == "RUNNING"] == []
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.data.tags.get("run_id")]
+    closed = [r for r in parents if "closed by a later run" in r.data.tags.get("error", "")]
+    assert [r.info.status for r in closed] == ["FAILED"], [(r.info.run_name, r.info.status) for r in parents]
+    assert list(state_dir.glob("runs/*/tasks/*/work")) == []
+    assert list((state_dir / "tmp").rglob("ephemeral_component.py")) == []

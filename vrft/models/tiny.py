@@ -293,7 +293,10 @@ def build_tiny_model(
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        staging.chmod(0o755)  # mkdtemp makes it private; the model directory should not be
+        # mkdtemp makes it private; the model directory gets what the umask allows (private in `vrft run`).
+        umask = os.umask(0o022)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
         model.save_pretrained(staging, safe_serialization=True)
         processor.save_pretrained(staging)
         if output.exists():

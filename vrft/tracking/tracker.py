@@ -19,14 +19,14 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from vrft.config import flatten, to_dict
 from vrft.tracking.redaction import env_secrets, redact, redact_text, scrub, secrets_in
 from vrft.tracking.store import check_sqlite_store, sqlite_store_path
-from vrft.tracking.tags import ARTIFACT_TAG_PREFIX, TAG_ERROR, TAG_STAGE
+from vrft.tracking.tags import ARTIFACT_TAG_PREFIX, TAG_ERROR, TAG_RUN_ID, TAG_STAGE
 
 PARENT_RUN_ENV = "VRFT_MLFLOW_PARENT_RUN_ID"
 # Where new experiments keep their artifacts (e.g. s3://vrft/mlflow); unset: MLflow's default.
@@ -119,7 +119,9 @@ class Tracker:
 
     def store_identity(self) -> str:
         """Which MLflow store this is: its URI and the creation time of its Default experiment
-        (a deleted and recreated sqlite file is another store). ``"untracked"`` when disabled."""
+        (a deleted and recreated sqlite file is another store). A sqlite file is the same store
+        wherever it is (a moved state directory keeps its stage cache): its path does not count.
+        ``"untracked"`` when disabled."""
         if not self.enabled:
             return "untracked"
         from mlflow.exceptions import MlflowException
@@ -128,7 +130,8 @@ class Tracker:
             created = self._client().get_experiment("0").creation_time
         except MlflowException:
             created = None
-        return hashlib.sha256(f"{self.tracking_uri}\0{created}".encode()).hexdigest()[:16]
+        where = "sqlite" if sqlite_store_path(self.tracking_uri or "") is not None else self.tracking_uri
+        return hashlib.sha256(f"{where}\0{created}".encode()).hexdigest()[:16]
 
     def _experiment_id(self, name: str) -> str:
         mlflow = self._mlflow()
@@ -343,6 +346,29 @@ class Tracker:
             _truncate(self._redact_text(f"{type(error).__name__}: {error}"), MAX_TAG_VALUE_LENGTH),
         )
         client.set_terminated(run_id, "FAILED" if isinstance(error, Exception) else "KILLED")
+
+    def end_abandoned_runs(self, abandoned: Callable[[str], bool], reason: str) -> list[str]:
+        """End the runs left RUNNING by a pipeline run that was killed (``kill -9`` runs no code):
+        those whose pipeline run id (tag ``run_id``) ``abandoned`` says is gone. A stage's run ends
+        KILLED, a pipeline's parent run FAILED, each with ``reason`` as tag ``error``. Returns their ids."""
+        if not self.enabled:
+            return []
+        client = self._client()
+        ended: list[str] = []
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        if not experiments:
+            return []
+        for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000):
+            pipeline_run = run.data.tags.get(TAG_RUN_ID, "")
+            if not pipeline_run or not abandoned(pipeline_run):
+                continue
+            is_parent = "mlflow.parentRunId" not in run.data.tags
+            client.set_tag(
+                run.info.run_id, TAG_ERROR, _truncate(self._redact_text(reason), MAX_TAG_VALUE_LENGTH)
+            )
+            client.set_terminated(run.info.run_id, "FAILED" if is_parent else "KILLED")
+            ended.append(run.info.run_id)
+        return ended
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set redacted tags on the active run (e.g. what an evaluation turned out to be)."""
