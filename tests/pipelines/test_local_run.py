@@ -132,6 +132,26 @@ def test_mlflow_holds_the_parent_and_every_stage_run(state):
     assert not any("label" in r.data.tags for r in evaluations)
 
 
+def test_the_pipeline_run_carries_rft_vs_sft_and_the_report_in_mlflow(state):
+    client, runs = mlflow_runs(state)
+    parent = client.get_run(state.result.mlflow_parent_run_id)
+    assert parent.data.tags["stage"] == "pipeline"
+    tables = json.loads((state.result.report_dir / "tables.json").read_text())
+    values = {(r["method"], r["shots"]): r["values"]["accuracy"] for t in tables for r in t["rows"]}
+    for shots in (1, 2):
+        for method, name in (("sft", "sft"), ("rft", "rft"), ("delta", "rft_minus_sft")):
+            metric = parent.data.metrics[f"shots-{shots}/accuracy/{name}"]
+            assert metric == pytest.approx(values[(method, shots)], abs=1e-3)
+        assert f"shots-{shots}/accuracy/base" in parent.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/report.md"} <= artifacts
+    experiment = client.get_experiment_by_name("default")
+    assert experiment.tags["mlflow.experimentKind"] == "finetuning"  # MLflow's UI opens on the runs
+    assert f"#/experiments/{experiment.experiment_id}/runs?" in state.result.comparison_url
+    first = json.loads((state.result.report_dir / "regression.json").read_text())
+    assert {r["status"] for r in first["runs"]} == {"no_previous"}
+
+
 def test_each_iteration_keeps_its_own_artifacts_with_a_manifest_in_s3(state):
     run = f"runs/{state.result.run_id}"
     for stage in STAGES:
@@ -179,6 +199,18 @@ def test_second_run_reuses_cached_stages_and_reruns_collect_and_report(state):
     _, runs = mlflow_runs(state)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == again.mlflow_parent_run_id]
     assert [r.info.run_name for r in children] == ["report"]
+    # Its regression check compares with the first run (what it reported): nothing changed, 0.0.
+    checks = json.loads((again.report_dir / "regression.json").read_text())["runs"]
+    assert len(checks) == 6 and {c["status"] for c in checks} == {"ok"}
+    assert {c["previous_pipeline_run"] for c in checks} == {state.result.run_id}
+    assert {c["evaluated_in"] for c in checks} == {state.result.run_id}
+    assert all(c["deltas"] and set(c["deltas"].values()) == {0.0} for c in checks)
+    report = (again.report_dir / "report.md").read_text()
+    assert "no previous run" not in report
+    assert (
+        report.count(f"vs run {state.result.run_id} (evaluation reused from run {state.result.run_id})") == 6
+    )
+    assert "(Δ +0.0)" in report and f"shots-2 grpo: reused from run {state.result.run_id}" in report
 
 
 def test_a_prefix_swapped_for_another_iterations_fails_the_next_stage(state):
@@ -262,6 +294,15 @@ def test_changing_grpo_steps_reruns_only_grpo_and_its_evaluation(state):
         r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == again.mlflow_parent_run_id
     )
     assert rerun == ["evaluate-rft", "evaluate-rft", "grpo", "grpo", "report"]
+    checks = json.loads((again.report_dir / "regression.json").read_text())["runs"]
+    evaluated_in = {(c["series"]["method"], c["series"]["shots"]): c["evaluated_in"] for c in checks}
+    assert evaluated_in[("rft", 1)] == evaluated_in[("rft", 2)] == again.run_id  # re-evaluated in this run
+    assert evaluated_in[("sft", 1)] == state.result.run_id  # reused
+    report = (again.report_dir / "report.md").read_text()
+    assert (
+        "shots-1 grpo: ran in this run" in report
+        and f"shots-1 sft: reused from run {state.result.run_id}" in report
+    )
     tables = json.loads((again.report_dir / "tables.json").read_text())
     rows = {(row["method"], row["shots"]) for table in tables for row in table["rows"]}
     assert {(m, k) for m in ("sft", "rft") for k in (1, 2)} <= rows
