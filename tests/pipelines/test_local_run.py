@@ -152,6 +152,151 @@ def test_the_pipeline_run_carries_rft_vs_sft_and_the_report_in_mlflow(state):
     assert {r["status"] for r in first["runs"]} == {"no_previous"}
 
 
+# The browser test: Debian's headless Chromium and its chromedriver (`make test` installs them).
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,1000",
+)
+# Where the screenshots go (default: the test's temporary directory); docs/images/ holds one.
+SCREENSHOTS_ENV = "VRFT_SCREENSHOT_DIR"
+
+
+def _browser_prerequisites() -> tuple[str, str]:
+    """Chromium and chromedriver, or the test fails with one line naming what is missing."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    missing = [name for name, path in (("chromium", browser), ("chromium-driver", driver)) if not path]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("selenium (the dev extra: make setup)")
+    if missing:
+        pytest.fail(
+            f"browser test: {', '.join(missing)} not installed (make test installs them: "
+            "apt-get install chromium chromium-driver)",
+            pytrace=False,
+        )
+    return browser, driver
+
+
+@pytest.fixture
+def mlflow_ui(state, tmp_path):
+    """`mlflow server` on the run's store (artifacts from its S3), on a free loopback port."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, **state.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = open(tmp_path / "mlflow-server.log", "w")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            state.env["MLFLOW_TRACKING_URI"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"mlflow server did not start: {(tmp_path / 'mlflow-server.log').read_text()[-2000:]}"
+                    ) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.timeout(600)
+def test_mlflow_ui_in_a_real_browser_opens_on_runs_with_rft_vs_sft_and_the_report(state, mlflow_ui, tmp_path):
+    browser, driver_path = _browser_prerequisites()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shots_dir = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    shots_dir.mkdir(parents=True, exist_ok=True)
+    client, _ = mlflow_runs(state)
+    experiment = client.get_experiment_by_name("default").experiment_id
+    parent = client.get_run(state.result.mlflow_parent_run_id)
+    name = parent.info.run_name
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    wait = WebDriverWait(driver, 90)
+
+    def text() -> str:
+        return driver.find_element(By.TAG_NAME, "body").text
+
+    try:
+        # The experiment opens on its runs (the experiment kind), not on the GenAI overview.
+        driver.get(f"{mlflow_ui}/#/experiments/{experiment}")
+        wait.until(lambda d: name in text())
+        assert "/runs" in driver.current_url and "overview" not in driver.current_url.lower()
+        driver.save_screenshot(str(shots_dir / "mlflow-experiment.png"))
+        # The link `vrft run` prints: the pipeline runs with the comparison metrics as columns.
+        link = state.result.comparison_url.replace("http://127.0.0.1:5000", mlflow_ui)
+        driver.get(link)
+        wait.until(lambda d: name in text() and "rft_minus_sft" in text())
+        row = next(r for r in driver.find_elements(By.CSS_SELECTOR, "[role=row]") if name in r.text)
+        driver.save_screenshot(str(shots_dir / "mlflow-comparison.png"))
+        tables = json.loads((state.result.report_dir / "tables.json").read_text())
+        values = {(r["method"], r["shots"]): r["values"]["accuracy"] for t in tables for r in t["rows"]}
+        for method in ("sft", "rft"):
+            shown = f"{values[(method, 2)]:.4g}"
+            assert shown in row.text, (method, shown, row.text)
+        # The report is an artifact of the parent run and renders in MLflow's artifact view.
+        driver.get(
+            f"{mlflow_ui}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts/report/report.html"
+        )
+        frame = wait.until(lambda d: d.find_elements(By.TAG_NAME, "iframe"))[0]
+        driver.switch_to.frame(frame)
+        wait.until(lambda d: "Δ (RFT − SFT)" in text())
+        assert "Regression check" in text()
+        driver.switch_to.default_content()
+        driver.save_screenshot(str(shots_dir / "mlflow-report.png"))
+    finally:
+        driver.quit()
+    assert (shots_dir / "mlflow-report.png").stat().st_size > 0
+
+
 def test_each_iteration_keeps_its_own_artifacts_with_a_manifest_in_s3(state):
     run = f"runs/{state.result.run_id}"
     for stage in STAGES:

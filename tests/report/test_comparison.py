@@ -187,7 +187,7 @@ def test_the_pipeline_run_carries_the_comparison_and_the_report(bench: Benchmark
 
 def test_the_experiment_kind_is_set_on_experiments_vrft_creates(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    experiment_id = Tracker(uri).experiment_id("fresh")
+    experiment_id = Tracker(uri, artifact_root=(tmp_path / "artifacts").as_uri()).experiment_id("fresh")
     experiment = MlflowClient(tracking_uri=uri).get_experiment(experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "finetuning"
     MlflowClient(tracking_uri=uri).set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom")
