@@ -161,7 +161,7 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1600,1000",
+    "--window-size=3200,1000",  # wide enough that the grid renders every metric column
 )
 # Where the screenshots go (default: the test's temporary directory); docs/images/ holds one.
 SCREENSHOTS_ENV = "VRFT_SCREENSHOT_DIR"
@@ -266,22 +266,30 @@ def test_mlflow_ui_in_a_real_browser_opens_on_runs_with_rft_vs_sft_and_the_repor
         return driver.find_element(By.TAG_NAME, "body").text
 
     try:
-        # The experiment opens on its runs (the experiment kind), not on the GenAI overview.
-        driver.get(f"{mlflow_ui}/#/experiments/{experiment}")
-        wait.until(lambda d: name in text())
-        assert "/runs" in driver.current_url and "overview" not in driver.current_url.lower()
-        driver.save_screenshot(str(shots_dir / "mlflow-experiment.png"))
-        # The link `vrft run` prints: the pipeline runs with the comparison metrics as columns.
-        link = state.result.comparison_url.replace("http://127.0.0.1:5000", mlflow_ui)
-        driver.get(link)
+        # The link `vrft run` prints opens the experiment on its runs (the model-training section, not
+        # the GenAI overview), the pipeline runs only, the comparison metrics as columns.
+        driver.get(state.result.comparison_url.replace("http://127.0.0.1:5000", mlflow_ui))
         wait.until(lambda d: name in text() and "rft_minus_sft" in text())
-        row = next(r for r in driver.find_elements(By.CSS_SELECTOR, "[role=row]") if name in r.text)
+        assert "/runs" in driver.current_url and "overview" not in driver.current_url
+        assert "Model training" in text() and "Traces" in text()
         driver.save_screenshot(str(shots_dir / "mlflow-comparison.png"))
+        row = next(
+            r.get_attribute("row-index")
+            for r in driver.find_elements(By.CSS_SELECTOR, "[role=row][row-index]")
+            if name in r.text
+        )
+        shown = {
+            cell.get_attribute("col-id"): cell.text
+            for cell in driver.find_elements(
+                By.CSS_SELECTOR, f"[role=row][row-index='{row}'] [role=gridcell]"
+            )
+        }
         tables = json.loads((state.result.report_dir / "tables.json").read_text())
         values = {(r["method"], r["shots"]): r["values"]["accuracy"] for t in tables for r in t["rows"]}
-        for method in ("sft", "rft"):
-            shown = f"{values[(method, 2)]:.4g}"
-            assert shown in row.text, (method, shown, row.text)
+        for shots in (1, 2):
+            for method, metric in (("sft", "sft"), ("rft", "rft"), ("delta", "rft_minus_sft")):
+                cell = shown[f"metrics.`shots-{shots}/accuracy/{metric}`"]
+                assert float(cell) == pytest.approx(values[(method, shots)], abs=0.01), (metric, cell, shown)
         # The report is an artifact of the parent run and renders in MLflow's artifact view.
         driver.get(
             f"{mlflow_ui}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts/report/report.html"
@@ -289,7 +297,7 @@ def test_mlflow_ui_in_a_real_browser_opens_on_runs_with_rft_vs_sft_and_the_repor
         frame = wait.until(lambda d: d.find_elements(By.TAG_NAME, "iframe"))[0]
         driver.switch_to.frame(frame)
         wait.until(lambda d: "Δ (RFT − SFT)" in text())
-        assert "Regression check" in text()
+        assert "Regression check" in text() and "Where the results come from" in text()
         driver.switch_to.default_content()
         driver.save_screenshot(str(shots_dir / "mlflow-report.png"))
     finally:

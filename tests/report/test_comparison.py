@@ -179,7 +179,11 @@ def test_the_pipeline_run_carries_the_comparison_and_the_report(bench: Benchmark
     assert {"report/report.html", "report/report.md", "report/regression.json"} <= artifacts
     assert json.loads(run.data.tags["evaluation_runs"])  # what the next run compares with
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    assert experiment.tags["mlflow.experimentKind"] == "finetuning"  # set on an experiment vrft did not make
+    assert experiment.tags["mlflow.experimentKind"] == "finetuning"
+    # The view the comparison link opens: the pipeline runs with these metrics as columns.
+    view = json.loads(experiment.tags["mlflow.sharedViewState.vrft-rft-vs-sft"])
+    assert view["searchFilter"] == "tags.stage = 'pipeline'"
+    assert view["selectedColumns"] == [f"metrics.`{key}`" for key in comparison_metrics(result.tables)]  # set on an experiment vrft did not make
     # A second report of the same pipeline run writes into the same parent run.
     _, again = bench.report("run-a", dict.fromkeys(LABELS, "run-a"))
     assert again == parent
@@ -199,7 +203,8 @@ def test_the_experiment_kind_is_set_on_experiments_vrft_creates(tmp_path: Path) 
 
 def test_comparison_url_and_producing_run() -> None:
     assert comparison_url("7") == (
-        "http://127.0.0.1:5000/#/experiments/7/runs?searchFilter=tags.stage%20%3D%20%27pipeline%27"
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+        "&viewStateShareKey=vrft-rft-vs-sft"
     )
     assert comparison_url("7", "http://h:1/", chart=True).endswith("&compareRunsMode=CHART")
     assert producing_run("s3://vrft/runs/R1/shots-2/grpo/grpo/") == ("R1", "shots-2", "grpo")

@@ -27,6 +27,7 @@ from typing import Any
 from vrft.io import atomic_directory, atomic_write_text, check_output_apart, local_store_path, write_manifest
 from vrft.report.artifacts import evaluation_records
 from vrft.report.comparison import (
+    SHARED_VIEW_TAG,
     PipelineRun,
     Provenance,
     comparison_metrics,
@@ -35,6 +36,7 @@ from vrft.report.comparison import (
     producing_run,
     provenance,
     series_key,
+    shared_view_state,
 )
 from vrft.report.config import ReportConfig
 from vrft.report.html import Section, render_html, render_markdown
@@ -340,7 +342,7 @@ def log_on_pipeline_run(tracker: Tracker, result: ReportResult, experiment: str,
     """Give the pipeline run (MLflow's parent run of ``result.run_id``) the comparison: its metrics
     (:func:`vrft.report.comparison.comparison_metrics`), the regression status, which evaluation run
     each row showed (tag ``evaluation_runs``: what the next run compares with) and the report's files
-    as artifacts (``report/``). Where no such run exists (a cluster's stages run without one) one
+    as artifacts (``report/``), and the experiment the shared view the comparison link opens. Where no such run exists (a cluster's stages run without one) one
     is made, tagged ``stage=pipeline`` and ``run_id``, and ended. Returns its id (``None`` untracked)."""
     if not tracker.enabled or not result.run_id:
         return None
@@ -353,8 +355,10 @@ def log_on_pipeline_run(tracker: Tracker, result: ReportResult, experiment: str,
             {TAG_STAGE: STAGE_PIPELINE, RUN_ID: result.run_id, TAG_CONFIG: config},
         )
         assert parent is not None
+    metrics = comparison_metrics(result.tables)
     try:
-        tracker.log_metrics(comparison_metrics(result.tables), run_id=parent)
+        tracker.log_metrics(metrics, run_id=parent)
+        tracker.set_experiment_tag(experiment, SHARED_VIEW_TAG, shared_view_state(list(metrics)))
         tracker.set_tags(
             {
                 TAG_STAGE: STAGE_PIPELINE,

@@ -12,7 +12,10 @@ metric per sweep iteration, headline metric and method, in % like the report's t
 report's mean), ``<metric>`` the task's headline metric (``accuracy``, ``mAP``, ``mIoU``). The
 experiment's runs table then shows RFT and SFT of every pipeline run side by side, one row per
 night, and MLflow's chart view groups the four metrics of an iteration under its prefix.
-:func:`comparison_url` is the MLflow UI address that opens that table.
+:func:`comparison_url` is the MLflow UI address that opens that table: MLflow's UI shows no metric
+columns until a user picks them, so the report also stores the view (the pipeline runs, these
+metrics as columns) as an MLflow shared view of the experiment (tag
+``mlflow.sharedViewState.vrft-rft-vs-sft``, :func:`shared_view_state`), which the link opens.
 
 **The previous run of a benchmark.** The report also records on the pipeline run which MLflow
 evaluation run each of its rows came from (tag ``evaluation_runs``: series -> run id); the next run's
@@ -30,7 +33,6 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from vrft.report.runs import RUN_ID, RunRecord, metric_key
 from vrft.report.tables import ReportTable
@@ -42,6 +44,12 @@ INPUT_PREFIX = "input."
 DELTA = "rft_minus_sft"
 #: The MLflow UI's own address for ``vrft ui``/``mlflow ui`` on this machine (``ui_hint``'s port).
 LOCAL_UI = "http://127.0.0.1:5000"
+#: The experiment's shared view of the comparison: MLflow's UI (3.x) reads a view's state from the
+#: experiment tag ``mlflow.sharedViewState.<key>`` when the page address names ``viewStateShareKey``.
+SHARED_VIEW = "vrft-rft-vs-sft"
+SHARED_VIEW_TAG = "mlflow.sharedViewState." + SHARED_VIEW
+#: MLflow's limit on an experiment tag's value.
+MAX_EXPERIMENT_TAG_VALUE = 5000
 
 
 def iteration_name(shots: int | None) -> str:
@@ -82,16 +90,46 @@ def comparison_metrics(tables: Sequence[ReportTable]) -> dict[str, float]:
 
 
 def comparison_url(experiment_id: str, ui: str = LOCAL_UI, *, chart: bool = False) -> str:
-    """The MLflow UI page that lists the experiment's pipeline runs with their comparison metrics
-    (``chart``: MLflow's chart view of the same runs).
+    """The MLflow UI page that lists the experiment's pipeline runs with their comparison metrics as
+    columns (the shared view :func:`shared_view_state`; ``chart``: MLflow's chart view of them), in
+    its model-training section.
 
     >>> print(comparison_url("3"))
-    http://127.0.0.1:5000/#/experiments/3/runs?searchFilter=tags.stage%20%3D%20%27pipeline%27
+    http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=vrft-rft-vs-sft
     """
-    search = "searchFilter=" + quote(f"tags.{TAG_STAGE} = '{STAGE_PIPELINE}'", safe="")
-    if chart:
-        search += "&compareRunsMode=CHART"
-    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{search}"
+    # No search parameter in the address: MLflow ignores a shared view when the address has one.
+    url = f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    url += f"&viewStateShareKey={SHARED_VIEW}"
+    return url + ("&compareRunsMode=CHART" if chart else "")
+
+
+def shared_view_state(metric_keys: Iterable[str]) -> str:
+    """The shared view's state, as MLflow's runs page keeps it: the pipeline runs (``stage =
+    'pipeline'``), newest first, with ``metric_keys`` as columns (as many as MLflow's tag limit holds).
+
+    >>> json.loads(shared_view_state(["shots-1/accuracy/rft"]))["selectedColumns"]
+    ['metrics.`shots-1/accuracy/rft`']
+    """
+    state: dict[str, Any] = {
+        "searchFilter": f"tags.{TAG_STAGE} = '{STAGE_PIPELINE}'",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
+        "selectedColumns": [],
+        "runsHiddenMode": "FIRST_10_RUNS",
+        "hideEmptyCharts": True,
+    }
+    text = json.dumps(state)
+    for key in metric_keys:
+        state["selectedColumns"].append(f"metrics.`{key}`")
+        longer = json.dumps(state)
+        if len(longer) > MAX_EXPERIMENT_TAG_VALUE:
+            break
+        text = longer
+    return text
 
 
 def series_key(record: RunRecord) -> str:

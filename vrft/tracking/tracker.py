@@ -171,6 +171,13 @@ class Tracker:
             client.set_experiment_tag(experiment.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
         self._kind_checked.add(experiment.experiment_id)
 
+    def set_experiment_tag(self, experiment: str, key: str, value: str) -> None:
+        """Set a (redacted) tag on experiment ``experiment`` (e.g. the report's shared view)."""
+        if not self.enabled:
+            return
+        clean = self._redact({key: str(value)})[key]
+        self._client().set_experiment_tag(self._experiment_id(experiment), key, clean)
+
     def experiment_id(self, name: str) -> str | None:
         """The id of experiment ``name`` (created, with its kind, when missing); ``None`` untracked."""
         return self._experiment_id(name) if self.enabled else None
