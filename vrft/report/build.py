@@ -145,12 +145,8 @@ class _PreviousRuns:
     evaluation of the series from another pipeline run."""
 
     def __init__(self, client: Any, experiment_id: str, history: list[RunRecord], this_run: str) -> None:
-        self.client, self.experiment_id, self.history, self.this_run = (
-            client,
-            experiment_id,
-            history,
-            this_run,
-        )
+        self.client, self.experiment_id = client, experiment_id
+        self.history, self.this_run = history, this_run
         self.by_id = {h.run_id: h for h in history}
         self._earlier: dict[str, list[PipelineRun]] = {}
 
