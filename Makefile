@@ -19,7 +19,7 @@ UV ?= uv==0.13.8
 UV_INSTALL = $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY)
 CONFIG ?= configs/default.yaml
 
-.PHONY: setup run test test-containers clean-containers lint format deepspeed images clean help
+.PHONY: setup run test browser test-containers clean-containers lint format deepspeed images clean help
 
 help:
 	@echo "make setup   create $(VENV) and install vrft with its pipeline and test dependencies"
@@ -52,8 +52,20 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 run: $(VENV)/.installed-run
 	$(VENV)/bin/vrft run $(CONFIG)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
+
+# The browser test (MLflow's UI on a real run, tests/pipelines/test_local_run.py) drives Debian's
+# headless Chromium through chromedriver: installed here when missing (root: apt-get); where it
+# cannot be, the test fails with one line naming what is missing.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+		else \
+			echo "browser test: chromium and chromium-driver are missing and cannot be installed here (not root or no apt-get)"; \
+		fi; \
+	fi
 
 # Tests marked `containers` (deselected from `make test`): start a private Docker engine in
 # VRFT_ENGINE_DIR when none is given (DOCKER_HOST), build the air-gapped base and the CPU image, run a

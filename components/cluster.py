@@ -44,11 +44,17 @@ GPU_TOLERATIONS: tuple[Mapping[str, str], ...] = (
 """Tolerates the taint that keeps non-GPU pods off GPU nodes."""
 
 
-def image_refs(registry: str, tag: str) -> dict[str, str]:
+def image_refs(registry: str, tag: str, digests: Mapping[str, str] | None = None) -> dict[str, str]:
     """The container image of each stage: the CUDA image for GPU stages, the CPU image for the rest.
 
     ``docker/build.py`` builds exactly these names (``REGISTRY/vrft:TAG``, ``REGISTRY/vrft-cpu:TAG``).
     A moving ``latest`` tag is refused: a compiled pipeline and KFP's cache must name one build.
+    ``digests`` (image name -> ``sha256:...``, ``pipeline.image_digests``) pins an image to the build
+    pushed under the tag (``REGISTRY/vrft:TAG@sha256:...``): KFP's cache key holds the image string,
+    so only a digest makes a build re-pushed under the same tag count as a change.
+
+    >>> image_refs("r.example.com/ml", "0.1.0", {"vrft-cpu": "sha256:" + "0" * 64})["report"][:42]
+    'r.example.com/ml/vrft-cpu:0.1.0@sha256:000'
     """
     registry = registry.strip().rstrip("/")
     if not registry:
@@ -57,7 +63,12 @@ def image_refs(registry: str, tag: str) -> dict[str, str]:
         raise ValueError(
             f"image tag {tag!r}: use an immutable tag such as a version or a commit, not 'latest'"
         )
-    return {stage: f"{registry}/{GPU_IMAGE if stage in GPU_STAGES else CPU_IMAGE}:{tag}" for stage in STAGES}
+    digests = digests or {}
+    refs = {}
+    for stage in STAGES:
+        name = GPU_IMAGE if stage in GPU_STAGES else CPU_IMAGE
+        refs[stage] = f"{registry}/{name}:{tag}" + (f"@{digests[name]}" if digests.get(name) else "")
+    return refs
 
 
 def secret_env_spec(stage: str | None = None) -> dict[str, dict[str, str]]:

@@ -52,6 +52,7 @@ def run(
 
     from vrft.components.runtime import open_stage
     from vrft.evaluate import evaluate_checkpoint
+    from vrft.report.comparison import INPUT_PREFIX
     from vrft.report.runs import evaluation_metrics
     from vrft.tracking import STAGE_EVALUATE, evaluation_tags
 
@@ -73,6 +74,14 @@ def run(
             trained = stage.fetch(checkpoint, "checkpoint") / "final"
             model = replace(model, name_or_path=str(trained))
         gate_dir = stage.fetch(gate, "gate") if gate is not None else None
+        # The artifacts it read (their URIs name the pipeline run that made them): the report says
+        # which results a rerun reused from which run.
+        inputs = {"dataset": dataset, "checkpoint": checkpoint, "gate": gate}
+        read = {
+            INPUT_PREFIX + name: artifact.metadata["uri"]
+            for name, artifact in inputs.items()
+            if artifact is not None and artifact.metadata.get("uri")
+        }
         result = evaluate_checkpoint(
             stage.config.evaluate,
             data_dir,
@@ -80,7 +89,7 @@ def run(
             model=model,
             label=label,
             gate=gate_dir,
-            context=stage.tags,
+            context={**stage.tags, **read},
         )
         stage.tracker.set_tags(evaluation_tags(result))
         stage.tracker.log_metrics(evaluation_metrics(result))

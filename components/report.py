@@ -27,7 +27,7 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
 
     from vrft.components.runtime import open_stage
     from vrft.report import build_report
-    from vrft.report.build import log_report
+    from vrft.report.build import log_on_pipeline_run, log_report
 
     with open_stage("report", config_json, run_id, params=lambda c: {"report": c.report}) as stage:
         refs = list(evaluations.metadata.get("evaluations") or [])
@@ -68,6 +68,9 @@ def run(config_json: str, run_id: str, evaluations, report) -> str:
         with open(report.path, "w", encoding="utf-8") as f:
             f.write(result.html.read_text(encoding="utf-8"))
         log_report(stage.tracker, result)
+        # The pipeline run carries the comparison and the report, so MLflow's runs table shows RFT
+        # vs SFT per pipeline run (see vrft.report.comparison).
+        log_on_pipeline_run(stage.tracker, result, stage.config.experiment.name, stage.config.experiment.name)
         report.metadata["evaluations"] = [ref["uri"] for ref in refs]
         report.metadata["markdown"] = uri + result.markdown.name
         report.metadata["regressions"] = regressions

@@ -191,7 +191,7 @@ def _train_multi_node(stage, method: str, dataset, checkpoint) -> str:
         name=job_name(method, stage.run_id, stage.iteration),
         method=method,
         config=str(config_path),
-        image=image_refs(p.image_registry, p.image_tag)[method],
+        image=image_refs(p.image_registry, p.image_tag, p.image_digests)[method],
         nodes=p.train_nodes,
         gpus_per_node=p.train_resources.gpus,
         dataset=dataset.metadata["uri"],

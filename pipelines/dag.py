@@ -48,6 +48,8 @@ Target = Literal["local", "cluster"]
 RUN_ID_FIELD_PATH = "metadata.labels['pipeline/runid']"
 #: The pipeline parameter that carries the report's config (the whole experiment, one JSON line).
 REPORT_CONFIG_PARAMETER = "report_config_json"
+#: `vrft schedule --fresh`: every night retrains and re-evaluates (no task's result is reused).
+FRESH_OVERRIDES = ("pipeline.caching=false",)
 
 
 def _place(
@@ -148,7 +150,9 @@ def build_pipeline(
     ``images``: stage -> image, instead of the config's.
     """
     plan = plan or build_plan(config)
-    images = images or image_refs(config.pipeline.image_registry, config.pipeline.image_tag)
+    images = images or image_refs(
+        config.pipeline.image_registry, config.pipeline.image_tag, config.pipeline.image_digests
+    )
     components = {
         "dataset": dataset_component.component(images["dataset"]),
         "grpo": train_components.grpo_component(images["grpo"]),

@@ -345,3 +345,38 @@ def test_credentials_that_are_not_a_credentials_file_are_one_line_naming_it(tmp_
     assert main(["up", "--state-dir", str(tmp_path)]) == 1
     assert str(services / "aws-credentials") in _one_line(capsys.readouterr().err, "up")
     assert not (services / "services.json").exists()
+
+
+def test_runs_ends_with_the_mlflow_comparison_link(monkeypatch, capsys):
+    """`vrft runs` against a cluster's MLflow server ($MLFLOW_TRACKING_URI) prints the link to the
+    experiment's RFT vs SFT view; with a local store (no UI at that address) it prints none."""
+    from types import SimpleNamespace
+
+    import mlflow.tracking
+
+    from vrft.pipelines import kfp_client
+
+    asked = []
+
+    class Client:
+        def __init__(self, tracking_uri):
+            self.tracking_uri = tracking_uri
+
+        def get_experiment_by_name(self, name):
+            asked.append((self.tracking_uri, name))
+            return SimpleNamespace(experiment_id="4")
+
+    monkeypatch.setattr(kfp_client, "list_runs", lambda *args, **kwargs: [("run-1", "nightly", "SUCCEEDED")])
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.lab.internal")
+    assert main(["runs", "--host", "http://kfp.invalid", "--experiment", "nightly"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "run-1  nightly  SUCCEEDED",
+        "RFT vs SFT per run in MLflow: https://mlflow.lab.internal/#/experiments/4/runs"
+        "?workflowType=machine_learning&viewStateShareKey=vrft-rft-vs-sft",
+    ]
+    assert asked == [("https://mlflow.lab.internal", "nightly")]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///tmp/mlflow.db")
+    assert main(["runs", "--host", "http://kfp.invalid", "--experiment", "nightly"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["run-1  nightly  SUCCEEDED"]

@@ -382,9 +382,12 @@ def _cmd_airflow(args: argparse.Namespace) -> int:
 
 
 def _compiled(args: argparse.Namespace, directory: str) -> Path:
-    from vrft.pipelines.dag import compile_pipeline
+    from vrft.pipelines.dag import FRESH_OVERRIDES, compile_pipeline
 
-    return compile_pipeline(args.config, Path(directory) / "pipeline.yaml", args.overrides, target="cluster")
+    overrides = list(args.overrides)
+    if getattr(args, "fresh", False):  # `vrft schedule --fresh`: nothing is reused, every night
+        overrides += FRESH_OVERRIDES
+    return compile_pipeline(args.config, Path(directory) / "pipeline.yaml", overrides, target="cluster")
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -449,7 +452,31 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         args.host, args.experiment or None, args.limit, args.namespace, existing_token=args.token
     ):
         print("  ".join(str(field) for field in run))
+    link = _comparison_link(args.experiment)
+    if link:
+        print(f"RFT vs SFT per run in MLflow: {link}")
     return 0
+
+
+def _comparison_link(experiment: str) -> str:
+    """The MLflow UI page of ``experiment``'s pipeline runs with their comparison metrics, where the
+    tracking URI ($MLFLOW_TRACKING_URI) is an MLflow server (its UI is at the same address)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not experiment or not uri.startswith(("http://", "https://")):
+        return ""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from vrft.report.comparison import comparison_url
+
+    # A link is a courtesy: an unreachable server costs seconds, not MLflow's minutes of retries.
+    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+        os.environ.setdefault(name, value)
+    try:
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    except (MlflowException, OSError):
+        return ""
+    return comparison_url(found.experiment_id, uri) if found is not None else ""
 
 
 def _cmd_reward(args: argparse.Namespace) -> int:
@@ -732,6 +759,12 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--cron", help='five-field cron, e.g. "0 2 * * *" (nightly at 02:00)')
     schedule.add_argument("--name", default="", help="recurring run name (default vrft-<experiment>-nightly)")
     schedule.add_argument("--replace", action="store_true", help="replace a recurring run of the same name")
+    schedule.add_argument(
+        "--fresh",
+        action="store_true",
+        help="retrain and re-evaluate every night (no cached stage); default: reuse the stages whose "
+        "inputs and image are unchanged (the report always runs)",
+    )
     schedule.add_argument("--list", action="store_true", help="list recurring runs")
     schedule.add_argument("--delete", metavar="ID_OR_NAME", help="delete a recurring run")
     _backend_version_arg(schedule)

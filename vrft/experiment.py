@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,6 +174,10 @@ class PipelineConfig:
         tracking_uri: The MLflow tracking URI; empty: ``vrft run`` uses its local store.
         image_registry: The registry of the stage images (``REGISTRY/vrft:TAG``, ``REGISTRY/vrft-cpu:TAG``).
         image_tag: The stage images' tag: an immutable version or commit, never ``latest``.
+        image_digests: Image name (``vrft``, ``vrft-cpu``) -> the registry digest (``sha256:...``) of
+            the build pushed under ``image_tag``: the compiled pipeline then names each image as
+            ``REGISTRY/NAME:TAG@DIGEST``, so a build re-pushed under the same tag is another image
+            string and Kubeflow's cache does not reuse results of the old one.
         retries: Kubeflow's retries of the dataset and evaluation stages on a cluster (training has
             its own, ``train_retries``).
         caching: Let Kubeflow reuse the outputs of a stage whose inputs did not change.
@@ -214,6 +219,7 @@ class PipelineConfig:
     tracking_uri: str = ""
     image_registry: str = "ghcr.io/vrft"
     image_tag: str = "0.1.0"
+    image_digests: dict[str, str] = field(default_factory=dict)
     retries: int = 1
     caching: bool = True
     evaluate_base: bool = True
@@ -241,6 +247,13 @@ class PipelineConfig:
             if value and not value.startswith(("s3://", "file://")):
                 raise ConfigError(
                     f"pipeline.{name}: expected s3://bucket/prefix or file:///path, got {value!r}"
+                )
+        for name, digest in self.image_digests.items():
+            if name not in ("vrft", "vrft-cpu"):
+                raise ConfigError(f"pipeline.image_digests: {name!r} is not one of the images vrft, vrft-cpu")
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", str(digest)):
+                raise ConfigError(
+                    f"pipeline.image_digests.{name}: expected sha256:<64 hex digits>, got {digest!r}"
                 )
         if self.retries < 0:
             raise ConfigError(f"pipeline.retries: must be >= 0, got {self.retries}")

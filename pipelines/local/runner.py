@@ -55,7 +55,7 @@ from vrft.pipelines.local.task import ERROR_FILE, OUTPUTS_FILE, SPEC_FILE
 from vrft.pipelines.plan import Plan, build_plan
 from vrft.stage import RUN_ID_ENV, WORK_DIR_ENV
 from vrft.storage import ArtifactStore
-from vrft.tracking import Tracker
+from vrft.tracking import STAGE_PIPELINE, TAG_STAGE, Tracker
 
 DEFAULT_STATE_DIR = Path(".vrft")
 RUNNERS = ("subprocess", "docker")
@@ -84,6 +84,7 @@ class LocalRunResult:
     record_file: Path
     ran: int = 0
     reused: int = 0
+    comparison_url: str = ""  # the MLflow UI page with the pipeline runs' RFT vs SFT metrics
 
 
 @dataclass
@@ -402,6 +403,7 @@ def _run_with_services(
                 report_dir = ArtifactStore.from_uri(report["uri"]).download_dir(
                     "", target, manifest_sha256=report["manifest_sha256"]
                 )
+                link = _comparison_url(config)
         except PipelineFailed as exc:
             _log_traceback(log)
             raise PipelineFailed(f"{exc} See {log_file}") from None
@@ -425,7 +427,18 @@ def _run_with_services(
         record_file=record_file,
         ran=sum(r.status == "ran" for r in records),
         reused=sum(r.status == "reused" for r in records),
+        comparison_url=link,
     )
+
+
+def _comparison_url(config: ExperimentConfig) -> str:
+    """The MLflow UI page (``vrft ui``'s address) listing the experiment's pipeline runs with their
+    comparison metrics; "" untracked."""
+    from vrft.report.comparison import comparison_url
+
+    tracker = Tracker(config.pipeline.tracking_uri or None)
+    experiment_id = tracker.experiment_id(config.experiment.name)
+    return comparison_url(experiment_id) if experiment_id else ""
 
 
 def _run_tracked(
@@ -441,7 +454,12 @@ def _run_tracked(
     """Open the MLflow parent run and run the plan under it with the chosen executor; return the
     task records and the parent run's id."""
     tracker = Tracker(config.pipeline.tracking_uri or None)
-    tags = {"run_id": run_id, "config": config.experiment.name, "config_sha256": config.digest()}
+    tags = {
+        TAG_STAGE: STAGE_PIPELINE,  # what the report finds it by, and the runs table filters on
+        "run_id": run_id,
+        "config": config.experiment.name,
+        "config_sha256": config.digest(),
+    }
     stage_env = {RUN_ID_ENV: run_id, MODEL_CACHE_ENV: str((state_dir / "cache").resolve())}
     with _environment(stage_env):
         if runner == "docker":
@@ -487,6 +505,7 @@ def summary(result: LocalRunResult) -> str:
             f"artifacts: {result.report_uri.rsplit('/report/', 1)[0]}/ (with a SHA-256 manifest per stage)",
             f"tasks: {result.record_file}",
             f"log: {result.log_file}",
+            *([f"RFT vs SFT per run in MLflow: {result.comparison_url}"] if result.comparison_url else []),
             result.ui_hint,
         ]
     )

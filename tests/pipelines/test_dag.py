@@ -138,3 +138,65 @@ def test_max_parallel_iterations_orders_the_iterations(tmp_path):
     # Iteration 3 (4 shots) starts when iteration 1 (1 shot) has released its GPUs; 2 shots does not wait.
     assert waits["Few-shot dataset (4 shots)"] == {"Evaluate SFT (1 shot)", "Evaluate RFT (1 shot)"}
     assert waits["Few-shot dataset (2 shots)"] == set() == waits["Few-shot dataset (1 shot)"]
+
+
+def _caching(path: Path) -> dict[str, bool]:
+    """Display name -> whether KFP may reuse the task's result, from the compiled IR."""
+    spec = next(yaml.safe_load_all(Path(path).read_text()))
+    return {
+        t["taskInfo"]["name"]: t.get("cachingOptions", {}).get("enableCache", False)
+        for t in spec["root"]["dag"]["tasks"].values()
+    }
+
+
+def _scheduled_ir(tmp_path, monkeypatch, *flags) -> dict[str, bool]:
+    """What `vrft schedule` hands KFP (the compiled package), captured instead of contacting a server."""
+    from vrft.cli import main
+    from vrft.pipelines import kfp_client
+
+    seen: dict[str, bool] = {}
+
+    def capture(package_path, *args, **kwargs):
+        seen.update(_caching(package_path))
+        return "schedule-id"
+
+    monkeypatch.setattr(kfp_client, "schedule", capture)
+    code = main(
+        [
+            "schedule",
+            str(DEFAULT),
+            "experiment.shots=[1,2]",
+            *CLUSTER,
+            "--host",
+            "http://kfp.invalid",
+            "--cron",
+            "0 2 * * *",
+            "--ignore-preflight",
+            *flags,
+        ]
+    )
+    assert code == 0
+    return seen
+
+
+def test_a_schedule_reuses_unchanged_stages_and_always_reruns_collect_and_report(tmp_path, monkeypatch):
+    caching = _scheduled_ir(tmp_path, monkeypatch)
+    never = {name for name in caching if name.startswith(("This run's evaluations", "Report"))}
+    assert len(never) == 3 and not any(caching[name] for name in never)
+    assert all(cached for name, cached in caching.items() if name not in never)  # keyed on image + inputs
+
+
+def test_a_fresh_schedule_retrains_and_reevaluates_every_night(tmp_path, monkeypatch):
+    caching = _scheduled_ir(tmp_path, monkeypatch, "--fresh")
+    assert len(caching) == 15 and not any(caching.values()), caching
+
+
+def test_images_are_referenced_by_digest_when_one_is_known(tmp_path):
+    digest = "sha256:" + "ab" * 32
+    overrides = [*CLUSTER, f"pipeline.image_digests={{vrft: '{digest}'}}"]
+    spec = next(yaml.safe_load_all(compile_pipeline(DEFAULT, tmp_path / "p.yaml", overrides).read_text()))
+    images = {name: e["container"]["image"] for name, e in executors(spec).items()}
+    gpu = {n for n in images if any(s in n for s in ("grpo", "sft", "evaluate"))}
+    # A re-push under the same tag has another digest: another image string, so KFP's cache key changes.
+    assert {images[n] for n in gpu} == {f"registry.lab.internal/ml/vrft:0.1.0@{digest}"}
+    assert {images[n] for n in images if n not in gpu} == {"registry.lab.internal/ml/vrft-cpu:0.1.0"}

@@ -110,6 +110,179 @@ def test_mlflow_holds_the_parent_and_every_stage_run(state):
     assert not any("label" in r.data.tags for r in evaluations)
 
 
+def test_the_pipeline_run_carries_rft_vs_sft_and_the_report_in_mlflow(state):
+    client, runs = mlflow_runs(state)
+    parent = client.get_run(state.result.mlflow_parent_run_id)
+    assert parent.data.tags["stage"] == "pipeline"
+    tables = json.loads((state.result.report_dir / "tables.json").read_text())
+    values = {(r["method"], r["shots"]): r["values"]["accuracy"] for t in tables for r in t["rows"]}
+    for shots in (1, 2):
+        for method, name in (("sft", "sft"), ("rft", "rft"), ("delta", "rft_minus_sft")):
+            metric = parent.data.metrics[f"shots-{shots}/accuracy/{name}"]
+            assert metric == pytest.approx(values[(method, shots)], abs=1e-3)
+        assert f"shots-{shots}/accuracy/base" in parent.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/report.md"} <= artifacts
+    experiment = client.get_experiment_by_name("default")
+    assert experiment.tags["mlflow.experimentKind"] == "finetuning"  # MLflow's UI opens on the runs
+    assert f"#/experiments/{experiment.experiment_id}/runs?" in state.result.comparison_url
+    first = json.loads((state.result.report_dir / "regression.json").read_text())
+    assert {r["status"] for r in first["runs"]} == {"no_previous"}
+
+
+# The browser test: Debian's headless Chromium and its chromedriver (`make test` installs them).
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=3200,1000",  # wide enough that the grid renders every metric column
+)
+# Where the screenshots go (default: the test's temporary directory); docs/images/ holds one.
+SCREENSHOTS_ENV = "VRFT_SCREENSHOT_DIR"
+
+
+def _browser_prerequisites() -> tuple[str, str]:
+    """Chromium and chromedriver, or the test fails with one line naming what is missing."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    missing = [name for name, path in (("chromium", browser), ("chromium-driver", driver)) if not path]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("selenium (the dev extra: make setup)")
+    if missing:
+        pytest.fail(
+            f"browser test: {', '.join(missing)} not installed (make test installs them: "
+            "apt-get install chromium chromium-driver)",
+            pytrace=False,
+        )
+    return browser, driver
+
+
+@pytest.fixture
+def mlflow_ui(state, tmp_path):
+    """`mlflow server` on the run's store (artifacts from its S3), on a free loopback port."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, **state.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = open(tmp_path / "mlflow-server.log", "w")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            state.env["MLFLOW_TRACKING_URI"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"mlflow server did not start: {(tmp_path / 'mlflow-server.log').read_text()[-2000:]}"
+                    ) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.timeout(600)
+def test_mlflow_ui_in_a_real_browser_opens_on_runs_with_rft_vs_sft_and_the_report(state, mlflow_ui, tmp_path):
+    browser, driver_path = _browser_prerequisites()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shots_dir = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    shots_dir.mkdir(parents=True, exist_ok=True)
+    client, _ = mlflow_runs(state)
+    experiment = client.get_experiment_by_name("default").experiment_id
+    parent = client.get_run(state.result.mlflow_parent_run_id)
+    name = parent.info.run_name
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    wait = WebDriverWait(driver, 90)
+
+    def text() -> str:
+        return driver.find_element(By.TAG_NAME, "body").text
+
+    try:
+        # The link `vrft run` prints opens the experiment on its runs (the model-training section, not
+        # the GenAI overview), the pipeline runs only, the comparison metrics as columns.
+        driver.get(state.result.comparison_url.replace("http://127.0.0.1:5000", mlflow_ui))
+        wait.until(lambda d: name in text() and "rft_minus_sft" in text())
+        assert "/runs" in driver.current_url and "overview" not in driver.current_url
+        assert "Model training" in text() and "Traces" in text()
+        driver.save_screenshot(str(shots_dir / "mlflow-comparison.png"))
+        row = next(
+            r.get_attribute("row-index")
+            for r in driver.find_elements(By.CSS_SELECTOR, "[role=row][row-index]")
+            if name in r.text
+        )
+        shown = {
+            cell.get_attribute("col-id"): cell.text
+            for cell in driver.find_elements(
+                By.CSS_SELECTOR, f"[role=row][row-index='{row}'] [role=gridcell]"
+            )
+        }
+        tables = json.loads((state.result.report_dir / "tables.json").read_text())
+        values = {(r["method"], r["shots"]): r["values"]["accuracy"] for t in tables for r in t["rows"]}
+        for shots in (1, 2):
+            for method, metric in (("sft", "sft"), ("rft", "rft"), ("delta", "rft_minus_sft")):
+                cell = shown[f"metrics.`shots-{shots}/accuracy/{metric}`"]
+                assert float(cell) == pytest.approx(values[(method, shots)], abs=0.01), (metric, cell, shown)
+        # The report is an artifact of the parent run and renders in MLflow's artifact view.
+        driver.get(
+            f"{mlflow_ui}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts/report/report.html"
+        )
+        frame = wait.until(lambda d: d.find_elements(By.TAG_NAME, "iframe"))[0]
+        driver.switch_to.frame(frame)
+        wait.until(lambda d: "Δ (RFT − SFT)" in text())
+        assert "Regression check" in text() and "Where the results come from" in text()
+        driver.switch_to.default_content()
+        driver.save_screenshot(str(shots_dir / "mlflow-report.png"))
+    finally:
+        driver.quit()
+    assert (shots_dir / "mlflow-report.png").stat().st_size > 0
+
+
 def test_each_iteration_keeps_its_own_artifacts_with_a_manifest_in_s3(state):
     run = f"runs/{state.result.run_id}"
     for stage in STAGES:
@@ -179,6 +352,18 @@ def test_second_run_reuses_cached_stages_and_reruns_collect_and_report(state):
     _, runs = mlflow_runs(state)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == again.mlflow_parent_run_id]
     assert [r.info.run_name for r in children] == ["report"]
+    # Its regression check compares with the first run (what it reported): nothing changed, 0.0.
+    checks = json.loads((again.report_dir / "regression.json").read_text())["runs"]
+    assert len(checks) == 6 and {c["status"] for c in checks} == {"ok"}
+    assert {c["previous_pipeline_run"] for c in checks} == {state.result.run_id}
+    assert {c["evaluated_in"] for c in checks} == {state.result.run_id}
+    assert all(c["deltas"] and set(c["deltas"].values()) == {0.0} for c in checks)
+    report = (again.report_dir / "report.md").read_text()
+    assert "no previous run" not in report
+    assert (
+        report.count(f"vs run {state.result.run_id} (evaluation reused from run {state.result.run_id})") == 6
+    )
+    assert "(Δ +0.0)" in report and f"shots-2 grpo: reused from run {state.result.run_id}" in report
 
 
 def test_a_prefix_swapped_for_another_iterations_fails_the_next_stage(state):
@@ -262,6 +447,15 @@ def test_changing_grpo_steps_reruns_only_grpo_and_its_evaluation(state):
         r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == again.mlflow_parent_run_id
     )
     assert rerun == ["evaluate-rft", "evaluate-rft", "grpo", "grpo", "report"]
+    checks = json.loads((again.report_dir / "regression.json").read_text())["runs"]
+    evaluated_in = {(c["series"]["method"], c["series"]["shots"]): c["evaluated_in"] for c in checks}
+    assert evaluated_in[("rft", 1)] == evaluated_in[("rft", 2)] == again.run_id  # re-evaluated in this run
+    assert evaluated_in[("sft", 1)] == state.result.run_id  # reused
+    report = (again.report_dir / "report.md").read_text()
+    assert (
+        "shots-1 grpo: ran in this run" in report
+        and f"shots-1 sft: reused from run {state.result.run_id}" in report
+    )
     tables = json.loads((again.report_dir / "tables.json").read_text())
     rows = {(row["method"], row["shots"]) for table in tables for row in table["rows"]}
     assert {(m, k) for m in ("sft", "rft") for k in (1, 2)} <= rows

@@ -20,12 +20,24 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vrft.io import atomic_directory, atomic_write_text, check_output_apart, local_store_path, write_manifest
 from vrft.report.artifacts import evaluation_records
+from vrft.report.comparison import (
+    SHARED_VIEW_TAG,
+    PipelineRun,
+    Provenance,
+    comparison_metrics,
+    pipeline_runs,
+    previous_series,
+    producing_run,
+    provenance,
+    series_key,
+    shared_view_state,
+)
 from vrft.report.config import ReportConfig
 from vrft.report.html import Section, render_html, render_markdown
 from vrft.report.plots import History, is_reward_metric, plot_metric_vs_shots, plot_reward_curves, slug
@@ -40,7 +52,14 @@ from vrft.report.runs import (
     search_runs,
 )
 from vrft.report.tables import ReportTable, build_tables
-from vrft.tracking import TAG_REGRESSION_STATUS, Tracker
+from vrft.tracking import (
+    STAGE_PIPELINE,
+    TAG_CONFIG,
+    TAG_EVALUATION_RUNS,
+    TAG_REGRESSION_STATUS,
+    TAG_STAGE,
+    Tracker,
+)
 
 REPORT_MD, REPORT_HTML, TABLES_JSON, REGRESSION_JSON = (
     "report.md",
@@ -60,6 +79,10 @@ class ReportResult:
     regressions: list[RegressionResult]
     regression_summary: dict[str, Any]
     mlflow_run_id: str | None
+    run_id: str = ""  # the pipeline run the report belongs to ("" for a report across runs)
+    # series key -> the MLflow evaluation run behind that row (what the next run compares with)
+    evaluation_runs: dict[str, str] = field(default_factory=dict)
+    provenance: list[Provenance] = field(default_factory=list)  # which run produced each result
 
 
 def _latest_per_series(runs: list[RunRecord]) -> list[RunRecord]:
@@ -99,6 +122,46 @@ def _history_previous(run: RunRecord, history: list[RunRecord], this_run: str) -
     return max(same, key=lambda h: h.start_time, default=None)
 
 
+def _mlflow_evaluation(run: RunRecord, history: list[RunRecord]) -> RunRecord | None:
+    """The MLflow evaluation run that logged the evaluation artifact ``run`` was read from: the
+    pipeline run that produced it (a reused evaluation names an earlier one), same series and seed."""
+    made_in = run.tags.get(RUN_ID, "")
+    same = [
+        h
+        for h in history
+        if made_in
+        and h.tags.get(RUN_ID) == made_in
+        and h.series == run.series
+        and h.seed == run.seed
+        and h.status == "FINISHED"
+    ]
+    return max(same, key=lambda h: h.start_time, default=None)
+
+
+class _PreviousRuns:
+    """The regression check's "previous run of the same benchmark": the newest earlier pipeline run
+    of the config whose report showed the series (what it reported, even if it had reused that
+    evaluation itself); for runs reported before pipeline runs recorded that, the newest MLflow
+    evaluation of the series from another pipeline run."""
+
+    def __init__(self, client: Any, experiment_id: str, history: list[RunRecord], this_run: str) -> None:
+        self.client, self.experiment_id = client, experiment_id
+        self.history, self.this_run = history, this_run
+        self.by_id = {h.run_id: h for h in history}
+        self._earlier: dict[str, list[PipelineRun]] = {}
+
+    def find(self, run: RunRecord) -> tuple[str, RunRecord | None]:
+        """(previous pipeline run id, the evaluation it showed); ("", None) when there is none."""
+        config = run.group[0]
+        if self.client is not None and config not in self._earlier:
+            self._earlier[config] = pipeline_runs(self.client, self.experiment_id, config, self.this_run)
+        found = previous_series(run, self._earlier.get(config, []), self.by_id)
+        if found is not None:
+            return found[0].run_id, found[1]
+        shown = _history_previous(run, self.history, self.this_run)
+        return (shown.tags.get(RUN_ID, "") if shown else ""), shown
+
+
 def build_report(
     config: ReportConfig,
     output_dir: str | Path,
@@ -133,6 +196,7 @@ def build_report(
         },
     )
     client = None
+    experiment_id = ""
     history: list[RunRecord] = []
     train_runs: list[RunRecord] = []
     if tracking_uri and experiment:
@@ -141,6 +205,7 @@ def build_report(
         if found is None and evaluations is None:
             raise ValueError(f"no MLflow experiment named {experiment!r} at {tracking_uri}")
         if found is not None:
+            experiment_id = found.experiment_id
             history = list(search_runs(client, [found.experiment_id], STAGE_EVALUATE))
             train_runs = list(search_runs(client, [found.experiment_id], STAGE_TRAIN))
     elif evaluations is None:
@@ -160,17 +225,23 @@ def build_report(
             + (f" for configs {config.configs}" if config.configs else "")
         )
     shown = {(t.config, t.model) for t in tables}
+    headline = {(t.config, t.model): t.primary for t in tables}
+    evaluation_runs: dict[str, str] = {}
     if evaluations is not None:
-        regressions = [
-            compare_runs(
-                run,
-                _history_previous(run, history, run_id),
-                config.regression_threshold,
-                config.regression_metrics,
-            )
-            for run in eval_runs
-            if run.group in shown
-        ]
+        previous = _PreviousRuns(client if experiment_id else None, experiment_id, history, run_id)
+        regressions = []
+        for run in eval_runs:
+            if run.group not in shown:
+                continue
+            logged = _mlflow_evaluation(run, history)
+            if logged is not None:
+                evaluation_runs[series_key(run)] = logged.run_id
+            previous_pipeline_run, shown_before = previous.find(run)
+            result = compare_runs(run, shown_before, config.regression_threshold, config.regression_metrics)
+            result.previous_pipeline_run = previous_pipeline_run
+            result.evaluated_in = producing_run(run.source)[0] or run.tags.get(RUN_ID, "")
+            result.headline = headline.get(run.group, "")
+            regressions.append(result)
     else:
         regressions = [
             compare_runs(
@@ -182,6 +253,7 @@ def build_report(
     for run in train_runs:
         train_by_group[run.group].append(run)
 
+    sources_of_results = provenance(eval_runs) if evaluations is not None else []
     output_dir = Path(output_dir)
     with atomic_directory(output_dir, overwrite=overwrite) as tmp:
         sections = []
@@ -206,10 +278,26 @@ def build_report(
             sections.append(section)
         atomic_write_text(
             tmp / REPORT_MD,
-            render_markdown(config.title, sections, regressions, config.regression_threshold, tmp),
+            render_markdown(
+                config.title,
+                sections,
+                regressions,
+                config.regression_threshold,
+                tmp,
+                this_run=run_id,
+                provenance=sources_of_results,
+            ),
         )
         atomic_write_text(
-            tmp / REPORT_HTML, render_html(config.title, sections, regressions, config.regression_threshold)
+            tmp / REPORT_HTML,
+            render_html(
+                config.title,
+                sections,
+                regressions,
+                config.regression_threshold,
+                this_run=run_id,
+                provenance=sources_of_results,
+            ),
         )
         atomic_write_text(
             tmp / TABLES_JSON, json.dumps([t.to_dict() for t in tables], indent=2, allow_nan=False)
@@ -234,6 +322,9 @@ def build_report(
         regressions,
         summary,
         mlflow_run_id,
+        run_id,
+        evaluation_runs,
+        sources_of_results,
     )
 
 
@@ -241,6 +332,45 @@ def log_report(tracker: Tracker, result: ReportResult) -> None:
     """Record a built report in the active (report stage's) MLflow run: its regression status, the
     number of regressions and tables, and the report's files as artifacts."""
     _log_report(tracker, result.output_dir, result.regression_summary, len(result.tables))
+
+
+def log_on_pipeline_run(tracker: Tracker, result: ReportResult, experiment: str, config: str) -> str | None:
+    """Give the pipeline run (MLflow's parent run of ``result.run_id``) the comparison: its metrics
+    (:func:`vrft.report.comparison.comparison_metrics`), the regression status, which evaluation run
+    each row showed (tag ``evaluation_runs``: what the next run compares with) and the report's files
+    as artifacts (``report/``), and the experiment the shared view the comparison link opens. Where no such run exists (a cluster's stages run without one) one
+    is made, tagged ``stage=pipeline`` and ``run_id``, and ended. Returns its id (``None`` untracked)."""
+    if not tracker.enabled or not result.run_id:
+        return None
+    parent = tracker.find_pipeline_run(experiment, result.run_id)
+    made = parent is None
+    if parent is None:
+        parent = tracker.create_run(
+            experiment,
+            f"pipeline-{result.run_id}",
+            {TAG_STAGE: STAGE_PIPELINE, RUN_ID: result.run_id, TAG_CONFIG: config},
+        )
+        assert parent is not None
+    metrics = comparison_metrics(result.tables)
+    try:
+        tracker.log_metrics(metrics, run_id=parent)
+        tracker.set_experiment_tag(experiment, SHARED_VIEW_TAG, shared_view_state(list(metrics)))
+        tracker.set_tags(
+            {
+                TAG_STAGE: STAGE_PIPELINE,
+                TAG_REGRESSION_STATUS: result.regression_summary.get("status", ""),
+                TAG_EVALUATION_RUNS: json.dumps(result.evaluation_runs, sort_keys=True),
+            },
+            run_id=parent,
+        )
+        tracker.log_artifacts(result.output_dir, "report", run_id=parent)
+    except BaseException as exc:
+        if made:
+            tracker.end_run(parent, exc)
+        raise
+    if made:
+        tracker.end_run(parent)
+    return parent
 
 
 def _log_report(tracker: Tracker, output_dir: Path, summary: dict[str, Any], tables: int) -> None:

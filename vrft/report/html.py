@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vrft.report.comparison import Provenance, provenance_lines
 from vrft.report.regression import RegressionResult
 from vrft.report.tables import ReportTable, markdown_table, table_cells, table_header
 
@@ -37,21 +38,44 @@ class Section:
     figures: list[tuple[str, Path]] = field(default_factory=list)
 
 
-def _regression_lines(regressions: Sequence[RegressionResult]) -> list[str]:
+def _series_name(result: RegressionResult) -> str:
+    s = result.series
+    return f"{s['config']} / {s['model']} / {s['method']}" + (f" / {s['shots']}-shot" if s["shots"] else "")
+
+
+def _compared_with(result: RegressionResult, this_run: str) -> str:
+    """``vs run R1 (evaluation reused from run R1)``: which earlier pipeline run the row is compared
+    with, and where this row's evaluation ran when not in this run."""
+    text = f"vs run {result.previous_pipeline_run or result.previous_run_id}"
+    if this_run and result.evaluated_in and result.evaluated_in != this_run:
+        text += f" (evaluation reused from run {result.evaluated_in})"
+    return text
+
+
+def _regression_lines(regressions: Sequence[RegressionResult], this_run: str = "") -> list[str]:
+    """One line per compared row: the previous run it is compared with and the deltas (points)."""
     lines = []
     for result in regressions:
-        s = result.series
-        name = f"{s['config']} / {s['model']} / {s['method']}" + (
-            f" / {s['shots']}-shot" if s["shots"] else ""
-        )
+        name = _series_name(result)
         if result.status == "regressed":
             drops = ", ".join(
                 f"{r.metric} {100 * r.previous:.1f} → {100 * r.current:.1f} (−{r.drop_points:.1f})"
                 for r in result.regressions
             )
-            lines.append(f"REGRESSED {name}: {drops}")
+            lines.append(f"REGRESSED {name} {_compared_with(result, this_run)}: {drops}")
         elif result.status == "ok":
-            lines.append(f"ok {name}: {len(result.compared)} metrics compared")
+            head = result.headline if result.headline in result.deltas else ""
+            shown = (
+                f"{head} {100 * result.previous[head]:.1f} → {100 * (result.previous[head] + result.deltas[head]):.1f}"
+                f" (Δ {100 * result.deltas[head]:+.1f}); "
+                if head
+                else ""
+            )
+            largest = max((abs(d) for d in result.deltas.values()), default=0.0)
+            lines.append(
+                f"ok {name} {_compared_with(result, this_run)}: {shown}{len(result.compared)} metrics "
+                f"compared, largest change {100 * largest:.1f} points"
+            )
         else:
             lines.append(f"no previous run {name}")
     return lines
@@ -63,6 +87,9 @@ def render_markdown(
     regressions: Sequence[RegressionResult],
     threshold_points: float,
     base_dir: Path,
+    *,
+    this_run: str = "",
+    provenance: Sequence[Provenance] = (),
 ) -> str:
     """Markdown with tables and image links relative to ``base_dir`` (the report directory)."""
     out = [
@@ -82,7 +109,10 @@ def render_markdown(
         for caption, path in section.figures:
             out += [f"![{caption}]({path.relative_to(base_dir).as_posix()})", ""]
     out += [f"## Regression check (threshold {threshold_points:g} points)", ""]
-    out += [f"- {line}" for line in _regression_lines(regressions)] or ["- no runs checked"]
+    out += [f"- {line}" for line in _regression_lines(regressions, this_run)] or ["- no runs checked"]
+    if provenance:
+        out += ["", "## Where the results come from", ""]
+        out += [f"- {line}" for line in provenance_lines(provenance, this_run)]
     return "\n".join(out) + "\n"
 
 
@@ -112,7 +142,13 @@ def _html_table(table: ReportTable) -> str:
 
 
 def render_html(
-    title: str, sections: Sequence[Section], regressions: Sequence[RegressionResult], threshold_points: float
+    title: str,
+    sections: Sequence[Section],
+    regressions: Sequence[RegressionResult],
+    threshold_points: float,
+    *,
+    this_run: str = "",
+    provenance: Sequence[Provenance] = (),
 ) -> str:
     """One self-contained page: every figure inlined as a base64 PNG."""
     parts = [
@@ -136,10 +172,14 @@ def render_html(
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
     parts.append(f"<h2>Regression check (threshold {threshold_points:g} points)</h2><ul>")
-    for line in _regression_lines(regressions) or ["no runs checked"]:
+    for line in _regression_lines(regressions, this_run) or ["no runs checked"]:
         css = ' class="regressed"' if line.startswith("REGRESSED") else ""
         parts.append(f"<li{css}>{html.escape(line)}</li>")
     parts.append("</ul>")
+    if provenance:
+        parts.append("<h2>Where the results come from</h2><ul>")
+        parts += [f"<li>{html.escape(line)}</li>" for line in provenance_lines(provenance, this_run)]
+        parts.append("</ul>")
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"

@@ -37,6 +37,14 @@ class RegressionResult:
     status: str
     compared: list[str] = field(default_factory=list)
     regressions: list[Regression] = field(default_factory=list)
+    # Every compared metric: current − previous (fractions; 0.0 where the evaluation was reused).
+    deltas: dict[str, float] = field(default_factory=dict)
+    previous: dict[str, float] = field(default_factory=dict)  # the previous values of the compared metrics
+    # The pipeline runs behind the two sides: the previous run of the benchmark (what it reported) and
+    # the run whose evaluation this row shows (another run's when the evaluation was reused).
+    previous_pipeline_run: str = ""
+    evaluated_in: str = ""
+    headline: str = ""  # the metric a one-line summary shows first (the task's primary)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +70,15 @@ def compare_runs(
             regressions.append(Regression(name, previous.metrics[name], current.metrics[name], drop))
     status = STATUS_REGRESSED if regressions else STATUS_OK
     return RegressionResult(
-        current.run_id, previous.run_id, series, threshold_points, status, names, regressions
+        current.run_id,
+        previous.run_id,
+        series,
+        threshold_points,
+        status,
+        names,
+        regressions,
+        deltas={n: current.metrics[n] - previous.metrics[n] for n in names},
+        previous={n: previous.metrics[n] for n in names},
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 GIT_COMMIT_ENV = "VRFT_GIT_COMMIT"
 
-TAG_STAGE = "stage"  # dataset | train | evaluate | report
+TAG_STAGE = "stage"  # pipeline | dataset | train | evaluate | report
 TAG_METHOD = "method"  # base | sft | rft (see report_method)
 TAG_CONFIG = "config"  # the experiment config's name
 TAG_MODEL = "model"  # the base model
@@ -43,8 +43,17 @@ TAG_GATE_SOURCE, TAG_GROUND_TRUTH = "gate_source", "ground_truth"
 TAG_TRAINING, TAG_PROTOCOL_PREFIX = "training", "protocol."
 TAG_ERROR = "error"  # on a FAILED / KILLED run: the (redacted) exception
 ARTIFACT_TAG_PREFIX = "artifact."
+# On a pipeline (parent) run, written by its report: series -> the MLflow evaluation run whose numbers
+# the report showed (JSON), so that the next run's regression check compares with what this run said.
+TAG_EVALUATION_RUNS = "evaluation_runs"
+# Stage runs a report found without a parent (a cluster's) and nested under the pipeline run it made.
+TAG_PARENT_RUN = "mlflow.parentRunId"
+# MLflow's experiment kind: its UI (3.x) opens an experiment without one on the GenAI overview page
+# (traces, latency: empty for vrft); "finetuning" is a model-training kind, which opens the runs table.
+TAG_EXPERIMENT_KIND, EXPERIMENT_KIND = "mlflow.experimentKind", "finetuning"
 
 STAGE_DATASET, STAGE_TRAIN, STAGE_EVALUATE, STAGE_REPORT = "dataset", "train", "evaluate", "report"
+STAGE_PIPELINE = "pipeline"  # the parent run of one pipeline run (local runner, or made by the report)
 METHODS = ("base", "sft", "rft")
 # Training method (the `vrft train` sub-command, the config section) -> the report's method tag.
 _REPORT_METHOD = {"grpo": "rft", "sft": "sft"}

@@ -26,7 +26,15 @@ from typing import Any
 from vrft.config import flatten, to_dict
 from vrft.tracking.redaction import env_secrets, redact, redact_text, scrub, secrets_in
 from vrft.tracking.store import check_sqlite_store, sqlite_store_path
-from vrft.tracking.tags import ARTIFACT_TAG_PREFIX, TAG_ERROR, TAG_RUN_ID, TAG_STAGE
+from vrft.tracking.tags import (
+    ARTIFACT_TAG_PREFIX,
+    EXPERIMENT_KIND,
+    STAGE_PIPELINE,
+    TAG_ERROR,
+    TAG_EXPERIMENT_KIND,
+    TAG_RUN_ID,
+    TAG_STAGE,
+)
 
 PARENT_RUN_ENV = "VRFT_MLFLOW_PARENT_RUN_ID"
 # Where new experiments keep their artifacts (e.g. s3://vrft/mlflow); unset: MLflow's default.
@@ -67,6 +75,7 @@ class Tracker:
         self.artifact_root = artifact_root or os.environ.get(MLFLOW_ARTIFACT_ROOT_ENV) or None
         self._seen_secrets: set[str] = set()
         self._store_checked = False
+        self._kind_checked: set[str] = set()  # experiments whose kind tag this tracker has seen
 
     @classmethod
     def off(cls) -> Tracker:
@@ -140,17 +149,58 @@ class Tracker:
         client = mlflow.MlflowClient()
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
+            self._mark_kind(client, experiment)
             return experiment.experiment_id
         location = (
             f"{self.artifact_root.rstrip('/')}/{_experiment_slug(name)}" if self.artifact_root else None
         )
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(
+                name, artifact_location=location, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}
+            )
         except MlflowException:  # another process created it first
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
+            self._mark_kind(client, experiment)
             return experiment.experiment_id
+
+    def _mark_kind(self, client: Any, experiment: Any) -> None:
+        """Give an experiment vrft uses (made by an older vrft, or by hand) MLflow's experiment kind,
+        so that its UI opens on the runs table; a kind someone chose is left as it is."""
+        if experiment.experiment_id in self._kind_checked:
+            return
+        if TAG_EXPERIMENT_KIND not in (experiment.tags or {}):
+            client.set_experiment_tag(experiment.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
+        self._kind_checked.add(experiment.experiment_id)
+
+    def set_experiment_tag(self, experiment: str, key: str, value: str) -> None:
+        """Set a (redacted) tag on experiment ``experiment`` (e.g. the report's shared view)."""
+        if not self.enabled:
+            return
+        clean = self._redact({key: str(value)})[key]
+        self._client().set_experiment_tag(self._experiment_id(experiment), key, clean)
+
+    def experiment_id(self, name: str) -> str | None:
+        """The id of experiment ``name`` (created, with its kind, when missing); ``None`` untracked."""
+        return self._experiment_id(name) if self.enabled else None
+
+    def find_pipeline_run(self, experiment: str, run_id: str) -> str | None:
+        """The parent run of pipeline run ``run_id`` (tags ``stage=pipeline``, ``run_id``) in
+        ``experiment``: the one ``$VRFT_MLFLOW_PARENT_RUN_ID`` names, else the oldest such run;
+        ``None`` when there is none (a cluster's stages run without one)."""
+        if not self.enabled:
+            return None
+        named = os.environ.get(PARENT_RUN_ENV)
+        if named:
+            return named
+        found = self._client().search_runs(
+            [self._experiment_id(experiment)],
+            filter_string=f"tags.{TAG_STAGE} = '{STAGE_PIPELINE}' and tags.{TAG_RUN_ID} = '{run_id}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
 
     @contextlib.contextmanager
     def _run(self, tags: Mapping[str, Any], **start_kwargs: Any) -> Iterator[str]:
@@ -370,20 +420,31 @@ class Tracker:
             ended.append(run.info.run_id)
         return ended
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """Set redacted tags on the active run (e.g. what an evaluation turned out to be)."""
+    def set_tags(self, tags: Mapping[str, Any], *, run_id: str | None = None) -> None:
+        """Set redacted tags on the active run (e.g. what an evaluation turned out to be), or on
+        ``run_id`` (e.g. the pipeline's parent run, from its report stage)."""
         if not self.enabled:
             return
         clean = self._redact({k: str(v) for k, v in tags.items()})
-        self._active_mlflow("set_tags").set_tags(
-            {key: _truncate(str(value), MAX_TAG_VALUE_LENGTH) for key, value in clean.items()}
-        )
+        clean = {key: _truncate(str(value), MAX_TAG_VALUE_LENGTH) for key, value in clean.items()}
+        if run_id is None:
+            self._active_mlflow("set_tags").set_tags(clean)
+            return
+        from mlflow.entities import RunTag
 
-    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
-        """Copy a directory's files into the active run's artifacts (the MLflow UI shows them)."""
+        self._client().log_batch(run_id, tags=[RunTag(k, v) for k, v in clean.items()])
+
+    def log_artifacts(
+        self, local_dir: str | Path, artifact_path: str | None = None, *, run_id: str | None = None
+    ) -> None:
+        """Copy a directory's files into the active run's artifacts (the MLflow UI shows them), or
+        into ``run_id``'s."""
         if not self.enabled:
             return
-        self._active_mlflow("log_artifacts").log_artifacts(str(local_dir), artifact_path=artifact_path)
+        if run_id is None:
+            self._active_mlflow("log_artifacts").log_artifacts(str(local_dir), artifact_path=artifact_path)
+            return
+        self._client().log_artifacts(run_id, str(local_dir), artifact_path=artifact_path)
 
     def log_artifact_uri(self, name: str, uri: str) -> None:
         """Record where a stage put an output, as tag ``artifact.<name>`` = URI."""
