@@ -24,7 +24,7 @@ CONFIG ?= configs/default.yaml
 help:
 	@echo "make setup   create $(VENV) and install vrft with its pipeline and test dependencies"
 	@echo "make run     run the whole pipeline on the embedded default ($(CONFIG))"
-	@echo "make test    run the test suite"
+	@echo "make test    run the test suite (PYTEST_WORKERS=2 processes; docs/testing.md)"
 	@echo "make test-containers  build the CPU image on an air-gapped base and run the pipeline in containers"
 	@echo "                      (root: installs docker.io and debootstrap; engine in $(VRFT_ENGINE_DIR))"
 	@echo "make clean-containers  stop that engine and remove $(VRFT_ENGINE_DIR), the fetched torch wheel and logs"
@@ -52,8 +52,12 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 run: $(VENV)/.installed-run
 	$(VENV)/bin/vrft run $(CONFIG)
 
+# pytest-xdist: PYTEST_WORKERS processes (2: the CI machine's cores); `--dist loadgroup` keeps the tests
+# that share a module fixture (the end-to-end run, the cluster compile) on one worker (tests/conftest.py).
+# `make test PYTEST_WORKERS=0` runs the suite in one process. Timings: docs/testing.md.
+PYTEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Tests marked `containers` (deselected from `make test`): start a private Docker engine in
 # VRFT_ENGINE_DIR when none is given (DOCKER_HOST), build the air-gapped base and the CPU image, run a

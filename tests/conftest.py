@@ -1,4 +1,5 @@
-"""Fixtures shared across the suite: the tiny offline models, built once per session."""
+"""Fixtures shared across the suite: the tiny offline models, built once per session; and how the
+suite is spread over pytest-xdist workers (``make test`` runs ``-n 2 --dist loadgroup``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,45 @@ from vrft.models.tiny import build_tiny_model
 
 # Small pixel bounds keep the tiny model at 4-16 vision tokens per image.
 TINY_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
+
+# Fixtures of these scopes are built once per worker that runs a test needing them: the tests that
+# share one stay on one worker, or each worker would build it again (an end-to-end run, a compile of
+# every config).
+_SHARED_SCOPES = ("package", "module", "class")
+
+
+def _shared_fixture_scope(item: pytest.Item) -> str | None:
+    """The file (or package) whose expensive fixture ``item`` shares with other tests, if any."""
+    info = getattr(item, "_fixtureinfo", None)  # doctest items have none
+    if info is None:
+        return None
+    scopes = {definitions[-1].scope for definitions in info.name2fixturedefs.values() if definitions}
+    if "package" in scopes:
+        return str(Path(item.nodeid.split("::")[0]).parent)
+    if scopes & set(_SHARED_SCOPES):
+        return item.nodeid.split("::")[0]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the tests that share a module/class/package fixture on one xdist worker (an
+    ``xdist_group`` per file, used by ``--dist loadgroup``; all other tests are spread one by one),
+    and start the long ones first: the files with ``slow`` tests, then the files sharing a fixture,
+    then the rest (each file's tests stay together and in their order), so that no long chain of
+    tests starts last while the other worker idles. No test depends on this order."""
+    groups = {item: _shared_fixture_scope(item) for item in items}
+    for item, group in groups.items():
+        if group is not None and not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(group))
+    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    shared_files = {item.nodeid.split("::")[0] for item, group in groups.items() if group is not None}
+
+    def rank(item: pytest.Item) -> int:
+        file = item.nodeid.split("::")[0]
+        return 0 if file in slow_files else 1 if file in shared_files else 2
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
 
 
 @pytest.fixture(scope="session")
