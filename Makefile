@@ -52,12 +52,13 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 run: $(VENV)/.installed-run
 	$(VENV)/bin/vrft run $(CONFIG)
 
-# pytest-xdist: PYTEST_WORKERS processes (2: the CI machine's cores); `--dist loadgroup` keeps the tests
-# that share a module fixture (the end-to-end run, the cluster compile) on one worker (tests/conftest.py).
-# `make test PYTEST_WORKERS=0` runs the suite in one process. Timings: docs/testing.md.
+# pytest-xdist: PYTEST_WORKERS processes (2: the CI machine's cores). `--dist loadfile` runs each file on
+# one worker, so a module fixture (the end-to-end run, the cluster compile) is built once; files go out
+# long ones first, in the order tests/conftest.py sorts them. `make test PYTEST_WORKERS=0`: one process.
+# Timings and why not loadgroup: docs/testing.md.
 PYTEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Tests marked `containers` (deselected from `make test`): start a private Docker engine in
 # VRFT_ENGINE_DIR when none is given (DOCKER_HOST), build the air-gapped base and the CPU image, run a

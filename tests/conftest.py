@@ -1,8 +1,9 @@
 """Fixtures shared across the suite: the tiny offline models, built once per session; and how the
-suite is spread over pytest-xdist workers (``make test`` runs ``-n 2 --dist loadgroup``)."""
+suite is spread over pytest-xdist workers (``make test``: ``-n 2 --dist loadfile``)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import sys
@@ -17,38 +18,44 @@ from vrft.models.tiny import build_tiny_model
 # Small pixel bounds keep the tiny model at 4-16 vision tokens per image.
 TINY_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
 
-# Fixtures of these scopes are built once per worker that runs a test needing them: the tests that
-# share one stay on one worker, or each worker would build it again (an end-to-end run, a compile of
-# every config).
-_SHARED_SCOPES = ("package", "module", "class")
+# Fixtures of these scopes are built once per process that runs a test needing them: an end-to-end run,
+# a compile of every config. `make test` sends each file to one xdist worker (--dist loadfile).
+_SHARED_SCOPES = {"package", "module", "class"}
 
 
-def _shared_fixture_scope(item: pytest.Item) -> str | None:
-    """The file (or package) whose expensive fixture ``item`` shares with other tests, if any."""
+def _shares_a_fixture(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a package/module/class-scoped fixture (its file is then one long chain)."""
     info = getattr(item, "_fixtureinfo", None)  # doctest items have none
     if info is None:
-        return None
-    scopes = {definitions[-1].scope for definitions in info.name2fixturedefs.values() if definitions}
-    if "package" in scopes:
-        return str(Path(item.nodeid.split("::")[0]).parent)
-    if scopes & set(_SHARED_SCOPES):
-        return item.nodeid.split("::")[0]
-    return None
+        return False
+    return any(defs and defs[-1].scope in _SHARED_SCOPES for defs in info.name2fixturedefs.values())
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+_NO_MODULE = "<no module>"  # not a key of sys.modules: inspect.getmodule answers None, as after a rescan
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """kfp calls ``inspect.stack()`` in each resource setter of each task (about 100 times per compiled
+    pipeline), and for every frame whose file belongs to no module (``<frozen runpy>`` under ``python -m
+    pytest``; the ``<string>`` bootstrap and the exec'd ``xdist/remote.py`` of an xdist worker)
+    ``inspect.getmodule`` rescans all of ``sys.modules`` (5000 modules once torch and transformers are
+    loaded): compiling one config took 30 s in the suite and 3 s alone. Those frames sit below every
+    test: record in inspect's cache the answer the rescan gives for them (no module), once."""
+    frame = sys._getframe()
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename not in inspect.modulesbyfile and inspect.getmodule(frame, filename) is None:
+            inspect.modulesbyfile[filename] = _NO_MODULE
+        frame = frame.f_back
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the tests that share a module/class/package fixture on one xdist worker (an
-    ``xdist_group`` per file, used by ``--dist loadgroup``; all other tests are spread one by one),
-    and start the long ones first: the files with ``slow`` tests, then the files sharing a fixture,
-    then the rest (each file's tests stay together and in their order), so that no long chain of
-    tests starts last while the other worker idles. No test depends on this order."""
-    groups = {item: _shared_fixture_scope(item) for item in items}
-    for item, group in groups.items():
-        if group is not None and not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(group))
+    """Start the long files first: those with ``slow`` tests, then those sharing an expensive fixture,
+    then the rest (each file's tests stay together and in their order). ``make test`` hands out whole
+    files in this order (``--dist loadfile --no-loadscope-reorder``), so no long file starts last while
+    the other worker idles. No test depends on this order."""
     slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    shared_files = {item.nodeid.split("::")[0] for item, group in groups.items() if group is not None}
+    shared_files = {item.nodeid.split("::")[0] for item in items if _shares_a_fixture(item)}
 
     def rank(item: pytest.Item) -> int:
         file = item.nodeid.split("::")[0]
