@@ -7,7 +7,7 @@ import inspect
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,6 +74,20 @@ def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
 def tiny_qwen25(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
     path = build_tiny_model(tmp_path_factory.mktemp("models") / "qwen2_5_vl", family="qwen2_5_vl")
     return ModelConfig(name_or_path=str(path), **TINY_PIXELS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Generated datasets and tiny models go to this process's own cache (each xdist worker has its
+    own), never to the user's ~/.cache/vrft: two workers building the same entry at once would swap
+    it under each other's readers. Set before any test, so the restore below keeps it."""
+    before = os.environ.get("VRFT_CACHE_DIR")
+    os.environ["VRFT_CACHE_DIR"] = str(tmp_path_factory.mktemp("vrft-cache"))
+    yield
+    if before is None:
+        os.environ.pop("VRFT_CACHE_DIR", None)
+    else:
+        os.environ["VRFT_CACHE_DIR"] = before
 
 
 @pytest.fixture(autouse=True)
