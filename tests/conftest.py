@@ -7,6 +7,7 @@ import inspect
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -88,6 +89,16 @@ def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("VRFT_CACHE_DIR", None)
     else:
         os.environ["VRFT_CACHE_DIR"] = before
+
+
+@pytest.fixture
+def short_tmp_path() -> Iterator[Path]:
+    """A fresh directory with a short path (``/tmp/vrft-XXXXXXXX``), removed afterwards: for a `vrft
+    run` state directory, whose SeaweedFS unix sockets allow about 100 bytes of path. Under xdist
+    ``tmp_path`` gains a ``popen-gwN`` level, and a long test name then makes it too long."""
+    path = Path(tempfile.mkdtemp(prefix="vrft-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
