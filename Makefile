@@ -24,7 +24,7 @@ CONFIG ?= configs/default.yaml
 help:
 	@echo "make setup   create $(VENV) and install vrft with its pipeline and test dependencies"
 	@echo "make run     run the whole pipeline on the embedded default ($(CONFIG))"
-	@echo "make test    run the test suite"
+	@echo "make test    run the test suite (PYTEST_WORKERS=2 processes; docs/testing.md)"
 	@echo "make test-containers  build the CPU image on an air-gapped base and run the pipeline in containers"
 	@echo "                      (root: installs docker.io and debootstrap; engine in $(VRFT_ENGINE_DIR))"
 	@echo "make clean-containers  stop that engine and remove $(VRFT_ENGINE_DIR), the fetched torch wheel and logs"
@@ -52,8 +52,13 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 run: $(VENV)/.installed-run
 	$(VENV)/bin/vrft run $(CONFIG)
 
+# pytest-xdist: PYTEST_WORKERS processes (2: the CI machine's cores). `--dist loadfile` runs each file on
+# one worker, so a module fixture (the end-to-end run, the cluster compile) is built once; files go out
+# long ones first, in the order tests/conftest.py sorts them. `make test PYTEST_WORKERS=0`: one process.
+# Timings and why not loadgroup: docs/testing.md.
+PYTEST_WORKERS ?= 2
 test: setup browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The browser test (MLflow's UI on a real run, tests/pipelines/test_local_run.py) drives Debian's
 # headless Chromium through chromedriver: installed here when missing (root: apt-get); where it

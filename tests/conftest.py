@@ -1,11 +1,14 @@
-"""Fixtures shared across the suite: the tiny offline models, built once per session."""
+"""Fixtures shared across the suite: the tiny offline models, built once per session; and how the
+suite is spread over pytest-xdist workers (``make test``: ``-n 2 --dist loadfile``)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,51 @@ from vrft.models.tiny import build_tiny_model
 
 # Small pixel bounds keep the tiny model at 4-16 vision tokens per image.
 TINY_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
+
+# Fixtures of these scopes are built once per process that runs a test needing them: an end-to-end run,
+# a compile of every config. `make test` sends each file to one xdist worker (--dist loadfile).
+_SHARED_SCOPES = {"package", "module", "class"}
+
+
+def _shares_a_fixture(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a package/module/class-scoped fixture (its file is then one long chain)."""
+    info = getattr(item, "_fixtureinfo", None)  # doctest items have none
+    if info is None:
+        return False
+    return any(defs and defs[-1].scope in _SHARED_SCOPES for defs in info.name2fixturedefs.values())
+
+
+_NO_MODULE = "<no module>"  # not a key of sys.modules: inspect.getmodule answers None, as after a rescan
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """kfp calls ``inspect.stack()`` in each resource setter of each task (about 100 times per compiled
+    pipeline), and for every frame whose file belongs to no module (``<frozen runpy>`` under ``python -m
+    pytest``; the ``<string>`` bootstrap and the exec'd ``xdist/remote.py`` of an xdist worker)
+    ``inspect.getmodule`` rescans all of ``sys.modules`` (5000 modules once torch and transformers are
+    loaded): compiling one config took 30 s in the suite, 4-5 s without. Those frames sit below every
+    test: record in inspect's cache the answer the rescan gives for them (no module), once."""
+    frame = sys._getframe()
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename not in inspect.modulesbyfile and inspect.getmodule(frame, filename) is None:
+            inspect.modulesbyfile[filename] = _NO_MODULE
+        frame = frame.f_back
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the long files first: those with ``slow`` tests, then those sharing an expensive fixture,
+    then the rest (each file's tests stay together and in their order). ``make test`` hands out whole
+    files in this order (``--dist loadfile --no-loadscope-reorder``), so no long file starts last while
+    the other worker idles. No test depends on this order."""
+    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    shared_files = {item.nodeid.split("::")[0] for item in items if _shares_a_fixture(item)}
+
+    def rank(item: pytest.Item) -> int:
+        file = item.nodeid.split("::")[0]
+        return 0 if file in slow_files else 1 if file in shared_files else 2
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +75,30 @@ def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
 def tiny_qwen25(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
     path = build_tiny_model(tmp_path_factory.mktemp("models") / "qwen2_5_vl", family="qwen2_5_vl")
     return ModelConfig(name_or_path=str(path), **TINY_PIXELS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Generated datasets and tiny models go to this process's own cache (each xdist worker has its
+    own), never to the user's ~/.cache/vrft: two workers building the same entry at once would swap
+    it under each other's readers. Set before any test, so the restore below keeps it."""
+    before = os.environ.get("VRFT_CACHE_DIR")
+    os.environ["VRFT_CACHE_DIR"] = str(tmp_path_factory.mktemp("vrft-cache"))
+    yield
+    if before is None:
+        os.environ.pop("VRFT_CACHE_DIR", None)
+    else:
+        os.environ["VRFT_CACHE_DIR"] = before
+
+
+@pytest.fixture
+def short_tmp_path() -> Iterator[Path]:
+    """A fresh directory with a short path (``/tmp/vrft-XXXXXXXX``), removed afterwards: for a `vrft
+    run` state directory, whose SeaweedFS unix sockets allow about 100 bytes of path. Under xdist
+    ``tmp_path`` gains a ``popen-gwN`` level, and a long test name then makes it too long."""
+    path = Path(tempfile.mkdtemp(prefix="vrft-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

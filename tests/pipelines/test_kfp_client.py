@@ -1,6 +1,6 @@
 """vrft.pipelines.kfp_client against a local fake of the Kubeflow Pipelines v2beta1 REST API.
 
-The fake (http.server on 127.0.0.1, a free port, one thread) answers the endpoints kfp.Client 2.17
+The fake (pytest-httpserver on 127.0.0.1, a free port) answers the endpoints kfp.Client 2.17
 calls for our functions, from kfp_server_api's generated clients: healthz, experiments list/create,
 runs create/list, recurringruns create/list/delete. It records every request so that the tests can
 check what reached the server: the pipeline spec (with its Kubernetes secret references), the
@@ -10,18 +10,19 @@ parameters, the converted cron, the concurrency and catch-up policy and the expe
 
 import doctest
 import json
+import re
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import pytest
 from kfp import compiler, dsl, kubernetes
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from vrft.components.cluster import config_map_env_spec, image_refs, secret_env_spec
 from vrft.pipelines import kfp_client
@@ -62,54 +63,34 @@ class FakeState:
         return [r for r in self.requests if r.method == method and r.path == path]
 
 
-class FakeKfpHandler(BaseHTTPRequestHandler):
-    server: "FakeKfpServer"
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
-        return
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def _handle(self, method: str) -> None:
-        state = self.server.state
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
-        query = parse_qs(url.query)
-        state.requests.append(
-            Recorded(method, url.path, query, {k.lower(): v for k, v in self.headers.items()}, body)
+def handle(state: FakeState, request: Request) -> Response:
+    """Answer one request to the fake API from ``state``, recording it first."""
+    raw = request.get_data()
+    body = json.loads(raw) if raw else None
+    query = parse_qs(request.query_string.decode())
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    state.requests.append(Recorded(request.method, request.path, query, headers, body))
+    if state.redirect_to:
+        return _reply(302, {}, location=state.redirect_to)
+    exempt = state.token_exempt_healthz and request.path == f"{API}/healthz"
+    if state.token and not exempt and request.headers.get("Authorization") != f"Bearer {state.token}":
+        return _reply(401, {"error": "Unauthenticated", "code": 16, "message": "invalid bearer token"})
+    route = getattr(FakeKfpRoutes, f"_{request.method.lower()}_{_route(request.path)}", None)
+    if route is None:
+        return _reply(
+            404, {"error": "Not Found", "code": 5, "message": f"no route {request.method} {request.path}"}
         )
-        if state.redirect_to:
-            self._reply(302, {}, location=state.redirect_to)
-            return
-        exempt = state.token_exempt_healthz and url.path == f"{API}/healthz"
-        if state.token and not exempt and self.headers.get("Authorization") != f"Bearer {state.token}":
-            self._reply(401, {"error": "Unauthenticated", "code": 16, "message": "invalid bearer token"})
-            return
-        route = getattr(self, f"_{method.lower()}_{_route(url.path)}", None)
-        if route is None:
-            self._reply(404, {"error": "Not Found", "code": 5, "message": f"no route {method} {url.path}"})
-            return
-        status, payload = route(state, url.path, query, body)
-        self._reply(status, payload)
+    status, payload = route(state, request.path, query, body)
+    return _reply(status, payload)
 
-    def _reply(self, status: int, payload: dict[str, Any], location: str | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if location:
-            self.send_header("Location", location)
-        self.end_headers()
-        self.wfile.write(data)
+
+def _reply(status: int, payload: dict[str, Any], location: str | None = None) -> Response:
+    headers = {"Location": location} if location else {}
+    return Response(json.dumps(payload), status=status, headers=headers, content_type="application/json")
+
+
+class FakeKfpRoutes:
+    """The endpoints the fake answers: ``_<method>_<route>`` (see ``_route``)."""
 
     @staticmethod
     def _get_healthz(state: FakeState, path: str, query: dict, body: Any) -> tuple[int, dict]:
@@ -187,14 +168,9 @@ def _route(path: str) -> str:
     return parts[0] if len(parts) == 1 else f"{parts[0]}_id"
 
 
-class FakeKfpServer(ThreadingHTTPServer):
-    def __init__(self, state: FakeState) -> None:
-        super().__init__(("127.0.0.1", 0), FakeKfpHandler)
-        self.state = state
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+@dataclass
+class FakeKfpServer:
+    url: str
 
 
 @pytest.fixture(autouse=True)
@@ -213,14 +189,11 @@ def state() -> FakeState:
 
 
 @pytest.fixture
-def server(state: FakeState) -> Iterator[FakeKfpServer]:
-    srv = FakeKfpServer(state)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+def server(state: FakeState, httpserver_ipv4: HTTPServer) -> Iterator[FakeKfpServer]:
+    """The fake on pytest-httpserver (127.0.0.1, a free port): every path goes to ``handle``."""
+    httpserver_ipv4.expect_request(re.compile(".*")).respond_with_handler(lambda r: handle(state, r))
+    yield FakeKfpServer(f"http://127.0.0.1:{httpserver_ipv4.port}")
+    httpserver_ipv4.check_assertions()  # an assertion inside the fake fails the test that tripped it
 
 
 @dsl.component(base_image=image_refs(REGISTRY, TAG)["dataset"], install_kfp_package=False)

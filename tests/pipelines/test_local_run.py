@@ -12,8 +12,7 @@ all: each pipeline run costs minutes on a 2-core machine.)
 import hashlib
 import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -492,21 +491,10 @@ vrft.answers.extract_answer = lambda text: None
 """
 
 
-class _Webhook(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Webhook.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.mark.timeout(900)
-def test_a_broken_stage_flips_the_regression_check_and_writes_the_notice(state, tmp_path, monkeypatch):
+def test_a_broken_stage_flips_the_regression_check_and_writes_the_notice(
+    state, tmp_path, monkeypatch, httpserver_ipv4
+):
     before = json.loads((state.result.report_dir / "regression.json").read_text())
     assert before["status"] == "ok" and not (state.result.report_dir / "regression-notice.md").exists()
     _, runs = mlflow_runs(state)
@@ -522,21 +510,16 @@ def test_a_broken_stage_flips_the_regression_check_and_writes_the_notice(state, 
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
     )
-    server = HTTPServer(("127.0.0.1", 0), _Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("VRFT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
-    _Webhook.received.clear()
-    try:
-        # One shot count, and another evaluation batch size (the same answers): the three evaluations of
-        # shots-1 run again, under the broken parser; its dataset and checkpoints come from the cache.
-        broken = run_local(
-            DEFAULT,
-            ["experiment.shots=[1]", *SWEEP[1:], "evaluate.batch_size=4"],
-            state_dir=state.dir,
-            output_dir=state.dir / "broken",
-        )
-    finally:
-        server.shutdown()
+    httpserver_ipv4.expect_request("/hook", method="POST").respond_with_data("")
+    monkeypatch.setenv("VRFT_WEBHOOK_URL", httpserver_ipv4.url_for("/hook"))
+    # One shot count, and another evaluation batch size (the same answers): the three evaluations of
+    # shots-1 run again, under the broken parser; its dataset and checkpoints come from the cache.
+    broken = run_local(
+        DEFAULT,
+        ["experiment.shots=[1]", *SWEEP[1:], "evaluate.batch_size=4"],
+        state_dir=state.dir,
+        output_dir=state.dir / "broken",
+    )
     _, runs = mlflow_runs(state)
     rerun = sorted(
         r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == broken.mlflow_parent_run_id
@@ -551,4 +534,4 @@ def test_a_broken_stage_flips_the_regression_check_and_writes_the_notice(state, 
     assert "REGRESSED" in (broken.report_dir / "report.md").read_text()
     notice = (broken.report_dir / "regression-notice.md").read_text()
     assert "base/accuracy_strict" in notice and "regression" in notice
-    assert [post["text"].strip() for post in _Webhook.received] == [notice.strip()]
+    assert [request.get_json()["text"].strip() for request, _ in httpserver_ipv4.log] == [notice.strip()]

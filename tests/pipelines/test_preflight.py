@@ -134,8 +134,10 @@ def test_memory_over_the_gpu_refuses_with_the_knobs_that_fit(coco_sources, capsy
     assert main(["preflight", str(COCO_8CAT), *overrides, "pipeline.gpu_memory=141"]) == 0
 
 
-def test_a_model_or_source_not_readable_here_is_reported_not_refused(tmp_path):
+def test_a_model_or_source_not_readable_here_is_reported_not_refused(tmp_path, monkeypatch):
     """A hub id offline and sources only a cluster can read: warnings, and the GPU count still."""
+    # Offline (huggingface_hub reads HF_HUB_OFFLINE when imported): not 23 s of retries against the hub.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     config = load_experiment(COCO_8CAT, ["model.name_or_path=no-such-org/no-such-model"])
     report = check_preflight(config)
     assert report.ok and report.warnings and "not readable here" in report.text()

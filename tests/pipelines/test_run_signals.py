@@ -128,8 +128,8 @@ def kill_mid_stage(state_dir: Path, sig: int, stage: str) -> str:
     return output
 
 
-def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(tmp_path: Path) -> None:
-    state_dir = tmp_path / "vrft"
+def test_sigterm_and_sigkill_mid_stage_leave_nothing_and_the_next_run_completes(short_tmp_path: Path) -> None:
+    state_dir = short_tmp_path / "vrft"
     state_dir.mkdir()
     output = kill_mid_stage(state_dir, signal.SIGTERM, "Few-shot dataset")
     assert "Traceback" not in output and "vrft run: terminated by signal 15" in output, output[-3000:]

@@ -1,4 +1,5 @@
-"""vrft.report.notify: the Markdown notice and the webhook POST, against a local HTTP server."""
+"""vrft.report.notify: the Markdown notice and the webhook POST, against a local HTTP server
+(pytest-httpserver)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import doctest
 import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_httpserver import HTTPServer
 
 from vrft.report import notify
 
@@ -28,43 +28,30 @@ SUMMARY = {
 }
 
 
-class Hook(ThreadingHTTPServer):
-    """Records the POSTs it receives and answers with ``status``."""
+class Hook:
+    """The webhook endpoint (pytest-httpserver on 127.0.0.1): records the POSTs it receives and
+    answers with ``status``."""
 
-    def __init__(self, status: int = 200) -> None:
-        super().__init__(("127.0.0.1", 0), HookHandler)
-        self.status = status
-        self.received: list[tuple[str, dict[str, str], Any]] = []
+    def __init__(self, server: HTTPServer, status: int = 200) -> None:
+        self.server = server
+        server.expect_request(f"/hooks/T000/{SECRET}", method="POST").respond_with_data("ok", status=status)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hooks/T000/{SECRET}"
+        return self.server.url_for(f"/hooks/T000/{SECRET}")
 
-
-class HookHandler(BaseHTTPRequestHandler):
-    server: Hook
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        self.send_response(self.server.status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
+    @property
+    def received(self) -> list[tuple[str, dict[str, str], Any]]:
+        return [
+            (request.path, {k.lower(): v for k, v in request.headers.items()}, request.get_json())
+            for request, _ in self.server.log
+        ]
 
 
 @pytest.fixture
-def hook(request: pytest.FixtureRequest) -> Iterator[Hook]:
-    server = Hook(getattr(request, "param", 200))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+def hook(request: pytest.FixtureRequest, httpserver_ipv4: HTTPServer) -> Iterator[Hook]:
+    yield Hook(httpserver_ipv4, getattr(request, "param", 200))
+    httpserver_ipv4.check_assertions()  # no request the hook did not expect
 
 
 @pytest.fixture
