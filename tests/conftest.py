@@ -65,6 +65,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=rank)  # stable: each file's tests keep their order
 
 
+#: Test files that read the one end-to-end run (session fixture ``local_sweep_run``): one worker runs
+#: them all, so the run is made once, not once per worker (about two minutes of both cores).
+SHARED_RUN_FILES = frozenset({"tests/pipelines/test_local_run.py", "tests/pipelines/airflow/test_local.py"})
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent when the suite runs in one process
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile`` hands out whole files; the files in :data:`SHARED_RUN_FILES` go as one."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedRunFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return "tests/pipelines/<the shared end-to-end run>" if file in SHARED_RUN_FILES else file
+
+    return SharedRunFilesTogether(config, log)
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> ModelConfig:
     path = build_tiny_model(tmp_path_factory.mktemp("models") / "qwen2_vl", family="qwen2_vl")

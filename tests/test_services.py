@@ -390,11 +390,11 @@ def test_a_watchdog_stops_only_the_services_it_registered(services: LocalService
 
 
 def test_down_refuses_while_a_run_uses_the_services(
-    services: LocalServices, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    services: LocalServices, short_tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from vrft.cli import main
 
-    state = tmp_path / "vrft" / "services"  # the layout of `--state-dir tmp/vrft`
+    state = short_tmp_path / "vrft" / "services"  # the layout of `--state-dir tmp/vrft`
     state.mkdir(parents=True)
     shutil.copyfile(services.db_path, state / "mlflow.db")
     local = up(state)

@@ -133,10 +133,16 @@ def run_airflow_test(
         STATE_DIR_ENV: str(state_dir),
     }
     logical_date = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    with Supervisor() as supervisor, open(log_file, "a", encoding="utf-8") as log:
+    with (
+        services.in_use(),  # `vrft down` refuses while this run uses the services
+        Supervisor() as supervisor,
+        open(log_file, "a", encoding="utf-8") as log,
+    ):
+        identity = None
         if services.status() != "running":
             services.start(tied=True)
-            supervisor.watch_services(services.state_dir)
+            identity = services.identity()
+            supervisor.watch_services(services.state_dir, *identity)
         try:
             env |= services.env()
             print(
@@ -162,7 +168,8 @@ def run_airflow_test(
             supervisor.terminate_groups()
             if services.owned_by_this_process():
                 services.stop()
-                supervisor.forget_services(services.state_dir)
+                if identity is not None:
+                    supervisor.forget_services(services.state_dir, *identity)
     return AirflowTestResult(
         dag_id=plan.name,
         run_id=run_id,
