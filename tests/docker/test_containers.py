@@ -388,8 +388,10 @@ def test_every_stage_runs_in_its_own_container_to_the_subprocess_runners_report(
     runs = [
         r for e in mlflow_client.search_experiments() for r in mlflow_client.search_runs([e.experiment_id])
     ]
-    stage_runs = [r for r in runs if "stage" in r.data.tags]
+    # (the stages' runs: nested under the pipeline run, which is tagged stage=pipeline and ran in no image)
+    stage_runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(stage_runs) >= 5 and {r.info.status for r in stage_runs} == {"FINISHED"}
+    assert {r.data.tags.get("stage") for r in stage_runs} >= {"dataset", "train", "evaluate", "report"}
     assert {r.data.tags.get("image") for r in stage_runs} == {image}
     # and the commit the image was built from (no git checkout inside)
     assert len({r.data.tags.get("git_commit") for r in stage_runs}) == 1
@@ -474,7 +476,8 @@ def test_airflow_dags_test_with_docker_operator_tasks_reports_the_subprocess_run
     ]
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.run_name == f"pipeline-{run_id}" and parent.info.status == "FINISHED"
-    stage_runs = [r for r in runs if "stage" in r.data.tags]
+    stage_runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(stage_runs) >= 5 and {r.info.status for r in stage_runs} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in stage_runs} == {parent.info.run_id}
+    assert {r.data.tags.get("stage") for r in stage_runs} >= {"dataset", "train", "evaluate", "report"}
     assert {r.data.tags.get("image") for r in stage_runs} == {image}
