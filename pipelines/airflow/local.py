@@ -133,10 +133,12 @@ def run_airflow_test(
         STATE_DIR_ENV: str(state_dir),
     }
     logical_date = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    identity = None  # the services' process (pid, start time), when this run started them
     with Supervisor() as supervisor, open(log_file, "a", encoding="utf-8") as log:
         if services.status() != "running":
             services.start(tied=True)
-            supervisor.watch_services(services.state_dir)
+            identity = services.identity()
+            supervisor.watch_services(services.state_dir, *identity)
         try:
             env |= services.env()
             print(
@@ -162,7 +164,8 @@ def run_airflow_test(
             supervisor.terminate_groups()
             if services.owned_by_this_process():
                 services.stop()
-                supervisor.forget_services(services.state_dir)
+                if identity is not None:
+                    supervisor.forget_services(services.state_dir, *identity)
     return AirflowTestResult(
         dag_id=plan.name,
         run_id=run_id,
