@@ -135,11 +135,11 @@ def run_airflow_test(
     logical_date = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     identity = None  # the services' process (pid, start time), when this run started them
     with Supervisor() as supervisor, open(log_file, "a", encoding="utf-8") as log:
-        if services.status() != "running":
-            services.start(tied=True)
-            identity = services.identity()
-            supervisor.watch_services(services.state_dir, *identity)
-        try:
+        try:  # services started here are stopped however this ends, even if watching them fails
+            if services.status() != "running":
+                services.start(tied=True)
+                identity = services.identity()
+                supervisor.watch_services(services.state_dir, *identity)
             env |= services.env()
             print(
                 f"airflow: {plan.name}, {len(plan)} tasks; AIRFLOW_HOME {home}; log {log_file}",
