@@ -38,10 +38,12 @@ from vrft.pipelines.airflow.task import (
     STATE_DIR_ENV,
     airflow_task_id,
     encode_spec,
+    pipeline_run_id,
     task_dir,
     task_spec,
 )
 from vrft.pipelines.cluster_settings import RETRY_BACKOFF_FACTOR, RETRY_BACKOFF_S, PodSettings, pod_settings
+from vrft.pipelines.local.docker import RUN_LABEL, TASK_LABEL
 from vrft.pipelines.local.task import ERROR_FILE, OUTPUTS_FILE
 from vrft.pipelines.plan import Plan, Task, build_plan
 
@@ -211,11 +213,13 @@ def run_local_process(caching: bool, templates_dict: dict, **context: Any) -> di
 
 class StageContainer(DockerOperator):
     """DockerOperator that hands the container the worker's S3/MLflow environment when it runs
-    (like ``vrft run --runner docker``), not when the DAG is parsed."""
+    (like ``vrft run --runner docker``), not when the DAG is parsed, and labels it with the pipeline
+    run as that runner does (``docker ps --filter label=vrft.run=<run id>``)."""
 
     def execute(self, context: Any) -> Any:
         stage_env = {k: v for k, v in os.environ.items() if k.startswith(STAGE_ENV_PREFIXES)}
         self.environment = {**stage_env, **self.environment}
+        self.labels = {**(self.labels or {}), RUN_LABEL: pipeline_run_id(context["run_id"])}
         for mount in self.mounts:  # bind mounts of directories the engine would create as root
             Path(mount["Source"]).mkdir(parents=True, exist_ok=True)
         return super().execute(context)
@@ -249,6 +253,7 @@ def _docker_operator(planned: Task, config: ExperimentConfig, image: str, *, gpu
         mounts=[Mount(target=str(p), source=str(p), type="bind") for p in shared],
         mount_tmp_dir=False,
         auto_remove="force",
+        labels={TASK_LABEL: planned.id},  # and the run's, when it runs
         device_requests=[DeviceRequest(count=planned.resources.gpus, capabilities=[["gpu"]])]
         if gpu
         else None,

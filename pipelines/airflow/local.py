@@ -133,17 +133,17 @@ def run_airflow_test(
         STATE_DIR_ENV: str(state_dir),
     }
     logical_date = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    identity = None  # the services' process (pid, start time), when this run started them
     with (
         services.in_use(),  # `vrft down` refuses while this run uses the services
         Supervisor() as supervisor,
         open(log_file, "a", encoding="utf-8") as log,
     ):
-        identity = None
-        if services.status() != "running":
-            services.start(tied=True)
-            identity = services.identity()
-            supervisor.watch_services(services.state_dir, *identity)
-        try:
+        try:  # services started here are stopped however this ends, even if watching them fails
+            if services.status() != "running":
+                services.start(tied=True)
+                identity = services.identity()
+                supervisor.watch_services(services.state_dir, *identity)
             env |= services.env()
             print(
                 f"airflow: {plan.name}, {len(plan)} tasks; AIRFLOW_HOME {home}; log {log_file}",

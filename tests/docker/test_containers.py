@@ -1,6 +1,7 @@
 """The images for real: an air-gapped base, the CPU image built on it, the CLI and a stage command in
-that image, and the whole pipeline run with every stage in its own container (``vrft run --runner
-docker``) to the same report as the subprocess runner. Marked ``containers``: deselected from ``make
+that image, and the whole pipeline run with every stage in its own container, by ``vrft run --runner
+docker`` and by ``airflow dags test`` with DockerOperator tasks (``vrft airflow test --executor
+docker``), each to the same report as the subprocess runner's ``vrft run``. Marked ``containers``: deselected from ``make
 test``, run by ``make test-containers``.
 
 Needs a Docker engine: ``DOCKER_HOST`` if one answers there, else a private one started with
@@ -253,8 +254,9 @@ def _of_vrft(event: dict, image: str) -> bool:
 
 def _processes_of(state: Path, run_id: str) -> list[str]:
     """Processes of this machine that belong to a run: its state directory in their command line
-    (the services, the tasks' specs) or working directory, or its run id in their environment (the
-    tasks, in containers too: their processes are this machine's)."""
+    (the services, the tasks' specs), working directory or environment (Airflow's AIRFLOW_HOME, a
+    container task's VRFT_STATE_DIR), or its run id in their environment (the tasks, in containers
+    too: their processes are this machine's)."""
     found = []
     for process in psutil.process_iter():
         try:
@@ -262,7 +264,8 @@ def _processes_of(state: Path, run_id: str) -> list[str]:
             cwd, environ = process.cwd(), process.environ()
         except (psutil.Error, OSError):  # gone, a zombie, or not ours to read
             continue
-        if str(state) in cmdline or cwd.startswith(str(state)) or environ.get(RUN_ID_ENV) == run_id:
+        in_environment = environ.get(RUN_ID_ENV) == run_id or any(str(state) in v for v in environ.values())
+        if str(state) in cmdline or cwd.startswith(str(state)) or in_environment:
             found.append(f"{process.pid} {cmdline[:200]}")
     return found
 
@@ -306,25 +309,44 @@ def _run(env: dict[str, str], state: Path, runner: str, client) -> dict:
     }
 
 
+def _short_dir() -> Path:
+    """A short directory: SeaweedFS's unix sockets live under the state dir, and pytest's tmp paths are too long."""
+    return Path(tempfile.mkdtemp(prefix="vrft-ct-", dir="/tmp"))
+
+
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
-    """A short directory: SeaweedFS's unix sockets live under the state dir, and pytest's tmp paths are too long."""
-    directory = Path(tempfile.mkdtemp(prefix="vrft-ct-", dir="/tmp"))
+    directory = _short_dir()
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def subprocess_run(engine_env: dict[str, str], image: str) -> Iterator[dict]:
+    """``vrft run configs/default.yaml`` with the subprocess runner, on a fresh state directory: the
+    reference the containerised runs (``--runner docker``, Airflow's DockerOperator) are compared with."""
+    import docker
+
+    directory = _short_dir()
+    (directory / "s").mkdir()
+    client = docker.DockerClient(base_url=engine_env["DOCKER_HOST"], timeout=600)
+    try:
+        yield _run(engine_env, directory / "s", "subprocess", client)
+    finally:
+        client.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def test_every_stage_runs_in_its_own_container_to_the_subprocess_runners_report(
-    engine_env: dict[str, str], image: str, short_dir: Path
+    engine_env: dict[str, str], image: str, subprocess_run: dict, short_dir: Path
 ) -> None:
     import docker
 
     (short_dir / "d").mkdir()
-    (short_dir / "s").mkdir()
+    in_process = subprocess_run
     client = docker.DockerClient(base_url=engine_env["DOCKER_HOST"], timeout=600)
     try:
         in_containers = _run(engine_env, short_dir / "d", "docker", client)
-        in_process = _run(engine_env, short_dir / "s", "subprocess", client)
     finally:
         client.close()
 
@@ -366,9 +388,96 @@ def test_every_stage_runs_in_its_own_container_to_the_subprocess_runners_report(
     runs = [
         r for e in mlflow_client.search_experiments() for r in mlflow_client.search_runs([e.experiment_id])
     ]
-    stage_runs = [r for r in runs if "stage" in r.data.tags]
+    # (the stages' runs: nested under the pipeline run, which is tagged stage=pipeline and ran in no image)
+    stage_runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(stage_runs) >= 5 and {r.info.status for r in stage_runs} == {"FINISHED"}
+    assert {r.data.tags.get("stage") for r in stage_runs} >= {"dataset", "train", "evaluate", "report"}
     assert {r.data.tags.get("image") for r in stage_runs} == {image}
     # and the commit the image was built from (no git checkout inside)
     assert len({r.data.tags.get("git_commit") for r in stage_runs}) == 1
     assert stage_runs[0].data.tags["git_commit"] != "unknown"
+
+
+def test_airflow_dags_test_with_docker_operator_tasks_reports_the_subprocess_runners_numbers(
+    engine_env: dict[str, str], image: str, subprocess_run: dict, short_dir: Path
+) -> None:
+    """``vrft airflow test --executor docker``: ``airflow dags test`` of the default's DAG, every task a
+    DockerOperator container of the CPU image on this engine, to the report of ``vrft run``."""
+    import docker
+    import mlflow
+
+    state, output = short_dir / "state", short_dir / "report"
+    client = docker.DockerClient(base_url=engine_env["DOCKER_HOST"], timeout=600)
+    try:
+        started = time.time()
+        result = subprocess.run(
+            [
+                str(VRFT),
+                "airflow",
+                "test",
+                str(CONFIG),
+                "--executor",
+                "docker",
+                "--state-dir",
+                str(state),
+                "--output-dir",
+                str(output),
+            ],
+            env=engine_env,
+            cwd=short_dir,
+            capture_output=True,
+            text=True,
+        )
+        ended = time.time()
+        logs = sorted((state / "logs").glob("airflow-*.log"))
+        assert result.returncode == 0, (
+            result.stdout[-3000:] + result.stderr[-3000:] + (logs[-1].read_text()[-6000:] if logs else "")
+        )
+        print(result.stdout.strip())  # the DAG run's time, for docs/airflow.md
+        (run_dir,) = (state / "runs").iterdir()
+        run_id = run_dir.name
+        events = _container_events(client, started, ended)
+        processes_left = _processes_of(state, run_id)
+        containers_left = client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+    finally:
+        client.close()
+
+    tables = _without_run_ids(json.loads((output / "tables.json").read_text()))
+    differences = _differences(tables, subprocess_run["tables"])
+    assert not differences, "airflow (docker) != subprocess runner:\n" + "\n".join(differences[:40])
+    assert tables[0]["rows"]
+    assert run_id.startswith("airflow-manual")
+
+    # The engine's account: each planned task ran in exactly one container of the image, labelled
+    # with this run and the task, which exited 0 and was removed; no other container of the image ran.
+    planned = [task.id for task in build_plan(load_experiment(CONFIG, [])).tasks]
+    ours = [e for e in events if e["Actor"]["Attributes"].get(RUN_LABEL) == run_id]
+    started_events = [e for e in ours if e["Action"] == "start"]
+    assert Counter(e["Actor"]["Attributes"][TASK_LABEL] for e in started_events) == Counter(planned)
+    assert {e["Actor"]["Attributes"]["image"] for e in started_events} == {image}
+    containers = {e["Actor"]["ID"] for e in started_events}
+    assert {e["Actor"]["ID"]: e["Actor"]["Attributes"]["exitCode"] for e in ours if e["Action"] == "die"} == {
+        container: "0" for container in containers
+    }
+    assert {e["Actor"]["ID"] for e in ours if e["Action"] == "destroy"} == containers
+    assert [e for e in events if e["Actor"]["Attributes"].get("image") == image and e not in ours] == []
+    # Every task wrote its outputs in this run's task directories (nothing reused: a fresh state).
+    assert sorted(p.parent.name for p in run_dir.glob("tasks/*/outputs.json")) == sorted(
+        task.replace("/", "-") for task in planned
+    )
+
+    # Nothing is left: no process (airflow, services, tasks), no container labelled with the run.
+    assert processes_left == [] and containers_left == [], (processes_left, containers_left)
+
+    # One MLflow parent run, ended by the report, with every stage's run under it, in the image.
+    mlflow_client = mlflow.MlflowClient(LocalServices(state / "services").tracking_uri)
+    runs = [
+        r for e in mlflow_client.search_experiments() for r in mlflow_client.search_runs([e.experiment_id])
+    ]
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.run_name == f"pipeline-{run_id}" and parent.info.status == "FINISHED"
+    stage_runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(stage_runs) >= 5 and {r.info.status for r in stage_runs} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in stage_runs} == {parent.info.run_id}
+    assert {r.data.tags.get("stage") for r in stage_runs} >= {"dataset", "train", "evaluate", "report"}
+    assert {r.data.tags.get("image") for r in stage_runs} == {image}

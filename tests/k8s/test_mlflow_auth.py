@@ -83,8 +83,9 @@ def test_a_stage_logs_with_the_pipeline_credentials_and_nothing_gets_in_without(
         own = {e["name"] for e in container["env"]}
         assert "MLFLOW_AUTH_CONFIG_PATH" not in own  # importing mlflow.server.auth would read it
         extra = {"AUTH_CONFIG_OUT": str(auth_ini)} if "AUTH_CONFIG_OUT" in own else {}
+        # cwd: importing mlflow.server.auth writes its default database into the working directory
         done = subprocess.run([sys.executable, "-c", container["command"][2]], env={**env, **extra},
-                              capture_output=True, text=True, timeout=180)  # fmt: skip
+                              capture_output=True, text=True, timeout=180, cwd=tmp_path)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
     assert "database_uri = sqlite" in auth_ini.read_text() and oct(auth_ini.stat().st_mode)[-3:] == "600"
 
@@ -106,6 +107,7 @@ def test_a_stage_logs_with_the_pipeline_credentials_and_nothing_gets_in_without(
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "server.log", "wb"),  # noqa: SIM115 - closed with the process
         start_new_session=True,
+        cwd=tmp_path,
     )
     try:
         deadline = time.monotonic() + 180
