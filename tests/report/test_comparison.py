@@ -179,11 +179,11 @@ def test_the_pipeline_run_carries_the_comparison_and_the_report(bench: Benchmark
     assert {"report/report.html", "report/report.md", "report/regression.json"} <= artifacts
     assert json.loads(run.data.tags["evaluation_runs"])  # what the next run compares with
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    assert experiment.tags["mlflow.experimentKind"] == "finetuning"
+    assert experiment.tags["mlflow.experimentKind"] == "finetuning"  # also on one vrft did not make
     # The view the comparison link opens: the pipeline runs with these metrics as columns.
     view = json.loads(experiment.tags["mlflow.sharedViewState.vrft-rft-vs-sft"])
     assert view["searchFilter"] == "tags.stage = 'pipeline'"
-    assert view["selectedColumns"] == [f"metrics.`{key}`" for key in comparison_metrics(result.tables)]  # set on an experiment vrft did not make
+    assert view["selectedColumns"] == [f"metrics.`{key}`" for key in comparison_metrics(result.tables)]
     # A second report of the same pipeline run writes into the same parent run.
     _, again = bench.report("run-a", dict.fromkeys(LABELS, "run-a"))
     assert again == parent
