@@ -87,6 +87,13 @@ def namespaces() -> Iterator[tuple[str, str]]:
 FILES = "/mnt"  # where a container sees the test's files (its /tmp is the pod's volume)
 
 
+def _outside_the_pod_tmp() -> list[Path]:
+    """The checkout and this interpreter's environment, where they lie under /tmp (outermost only)."""
+    candidates = sorted({Path(__file__).resolve().parents[2], Path(sys.prefix).resolve()})
+    under_tmp = [p for p in candidates if p.is_relative_to("/tmp")]
+    return [p for p in under_tmp if not any(p != q and p.is_relative_to(q) for q in under_tmp)]
+
+
 class Pod:
     """Containers started in one network namespace with a shared private /tmp, stopped at the end."""
 
@@ -100,10 +107,22 @@ class Pod:
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         # A mount namespace per container (private propagation: nothing leaks to the host) with the
-        # pod's /tmp volume bound over /tmp, as the kubelet does, and the test's files on /mnt.
-        script = (
-            f"mount --bind {shlex.quote(str(self.files))} {FILES} && "
-            f"mount --bind {shlex.quote(str(self.tmp))} /tmp && exec {shlex.join(argv)}"
+        # pod's /tmp volume bound over /tmp, as the kubelet does, and the test's files on /mnt. What
+        # the container runs (this interpreter, weed, the editable install) lives in the checkout and
+        # its environment; one that sits under /tmp (a CI clone there) is bound back at its own path,
+        # as an image has its programs outside the volume.
+        keep = []
+        for i, path in enumerate(_outside_the_pod_tmp()):
+            (self.files / f"keep-{i}").mkdir(exist_ok=True)
+            keep.append((shlex.quote(str(path)), f"{FILES}/keep-{i}"))
+        script = " && ".join(
+            [
+                f"mount --bind {shlex.quote(str(self.files))} {FILES}",
+                *(f"mount --bind {path} {spare}" for path, spare in keep),
+                f"mount --bind {shlex.quote(str(self.tmp))} /tmp",
+                *(f"mkdir -p {path} && mount --bind {spare} {path}" for path, spare in keep),
+                f"exec {shlex.join(argv)}",
+            ]
         )
         with open(self.logs / f"{name}.log", "wb") as log:
             self.processes.append(
