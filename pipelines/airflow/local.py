@@ -28,6 +28,7 @@ from vrft.experiment import ExperimentConfig, load_experiment
 from vrft.io import atomic_write_text
 from vrft.pipelines.airflow.task import STATE_DIR_ENV
 from vrft.pipelines.local.errors import PipelineFailed
+from vrft.pipelines.local.runner import environment
 from vrft.pipelines.local.services import LocalServices, ServicesError
 from vrft.pipelines.local.supervisor import GRACE_SECONDS, Supervisor, terminate_groups
 from vrft.pipelines.plan import build_plan
@@ -160,7 +161,7 @@ def run_airflow_test(
                 )
             run_id, outputs = report
             target = Path(output_dir or Path("outputs") / run_id / "report").resolve()
-            with _environment(services.env()):  # this process's S3 client reads the local store
+            with environment(services.env()):  # this process's S3 client reads the local store
                 report_dir = ArtifactStore.from_uri(outputs["uri"]).download_dir(
                     "", target, manifest_sha256=outputs["manifest_sha256"]
                 )
@@ -179,21 +180,6 @@ def run_airflow_test(
         log_file=log_file,
         airflow_home=home,
     )
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    """Set environment variables for this process, restoring them afterwards."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _airflow(supervisor: Supervisor, command: list[str], env: dict[str, str], log) -> int:

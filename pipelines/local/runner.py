@@ -313,7 +313,7 @@ def _write_records(path: Path, run_id: str, records: list[TaskRecord]) -> None:
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def environment(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for this process (its tracker and store clients), restoring them."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
@@ -391,7 +391,7 @@ def _run_with_services(
             supervisor.watch_services(services.state_dir, *identity)
         print(f"run {run_id}: services up; {len(plan)} tasks; full log in {log_file}", flush=True)
         try:
-            with _environment(services.env()):
+            with environment(services.env()):
                 ended = end_abandoned_runs(state_dir, Tracker(config.pipeline.tracking_uri or None), run_id)
                 if ended:
                     _say(console, log, f"closed {len(ended)} MLflow runs left RUNNING by killed runs")
@@ -461,7 +461,7 @@ def _run_tracked(
         "config_sha256": config.digest(),
     }
     stage_env = {RUN_ID_ENV: run_id, MODEL_CACHE_ENV: str((state_dir / "cache").resolve())}
-    with _environment(stage_env):
+    with environment(stage_env):
         if runner == "docker":
             from vrft.pipelines.local.docker import ContainerTasks, cpu_image
 
