@@ -43,18 +43,22 @@ def _as_nobody() -> list[str]:
     return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 
 
-def test_without_root_it_fails_with_one_line_naming_root(tmp_path: Path) -> None:
+def test_without_root_it_fails_with_one_line_naming_root(shared_dir: Path) -> None:
     """A real run as an unprivileged user, as `make test-containers` starts it (before `make setup`)."""
-    tmp_path.chmod(0o777)
+    script = _readable_copy(SCRIPT, shared_dir)
     env = {
         "PATH": os.environ["PATH"],
-        "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock",
-        "VRFT_ENGINE_DIR": str(tmp_path / "engine"),
+        "DOCKER_HOST": f"unix://{shared_dir}/no-engine.sock",
+        "VRFT_ENGINE_DIR": str(shared_dir / "engine"),
     }
     done = subprocess.run(
-        [*_as_nobody(), sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, cwd=tmp_path
+        [*_as_nobody(), _system_python(), str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=shared_dir,
     )
-    assert done.returncode == 1
+    assert done.returncode == 1, done.stderr
     assert done.stdout == ""
     [line] = done.stderr.splitlines()
     assert line.startswith("make test-containers: needs root (running as uid "), line
@@ -248,6 +252,22 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+def _readable_copy(script: Path, directory: Path) -> Path:
+    """``script`` copied where the unprivileged user can read it: the checkout itself may lie under a
+    private directory (a CI workspace, a clone made in a ``mktemp -d`` directory)."""
+    copy = directory / script.name
+    shutil.copy(script, copy)
+    copy.chmod(0o755)
+    return copy
+
+
+def _system_python() -> str:
+    """The interpreter behind the virtual environment (its ``bin/python`` link may lie in the private
+    checkout too); the scripts under docker/ need only the standard library, as they run before
+    `make setup`."""
+    return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+
+
 def test_engine_start_without_root_is_one_line(shared_dir: Path) -> None:
     bin_dir = shared_dir / "bin"  # dockerd and docker present (never run: the root check comes first)
     bin_dir.mkdir()
@@ -255,7 +275,12 @@ def test_engine_start_without_root_is_one_line(shared_dir: Path) -> None:
         (bin_dir / name).write_text("#!/bin/sh\nexit 1\n")
         (bin_dir / name).chmod(0o755)
     done = subprocess.run(
-        [*_as_nobody(), str(REPO / "docker" / "engine.sh"), "start", str(shared_dir / "engine")],
+        [
+            *_as_nobody(),
+            str(_readable_copy(REPO / "docker" / "engine.sh", shared_dir)),
+            "start",
+            str(shared_dir / "engine"),
+        ],
         capture_output=True,
         text=True,
         env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
