@@ -5,7 +5,8 @@
   watchdog for SIGKILL);
 * :mod:`~vrft.pipelines.local.runner`: runs the task plan, task after task, with a stage cache
   (:mod:`~vrft.pipelines.local.cache`); each task in its own process
-  (:mod:`~vrft.pipelines.local.task`) or container (:mod:`~vrft.pipelines.local.docker`).
+  (:mod:`~vrft.pipelines.local.task`, forked warm by :mod:`~vrft.pipelines.local.forkserver`) or
+  container (:mod:`~vrft.pipelines.local.docker`).
 """
 
 from vrft.pipelines.local.errors import PipelineFailed

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +43,7 @@ from vrft.experiment import ExperimentConfig, load_experiment
 from vrft.io import atomic_write_text
 from vrft.pipelines.local.cache import StageCache, code_identity, stage_cache_root
 from vrft.pipelines.local.errors import PipelineFailed
+from vrft.pipelines.local.forkserver import PRELOAD, ForkServer, ForkServerGone
 from vrft.pipelines.local.services import (
     LocalServices,
     ServicesError,
@@ -58,6 +60,8 @@ from vrft.storage import ArtifactStore
 from vrft.tracking import STAGE_PIPELINE, TAG_STAGE, Tracker
 
 DEFAULT_STATE_DIR = Path(".vrft")
+#: What runs a task: ``python -m vrft.pipelines.local.task SPEC`` (or its fork).
+TASK_MODULE = "vrft.pipelines.local.task"
 RUNNERS = ("subprocess", "docker")
 #: Where a task finds the record of what ran and what was reused so far (tasks.json).
 TASK_RECORD_ENV = "VRFT_TASK_RECORD"
@@ -104,21 +108,83 @@ class TaskRecord:
 
 
 class TaskProcesses:
-    """Runs each task as a subprocess of this environment, in a process group of its own."""
+    """Runs each task as a process of this environment, in a process group of its own.
+
+    On Linux each task is forked from the run's fork server (:mod:`vrft.pipelines.local.forkserver`),
+    which imported the stage libraries once; elsewhere, with ``VRFT_FORK_SERVER=0``, or if the server
+    ends, each task is a fresh ``python -m vrft.pipelines.local.task SPEC``. Either way the task
+    sees the same environment, files and signals.
+    """
 
     where = "in a subprocess"
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        log: TextIO | None = None,
+        *,
+        module: str = TASK_MODULE,
+        preload: tuple[str, ...] = PRELOAD,
+    ) -> None:
+        """``log``: where the fork server's own output goes (without it every task is a fresh
+        process); ``module``: what runs a task (``python -m MODULE SPEC``); ``preload``: what the
+        fork server imports."""
         self.supervisor = supervisor
-        self.command = [sys.executable, "-m", "vrft.pipelines.local.task"]
+        self.module = module
+        self.command = [sys.executable, "-m", module]
+        self.server: ForkServer | None = None
+        if log is not None and ForkServer.wanted():
+            self.server = ForkServer(dict(os.environ), supervisor, log, preload)
 
     def identity(self) -> str:
         return code_identity()
+
+    def close(self) -> None:
+        """Stop the fork server (idle between tasks)."""
+        if self.server is not None:
+            server, self.server = self.server, None
+            server.close()
 
     def run(self, spec_file: Path, env: dict[str, str], log: TextIO) -> int:
         log.flush()
         work = spec_file.parent / TASK_WORK_DIR
         private_dir(work)
+        task_env = {**env, "TMPDIR": str(work), WORK_DIR_ENV: str(work)}
+        pid = None
+        try:
+            if self.server is not None:
+                try:
+                    pid = self.server.start(self.module, [str(spec_file)], task_env, os.getcwd(), log)
+                except ForkServerGone as gone:
+                    log.write(f"{gone}; this and later tasks start as fresh processes\n")
+                    log.flush()
+                    self.close()
+            if pid is not None:
+                return self._wait_forked(pid)
+            return self._run_fresh(spec_file, task_env, log)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # a SIGKILLed stage cannot remove its own
+
+    def _wait_forked(self, pid: int) -> int:
+        assert self.server is not None
+        self.supervisor.watch_group(pid)
+        code = None
+        try:
+            code = self.server.wait()
+            return code
+        except ForkServerGone:
+            self.close()
+            return -signal.SIGTERM  # the server died, and with it (parent-death signal) the task
+        finally:  # also on Ctrl-C / SIGTERM of the run: stop the task and whatever it started
+            if code is None:
+                terminate_groups([pid], GRACE_SECONDS)
+                with contextlib.suppress(ForkServerGone, OSError, ValueError):
+                    if self.server is not None:
+                        self.server.wait()
+            terminate_groups([pid], grace=0)  # what the task left in its group
+            self.supervisor.forget_group(pid)
+
+    def _run_fresh(self, spec_file: Path, task_env: dict[str, str], log: TextIO) -> int:
         die_with_parent = die_with_parent_preexec()
 
         def preexec() -> None:
@@ -131,7 +197,7 @@ class TaskProcesses:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**env, "TMPDIR": str(work), WORK_DIR_ENV: str(work)},
+            env=task_env,
             start_new_session=True,
             preexec_fn=preexec,
         )
@@ -144,7 +210,6 @@ class TaskProcesses:
             terminate_groups([process.pid], grace=0)  # what the task left in its group
             process.wait()
             self.supervisor.forget_group(process.pid)
-            shutil.rmtree(work, ignore_errors=True)  # a SIGKILLed stage cannot remove its own
 
 
 def new_run_id() -> str:
@@ -467,22 +532,26 @@ def _run_tracked(
 
             executor: Any = ContainerTasks(cpu_image(config), state_dir, supervisor)
         else:
-            executor = TaskProcesses(supervisor)
+            executor = TaskProcesses(supervisor, log)  # its fork server imports while the parent run opens
         cache = None
         if config.pipeline.caching:
             cache = StageCache(stage_cache_root(state_dir, tracker), executor.identity())
-        with tracker.parent_run(config.experiment.name, f"pipeline-{run_id}", tags) as parent_id:
-            # The parent run's id reaches the tasks through the environment parent_run just set.
-            records = run_plan(
-                plan,
-                run_id=run_id,
-                state_dir=state_dir,
-                executor=executor,
-                env=dict(os.environ),
-                cache=cache,
-                log=log,
-                console=console,
-            )
+        try:
+            with tracker.parent_run(config.experiment.name, f"pipeline-{run_id}", tags) as parent_id:
+                # The parent run's id reaches the tasks through the environment parent_run just set.
+                records = run_plan(
+                    plan,
+                    run_id=run_id,
+                    state_dir=state_dir,
+                    executor=executor,
+                    env=dict(os.environ),
+                    cache=cache,
+                    log=log,
+                    console=console,
+                )
+        finally:
+            if isinstance(executor, TaskProcesses):
+                executor.close()
     return records, parent_id
 
 

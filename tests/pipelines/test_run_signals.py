@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from vrft.pipelines.local.forkserver import TASK_PROCESS_NAME
 from vrft.pipelines.local.services import port_is_open, process_alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,10 +85,12 @@ def start_run(state_dir: Path, mark: str, out: Path) -> subprocess.Popen[str]:
 
 
 def stage_running(mark: str) -> bool:
-    """Whether a task process of the marked run is running."""
+    """Whether a task process of the marked run is running: ``python -m vrft.pipelines.local.task``
+    or a task forked by the run's fork server (named ``vrft-task``)."""
     for pid in marked_processes(mark):
         try:
-            if "vrft.pipelines.local.task" in psutil.Process(pid).cmdline():
+            process = psutil.Process(pid)
+            if process.name() == TASK_PROCESS_NAME or "vrft.pipelines.local.task" in process.cmdline():
                 return True
         except psutil.Error:
             continue

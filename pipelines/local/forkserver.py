@@ -1,0 +1,304 @@
+"""A warm start for the tasks of a local run: one process imports the stage libraries, each task is a fork of it.
+
+A task process spends most of its life importing: torch, transformers, trl, datasets and MLflow take
+6–8 s per process on a 2-core machine, while a stage of the embedded default computes for well
+under a second. So a run starts one *fork server* (``python -m vrft.pipelines.local.forkserver FD
+MODULE...``)
+when it starts its tasks: it imports :data:`PRELOAD` once (while the runner opens the MLflow parent
+run), then forks one child per task on request. The child becomes what ``python -m
+vrft.pipelines.local.task SPEC`` would have been:
+
+* a session and process group of its own (the runner and the watchdog stop tasks by group), umask
+  077, a SIGTERM when the fork server dies (which itself dies with the run), the process name
+  ``vrft-task`` (its command line is still the server's);
+* stdin from /dev/null, stdout and stderr to the run's log (its descriptor passed over the socket);
+* exactly the task's environment and working directory (``os.environ`` replaced, ``tempfile``
+  re-reading ``TMPDIR``), Python's default SIGINT/SIGTERM handling, the task's ``sys.argv``;
+* its exit status the task's (``os._exit`` after the exit handlers ran), reported back by the fork
+  server, which reaps it.
+
+The server is started with the run's environment, so what a library reads from the environment while
+it is imported (``PYTHONPATH``'s ``sitecustomize``, Hugging Face's offline switches) is what a plain
+task process would read: within one run only ``TMPDIR`` and the work directory differ between tasks.
+A module that fails to import is skipped (the task then imports it itself and reports the error).
+Nothing else is shared: the server only imports, and forks from its one thread.
+
+Protocol, on a Unix socket pair: the runner sends one JSON line per task
+(``{"module", "argv", "env", "cwd"}``: ``python -m MODULE ARGV``) with the log's descriptor attached; the server answers
+``{"pid": N}`` once the child exists and ``{"exit": CODE}`` when it has ended (``CODE`` as
+``Popen.returncode``: negative for a signal). End of input: the server exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import json
+import logging
+import os
+import runpy
+import signal
+import socket
+import sys
+import tempfile
+import traceback
+from typing import Any
+
+#: What a task imports on its way to the stage function: the stage libraries, heaviest first.
+PRELOAD = (
+    "torch",
+    "transformers",
+    "trl",
+    "datasets",
+    "mlflow",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "boto3",
+    "vrft.models.loading",
+    "vrft.train.grpo",
+    "vrft.train.sft",
+    "vrft.evaluate.run",
+    "vrft.data.build",
+    "vrft.report.build",
+    "vrft.pipelines.local.task",
+    "vrft.components.dataset",
+    "vrft.components.evaluate",
+    "vrft.components.train",
+    "vrft.components.report",
+)
+#: The largest request line (a task's environment) the server reads.
+MAX_REQUEST_BYTES = 1 << 20
+
+
+def preload(modules: tuple[str, ...]) -> list[str]:
+    """Import ``modules``; return those that failed (the task will meet the same error itself)."""
+    failed = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a broken import is the task's to report, not the server's
+            failed.append(name)
+    return failed
+
+
+#: The forked task's process name (``ps -o comm``, ``top``; its command line stays the server's).
+TASK_PROCESS_NAME = "vrft-task"
+PR_SET_NAME = 15
+
+
+def _name_setter() -> Any:
+    """A function naming this process (Linux ``prctl(PR_SET_NAME)``), resolved before any fork."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return lambda name: None
+    return lambda name: prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+def _child(request: dict[str, Any], log_fd: int, die_with_parent: Any, set_name: Any) -> int:
+    """In the forked child: become the task process described by ``request``; return its exit code."""
+    os.setsid()
+    set_name(TASK_PROCESS_NAME)
+    os.umask(0o077)
+    if die_with_parent is not None:
+        die_with_parent()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null)
+    os.close(log_fd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    tempfile.tempdir = None  # read TMPDIR again: the task's own scratch directory
+    os.chdir(request["cwd"])
+    sys.argv = ["-m", *request["argv"]]  # runpy puts the module's file first, as `python -m` does
+    try:
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    except SystemExit as exc:  # what the interpreter makes of sys.exit(...)
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_child(request: dict[str, Any], log_fd: int, die_with_parent: Any, set_name: Any) -> None:
+    """The forked child's whole life: never returns into the server's loop."""
+    code = 1
+    try:
+        code = _child(request, log_fd, die_with_parent, set_name)
+    except BaseException:  # what the interpreter prints for an uncaught exception
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()  # what interpreter exit would run: MLflow, tqdm, ...
+            logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        os._exit(code)
+
+
+def serve(channel: socket.socket) -> None:
+    """Answer task requests on ``channel`` until it closes."""
+    from vrft.pipelines.local.services import die_with_parent_preexec
+
+    die_with_parent = die_with_parent_preexec()
+    set_name = _name_setter()
+    while True:
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        message, fds, _, _ = socket.recv_fds(channel, MAX_REQUEST_BYTES, 1)
+        if not message:
+            return
+        buffer = message
+        while not buffer.endswith(b"\n"):  # a large environment arrives in pieces
+            more = channel.recv(MAX_REQUEST_BYTES)
+            if not more:
+                return
+            buffer += more
+        request = json.loads(buffer)
+        [log_fd] = fds
+        pid = os.fork()
+        if pid == 0:
+            channel.close()
+            _run_child(request, log_fd, die_with_parent, set_name)
+        os.close(log_fd)
+        channel.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        _, status = os.waitpid(pid, 0)
+        channel.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or not args[0].isdigit():
+        print("usage: python -m vrft.pipelines.local.forkserver FD [MODULE ...]", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides when tasks stop
+    channel = socket.socket(fileno=int(args[0]))
+    # A library that asks torch whether CUDA is there while it is imported must not initialise the
+    # CUDA driver here: a forked child could not use it. NVML answers without initialising it.
+    ours = "PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    failed = preload(tuple(args[1:]))
+    if ours:
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK")
+    if failed:
+        print(f"fork server: not preloaded (tasks import them): {', '.join(failed)}", file=sys.stderr)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        print(
+            "fork server: CUDA was initialised while importing; tasks start as fresh processes",
+            file=sys.stderr,
+        )
+        return 3
+    try:
+        serve(channel)
+    except (OSError, ValueError) as exc:  # the runner went away mid-message
+        print(f"fork server: stopped: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+#: ``0`` runs every task as a fresh interpreter instead (slower; for a library that misbehaves when forked).
+FORK_SERVER_ENV = "VRFT_FORK_SERVER"
+
+
+class ForkServerGone(RuntimeError):
+    """The fork server ended (or never answered): the task was not started by it."""
+
+
+class ForkServer:
+    """The runner's end of a fork server: started with the run's environment, one task at a time.
+
+    Registered with the run's :class:`~vrft.pipelines.local.supervisor.Supervisor` like a task's
+    process group, and tied to the run by the parent-death signal: it never outlives the run.
+    """
+
+    def __init__(
+        self, env: dict[str, str], supervisor: Any, log: Any, modules: tuple[str, ...] = PRELOAD
+    ) -> None:
+        import subprocess
+
+        from vrft.pipelines.local.services import die_with_parent_preexec
+
+        self.supervisor = supervisor
+        self.channel, theirs = socket.socketpair()
+        die_with_parent = die_with_parent_preexec()
+
+        def preexec() -> None:
+            os.umask(0o077)
+            if die_with_parent is not None:
+                die_with_parent()
+
+        log.flush()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vrft.pipelines.local.forkserver", str(theirs.fileno()), *modules],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=preexec,
+            )
+        finally:
+            theirs.close()
+        supervisor.watch_group(self.process.pid)
+        self.replies = self.channel.makefile("rb")
+
+    @staticmethod
+    def wanted(environ: dict[str, str] | None = None) -> bool:
+        """Whether tasks should be forked (Linux, and not switched off by ``VRFT_FORK_SERVER=0``)."""
+        environ = os.environ if environ is None else environ
+        return sys.platform == "linux" and environ.get(FORK_SERVER_ENV, "1") != "0"
+
+    def _reply(self, key: str) -> int:
+        line = self.replies.readline()
+        if not line:
+            raise ForkServerGone(f"the fork server (pid {self.process.pid}) ended")
+        return int(json.loads(line)[key])
+
+    def start(self, module: str, argv: list[str], env: dict[str, str], cwd: str, log: Any) -> int:
+        """Fork what ``python -m MODULE ARGV`` would run, with ``env`` in ``cwd``, its output to
+        ``log``; return its pid."""
+        message = json.dumps({"module": module, "argv": argv, "env": env, "cwd": cwd}).encode() + b"\n"
+        log.flush()
+        try:
+            socket.send_fds(self.channel, [message[:1]], [log.fileno()])
+            self.channel.sendall(message[1:])
+        except OSError as exc:
+            raise ForkServerGone(f"the fork server (pid {self.process.pid}) ended: {exc}") from exc
+        return self._reply("pid")
+
+    def wait(self) -> int:
+        """The exit status of the task last started (``Popen.returncode``'s convention)."""
+        return self._reply("exit")
+
+    def close(self, grace: float = 10.0) -> None:
+        """End the server (end of input), killing its group if it does not go within ``grace``."""
+        import subprocess
+
+        from vrft.pipelines.local.supervisor import terminate_groups
+
+        with contextlib.suppress(OSError):
+            self.replies.close()
+            self.channel.close()
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            terminate_groups([self.process.pid], grace=0)
+            self.process.wait()
+        terminate_groups([self.process.pid], grace=0)  # anything it left in its group
+        self.supervisor.forget_group(self.process.pid)

@@ -1,0 +1,42 @@
+"""What a task process sees, for tests/pipelines/test_forkserver.py: ``python -m
+tests.pipelines.forkserver_probe OUT_JSON`` (fresh, or forked by the fork server) writes its
+environment, directory, process group, umask, signal handling and argv to OUT_JSON, prints a line on
+stdout and on stderr, then exits with ``$PROBE_ACTION`` (a number; ``sleep``: waits to be signalled)."""
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+
+
+def main() -> int:
+    out, action = sys.argv[1], os.environ["PROBE_ACTION"]
+    umask = os.umask(0)
+    os.umask(umask)
+    seen = {
+        "env": dict(os.environ),
+        "cwd": os.getcwd(),
+        "umask": umask,
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "sid": os.getsid(0),
+        "tempdir": tempfile.gettempdir(),
+        "argv": sys.argv,
+        "name": __name__,
+        "sigint": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+        "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+        "stdin": os.read(0, 16).decode(),
+    }
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(seen, f)
+    print(f"probe {action}: stdout", flush=True)
+    print(f"probe {action}: stderr", file=sys.stderr, flush=True)
+    if action == "sleep":
+        time.sleep(120)
+    return int(action) if action.isdigit() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
