@@ -9,8 +9,8 @@ run), then forks one child per task on request. The child becomes what ``python 
 vrft.pipelines.local.task SPEC`` would have been:
 
 * a session and process group of its own (the runner and the watchdog stop tasks by group), umask
-  077, a SIGTERM when the fork server dies (which itself dies with the run), the process name
-  ``vrft-task`` (its command line is still the server's);
+  077, a SIGTERM when the fork server dies (the server stops its task and exits when the run's end
+  of the socket closes), the process name ``vrft-task`` (its command line is still the server's);
 * stdin from /dev/null, stdout and stderr to the run's log (its descriptor passed over the socket);
 * exactly the task's environment and working directory (``os.environ`` replaced, ``tempfile``
   re-reading ``TMPDIR``), Python's default SIGINT/SIGTERM handling, the task's ``sys.argv``;
@@ -42,6 +42,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 import traceback
 from typing import Any
 
@@ -171,8 +172,43 @@ def serve(channel: socket.socket) -> None:
             _run_child(request, log_fd, die_with_parent, set_name)
         os.close(log_fd)
         channel.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-        _, status = os.waitpid(pid, 0)
+        status = _wait_child(pid, channel)
+        if status is None:  # the runner is gone: its task went with it
+            return
         channel.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+
+
+def _wait_child(pid: int, channel: socket.socket, grace: float = 10.0) -> int | None:
+    """Wait for the child ``pid`` and return its wait status; if the runner's end of ``channel``
+    closes first (the run was killed, whichever thread started this server), stop the child's group
+    (SIGTERM, SIGKILL after ``grace`` seconds) and return ``None``."""
+    import select
+
+    pidfd = None
+    with contextlib.suppress(AttributeError, OSError):  # Linux >= 5.3; otherwise poll every 0.1 s
+        pidfd = os.pidfd_open(pid)
+    try:
+        while True:
+            waiting = [channel] + ([pidfd] if pidfd is not None else [])
+            readable, _, _ = select.select(waiting, [], [], None if pidfd is not None else 0.1)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            if channel in readable and not channel.recv(1, socket.MSG_PEEK):
+                break
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and not os.waitpid(pid, os.WNOHANG)[0]:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +258,8 @@ class ForkServer:
     """The runner's end of a fork server: started with the run's environment, one task at a time.
 
     Registered with the run's :class:`~vrft.pipelines.local.supervisor.Supervisor` like a task's
-    process group, and tied to the run by the parent-death signal: it never outlives the run.
+    process group. It never outlives the run: when the run's end of the socket closes (the run
+    ended or was killed, even by SIGKILL) the server stops the task it is running and exits.
     """
 
     def __init__(
@@ -230,17 +267,8 @@ class ForkServer:
     ) -> None:
         import subprocess
 
-        from vrft.pipelines.local.services import die_with_parent_preexec
-
         self.supervisor = supervisor
         self.channel, theirs = socket.socketpair()
-        die_with_parent = die_with_parent_preexec()
-
-        def preexec() -> None:
-            os.umask(0o077)
-            if die_with_parent is not None:
-                die_with_parent()
-
         log.flush()
         try:
             self.process = subprocess.Popen(
@@ -251,7 +279,7 @@ class ForkServer:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=preexec,
+                umask=0o077,
             )
         finally:
             theirs.close()

@@ -110,40 +110,55 @@ class TaskRecord:
 class TaskProcesses:
     """Runs each task as a process of this environment, in a process group of its own.
 
-    On Linux each task is forked from the run's fork server (:mod:`vrft.pipelines.local.forkserver`),
-    which imported the stage libraries once; elsewhere, with ``VRFT_FORK_SERVER=0``, or if the server
-    ends, each task is a fresh ``python -m vrft.pipelines.local.task SPEC``. Either way the task
-    sees the same environment, files and signals.
+    On Linux a task is forked from the run's fork server (:mod:`vrft.pipelines.local.forkserver`),
+    which imports the stage libraries once; it is started when the first task of a stage in
+    :data:`WARM_STAGES` runs (a run whose training and evaluations all come from the cache runs its
+    light tasks without it). Before that, elsewhere, with ``VRFT_FORK_SERVER=0``, or once the
+    server has ended, a task is a fresh ``python -m vrft.pipelines.local.task SPEC``. Either way the
+    task sees the same environment, files and signals.
     """
 
     where = "in a subprocess"
+    #: Stages whose imports (torch, transformers, trl, datasets) cost more than starting the server;
+    #: ``collect`` and ``report`` alone start faster as fresh processes.
+    WARM_STAGES = frozenset({"dataset", "grpo", "sft", "evaluate"})
 
     def __init__(
         self,
         supervisor: Supervisor,
-        log: TextIO | None = None,
         *,
         module: str = TASK_MODULE,
         preload: tuple[str, ...] = PRELOAD,
+        fork: bool | None = None,
     ) -> None:
-        """``log``: where the fork server's own output goes (without it every task is a fresh
-        process); ``module``: what runs a task (``python -m MODULE SPEC``); ``preload``: what the
-        fork server imports."""
+        """``module``: what runs a task (``python -m MODULE SPEC``); ``preload``: what the fork
+        server imports; ``fork``: whether to fork tasks (default: :meth:`ForkServer.wanted`)."""
         self.supervisor = supervisor
         self.module = module
         self.command = [sys.executable, "-m", module]
+        self.preload = preload
+        self.fork = ForkServer.wanted() if fork is None else fork
         self.server: ForkServer | None = None
-        if log is not None and ForkServer.wanted():
-            self.server = ForkServer(dict(os.environ), supervisor, log, preload)
 
     def identity(self) -> str:
         return code_identity()
 
     def close(self) -> None:
-        """Stop the fork server (idle between tasks)."""
+        """Stop the fork server, if one was started."""
         if self.server is not None:
             server, self.server = self.server, None
             server.close()
+
+    def _give_up_server(self) -> None:
+        self.close()
+        self.fork = False
+
+    def _wants_server(self, spec_file: Path) -> bool:
+        try:
+            stage = json.loads(spec_file.read_text(encoding="utf-8"))["task"]["stage"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return True  # not a plan's task spec (another module's argument): fork it
+        return stage in self.WARM_STAGES
 
     def run(self, spec_file: Path, env: dict[str, str], log: TextIO) -> int:
         log.flush()
@@ -152,13 +167,15 @@ class TaskProcesses:
         task_env = {**env, "TMPDIR": str(work), WORK_DIR_ENV: str(work)}
         pid = None
         try:
+            if self.fork and self.server is None and self._wants_server(spec_file):
+                self.server = ForkServer(env, self.supervisor, log, self.preload)  # the run's environment
             if self.server is not None:
                 try:
                     pid = self.server.start(self.module, [str(spec_file)], task_env, os.getcwd(), log)
                 except ForkServerGone as gone:
                     log.write(f"{gone}; this and later tasks start as fresh processes\n")
                     log.flush()
-                    self.close()
+                    self._give_up_server()
             if pid is not None:
                 return self._wait_forked(pid)
             return self._run_fresh(spec_file, task_env, log)
@@ -173,7 +190,7 @@ class TaskProcesses:
             code = self.server.wait()
             return code
         except ForkServerGone:
-            self.close()
+            self._give_up_server()
             return -signal.SIGTERM  # the server died, and with it (parent-death signal) the task
         finally:  # also on Ctrl-C / SIGTERM of the run: stop the task and whatever it started
             if code is None:
@@ -532,7 +549,7 @@ def _run_tracked(
 
             executor: Any = ContainerTasks(cpu_image(config), state_dir, supervisor)
         else:
-            executor = TaskProcesses(supervisor, log)  # its fork server imports while the parent run opens
+            executor = TaskProcesses(supervisor)
         cache = None
         if config.pipeline.caching:
             cache = StageCache(stage_cache_root(state_dir, tracker), executor.identity())

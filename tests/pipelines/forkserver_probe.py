@@ -1,7 +1,8 @@
 """What a task process sees, for tests/pipelines/test_forkserver.py: ``python -m
 tests.pipelines.forkserver_probe OUT_JSON`` (fresh, or forked by the fork server) writes its
 environment, directory, process group, umask, signal handling and argv to OUT_JSON, prints a line on
-stdout and on stderr, then exits with ``$PROBE_ACTION`` (a number; ``sleep``: waits to be signalled)."""
+stdout and on stderr, then exits with ``$PROBE_ACTION`` (a number; ``sleep``: waits to be signalled;
+``sigkill``: fills a scratch directory as a training does, prints where, and SIGKILLs itself)."""
 
 import json
 import os
@@ -34,7 +35,13 @@ def main() -> int:
     print(f"probe {action}: stdout", flush=True)
     print(f"probe {action}: stderr", file=sys.stderr, flush=True)
     if action == "sleep":
-        time.sleep(120)
+        time.sleep(300)
+    if action == "sigkill":
+        scratch = tempfile.mkdtemp(prefix="vrft-sft-")
+        with open(os.path.join(scratch, "checkpoint.bin"), "wb") as f:
+            f.write(b"x" * 1_000_000)
+        print(scratch, os.environ["VRFT_WORK_DIR"], flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
     return int(action) if action.isdigit() else 0
 
 

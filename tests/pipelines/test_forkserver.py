@@ -41,8 +41,7 @@ def run_probes(tmp_path: Path, mode: str, monkeypatch, actions=("3",)) -> tuple[
     tmp_path.mkdir(exist_ok=True)
     log_file = tmp_path / "run.log"
     with Supervisor() as supervisor, open(log_file, "a", encoding="utf-8") as log:
-        executor = TaskProcesses(supervisor, log, module=PROBE, preload=("json",))
-        assert (executor.server is not None) == (mode == "forked")
+        executor = TaskProcesses(supervisor, module=PROBE, preload=("json",), fork=mode == "forked")
         try:
             for n, action in enumerate(actions):
                 task_dir = tmp_path / f"task-{n}"
@@ -50,6 +49,7 @@ def run_probes(tmp_path: Path, mode: str, monkeypatch, actions=("3",)) -> tuple[
                 out = task_dir / "seen.json"  # in the runner's call: the spec file
                 monkeypatch.setenv("PROBE_ACTION", action)
                 codes.append(executor.run(out, {**task_env(action)}, log))
+                assert (executor.server is not None) == (mode == "forked")
                 seen.append(json.loads(out.read_text()))
                 assert not (task_dir / "work").exists(), "the task's scratch directory was left"
         finally:
@@ -86,7 +86,7 @@ def test_sigterm_to_a_tasks_group_stops_it_and_the_next_task_runs(tmp_path: Path
     monkeypatch.chdir(ROOT)
     codes: list[int] = []
     with Supervisor() as supervisor, open(tmp_path / "run.log", "a", encoding="utf-8") as log:
-        executor = TaskProcesses(supervisor, log, module=PROBE, preload=("json",))
+        executor = TaskProcesses(supervisor, module=PROBE, preload=("json",), fork=mode == "forked")
         try:
             for n, action in enumerate(["sleep", "0"]):
                 (tmp_path / f"task-{n}").mkdir()
@@ -114,24 +114,43 @@ def test_sigterm_to_a_tasks_group_stops_it_and_the_next_task_runs(tmp_path: Path
 
 
 def test_when_the_fork_server_is_gone_tasks_start_as_fresh_processes(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv(FORK_SERVER_ENV, "1")
     monkeypatch.chdir(ROOT)
+    codes = []
     with Supervisor() as supervisor, open(tmp_path / "run.log", "a", encoding="utf-8") as log:
-        executor = TaskProcesses(supervisor, log, module=PROBE, preload=("json",))
-        assert executor.server is not None
-        executor.server.process.kill()
-        executor.server.process.wait()
-        (tmp_path / "task").mkdir()
-        code = executor.run(tmp_path / "task" / "seen.json", task_env("5"), log)
-        assert executor.server is None
+        executor = TaskProcesses(supervisor, module=PROBE, preload=("json",), fork=True)
+        for n, action in enumerate(["4", "5", "6"]):
+            (tmp_path / f"task-{n}").mkdir()
+            codes.append(executor.run(tmp_path / f"task-{n}" / "seen.json", task_env(action), log))
+            if n == 0:
+                server = executor.server
+                assert server is not None
+                server.process.kill()
+                server.process.wait()
+        assert executor.server is None and not executor.fork  # not started again
         executor.close()
-    assert code == 5
+    assert codes == [4, 5, 6]
     log_text = (tmp_path / "run.log").read_text()
-    assert (
-        "the fork server (pid" in log_text
-        and "this and later tasks start as fresh processes" in log_text
-        and "probe 5: stdout" in log_text
-    )
+    assert f"the fork server (pid {server.process.pid})" in log_text
+    assert "this and later tasks start as fresh processes" in log_text and "probe 6: stdout" in log_text
+
+
+def test_only_dataset_training_and_evaluation_tasks_start_the_server(tmp_path: Path, monkeypatch) -> None:
+    """A run whose heavy stages all come from the cache runs its collect and report tasks as fresh
+    processes: starting the server (importing torch, trl, ...) would cost more than they do."""
+    monkeypatch.chdir(ROOT)
+    started = []
+    with Supervisor() as supervisor, open(tmp_path / "run.log", "a", encoding="utf-8") as log:
+        executor = TaskProcesses(supervisor, module=PROBE, preload=("json",), fork=True)
+        try:
+            for n, stage in enumerate(["collect", "report", "evaluate", "report"]):
+                spec = tmp_path / f"task-{n}" / "spec.json"
+                spec.parent.mkdir()
+                spec.write_text(json.dumps({"task": {"stage": stage}}))
+                assert executor.run(spec, task_env("0"), log) == 0
+                started.append(executor.server is not None)
+        finally:
+            executor.close()
+    assert started == [False, False, True, True]
 
 
 def test_the_fork_server_is_linux_only_and_can_be_switched_off(monkeypatch) -> None:

@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "configs" / "default.yaml"
 
 # A task that fills its scratch space the way a training does (tempfile, $VRFT_WORK_DIR), says
-# where, then is SIGKILLed (nothing of its own cleanup runs).
+# where, then is SIGKILLed (nothing of its own cleanup runs): a fresh process runs this script, a
+# forked one the probe's `sigkill` action (the same steps).
 SIGKILLED_TASK = textwrap.dedent("""
     import os, signal, sys, tempfile
     scratch = tempfile.mkdtemp(prefix="vrft-sft-")
@@ -48,57 +49,80 @@ SIGKILLED_TASK = textwrap.dedent("""
     print(scratch, os.environ["VRFT_WORK_DIR"], flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """)
+PROBE = (
+    "tests.pipelines.forkserver_probe"  # what a forked task runs here (tests/pipelines/forkserver_probe.py)
+)
 
 
-def test_a_sigkilled_task_leaves_no_scratch_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fork", [False, True], ids=["fresh", "forked"])
+def test_a_sigkilled_task_leaves_no_scratch_directory(tmp_path: Path, monkeypatch, fork: bool) -> None:
+    monkeypatch.chdir(ROOT)
     spec = tmp_path / "run" / "tasks" / "01-sft" / "spec.json"
     spec.parent.mkdir(parents=True)
     spec.write_text("{}")
-    tasks = TaskProcesses(Supervisor())  # no watchdog: registrations go nowhere
+    tasks = TaskProcesses(Supervisor(), module=PROBE, preload=("json",), fork=fork)  # no watchdog
     tasks.command = [sys.executable, "-c", SIGKILLED_TASK]
     log_file = tmp_path / "task.log"
     with open(log_file, "w") as log:
-        code = tasks.run(spec, dict(os.environ), log)
+        try:
+            code = tasks.run(spec, {**os.environ, "PROBE_ACTION": "sigkill"}, log)
+            assert (tasks.server is not None) == fork
+        finally:
+            tasks.close()
     assert code == -signal.SIGKILL
-    scratch, work = log_file.read_text().split()
+    scratch, work = [line for line in log_file.read_text().splitlines() if "vrft-sft-" in line][0].split()
     assert Path(scratch).parent == Path(work) == spec.parent / "work", (
         "scratch space is in the task's directory"
     )
     assert not Path(scratch).exists() and not Path(work).exists(), "the killed task's scratch space is left"
 
 
-# Stands in for `vrft run`: starts its watchdog and one long task, prints both pids, waits.
+# Stands in for `vrft run`: starts its watchdog and one long task, prints the watchdog's pid, waits.
+# The task writes its pid next to the spec (fresh: a script; forked: the probe's JSON, into the spec).
 RUN_WITH_A_TASK = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
     from vrft.pipelines.local.runner import TaskProcesses
     from vrft.pipelines.local.supervisor import Supervisor
-    spec = Path(sys.argv[1])
+    spec, fork = Path(sys.argv[1]), sys.argv[2] == "forked"
     with Supervisor() as supervisor:
-        tasks = TaskProcesses(supervisor)
+        tasks = TaskProcesses(supervisor, module="tests.pipelines.forkserver_probe", preload=("json",), fork=fork)
         tasks.command = [sys.executable, "-c",
                          "import os, sys, time; open(sys.argv[1] + '.pid', 'w').write(str(os.getpid())); time.sleep(300)"]
         print(json.dumps({"watchdog": supervisor._watchdog.pid}), flush=True)
         with open(os.devnull, "w") as log:
-            tasks.run(spec, dict(os.environ), log)
+            tasks.run(spec, {**os.environ, "PROBE_ACTION": "sleep"}, log)
 """)
 
 
-def test_a_task_dies_when_the_run_and_its_watchdog_are_both_sigkilled(tmp_path: Path) -> None:
+def _task_pid(spec: Path, fork: bool) -> int | None:
+    try:
+        if fork:
+            return int(json.loads(spec.read_text())["pid"])
+        return int(Path(f"{spec}.pid").read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["fresh", "forked"])
+def test_a_task_dies_when_the_run_and_its_watchdog_are_both_sigkilled(tmp_path: Path, fork: bool) -> None:
     spec = tmp_path / "tasks" / "01-grpo" / "spec.json"
     spec.parent.mkdir(parents=True)
     spec.write_text("{}")
     run = subprocess.Popen(
-        [sys.executable, "-c", RUN_WITH_A_TASK, str(spec)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        [sys.executable, "-c", RUN_WITH_A_TASK, str(spec), "forked" if fork else "fresh"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     task_pid = None
     try:
         watchdog = json.loads(run.stdout.readline())["watchdog"]
-        pid_file = Path(f"{spec}.pid")
         deadline = time.monotonic() + 60
-        while not pid_file.exists() and time.monotonic() < deadline:
+        while _task_pid(spec, fork) is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        task_pid = int(pid_file.read_text())
+        task_pid = _task_pid(spec, fork)
+        assert task_pid is not None, "the task did not start"
         task_started = process_start_time(task_pid)
         os.kill(watchdog, signal.SIGKILL)
         run.kill()
