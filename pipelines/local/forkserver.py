@@ -14,8 +14,8 @@ vrft.pipelines.local.task SPEC`` would have been:
 * stdin from /dev/null, stdout and stderr to the run's log (its descriptor passed over the socket);
 * exactly the task's environment and working directory (``os.environ`` replaced, ``tempfile``
   re-reading ``TMPDIR``), Python's default SIGINT/SIGTERM handling, the task's ``sys.argv``;
-* its exit status the task's (``os._exit`` after the exit handlers ran), reported back by the fork
-  server, which reaps it.
+* its exit status the task's (``os._exit`` after the exit handlers it registered ran; those the
+  server's imports registered are the server's), reported back by the fork server, which reaps it.
 
 The server is started with the run's environment, so what a library reads from the environment while
 it is imported (``PYTHONPATH``'s ``sitecustomize``, Hugging Face's offline switches) is what a plain
@@ -102,6 +102,9 @@ def _child(request: dict[str, Any], log_fd: int, die_with_parent: Any, set_name:
     """In the forked child: become the task process described by ``request``; return its exit code."""
     os.setsid()
     set_name(TASK_PROCESS_NAME)
+    # Exit handlers registered while the server imported clean up the server's things (a library's
+    # temporary directory made at import); the task runs only the ones it registers itself.
+    atexit._clear()
     os.umask(0o077)
     if die_with_parent is not None:
         die_with_parent()
@@ -137,7 +140,7 @@ def _run_child(request: dict[str, Any], log_fd: int, die_with_parent: Any, set_n
         traceback.print_exc()
     finally:
         with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()  # what interpreter exit would run: MLflow, tqdm, ...
+            atexit._run_exitfuncs()  # what interpreter exit would run of the task's own: MLflow's, ...
             logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(BaseException):
