@@ -14,8 +14,8 @@ vrft.pipelines.local.task SPEC`` would have been:
 * stdin from /dev/null, stdout and stderr to the run's log (its descriptor passed over the socket);
 * exactly the task's environment and working directory (``os.environ`` replaced, ``tempfile``
   re-reading ``TMPDIR``), Python's default SIGINT/SIGTERM handling, the task's ``sys.argv``;
-* its exit status the task's (``os._exit`` after the exit handlers it registered ran; those the
-  server's imports registered are the server's), reported back by the fork server, which reaps it.
+* its exit status the task's (``os._exit`` after what interpreter exit does: non-daemon threads
+  joined, exit handlers run, buffers flushed), reported back by the fork server, which reaps it.
 
 The server is started with the run's environment, so what a library reads from the environment while
 it is imported (``PYTHONPATH``'s ``sitecustomize``, Hugging Face's offline switches) is what a plain
@@ -42,6 +42,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from typing import Any
@@ -98,13 +99,17 @@ def _name_setter() -> Any:
     return lambda name: prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
+def _libc_fflush() -> None:
+    """Flush the C library's stdio buffers (what a C extension printed), as interpreter exit does."""
+    import ctypes
+
+    ctypes.CDLL(None).fflush(None)
+
+
 def _child(request: dict[str, Any], log_fd: int, die_with_parent: Any, set_name: Any) -> int:
     """In the forked child: become the task process described by ``request``; return its exit code."""
     os.setsid()
     set_name(TASK_PROCESS_NAME)
-    # Exit handlers registered while the server imported clean up the server's things (a library's
-    # temporary directory made at import); the task runs only the ones it registers itself.
-    atexit._clear()
     os.umask(0o077)
     if die_with_parent is not None:
         die_with_parent()
@@ -138,13 +143,17 @@ def _run_child(request: dict[str, Any], log_fd: int, die_with_parent: Any, set_n
         code = _child(request, log_fd, die_with_parent, set_name)
     except BaseException:  # what the interpreter prints for an uncaught exception
         traceback.print_exc()
-    finally:
+    finally:  # what interpreter exit does: wait for non-daemon threads, run the exit handlers, flush
         with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()  # what interpreter exit would run of the task's own: MLflow's, ...
+            threading._shutdown()  # type: ignore[attr-defined]
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()  # MLflow's end of open runs, multiprocessing's children, logging
             logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(BaseException):
                 stream.flush()
+        with contextlib.suppress(BaseException):
+            _libc_fflush()
         os._exit(code)
 
 
@@ -169,6 +178,8 @@ def serve(channel: socket.socket) -> None:
             buffer += more
         request = json.loads(buffer)
         [log_fd] = fds
+        if _runner_gone(channel):  # it sent the request, then ended: nobody waits for this task
+            return
         pid = os.fork()
         if pid == 0:
             channel.close()
@@ -181,6 +192,20 @@ def serve(channel: socket.socket) -> None:
         channel.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
 
 
+def _runner_gone(channel: socket.socket) -> bool:
+    """Whether the runner's end of ``channel`` has closed with nothing left to read."""
+    import select
+
+    if not select.select([channel], [], [], 0)[0]:
+        return False
+    try:
+        return not channel.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 def _wait_child(pid: int, channel: socket.socket, grace: float = 10.0) -> int | None:
     """Wait for the child ``pid`` and return its wait status; if the runner's end of ``channel``
     closes first (the run was killed, whichever thread started this server), stop the child's group
@@ -190,15 +215,18 @@ def _wait_child(pid: int, channel: socket.socket, grace: float = 10.0) -> int | 
     pidfd = None
     with contextlib.suppress(AttributeError, OSError):  # Linux >= 5.3; otherwise poll every 0.1 s
         pidfd = os.pidfd_open(pid)
+    watch_channel = True
     try:
         while True:
-            waiting = [channel] + ([pidfd] if pidfd is not None else [])
+            waiting = ([channel] if watch_channel else []) + ([pidfd] if pidfd is not None else [])
             readable, _, _ = select.select(waiting, [], [], None if pidfd is not None else 0.1)
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 return status
-            if channel in readable and not channel.recv(1, socket.MSG_PEEK):
-                break
+            if channel in readable:
+                if _runner_gone(channel):
+                    break
+                watch_channel = False  # a request before the answer breaks the protocol: ignore it
     finally:
         if pidfd is not None:
             os.close(pidfd)
@@ -214,6 +242,19 @@ def _wait_child(pid: int, channel: socket.socket, grace: float = 10.0) -> int | 
     return None
 
 
+def _cuda_driver_loaded() -> bool:
+    """Whether CUDA was set up in this process: torch's own flag, or the driver library mapped (a
+    device count asked of the runtime loads it without setting torch's flag)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return True
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return any("libcuda.so" in line for line in maps)
+    except OSError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or not args[0].isdigit():
@@ -225,13 +266,19 @@ def main(argv: list[str] | None = None) -> int:
     # CUDA driver here: a forked child could not use it. NVML answers without initialising it.
     ours = "PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    started = time.monotonic()
     failed = preload(tuple(args[1:]))
+    print(
+        f"fork server (pid {os.getpid()}): imported {len(args) - 1 - len(failed)} modules in "
+        f"{time.monotonic() - started:.1f} s; tasks are forked from it",
+        file=sys.stderr,
+        flush=True,
+    )
     if ours:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK")
     if failed:
         print(f"fork server: not preloaded (tasks import them): {', '.join(failed)}", file=sys.stderr)
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
+    if _cuda_driver_loaded():
         print(
             "fork server: CUDA was initialised while importing; tasks start as fresh processes",
             file=sys.stderr,
@@ -296,10 +343,17 @@ class ForkServer:
         return sys.platform == "linux" and environ.get(FORK_SERVER_ENV, "1") != "0"
 
     def _reply(self, key: str) -> int:
-        line = self.replies.readline()
+        gone = f"the fork server (pid {self.process.pid}) ended"
+        try:
+            line = self.replies.readline()  # a server gone with our request unread: ECONNRESET
+        except OSError as exc:
+            raise ForkServerGone(f"{gone}: {exc}") from exc
         if not line:
-            raise ForkServerGone(f"the fork server (pid {self.process.pid}) ended")
-        return int(json.loads(line)[key])
+            raise ForkServerGone(gone)
+        try:
+            return int(json.loads(line)[key])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ForkServerGone(f"{gone}: it answered {line[:200]!r}") from exc
 
     def start(self, module: str, argv: list[str], env: dict[str, str], cwd: str, log: Any) -> int:
         """Fork what ``python -m MODULE ARGV`` would run, with ``env`` in ``cwd``, its output to
@@ -317,8 +371,9 @@ class ForkServer:
         """The exit status of the task last started (``Popen.returncode``'s convention)."""
         return self._reply("exit")
 
-    def close(self, grace: float = 10.0) -> None:
-        """End the server (end of input), killing its group if it does not go within ``grace``."""
+    def close(self, grace: float = 15.0) -> None:
+        """End the server (end of input), killing its group if it does not go within ``grace``
+        (longer than the server gives a task it stops, so that it can stop it)."""
         import subprocess
 
         from vrft.pipelines.local.supervisor import terminate_groups

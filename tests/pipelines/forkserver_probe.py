@@ -21,6 +21,7 @@ def main() -> int:
         "cwd": os.getcwd(),
         "umask": umask,
         "pid": os.getpid(),
+        "ppid": os.getppid(),
         "pgid": os.getpgid(0),
         "sid": os.getsid(0),
         "tempdir": tempfile.gettempdir(),

@@ -51,6 +51,9 @@ def run_probes(tmp_path: Path, mode: str, monkeypatch, actions=("3",)) -> tuple[
                 codes.append(executor.run(out, {**task_env(action)}, log))
                 assert (executor.server is not None) == (mode == "forked")
                 seen.append(json.loads(out.read_text()))
+                # forked: a child of the server; fresh: a child of this process
+                parent = executor.server.process.pid if executor.server is not None else os.getpid()
+                assert seen[-1]["ppid"] == parent, mode
                 assert not (task_dir / "work").exists(), "the task's scratch directory was left"
         finally:
             executor.close()
@@ -102,6 +105,7 @@ def test_sigterm_to_a_tasks_group_stops_it_and_the_next_task_runs(tmp_path: Path
                     while not out.exists() and time.monotonic() < deadline:
                         time.sleep(0.05)
                     time.sleep(0.2)  # the JSON is complete once the lines are printed
+                    assert (executor.server is not None) == (mode == "forked")
                     os.killpg(json.loads(out.read_text())["pgid"], signal.SIGTERM)
                     worker.join(60)
                     assert not worker.is_alive()
@@ -132,6 +136,24 @@ def test_when_the_fork_server_is_gone_tasks_start_as_fresh_processes(tmp_path: P
     log_text = (tmp_path / "run.log").read_text()
     assert f"the fork server (pid {server.process.pid})" in log_text
     assert "this and later tasks start as fresh processes" in log_text and "probe 6: stdout" in log_text
+
+
+def test_a_server_that_ends_before_reading_the_request_leaves_the_task_to_a_fresh_process(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The server ends while it imports (a crash, the OOM killer, CUDA set up by an import): the
+    request is still unread, the runner's read fails (connection reset) and the task runs fresh."""
+    monkeypatch.chdir(ROOT)
+    with Supervisor() as supervisor, open(tmp_path / "run.log", "a", encoding="utf-8") as log:
+        executor = TaskProcesses(
+            supervisor, module=PROBE, preload=("tests.pipelines.forkserver_crash",), fork=True
+        )
+        (tmp_path / "task").mkdir()
+        code = executor.run(tmp_path / "task" / "seen.json", task_env("7"), log)
+        assert executor.server is None and not executor.fork
+    assert code == 7
+    assert json.loads((tmp_path / "task" / "seen.json").read_text())["ppid"] == os.getpid()
+    assert "this and later tasks start as fresh processes" in (tmp_path / "run.log").read_text()
 
 
 def test_only_dataset_training_and_evaluation_tasks_start_the_server(tmp_path: Path, monkeypatch) -> None:

@@ -330,6 +330,12 @@ def test_what_the_run_keeps_locally_is_private(state):
     assert list(state.dir.glob("runs/*/tasks/*/work")) == [], "a task's scratch directory was left"
 
 
+def test_the_tasks_were_forked_from_the_runs_fork_server(state):
+    log = state.result.log_file.read_text()
+    assert log.count("fork server (pid ") == 1 and "tasks are forked from it" in log
+    assert "start as fresh processes" not in log
+
+
 def test_second_run_reuses_cached_stages_and_reruns_collect_and_report(state):
     # One flipped byte in the first run's report object does not stop later runs: the report is
     # never reused, each run writes its own.
