@@ -11,6 +11,11 @@ import sys
 import tempfile
 import time
 
+# Preloaded by a fork server with $PROBE_CRASH_IN_FORK_SERVER set, this import ends the server (a
+# crash, the OOM killer) before it reads its first request; anywhere else it is harmless.
+if os.environ.get("PROBE_CRASH_IN_FORK_SERVER") and sys.argv[0].endswith("forkserver.py"):
+    os._exit(3)
+
 
 def main() -> int:
     out, action = sys.argv[1], os.environ["PROBE_ACTION"]

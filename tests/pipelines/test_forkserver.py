@@ -145,11 +145,10 @@ def test_a_server_that_ends_before_reading_the_request_leaves_the_task_to_a_fres
     request is still unread, the runner's read fails (connection reset) and the task runs fresh."""
     monkeypatch.chdir(ROOT)
     with Supervisor() as supervisor, open(tmp_path / "run.log", "a", encoding="utf-8") as log:
-        executor = TaskProcesses(
-            supervisor, module=PROBE, preload=("tests.pipelines.forkserver_crash",), fork=True
-        )
+        executor = TaskProcesses(supervisor, module=PROBE, preload=(PROBE,), fork=True)
         (tmp_path / "task").mkdir()
-        code = executor.run(tmp_path / "task" / "seen.json", task_env("7"), log)
+        env = {**task_env("7"), "PROBE_CRASH_IN_FORK_SERVER": "1"}
+        code = executor.run(tmp_path / "task" / "seen.json", env, log)
         assert executor.server is None and not executor.fork
     assert code == 7
     assert json.loads((tmp_path / "task" / "seen.json").read_text())["ppid"] == os.getpid()
