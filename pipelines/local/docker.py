@@ -141,7 +141,8 @@ class ContainerTasks:
             "detach": True,
         }
 
-    def run(self, spec_file: Path, env: dict[str, str], log: TextIO) -> int:
+    def run(self, spec_file: Path, env: dict[str, str], log: TextIO, stage: str | None = None) -> int:
+        """Run the task of ``spec_file`` in a container of its own (whatever its ``stage``)."""
         container = self.client.containers.run(**self.container_args(spec_file, env))
         if self.supervisor is not None:
             self.supervisor.watch_container(container.id)

@@ -3,9 +3,8 @@
 A task process spends most of its life importing: torch, transformers, trl, datasets and MLflow take
 6–8 s per process on a 2-core machine, while a stage of the embedded default computes for well
 under a second. So a run starts one *fork server* (``python -m vrft.pipelines.local.forkserver FD
-MODULE...``)
-when it starts its tasks: it imports :data:`PRELOAD` once (while the runner opens the MLflow parent
-run), then forks one child per task on request. The child becomes what ``python -m
+MODULE...``) when its first dataset, training or evaluation task runs: it imports :data:`PRELOAD`
+once, then forks one child per task on request. The child becomes what ``python -m
 vrft.pipelines.local.task SPEC`` would have been:
 
 * a session and process group of its own (the runner and the watchdog stop tasks by group), umask
@@ -24,7 +23,8 @@ A module that fails to import is skipped (the task then imports it itself and re
 Nothing else is shared: the server only imports, and forks from its one thread.
 
 Protocol, on a Unix socket pair: the runner sends one JSON line per task
-(``{"module", "argv", "env", "cwd"}``: ``python -m MODULE ARGV``) with the log's descriptor attached; the server answers
+(``{"module", "argv", "env", "cwd"}``: ``python -m MODULE ARGV``) with the log's descriptor
+attached; the server answers
 ``{"pid": N}`` once the child exists and ``{"exit": CODE}`` when it has ended (``CODE`` as
 ``Popen.returncode``: negative for a signal). End of input: the server exits.
 """
@@ -230,13 +230,9 @@ def _wait_child(pid: int, channel: socket.socket, grace: float = 10.0) -> int | 
     finally:
         if pidfd is not None:
             os.close(pidfd)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and not os.waitpid(pid, os.WNOHANG)[0]:
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    from vrft.pipelines.local.supervisor import terminate_groups
+
+    terminate_groups([pid], grace)  # an unreaped child counts as ended once it is a zombie
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
     return None
@@ -290,10 +286,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fork server: stopped: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 #: ``0`` runs every task as a fresh interpreter instead (slower; for a library that misbehaves when forked).
@@ -381,10 +373,12 @@ class ForkServer:
         with contextlib.suppress(OSError):
             self.replies.close()
             self.channel.close()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            terminate_groups([self.process.pid], grace=0)
-            self.process.wait()
-        terminate_groups([self.process.pid], grace=0)  # anything it left in its group
+        terminate_groups([self.process.pid], grace=0)  # the server if it hangs, or what it left
+        self.process.wait()
         self.supervisor.forget_group(self.process.pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -153,21 +153,16 @@ class TaskProcesses:
         self.close()
         self.fork = False
 
-    def _wants_server(self, spec_file: Path) -> bool:
-        try:
-            stage = json.loads(spec_file.read_text(encoding="utf-8"))["task"]["stage"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return True  # not a plan's task spec (another module's argument): fork it
-        return stage in self.WARM_STAGES
-
-    def run(self, spec_file: Path, env: dict[str, str], log: TextIO) -> int:
+    def run(self, spec_file: Path, env: dict[str, str], log: TextIO, stage: str | None = None) -> int:
+        """Run the task of ``spec_file``; ``stage``: its stage (``None``: unknown, forked if possible)."""
         log.flush()
         work = spec_file.parent / TASK_WORK_DIR
         private_dir(work)
         task_env = {**env, "TMPDIR": str(work), WORK_DIR_ENV: str(work)}
         pid = None
         try:
-            if self.fork and self.server is None and self._wants_server(spec_file):
+            warm = stage is None or stage in self.WARM_STAGES
+            if self.fork and self.server is None and warm:
                 self.server = ForkServer(env, self.supervisor, log, self.preload)  # the run's environment
             if self.server is not None:
                 try:
@@ -279,7 +274,7 @@ def run_plan(
         log.write(
             f"\n===== {task.id}: {task.display_name}, {executor.where} ({time.strftime('%H:%M:%S')}) =====\n"
         )
-        code = executor.run(task_dir / SPEC_FILE, env, log)
+        code = executor.run(task_dir / SPEC_FILE, env, log, stage=task.stage)
         record.seconds = round(time.monotonic() - started, 1)
         if code != 0 or not (task_dir / OUTPUTS_FILE).is_file():
             reason = _read_error(task_dir) or f"exit status {code}"

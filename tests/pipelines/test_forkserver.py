@@ -164,10 +164,9 @@ def test_only_dataset_training_and_evaluation_tasks_start_the_server(tmp_path: P
         executor = TaskProcesses(supervisor, module=PROBE, preload=("json",), fork=True)
         try:
             for n, stage in enumerate(["collect", "report", "evaluate", "report"]):
-                spec = tmp_path / f"task-{n}" / "spec.json"
-                spec.parent.mkdir()
-                spec.write_text(json.dumps({"task": {"stage": stage}}))
-                assert executor.run(spec, task_env("0"), log) == 0
+                out = tmp_path / f"task-{n}" / "seen.json"
+                out.parent.mkdir()
+                assert executor.run(out, task_env("0"), log, stage=stage) == 0
                 started.append(executor.server is not None)
         finally:
             executor.close()

@@ -181,7 +181,7 @@ def test_a_nearly_full_disk_refuses_the_run_before_anything_starts(tmp_path: Pat
 class _FailingTasks:
     where = "nowhere"
 
-    def run(self, spec_file: Path, env: dict[str, str], log) -> int:
+    def run(self, spec_file: Path, env: dict[str, str], log, stage: str | None = None) -> int:
         (spec_file.parent / "error.txt").write_text("ClientError: An error occurred (InternalError)\n")
         return 1
 
