@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 USER, PASSWORD = "vrft-pipeline", "f3b1c0de5eed4a7b9c2d"
@@ -96,10 +97,18 @@ def test_a_stage_logs_with_the_pipeline_credentials_and_nothing_gets_in_without(
         f"{a.split('=')[0]}={loopback[a.split('=')[0]]}" if a.split("=")[0] in loopback else a
         for a in server["args"]
     ]
+    # The Deployment's own settings (not its cluster addresses or secrets) hold here too.
+    settings = {
+        e["name"]: e["value"]
+        for e in server["env"]
+        if "value" in e and not any(part in e["value"] for part in ("$(", "://", "/etc/"))
+    }
+    assert settings["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     server_process = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", *args],
         env={
             **env,
+            **settings,
             "MLFLOW_AUTH_ADMIN_USERNAME": USER,
             "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 32,
@@ -120,6 +129,12 @@ def test_a_stage_logs_with_the_pipeline_credentials_and_nothing_gets_in_without(
                 assert time.monotonic() < deadline, "MLflow never became healthy"
                 time.sleep(1)
 
+        # Only the web server runs: no job runner or Huey consumers for MLflow's GenAI jobs (2.4 GiB
+        # and 23 s of CPU at start, against a 3 GiB memory limit).
+        tree = psutil.Process(server_process.pid).children(recursive=True)
+        assert not [
+            p.cmdline() for p in tree if "huey" in " ".join(p.cmdline()) or "jobs" in " ".join(p.cmdline())
+        ]
         client = {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
         anonymous = subprocess.run(
             [sys.executable, "-c", STAGE], env=client, capture_output=True, text=True, timeout=120
