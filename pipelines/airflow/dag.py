@@ -152,14 +152,12 @@ def state_dir() -> Path:
 
 def run_local_process(caching: bool, templates_dict: dict, **context: Any) -> dict:
     """A local-process task: reuse a cached result, or run the task entry point in a process of its
-    own (its output in the task's log); return the outputs' metadata (the XCom value)."""
-    import subprocess
-    import sys
-
+    own (:mod:`vrft.pipelines.airflow.processes`, its output in the task's log); return the outputs'
+    metadata (the XCom value)."""
+    from vrft.pipelines.airflow.processes import run_entry_point
     from vrft.pipelines.airflow.task import decode_spec
     from vrft.pipelines.local.cache import StageCache, code_identity, stage_cache_root
     from vrft.pipelines.local.runner import MODEL_CACHE_ENV
-    from vrft.pipelines.local.supervisor import GRACE_SECONDS, terminate_groups
     from vrft.tracking import Tracker
 
     encoded = templates_dict["spec"]
@@ -179,25 +177,7 @@ def run_local_process(caching: bool, templates_dict: dict, **context: Any) -> di
             print(f"{task.display_name}: not reused ({why})", flush=True)
     directory = task_dir(root, spec["run_id"], task.id)
     env = {**os.environ, SPEC_ENV: encoded, MODEL_CACHE_ENV: str(root / "cache")}
-    process = subprocess.Popen(
-        [sys.executable, *ENTRY[1:], "--work-dir", str(directory)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,  # its own process group: stopped with whatever it started
-        text=True,
-        errors="replace",
-    )
-    try:
-        for line in process.stdout:
-            print(line, end="", flush=True)
-        code = process.wait()
-    finally:  # also when Airflow stops the task (timeout, kill)
-        if process.poll() is None:
-            terminate_groups([process.pid], GRACE_SECONDS)
-        terminate_groups([process.pid], grace=0)
-        process.wait()
+    code = run_entry_point(task.stage, ["--work-dir", str(directory)], env)
     if code != 0:
         error_file = directory / ERROR_FILE
         reason = error_file.read_text(encoding="utf-8").strip() if error_file.is_file() else ""

@@ -6,10 +6,11 @@ does not depend on where the YAML was) and imports only vrft and Airflow; drop i
 folder.
 
 ``vrft airflow test CONFIG`` runs that DAG with ``airflow dags test`` (every task in order, in one
-process, no scheduler or webserver) on a fresh ``AIRFLOW_HOME`` under the state directory (sqlite,
-examples off), against the local S3 + MLflow services of ``vrft run``, started and stopped as
-``vrft run`` does; then downloads the report (verified against its manifest). This module imports no
-Airflow: it runs the ``airflow`` command of this environment.
+process, no scheduler or webserver; its tasks forked from one fork server as in ``vrft run``) on a
+fresh ``AIRFLOW_HOME`` under the state directory (sqlite, examples off), against the local S3 +
+MLflow services of ``vrft run``, started and stopped as ``vrft run`` does; then downloads the report
+(verified against its manifest). This module imports no Airflow: it runs the ``airflow`` command of
+this environment.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from vrft.experiment import ExperimentConfig, load_experiment
 from vrft.io import atomic_write_text
 from vrft.pipelines.airflow.task import STATE_DIR_ENV
 from vrft.pipelines.local.errors import PipelineFailed
+from vrft.pipelines.local.forkserver import FORK_SERVER_ENV
 from vrft.pipelines.local.runner import environment
 from vrft.pipelines.local.services import LocalServices, ServicesError
 from vrft.pipelines.local.supervisor import GRACE_SECONDS, Supervisor, terminate_groups
@@ -133,6 +135,10 @@ def run_airflow_test(
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         STATE_DIR_ENV: str(state_dir),
     }
+    # `airflow dags test` runs every task in its one process: fork them from one fork server there
+    # (vrft.pipelines.airflow.processes), unless VRFT_FORK_SERVER=0 says never.
+    if env.get(FORK_SERVER_ENV) != "0":
+        env[FORK_SERVER_ENV] = "1"
     logical_date = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     identity = None  # the services' process (pid, start time), when this run started them
     with (

@@ -68,6 +68,9 @@ PRELOAD = (
     "vrft.components.train",
     "vrft.components.report",
 )
+#: Stages whose imports (torch, transformers, trl, datasets) cost more than starting the server;
+#: ``collect`` and ``report`` alone start faster as fresh processes.
+WARM_STAGES = frozenset({"dataset", "grpo", "sft", "evaluate"})
 #: The largest request line (a task's environment) the server reads.
 MAX_REQUEST_BYTES = 1 << 20
 
@@ -305,8 +308,10 @@ class ForkServer:
     """
 
     def __init__(
-        self, env: dict[str, str], supervisor: Any, log: Any, modules: tuple[str, ...] = PRELOAD
+        self, env: dict[str, str], supervisor: Any | None, log: Any, modules: tuple[str, ...] = PRELOAD
     ) -> None:
+        """``supervisor``: the run's watchdog registry (``None`` where there is none: an Airflow
+        task process stops its tasks itself); ``log``: where the server's own output goes."""
         import subprocess
 
         self.supervisor = supervisor
@@ -325,7 +330,8 @@ class ForkServer:
             )
         finally:
             theirs.close()
-        supervisor.watch_group(self.process.pid)
+        if supervisor is not None:
+            supervisor.watch_group(self.process.pid)
         self.replies = self.channel.makefile("rb")
 
     @staticmethod
@@ -377,7 +383,8 @@ class ForkServer:
             self.process.wait(timeout=grace)
         terminate_groups([self.process.pid], grace=0)  # the server if it hangs, or what it left
         self.process.wait()
-        self.supervisor.forget_group(self.process.pid)
+        if self.supervisor is not None:
+            self.supervisor.forget_group(self.process.pid)
 
 
 if __name__ == "__main__":

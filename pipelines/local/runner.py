@@ -43,7 +43,7 @@ from vrft.experiment import ExperimentConfig, load_experiment
 from vrft.io import atomic_write_text
 from vrft.pipelines.local.cache import StageCache, code_identity, stage_cache_root
 from vrft.pipelines.local.errors import PipelineFailed
-from vrft.pipelines.local.forkserver import PRELOAD, ForkServer, ForkServerGone
+from vrft.pipelines.local.forkserver import PRELOAD, WARM_STAGES, ForkServer, ForkServerGone
 from vrft.pipelines.local.services import (
     LocalServices,
     ServicesError,
@@ -112,16 +112,13 @@ class TaskProcesses:
 
     On Linux a task is forked from the run's fork server (:mod:`vrft.pipelines.local.forkserver`),
     which imports the stage libraries once; it is started when the first task of a stage in
-    :data:`WARM_STAGES` runs (a run whose training and evaluations all come from the cache runs its
-    light tasks without it). Before that, elsewhere, with ``VRFT_FORK_SERVER=0``, or once the
+    :data:`~vrft.pipelines.local.forkserver.WARM_STAGES` runs (a run whose training and evaluations
+    all come from the cache runs its light tasks without it). Before that, elsewhere, with ``VRFT_FORK_SERVER=0``, or once the
     server has ended, a task is a fresh ``python -m vrft.pipelines.local.task SPEC``. Either way the
     task sees the same environment, files and signals.
     """
 
     where = "in a subprocess"
-    #: Stages whose imports (torch, transformers, trl, datasets) cost more than starting the server;
-    #: ``collect`` and ``report`` alone start faster as fresh processes.
-    WARM_STAGES = frozenset({"dataset", "grpo", "sft", "evaluate"})
 
     def __init__(
         self,
@@ -161,7 +158,7 @@ class TaskProcesses:
         task_env = {**env, "TMPDIR": str(work), WORK_DIR_ENV: str(work)}
         pid = None
         try:
-            warm = stage is None or stage in self.WARM_STAGES
+            warm = stage is None or stage in WARM_STAGES
             if self.fork and self.server is None and warm:
                 self.server = ForkServer(env, self.supervisor, log, self.preload)  # the run's environment
             if self.server is not None:

@@ -67,13 +67,14 @@ class ModelConfig:
         """
         if not self.name_or_path.startswith(TINY_SCHEME):
             return self
-        from vrft.models.tiny import build_tiny_model
-
         family = self.name_or_path[len(TINY_SCHEME) :] or "qwen2_vl"
         if family in PRETRAINED_TINY:
             return replace(self, name_or_path=str(shipped_model_dir(family)))
         path = _tiny_cache_dir(family, cache_dir)
         if not (path / "config.json").exists():
+            # Imported only to build: it loads transformers' model classes (about 3 s of CPU).
+            from vrft.models.tiny import build_tiny_model
+
             build_tiny_model(path, family=family)
         return replace(self, name_or_path=str(path))
 

@@ -100,6 +100,9 @@ def test_airflow_dags_test_reports_the_numbers_of_vrft_run(local_sweep_run, tmp_
     sources = [s for table in tables for row in table["rows"] for s in row["sources"]]
     assert sources and all(s.startswith(f"s3://vrft/runs/{result.run_id}/shots-") for s in sources)
     assert result.run_id.startswith("airflow-manual")
+    # The `airflow dags test` process forked its dataset, training and evaluation tasks from one fork
+    # server, as `vrft run` does.
+    assert result.log_file.read_text().count("tasks are forked from it") == 1
     # The same MLflow parent and child runs as `vrft run`, the parent ended by the report.
     services = LocalServices(state / "services")
     client = MlflowClient(tracking_uri=services.tracking_uri)

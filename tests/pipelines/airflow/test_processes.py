@@ -1,0 +1,66 @@
+"""A local-process Airflow task's process: forked from one fork server under ``airflow dags test``
+(``VRFT_FORK_SERVER=1``), a fresh interpreter otherwise; the same outcome either way."""
+
+import os
+
+import psutil
+import pytest
+
+from tests.pipelines.local_sweep import DEFAULT
+from vrft.experiment import load_experiment
+from vrft.pipelines.airflow import processes
+from vrft.pipelines.airflow.task import SPEC_ENV, encode_spec, task_spec
+from vrft.pipelines.local.forkserver import FORK_SERVER_ENV, ForkServer
+from vrft.pipelines.plan import build_plan
+
+
+def test_tasks_fork_only_when_asked():
+    assert processes.forking_wanted({FORK_SERVER_ENV: "1"}) is True
+    assert processes.forking_wanted({FORK_SERVER_ENV: "0"}) is False
+    assert processes.forking_wanted({}) is False  # a deployment's task process runs one task
+
+
+@pytest.mark.timeout(300)
+def test_dags_test_forks_its_tasks_from_one_server_with_the_fresh_outcome(tmp_path, capsys, monkeypatch):
+    """Two failing dataset tasks (more shots than the source has) forked from one server: each exits 1
+    with the stage's reason in its output, as the fresh process does (test_task.py), and no task
+    starts as a fresh process; the server ends when closed."""
+    config = load_experiment(
+        DEFAULT,
+        [
+            "dataset.shots=1000",
+            f"pipeline.artifact_root=file://{tmp_path / 'store'}",
+            f"pipeline.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+    )
+    spec = task_spec(build_plan(config), "shots-1000/dataset", {}, "manual__2026-12-05")
+    env = {
+        **os.environ,
+        SPEC_ENV: encode_spec(spec),
+        "VRFT_CACHE_DIR": str(tmp_path / "cache"),
+        FORK_SERVER_ENV: "1",
+    }
+
+    def fresh(*_):
+        raise AssertionError("a task started as a fresh process")
+
+    monkeypatch.setattr(processes, "_run_fresh", fresh)
+    monkeypatch.setattr(processes, "_server", None)
+    servers = []
+    try:
+        for n in range(2):
+            assert processes.run_entry_point("dataset", ["--work-dir", str(tmp_path / f"task-{n}")], env) == 1
+            servers.append(processes._server)
+            failure = [
+                line for line in capsys.readouterr().out.splitlines() if line.startswith("vrft: task ")
+            ]
+            assert len(failure) == 1 and failure[0].startswith(
+                "vrft: task shots-1000/dataset (Few-shot dataset (1000 shots)) failed:"
+            ), failure
+            assert (tmp_path / f"task-{n}" / "error.txt").is_file()
+        assert isinstance(servers[0], ForkServer) and servers[1] is servers[0]
+        server = psutil.Process(servers[0].process.pid)
+        assert server.is_running() and not server.children()  # the tasks ended and were reaped
+    finally:
+        processes._close_server()
+    assert servers[0].process.poll() is not None and processes._server is None
