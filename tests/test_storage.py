@@ -264,6 +264,34 @@ def test_s3_credentials_and_endpoint_come_from_the_environment(monkeypatch: pyte
     )
 
 
+@pytest.mark.timeout(60)
+def test_stores_of_one_endpoint_and_credentials_share_a_client_per_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stage opens the store several times: one S3 client per endpoint, credentials and region
+    (a new one parses botocore's service descriptions again); other credentials, another client;
+    a forked child never uses its parent's (pooled connections)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    first, second = ArtifactStore.from_uri("s3://b/p"), ArtifactStore.from_uri("s3://other/q")
+    assert isinstance(first, S3ArtifactStore) and isinstance(second, S3ArtifactStore)
+    assert first.client is second.client
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "rotated")
+    rotated = ArtifactStore.from_uri("s3://b/p")
+    assert isinstance(rotated, S3ArtifactStore) and rotated.client is not first.client
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child reports whether its store got the parent's client object
+        store = ArtifactStore.from_uri("s3://b/p")
+        os.write(write, b"shared" if store.client is rotated.client else b"own")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 16) == b"own"
+    os.close(read)
+    assert os.waitpid(child, 0)[1] == 0
+
+
 def test_uris_and_run_prefixes() -> None:
     assert run_prefix("s3://vrft/", "r1", "evaluate", "sft") == "s3://vrft/runs/r1/evaluate/sft/"
     assert run_prefix("file:///srv/a b", "r1", "report") == "file:///srv/a%20b/runs/r1/report/"

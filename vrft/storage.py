@@ -23,6 +23,7 @@ optional ``AWS_SESSION_TOKEN``), never from arguments that could end up in logs 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -418,6 +419,44 @@ def _endpoint_from_env() -> str | None:
     return next((os.environ[name] for name in ENDPOINT_ENV_VARS if os.environ.get(name)), None)
 
 
+def _s3_client(
+    endpoint_url: str | None, access_key: str, secret_key: str, session_token: str | None, region: str
+) -> Any:
+    """One boto3 S3 client per endpoint, credentials and region in a process (clients are
+    thread-safe): a new one parses botocore's service descriptions again, about 60 ms, and a stage
+    opens the store several times. A forked child makes its own (it must not share the parent's
+    pooled connections)."""
+    return _s3_client_of_process(os.getpid(), endpoint_url, access_key, secret_key, session_token, region)
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client_of_process(
+    pid: int,
+    endpoint_url: str | None,
+    access_key: str,
+    secret_key: str,
+    session_token: str | None,
+    region: str,
+) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        aws_session_token=session_token,
+        region_name=region,
+    )
+    config = Config(
+        retries={"max_attempts": 8, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=120,
+        # Custom endpoints (SeaweedFS, MinIO, 127.0.0.1) do not resolve bucket subdomains.
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
 class S3ArtifactStore(ArtifactStore):
     """S3 (or any S3-compatible server) through boto3.
 
@@ -434,9 +473,7 @@ class S3ArtifactStore(ArtifactStore):
         endpoint_url: str | None = None,
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
     ) -> None:
-        import boto3
         from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
 
         super().__init__(root)
         access_key = os.environ.get("AWS_ACCESS_KEY_ID")
@@ -446,22 +483,13 @@ class S3ArtifactStore(ArtifactStore):
                 "S3 artifact store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
             )
         self.endpoint_url = endpoint_url or _endpoint_from_env()
-        session = boto3.session.Session(
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            aws_session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
-            region_name=os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-            or DEFAULT_REGION,
+        self.client = _s3_client(
+            self.endpoint_url,
+            access_key,
+            secret_key,
+            os.environ.get("AWS_SESSION_TOKEN") or None,
+            os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
         )
-        config = Config(
-            retries={"max_attempts": 8, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=120,
-            # Custom endpoints (SeaweedFS, MinIO, 127.0.0.1) do not resolve bucket subdomains.
-            s3={"addressing_style": "path"} if self.endpoint_url else None,
-        )
-        self.client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=max(multipart_threshold, 5 * MiB),
