@@ -6,8 +6,8 @@ fresh ``python -m vrft.pipelines.airflow.task``. ``airflow dags test`` (what ``v
 runs) runs every task of the DAG run in one process; with ``VRFT_FORK_SERVER=1``, which ``vrft
 airflow test`` sets unless it is ``0``, that process starts a fork server
 (:mod:`vrft.pipelines.local.forkserver`) at its first dataset, training or evaluation task and
-forks the later ones from it, as ``vrft run`` does: the task sees the same environment, files and
-signals, without importing torch, transformers, trl, datasets and MLflow again. Imports no Airflow.
+forks those tasks from it, as ``vrft run`` does: each sees the same environment, files and signals,
+without importing torch, transformers, trl, datasets and MLflow again. Imports no Airflow.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def _fork_server(env: dict[str, str]) -> ForkServer | None:
     global _server
     if _server is None:
         # Its own output (one line, or why it stopped) goes to this process's stderr, not a task's.
-        _server = ForkServer(env, None, sys.__stderr__, (*PRELOAD, ENTRY_MODULE))
+        log = sys.__stderr__ if sys.__stderr__ is not None else open(os.devnull, "w")  # noqa: SIM115
+        _server = ForkServer(env, None, log, (*PRELOAD, ENTRY_MODULE))
         atexit.register(_close_server)
     return _server if isinstance(_server, ForkServer) else None
 
