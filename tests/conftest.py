@@ -135,12 +135,15 @@ def _no_environment_leaks_between_tests():
 @pytest.fixture(autouse=True)
 def _no_client_state_between_tests():
     """Tests start their own S3 servers (each with its own credentials) and MLflow stores in one
-    process. boto3's default session caches the first credentials it resolves and MLflow caches its
-    S3 clients and the tracking URI it was last given; a real run has one of each, so reset them."""
+    process. boto3's default session caches the first credentials it resolves, vrft's stores and
+    MLflow cache their S3 clients and MLflow the tracking URI it was last given; a real run has one
+    of each, so reset them."""
     yield
     # Only what a test imported has state to reset (the GPU machine runs the `gpu` tests without either).
     if "boto3" in sys.modules:
         sys.modules["boto3"].DEFAULT_SESSION = None
+    if "vrft.storage" in sys.modules:
+        sys.modules["vrft.storage"]._S3_CLIENTS.clear()
     if "mlflow" in sys.modules:
         from mlflow.store.artifact import s3_artifact_repo
         from mlflow.tracking._tracking_service import utils as tracking_utils

@@ -283,9 +283,11 @@ def test_stores_of_one_endpoint_and_credentials_share_a_client_per_process(
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # the child reports whether its store got the parent's client object
-        store = ArtifactStore.from_uri("s3://b/p")
-        os.write(write, b"shared" if store.client is rotated.client else b"own")
-        os._exit(0)
+        try:
+            store = ArtifactStore.from_uri("s3://b/p")
+            os.write(write, b"shared" if store.client is rotated.client else b"own")
+        finally:
+            os._exit(0)
     os.close(write)
     assert os.read(read, 16) == b"own"
     os.close(read)

@@ -23,7 +23,6 @@ optional ``AWS_SESSION_TOKEN``), never from arguments that could end up in logs 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -419,25 +418,25 @@ def _endpoint_from_env() -> str | None:
     return next((os.environ[name] for name in ENDPOINT_ENV_VARS if os.environ.get(name)), None)
 
 
-def _s3_client(
-    endpoint_url: str | None, access_key: str, secret_key: str, session_token: str | None, region: str
-) -> Any:
-    """One boto3 S3 client per endpoint, credentials and region in a process (clients are
-    thread-safe): a new one parses botocore's service descriptions again, about 60 ms, and a stage
-    opens the store several times. A forked child makes its own (it must not share the parent's
-    pooled connections)."""
-    return _s3_client_of_process(os.getpid(), endpoint_url, access_key, secret_key, session_token, region)
+#: This process's S3 clients by (endpoint, SHA-256 of the credentials, region): a new client parses
+#: botocore's service descriptions again (about 60 ms), and a stage opens the store several times.
+#: Clients are thread-safe; a forked child starts without them (they hold the parent's connections).
+_S3_CLIENTS: dict[tuple[str | None, str, str], Any] = {}
+_MAX_S3_CLIENTS = 8
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_S3_CLIENTS.clear)
 
 
-@functools.lru_cache(maxsize=8)
-def _s3_client_of_process(
-    pid: int,
-    endpoint_url: str | None,
-    access_key: str,
-    secret_key: str,
-    session_token: str | None,
-    region: str,
-) -> Any:
+def _s3_client(endpoint_url: str | None, region: str) -> Any:
+    """The S3 client of ``endpoint_url`` and ``region`` with the environment's credentials (read
+    here, so that they are never an argument a traceback prints)."""
+    access_key = os.environ["AWS_ACCESS_KEY_ID"]
+    secret_key = os.environ["AWS_SECRET_ACCESS_KEY"]
+    session_token = os.environ.get("AWS_SESSION_TOKEN") or None
+    credentials = hashlib.sha256(f"{access_key}\0{secret_key}\0{session_token or ''}".encode()).hexdigest()
+    key = (endpoint_url, credentials, region)
+    if key in _S3_CLIENTS:
+        return _S3_CLIENTS[key]
     import boto3
     from botocore.config import Config
 
@@ -454,7 +453,11 @@ def _s3_client_of_process(
         # Custom endpoints (SeaweedFS, MinIO, 127.0.0.1) do not resolve bucket subdomains.
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
-    return session.client("s3", endpoint_url=endpoint_url, config=config)
+    client = session.client("s3", endpoint_url=endpoint_url, config=config)
+    while len(_S3_CLIENTS) >= _MAX_S3_CLIENTS:
+        _S3_CLIENTS.pop(next(iter(_S3_CLIENTS)))  # the oldest
+    _S3_CLIENTS[key] = client
+    return client
 
 
 class S3ArtifactStore(ArtifactStore):
@@ -485,9 +488,6 @@ class S3ArtifactStore(ArtifactStore):
         self.endpoint_url = endpoint_url or _endpoint_from_env()
         self.client = _s3_client(
             self.endpoint_url,
-            access_key,
-            secret_key,
-            os.environ.get("AWS_SESSION_TOKEN") or None,
             os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
         )
         self.transfer = TransferConfig(

@@ -32,6 +32,7 @@ from airflow.sdk import DAG
 
 from vrft.components.cluster import CPU_IMAGE, image_refs
 from vrft.experiment import ExperimentConfig, experiment_from_json
+from vrft.pipelines.airflow.processes import ENTRY_MODULE
 from vrft.pipelines.airflow.task import (
     KUBERNETES_XCOM_FILE,
     SPEC_ENV,
@@ -49,7 +50,7 @@ from vrft.pipelines.plan import Plan, Task, build_plan
 
 #: The first logical date of a scheduled DAG (runs are never caught up from it).
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-ENTRY = ["python", "-m", "vrft.pipelines.airflow.task"]
+ENTRY = ["python", "-m", ENTRY_MODULE]
 #: What a local-process or container task gets of the worker's environment: S3, MLflow, vrft's settings.
 STAGE_ENV_PREFIXES = ("AWS_", "MLFLOW_", "VRFT_")
 

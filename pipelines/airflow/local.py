@@ -6,8 +6,8 @@ does not depend on where the YAML was) and imports only vrft and Airflow; drop i
 folder.
 
 ``vrft airflow test CONFIG`` runs that DAG with ``airflow dags test`` (every task in order, in one
-process, no scheduler or webserver; its tasks forked from one fork server as in ``vrft run``) on a
-fresh ``AIRFLOW_HOME`` under the state directory (sqlite, examples off), against the local S3 +
+process, no scheduler or webserver; its heavy tasks forked from one fork server as in ``vrft run``)
+on a fresh ``AIRFLOW_HOME`` under the state directory (sqlite, examples off), against the local S3 +
 MLflow services of ``vrft run``, started and stopped as ``vrft run`` does; then downloads the report
 (verified against its manifest). This module imports no Airflow: it runs the ``airflow`` command of
 this environment.

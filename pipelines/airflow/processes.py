@@ -21,6 +21,7 @@ import sys
 from vrft.pipelines.local.forkserver import FORK_SERVER_ENV, PRELOAD, WARM_STAGES, ForkServer, ForkServerGone
 from vrft.pipelines.local.supervisor import GRACE_SECONDS, terminate_groups
 
+#: The task entry point every executor runs (``python -m ENTRY_MODULE``).
 ENTRY_MODULE = "vrft.pipelines.airflow.task"
 
 #: This process's fork server, once started; ``False`` once it failed (tasks then start fresh).
@@ -47,6 +48,10 @@ def run_entry_point(stage: str, argv: list[str], env: dict[str, str]) -> int:
             os.close(readable)
             print(f"{gone}; this and later tasks start as fresh processes", flush=True)
             _close_server(failed=True)
+        except BaseException:  # stopped while starting: the server's answers would be out of step
+            os.close(readable)
+            _close_server()  # its end of input: it stops the task it may have forked
+            raise
         else:
             return _wait_forked(server, pid, readable)
     return _run_fresh(argv, env)
@@ -57,15 +62,16 @@ def _fork_server(env: dict[str, str]) -> ForkServer | None:
     if _server is None:
         # Its own output (one line, or why it stopped) goes to this process's stderr, not a task's.
         log = sys.__stderr__ if sys.__stderr__ is not None else open(os.devnull, "w")  # noqa: SIM115
-        _server = ForkServer(env, None, log, (*PRELOAD, ENTRY_MODULE))
+        _server = ForkServer(env, None, log, PRELOAD)
         atexit.register(_close_server)
     return _server if isinstance(_server, ForkServer) else None
 
 
-def _close_server(failed: bool = False) -> None:
+def _close_server(failed: bool = False, stop: bool = True) -> None:
+    """Forget this process's fork server (``failed``: start no other) and, with ``stop``, end it."""
     global _server
     server, _server = _server, (False if failed else None)
-    if isinstance(server, ForkServer):
+    if stop and isinstance(server, ForkServer):
         server.close()
 
 
@@ -83,10 +89,14 @@ def _wait_forked(server: ForkServer, pid: int, readable: int) -> int:
         code = -signal.SIGTERM  # the server died, and with it (parent-death signal) the task
         return code
     finally:  # also when Airflow stops the task (timeout, kill)
-        if code is None:
-            terminate_groups([pid], GRACE_SECONDS)
-            _close_server()  # its answer for this task would be read as the next task's
-        terminate_groups([pid], grace=0)  # what the task left in its group
+        try:
+            if code is None:  # its answer for this task would be read as the next task's: drop it
+                _close_server(stop=False)
+                terminate_groups([pid], GRACE_SECONDS)
+            terminate_groups([pid], grace=0)  # what the task left in its group
+        finally:
+            if code is None:
+                server.close()
 
 
 def _run_fresh(argv: list[str], env: dict[str, str]) -> int:

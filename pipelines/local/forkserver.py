@@ -62,7 +62,8 @@ PRELOAD = (
     "vrft.evaluate.run",
     "vrft.data.build",
     "vrft.report.build",
-    "vrft.pipelines.local.task",
+    "vrft.pipelines.plan",  # what the task entry points import; not the entry points themselves:
+    "vrft.signals",  # runpy warns when the module it runs as __main__ is already imported
     "vrft.components.dataset",
     "vrft.components.evaluate",
     "vrft.components.train",
@@ -291,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-#: ``0`` runs every task as a fresh interpreter instead (slower; for a library that misbehaves when forked).
+#: ``0`` runs every task as a fresh interpreter instead (slower; for a library that misbehaves when
+#: forked). ``vrft run`` forks unless it is ``0``; an Airflow task process only when it is ``1``
+#: (:mod:`vrft.pipelines.airflow.processes`: ``vrft airflow test`` sets it for ``airflow dags test``).
 FORK_SERVER_ENV = "VRFT_FORK_SERVER"
 
 

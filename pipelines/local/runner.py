@@ -113,9 +113,10 @@ class TaskProcesses:
     On Linux a task is forked from the run's fork server (:mod:`vrft.pipelines.local.forkserver`),
     which imports the stage libraries once; it is started when the first task of a stage in
     :data:`~vrft.pipelines.local.forkserver.WARM_STAGES` runs (a run whose training and evaluations
-    all come from the cache runs its light tasks without it). Before that, elsewhere, with ``VRFT_FORK_SERVER=0``, or once the
-    server has ended, a task is a fresh ``python -m vrft.pipelines.local.task SPEC``. Either way the
-    task sees the same environment, files and signals.
+    all come from the cache runs its light tasks without it). Before that, elsewhere, with
+    ``VRFT_FORK_SERVER=0``, or once the server has ended, a task is a fresh ``python -m
+    vrft.pipelines.local.task SPEC``. Either way the task sees the same environment, files and
+    signals.
     """
 
     where = "in a subprocess"

@@ -61,6 +61,21 @@ def test_dags_test_forks_its_tasks_from_one_server_with_the_fresh_outcome(tmp_pa
         assert isinstance(servers[0], ForkServer) and servers[1] is servers[0]
         server = psutil.Process(servers[0].process.pid)
         assert server.is_running() and not server.children()  # the tasks ended and were reaped
+
+        # Airflow stops a task while it runs (its timeout raises in the task's thread): the task and
+        # the server, whose answer for it nobody will read, end; the next task gets a new server.
+        def interrupted(*_, **__):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(processes, "print", interrupted, raising=False)
+        with pytest.raises(KeyboardInterrupt):
+            processes.run_entry_point("dataset", ["--work-dir", str(tmp_path / "task-stopped")], env)
+        monkeypatch.delattr(processes, "print")
+        assert processes._server is None and servers[0].process.poll() is not None
+        assert processes.run_entry_point("dataset", ["--work-dir", str(tmp_path / "task-after")], env) == 1
+        assert isinstance(processes._server, ForkServer) and processes._server is not servers[0]
+        assert "failed:" in capsys.readouterr().out
+        servers.append(processes._server)
     finally:
         processes._close_server()
-    assert servers[0].process.poll() is not None and processes._server is None
+    assert all(s.process.poll() is not None for s in servers) and processes._server is None
