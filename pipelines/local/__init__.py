@@ -9,19 +9,21 @@
   container (:mod:`~vrft.pipelines.local.docker`).
 """
 
-from vrft.pipelines.local.errors import PipelineFailed
-from vrft.pipelines.local.runner import DEFAULT_STATE_DIR, RUNNERS, LocalRunResult, run_local, summary
-from vrft.pipelines.local.services import LocalServices, ServicesError, down, up
+# Lazy (PEP 562): `python -m vrft.pipelines.local.task` and `... .forkserver` import this package
+# first, and runpy warns in every task's log when it has already imported the module it is to run.
+from vrft._lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_STATE_DIR",
-    "RUNNERS",
-    "LocalRunResult",
-    "LocalServices",
-    "PipelineFailed",
-    "ServicesError",
-    "down",
-    "run_local",
-    "summary",
-    "up",
-]
+_EXPORTS = {
+    "PipelineFailed": "vrft.pipelines.local.errors",
+    "DEFAULT_STATE_DIR": "vrft.pipelines.local.runner",
+    "RUNNERS": "vrft.pipelines.local.runner",
+    "LocalRunResult": "vrft.pipelines.local.runner",
+    "run_local": "vrft.pipelines.local.runner",
+    "summary": "vrft.pipelines.local.runner",
+    "LocalServices": "vrft.pipelines.local.services",
+    "ServicesError": "vrft.pipelines.local.services",
+    "down": "vrft.pipelines.local.services",
+    "up": "vrft.pipelines.local.services",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)
