@@ -18,6 +18,7 @@ import pytest
 
 from vrft.tracking import (
     MAX_PARAM_VALUE_LENGTH,
+    MLFLOW_ARTIFACT_ROOT_ENV,
     PARENT_RUN_ENV,
     REDACTED,
     RunTags,
@@ -65,6 +66,9 @@ def store_dir(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     root = tmp_path / "mlflow"
     root.mkdir()
     shutil.copyfile(template_db, root / "mlflow.db")
+    # A tracker made inside the code under test (log_evaluation) keeps its artifacts here too, not in
+    # MLflow's default ./mlruns of the working directory (the checkout).
+    monkeypatch.setenv(MLFLOW_ARTIFACT_ROOT_ENV, (root / "artifacts").as_uri())
     return root
 
 
