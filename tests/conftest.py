@@ -121,6 +121,19 @@ def short_tmp_path() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_environment_leaks_between_files():
+    """The same for a file's module fixtures: ``mlflow.set_tracking_uri`` (every tracker calls it)
+    also sets ``$MLFLOW_TRACKING_URI``, so a module fixture that logs runs would leave later files'
+    stages tracking into its store (and, without an artifact root there, writing ``./mlruns`` into
+    the checkout)."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 @pytest.fixture(autouse=True)
 def _no_environment_leaks_between_tests():
     """A test that sets a variable in-process (a tracking URI, store credentials) without restoring it
