@@ -47,7 +47,9 @@ import time
 import traceback
 from typing import Any
 
-#: What a task imports on its way to the stage function: the stage libraries, heaviest first.
+#: What a task imports on its way to the stage function: the stage libraries, heaviest first, and
+#: what the task entry points import, but not the entry points themselves (runpy warns in the task's
+#: log when the module it runs as ``__main__`` is already imported).
 PRELOAD = (
     "torch",
     "transformers",
@@ -62,8 +64,8 @@ PRELOAD = (
     "vrft.evaluate.run",
     "vrft.data.build",
     "vrft.report.build",
-    "vrft.pipelines.plan",  # what the task entry points import; not the entry points themselves:
-    "vrft.signals",  # runpy warns when the module it runs as __main__ is already imported
+    "vrft.pipelines.plan",
+    "vrft.signals",
     "vrft.components.dataset",
     "vrft.components.evaluate",
     "vrft.components.train",
