@@ -1,17 +1,12 @@
 """A local-process Airflow task's process: forked from one fork server under ``airflow dags test``
 (``VRFT_FORK_SERVER=1``), a fresh interpreter otherwise; the same outcome either way."""
 
-import os
-
 import psutil
 import pytest
 
-from tests.pipelines.local_sweep import DEFAULT
-from vrft.experiment import load_experiment
+from tests.pipelines.airflow.conftest import failing_dataset_task_env
 from vrft.pipelines.airflow import processes
-from vrft.pipelines.airflow.task import SPEC_ENV, encode_spec, task_spec
 from vrft.pipelines.local.forkserver import FORK_SERVER_ENV, ForkServer
-from vrft.pipelines.plan import build_plan
 
 
 def test_tasks_fork_only_when_asked():
@@ -25,21 +20,7 @@ def test_dags_test_forks_its_tasks_from_one_server_with_the_fresh_outcome(tmp_pa
     """Two failing dataset tasks (more shots than the source has) forked from one server: each exits 1
     with the stage's reason in its output, as the fresh process does (test_task.py), and no task
     starts as a fresh process; the server ends when closed."""
-    config = load_experiment(
-        DEFAULT,
-        [
-            "dataset.shots=1000",
-            f"pipeline.artifact_root=file://{tmp_path / 'store'}",
-            f"pipeline.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        ],
-    )
-    spec = task_spec(build_plan(config), "shots-1000/dataset", {}, "manual__2026-12-05")
-    env = {
-        **os.environ,
-        SPEC_ENV: encode_spec(spec),
-        "VRFT_CACHE_DIR": str(tmp_path / "cache"),
-        FORK_SERVER_ENV: "1",
-    }
+    env = {**failing_dataset_task_env(tmp_path), FORK_SERVER_ENV: "1"}
 
     def fresh(*_):
         raise AssertionError("a task started as a fresh process")

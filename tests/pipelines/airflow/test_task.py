@@ -1,14 +1,14 @@
 """The entry point every Airflow task runs: its spec, its parent run, a failure in one line."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 
+from tests.pipelines.airflow.conftest import failing_dataset_task_env
 from tests.pipelines.local_sweep import DEFAULT
 from vrft.experiment import load_experiment
-from vrft.pipelines.airflow.task import SPEC_ENV, encode_spec, pipeline_run_id, task_spec
+from vrft.pipelines.airflow.task import pipeline_run_id, task_spec
 from vrft.pipelines.plan import build_plan
 
 
@@ -40,16 +40,7 @@ def test_a_failing_task_fails_in_one_line_and_marks_its_parent_run_failed(tmp_pa
     from mlflow.tracking import MlflowClient
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = load_experiment(
-        DEFAULT,
-        [
-            "dataset.shots=1000",
-            f"pipeline.artifact_root=file://{tmp_path / 'store'}",
-            f"pipeline.tracking_uri={tracking}",
-        ],
-    )
-    spec = task_spec(build_plan(config), "shots-1000/dataset", {}, "manual__2026-12-05")
-    env = {**os.environ, SPEC_ENV: encode_spec(spec), "VRFT_CACHE_DIR": str(tmp_path / "cache")}
+    env = failing_dataset_task_env(tmp_path)
     work = tmp_path / "task"
     done = subprocess.run(
         [sys.executable, "-m", "vrft.pipelines.airflow.task", "--work-dir", str(work)],
