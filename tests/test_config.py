@@ -8,7 +8,7 @@ from typing import Literal
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from vrft.config import (
@@ -337,6 +337,8 @@ _SECTIONS = ("experiment", "model", "dataset", "grpo", "sft", "evaluate", "repor
         max_size=3,
     )
 )
+# Found by this test: a key with a line break, under a value OmegaConf cannot parse.
+@example(data={"dataset": {"name": {234922: {"\n¾ú": "${"}}}})
 def test_any_yaml_loads_or_fails_in_one_line(tmp_path_factory, data):
     from vrft.experiment import load_experiment
 

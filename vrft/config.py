@@ -184,7 +184,14 @@ def _check(value: Any, tp: Any, where: str) -> Any:
 
 
 def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
+    return f"{where}.{_shown(key)}" if where else _shown(key)
+
+
+def _shown(key: Any) -> str:
+    """``key`` as an error message shows it: quoted and escaped where it is not plain printable text
+    (a YAML key may hold a line break, and an error stays one line)."""
+    text = str(key)
+    return text if text.isprintable() else repr(text)
 
 
 def _check_numbers(data: Any, where: str) -> None:
@@ -260,7 +267,7 @@ def from_dict(
         raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
     except OmegaConfBaseException as exc:
         # An interpolation that fails, or a value OmegaConf cannot hold (a YAML !!set, a null key).
-        key = f"{exc.full_key}: " if exc.full_key else ""
+        key = f"{'.'.join(map(_shown, str(exc.full_key).split('.')))}: " if exc.full_key else ""
         problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{source + ': ' if source else ''}{key}{problem}") from None
     return typing.cast(T, obj)
