@@ -13,8 +13,27 @@ from pathlib import Path
 
 import pytest
 
-from vrft.models.config import ModelConfig
-from vrft.models.tiny import build_tiny_model
+_THREADS_SET_HERE = "VRFT_TEST_OMP_NUM_THREADS"  # what the function below set
+
+
+def _share_the_cores_between_workers() -> None:
+    """Each xdist worker, and every process it starts (`vrft run`'s tasks, `airflow dags test`), gets
+    its share of the cores as torch/OpenMP threads. With torch's default (a thread per core) in both
+    workers, their OpenMP threads spin-wait on each other: two copies of tests/test_cli_stages.py at
+    once took 48 s each, 30 s each with one thread (docs/testing.md). Set before torch is imported
+    (OpenMP reads it when it loads). A value the caller exported is kept; the one the xdist controller
+    set here (it loads this file too, before it starts the workers) is not."""
+    if os.environ.get(_THREADS_SET_HERE) != os.environ.get("OMP_NUM_THREADS"):
+        return  # exported by the caller
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = os.environ[_THREADS_SET_HERE] = str(max(1, cores // workers))
+
+
+_share_the_cores_between_workers()
+
+from vrft.models.config import ModelConfig  # noqa: E402  (after the thread count is set)
+from vrft.models.tiny import build_tiny_model  # noqa: E402
 
 # Small pixel bounds keep the tiny model at 4-16 vision tokens per image.
 TINY_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
