@@ -294,6 +294,59 @@ def test_stores_of_one_endpoint_and_credentials_share_a_client_per_process(
     assert os.waitpid(child, 0)[1] == 0
 
 
+@pytest.mark.timeout(60)
+def test_s3_description_is_parsed_once_per_process_and_each_client_signs_with_its_own_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every client of a process comes from one boto3 session, whose loader keeps S3's parsed service
+    description (the fork server loads it; its forked tasks inherit it): no client parses it again,
+    in this process or a forked child. Credentials stay per client."""
+    import botocore.loaders
+
+    from vrft import storage
+
+    storage.load_s3_description()
+    parsed: list[str] = []
+    load_file = botocore.loaders.JSONFileLoader.load_file
+    monkeypatch.setattr(
+        botocore.loaders.JSONFileLoader,
+        "load_file",
+        lambda self, path: parsed.append(path) or load_file(self, path),
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "first-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    first = ArtifactStore.from_uri("s3://b/p", endpoint_url="http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "second-key")
+    second = ArtifactStore.from_uri("s3://b/p", endpoint_url="http://127.0.0.1:10")
+    assert isinstance(first, S3ArtifactStore) and isinstance(second, S3ArtifactStore)
+    assert parsed == []
+
+    def signed_by(store: S3ArtifactStore) -> str:  # the access key a presigned URL names (no request)
+        from urllib.parse import parse_qs, urlsplit
+
+        url = store.client.generate_presigned_url("get_object", Params={"Bucket": "b", "Key": "k"})
+        query = parse_qs(urlsplit(url).query)
+        return (
+            query["AWSAccessKeyId"][0]
+            if "AWSAccessKeyId" in query
+            else query["X-Amz-Credential"][0].split("/")[0]
+        )
+
+    assert (signed_by(first), signed_by(second)) == ("first-key", "second-key")
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child makes its own client and reports what it parsed for it
+        try:
+            store = ArtifactStore.from_uri("s3://b/p", endpoint_url="http://127.0.0.1:11")
+            os.write(write, f"{signed_by(store)} {len(parsed)}".encode())  # type: ignore[arg-type]
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 64) == b"second-key 0"
+    os.close(read)
+    assert os.waitpid(child, 0)[1] == 0
+
+
 def test_uris_and_run_prefixes() -> None:
     assert run_prefix("s3://vrft/", "r1", "evaluate", "sft") == "s3://vrft/runs/r1/evaluate/sft/"
     assert run_prefix("file:///srv/a b", "r1", "report") == "file:///srv/a%20b/runs/r1/report/"

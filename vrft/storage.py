@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -418,13 +419,50 @@ def _endpoint_from_env() -> str | None:
     return next((os.environ[name] for name in ENDPOINT_ENV_VARS if os.environ.get(name)), None)
 
 
-#: This process's S3 clients by (endpoint, SHA-256 of the credentials, region): a new client parses
-#: botocore's service descriptions again (about 60 ms), and a stage opens the store several times.
-#: Clients are thread-safe; a forked child starts without them (they hold the parent's connections).
+#: This process's S3 clients by (endpoint, SHA-256 of the credentials, region): a stage opens the
+#: store several times. Clients are thread-safe; a forked child starts without them (they hold the
+#: parent's connections).
 _S3_CLIENTS: dict[tuple[str | None, str, str], Any] = {}
 _MAX_S3_CLIENTS = 8
+#: The boto3 session every client of this process is made from, credentials given per client. Its
+#: botocore loader keeps S3's service description once parsed (a megabyte of JSON: about half a
+#: second of CPU here, for every client made from a new session). A forked child keeps it: it holds
+#: no connection and no credentials.
+_BOTO3_SESSION: Any = None
+_BOTO3_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _BOTO3_LOCK
+    _S3_CLIENTS.clear()
+    _BOTO3_LOCK = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_S3_CLIENTS.clear)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _boto3_session() -> Any:
+    global _BOTO3_SESSION
+    with _BOTO3_LOCK:
+        if _BOTO3_SESSION is None:
+            import boto3
+
+            _BOTO3_SESSION = boto3.session.Session()
+        return _BOTO3_SESSION
+
+
+def load_s3_description() -> None:
+    """Parse botocore's description of S3 into this process's session (a client made and dropped,
+    no request sent): the fork server calls this, so that every task forked from it makes its S3
+    clients without parsing it again."""
+    _boto3_session().client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="unused",
+        aws_secret_access_key="unused",
+    )
 
 
 def _s3_client(endpoint_url: str | None, region: str) -> Any:
@@ -437,15 +475,8 @@ def _s3_client(endpoint_url: str | None, region: str) -> Any:
     key = (endpoint_url, credentials, region)
     if key in _S3_CLIENTS:
         return _S3_CLIENTS[key]
-    import boto3
     from botocore.config import Config
 
-    session = boto3.session.Session(
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        aws_session_token=session_token,
-        region_name=region,
-    )
     config = Config(
         retries={"max_attempts": 8, "mode": "standard"},
         connect_timeout=10,
@@ -453,7 +484,17 @@ def _s3_client(endpoint_url: str | None, region: str) -> Any:
         # Custom endpoints (SeaweedFS, MinIO, 127.0.0.1) do not resolve bucket subdomains.
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
-    client = session.client("s3", endpoint_url=endpoint_url, config=config)
+    session = _boto3_session()
+    with _BOTO3_LOCK:  # a botocore session is not thread-safe; its clients are
+        client = session.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            aws_session_token=session_token,
+            config=config,
+        )
     while len(_S3_CLIENTS) >= _MAX_S3_CLIENTS:
         _S3_CLIENTS.pop(next(iter(_S3_CLIENTS)))  # the oldest
     _S3_CLIENTS[key] = client

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import json
 import logging
@@ -49,7 +50,8 @@ from typing import Any
 
 #: What a task imports on its way to the stage function: the stage libraries, heaviest first, and
 #: what the task entry points import, but not the entry points themselves (runpy warns in the task's
-#: log when the module it runs as ``__main__`` is already imported).
+#: log when the module it runs as ``__main__`` is already imported). ``module:function``: import, then
+#: call the function (what every task would otherwise load again: S3's service description).
 PRELOAD = (
     "torch",
     "transformers",
@@ -57,6 +59,7 @@ PRELOAD = (
     "datasets",
     "mlflow",
     "mlflow.store.tracking.sqlalchemy_store",
+    "git",  # MLflow records the source's commit of every run it starts
     "boto3",
     "vrft.models.loading",
     "vrft.train.grpo",
@@ -70,6 +73,7 @@ PRELOAD = (
     "vrft.components.evaluate",
     "vrft.components.train",
     "vrft.components.report",
+    "vrft.storage:load_s3_description",
 )
 #: Stages whose imports (torch, transformers, trl, datasets) cost more than starting the server;
 #: ``collect`` and ``report`` alone start faster as fresh processes.
@@ -79,13 +83,20 @@ MAX_REQUEST_BYTES = 1 << 20
 
 
 def preload(modules: tuple[str, ...]) -> list[str]:
-    """Import ``modules``; return those that failed (the task will meet the same error itself)."""
+    """Import ``modules`` (and call ``module:function`` entries' functions); return those that failed
+    (the task will meet the same error itself)."""
     failed = []
-    for name in modules:
+    for entry in modules:
+        name, _, function = entry.partition(":")
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
+            if function:
+                getattr(module, function)()
         except Exception:  # noqa: BLE001 - a broken import is the task's to report, not the server's
-            failed.append(name)
+            failed.append(entry)
+    # What was loaded stays for the server's life: out of the collector's reach, a task's collections
+    # (accelerate collects after every training) do not walk it, nor copy its pages into the task.
+    gc.freeze()
     return failed
 
 
@@ -270,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     started = time.monotonic()
     failed = preload(tuple(args[1:]))
+    imported = {entry.partition(":")[0] for entry in args[1:] if entry not in failed}
     print(
-        f"fork server (pid {os.getpid()}): imported {len(args) - 1 - len(failed)} modules in "
+        f"fork server (pid {os.getpid()}): imported {len(imported)} modules in "
         f"{time.monotonic() - started:.1f} s; tasks are forked from it",
         file=sys.stderr,
         flush=True,

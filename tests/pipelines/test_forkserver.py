@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -176,3 +178,22 @@ def test_only_dataset_training_and_evaluation_tasks_start_the_server(tmp_path: P
 def test_the_fork_server_is_linux_only_and_can_be_switched_off(monkeypatch) -> None:
     assert ForkServer.wanted({}) == (os.uname().sysname == "Linux")
     assert not ForkServer.wanted({FORK_SERVER_ENV: "0"})
+
+
+def test_preload_imports_calls_and_freezes_what_it_loaded() -> None:
+    """``module:function`` entries are called after the import (S3's service description is parsed
+    once, in the server); what fails is named, not raised; what was loaded is frozen out of the
+    collector's reach, so a task's ``gc.collect()`` (accelerate's, after every training) does not walk
+    it. In a fresh interpreter: freezing is for the server's life."""
+    probe = (
+        "import gc, json\n"
+        "from vrft.pipelines.local.forkserver import preload\n"
+        "failed = preload(('json', 'vrft.storage:load_s3_description', 'no_such_module', 'json:no_such'))\n"
+        "import vrft.storage\n"
+        "print(json.dumps([failed, vrft.storage._BOTO3_SESSION is not None, gc.get_freeze_count() > 10000]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [["no_such_module", "json:no_such"], True, True]
