@@ -6,7 +6,7 @@ fresh ``python -m vrft.pipelines.airflow.task``. ``airflow dags test`` (what ``v
 runs) runs every task of the DAG run in one process; with ``VRFT_FORK_SERVER=1``, which ``vrft
 airflow test`` sets unless it is ``0``, that process starts a fork server
 (:mod:`vrft.pipelines.local.forkserver`) at its first dataset, training or evaluation task and
-forks those tasks from it, as ``vrft run`` does: each sees the same environment, files and signals,
+forks that task and every later one from it, as ``vrft run`` does: each sees the same environment, files and signals,
 without importing torch, transformers, trl, datasets and MLflow again. Imports no Airflow.
 """
 
@@ -38,7 +38,7 @@ def forking_wanted(environ: dict[str, str] | None = None) -> bool:
 def run_entry_point(stage: str, argv: list[str], env: dict[str, str]) -> int:
     """Run ``python -m vrft.pipelines.airflow.task ARGV`` with ``env``; return its exit status
     (negative: the signal that ended it)."""
-    server = _fork_server(env) if stage in WARM_STAGES and forking_wanted(env) else None
+    server = _fork_server(env, start=stage in WARM_STAGES) if forking_wanted(env) else None
     if server is not None:
         readable, writable = os.pipe()
         try:
@@ -57,9 +57,11 @@ def run_entry_point(stage: str, argv: list[str], env: dict[str, str]) -> int:
     return _run_fresh(argv, env)
 
 
-def _fork_server(env: dict[str, str]) -> ForkServer | None:
+def _fork_server(env: dict[str, str], start: bool) -> ForkServer | None:
+    """This process's fork server; with ``start``, started if there is none yet (a collect or report
+    task alone starts faster as a fresh process, but is forked from a server that is running)."""
     global _server
-    if _server is None:
+    if _server is None and start:
         # Its own output (one line, or why it stopped) goes to this process's stderr, not a task's.
         log = sys.__stderr__ if sys.__stderr__ is not None else open(os.devnull, "w")  # noqa: SIM115
         _server = ForkServer(env, None, log, PRELOAD)

@@ -18,17 +18,22 @@ def test_tasks_fork_only_when_asked():
 @pytest.mark.timeout(300)
 def test_dags_test_forks_its_tasks_from_one_server_with_the_fresh_outcome(tmp_path, capsys, monkeypatch):
     """Two failing dataset tasks (more shots than the source has) forked from one server: each exits 1
-    with the stage's reason in its output, as the fresh process does (test_task.py), and no task
-    starts as a fresh process; the server ends when closed."""
+    with the stage's reason in its output, as the fresh process does (test_task.py); a collect task
+    before them starts fresh (no server is started for it), a report task after them is forked; the
+    server ends when closed."""
     env = {**failing_dataset_task_env(tmp_path), FORK_SERVER_ENV: "1"}
+    fresh_tasks = []
 
-    def fresh(*_):
-        raise AssertionError("a task started as a fresh process")
+    def fresh(argv, _env):
+        fresh_tasks.append(argv)
+        return 0
 
     monkeypatch.setattr(processes, "_run_fresh", fresh)
     monkeypatch.setattr(processes, "_server", None)
     servers = []
     try:
+        assert processes.run_entry_point("collect", ["--work-dir", str(tmp_path / "task-collect")], env) == 0
+        assert processes._server is None and len(fresh_tasks) == 1
         for n in range(2):
             assert processes.run_entry_point("dataset", ["--work-dir", str(tmp_path / f"task-{n}")], env) == 1
             servers.append(processes._server)
@@ -40,6 +45,9 @@ def test_dags_test_forks_its_tasks_from_one_server_with_the_fresh_outcome(tmp_pa
             ), failure
             assert (tmp_path / f"task-{n}" / "error.txt").is_file()
         assert isinstance(servers[0], ForkServer) and servers[1] is servers[0]
+        assert processes.run_entry_point("report", ["--work-dir", str(tmp_path / "task-report")], env) == 1
+        assert processes._server is servers[0] and len(fresh_tasks) == 1
+        assert "failed:" in capsys.readouterr().out
         server = psutil.Process(servers[0].process.pid)
         assert server.is_running() and not server.children()  # the tasks ended and were reaped
 
