@@ -100,6 +100,29 @@ def test_round_trip_and_flatten():
     assert flat["lora.enabled"] is True and flat["beta"] == 0.04
 
 
+def test_a_config_built_again_is_a_copy_and_values_of_other_types_are_built_anew():
+    """from_dict keeps what it built: the same data again gives an equal config of its own (the first
+    one's changes do not reach it); values equal in Python but not of one type (1 and True) are not
+    the same data; a class of the same name is another class."""
+    first = from_dict(Train, {"steps": 5, "shots": [4]}, ["lora.r=16"])
+    first.shots.append(8)
+    first.lora.r = 2
+    again = from_dict(Train, {"steps": 5, "shots": [4]}, ["lora.r=16"])
+    assert (again.shots, again.lora.r) == ([4], 16) and again is not first
+    assert from_dict(Train, {"steps": 1}).steps == 1
+    with pytest.raises(ConfigError, match="steps: expected an integer, got True"):
+        from_dict(Train, {"steps": True})
+    assert from_dict(Train, {"beta": 1}).beta == 1.0
+
+    @dataclass
+    class Train2(Train):
+        steps: int = 7
+
+    Train2.__qualname__ = Train.__qualname__
+    assert type(from_dict(Train2, {})) is Train2 and from_dict(Train2, {}).steps == 7
+    assert type(from_dict(Train, {})) is Train and from_dict(Train, {}).steps == 200
+
+
 # -- hostile files and values (issue 14): one line naming file and key, nothing run -------------
 
 

@@ -34,13 +34,18 @@ vrft.config.ConfigError: exp.yaml: stpes: unknown key, did you mean steps? (know
 
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import difflib
 import functools
+import hashlib
 import math
 import os
+import pickle
 import re
 import stat
+import threading
 import types
 import typing
 from pathlib import Path
@@ -224,10 +229,11 @@ def _validate(obj: Any, where: str) -> None:
 
 def _escape(data: Any) -> Any:
     """Data whose strings OmegaConf keeps verbatim: ``${`` escaped as ``\\${`` (backslashes before it
-    doubled), and ``???`` (OmegaConf's "missing") as ``\\???``."""
+    doubled), and ``???`` (OmegaConf's "missing", also after backslashes) behind two more backslashes:
+    OmegaConf takes one off when it makes the tree and one when the values meet the schema."""
     if isinstance(data, str):
         if re.fullmatch(r"\\*\?\?\?", data):
-            return "\\" + data
+            return "\\\\" + data
         return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", data)
     if isinstance(data, dict):
         return {k: _escape(v) for k, v in data.items()}
@@ -253,7 +259,44 @@ def from_dict(
 
     ``source`` (a file name) goes into error messages. ``interpolate=False`` keeps ``${...}`` in
     ``data`` as text: data that is already a built config (JSON, :func:`to_dict`) is not resolved twice.
+
+    A config built from the same data and overrides before is not built again (a sweep's iteration
+    configs are built by the plan, the compile and the preflight alike; each build costs tens of
+    milliseconds of OmegaConf): the caller gets a copy of it, as configs are mutable dataclasses.
     """
+    key = _build_key(cls, data, overrides, interpolate)
+    with _BUILT_LOCK:
+        built = _BUILT.get(key) if key is not None else None
+        if built is not None and built[0] is cls:
+            _BUILT.move_to_end(key)
+            return typing.cast(T, copy.deepcopy(built[1]))
+    obj = _build(cls, data, overrides, source, interpolate)
+    if key is not None:
+        with _BUILT_LOCK:
+            _BUILT[key] = (cls, copy.deepcopy(obj))
+            while len(_BUILT) > _MAX_BUILT:
+                _BUILT.popitem(last=False)
+    return obj
+
+
+#: Configs :func:`from_dict` built, by a digest of what they were built from (the class is kept with
+#: each and compared on use: a class defined in a function may reuse a freed class's name and id).
+_BUILT: collections.OrderedDict[bytes, tuple[type, Any]] = collections.OrderedDict()
+_MAX_BUILT = 256
+_BUILT_LOCK = threading.Lock()
+
+
+def _build_key(cls: type, data: Any, overrides: Any, interpolate: bool) -> bytes | None:
+    """What a build depends on, as a digest; ``None`` for data pickle cannot hold (not cached)."""
+    try:
+        # pickle keeps types apart where == does not (1, 1.0, True; a tuple and a list)
+        given = pickle.dumps((data, list(overrides), interpolate), protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
+        return None
+    return hashlib.sha256(f"{cls.__module__}.{cls.__qualname__}\0".encode() + given).digest()
+
+
+def _build(cls: type[T], data: Any, overrides: Any, source: str, interpolate: bool) -> T:
     parsed = [parse_override(text) for text in overrides]  # syntax errors are the override's, not the file's
     try:
         tree = OmegaConf.create(_escape(data or {}) if not interpolate else data or {})
