@@ -123,6 +123,16 @@ def test_a_config_built_again_is_a_copy_and_values_of_other_types_are_built_anew
     assert type(from_dict(Train, {})) is Train and from_dict(Train, {}).steps == 200
 
 
+def test_a_config_that_reads_the_environment_is_built_anew_each_time(monkeypatch):
+    monkeypatch.setenv("VRFT_TEST_MODEL", "first")
+    assert from_dict(Train, {"model": "${oc.env:VRFT_TEST_MODEL}"}).model == "first"
+    monkeypatch.setenv("VRFT_TEST_MODEL", "second")
+    assert from_dict(Train, {"model": "${oc.env:VRFT_TEST_MODEL}"}).model == "second"
+    assert from_dict(Train, {}, ["model=${oc.env:VRFT_TEST_MODEL}"]).model == "second"
+    monkeypatch.setenv("VRFT_TEST_MODEL", "third")
+    assert from_dict(Train, {}, ["model=${oc.env:VRFT_TEST_MODEL}"]).model == "third"
+
+
 # -- hostile files and values (issue 14): one line naming file and key, nothing run -------------
 
 

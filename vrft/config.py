@@ -287,11 +287,14 @@ _BUILT_LOCK = threading.Lock()
 
 
 def _build_key(cls: type, data: Any, overrides: Any, interpolate: bool) -> bytes | None:
-    """What a build depends on, as a digest; ``None`` for data pickle cannot hold (not cached)."""
+    """What a build depends on, as a digest; ``None`` (not kept) for data pickle cannot hold and for
+    interpolations to resolve (``${oc.env:...}`` reads the environment of the moment)."""
     try:
         # pickle keeps types apart where == does not (1, 1.0, True; a tuple and a list)
         given = pickle.dumps((data, list(overrides), interpolate), protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
+        return None
+    if interpolate and b"${" in given:
         return None
     return hashlib.sha256(f"{cls.__module__}.{cls.__qualname__}\0".encode() + given).digest()
 
