@@ -131,6 +131,10 @@ def test_a_config_that_reads_the_environment_is_built_anew_each_time(monkeypatch
     assert from_dict(Train, {}, ["model=${oc.env:VRFT_TEST_MODEL}"]).model == "second"
     monkeypatch.setenv("VRFT_TEST_MODEL", "third")
     assert from_dict(Train, {}, ["model=${oc.env:VRFT_TEST_MODEL}"]).model == "third"
+    # A built config's overrides (apply_overrides, a shot's overrides) resolve too.
+    assert apply_overrides(Train(), ["model=${oc.env:VRFT_TEST_MODEL}"]).model == "third"
+    monkeypatch.setenv("VRFT_TEST_MODEL", "fourth")
+    assert apply_overrides(Train(), ["model=${oc.env:VRFT_TEST_MODEL}"]).model == "fourth"
 
 
 # -- hostile files and values (issue 14): one line naming file and key, nothing run -------------

@@ -268,9 +268,9 @@ def test_s3_credentials_and_endpoint_come_from_the_environment(monkeypatch: pyte
 def test_stores_of_one_endpoint_and_credentials_share_a_client_per_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A stage opens the store several times: one S3 client per endpoint, credentials and region
-    (a new one parses botocore's service descriptions again); other credentials, another client;
-    a forked child never uses its parent's (pooled connections)."""
+    """A stage opens the store several times: one S3 client per endpoint, credentials and region;
+    other credentials, another client; a forked child never uses its parent's (pooled
+    connections)."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")

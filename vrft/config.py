@@ -286,6 +286,15 @@ _MAX_BUILT = 256
 _BUILT_LOCK = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    global _BUILT_LOCK
+    _BUILT_LOCK = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _build_key(cls: type, data: Any, overrides: Any, interpolate: bool) -> bytes | None:
     """What a build depends on, as a digest; ``None`` (not kept) for data pickle cannot hold and for
     interpolations to resolve (``${oc.env:...}`` reads the environment of the moment)."""
@@ -294,7 +303,8 @@ def _build_key(cls: type, data: Any, overrides: Any, interpolate: bool) -> bytes
         given = pickle.dumps((data, list(overrides), interpolate), protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
         return None
-    if interpolate and b"${" in given:
+    # Overrides are never escaped: theirs resolve whatever ``interpolate`` says.
+    if (interpolate and b"${" in given) or any("${" in str(text) for text in overrides):
         return None
     return hashlib.sha256(f"{cls.__module__}.{cls.__qualname__}\0".encode() + given).digest()
 

@@ -336,15 +336,9 @@ class ExperimentConfig:
         for shots in self.experiment.shots or [None]:
             overrides = self.experiment.shot_overrides.get(str(shots), []) if shots is not None else []
             where = f"shots {shots}: " if shots is not None else ""
-            grpo_overrides = _section_overrides(overrides, "grpo")
-            pipeline_overrides = _section_overrides(overrides, "pipeline")
-            try:  # a section without overrides is checked as it is (rebuilding it costs a config build)
-                grpo = apply_overrides(self.grpo, grpo_overrides) if grpo_overrides else self.grpo
-                pipeline = (
-                    apply_overrides(self.pipeline, pipeline_overrides)
-                    if pipeline_overrides
-                    else self.pipeline
-                )
+            try:
+                grpo = apply_overrides(self.grpo, _section_overrides(overrides, "grpo"))
+                pipeline = apply_overrides(self.pipeline, _section_overrides(overrides, "pipeline"))
                 check_batch_divisibility(grpo, pipeline.training_processes())
             except ConfigError as exc:
                 raise ConfigError(f"{where}{exc}") from None

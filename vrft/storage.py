@@ -456,13 +456,15 @@ def load_s3_description() -> None:
     """Parse botocore's description of S3 into this process's session (a client made and dropped,
     no request sent): the fork server calls this, so that every task forked from it makes its S3
     clients without parsing it again."""
-    _boto3_session().client(
-        "s3",
-        region_name="us-east-1",
-        endpoint_url="http://127.0.0.1:9",
-        aws_access_key_id="unused",
-        aws_secret_access_key="unused",
-    )
+    session = _boto3_session()
+    with _BOTO3_LOCK:
+        session.client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url="http://127.0.0.1:9",
+            aws_access_key_id="unused",
+            aws_secret_access_key="unused",
+        )
 
 
 def _s3_client(endpoint_url: str | None, region: str) -> Any:

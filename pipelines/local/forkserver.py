@@ -20,7 +20,9 @@ The server is started with the run's environment, so what a library reads from t
 it is imported (``PYTHONPATH``'s ``sitecustomize``, Hugging Face's offline switches) is what a plain
 task process would read: within one run only ``TMPDIR`` and the work directory differ between tasks.
 A module that fails to import is skipped (the task then imports it itself and reports the error).
-Nothing else is shared: the server only imports, and forks from its one thread.
+Nothing else is shared: the server only imports (and, for ``module:function`` entries of
+:data:`PRELOAD`, loads what every task would load again: S3's service description), freezes what it
+loaded out of the garbage collector's reach, and forks from its one thread.
 
 Protocol, on a Unix socket pair: the runner sends one JSON line per task
 (``{"module", "argv", "env", "cwd"}``: ``python -m MODULE ARGV``) with the log's descriptor
@@ -96,6 +98,8 @@ def preload(modules: tuple[str, ...]) -> list[str]:
             failed.append(entry)
     # What was loaded stays for the server's life: out of the collector's reach, a task's collections
     # (accelerate collects after every training) do not walk it, nor copy its pages into the task.
+    # Garbage is collected first: frozen, it would live in the server and every task.
+    gc.collect()
     gc.freeze()
     return failed
 
