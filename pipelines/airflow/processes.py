@@ -6,8 +6,9 @@ fresh ``python -m vrft.pipelines.airflow.task``. ``airflow dags test`` (what ``v
 runs) runs every task of the DAG run in one process; with ``VRFT_FORK_SERVER=1``, which ``vrft
 airflow test`` sets unless it is ``0``, that process starts a fork server
 (:mod:`vrft.pipelines.local.forkserver`) at its first dataset, training or evaluation task and
-forks that task and every later one from it, as ``vrft run`` does: each sees the same environment, files and signals,
-without importing torch, transformers, trl, datasets and MLflow again. Imports no Airflow.
+forks that task and every later one from it, as ``vrft run`` does: each sees the same environment,
+files and signals, without importing torch, transformers, trl, datasets and MLflow again. Imports no
+Airflow.
 """
 
 from __future__ import annotations
