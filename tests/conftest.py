@@ -146,17 +146,17 @@ def _no_environment_leaks_between_files():
     also sets ``$MLFLOW_TRACKING_URI``, so a module fixture that logs runs would leave later files'
     stages tracking into its store (and, without an artifact root there, writing ``./mlruns`` into
     the checkout)."""
-    before = dict(os.environ)
-    yield
-    if os.environ != before:
-        os.environ.clear()
-        os.environ.update(before)
+    yield from _environment_restored()
 
 
 @pytest.fixture(autouse=True)
 def _no_environment_leaks_between_tests():
     """A test that sets a variable in-process (a tracking URI, store credentials) without restoring it
     would point every later test at its own, by then deleted or read-only, store: restore after each."""
+    yield from _environment_restored()
+
+
+def _environment_restored() -> Iterator[None]:
     before = dict(os.environ)
     yield
     if os.environ != before:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -264,6 +264,22 @@ def test_s3_credentials_and_endpoint_come_from_the_environment(monkeypatch: pyte
     )
 
 
+def in_a_forked_child(report: Callable[[], bytes]) -> bytes:
+    """What ``report`` returns in a forked child of this process; the child exits 0 in any case."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.write(write, report())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        reported = answer.read()
+    assert os.waitpid(child, 0)[1] == 0
+    return reported
+
+
 @pytest.mark.timeout(60)
 def test_stores_of_one_endpoint_and_credentials_share_a_client_per_process(
     monkeypatch: pytest.MonkeyPatch,
@@ -280,18 +296,13 @@ def test_stores_of_one_endpoint_and_credentials_share_a_client_per_process(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "rotated")
     rotated = ArtifactStore.from_uri("s3://b/p")
     assert isinstance(rotated, S3ArtifactStore) and rotated.client is not first.client
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # the child reports whether its store got the parent's client object
-        try:
-            store = ArtifactStore.from_uri("s3://b/p")
-            os.write(write, b"shared" if store.client is rotated.client else b"own")
-        finally:
-            os._exit(0)
-    os.close(write)
-    assert os.read(read, 16) == b"own"
-    os.close(read)
-    assert os.waitpid(child, 0)[1] == 0
+    # the child reports whether its store got the parent's client object
+    assert (
+        in_a_forked_child(
+            lambda: b"shared" if ArtifactStore.from_uri("s3://b/p").client is rotated.client else b"own"
+        )
+        == b"own"
+    )
 
 
 @pytest.mark.timeout(60)
@@ -333,18 +344,12 @@ def test_s3_description_is_parsed_once_per_process_and_each_client_signs_with_it
         )
 
     assert (signed_by(first), signed_by(second)) == ("first-key", "second-key")
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # the child makes its own client and reports what it parsed for it
-        try:
-            store = ArtifactStore.from_uri("s3://b/p", endpoint_url="http://127.0.0.1:11")
-            os.write(write, f"{signed_by(store)} {len(parsed)}".encode())  # type: ignore[arg-type]
-        finally:
-            os._exit(0)
-    os.close(write)
-    assert os.read(read, 64) == b"second-key 0"
-    os.close(read)
-    assert os.waitpid(child, 0)[1] == 0
+
+    def child_client() -> bytes:  # the child makes its own client and reports what it parsed for it
+        store = ArtifactStore.from_uri("s3://b/p", endpoint_url="http://127.0.0.1:11")
+        return f"{signed_by(store)} {len(parsed)}".encode()  # type: ignore[arg-type]
+
+    assert in_a_forked_child(child_client) == b"second-key 0"
 
 
 def test_uris_and_run_prefixes() -> None:

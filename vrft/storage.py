@@ -456,27 +456,32 @@ def load_s3_description() -> None:
     """Parse botocore's description of S3 into this process's session (a client made and dropped,
     no request sent): the fork server calls this, so that every task forked from it makes its S3
     clients without parsing it again."""
-    session = _boto3_session()
-    with _BOTO3_LOCK:
-        session.client(
-            "s3",
-            region_name="us-east-1",
-            endpoint_url="http://127.0.0.1:9",
-            aws_access_key_id="unused",
-            aws_secret_access_key="unused",
-        )
+    unused = {"AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused"}
+    _new_s3_client("http://127.0.0.1:9", "us-east-1", unused)
 
 
 def _s3_client(endpoint_url: str | None, region: str) -> Any:
     """The S3 client of ``endpoint_url`` and ``region`` with the environment's credentials (read
-    here, so that they are never an argument a traceback prints)."""
-    access_key = os.environ["AWS_ACCESS_KEY_ID"]
-    secret_key = os.environ["AWS_SECRET_ACCESS_KEY"]
-    session_token = os.environ.get("AWS_SESSION_TOKEN") or None
-    credentials = hashlib.sha256(f"{access_key}\0{secret_key}\0{session_token or ''}".encode()).hexdigest()
-    key = (endpoint_url, credentials, region)
+    from it, so that they are never an argument a traceback prints)."""
+    credentials = "\0".join(
+        (
+            os.environ["AWS_ACCESS_KEY_ID"],
+            os.environ["AWS_SECRET_ACCESS_KEY"],
+            os.environ.get("AWS_SESSION_TOKEN") or "",
+        )
+    )
+    key = (endpoint_url, hashlib.sha256(credentials.encode()).hexdigest(), region)
     if key in _S3_CLIENTS:
         return _S3_CLIENTS[key]
+    client = _new_s3_client(endpoint_url, region, os.environ)
+    while len(_S3_CLIENTS) >= _MAX_S3_CLIENTS:
+        _S3_CLIENTS.pop(next(iter(_S3_CLIENTS)))  # the oldest
+    _S3_CLIENTS[key] = client
+    return client
+
+
+def _new_s3_client(endpoint_url: str | None, region: str, environ: Any) -> Any:
+    """A new client from this process's session, with the credentials ``environ`` holds."""
     from botocore.config import Config
 
     config = Config(
@@ -488,19 +493,15 @@ def _s3_client(endpoint_url: str | None, region: str) -> Any:
     )
     session = _boto3_session()
     with _BOTO3_LOCK:  # a botocore session is not thread-safe; its clients are
-        client = session.client(
+        return session.client(
             "s3",
             endpoint_url=endpoint_url,
             region_name=region,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            aws_session_token=session_token,
+            aws_access_key_id=environ["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=environ["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=environ.get("AWS_SESSION_TOKEN") or None,
             config=config,
         )
-    while len(_S3_CLIENTS) >= _MAX_S3_CLIENTS:
-        _S3_CLIENTS.pop(next(iter(_S3_CLIENTS)))  # the oldest
-    _S3_CLIENTS[key] = client
-    return client
 
 
 class S3ArtifactStore(ArtifactStore):
